@@ -1,0 +1,3 @@
+from e2b_matrix.cli import main
+
+main()
