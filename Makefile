@@ -1,0 +1,54 @@
+# e2b-matrix: every target creates or reuses the virtualenv it needs.
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+BACKEND ?= e2b
+VARIANT ?=
+ARGS    ?=
+
+.PHONY: help venv test e2e bench plan build build-all lock-check clean docker-up
+
+help:
+	@echo "make build-all [BACKEND=e2b|docker]   build every variant, update the lock"
+	@echo "make build VARIANT=name               build one variant"
+	@echo "make plan                             what would build and why (offline)"
+	@echo "make test                             the test suite (starts its own E2B emulator)"
+	@echo "make e2e                              real Docker builds (starts dockerd)"
+	@echo "make bench                            benchmarks -> .bench/results.json"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "e2b-matrix needs Python >= 3.11 (set PYTHON=...)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+docker-up:
+	bash scripts/docker-up.sh
+
+e2e: $(STAMP) docker-up
+	$(BIN)/python -m pytest -q -m docker -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+plan: $(STAMP)
+	$(BIN)/e2b-matrix plan --backend $(BACKEND) $(ARGS)
+
+build-all: $(STAMP)
+	$(BIN)/e2b-matrix build-all --backend $(BACKEND) $(ARGS)
+
+build: $(STAMP)
+	@test -n "$(VARIANT)" || { echo "usage: make build VARIANT=name (see: $(BIN)/e2b-matrix list)"; exit 2; }
+	$(BIN)/e2b-matrix build $(VARIANT) --backend $(BACKEND) $(ARGS)
+
+lock-check: $(STAMP)
+	$(BIN)/e2b-matrix lock check --backend $(BACKEND)
+
+clean:
+	rm -rf $(VENV) logs .bench .e2b-matrix .pytest_cache

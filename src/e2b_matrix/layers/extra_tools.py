@@ -1,0 +1,36 @@
+"""extra-tools: everyday command-line tools, each checked with ``--version``."""
+
+from e2b_matrix.layers import checks as c
+from e2b_matrix.model import Check, Layer, Param, apt, pip
+
+# Debian package -> the command it installs, where the names differ.
+COMMANDS = {"ripgrep": "rg", "fd-find": "fdfind", "neovim": "nvim", "python3-pip": "pip3"}
+
+
+def _steps(params, ctx):
+    steps = []
+    if params["packages"]:
+        steps.append(apt(params["packages"]))
+    if params["pip_packages"]:
+        steps.append(pip(params["pip_packages"]))
+    return tuple(steps)
+
+
+def _checks(params, ctx):
+    names = [COMMANDS.get(p, p) for p in params["packages"]]
+    names += [p.split("==")[0] for p in params["pip_packages"]]
+    return tuple(Check(f"{n} --version", command=f"{n} --version") for n in names)
+
+
+LAYER = Layer(
+    name="extra-tools",
+    version="1",
+    description="apt/pip tools (default: git, jq, ripgrep, curl)",
+    requires=("base",),
+    params=(
+        Param("packages", ("git", "jq", "ripgrep", "curl"), "Debian packages", c.package_list),
+        Param("pip_packages", (), "pip packages whose command has the package's name", c.package_list),
+    ),
+    steps=_steps,
+    checks=_checks,
+)

@@ -1,0 +1,281 @@
+"""The data model: frozen attrs classes, the only shapes data flows through.
+
+files -> Variant/Layer -> BuildSpec (resolved) -> backend -> BuildResult -> lock.
+Nothing here imports e2b or click.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from e2b_matrix.lock import LockEntry  # noqa: F401  (re-exported: the lock owns its entry)
+
+BACKENDS = ("e2b", "docker")
+
+
+def _tuple(value) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)):
+        return (value,)
+    return tuple(value)
+
+
+def _frozen_mapping(value) -> tuple[tuple[str, Any], ...]:
+    """A mapping as sorted (key, value) pairs: hashable, order-free."""
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple(sorted((str(k), _freeze(v)) for k, v in items))
+
+
+def _freeze(value):
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return _frozen_mapping(value)
+    return value
+
+
+@attrs.frozen
+class Step:
+    """One E2B Template SDK builder call, e.g. ``Step("apt_install", (("fuse",),))``.
+
+    ``call`` names the builder method; ``args`` and ``kwargs`` are what it is
+    called with. render.py turns a step into the SDK call, into the exact
+    instruction the SDK would send (without importing e2b), and into
+    Dockerfile lines.
+    """
+
+    call: str
+    args: tuple = attrs.field(default=(), converter=_freeze)
+    kwargs: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_frozen_mapping)
+
+    @property
+    def kw(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+
+def run(command: str, user: str | None = None) -> Step:
+    return Step("run_cmd", (command,), {"user": user} if user else {})
+
+
+def apt(packages) -> Step:
+    return Step("apt_install", (tuple(packages),))
+
+
+def pip(packages) -> Step:
+    return Step("pip_install", (tuple(packages),))
+
+
+@attrs.frozen
+class Check:
+    """A smoke check that proves a layer worked in a built artifact.
+
+    Either a shell ``command`` (passes when it exits 0 and, if ``expect`` is
+    set, its output contains it) or Python ``cells`` run one after another in
+    one stateful kernel (E2B's code interpreter), the last one's text
+    containing ``expect``.
+    """
+
+    name: str
+    command: str | None = None
+    cells: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    expect: str | None = None
+    user: str = "user"
+    backends: tuple[str, ...] = attrs.field(default=BACKENDS, converter=_tuple)
+    devices: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    layer: str = ""
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.cells)
+
+
+@attrs.frozen
+class Base:
+    """Where a template starts: another E2B template, or an image."""
+
+    kind: str = attrs.field(validator=attrs.validators.in_(("template", "image")))
+    ref: str
+    python: str  # the base's Python (major.minor); decides which nexus it can run
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.ref}"
+
+
+@attrs.frozen
+class Param:
+    """A layer parameter: its default and how a value from a file is checked.
+
+    ``check(value)`` returns the converted value or raises ValueError with a
+    message saying what is wrong (the config loader adds file and key).
+    """
+
+    name: str
+    default: Any
+    doc: str = ""
+    check: Callable[[Any], Any] | None = None
+
+    def convert(self, value):
+        return self.check(value) if self.check else value
+
+
+@attrs.frozen
+class Context:
+    """What a layer's steps may depend on besides its parameters."""
+
+    backend: str
+    python: str  # the base's Python version
+
+
+@attrs.frozen
+class Layer:
+    """A named, versioned unit of build steps with parameters and checks.
+
+    ``steps(params, ctx)`` and ``checks(params, ctx)`` are pure functions of
+    the layer's resolved parameters. The base layer also gives ``base(params,
+    ctx)`` (the template's starting point) and ``python(params, backend)``.
+    """
+
+    name: str
+    version: str
+    requires: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    params: tuple[Param, ...] = attrs.field(default=(), converter=_tuple)
+    steps: Callable[[Mapping, Context], tuple[Step, ...]] = lambda p, c: ()
+    checks: Callable[[Mapping, Context], tuple[Check, ...]] = lambda p, c: ()
+    base: Callable[[Mapping, str], Base] | None = None
+    description: str = ""
+    # What the lock records for this layer; nexus records its package version.
+    recorded_version: Callable[[Mapping], str] | None = None
+    # Turns parameters into concrete ones at plan time (nexus: "latest" -> x.y.z).
+    resolve: Callable[[dict, Context, Any], dict] | None = None
+    source: str = "<built-in>"
+
+    def param(self, name: str) -> Param | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def lock_version(self, params: Mapping) -> str:
+        if self.recorded_version is not None:
+            return self.recorded_version(params)
+        return self.version
+
+
+@attrs.frozen
+class Variant:
+    """One template to build, as written in variants/*.toml (after [matrix])."""
+
+    name: str
+    alias: str
+    layers: tuple[str, ...] = attrs.field(converter=_tuple)
+    cpu_count: int = 2
+    memory_mb: int = 2048
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    # {layer: {param: value}} as sorted pairs, values as written
+    params: tuple = attrs.field(default=(), converter=_frozen_mapping)
+    description: str = ""
+    source: str = ""  # the file it came from
+
+    def params_for(self, layer: str) -> dict[str, Any]:
+        for name, pairs in self.params:
+            if name == layer:
+                return dict(pairs)
+        return {}
+
+
+@attrs.frozen
+class ResolvedLayer:
+    layer: Layer
+    params: tuple = attrs.field(converter=_frozen_mapping)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def lock_version(self) -> str:
+        return self.layer.lock_version(self.values)
+
+
+@attrs.frozen
+class BuildSpec:
+    """A variant resolved for one backend: everything a build needs, nothing else."""
+
+    variant: Variant
+    backend: str
+    layers: tuple[ResolvedLayer, ...]
+    base: Base
+    steps: tuple[Step, ...]
+    checks: tuple[Check, ...]
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+    # Content hashes of files the steps copy (none for the shipped layers).
+    files: tuple[tuple[str, str], ...] = ()
+    # Build ID of a parent template built by this project (from_template on one
+    # of our aliases): E2B resolves it at submit time, so it is an input.
+    parent_build: str | None = None
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def alias(self) -> str:
+        return self.variant.alias
+
+    def layer_versions(self) -> dict[str, str]:
+        return {rl.name: rl.lock_version for rl in self.layers}
+
+    def inputs(self) -> dict[str, str]:
+        """Flat, human-comparable inputs: what plan explains a change with."""
+        out = {"base": self.base.describe(), "cpu_count": str(self.variant.cpu_count),
+               "memory_mb": str(self.variant.memory_mb), "tags": ",".join(self.variant.tags)}
+        for rl in self.layers:
+            for key, value in rl.params:
+                out[f"{rl.name}.{key}"] = value if isinstance(value, str) else json.dumps(value)
+        if self.parent_build:
+            out["parent_build"] = self.parent_build
+        return out
+
+
+class Status(enum.Enum):
+    """Outcome of one variant in a run."""
+
+    FRESH = "fresh"        # unchanged since its lock entry: nothing done
+    BUILT = "built"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"    # not started (fail-fast, interrupt)
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.FRESH, Status.BUILT)
+
+
+@attrs.frozen
+class BuildResult:
+    name: str
+    alias: str
+    status: Status
+    template_id: str = ""
+    build_id: str = ""
+    duration_s: float = 0.0
+    error: str = ""
+    attempts: int = 0
+    image: str = ""

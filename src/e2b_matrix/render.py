@@ -1,0 +1,163 @@
+"""BuildSpec -> what a backend consumes.
+
+- ``instructions(steps)``: the exact step list E2B's build API receives, computed
+  without importing e2b (tests prove it equals the SDK's own ``to_json``);
+- ``to_template(spec)``: an e2b ``Template`` (imports e2b: only when building);
+- ``to_json(spec)``: the SDK's ``Template.to_json`` of it;
+- ``dockerfile(spec)``: the same layers as a Dockerfile for a local Docker build.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+
+from e2b_matrix.model import BuildSpec, Step
+
+CA_DIR = "/usr/local/share/ca-certificates/e2b-matrix"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _pad_octal(mode: int) -> str:
+    return f"{mode:04o}"
+
+
+def _run(commands, user=None) -> dict:
+    commands = [commands] if isinstance(commands, str) else list(commands)
+    args = [" && ".join(commands)]
+    if user:
+        args.append(user)
+    return {"type": "RUN", "args": args}
+
+
+def instruction(step: Step) -> dict:
+    """One step as the E2B Template SDK serializes it (type and args)."""
+    a, kw = step.args, step.kw
+    if step.call == "run_cmd":
+        return _run(a[0], kw.get("user"))
+    if step.call == "apt_install":
+        pkgs = [a[0]] if isinstance(a[0], str) else list(a[0])
+        flags = ("--no-install-recommends " if kw.get("no_install_recommends") else "") + (
+            "--fix-missing " if kw.get("fix_missing") else "")
+        return _run(["apt-get update",
+                     "DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y "
+                     f"{flags}{' '.join(pkgs)}"], user="root")
+    if step.call == "pip_install":
+        pkgs = [a[0]] if isinstance(a[0], str) else list(a[0])
+        g = kw.get("g", True)
+        cmd = ["pip", "install"] + ([] if g else ["--user"]) + (pkgs or ["."])
+        return _run(" ".join(cmd), user="root" if g else None)
+    if step.call == "set_user":
+        return {"type": "USER", "args": [a[0]]}
+    if step.call == "set_workdir":
+        return {"type": "WORKDIR", "args": [str(a[0])]}
+    if step.call == "set_envs":
+        envs = dict(a[0])
+        return {"type": "ENV", "args": [x for k, v in envs.items() for x in (k, v)]}
+    if step.call == "make_dir":
+        paths = [a[0]] if isinstance(a[0], str) else list(a[0])
+        mode = kw.get("mode")
+        parts = ["mkdir", "-p"] + ([f"-m {_pad_octal(mode)}"] if mode is not None else [])
+        return _run(" ".join(parts + [shlex.quote(str(p)) for p in paths]), kw.get("user"))
+    if step.call == "copy":
+        mode = kw.get("mode")
+        return {"type": "COPY", "args": [str(a[0]), str(a[1]), kw.get("user") or "",
+                                         _pad_octal(mode) if mode is not None else ""]}
+    raise ValueError(f"unsupported builder call {step.call!r}")
+
+
+def instructions(steps: Iterable[Step]) -> list[dict]:
+    return [instruction(s) for s in steps]
+
+
+# -- E2B -----------------------------------------------------------------------
+
+def to_template(spec: BuildSpec, context_dir: str | None = None):
+    """The e2b Template for a spec. Imports e2b (about a second): build paths only."""
+    from e2b import Template
+
+    t = Template(file_context_path=context_dir) if context_dir else Template()
+    b = t.from_template(spec.base.ref) if spec.base.kind == "template" else t.from_image(spec.base.ref)
+    for step in spec.steps:
+        kw = step.kw
+        args = tuple(dict(x) if isinstance(x, tuple) and x and isinstance(x[0], tuple) else x for x in step.args)
+        args = tuple(list(x) if isinstance(x, tuple) else x for x in args)
+        b = getattr(b, step.call)(*args, **kw)
+    if spec.start_cmd:
+        b = b.set_start_cmd(spec.start_cmd, spec.ready_cmd or "sleep 20")
+    elif spec.ready_cmd:
+        b = b.set_ready_cmd(spec.ready_cmd)
+    return b
+
+
+def to_json(spec: BuildSpec, context_dir: str | None = None) -> str:
+    """Exactly the body E2B's build API receives for this spec (the SDK's to_json)."""
+    from e2b import Template
+
+    return Template.to_json(to_template(spec, context_dir))
+
+
+def api_body(spec: BuildSpec) -> dict:
+    """The build body computed without e2b (same shape as ``to_json``, minus force flags)."""
+    body: dict = {"steps": [{**i, "force": False} for i in instructions(spec.steps)], "force": False}
+    body["fromTemplate" if spec.base.kind == "template" else "fromImage"] = spec.base.ref
+    if spec.start_cmd:
+        body["startCmd"] = spec.start_cmd
+    if spec.ready_cmd or spec.start_cmd:
+        body["readyCmd"] = spec.ready_cmd or "sleep 20"
+    return body
+
+
+# -- Docker --------------------------------------------------------------------
+
+def _json_array(words: list[str]) -> str:
+    return json.dumps(words)
+
+
+def dockerfile(spec: BuildSpec) -> str:
+    """The spec's layers as a Dockerfile.
+
+    E2B runs a RUN step as the user given with it (else the current USER);
+    Docker has no per-RUN user, so USER lines are written where the user
+    changes, ending on the template's user.
+    CA certificates in the spec's files (ca/*.crt in the build context) are
+    installed first, for builds behind a TLS-intercepting proxy.
+    """
+    if spec.base.kind != "image":
+        raise ValueError(f"{spec.name}: a Docker build needs an image base, not {spec.base.describe()}")
+    lines = [f"# {spec.alias}: layers {', '.join(f'{k}@{v}' for k, v in spec.layer_versions().items())}",
+             f"FROM {spec.base.ref}", "USER root"]
+    if any(name.startswith("ca/") for name, _ in spec.files):
+        lines += [f"COPY ca/ {CA_DIR}/",
+                  "RUN update-ca-certificates",
+                  f"ENV PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE}"]
+    current = emitted = "root"  # the template's user; the last USER line written
+
+    def as_user(user: str) -> None:
+        nonlocal emitted
+        if user != emitted:
+            lines.append(f"USER {user}")
+            emitted = user
+
+    for step in spec.steps:
+        ins = instruction(step)
+        kind, args = ins["type"], ins["args"]
+        if kind == "USER":
+            current = args[0]
+        elif kind == "WORKDIR":
+            lines.append(f"WORKDIR {args[0]}")
+        elif kind == "ENV":
+            pairs = [f"{args[i]}={json.dumps(args[i + 1])}" for i in range(0, len(args), 2)]
+            lines.append(f"ENV {' '.join(pairs)}")
+        elif kind == "COPY":
+            chown = f"--chown={args[2]} " if args[2] else ""
+            chmod = f"--chmod={args[3]} " if args[3] else ""
+            lines.append(f"COPY {chown}{chmod}{args[0]} {args[1]}")
+        else:  # RUN, as its own user or the template's
+            as_user(args[1] if len(args) > 1 else current)
+            lines.append(f"RUN {args[0]}")
+    as_user(current)
+    if spec.start_cmd:
+        lines.append(f"CMD {_json_array(['/bin/sh', '-c', spec.start_cmd])}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated project directory and an injected package index."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+DATA = TESTS / "data"
+INDEX_URL = (DATA / "index").as_uri()
+sys.path.insert(0, str(TESTS))  # the emulator and helpers are plain modules here
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path_factory):
+    """No test touches the network, the user's cache or real credentials."""
+    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", INDEX_URL)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for var in ("E2B_API_KEY", "E2B_TEMPLATE_ID", "E2B_MATRIX_LOCK", "E2B_DOMAIN", "E2B_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the shipped project (variants/) in a temporary directory."""
+    shutil.copytree(ROOT / "variants", tmp_path / "variants")
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes: to prove nothing on disk changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,142 @@
+"""The offline commands through click's CliRunner: list, plan, render, -C, --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import DATA, ROOT, write
+from e2b_matrix.cli import cli
+
+EXPECTED = DATA / "expected"
+
+
+def run(*args, project=None):
+    argv = (["-C", str(project)] if project else ["-C", str(ROOT)]) + list(args)
+    return CliRunner().invoke(cli, argv)
+
+
+def test_list(project):
+    r = run("list", project=project)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"]
+    assert [line.split()[0] for line in lines[1:]] == ["full", "latest", "minimal", "pinned"]
+    assert lines[2].split()[1:3] == ["nexus-sandbox-latest", "base,fuse,nexus"]
+    data = json.loads(run("list", "--json", project=project).stdout)
+    assert data[0]["name"] == "full" and data[0]["layers"] == ["base", "fuse", "nexus", "extra-tools"]
+
+
+def test_plan_unbuilt_then_fresh_then_stale(project):
+    r = run("plan", "--json", project=project)
+    assert r.exit_code == 0, r.output
+    items = {i["name"]: i for i in json.loads(r.stdout)}
+    assert {i["state"] for i in items.values()} == {"unbuilt"}
+    write(project / "templates.lock", lock_for(items))
+    items = {i["name"]: i for i in json.loads(run("plan", "--json", project=project).stdout)}
+    assert {i["state"] for i in items.values()} == {"fresh"}
+    # change one param, one resource and one layer in three variants
+    pinned = project / "variants/pinned.toml"
+    pinned.write_text(pinned.read_text().replace('"0.5.6"', '"0.5.5"'))
+    full = project / "variants/full.toml"
+    full.write_text(full.read_text().replace("memory_mb = 4096", "memory_mb = 8192"))
+    minimal = project / "variants/minimal.toml"
+    minimal.write_text(minimal.read_text().replace('["base", "nexus"]', '["base", "nexus", "fuse"]'))
+    r = run("plan", project=project)
+    assert r.exit_code == 0
+    out = r.stdout
+    states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
+    assert states == {"full": "stale", "latest": "fresh", "minimal": "stale", "pinned": "stale"}
+    assert "layer nexus 0.5.6 -> 0.5.5" in out
+    assert "resource memory_mb 4096 -> 8192" in out
+    assert "layer fuse added" in out
+    only = json.loads(run("plan", "--json", "pinned", project=project).stdout)
+    assert [i["name"] for i in only] == ["pinned"] and only[0]["state"] == "stale"
+
+
+def lock_for(items: dict) -> str:
+    """A lock that matches the current plan (what a build would have written)."""
+    from e2b_matrix.config import load_project
+    from e2b_matrix.lock import LockEntry, render_lock
+    from e2b_matrix.resolve import Options, build_specs
+    from e2b_matrix.versions import PyPIIndex
+    import datetime as dt
+
+    p = load_project(ROOT)
+    specs = build_specs(p.variants, p.layers, Options(index=PyPIIndex()))
+    now = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.timezone.utc)
+    return render_lock([LockEntry(alias=s.alias, variant=s.name, template_id=f"tpl-{s.name}", build_id=f"b-{s.name}",
+                                  fingerprint=s.fingerprint, layers=s.layer_versions(), built_at=now,
+                                  domain="e2b.app", inputs=s.inputs()) for s in specs])
+
+
+@pytest.mark.parametrize("name", ["latest", "full"])
+def test_render_json_matches_expected_file(name):
+    r = run("render", name, "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (EXPECTED / f"{name}.json").read_text()
+
+
+@pytest.mark.parametrize("name", ["latest", "full"])
+def test_render_dockerfile_matches_expected_file(name):
+    r = run("render", name, "--format", "dockerfile")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (EXPECTED / f"{name}.Dockerfile").read_text()
+
+
+def test_render_with_overrides_and_ca(tmp_path):
+    cert = write(tmp_path / "corp.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    r = run("render", "minimal", "--format", "dockerfile", "--set", "base.image=debian-base:bookworm",
+            "--set", "base.image_python=3.11", "--ca-cert", str(cert))
+    assert r.exit_code == 0, r.output
+    assert "FROM debian-base:bookworm" in r.stdout
+    assert "COPY ca/ /usr/local/share/ca-certificates/e2b-matrix/" in r.stdout
+    assert "RUN pip install nexus-ai-fs==0.5.6" in r.stdout  # Python 3.11 -> newest it can run
+
+
+def test_dash_C_from_elsewhere(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("list", project=project).exit_code == 0
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["plan"], ["render"], ["build"], ["build-all"], ["resolve"],
+                                     ["lock"], ["lock", "show"], ["lock", "check"], ["verify"]])
+def test_every_command_has_one_line_help(command):
+    r = CliRunner().invoke(cli, command + ["--help"])
+    assert r.exit_code == 0, r.output
+    cmd = cli
+    for name in command:
+        cmd = cmd.commands[name]
+    text = cmd.help.strip()
+    assert text and "\n" not in text and text.endswith(")") or text.endswith(".")
+    assert text in " ".join(r.stdout.split())
+
+
+@pytest.mark.parametrize("args", [["list"], ["plan"], ["render", "full", "--format", "dockerfile"],
+                                  ["resolve", "latest"], ["lock", "show"]])
+def test_offline_commands_never_import_e2b(project, args):
+    from e2b_matrix.lock import render_lock
+
+    (project / "templates.lock").write_text(render_lock([]) if args[0] != "resolve" else lock_for({}))
+    code = ("import sys\nfrom e2b_matrix.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "assert 'e2b' not in sys.modules, 'e2b was imported'\nsys.exit(code)")
+    env = {**os.environ, "E2B_MATRIX_PYPI_URL": (DATA / "index").as_uri()}
+    p = subprocess.run([sys.executable, "-c", code, "-C", str(project), *args], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "e2b-matrix" in r.stdout
+
+
+def test_python_dash_m():
+    p = subprocess.run([sys.executable, "-m", "e2b_matrix", "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "e2b-matrix" in p.stdout
