@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -41,3 +42,21 @@ def write(path: Path, text: str) -> Path:
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: to prove nothing on disk changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+DOCKER_BASE = os.environ.get("E2B_MATRIX_DOCKER_BASE") or "e2b-matrix/debian-base:bookworm"
+
+
+def docker_required() -> None:
+    """Skip without a Docker daemon and base image, except in CI (CI=true), where that fails."""
+    from e2b_matrix.backends import docker_engine as engine
+
+    reason = None
+    if not engine.daemon_available(timeout=10):
+        reason = "no Docker daemon answers `docker info`: run scripts/docker-up.sh (make docker-up)"
+    elif not engine.image_exists(DOCKER_BASE):
+        reason = f"no base image {DOCKER_BASE}: run scripts/docker-up.sh (make docker-up)"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: .ci/run must start dockerd and make the base image)")
+        pytest.skip(reason)

@@ -17,26 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import DOCKER_BASE as BASE, docker_required
 from e2b_matrix.backends import docker_engine as engine
 
 pytestmark = pytest.mark.docker
 
-BASE = os.environ.get("E2B_MATRIX_DOCKER_BASE") or "e2b-matrix/debian-base:bookworm"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the CI script must start dockerd and make the base image)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def docker_ready():
-    if not engine.daemon_available(timeout=10):
-        _unavailable("no Docker daemon answers `docker info`: run scripts/docker-up.sh (make docker-up)")
-    if not engine.image_exists(BASE):
-        _unavailable(f"no base image {BASE}: run scripts/docker-up.sh (make docker-up)")
+    docker_required()
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
         verify=_verifier(engine, env) if verify else None)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet or as_json) as reporter:
+        with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json) as reporter:
             runner.report = reporter
             results = runner.run(b.Job(s, lock.entries.get(s.alias)) for s in specs)
     finally:

@@ -14,8 +14,6 @@ import logging
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -152,6 +150,9 @@ class PyPIIndex:
         return data
 
     def _fetch(self, package: str) -> dict[str, str | None]:
+        import urllib.error
+        import urllib.request
+
         url = f"{self.url}/{package}/json"
         self.fetches += 1
         try:

@@ -1,0 +1,86 @@
+"""Where build output goes: logs/<alias>.log per variant and logs/build.log per run.
+
+Files rotate (size-bounded, a few backups) through concurrent-log-handler,
+safe when two processes build at once. Every handler this module installs
+redacts secrets (the E2B API key) from what it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 3
+RUN_LOGGER = "e2b_matrix.run"
+
+
+class Redactor(logging.Filter):
+    """Replaces each secret (and anything shaped like an E2B key) with ***."""
+
+    KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}\b")
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return self.KEY_SHAPE.sub("e2b_***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
+    from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = ConcurrentRotatingFileHandler(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                            encoding="utf-8")
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(redactor)
+    return handler
+
+
+class RunLogs:
+    """The log files of one run; ``variant(alias)`` gives a variant's logger."""
+
+    def __init__(self, directory: Path | None, secrets: Iterable[str] = ()):
+        self.directory = directory
+        self.redactor = Redactor(secrets)
+        self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        self.run = logging.getLogger(RUN_LOGGER)
+        self.run.setLevel(logging.INFO)
+        if directory is not None:
+            self._attach(self.run, _file_handler(directory / "build.log", self.redactor,
+                                                 "%(asctime)s %(levelname)s %(message)s"))
+
+    def _attach(self, logger: logging.Logger, handler: logging.Handler) -> None:
+        logger.addHandler(handler)
+        self._handlers.append((logger, handler))
+
+    def variant(self, alias: str) -> logging.Logger:
+        logger = logging.getLogger(f"e2b_matrix.variant.{alias}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # build output goes to its file, not the console
+        if self.directory is not None and not logger.handlers:
+            self._attach(logger, _file_handler(self.directory / f"{alias}.log", self.redactor,
+                                               "%(message)s"))
+        return logger
+
+    def close(self) -> None:
+        for logger, handler in self._handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        self._handlers.clear()

@@ -1,0 +1,123 @@
+"""What a person (or CI) sees while builds run, and the summary at the end.
+
+On a terminal: a live table (rich) of each variant's state and last log
+line. Otherwise: ``[variant] message`` lines, one per state change (and per
+log page at -v), fit for CI logs. Everything printed passes the redactor.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import click
+
+from e2b_matrix.model import BuildResult
+
+QUIET_STATES = {"log"}
+
+
+class PlainReporter:
+    def __init__(self, redact, verbose: int = 0, quiet: bool = False, stream=None):
+        self.redact = redact
+        self.verbose = verbose
+        self.quiet = quiet
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, state: str, message: str) -> None:
+        if self.quiet and state not in ("failed",):
+            return
+        if state in QUIET_STATES and self.verbose < 1:
+            return
+        text = f"[{name}] {state}" + (f": {message}" if message else "")
+        with self._lock:
+            print(self.redact(text), file=self.stream or sys.stdout, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class LiveReporter:
+    """A rich Live table: variant, state, elapsed, last line."""
+
+    def __init__(self, names: list[str], redact):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.redact = redact
+        self.rows = {n: ["queued", "", time.monotonic()] for n in names}
+        self._lock = threading.Lock()
+        self.console = Console()
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False,
+                         get_renderable=self._render)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for col in ("variant", "state", "time", "last line"):
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=None if col != "last line" else 80)
+        now = time.monotonic()
+        with self._lock:
+            for name, (state, line, started) in self.rows.items():
+                style = {"built": "green", "fresh": "cyan", "failed": "red", "cancelled": "yellow"}.get(state, "")
+                elapsed = "" if state in ("queued", "fresh") else f"{now - started:5.0f}s"
+                table.add_row(name, f"[{style}]{state}[/]" if style else state, elapsed, line)
+        return table
+
+    def __call__(self, name: str, state: str, message: str) -> None:
+        with self._lock:
+            row = self.rows.setdefault(name, ["queued", "", time.monotonic()])
+            message = self.redact(message)
+            if state == "log":
+                row[1] = message
+                return
+            if state == "building" and row[0] == "queued":
+                row[2] = time.monotonic()
+            row[0] = state
+            row[1] = message
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+        return False
+
+
+def make_reporter(names, redact, verbose, quiet, as_json=False):
+    """A live table on a terminal; else plain lines (on stderr when stdout carries JSON)."""
+    if sys.stdout.isatty() and not quiet and not as_json:
+        return LiveReporter(names, redact)
+    return PlainReporter(redact, verbose, quiet, stream=sys.stderr if as_json else None)
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def summary(results: list[BuildResult], redact) -> None:
+    print_table(["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
+                [[r.name, r.alias, r.status.value, r.template_id, r.build_id,
+                  f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results])
+    for r in results:
+        if r.error and not r.status.ok:
+            click.echo(redact(f"{r.name}: {r.status.value}: {r.error}"), err=True)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def results_json(results: list[BuildResult]) -> list[dict]:
+    return [{"name": r.name, "alias": r.alias, "status": r.status.value, "template_id": r.template_id,
+             "build_id": r.build_id, "duration_s": r.duration_s, "attempts": r.attempts, "image": r.image,
+             "error": r.error} for r in results]
