@@ -1,0 +1,84 @@
+"""resolve, lock show and lock check through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from conftest import write
+from e2b_matrix.cli import cli
+from e2b_matrix.lock import TemplateLock, render_lock
+from test_cli_offline import lock_for
+
+
+def run(project, *args, env=None):
+    return CliRunner().invoke(cli, ["-C", str(project), *args], env=env)
+
+
+def test_resolve_prints_only_the_id(project):
+    write(project / "templates.lock", lock_for({}))
+    r = run(project, "resolve", "latest")
+    assert r.exit_code == 0 and r.stdout == "tpl-latest\n"
+    assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "tpl-pinned\n"
+    r = run(project, "resolve", "latest", env={"E2B_TEMPLATE_ID": "from-env"})
+    assert r.stdout == "from-env\n"
+
+
+def test_resolve_unknown_name_exits_1_with_a_suggestion(project):
+    write(project / "templates.lock", lock_for({}))
+    r = run(project, "resolve", "lates")
+    assert r.exit_code == 1
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "lates" in err[0] and "'latest'" in err[0]
+    assert r.stdout == ""
+
+
+def test_lock_show(project):
+    write(project / "templates.lock", lock_for({}))
+    r = run(project, "lock", "show")
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0].split()[:4] == ["ALIAS", "VARIANT", "TEMPLATE", "ID"]
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+    assert rows["nexus-sandbox-latest"][1:4] == ["latest", "tpl-latest", "b-latest"]
+    data = json.loads(run(project, "lock", "show", "--json").stdout)
+    assert data["nexus-sandbox-latest"]["template_id"] == "tpl-latest"
+    assert data["nexus-sandbox-latest"]["built_at"] == "2026-11-26T17:00:00Z"
+
+
+def test_lock_check_is_a_ci_gate(project):
+    r = run(project, "lock", "check")
+    assert r.exit_code == 1  # no lock: every variant unbuilt
+    assert "nexus-sandbox-latest: unbuilt: not in the lock" in r.stdout
+    write(project / "templates.lock", lock_for({}))
+    r = run(project, "lock", "check")
+    assert r.exit_code == 0, r.output
+    assert "4 variants, all fresh" in r.stdout
+    # stale: a parameter changed
+    pinned = project / "variants/pinned.toml"
+    pinned.write_text(pinned.read_text().replace('"0.5.6"', '"0.5.5"'))
+    r = run(project, "lock", "check")
+    assert r.exit_code == 1
+    assert r.stdout.strip() == "nexus-sandbox-pinned: stale: layer nexus 0.5.6 -> 0.5.5"
+    # orphan: in the lock but no longer defined
+    pinned.unlink()
+    r = run(project, "lock", "check", "--json")
+    assert r.exit_code == 1
+    items = {i["alias"]: i for i in json.loads(r.stdout)["items"]}
+    assert items["nexus-sandbox-pinned"]["state"] == "orphan"
+
+
+def test_lock_check_for_the_docker_lock(project):
+    r = run(project, "lock", "check", "--backend", "docker")
+    assert r.exit_code == 1 and "unbuilt" in r.stdout
+    write(project / "templates.docker.lock", render_lock([]))
+    assert len(TemplateLock.load(project / "templates.docker.lock")) == 0
+
+
+def test_newer_schema_is_refused_in_one_line(project):
+    write(project / "templates.lock", "schema = 2\n")
+    for args in (["resolve", "latest"], ["lock", "show"], ["plan"]):
+        r = run(project, *args)
+        assert r.exit_code == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "schema 2" in lines[0] and "templates.lock" in lines[0], lines
