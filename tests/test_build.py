@@ -238,3 +238,46 @@ def test_sigint_keeps_completed_results(project, emu):
     assert p.returncode == 130, err
     assert [e.alias for e in lock_of(project)] == ["nexus-sandbox-minimal"]
     assert "interrupted" in err
+
+
+def test_a_variant_built_on_another_waits_for_it_and_tracks_its_build(project, emu):
+    write(project / "variants/child.toml", """
+[variant]
+name = "child"
+alias = "nexus-sandbox-child"
+layers = ["base", "fuse"]
+[params.base]
+template = "nexus-sandbox-minimal"
+""")
+    emu.configure("nexus-sandbox-minimal", duration=0.8)
+    r = build(project, "build", "child", "minimal", "--json")
+    assert r.exit_code == 0, r.output
+    parent = next(b for b in emu.builds if b.name == "nexus-sandbox-minimal")
+    child = next(b for b in emu.builds if b.name == "nexus-sandbox-child")
+    assert child.start_body["fromTemplate"] == "nexus-sandbox-minimal"
+    assert child.requested_at >= parent.finished_at  # submitted after its parent was ready
+    lock = lock_of(project)
+    assert lock.entry("child").inputs["parent_build"] == lock.entry("minimal").build_id
+    # both fresh now; rebuilding the parent alone makes the child stale
+    assert {x["status"] for x in json.loads(build(project, "build", "child", "minimal", "--json").stdout)} == {"fresh"}
+    assert build(project, "build", "minimal", "--force").exit_code == 0
+    plan = {i["name"]: i for i in json.loads(build(project, "plan", "--json", "child").stdout)}
+    assert plan["child"]["state"] == "stale"
+    assert plan["child"]["reasons"][0].startswith("base template rebuilt")
+
+
+def test_a_failed_parent_skips_its_child(project, emu):
+    write(project / "variants/child.toml", """
+[variant]
+name = "child"
+alias = "nexus-sandbox-child"
+layers = ["base"]
+[params.base]
+template = "nexus-sandbox-minimal"
+""")
+    emu.configure("nexus-sandbox-minimal", fail_at_step=0)
+    r = build(project, "build", "child", "minimal", "--json")
+    assert r.exit_code == 1
+    statuses = {x["name"]: (x["status"], x["error"]) for x in json.loads(r.stdout)}
+    assert statuses["child"] == ("skipped", "not started: its base template nexus-sandbox-minimal did not build")
+    assert not any(b.name == "nexus-sandbox-child" for b in emu.builds)

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 
 from e2b_matrix.backends import Backend, BuildError, Cancelled, Outcome, TransientError
-from e2b_matrix.errors import CredentialsError, MatrixError
+from e2b_matrix.errors import ConfigError, CredentialsError, MatrixError
 from e2b_matrix.lock import LockEntry, update_lock
 from e2b_matrix.model import BuildResult, BuildSpec, Status
 
@@ -63,6 +63,35 @@ class RetryPolicy:
 class Job:
     spec: BuildSpec
     entry: LockEntry | None  # its lock entry when the run started
+    parent: str | None = None  # alias of a variant in this run it is built on (from_template)
+
+
+def make_jobs(specs: Iterable[BuildSpec], lock) -> list[Job]:
+    """Jobs in an order where a variant built on another (from_template on its
+    alias) comes after it: E2B resolves the parent's build ID at submit time.
+    """
+    specs = list(specs)
+    aliases = {s.alias for s in specs}
+    parent = {s.alias: s.base.ref for s in specs if s.base.kind == "template" and s.base.ref in aliases}
+    ordered: list[BuildSpec] = []
+    placed: set[str] = set()
+
+    def place(s: BuildSpec, trail: tuple[str, ...]) -> None:
+        if s.alias in placed:
+            return
+        if s.alias in trail:
+            loop = " -> ".join(trail[trail.index(s.alias):] + (s.alias,))
+            raise ConfigError(f"variants are built on each other in a loop: {loop}", path=s.variant.source,
+                              key="params.base.template")
+        p = parent.get(s.alias)
+        if p:
+            place(next(x for x in specs if x.alias == p), trail + (s.alias,))
+        placed.add(s.alias)
+        ordered.append(s)
+
+    for s in specs:
+        place(s, ())
+    return [Job(s, lock.entries.get(s.alias) if lock is not None else None, parent.get(s.alias)) for s in ordered]
 
 
 Reporter = Callable[[str, str, str], None]  # (variant name, state, message)
@@ -124,22 +153,28 @@ class Runner:
     wait_for_alias: bool = True
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     verify: Callable[[BuildSpec, Outcome], list] | None = None  # returns failed check names
+    # re-resolves a spec against the lock as it is now (after its parent built)
+    respec: Callable[[BuildSpec], BuildSpec] | None = None
     cancel: threading.Event = attrs.field(factory=threading.Event)
     sleep: Callable[[float], bool] | None = None
     fatal: MatrixError | None = None
     interrupted: bool = False
+    _finished: dict = attrs.field(factory=dict)  # alias -> (threading.Event, [BuildResult])
 
     def run(self, jobs: Iterable[Job]) -> list[BuildResult]:
         jobs = list(jobs)
         results: dict[str, BuildResult] = {}
         todo = []
+        building: set[str] = set()
         for job in jobs:
-            if self._fresh(job):
+            if self._fresh(job) and job.parent not in building:
                 results[job.spec.name] = BuildResult(job.spec.name, job.spec.alias, Status.FRESH,
                                                      job.entry.template_id, job.entry.build_id)
                 self.report(job.spec.name, "fresh", "unchanged since its lock entry")
             else:
                 todo.append(job)
+                building.add(job.spec.alias)
+                self._finished[job.spec.alias] = (threading.Event(), [])
                 self.report(job.spec.name, "queued", "")
         if todo:
             workers = max(1, min(self.jobs, len(todo), MAX_JOBS))
@@ -174,6 +209,27 @@ class Runner:
                 and self.backend.is_current(job.spec, job.entry))
 
     def _one(self, job: Job) -> BuildResult:
+        result = self._one_inner(job)
+        done = self._finished.get(job.spec.alias)
+        if done is not None:
+            done[1].append(result)
+            done[0].set()
+        return result
+
+    def _after_parent(self, job: Job) -> BuildSpec | str:
+        """Wait for the parent built in this run; the spec re-resolved on its new build, or why not."""
+        done = self._finished.get(job.parent) if job.parent else None
+        if done is None:
+            return job.spec
+        self.report(job.spec.name, "waiting", f"for its base template {job.parent}")
+        while not done[0].wait(0.2):
+            if self.cancel.is_set():
+                return "not started: the run was stopped"
+        if done[1][0].status is not Status.BUILT:
+            return f"not started: its base template {job.parent} did not build"
+        return self.respec(job.spec) if self.respec else job.spec
+
+    def _one_inner(self, job: Job) -> BuildResult:
         spec = job.spec
         start = time.monotonic()
         vlog = self.logs.variant(spec.alias)
@@ -189,6 +245,14 @@ class Runner:
 
         if self.cancel.is_set():
             return result(Status.SKIPPED, "not started: the run was stopped")
+        try:
+            after = self._after_parent(job)
+        except MatrixError as exc:
+            self.report(spec.name, "failed", str(exc))
+            return result(Status.FAILED, str(exc))
+        if isinstance(after, str):
+            return result(Status.SKIPPED, after)
+        spec = after
         alias_lock = AliasLock(self.state_dir / "locks", spec.alias)
         try:
             alias_lock.acquire(self.wait_for_alias, lambda m: self.report(spec.name, "waiting", m), self.cancel)

@@ -53,6 +53,14 @@ class Env:
         return project, lock, build_specs(project.select(names), project.layers, opts, lock)
 
 
+    def respec(self, spec, project, backend, offline, ca_certs):
+        """A spec again, against the lock as it is now (its parent template was rebuilt)."""
+        from e2b_matrix.resolve import Options, build_spec, read_ca_certs
+
+        opts = Options(backend=backend, index=self.index(), offline=offline, ca_certs=read_ca_certs(ca_certs))
+        return build_spec(spec.variant, project.layers, opts, self.lock(backend))
+
+
 pass_env = click.make_pass_decorator(Env)
 
 backend_option = click.option("--backend", type=click.Choice(["e2b", "docker"]), default="e2b",
@@ -208,12 +216,13 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
         backend=engine, lock_path=project.lock_path(backend), state_dir=env.root / ".e2b-matrix", logs=logs,
         report=None, jobs=jobs or b.default_jobs(len(specs)), force=force, fail_fast=fail_fast,
         wait_for_alias=not no_wait, retry=b.RetryPolicy.from_env(),
-        verify=_verifier(engine, env) if verify else None)
+        verify=_verifier(engine, env) if verify else None,
+        respec=lambda spec: env.respec(spec, project, backend, offline, ca_certs))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json) as reporter:
             runner.report = reporter
-            results = runner.run(b.Job(s, lock.entries.get(s.alias)) for s in specs)
+            results = runner.run(b.make_jobs(specs, lock))
     finally:
         signal.signal(signal.SIGTERM, previous)
         logs.close()
