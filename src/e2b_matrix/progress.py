@@ -16,6 +16,7 @@ import click
 from e2b_matrix.model import BuildResult
 
 QUIET_STATES = {"log"}
+FINAL_STATES = {"built", "failed", "cancelled", "fresh", "skipped"}
 
 
 class PlainReporter:
@@ -50,7 +51,7 @@ class LiveReporter:
         from rich.live import Live
 
         self.redact = redact
-        self.rows = {n: ["queued", "", time.monotonic()] for n in names}
+        self.rows = {n: ["queued", "", time.monotonic(), None] for n in names}  # state, line, start, end
         self._lock = threading.Lock()
         self.console = Console()
         self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False,
@@ -64,15 +65,15 @@ class LiveReporter:
             table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=None if col != "last line" else 80)
         now = time.monotonic()
         with self._lock:
-            for name, (state, line, started) in self.rows.items():
+            for name, (state, line, started, ended) in self.rows.items():
                 style = {"built": "green", "fresh": "cyan", "failed": "red", "cancelled": "yellow"}.get(state, "")
-                elapsed = "" if state in ("queued", "fresh") else f"{now - started:5.0f}s"
+                elapsed = "" if state in ("queued", "fresh") else f"{(ended or now) - started:5.0f}s"
                 table.add_row(name, f"[{style}]{state}[/]" if style else state, elapsed, line)
         return table
 
     def __call__(self, name: str, state: str, message: str) -> None:
         with self._lock:
-            row = self.rows.setdefault(name, ["queued", "", time.monotonic()])
+            row = self.rows.setdefault(name, ["queued", "", time.monotonic(), None])
             message = self.redact(message)
             if state == "log":
                 row[1] = message
@@ -81,6 +82,8 @@ class LiveReporter:
                 row[2] = time.monotonic()
             row[0] = state
             row[1] = message
+            if state in FINAL_STATES:
+                row[3] = time.monotonic()
 
     def __enter__(self):
         self.live.__enter__()
