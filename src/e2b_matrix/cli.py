@@ -104,6 +104,11 @@ def cli(ctx, directory, verbose, quiet):
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else
                                            logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from e2b_matrix.logs import Redactor
+
+    redactor = Redactor([os.environ.get("E2B_API_KEY", "")])
+    for handler in logging.getLogger().handlers:  # -vv shows the SDK's debug lines: never the key
+        handler.addFilter(redactor)
 
 
 @cli.command("list")
