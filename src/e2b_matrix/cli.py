@@ -17,9 +17,6 @@ import click
 from e2b_matrix import __version__
 from e2b_matrix.errors import ConfigError, MatrixError, UnknownNameError
 
-log = logging.getLogger("e2b_matrix")
-
-
 class Env:
     """What every command shares: the project directory and verbosity."""
 
@@ -27,6 +24,7 @@ class Env:
         self.root = Path(directory)
         self.verbose = verbose
         self.quiet = quiet
+        self._index = None
 
     def project(self, overrides=()):
         from e2b_matrix.config import apply_overrides, load_project
@@ -39,26 +37,27 @@ class Env:
 
         return TemplateLock.load(self.root / LOCK_FILES[backend])
 
-    def index(self):
+    def options(self, backend="e2b", offline=False, ca_certs=()):
+        from e2b_matrix.resolve import Options, read_ca_certs
         from e2b_matrix.versions import PyPIIndex
 
-        return PyPIIndex()
+        if self._index is None:  # one index per run: its look-ups are memoised
+            self._index = PyPIIndex()
+        return Options(backend=backend, index=self._index, offline=offline, ca_certs=read_ca_certs(ca_certs))
 
-    def specs(self, names, backend="e2b", offline=False, overrides=(), ca_certs=(), lock=None):
-        from e2b_matrix.resolve import Options, build_specs, read_ca_certs
+    def specs(self, names, backend="e2b", offline=False, overrides=(), ca_certs=()):
+        from e2b_matrix.resolve import build_specs
 
         project = self.project(overrides)
-        lock = lock if lock is not None else self.lock(backend)
-        opts = Options(backend=backend, index=self.index(), offline=offline, ca_certs=read_ca_certs(ca_certs))
+        lock = self.lock(backend)
+        opts = self.options(backend, offline, ca_certs)
         return project, lock, build_specs(project.select(names), project.layers, opts, lock)
-
 
     def respec(self, spec, project, backend, offline, ca_certs):
         """A spec again, against the lock as it is now (its parent template was rebuilt)."""
-        from e2b_matrix.resolve import Options, build_spec, read_ca_certs
+        from e2b_matrix.resolve import build_spec
 
-        opts = Options(backend=backend, index=self.index(), offline=offline, ca_certs=read_ca_certs(ca_certs))
-        return build_spec(spec.variant, project.layers, opts, self.lock(backend))
+        return build_spec(spec.variant, project.layers, self.options(backend, offline, ca_certs), self.lock(backend))
 
 
 pass_env = click.make_pass_decorator(Env)
