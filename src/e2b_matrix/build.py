@@ -13,7 +13,6 @@ import datetime as dt
 import fcntl
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from e2b_matrix.backends import Backend, BuildError, Cancelled, Outcome, Transie
 from e2b_matrix.errors import ConfigError, CredentialsError, MatrixError
 from e2b_matrix.lock import LockEntry, update_lock
 from e2b_matrix.model import BuildResult, BuildSpec, Status
+from e2b_matrix.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
@@ -35,28 +35,6 @@ DEFAULT_JOBS = 8
 
 def default_jobs(n: int) -> int:
     return max(1, min(n, DEFAULT_JOBS))
-
-
-@attrs.frozen
-class RetryPolicy:
-    """Exponential backoff with full jitter, honouring Retry-After, bounded twice."""
-
-    attempts: int = 5
-    base_s: float = 1.0
-    max_delay_s: float = 30.0
-    total_s: float = 300.0
-
-    @classmethod
-    def from_env(cls, environ=None) -> "RetryPolicy":
-        env = os.environ if environ is None else environ
-        return cls(attempts=int(env.get("E2B_MATRIX_RETRY_ATTEMPTS", 5)),
-                   base_s=float(env.get("E2B_MATRIX_RETRY_BASE_S", 1.0)),
-                   max_delay_s=float(env.get("E2B_MATRIX_RETRY_MAX_DELAY_S", 30.0)),
-                   total_s=float(env.get("E2B_MATRIX_RETRY_TOTAL_S", 300.0)))
-
-    def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
-        backoff = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
-        return max(backoff, min(retry_after or 0.0, self.max_delay_s))
 
 
 @attrs.frozen
@@ -293,30 +271,23 @@ class Runner:
             alias_lock.release()
 
     def _attempts(self, spec: BuildSpec, vlog: logging.Logger, tries: list[int]) -> Outcome:
-        deadline = time.monotonic() + self.retry.total_s
-
         def sink(lines: list[str]) -> None:
             if lines:
                 vlog.info("\n".join(lines))
                 self.report(spec.name, "log", lines[-1])
 
-        attempt = 0
-        while True:
-            attempt += 1
-            tries[0] = attempt
-            self.report(spec.name, "building", f"attempt {attempt}" if attempt > 1 else "submitting")
+        def attempt(n: int) -> Outcome:
+            tries[0] = n
+            self.report(spec.name, "building", f"attempt {n}" if n > 1 else "submitting")
             vlog.info("--- %s: build %s (attempt %d) ---", dt.datetime.now(dt.timezone.utc).isoformat(
-                timespec="seconds"), spec.alias, attempt)
-            try:
-                return self.backend.build(spec, force=self.force, log=sink, cancel=self.cancel)
-            except TransientError as exc:
-                delay = self.retry.delay(attempt, exc.retry_after)
-                if attempt >= self.retry.attempts or time.monotonic() + delay > deadline:
-                    raise BuildError(f"gave up after {attempt} attempts: {exc}") from None
-                self.report(spec.name, "retrying", f"{exc}; retry {attempt} in {delay:.1f}s")
-                vlog.info("transient error: %s; retrying in %.1fs", exc, delay)
-                if self.cancel.wait(delay):
-                    raise Cancelled("stopped while waiting to retry") from None
+                timespec="seconds"), spec.alias, n)
+            return self.backend.build(spec, force=self.force, log=sink, cancel=self.cancel, retry=self.retry)
+
+        def on_retry(n: int, exc: TransientError, delay: float) -> None:
+            self.report(spec.name, "retrying", f"{exc}; retry {n} in {delay:.1f}s")
+            vlog.info("transient error: %s; retrying in %.1fs", exc, delay)
+
+        return retrying(attempt, self.retry, self.cancel, on_retry)
 
     def _entry(self, spec: BuildSpec, outcome: Outcome) -> LockEntry:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

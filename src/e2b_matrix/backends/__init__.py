@@ -53,8 +53,13 @@ class Backend(Protocol):
     def is_current(self, spec: BuildSpec, entry) -> bool:
         """Is the artifact in the lock entry still there (Docker images can be removed)?"""
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
-        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError."""
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              retry=None) -> Outcome:
+        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError.
+
+        ``retry`` (a RetryPolicy) is for failures after the build started,
+        retried in place; a TransientError means "submit again".
+        """
 
 
 def get_backend(name: str, **options) -> Backend:

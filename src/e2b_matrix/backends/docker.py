@@ -43,7 +43,8 @@ class DockerBackend:
         except engine.DockerError:
             return False
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              retry=None) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         tag = image_tag(spec)

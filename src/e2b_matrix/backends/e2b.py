@@ -82,12 +82,14 @@ class E2BBackend:
         client.retry_after = recorder
         return client
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              retry=None) -> Outcome:
         from e2b import Template
         from e2b.template.types import TemplateBuildStatus
         from e2b.template_sync.build_api import get_build_status
 
         from e2b_matrix.render import to_template
+        from e2b_matrix.retry import RetryPolicy, retrying
 
         client = self._client()
         template = to_template(spec)
@@ -106,8 +108,14 @@ class E2BBackend:
         while True:
             if cancel.is_set():
                 raise Cancelled(f"stopped waiting for build {info.build_id} (E2B may still finish it)")
-            with self._errors(client):
-                status = get_build_status(client, info.template_id, info.build_id, offset)
+            def poll(_attempt: int):
+                with self._errors(client):
+                    return get_build_status(client, info.template_id, info.build_id, offset)
+
+            # A blip while polling is retried in place: submitting again would
+            # make E2B cancel this (healthy) build of the alias.
+            status = retrying(poll, retry or RetryPolicy(), cancel, lambda n, exc, delay: log(
+                [f"status check failed ({exc}); retrying in {delay:.1f}s"]))
             entries = status.log_entries
             offset += len(entries)
             if entries:

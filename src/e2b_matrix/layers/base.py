@@ -41,7 +41,7 @@ LAYER = Layer(
     version="1",
     description="E2B code interpreter (stateful Python), user 'user' in /home/user",
     params=(
-        Param("template", "code-interpreter-v1", "E2B template to extend (E2B backend)", c.nonempty_text),
+        Param("template", "code-interpreter-v1", "E2B template to extend (E2B backend)", c.template_ref),
         Param("python", "3.12", "Python of that template", c.python_version),
         Param("image", "e2bdev/code-interpreter:latest", "image to start from (Docker backend)", c.nonempty_text),
         Param("image_python", "3.12", "Python of that image", c.python_version),

@@ -21,6 +21,16 @@ def nonempty_text(value):
     return value
 
 
+_TEMPLATE_REF = re.compile(r"^([a-z0-9][a-z0-9-_]*/)?[a-z0-9][a-z0-9-_]*(:[a-z0-9-_.]+)?$")
+
+
+def template_ref(value):
+    """An E2B template ID or name, optionally team/name and :tag."""
+    if not isinstance(value, str) or not _TEMPLATE_REF.match(value):
+        raise ValueError(f"{value!r} is not an E2B template name or ID (like \"code-interpreter-v1\")")
+    return value
+
+
 def python_version(value):
     if not isinstance(value, str) or not _PY.match(value):
         raise ValueError(f"expected a Python version like \"3.12\", got {value!r}")

@@ -1,0 +1,65 @@
+"""Bounded retries of transient failures: exponential backoff with jitter, honouring Retry-After.
+
+Used twice: the runner retries submitting a build; the E2B backend retries a
+status poll in place (keeping the build and its log offset), so a blip while
+polling never starts a second build of the alias.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import attrs
+
+from e2b_matrix.backends import BuildError, Cancelled, TransientError
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Bounded twice: in attempts and in total time. Above the SDK's own few retries."""
+
+    attempts: int = 5
+    base_s: float = 1.0
+    max_delay_s: float = 30.0   # caps the backoff, never the server's Retry-After
+    total_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ=None) -> "RetryPolicy":
+        env = os.environ if environ is None else environ
+        return cls(attempts=int(env.get("E2B_MATRIX_RETRY_ATTEMPTS", 5)),
+                   base_s=float(env.get("E2B_MATRIX_RETRY_BASE_S", 1.0)),
+                   max_delay_s=float(env.get("E2B_MATRIX_RETRY_MAX_DELAY_S", 30.0)),
+                   total_s=float(env.get("E2B_MATRIX_RETRY_TOTAL_S", 300.0)))
+
+    def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
+        backoff = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
+        return max(backoff, retry_after or 0.0)
+
+
+def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Event,
+             on_retry: Callable[[int, TransientError, float], None] = lambda a, e, d: None) -> T:
+    """``call(attempt)`` until it returns; a TransientError waits and tries again.
+
+    Gives up (BuildError) after ``policy.attempts`` tries, or when the wait would
+    pass ``policy.total_s`` (rather than retry before the server said to).
+    """
+    deadline = time.monotonic() + policy.total_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call(attempt)
+        except TransientError as exc:
+            delay = policy.delay(attempt, exc.retry_after)
+            if attempt >= policy.attempts or time.monotonic() + delay > deadline:
+                raise BuildError(f"gave up after {attempt} attempts: {exc}") from None
+            on_retry(attempt, exc, delay)
+            if cancel.wait(delay):
+                raise Cancelled("stopped while waiting to retry") from None
