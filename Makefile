@@ -7,7 +7,7 @@ BACKEND ?= e2b
 VARIANT ?=
 ARGS    ?=
 
-.PHONY: help venv test e2e bench plan build build-all lock-check clean docker-up
+.PHONY: help venv compile test e2e bench plan build build-all lock-check clean docker-up
 
 help:
 	@echo "make build-all [BACKEND=e2b|docker]   build every variant, update the lock"
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Byte-compile our sources: a machine that sets PYTHONDONTWRITEBYTECODE would
+# otherwise recompile every module at every start (stale files are ignored).
+compile: $(STAMP)
+	@$(BIN)/python -m compileall -q src >/dev/null
+
 venv: $(STAMP)
 
 test: $(STAMP)
@@ -34,16 +39,16 @@ docker-up:
 e2e: $(STAMP) docker-up
 	$(BIN)/python -m pytest -q -m docker -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) compile
 	$(BIN)/python bench/run.py
 
-plan: $(STAMP)
+plan: $(STAMP) compile
 	$(BIN)/e2b-matrix plan --backend $(BACKEND) $(ARGS)
 
-build-all: $(STAMP)
+build-all: $(STAMP) compile
 	$(BIN)/e2b-matrix build-all --backend $(BACKEND) $(ARGS)
 
-build: $(STAMP)
+build: $(STAMP) compile
 	@test -n "$(VARIANT)" || { echo "usage: make build VARIANT=name (see: $(BIN)/e2b-matrix list)"; exit 2; }
 	$(BIN)/e2b-matrix build $(VARIANT) --backend $(BACKEND) $(ARGS)
 
