@@ -3,18 +3,36 @@
 Files rotate (size-bounded, a few backups) through concurrent-log-handler,
 safe when two processes build at once. Every handler this module installs
 redacts secrets (the E2B API key) from what it writes.
+
+A file is opened (and concurrent-log-handler imported) at the first record
+that goes to it, so a run that builds nothing — every variant fresh — writes
+no file and pays nothing for logging.
+
+``RunLogs(directory=None)`` writes no files at all; so does any ``RunLogs``
+when the environment has ``E2B_MATRIX_NO_LOG_FILES=1`` (also ``true``/``yes``/
+``on``): for benchmarks (`make bench` measures file logging against it) and
+for callers that collect the output some other way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
+NO_LOG_FILES_ENV = "E2B_MATRIX_NO_LOG_FILES"
+
+
+def log_files_disabled(environ=None) -> bool:
+    """Does the environment turn log files off (``E2B_MATRIX_NO_LOG_FILES=1``)?"""
+    value = (os.environ if environ is None else environ).get(NO_LOG_FILES_ENV, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 class Redactor(logging.Filter):
@@ -53,19 +71,60 @@ def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
     return handler
 
 
+class _LazyFileHandler(logging.Handler):
+    """Opens its rotating file handler at the first record (secrets redacted there)."""
+
+    def __init__(self, path: Path, redactor: Redactor, fmt: str):
+        super().__init__()
+        self.path, self.redactor, self.fmt = path, redactor, fmt
+        self._inner: logging.Handler | None = None
+        self._opening = threading.Lock()
+
+    def _target(self) -> logging.Handler:
+        inner = self._inner
+        if inner is None:
+            with self._opening:
+                if self._inner is None:
+                    self._inner = _file_handler(self.path, self.redactor, self.fmt)
+                inner = self._inner
+        return inner
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # The inner handler filters (redacts), locks and formats; this one only forwards.
+        if not self.filter(record):
+            return False
+        try:
+            target = self._target()
+        except Exception:
+            self.handleError(record)
+            return False
+        return target.handle(record)
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() forwards
+        self._target().emit(record)
+
+    def close(self) -> None:
+        with self._opening:
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+        super().close()
+
+
 class RunLogs:
     """The log files of one run; ``variant(alias)`` gives a variant's logger."""
 
     def __init__(self, directory: Path | None, secrets: Iterable[str] = ()):
+        if directory is not None and log_files_disabled():
+            directory = None
         self.directory = directory
         self.redactor = Redactor(secrets)
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)
-        self.run.propagate = False  # the console shows the reporter, not this log
         if directory is not None:
-            self._attach(self.run, _file_handler(directory / "build.log", self.redactor,
-                                                 "%(asctime)s %(levelname)s %(message)s"))
+            self._attach(self.run, _LazyFileHandler(directory / "build.log", self.redactor,
+                                                    "%(asctime)s %(levelname)s %(message)s"))
 
     def _attach(self, logger: logging.Logger, handler: logging.Handler) -> None:
         logger.addHandler(handler)
@@ -76,8 +135,7 @@ class RunLogs:
         logger.setLevel(logging.INFO)
         logger.propagate = False  # build output goes to its file, not the console
         if self.directory is not None and not logger.handlers:
-            self._attach(logger, _file_handler(self.directory / f"{alias}.log", self.redactor,
-                                               "%(message)s"))
+            self._attach(logger, _LazyFileHandler(self.directory / f"{alias}.log", self.redactor, "%(message)s"))
         return logger
 
     def close(self) -> None:

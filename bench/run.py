@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""e2b-matrix benchmarks: `make bench` (or `.venv/bin/python bench/run.py`).
+
+Every figure comes from the real code paths: the real CLI run as a
+subprocess (`.venv/bin/e2b-matrix ...`, or `python -m e2b_matrix` where
+`-X importtime` is needed) in temporary project directories, building
+through the real e2b SDK against the E2B API emulator (tests/e2b_emulator.py)
+started in this process on 127.0.0.1. No traffic leaves 127.0.0.1: the
+package index is the tests' one (E2B_MATRIX_PYPI_URL=file://.../tests/data/index),
+HOME and XDG_CACHE_HOME point into a temporary directory, and no proxy is used.
+
+Each figure is a median of several runs (the count is printed and stored as
+"runs"); a ratio is always measured side by side in one session, its runs
+interleaved. The table goes to stdout and the results to .bench/results.json:
+{name: {"value", "unit", "goal", "ok", "runs", "detail"}}.
+
+  concurrency_ratio   build-all of 8 variants (each build takes T s on the
+                      emulator) / the same command with one variant; --force
+  sequential_ratio    the same 8 with --jobs 1 / one (informational: fixed
+                      start-up counts once, so it is below 8)
+  noop_ratio          build-all with every variant fresh / `e2b-matrix --version`
+                      (whole processes)
+  noop_requests       API requests the fresh build-all made
+  startup_imports_e2b did `list`, `plan` or `resolve` import e2b? (list_s,
+                      plan_s, resolve_s: their whole-process times)
+  lock_load_ms        TemplateLock.load of a 1,000-entry lock in a fresh process
+                      (after import; includes any first-use compiling)
+  lock_lookup_us      lock.template_id(name) and TemplateResolver.resolve(name),
+                      the slower of the two
+  plan_N_s            `e2b-matrix plan` of N = 10, 100, 1000 variants (a matrix)
+  logging_ratio       8 builds of 20,000 log lines each with log files / with
+                      E2B_MATRIX_NO_LOG_FILES=1
+
+Options: --runs N (build runs, default 3, at least 3), --only GROUP[,GROUP]
+(concurrency, noop, startup, lock, plan, logging). Python startup is measured
+with byte-code caching on (PYTHONPYCACHEPREFIX=.bench/pycache), as after a
+normal install, whatever PYTHONDONTWRITEBYTECODE says in the caller's shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+OUT = ROOT / ".bench"
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "e2b-matrix")
+PY = sys.executable
+INDEX_URL = (TESTS / "data" / "index").as_uri()
+API_KEY = "e2b_" + "0123456789abcdef" * 2 + "01234567"
+
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(ROOT / "src"))
+from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
+
+GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging")
+GOALS = {  # name: (unit, goal text, check)
+    "concurrency_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
+    "sequential_ratio": ("x", "~8 less fixed start-up (informational)", None),
+    "noop_ratio": ("x", "<= 1.5", lambda v: v <= 1.5),
+    "noop_requests": ("requests", "== 0", lambda v: v == 0),
+    "startup_imports_e2b": ("bool", "== false", lambda v: v is False),
+    "list_s": ("s", None, None),
+    "plan_s": ("s", None, None),
+    "resolve_s": ("s", None, None),
+    "lock_load_ms": ("ms", "<= 20", lambda v: v <= 20),
+    "lock_lookup_us": ("us", "<= 5", lambda v: v <= 5),
+    "plan_10_s": ("s", None, None),
+    "plan_100_s": ("s", None, None),
+    "plan_1000_s": ("s", "<= 2", lambda v: v <= 2),
+    "plan_ms_per_variant": ("ms", "flat (informational)", None),
+    "logging_ratio": ("x", "<= 1.10", lambda v: v <= 1.10),
+}
+
+
+# --------------------------------------------------------------------------- plumbing
+
+class Bench:
+    def __init__(self, runs: int, workdir: Path):
+        self.runs = runs
+        self.workdir = workdir
+        self.results: dict[str, dict] = {}
+        self.home = workdir / "home"
+        self.cache = workdir / "cache"
+        self.home.mkdir()
+        self.cache.mkdir()
+
+    def env(self, emu: E2BEmulator | None = None, **extra: str) -> dict[str, str]:
+        """A child's environment: local index, no credentials of the user, no proxy, pyc caching on."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("E2B_", "PYTHON")) and k.lower() not in (
+                   "http_proxy", "https_proxy", "all_proxy")}
+        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache), E2B_MATRIX_PYPI_URL=INDEX_URL,
+                   PYTHONPYCACHEPREFIX=str(OUT / "pycache"), NO_PROXY="127.0.0.1,localhost",
+                   no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+        if emu is not None:
+            env.update(emu.env())
+        env.update(extra)
+        return env
+
+    def record(self, name: str, value, runs: int | None = None, **detail) -> None:
+        unit, goal, check = GOALS[name]
+        ok = None if check is None else bool(check(value))
+        self.results[name] = {"value": value, "unit": unit, "goal": goal, "ok": ok, "runs": runs,
+                              "detail": detail}
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value).lower()
+        print(f"  {name} = {shown} {unit}" + ("" if ok is None else f"  ({'ok' if ok else 'MISSED'}: {goal})"),
+              flush=True)
+
+    def project(self, name: str, files: dict[str, str]) -> Path:
+        root = self.workdir / name
+        for rel, text in files.items():
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        return root
+
+
+def timed(cmd: list[str], env: dict[str, str], check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    if check and proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n"
+                         f"{proc.stderr[-2000:]}")
+    return seconds, proc
+
+
+def med(xs) -> float:
+    return statistics.median(xs)
+
+
+def matrix_file(prefix: str, n: int) -> str:
+    """A variants file whose [matrix] makes n variants of layers base + nexus."""
+    values = ", ".join(str(i) for i in range(1, n + 1))
+    return (f'[variant]\nname = "{prefix}-{{n}}"\nalias = "{prefix}-{{n}}"\nlayers = ["base", "nexus"]\n\n'
+            f'[params.nexus]\nversion = "0.5.6"\n\n[matrix]\nn = [{values}]\n')
+
+
+def build_statuses(proc: subprocess.CompletedProcess) -> list[str]:
+    return [r["status"] for r in json.loads(proc.stdout)]
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+def bench_concurrency(b: Bench, emu: E2BEmulator) -> None:
+    """8 variants at once vs one, and --jobs 1; every build takes T seconds on the emulator."""
+    T = 2.0
+    print(f"concurrency: build-all --force of 8 variants vs 1 vs 8 with --jobs 1 (T = {T} s per build)")
+    one = b.project("conc-one", {"variants/conc.toml": matrix_file("conc", 1)})
+    eight = b.project("conc-eight", {"variants/conc.toml": matrix_file("conc", 8)})
+    for n in range(1, 9):
+        emu.configure(f"conc-{n}", duration=T, log_lines=50)
+    env = b.env(emu)
+    # warm-up: byte-code caches, the OS page cache (not measured)
+    timed([CLI, "-C", str(one), "build-all", "--force", "--json"], env)
+    times: dict[str, list[float]] = {"one": [], "all": [], "seq": []}
+    requests: dict[str, list[int]] = {k: [] for k in times}
+    cmds = {"one": [CLI, "-C", str(one), "build-all", "--force", "--json"],
+            "all": [CLI, "-C", str(eight), "build-all", "--force", "--json"],
+            "seq": [CLI, "-C", str(eight), "build-all", "--force", "--json", "--jobs", "1"]}
+    for _ in range(b.runs):
+        for key, cmd in cmds.items():
+            emu.reset_counters()
+            t, proc = timed(cmd, env)
+            statuses = build_statuses(proc)
+            assert statuses == ["built"] * (1 if key == "one" else 8), statuses
+            times[key].append(t)
+            requests[key].append(emu.request_count)
+    one_s, all_s, seq_s = med(times["one"]), med(times["all"]), med(times["seq"])
+    detail = {"build_seconds_T": T, "one_s": round(one_s, 3), "all8_s": round(all_s, 3),
+              "seq8_s": round(seq_s, 3), "times": {k: [round(x, 3) for x in v] for k, v in times.items()},
+              "requests_per_run": {k: med(v) for k, v in requests.items()},
+              "concurrency_overhead_s": round(all_s - one_s, 3)}
+    b.record("concurrency_ratio", round(all_s / one_s, 3), b.runs, **detail)
+    # A process costs S (interpreter, imports incl. e2b, config) once, plus B
+    # per build it waits for (T, submit, polling, the lock write): one = S + B,
+    # --jobs 1 = S + 8 B, so the ratio is 8 only when S is small next to B.
+    per_build = (seq_s - one_s) / 7
+    b.record("sequential_ratio", round(seq_s / one_s, 3), b.runs, per_build_s=round(per_build, 3),
+             startup_s=round(one_s - per_build, 3),
+             note="one = S + B, seq = S + 8 B: B = (seq - one) / 7 per build, S = one - B per process")
+
+
+def bench_noop(b: Bench, emu: E2BEmulator) -> None:
+    """A build-all where every variant is fresh, against `e2b-matrix --version`."""
+    runs = max(15, b.runs)
+    print(f"noop: build-all with all 8 variants fresh vs --version ({runs} runs each, interleaved)")
+    proj = b.project("noop", {"variants/conc.toml": matrix_file("noop", 8)})
+    for n in range(1, 9):
+        emu.configure(f"noop-{n}", duration=0.2, log_lines=5)
+    env = b.env(emu)
+    t, proc = timed([CLI, "-C", str(proj), "build-all", "--json"], env)  # writes the lock
+    assert build_statuses(proc) == ["built"] * 8
+    version_cmd = [CLI, "--version"]
+    noop_cmd = [CLI, "-C", str(proj), "build-all", "--json"]
+    for _ in range(2):  # warm-up
+        timed(version_cmd, env), timed(noop_cmd, env)
+    shutil.rmtree(proj / "logs", ignore_errors=True)  # the build above wrote some; the no-op must write none
+    emu.reset_counters()
+    versions, noops = [], []
+    for _ in range(runs):
+        versions.append(timed(version_cmd, env)[0])
+        t, proc = timed(noop_cmd, env)
+        assert build_statuses(proc) == ["fresh"] * 8, proc.stdout
+        noops.append(t)
+    requests = emu.request_count
+    logs_written = (proj / "logs").exists() and any((proj / "logs").iterdir())
+
+    # The same with the index served over HTTP on 127.0.0.1 (as PyPI is): the
+    # index is then read from its on-disk cache (15 min), not through urllib.
+    http_versions, http_noops = [], []
+    with _index_server() as url:
+        http_env = b.env(emu, E2B_MATRIX_PYPI_URL=url, XDG_CACHE_HOME=str(b.workdir / "http-cache"))
+        timed(noop_cmd, http_env)  # fills the index cache
+        emu.reset_counters()
+        for _ in range(runs):
+            http_versions.append(timed(version_cmd, http_env)[0])
+            t, proc = timed(noop_cmd, http_env)
+            assert build_statuses(proc) == ["fresh"] * 8, proc.stdout
+            http_noops.append(t)
+        requests += emu.request_count
+    ratio = med(noops) / med(versions)
+    b.record("noop_ratio", round(ratio, 3), runs, noop_s=round(med(noops), 4), version_s=round(med(versions), 4),
+             noop_minus_version_ms=round((med(noops) - med(versions)) * 1000, 1),
+             http_index_noop_ratio=round(med(http_noops) / med(http_versions), 3),
+             http_index_noop_s=round(med(http_noops), 4),
+             logs_written=logs_written,
+             note="index as file:// (tests' index) for the headline; http_index_*: index over HTTP on "
+                  "127.0.0.1 with its warm on-disk cache, as with PyPI")
+    b.record("noop_requests", requests, runs * 2)
+
+
+@contextmanager
+def _index_server():
+    """The tests' package index as a JSON API over HTTP on 127.0.0.1."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(TESTS / "data")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def bench_startup(b: Bench, emu: E2BEmulator) -> None:
+    """Commands that must not import e2b, and what they cost as whole processes."""
+    runs = max(9, b.runs)
+    print(f"startup: list, plan, resolve: e2b imported? whole-process times ({runs} runs)")
+    proj = b.project("startup", {"variants/conc.toml": matrix_file("start", 8)})
+    for n in range(1, 9):
+        emu.configure(f"start-{n}", duration=0.2, log_lines=5)
+    env = b.env(emu)
+    timed([CLI, "-C", str(proj), "build-all", "--json"], env)
+    commands = {"list": ["list"], "plan": ["plan"], "resolve": ["resolve", "start-3"]}
+    imported = {}
+    for name, args in commands.items():
+        _, proc = timed([PY, "-X", "importtime", "-m", "e2b_matrix", "-C", str(proj), *args], env)
+        modules = [line.rsplit("|", 1)[-1].rstrip() for line in proc.stderr.splitlines()
+                   if line.startswith("import time:")]
+        imported[name] = any(m.strip() == "e2b" for m in modules)  # a line ending in " e2b"
+        heavy = sorted({m.strip().split(".")[0] for m in modules} & {"e2b", "rich", "httpx", "concurrent_log_handler"})
+        imported[name + "_heavy"] = heavy
+    times = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, args in commands.items():
+            times[name].append(timed([CLI, "-C", str(proj), *args], env)[0])
+    any_e2b = any(imported[n] for n in commands)
+    b.record("startup_imports_e2b", any_e2b, 1, **{f"{n}_imports": imported[n + "_heavy"] for n in commands})
+    for name in commands:
+        b.record(f"{name}_s", round(med(times[name]), 4), runs)
+
+
+LOAD_CHILD = r"""
+import json, sys, time
+import e2b_matrix.lock as L
+path = sys.argv[1]
+t0 = time.perf_counter()
+lock = L.TemplateLock.load(path)
+t1 = time.perf_counter()
+text = open(path, encoding="utf-8").read()
+import tomllib
+t2 = time.perf_counter()
+ref = L._parse_toml(text, path)  # the reference reader: tomllib + full validation
+t3 = time.perf_counter()
+assert ref == dict(lock.entries)
+print(json.dumps({"load_ms": (t1 - t0) * 1e3, "reference_ms": (t3 - t2) * 1e3, "entries": len(lock)}))
+"""
+
+LOOKUP_CHILD = r"""
+import json, os, sys, time
+from e2b_matrix.lock import TemplateLock, TemplateResolver
+path = sys.argv[1]
+os.environ.pop("E2B_TEMPLATE_ID", None)
+lock = TemplateLock.load(path)
+names = [e.variant for e in lock] + [e.alias for e in lock]
+calls = names * 50
+resolver = TemplateResolver(path)
+resolver.resolve(names[0])
+out = {"template_id_us": [], "resolve_us": []}
+for _ in range(5):
+    t = time.perf_counter()
+    for n in calls:
+        lock.template_id(n)
+    out["template_id_us"].append((time.perf_counter() - t) / len(calls) * 1e6)
+    t = time.perf_counter()
+    for n in calls:
+        resolver.resolve(n)
+    out["resolve_us"].append((time.perf_counter() - t) / len(calls) * 1e6)
+print(json.dumps(out))
+"""
+
+
+def realistic_entries(n: int):
+    """Lock entries as build-all writes them: layers, the flat inputs, the domain."""
+    from e2b_matrix.lock import LockEntry
+
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        name = f"nexus-{i:04d}"
+        cpu, mem = (1, 2, 4, 8)[i % 4], 1024 + 2 * i
+        out.append(LockEntry(
+            alias=f"nexus-sandbox-{i:04d}", variant=name,
+            template_id="".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20)),
+            build_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            fingerprint="sha256:" + hashlib.sha256(name.encode()).hexdigest(),
+            layers={"base": "1", "fuse": "1", "nexus": "0.9.26"},
+            built_at=dt.datetime(2026, 11, 26, 17, i % 60, (7 * i) % 60, tzinfo=dt.timezone.utc),
+            domain="e2b.app",
+            inputs={"base": "template code-interpreter-v1", "base.image": "e2bdev/code-interpreter:latest",
+                    "base.image_python": "3.12", "base.python": "3.12", "base.ready_cmd": "",
+                    "base.start_cmd": "", "base.template": "code-interpreter-v1", "cpu_count": str(cpu),
+                    "memory_mb": str(mem), "nexus.version": "0.9.26", "tags": f"t{i % 10}"}))
+    return out
+
+
+def bench_lock(b: Bench, emu: E2BEmulator) -> None:
+    from e2b_matrix.lock import render_lock
+
+    runs = max(9, b.runs)
+    print(f"lock: cold TemplateLock.load of 1,000 entries in fresh processes ({runs}); lookups")
+    path = b.workdir / "lock" / "templates.lock"
+    path.parent.mkdir()
+    path.write_text(render_lock(realistic_entries(1000)), encoding="utf-8")
+    env = b.env()
+    timed([PY, "-c", LOAD_CHILD, str(path)], env)  # warm-up
+    loads, refs = [], []
+    for _ in range(runs):
+        _, proc = timed([PY, "-c", LOAD_CHILD, str(path)], env)
+        r = json.loads(proc.stdout)
+        assert r["entries"] == 1000
+        loads.append(r["load_ms"])
+        refs.append(r["reference_ms"])
+    b.record("lock_load_ms", round(med(loads), 2), runs, bytes=path.stat().st_size,
+             tomllib_reference_ms=round(med(refs), 2), all_ms=[round(x, 2) for x in loads],
+             note="first load in a fresh process after import, including first-use pattern compiling; "
+                  "tomllib_reference_ms: the same file through tomllib + full validation (the old path)")
+    _, proc = timed([PY, "-c", LOOKUP_CHILD, str(path)], env)
+    r = json.loads(proc.stdout)
+    tid, res = med(r["template_id_us"]), med(r["resolve_us"])
+    b.record("lock_lookup_us", round(max(tid, res), 3), 5, template_id_us=round(tid, 3),
+             resolve_us=round(res, 3), note="median of 5 batches of 100,000 calls; the slower of the two; "
+                                            "resolve() costs one os.stat per call")
+
+
+def bench_plan(b: Bench, emu: E2BEmulator) -> None:
+    runs = max(5, b.runs)
+    print(f"plan: 10, 100, 1000 variants from one [matrix] ({runs} runs each)")
+    cpus = [1, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    mems = [512 * k for k in range(1, 11)]
+    tags = [f"t{k}" for k in range(10)]
+    axes = {10: (cpus, mems[:1], tags[:1]), 100: (cpus, mems, tags[:1]), 1000: (cpus, mems, tags)}
+    env = b.env()
+    projects = {}
+    for n, (c, m, t) in axes.items():
+        text = ('[variant]\nname = "grid-{cpu}-{mem}-{tag}"\nalias = "grid-{cpu}-{mem}-{tag}"\n'
+                'layers = ["base", "nexus"]\ncpu_count = "{cpu}"\nmemory_mb = "{mem}"\ntags = ["{tag}"]\n\n'
+                '[params.nexus]\nversion = "0.5.6"\n\n'
+                f"[matrix]\ncpu = {c}\nmem = {m}\ntag = {json.dumps(t)}\n")
+        projects[n] = b.project(f"plan-{n}", {"variants/grid.toml": text})
+        _, proc = timed([CLI, "-C", str(projects[n]), "plan", "--json"], env)
+        assert len(json.loads(proc.stdout)) == n
+    times = {n: [] for n in projects}
+    for _ in range(runs):
+        for n, proj in projects.items():
+            times[n].append(timed([CLI, "-C", str(proj), "plan"], env)[0])
+    t = {n: med(v) for n, v in times.items()}
+    for n in projects:
+        b.record(f"plan_{n}_s", round(t[n], 4), runs, ms_per_variant=round(t[n] / n * 1000, 3))
+    b.record("plan_ms_per_variant", round((t[1000] - t[10]) / 990 * 1000, 3), runs,
+             marginal_10_to_100_ms=round((t[100] - t[10]) / 90 * 1000, 3),
+             marginal_100_to_1000_ms=round((t[1000] - t[100]) / 900 * 1000, 3),
+             note="marginal cost of one more variant; flat when the two marginals agree")
+
+
+def bench_logging(b: Bench, emu: E2BEmulator) -> None:
+    LINES, D = 20_000, 3.0
+    print(f"logging: 8 builds x {LINES} log lines (D = {D} s), log files on vs E2B_MATRIX_NO_LOG_FILES=1 "
+          f"({b.runs} runs each, interleaved)")
+    proj = b.project("logging", {"variants/logs.toml": matrix_file("logs", 8)})
+    for n in range(1, 9):
+        emu.configure(f"logs-{n}", duration=D, log_lines=LINES)
+    on_env, off_env = b.env(emu), b.env(emu, E2B_MATRIX_NO_LOG_FILES="1")
+    cmd = [CLI, "-C", str(proj), "build-all", "--force", "--json"]
+    logs = proj / "logs"
+    on, off, polls = [], [], []
+    lines_per_file: dict[str, int] = {}
+    for _ in range(b.runs):
+        for mode in ("on", "off"):
+            shutil.rmtree(logs, ignore_errors=True)
+            emu.reset_counters()
+            t, proc = timed(cmd, on_env if mode == "on" else off_env)
+            assert build_statuses(proc) == ["built"] * 8
+            polls.append(emu.count("status"))
+            if mode == "on":
+                on.append(t)
+                lines_per_file = {p.name: sum(1 for line in p.open(encoding="utf-8") if f"/{LINES}" in line)
+                                  for p in sorted(logs.glob("logs-*.log"))}
+                assert len(lines_per_file) == 8 and set(lines_per_file.values()) == {LINES}, lines_per_file
+            else:
+                off.append(t)
+                assert not logs.exists() or not any(logs.iterdir()), "log files written with them off"
+    b.record("logging_ratio", round(med(on) / med(off), 3), b.runs, on_s=round(med(on), 3), off_s=round(med(off), 3),
+             on=[round(x, 3) for x in on], off=[round(x, 3) for x in off],
+             status_polls_per_build=round(med(polls) / 8, 1), min_polls_for_pages_of_100=LINES // 100,
+             log_lines_per_file=sorted(set(lines_per_file.values())),
+             note="each status poll returns at most 100 lines, written as one log record (build.py: sink)")
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs of each build benchmark (at least 3)")
+    ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups: {', '.join(GROUPS)}")
+    args = ap.parse_args(argv)
+    runs = max(3, args.runs)
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        ap.error(f"unknown group(s): {', '.join(unknown)}")
+    OUT.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    print(f"e2b-matrix bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, build runs {runs}")
+    with tempfile.TemporaryDirectory(prefix="e2b-matrix-bench-") as tmp:
+        b = Bench(runs, Path(tmp))
+        with E2BEmulator(api_key=API_KEY) as emu:
+            for g in groups:
+                globals()[f"bench_{g}"](b, emu)
+    elapsed = time.perf_counter() - started
+
+    rows = [("name", "value", "unit", "goal", "ok?")]
+    for name, r in b.results.items():
+        v = r["value"]
+        shown = f"{v:.3f}" if isinstance(v, float) else str(v).lower()
+        rows.append((name, shown, r["unit"], r["goal"] or "-",
+                     "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    print()
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"\n{len(b.results)} figures in {elapsed:.0f} s; medians of the runs given in .bench/results.json")
+
+    results = b.results
+    path = OUT / "results.json"
+    if set(groups) != set(GROUPS) and path.exists():  # a partial run keeps the other figures
+        try:
+            old = json.loads(path.read_text())
+            results = {**{k: v for k, v in old.items() if k not in results}, **results}
+        except ValueError:
+            pass
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    missed = [n for n, r in b.results.items() if r["ok"] is False]
+    if missed:
+        print(f"missed: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""logs.py: files only when something is logged, a switch to turn them off, redaction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from e2b_matrix.logs import NO_LOG_FILES_ENV, RunLogs, log_files_disabled
+
+KEY = "e2b_" + "0123456789abcdef" * 2
+
+
+@pytest.fixture(autouse=True)
+def _files_on(monkeypatch):
+    monkeypatch.delenv(NO_LOG_FILES_ENV, raising=False)
+
+
+def test_files_are_opened_at_the_first_record_and_redacted(tmp_path):
+    logs = RunLogs(tmp_path / "logs", secrets=[KEY])
+    try:
+        vlog = logs.variant("nexus-sandbox-a")
+        assert not (tmp_path / "logs").exists()  # nothing logged yet: no file, no folder
+        vlog.info("line 1\nline 2 with %s", KEY)
+        logs.run.info("[a] built %s", "T1")
+        logs.run.error("[b] failed: key=%s", KEY)
+    finally:
+        logs.close()
+    variant = (tmp_path / "logs" / "nexus-sandbox-a.log").read_text()
+    assert variant == "line 1\nline 2 with ***\n"
+    run = (tmp_path / "logs" / "build.log").read_text()
+    assert "INFO [a] built T1" in run and "ERROR [b] failed: key=***" in run and KEY not in run
+
+
+def test_close_detaches_and_a_new_run_appends(tmp_path):
+    for i in range(2):
+        logs = RunLogs(tmp_path / "logs")
+        vlog = logs.variant("x")
+        vlog.info("run %d", i)
+        logs.close()
+        assert vlog.handlers == []
+    assert (tmp_path / "logs" / "x.log").read_text() == "run 0\nrun 1\n"
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_the_environment_turns_files_off(tmp_path, monkeypatch, value):
+    monkeypatch.setenv(NO_LOG_FILES_ENV, value)
+    assert log_files_disabled()
+    logs = RunLogs(tmp_path / "logs", secrets=[KEY])
+    try:
+        assert logs.directory is None
+        logs.variant("x").info("a line")
+        logs.run.info("built")
+    finally:
+        logs.close()
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "no"])
+def test_other_values_keep_files_on(value):
+    assert not log_files_disabled({NO_LOG_FILES_ENV: value})
+
+
+def test_no_directory_means_no_files(tmp_path):
+    logs = RunLogs(None)
+    logs.variant("x").info("a line")
+    logs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_importing_logs_does_not_import_the_file_handler():
+    code = ("import sys, e2b_matrix.logs as l; r = l.RunLogs(None); r.variant('x').info('y'); r.close(); "
+            "print('concurrent_log_handler' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
