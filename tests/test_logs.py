@@ -74,3 +74,17 @@ def test_importing_logs_does_not_import_the_file_handler():
             "print('concurrent_log_handler' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_run_and_variant_logs_stay_off_the_console(tmp_path):
+    """The console is the reporter's: a record passed up to a console handler tears the live table."""
+    import logging
+
+    from e2b_matrix.logs import RunLogs
+
+    logs = RunLogs(tmp_path / "logs")
+    try:
+        assert logs.run.propagate is False
+        assert logs.variant("x").propagate is False
+    finally:
+        logs.close()

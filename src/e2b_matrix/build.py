@@ -16,7 +16,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import attrs
@@ -155,6 +154,8 @@ class Runner:
                 self._finished[job.spec.alias] = (threading.Event(), [])
                 self.report(job.spec.name, "queued", "")
         if todo:
+            from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
             workers = max(1, min(self.jobs, len(todo), MAX_JOBS))
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="build")
             futures = {pool.submit(self._one, job): job for job in todo}

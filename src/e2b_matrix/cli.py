@@ -32,8 +32,7 @@ class Env:
         return apply_overrides(load_project(self.root), overrides)
 
     def lock(self, backend: str = "e2b"):
-        from e2b_matrix.config import LOCK_FILES
-        from e2b_matrix.lock import TemplateLock
+        from e2b_matrix.lock import LOCK_FILES, TemplateLock
 
         return TemplateLock.load(self.root / LOCK_FILES[backend])
 

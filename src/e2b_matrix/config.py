@@ -6,7 +6,6 @@ anything is built or written. Loading is pure: it reads, never writes.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 import tomllib
@@ -19,6 +18,7 @@ import attrs
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.layers.checks import type_name
+from e2b_matrix.lock import LOCK_FILES  # noqa: F401  (re-exported)
 from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
 
 ALIAS_RE = re.compile(r"^[a-z0-9-_]+$")          # E2B template names
@@ -34,7 +34,12 @@ LAYER_KEYS = {"name", "version", "requires", "description"}
 STEP_KINDS = {"run", "apt", "pip", "env", "workdir", "user"}
 CHECK_KEYS = {"name", "command", "expect", "user"}
 
-LOCK_FILES = {"e2b": "templates.lock", "docker": "templates.docker.lock"}
+
+
+def _close_matches(word: str, possibilities, n: int = 1) -> list[str]:
+    import difflib  # only on the error path
+
+    return difflib.get_close_matches(word, list(possibilities), n=n)
 
 
 @attrs.frozen
@@ -56,7 +61,7 @@ class Project:
             if name in (v.name, v.alias):
                 return v
         known = self.names() + [v.alias for v in self.variants]
-        close = difflib.get_close_matches(name, known, n=1)
+        close = _close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"no variant named {name!r} (known: {', '.join(self.names()) or 'none'}){hint}",
                           path=self.root / "variants")
@@ -115,7 +120,7 @@ def _unknown(keys: Iterable[str], allowed: Iterable[str], shown: str, prefix: st
     allowed = sorted(allowed)
     for key in keys:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = _close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
             raise ConfigError(f"unknown key{hint}", path=shown, key=f"{prefix}{key}")
 
@@ -250,7 +255,7 @@ def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, La
     seen = set()
     for i, ln in enumerate(layer_names):
         if ln not in layers:
-            close = difflib.get_close_matches(ln, list(layers), n=1)
+            close = _close_matches(ln, list(layers), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(layers))})"
             raise ConfigError(f"unknown layer {ln!r}{hint}", path=shown, key="variant.layers")
         if ln in seen:

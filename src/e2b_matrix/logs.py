@@ -122,6 +122,7 @@ class RunLogs:
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)
+        self.run.propagate = False  # the console shows the reporter, not this log (it tore the live table)
         if directory is not None:
             self._attach(self.run, _LazyFileHandler(directory / "build.log", self.redactor,
                                                     "%(asctime)s %(levelname)s %(message)s"))

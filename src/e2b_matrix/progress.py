@@ -44,18 +44,25 @@ class PlainReporter:
 
 
 class LiveReporter:
-    """A rich Live table: variant, state, elapsed, last line."""
+    """A rich Live table: variant, state, elapsed, last line.
+
+    rich is imported and the display started at the first report that is not
+    "fresh": a run where everything is fresh pays for neither.
+    """
 
     def __init__(self, names: list[str], redact):
-        from rich.console import Console
-        from rich.live import Live
-
         self.redact = redact
         self.rows = {n: ["queued", "", time.monotonic(), None] for n in names}  # state, line, start, end
         self._lock = threading.Lock()
-        self.console = Console()
-        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False,
-                         get_renderable=self._render)
+        self._start_lock = threading.Lock()
+        self.live = None
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(), refresh_per_second=4, transient=False, get_renderable=self._render)
+        self.live.__enter__()
 
     def _render(self):
         from rich.table import Table
@@ -72,6 +79,10 @@ class LiveReporter:
         return table
 
     def __call__(self, name: str, state: str, message: str) -> None:
+        if self.live is None and state not in ("fresh", "queued"):
+            with self._start_lock:  # workers report at once: start one display only
+                if self.live is None:
+                    self._start()
         with self._lock:
             row = self.rows.setdefault(name, ["queued", "", time.monotonic(), None])
             message = self.redact(message)
@@ -86,11 +97,11 @@ class LiveReporter:
                 row[3] = time.monotonic()
 
     def __enter__(self):
-        self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.live.__exit__(*exc)
+        if self.live is not None:
+            self.live.__exit__(*exc)
         return False
 
 

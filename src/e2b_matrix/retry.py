@@ -8,7 +8,6 @@ polling never starts a second build of the alias.
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,11 @@ class RetryPolicy:
                    max_delay_s=float(env.get("E2B_MATRIX_RETRY_MAX_DELAY_S", 30.0)),
                    total_s=float(env.get("E2B_MATRIX_RETRY_TOTAL_S", 300.0)))
 
-    def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
+    def delay(self, attempt: int, retry_after: float | None, rng=None) -> float:
+        if rng is None:
+            import random
+
+            rng = random.random
         backoff = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
         return max(backoff, retry_after or 0.0)
 

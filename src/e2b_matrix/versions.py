@@ -150,21 +150,20 @@ class PyPIIndex:
         return data
 
     def _fetch(self, package: str) -> dict[str, str | None]:
-        import urllib.error
-        import urllib.parse
-
         url = f"{self.url}/{package}/json"
         self.fetches += 1
         try:
             if url.startswith("file:"):  # a local index: no need for urllib.request's weight
-                with open(urllib.parse.unquote(urllib.parse.urlparse(url).path), "rb") as f:
+                from urllib.parse import unquote, urlsplit
+
+                with open(unquote(urlsplit(url).path), "rb") as f:
                     doc = json.load(f)
             else:
                 import urllib.request
 
                 with urllib.request.urlopen(url, timeout=self.timeout) as resp:
                     doc = json.load(resp)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # URLError is an OSError
             raise ConfigError(f"cannot read the package index for {package} ({exc}); "
                               "use --offline to reuse the versions in the lock",
                               key="nexus.version") from None
