@@ -37,7 +37,7 @@ docker-up:
 	bash scripts/docker-up.sh
 
 e2e: $(STAMP) docker-up
-	$(BIN)/python -m pytest -q -m docker -p no:cacheprovider
+	$(BIN)/python -m pytest -q -s -m docker -p no:cacheprovider
 
 bench: $(STAMP) compile
 	$(BIN)/python bench/run.py
