@@ -101,12 +101,7 @@ def cli(ctx, directory, verbose, quiet):
     ctx.obj = Env(directory, verbose, quiet)
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else
                                            logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from e2b_matrix.logs import Redactor
-
-    redactor = Redactor([os.environ.get("E2B_API_KEY", "")])
-    for handler in logging.getLogger().handlers:  # -vv shows the SDK's debug lines: never the key
-        handler.addFilter(redactor)
+    _console_logging(level)
 
 
 @cli.command("list")
@@ -239,6 +234,24 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
     if code == 130:
         click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
     raise SystemExit(code)
+
+
+_console_handler: logging.Handler | None = None
+
+
+def _console_logging(level: int) -> None:
+    """Our one stderr handler (replaced per invocation), redacting the API key even at -vv."""
+    global _console_handler
+    from e2b_matrix.logs import RedactingFormatter, Redactor
+
+    root = logging.getLogger()
+    if _console_handler is not None:
+        root.removeHandler(_console_handler)
+    _console_handler = logging.StreamHandler(sys.stderr)
+    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s",
+                                                     Redactor([os.environ.get("E2B_API_KEY", "")]), datefmt=None))
+    root.addHandler(_console_handler)
+    root.setLevel(level)
 
 
 def _raise_interrupt(signum, frame):

@@ -35,13 +35,12 @@ def log_files_disabled(environ=None) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-class Redactor(logging.Filter):
+class Redactor:
     """Replaces each secret (and anything shaped like an E2B key) with ***."""
 
     KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}\b")
 
     def __init__(self, secrets: Iterable[str] = ()):
-        super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def redact(self, text: str) -> str:
@@ -49,15 +48,20 @@ class Redactor(logging.Filter):
             text = text.replace(s, "***")
         return self.KEY_SHAPE.sub("e2b_***", text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = self.redact(message)
-        if clean != message or record.args:
-            record.msg, record.args = clean, None
-        if record.exc_info:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True
+
+class RedactingFormatter(logging.Formatter):
+    """Formats, then redacts the whole line (tracebacks included).
+
+    A formatter, not a filter: a filter would rewrite the record that every
+    other handler of the logger sees too.
+    """
+
+    def __init__(self, fmt: str, redactor: Redactor, datefmt: str | None = "%Y-%m-%dT%H:%M:%S"):
+        super().__init__(fmt, datefmt=datefmt)
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.redact(super().format(record))
 
 
 def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
@@ -66,8 +70,7 @@ def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = ConcurrentRotatingFileHandler(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                             encoding="utf-8")
-    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S"))
-    handler.addFilter(redactor)
+    handler.setFormatter(RedactingFormatter(fmt, redactor))
     return handler
 
 
