@@ -88,3 +88,22 @@ def test_run_and_variant_logs_stay_off_the_console(tmp_path):
         assert logs.variant("x").propagate is False
     finally:
         logs.close()
+
+
+def test_a_second_run_writes_its_file_even_with_foreign_handlers(tmp_path):
+    """A host application (or pytest) may hang its own handler on the variant logger."""
+    import logging
+
+    from e2b_matrix.logs import RunLogs
+
+    foreign = logging.NullHandler()
+    logging.getLogger("e2b_matrix.variant.y").addHandler(foreign)
+    try:
+        for i in range(2):
+            logs = RunLogs(tmp_path / "logs")
+            logs.variant("y").info("run %d", i)
+            logs.variant("y").info("again %d", i)  # asking twice attaches once
+            logs.close()
+        assert (tmp_path / "logs" / "y.log").read_text() == "run 0\nagain 0\nrun 1\nagain 1\n"
+    finally:
+        logging.getLogger("e2b_matrix.variant.y").removeHandler(foreign)

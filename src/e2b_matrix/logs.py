@@ -138,7 +138,9 @@ class RunLogs:
         logger = logging.getLogger(f"e2b_matrix.variant.{alias}")
         logger.setLevel(logging.INFO)
         logger.propagate = False  # build output goes to its file, not the console
-        if self.directory is not None and not logger.handlers:
+        # once per run: another handler on the logger (a host application's,
+        # pytest's) must not stop this run from writing its file
+        if self.directory is not None and not any(lg is logger for lg, _ in self._handlers):
             self._attach(logger, _LazyFileHandler(self.directory / f"{alias}.log", self.redactor, "%(message)s"))
         return logger
 
