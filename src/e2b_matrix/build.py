@@ -36,7 +36,7 @@ def default_jobs(n: int) -> int:
     return max(1, min(n, DEFAULT_JOBS))
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Job:
     spec: BuildSpec
     entry: LockEntry | None  # its lock entry when the run started
@@ -117,7 +117,7 @@ class AliasLock:
             self.fd = None
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Runner:
     backend: Backend
     lock_path: Path

@@ -42,7 +42,7 @@ def _close_matches(word: str, possibilities, n: int = 1) -> list[str]:
     return difflib.get_close_matches(word, list(possibilities), n=n)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Project:
     """A project directory: its layers and its (expanded, validated) variants."""
 

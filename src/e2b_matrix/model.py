@@ -42,7 +42,7 @@ def _freeze(value):
     return value
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Step:
     """One E2B Template SDK builder call, e.g. ``Step("apt_install", (("fuse",),))``.
 
@@ -73,7 +73,7 @@ def pip(packages) -> Step:
     return Step("pip_install", (tuple(packages),))
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Check:
     """A smoke check that proves a layer worked in a built artifact.
 
@@ -97,7 +97,7 @@ class Check:
         return bool(self.cells)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Base:
     """Where a template starts: another E2B template, or an image."""
 
@@ -109,7 +109,7 @@ class Base:
         return f"{self.kind} {self.ref}"
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Param:
     """A layer parameter: its default and how a value from a file is checked.
 
@@ -126,7 +126,7 @@ class Param:
         return self.check(value) if self.check else value
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Context:
     """What a layer's steps may depend on besides its parameters."""
 
@@ -134,7 +134,7 @@ class Context:
     python: str  # the base's Python version
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Layer:
     """A named, versioned unit of build steps with parameters and checks.
 
@@ -172,7 +172,7 @@ class Layer:
         return self.version
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Variant:
     """One template to build, as written in variants/*.toml (after [matrix])."""
 
@@ -194,7 +194,7 @@ class Variant:
         return {}
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class ResolvedLayer:
     layer: Layer
     params: tuple = attrs.field(converter=_frozen_mapping)
@@ -212,7 +212,7 @@ class ResolvedLayer:
         return self.layer.lock_version(self.values)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class BuildSpec:
     """A variant resolved for one backend: everything a build needs, nothing else."""
 
@@ -268,7 +268,7 @@ class Status(enum.Enum):
         return self in (Status.FRESH, Status.BUILT)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class BuildResult:
     name: str
     alias: str

@@ -16,7 +16,7 @@ class State(enum.Enum):
     ORPHAN = "orphan"  # in the lock, no longer defined
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class PlanItem:
     name: str
     alias: str

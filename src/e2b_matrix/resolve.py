@@ -54,7 +54,7 @@ def layer_order(names: Iterable[str], layers: Mapping[str, Layer]) -> list[str]:
     return order
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Resolver:
     """What layer ``resolve`` hooks may consult: the package index and the lock."""
 
@@ -70,7 +70,7 @@ class Resolver:
         return ConfigError(message, path=self.variant.source, key=key)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Options:
     """What a run adds to the files: backend, index, offline mode, CA certificates."""
 

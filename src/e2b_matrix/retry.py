@@ -20,7 +20,7 @@ from e2b_matrix.backends import BuildError, Cancelled, TransientError
 T = TypeVar("T")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class RetryPolicy:
     """Bounded twice: in attempts and in total time. Above the SDK's own few retries."""
 

@@ -17,7 +17,7 @@ from e2b_matrix.errors import ConfigError
 from e2b_matrix.model import BuildSpec, Check
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class CheckResult:
     name: str
     layer: str

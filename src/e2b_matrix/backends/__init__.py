@@ -16,7 +16,7 @@ from e2b_matrix.errors import MatrixError
 from e2b_matrix.model import BuildSpec
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Outcome:
     template_id: str
     build_id: str
