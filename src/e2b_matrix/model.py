@@ -26,12 +26,16 @@ def _tuple(value) -> tuple:
     return tuple(value)
 
 
-def _frozen_mapping(value) -> tuple[tuple[str, Any], ...]:
+class Pairs(tuple):
+    """A frozen mapping: sorted (key, value) pairs, told apart from a frozen list."""
+
+
+def _frozen_mapping(value) -> Pairs:
     """A mapping as sorted (key, value) pairs: hashable, order-free."""
     if value is None:
-        return ()
+        return Pairs()
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple(sorted((str(k), _freeze(v)) for k, v in items))
+    return Pairs(sorted((str(k), _freeze(v)) for k, v in items))
 
 
 def _freeze(value):
@@ -39,6 +43,15 @@ def _freeze(value):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, dict):
         return _frozen_mapping(value)
+    return value
+
+
+def thaw(value):
+    """The inverse of freezing: Pairs -> dict, tuple -> list (what the SDK's calls take)."""
+    if isinstance(value, Pairs):
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
     return value
 
 
@@ -59,6 +72,10 @@ class Step:
     @property
     def kw(self) -> dict[str, Any]:
         return dict(self.kwargs)
+
+    def call_args(self) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) as the SDK builder method takes them."""
+        return tuple(thaw(a) for a in self.args), {k: thaw(v) for k, v in self.kwargs}
 
 
 def run(command: str, user: str | None = None) -> Step:

@@ -80,9 +80,7 @@ def to_template(spec: BuildSpec, context_dir: str | None = None):
     t = Template(file_context_path=context_dir) if context_dir else Template()
     b = t.from_template(spec.base.ref) if spec.base.kind == "template" else t.from_image(spec.base.ref)
     for step in spec.steps:
-        kw = step.kw
-        args = tuple(dict(x) if isinstance(x, tuple) and x and isinstance(x[0], tuple) else x for x in step.args)
-        args = tuple(list(x) if isinstance(x, tuple) else x for x in args)
+        args, kw = step.call_args()
         b = getattr(b, step.call)(*args, **kw)
     if spec.start_cmd:
         b = b.set_start_cmd(spec.start_cmd, spec.ready_cmd or "sleep 20")
