@@ -26,6 +26,22 @@ def isolated_env(monkeypatch, tmp_path_factory):
         monkeypatch.delenv(var, raising=False)
 
 
+KEY = "e2b_" + "c4n4ry" * 6  # a canary: must appear nowhere we write
+
+
+@pytest.fixture
+def emu(monkeypatch):
+    """The E2B API emulator on 127.0.0.1, with the SDK and fast retries pointed at it."""
+    from e2b_emulator import E2BEmulator
+
+    with E2BEmulator(api_key=KEY) as e:
+        for k, v in e.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("E2B_MATRIX_RETRY_BASE_S", "0.05")
+        monkeypatch.setenv("E2B_MATRIX_RETRY_MAX_DELAY_S", "1")
+        yield e
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A copy of the shipped project (variants/) in a temporary directory."""

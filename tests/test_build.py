@@ -10,26 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
-from conftest import DATA, ROOT, write
-from e2b_emulator import E2BEmulator
+from conftest import KEY, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
-
-KEY = "e2b_" + "c4n4ry" * 6  # a canary: must appear nowhere we write
-
-
-@pytest.fixture
-def emu(monkeypatch):
-    with E2BEmulator(api_key=KEY) as e:
-        for k, v in e.env().items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("E2B_MATRIX_RETRY_BASE_S", "0.05")
-        monkeypatch.setenv("E2B_MATRIX_RETRY_MAX_DELAY_S", "1")
-        yield e
-
 
 def build(project, *args):
     return CliRunner().invoke(cli, ["-C", str(project), *args])

@@ -8,7 +8,6 @@ starts dockerd and a missing daemon is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time

@@ -78,8 +78,6 @@ def test_importing_logs_does_not_import_the_file_handler():
 
 def test_run_and_variant_logs_stay_off_the_console(tmp_path):
     """The console is the reporter's: a record passed up to a console handler tears the live table."""
-    import logging
-
     from e2b_matrix.logs import RunLogs
 
     logs = RunLogs(tmp_path / "logs")

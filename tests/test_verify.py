@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import types
 
-import pytest
 from click.testing import CliRunner
 
 from e2b_matrix import verify
 from e2b_matrix.cli import cli
-from test_build import KEY, emu, lock_of  # noqa: F401  (fixture)
+from conftest import KEY
+from test_build import lock_of
 from test_core import specs
 
 
@@ -68,7 +68,7 @@ def test_stateful_check_needs_fifty():
     assert results[0].name == "stateful python" and not results[0].ok and "expected '50'" in results[0].detail
 
 
-def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, monkeypatch):  # noqa: F811
+def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, monkeypatch):
     import e2b_code_interpreter
 
     def create(template, **kw):

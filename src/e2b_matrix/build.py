@@ -133,7 +133,6 @@ class Runner:
     # re-resolves a spec against the lock as it is now (after its parent built)
     respec: Callable[[BuildSpec], BuildSpec] | None = None
     cancel: threading.Event = attrs.field(factory=threading.Event)
-    sleep: Callable[[float], bool] | None = None
     fatal: MatrixError | None = None
     interrupted: bool = False
     _finished: dict = attrs.field(factory=dict)  # alias -> (threading.Event, [BuildResult])

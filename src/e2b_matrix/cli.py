@@ -44,19 +44,19 @@ class Env:
             self._index = PyPIIndex()
         return Options(backend=backend, index=self._index, offline=offline, ca_certs=read_ca_certs(ca_certs))
 
-    def specs(self, names, backend="e2b", offline=False, overrides=(), ca_certs=()):
+    def specs(self, names, opts, overrides=()):
+        """The project, its lock for ``opts.backend`` and the selected variants' specs."""
         from e2b_matrix.resolve import build_specs
 
         project = self.project(overrides)
-        lock = self.lock(backend)
-        opts = self.options(backend, offline, ca_certs)
+        lock = self.lock(opts.backend)
         return project, lock, build_specs(project.select(names), project.layers, opts, lock)
 
-    def respec(self, spec, project, backend, offline, ca_certs):
+    def respec(self, spec, project, opts):
         """A spec again, against the lock as it is now (its parent template was rebuilt)."""
         from e2b_matrix.resolve import build_spec
 
-        return build_spec(spec.variant, project.layers, self.options(backend, offline, ca_certs), self.lock(backend))
+        return build_spec(spec.variant, project.layers, opts, self.lock(opts.backend))
 
 
 pass_env = click.make_pass_decorator(Env)
@@ -133,7 +133,7 @@ def plan(env, names, backend, offline, overrides, ca_certs, as_json):
     """Show what would build and why (fresh, stale, unbuilt), without building."""
     from e2b_matrix.plan import make_plan
 
-    _, lock, specs = env.specs(names, backend, offline, overrides, ca_certs)
+    _, lock, specs = env.specs(names, env.options(backend, offline, ca_certs), overrides)
     items = make_plan(specs, lock)
     if as_json:
         click.echo(json.dumps([i.to_json() for i in items], indent=2))
@@ -156,7 +156,7 @@ def render(env, name, fmt, backend, offline, overrides, ca_certs):
 
     if fmt == "dockerfile":
         backend = "docker"
-    _, _, specs = env.specs([name], backend, offline, overrides, ca_certs)
+    _, _, specs = env.specs([name], env.options(backend, offline, ca_certs), overrides)
     spec = specs[0]
     click.echo(r.dockerfile(spec) if fmt == "dockerfile" else r.to_json(spec), nl=fmt == "json")
 
@@ -203,10 +203,10 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
     from e2b_matrix.backends import get_backend
     from e2b_matrix.logs import RunLogs
     from e2b_matrix.progress import make_reporter, results_json, summary
-    from e2b_matrix.resolve import read_ca_certs
 
-    project, lock, specs = env.specs(names, backend, offline, overrides, ca_certs)
-    engine = get_backend(backend, **({"ca_certs": read_ca_certs(ca_certs)} if backend == "docker" else {}))
+    opts = env.options(backend, offline, ca_certs)
+    project, lock, specs = env.specs(names, opts, overrides)
+    engine = get_backend(backend, **({"ca_certs": opts.ca_certs} if backend == "docker" else {}))
     engine.check()
     logs = RunLogs(env.root / "logs", engine.secrets())
     redact = logs.redactor.redact
@@ -214,8 +214,8 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
         backend=engine, lock_path=project.lock_path(backend), state_dir=env.root / ".e2b-matrix", logs=logs,
         report=None, jobs=jobs or b.default_jobs(len(specs)), force=force, fail_fast=fail_fast,
         wait_for_alias=not no_wait, retry=b.RetryPolicy.from_env(),
-        verify=_verifier(engine, env) if verify else None,
-        respec=lambda spec: env.respec(spec, project, backend, offline, ca_certs))
+        verify=_verifier(engine) if verify else None,
+        respec=lambda spec: env.respec(spec, project, opts))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json) as reporter:
@@ -258,10 +258,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _verifier(engine, env):
+def _verifier(engine):
     from e2b_matrix.verify import verifier
 
-    return verifier(engine, env.verbose)
+    return verifier(engine)
 
 
 @cli.command()
@@ -276,7 +276,7 @@ def verify(env, name, backend, offline, overrides, as_json):
     from e2b_matrix import verify as v
     from e2b_matrix.backends import get_backend
 
-    _, lock, specs = env.specs([name], backend, offline, overrides)
+    _, lock, specs = env.specs([name], env.options(backend, offline), overrides)
     spec = specs[0]
     if spec.alias not in lock.entries:
         raise ConfigError(f"{spec.name} is not built yet (no entry for {spec.alias}); build it first",
@@ -287,10 +287,7 @@ def verify(env, name, backend, offline, overrides, as_json):
     if entry.fingerprint != spec.fingerprint:
         click.echo(f"warning: {spec.alias} is stale; checking the built template against the current layers",
                    err=True)
-    if backend == "docker":
-        results = v.verify_docker(spec, entry.image)
-    else:
-        results = v.verify_e2b(spec, entry.template_id, engine.api_key, engine.domain)
+    results = v.check_built(engine, spec, entry)
     if as_json:
         click.echo(json.dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
                                 "duration_s": r.duration_s} for r in results], indent=2))
@@ -344,7 +341,7 @@ def lock_check(env, backend, offline, as_json):
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
     from e2b_matrix.plan import State, make_plan, orphans
 
-    project, lock, specs = env.specs((), backend, offline)
+    project, lock, specs = env.specs((), env.options(backend, offline))
     items = make_plan(specs, lock) + orphans(lock, [v.alias for v in project.variants])
     bad = [i for i in items if i.state is not State.FRESH]
     if as_json:

@@ -413,6 +413,7 @@ def _fast_map(inner: str | None, memo: dict) -> FrozenMap:
     if m is not None:
         return m
     d: dict[str, str] = {}
+    last = ""
     if "\\" not in inner:
         # No escapes: every quote delimits a string, so splitting on quotes
         # gives, alternately, the text between strings and a string's body.

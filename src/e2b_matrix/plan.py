@@ -55,7 +55,7 @@ def explain(spec: BuildSpec, entry) -> list[str]:
     reasons += [f"layer {name} removed" for name in old_layers if name not in new_layers]
     if entry.variant != spec.name:
         reasons.append(f"variant renamed {entry.variant} -> {spec.name}")
-    old_inputs = dict(getattr(entry, "inputs", {}) or {})
+    old_inputs = dict(entry.inputs)
     new_inputs = spec.inputs()
     if old_inputs:
         for key in sorted(set(old_inputs) | set(new_inputs)):

@@ -94,14 +94,13 @@ def verify_e2b(spec: BuildSpec, template_id: str, api_key: str, domain: str | No
         sandbox.kill()
 
 
-def verifier(engine, verbose: int = 0):
+def check_built(engine, spec: BuildSpec, built) -> list[CheckResult]:
+    """The spec's checks against what ``engine`` built (a lock entry or a build outcome)."""
+    if engine.name == "docker":
+        return verify_docker(spec, built.image)
+    return verify_e2b(spec, built.template_id, engine.api_key, engine.domain)
+
+
+def verifier(engine):
     """For ``build --verify``: (spec, outcome) -> names of failed checks."""
-
-    def run(spec: BuildSpec, outcome) -> list[str]:
-        if engine.name == "docker":
-            results = verify_docker(spec, outcome.image)
-        else:
-            results = verify_e2b(spec, outcome.template_id, engine.api_key, engine.domain)
-        return [r.name for r in results if not r.ok]
-
-    return run
+    return lambda spec, outcome: [r.name for r in check_built(engine, spec, outcome) if not r.ok]

@@ -111,7 +111,6 @@ class PyPIIndex:
             ttl = float(os.environ.get("E2B_MATRIX_INDEX_TTL", DEFAULT_TTL_S))
         self.ttl = ttl
         self.timeout = timeout
-        self.fetches = 0
         self._memo: dict[str, dict[str, str | None]] = {}
 
     @property
@@ -151,7 +150,6 @@ class PyPIIndex:
 
     def _fetch(self, package: str) -> dict[str, str | None]:
         url = f"{self.url}/{package}/json"
-        self.fetches += 1
         try:
             if url.startswith("file:"):  # a local index: no need for urllib.request's weight
                 from urllib.parse import unquote, urlsplit

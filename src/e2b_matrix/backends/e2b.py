@@ -78,9 +78,7 @@ class E2BBackend:
         config = ConnectionConfig(api_key=self.api_key, domain=self.domain,
                                   request_timeout=self.request_timeout)
         recorder = _recorder_class()(RetryableTransport(get_transport(config), config.retries))
-        client = ApiClient(config, transport=recorder)
-        client.retry_after = recorder
-        return client
+        return ApiClient(config, transport=recorder), recorder
 
     def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
               retry=None) -> Outcome:
@@ -91,7 +89,7 @@ class E2BBackend:
         from e2b_matrix.render import to_template
         from e2b_matrix.retry import RetryPolicy, retrying
 
-        client = self._client()
+        client, recorder = self._client()
         template = to_template(spec)
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
@@ -99,7 +97,7 @@ class E2BBackend:
         def sdk_log(entry) -> None:
             log([_line(entry)])
 
-        with self._errors(client):
+        with _classify(recorder):
             info = Template._build(client, template, spec.alias, tags=list(spec.variant.tags) or None,
                                    cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb,
                                    skip_cache=force, on_build_logs=sdk_log)
@@ -109,7 +107,7 @@ class E2BBackend:
             if cancel.is_set():
                 raise Cancelled(f"stopped waiting for build {info.build_id} (E2B may still finish it)")
             def poll(_attempt: int):
-                with self._errors(client):
+                with _classify(recorder):
                     return get_build_status(client, info.template_id, info.build_id, offset)
 
             # A blip while polling is retried in place: submitting again would
@@ -128,9 +126,6 @@ class E2BBackend:
                 raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
             if len(entries) < 100:  # a full page means more is waiting: fetch it at once
                 cancel.wait(self.poll_interval)
-
-    def _errors(self, client):
-        return _classify(client.retry_after)
 
 
 class _classify:
