@@ -197,6 +197,38 @@ def build_all(env, **options):
 
 
 def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs, as_json):
+    from e2b_matrix import stamp
+
+    out, err, key = sys.stdout, sys.stderr, None
+    if stamp.enabled(backend, force):  # a no-op like the last one answers from its stamp
+        from e2b_matrix.credentials import api_key
+
+        key = stamp.make_key(click.get_current_context().info_name, dict(
+            names=names, backend=backend, jobs=jobs, fail_fast=fail_fast, no_wait=no_wait, verify=verify,
+            offline=offline, overrides=overrides, ca_certs=ca_certs, as_json=as_json), env.root, env.verbose,
+            env.quiet)
+        if api_key():  # without one the real path says how to log in
+            code = stamp.replay(env.root, key)
+            if code is not None:
+                raise SystemExit(code)
+        out, err = stamp.Tee(out), stamp.Tee(err)
+        stamp.start()
+    logged = _console_handler.emitted if _console_handler is not None else 0
+    code, results, secrets = None, [], []
+    try:
+        code, results, secrets = _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline,
+                                            overrides, ca_certs, as_json, out, err)
+    finally:
+        if key is not None:
+            noop = (code == 0 and results and all(r.status.value == "fresh" for r in results)
+                    and (_console_handler is None or _console_handler.emitted == logged))
+            stamp.finish(env.root, key if noop else None, out.getvalue(), err.getvalue(), code, secrets)
+    raise SystemExit(code)
+
+
+def _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs,
+               as_json, out, err):
+    """Resolve, build what is not fresh, report; (exit code, results, the backend's secrets)."""
     import signal
 
     from e2b_matrix import build as b
@@ -218,22 +250,22 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
         respec=lambda spec: env.respec(spec, project, opts))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json) as reporter:
+        with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json, out, err) as reporter:
             runner.report = reporter
             results = runner.run(b.make_jobs(specs, lock))
     finally:
         signal.signal(signal.SIGTERM, previous)
         logs.close()
     if as_json:
-        click.echo(json.dumps(results_json(results), indent=2))
+        click.echo(json.dumps(results_json(results), indent=2), file=out)
     else:
-        summary(results, redact)
+        summary(results, redact, out, err)
     if runner.fatal is not None:
-        click.echo(f"e2b-matrix: error: {redact(str(runner.fatal))}", err=True)
+        click.echo(f"e2b-matrix: error: {redact(str(runner.fatal))}", file=err)
     code = b.exit_code(runner, results)
     if code == 130:
-        click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
-    raise SystemExit(code)
+        click.echo("e2b-matrix: interrupted; finished builds are in the lock", file=err)
+    return code, results, engine.secrets()
 
 
 _console_handler: logging.Handler | None = None
@@ -247,11 +279,21 @@ def _console_logging(level: int) -> None:
     root = logging.getLogger()
     if _console_handler is not None:
         root.removeHandler(_console_handler)
-    _console_handler = logging.StreamHandler(sys.stderr)
+    _console_handler = _ConsoleHandler(sys.stderr)
     _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s",
                                                      Redactor([os.environ.get("E2B_API_KEY", "")]), datefmt=None))
     root.addHandler(_console_handler)
     root.setLevel(level)
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Counts what it prints: a run that logged to the console is not replayed from a stamp."""
+
+    emitted = 0
+
+    def emit(self, record):
+        self.emitted += 1
+        super().emit(record)
 
 
 def _raise_interrupt(signum, frame):

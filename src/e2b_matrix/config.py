@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from e2b_matrix import readlog
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.layers.checks import type_name
@@ -85,6 +86,7 @@ def load_project(root: str | Path = ".") -> Project:
     layers = load_layers(root)
     variants: list[Variant] = []
     files = sorted(vdir.glob("*.toml"))
+    readlog.note_glob(vdir, "*.toml", files)
     if not files:
         raise ConfigError("no variant files (*.toml)", path=vdir)
     for f in files:
@@ -106,6 +108,7 @@ def read_toml(path: Path, root: Path | None = None) -> dict:
     shown = _display(path, root)
     try:
         text = path.read_text(encoding="utf-8")
+        readlog.note_file(path, text)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=shown) from None
     except UnicodeDecodeError:
@@ -316,14 +319,15 @@ def load_layers(root: Path) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
     layers = dict(SHIPPED)
     ldir = root / "layers"
-    if ldir.is_dir():
-        for f in sorted(ldir.glob("*.toml")):
-            layer = load_layer_file(f, root)
-            shown = _display(f, root)
-            if layer.name in layers:
-                where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
-                raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=shown, key="layer.name")
-            layers[layer.name] = layer
+    files = sorted(ldir.glob("*.toml")) if ldir.is_dir() else []
+    readlog.note_glob(ldir, "*.toml", files)
+    for f in files:
+        layer = load_layer_file(f, root)
+        shown = _display(f, root)
+        if layer.name in layers:
+            where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
+            raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=shown, key="layer.name")
+        layers[layer.name] = layer
     for layer in layers.values():
         for req in layer.requires:
             if req not in layers:

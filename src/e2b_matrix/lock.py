@@ -53,6 +53,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 
+from e2b_matrix import readlog
 from e2b_matrix.errors import LockError, UnknownNameError
 
 __all__ = [
@@ -525,9 +526,11 @@ def _read_text(path: str) -> str | None:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
+        readlog.note_file(path, None)
         return None
     except OSError as exc:
         raise LockError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    readlog.note_file(path, data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -105,30 +105,32 @@ class LiveReporter:
         return False
 
 
-def make_reporter(names, redact, verbose, quiet, as_json=False):
-    """A live table on a terminal; else plain lines (on stderr when stdout carries JSON)."""
-    if sys.stdout.isatty() and not quiet and not as_json:
+def make_reporter(names, redact, verbose, quiet, as_json=False, out=None, err=None):
+    """A live table on a terminal; else plain lines to ``out`` (to ``err`` when
+    stdout carries JSON). ``out``/``err`` default to sys.stdout/sys.stderr."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if out.isatty() and not quiet and not as_json:
         return LiveReporter(names, redact)
-    return PlainReporter(redact, verbose, quiet, stream=sys.stderr if as_json else None)
+    return PlainReporter(redact, verbose, quiet, stream=err if as_json else out)
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
+def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file)
 
 
-def summary(results: list[BuildResult], redact) -> None:
+def summary(results: list[BuildResult], redact, out=None, err=None) -> None:
     print_table(["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
                 [[r.name, r.alias, r.status.value, r.template_id, r.build_id,
-                  f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results])
+                  f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results], file=out)
     for r in results:
         if r.error and not r.status.ok:
-            click.echo(redact(f"{r.name}: {r.status.value}: {r.error}"), err=True)
+            click.echo(redact(f"{r.name}: {r.status.value}: {r.error}"), file=err or sys.stderr)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
 
 
 def results_json(results: list[BuildResult]) -> list[dict]:

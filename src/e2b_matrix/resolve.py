@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 
+from e2b_matrix import readlog
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.model import BuildSpec, Context, Layer, ResolvedLayer, Step, Variant
@@ -167,6 +168,7 @@ def read_ca_certs(paths: Iterable[str | Path]) -> tuple[tuple[str, bytes], ...]:
         p = Path(p)
         try:
             data = p.read_bytes()
+            readlog.note_file(p, data)
         except OSError as exc:
             raise ConfigError(f"cannot read CA certificate: {exc.strerror}", path=p, key="--ca-cert") from None
         if b"BEGIN CERTIFICATE" not in data:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from e2b_matrix import readlog
 from e2b_matrix.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ class PyPIIndex:
         if not local:
             try:
                 if time.time() - cache.stat().st_mtime < self.ttl:
-                    data = json.loads(cache.read_text())
+                    text = cache.read_text()
+                    data = json.loads(text)
+                    readlog.note_file(cache, text, ttl=self.ttl)
                     self._memo[package] = data
                     return data
             except (OSError, ValueError):
@@ -141,10 +144,13 @@ class PyPIIndex:
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(data, sort_keys=True))
+                text = json.dumps(data, sort_keys=True)
+                tmp.write_text(text)
                 os.replace(tmp, cache)
+                readlog.note_file(cache, text, ttl=self.ttl)
             except OSError as exc:
                 log.debug("cannot cache the index: %s", exc)
+                readlog.taint("the package index could not be cached")
         self._memo[package] = data
         return data
 
@@ -154,8 +160,11 @@ class PyPIIndex:
             if url.startswith("file:"):  # a local index: no need for urllib.request's weight
                 from urllib.parse import unquote, urlsplit
 
-                with open(unquote(urlsplit(url).path), "rb") as f:
-                    doc = json.load(f)
+                path = unquote(urlsplit(url).path)
+                with open(path, "rb") as f:
+                    raw = f.read()
+                readlog.note_file(path, raw)
+                doc = json.loads(raw)
             else:
                 import urllib.request
 

@@ -10,38 +10,12 @@ written as one record.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-from pathlib import Path
 
 from e2b_matrix.backends import BuildError, Cancelled, LogSink, Outcome, TransientError
+from e2b_matrix.credentials import HOW_TO_LOGIN, api_key, domain
 from e2b_matrix.errors import CredentialsError
 from e2b_matrix.model import BuildSpec
-
-DEFAULT_DOMAIN = "e2b.app"
-HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
-                "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
-
-
-def api_key(environ=None, home: Path | None = None) -> str | None:
-    """E2B_API_KEY, else ``teamApiKey`` in ~/.e2b/config.json (what `e2b auth login` writes)."""
-    environ = os.environ if environ is None else environ
-    key = environ.get("E2B_API_KEY")
-    if key:
-        return key
-    path = (home or Path.home()) / ".e2b" / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    key = data.get("teamApiKey") if isinstance(data, dict) else None
-    return key if isinstance(key, str) and key else None
-
-
-def domain(environ=None) -> str:
-    environ = os.environ if environ is None else environ
-    return environ.get("E2B_DOMAIN") or DEFAULT_DOMAIN
 
 
 class E2BBackend:

@@ -1,0 +1,234 @@
+"""The no-op stamp: a build that found every variant fresh, remembered.
+
+A `build` or `build-all` where everything is fresh makes no API call; what it
+costs is starting up: attrs, the model, resolving every variant. Like make,
+which answers "nothing to be done" from timestamps, a run that built nothing
+leaves a stamp in ``.e2b-matrix/noop/``: the inputs it read and what it
+printed. The next run with the same command, options, environment and code
+checks those inputs (a few reads and hashes, none of the model) and, when
+every one is unchanged, prints the same output and exits 0.
+
+The inputs are recorded by the code that reads them, not listed here: each
+file read (readlog.py: a variant or layer file, the lock, the package
+index or its cache, a CA certificate) with a digest of its bytes, each folder
+listing, and for the index's on-disk cache how long it is
+trusted (its TTL: past it the real path would ask the index again, so the
+stamp no longer answers). A changed byte, a new variant file, a rewritten
+lock, an edited layer module, other options: the real path runs, and writes
+a new stamp when it is again a no-op.
+
+Only runs that can be replayed exactly are stamped: the e2b backend (Docker
+asks its daemon whether each image still exists), no terminal on stdout or
+stderr (the live table), nothing logged to the console, every variant fresh,
+exit 0. ``E2B_MATRIX_NO_STAMP=1`` turns stamps off. A stamp never holds the
+API key: the environment it keeps leaves out every variable that looks like a
+secret, and a stamp whose text contains a known secret is not written.
+
+Light on purpose: os, sys, time, json and a BLAKE2 hash (not hashlib, whose
+OpenSSL import alone costs a few ms).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from e2b_matrix import readlog
+
+try:
+    from _blake2 import blake2b  # what hashlib would give, without loading OpenSSL
+except ImportError:  # pragma: no cover - CPython builds without _blake2
+    from hashlib import blake2b
+
+SCHEMA = 1
+NO_STAMP_ENV = "E2B_MATRIX_NO_STAMP"
+FOLDER = Path(".e2b-matrix") / "noop"
+KEEP = 8  # stamps kept per project (one per distinct command and options)
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+_ENV_NAMES = ("HOME", "XDG_CACHE_HOME", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING")
+
+
+
+def _digest(data: bytes) -> str:
+    return blake2b(data, digest_size=20).hexdigest()
+
+
+# -- the key ------------------------------------------------------------------
+
+def enabled(backend: str, force: bool, environ=None) -> bool:
+    """Can this run be answered from, or leave, a stamp?"""
+    environ = os.environ if environ is None else environ
+    if environ.get(NO_STAMP_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    if backend != "e2b" or force:
+        return False
+    return not (_isatty(sys.stdout) or _isatty(sys.stderr))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def environment(environ=None) -> dict[str, str]:
+    """The environment variables a run depends on, without any that looks like a secret."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(environ.items())
+            if (k.startswith("E2B") or k in _ENV_NAMES) and not any(w in k.upper() for w in _SECRET_WORDS)}
+
+
+def code_digest(package_dir: str | None = None) -> str:
+    """A digest of every module of this package (an edited layer changes what a run resolves)."""
+    root = package_dir or os.path.dirname(os.path.abspath(__file__))
+    h = blake2b(digest_size=20)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                h.update(f"{os.path.relpath(path, root)}\0{len(data)}\0".encode())
+                h.update(data)
+    return h.hexdigest()
+
+
+def make_key(command: str, params: dict, root, verbose: int, quiet: bool, environ=None) -> dict:
+    """Everything besides the recorded files that decides what a no-op run prints."""
+    return {
+        "command": command,
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())},
+        "root": os.path.abspath(root),
+        "cwd": os.getcwd(),
+        "verbose": verbose,
+        "quiet": quiet,
+        "env": environment(environ),
+        "python": [sys.executable, sys.version],
+        "code": code_digest(),
+    }
+
+
+def _path(root, key: dict) -> Path:
+    name = _digest(json.dumps(key, sort_keys=True).encode())[:32]
+    return Path(root) / FOLDER / f"{name}.json"
+
+
+# -- replay -------------------------------------------------------------------
+
+def replay(root, key: dict, out=None, err=None) -> int | None:
+    """Answer from a stamp: print what the recorded no-op printed and return its
+    exit code; None when there is no stamp for ``key`` or any input changed."""
+    try:
+        with open(_path(root, key), "rb") as f:
+            stamp = json.loads(f.read())
+        if stamp.get("schema") != SCHEMA or stamp.get("key") != key:
+            return None
+        now = time.time()
+        for path, mode, digest, ttl in stamp["files"]:
+            if not _unchanged(path, mode, digest, ttl, now):
+                return None
+        for directory, pattern, names in stamp["globs"]:
+            if sorted(p.name for p in Path(directory).glob(pattern)) != names:
+                return None
+        stdout, stderr, code = stamp["stdout"], stamp["stderr"], stamp["exit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no stamp, or one this version cannot read: the real path decides
+    if stdout:
+        (out or sys.stdout).write(stdout)
+        (out or sys.stdout).flush()
+    if stderr:
+        (err or sys.stderr).write(stderr)
+        (err or sys.stderr).flush()
+    return code
+
+
+def _unchanged(path: str, mode: str, digest: str | None, ttl: float | None, now: float) -> bool:
+    try:
+        if mode == "text":
+            with open(path, encoding="utf-8") as f:
+                data = f.read().encode("utf-8")
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        if ttl is not None and not now - os.stat(path).st_mtime < ttl:
+            return False  # the real path would ask the index again
+    except FileNotFoundError:
+        return digest is None
+    except (OSError, UnicodeDecodeError):
+        return False
+    return digest is not None and _digest(data) == digest
+
+
+# -- writing ------------------------------------------------------------------
+
+def start() -> None:
+    """Record what this run reads from now on (see readlog.py)."""
+    readlog.start()
+
+
+def finish(root, key: dict | None, stdout: str, stderr: str, code: int, secrets=()) -> Path | None:
+    """Stop recording; write the stamp when ``key`` is given and the run can be replayed."""
+    notes = readlog.stop()
+    if key is None or notes is None or notes[2] is not None:
+        return None
+    files, globs, _ = notes
+    text = json.dumps({
+        "schema": SCHEMA,
+        "key": key,
+        "files": [[path, *_entry(data), ttl] for path, (data, ttl) in sorted(files.items())],
+        "globs": [[d, pat, names] for (d, pat), names in sorted(globs.items())],
+        "stdout": stdout,
+        "stderr": stderr,
+        "exit": code,
+    }, indent=1, sort_keys=True)
+    if any(s and s in text for s in secrets):
+        return None  # never on disk
+    path = _path(root, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        _prune(path.parent)
+    except OSError:
+        return None  # a stamp only saves time; a run never fails for it
+    return path
+
+
+def _entry(data: bytes | str | None) -> tuple[str, str | None]:
+    """(how the file was read, a digest of what it held, None when it was missing)."""
+    if isinstance(data, str):
+        return "text", _digest(data.encode("utf-8"))
+    return "bytes", None if data is None else _digest(data)
+
+
+def _prune(folder: Path) -> None:
+    stamps = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in stamps[KEEP:]:
+        old.unlink(missing_ok=True)
+
+
+class Tee:
+    """A text stream that writes through and keeps a copy (what the stamp replays)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
