@@ -19,7 +19,8 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
   sequential_ratio    the same 8 with --jobs 1 / one (informational: fixed
                       start-up counts once, so it is below 8)
   noop_ratio          build-all with every variant fresh / `e2b-matrix --version`
-                      (whole processes)
+                      (whole processes; answered from the no-op stamp the first
+                      fresh run wrote; full_path_ratio: the same with stamps off)
   noop_requests       API requests the fresh build-all made
   startup_imports_e2b did `list`, `plan` or `resolve` import e2b? (list_s,
                       plan_s, resolve_s: their whole-process times)
@@ -214,13 +215,20 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
         timed(version_cmd, env), timed(noop_cmd, env)
     shutil.rmtree(proj / "logs", ignore_errors=True)  # the build above wrote some; the no-op must write none
     emu.reset_counters()
-    versions, noops = [], []
+    # noops: as a user gets them (the warm-up's no-op left a stamp); full: the
+    # real path every time (E2B_MATRIX_NO_STAMP=1): resolve all 8, compare to the lock
+    full_env = {**env, "E2B_MATRIX_NO_STAMP": "1"}
+    versions, noops, fulls = [], [], []
     for _ in range(runs):
         versions.append(timed(version_cmd, env)[0])
         t, proc = timed(noop_cmd, env)
         assert build_statuses(proc) == ["fresh"] * 8, proc.stdout
         noops.append(t)
+        t, full = timed(noop_cmd, full_env)
+        assert full.stdout == proc.stdout and full.stderr == proc.stderr  # the stamp replays it exactly
+        fulls.append(t)
     requests = emu.request_count
+    stamps = len(list((proj / ".e2b-matrix" / "noop").glob("*.json")))
     logs_written = (proj / "logs").exists() and any((proj / "logs").iterdir())
 
     # The same with the index served over HTTP on 127.0.0.1 (as PyPI is): the
@@ -239,11 +247,15 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
     ratio = med(noops) / med(versions)
     b.record("noop_ratio", round(ratio, 3), runs, noop_s=round(med(noops), 4), version_s=round(med(versions), 4),
              noop_minus_version_ms=round((med(noops) - med(versions)) * 1000, 1),
+             full_path_ratio=round(med(fulls) / med(versions), 3), full_path_s=round(med(fulls), 4),
+             stamps=stamps,
              http_index_noop_ratio=round(med(http_noops) / med(http_versions), 3),
              http_index_noop_s=round(med(http_noops), 4),
              logs_written=logs_written,
-             note="index as file:// (tests' index) for the headline; http_index_*: index over HTTP on "
-                  "127.0.0.1 with its warm on-disk cache, as with PyPI")
+             note="no-op answered from its stamp (.e2b-matrix/noop/, written by the first no-op); "
+                  "full_path_*: with E2B_MATRIX_NO_STAMP=1, resolving every variant; index as file:// "
+                  "(tests' index) for the headline; http_index_*: index over HTTP on 127.0.0.1 with its "
+                  "warm on-disk cache, as with PyPI")
     b.record("noop_requests", requests, runs * 2)
 
 

@@ -292,17 +292,41 @@ def test_code_digest_follows_every_module(tmp_path):
     assert stamp.code_digest(str(pkg)) != before
 
 
-def test_no_stamp_on_a_terminal(monkeypatch):
-    class Tty(_Sink):
-        def isatty(self):
-            return True
-
+def test_when_stamps_apply():
     assert stamp.enabled("e2b", False, environ={})
-    assert not stamp.enabled("docker", False, environ={})
+    assert not stamp.enabled("docker", False, environ={})  # Docker asks its daemon whether images exist
     assert not stamp.enabled("e2b", True, environ={})
     assert not stamp.enabled("e2b", False, environ={stamp.NO_STAMP_ENV: "1"})
-    monkeypatch.setattr(sys, "stdout", Tty())
-    assert not stamp.enabled("e2b", False, environ={})
+
+
+def test_on_a_terminal_the_replay_prints_what_the_terminal_got(built):
+    import pty
+
+    def on_tty():
+        master, slave = pty.openpty()
+        marker = built.parent / f"marker-{time.monotonic_ns()}"
+        proc = subprocess.run([sys.executable, "-c", RUNNER, str(marker), "-C", str(built), "build-all"],
+                              stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"},
+                              timeout=60)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        return proc.returncode, b"".join(chunks), marker.read_text()
+
+    plain = run(built, "build-all")
+    first, second = on_tty(), on_tty()
+    assert (first[0], first[2]) == (0, "real")  # a terminal is another key than a pipe
+    assert (second[0], second[2]) == (0, "replayed")
+    assert second[1] == first[1] and b"VARIANT" in first[1]
+    assert plain.how == "real" and run(built, "build-all").how == "replayed"
 
 
 def test_stamps_are_pruned(tmp_path):

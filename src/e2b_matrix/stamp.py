@@ -18,9 +18,9 @@ lock, an edited layer module, other options: the real path runs, and writes
 a new stamp when it is again a no-op.
 
 Only runs that can be replayed exactly are stamped: the e2b backend (Docker
-asks its daemon whether each image still exists), no terminal on stdout or
-stderr (the live table), nothing logged to the console, every variant fresh,
-exit 0. ``E2B_MATRIX_NO_STAMP=1`` turns stamps off. A stamp never holds the
+asks its daemon whether each image still exists), nothing logged to the
+console, every variant fresh, exit 0. Whether stdout and stderr are terminals
+is part of the key (a fresh run starts no live table, but plain lines differ). ``E2B_MATRIX_NO_STAMP=1`` turns stamps off. A stamp never holds the
 API key: the environment it keeps leaves out every variable that looks like a
 secret, and a stamp whose text contains a known secret is not written.
 
@@ -63,9 +63,7 @@ def enabled(backend: str, force: bool, environ=None) -> bool:
     environ = os.environ if environ is None else environ
     if environ.get(NO_STAMP_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return False
-    if backend != "e2b" or force:
-        return False
-    return not (_isatty(sys.stdout) or _isatty(sys.stderr))
+    return backend == "e2b" and not force
 
 
 def _isatty(stream) -> bool:
@@ -107,6 +105,7 @@ def make_key(command: str, params: dict, root, verbose: int, quiet: bool, enviro
         "cwd": os.getcwd(),
         "verbose": verbose,
         "quiet": quiet,
+        "terminal": [_isatty(sys.stdout), _isatty(sys.stderr)],  # a live table or plain lines
         "env": environment(environ),
         "python": [sys.executable, sys.version],
         "code": code_digest(),
