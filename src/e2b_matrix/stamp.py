@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from e2b_matrix import readlog
+from e2b_matrix import __version__, readlog
 
 try:
     from _blake2 import blake2b  # what hashlib would give, without loading OpenSSL
@@ -108,6 +108,7 @@ def make_key(command: str, params: dict, root, verbose: int, quiet: bool, enviro
         "terminal": [_isatty(sys.stdout), _isatty(sys.stderr)],  # a live table or plain lines
         "env": environment(environ),
         "python": [sys.executable, sys.version],
+        "version": __version__,
         "code": code_digest(),
     }
 
