@@ -130,6 +130,17 @@ def test_a_changed_input_runs_the_real_path(built, emu, change, expect):
     assert {n: s for n, s in statuses.items() if s != "fresh"} == expect
 
 
+def test_a_broken_variant_file_is_an_error_not_a_replay(built):
+    assert run(built, "build-all").how == "real"
+    before = {p: p.read_bytes() for p in stamps(built)}
+    path = built / "variants/minimal.toml"
+    path.write_text(path.read_text().replace("cpu_count = 2", "cpu_count = 3"))
+    r = run(built, "build-all")
+    assert (r.code, r.how) == (2, "real")
+    assert r.stderr.count("\n") == 1 and "variants/minimal.toml" in r.stderr and "cpu_count" in r.stderr
+    assert {p: p.read_bytes() for p in stamps(built)} == before
+
+
 def test_a_new_release_in_the_index_makes_latest_stale(project, emu, tmp_path, monkeypatch):
     index = tmp_path / "index"
     shutil.copytree(DATA / "index", index)
@@ -334,6 +345,16 @@ def test_stamps_are_pruned(tmp_path):
         stamp.start()
         assert stamp.finish(tmp_path, {"k": i}, "", "", 0) is not None
     assert len(list((tmp_path / stamp.FOLDER).glob("*.json"))) == stamp.KEEP
+
+
+def test_a_killed_writers_temp_file_is_cleaned_up(tmp_path):
+    left = write(tmp_path / stamp.FOLDER / ".abc.json.999.tmp", "{")
+    fresh = write(tmp_path / stamp.FOLDER / ".def.json.998.tmp", "{")  # maybe still being written
+    old = time.time() - 120
+    os.utime(left, (old, old))
+    stamp.start()
+    assert stamp.finish(tmp_path, {"k": "tmp"}, "", "", 0) is not None
+    assert not left.exists() and fresh.exists()
 
 
 class _Sink:

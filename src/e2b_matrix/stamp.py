@@ -208,9 +208,13 @@ def _entry(data: bytes | str | None) -> tuple[str, str | None]:
 
 
 def _prune(folder: Path) -> None:
+    """Keep the KEEP newest stamps; drop temp files a killed writer left (older than a minute)."""
     stamps = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in stamps[KEEP:]:
         old.unlink(missing_ok=True)
+    for tmp in folder.glob(".*.tmp"):
+        if time.time() - tmp.stat().st_mtime > 60:
+            tmp.unlink(missing_ok=True)
 
 
 class Tee:
