@@ -80,6 +80,18 @@ def test_a_noop_is_replayed_with_exactly_the_real_output(built, emu, args):
         assert set(again.statuses().values()) == {"fresh"}
 
 
+def test_with_stderr_on_stdout_the_replay_keeps_the_order(built):
+    def merged():
+        marker = built.parent / f"marker-{time.monotonic_ns()}"
+        proc = subprocess.run([sys.executable, "-c", RUNNER, str(marker), "-C", str(built), "build-all", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        return proc.stdout, marker.read_text()
+
+    (real, how), (again, how_again) = merged(), merged()
+    assert (how, how_again) == ("real", "replayed")
+    assert again == real and real.index("] fresh") < real.index('"status"')
+
+
 def test_replay_loads_neither_attrs_nor_e2b(built):
     run(built, "build-all")
     code = ("import sys, runpy\nsys.argv = ['e2b-matrix', '-C', sys.argv[1], 'build-all']\n"
@@ -254,7 +266,7 @@ def test_a_stamp_holds_no_secret(built, monkeypatch):
 
 def test_finish_refuses_to_write_a_secret(tmp_path):
     stamp.start()
-    assert stamp.finish(tmp_path, {"k": 1}, f"oops {KEY}\n", "", 0, secrets=[KEY]) is None
+    assert stamp.finish(tmp_path, {"k": 1}, _printed(f"oops {KEY}\n"), 0, secrets=[KEY]) is None
     assert not (tmp_path / stamp.FOLDER).exists()
 
 
@@ -263,7 +275,7 @@ def test_an_index_cache_past_its_ttl_no_longer_answers(tmp_path):
     stamp.start()
     readlog.note_file(cache, cache.read_text(), ttl=60)
     key = {"k": "ttl"}
-    assert stamp.finish(tmp_path, key, "out\n", "", 0) is not None
+    assert stamp.finish(tmp_path, key, _printed("out\n"), 0) is not None
     assert stamp.replay(tmp_path, key, out=_Sink(), err=_Sink()) == 0
     old = time.time() - 61
     os.utime(cache, (old, old))
@@ -274,14 +286,14 @@ def test_a_file_read_twice_with_different_bytes_taints_the_run(tmp_path):
     stamp.start()
     readlog.note_file(tmp_path / "a", b"one")
     readlog.note_file(tmp_path / "a", b"two")
-    assert stamp.finish(tmp_path, {"k": 1}, "", "", 0) is None
+    assert stamp.finish(tmp_path, {"k": 1}, _printed(""), 0) is None
 
 
 def test_a_missing_file_stays_an_input(tmp_path):
     stamp.start()
     readlog.note_file(tmp_path / "templates.lock", None)
     key = {"k": "missing"}
-    assert stamp.finish(tmp_path, key, "", "", 0) is not None
+    assert stamp.finish(tmp_path, key, _printed(""), 0) is not None
     assert stamp.replay(tmp_path, key, out=_Sink(), err=_Sink()) == 0
     write(tmp_path / "templates.lock", "x")
     assert stamp.replay(tmp_path, key, out=_Sink(), err=_Sink()) is None
@@ -343,7 +355,7 @@ def test_on_a_terminal_the_replay_prints_what_the_terminal_got(built):
 def test_stamps_are_pruned(tmp_path):
     for i in range(stamp.KEEP + 3):
         stamp.start()
-        assert stamp.finish(tmp_path, {"k": i}, "", "", 0) is not None
+        assert stamp.finish(tmp_path, {"k": i}, _printed(""), 0) is not None
     assert len(list((tmp_path / stamp.FOLDER).glob("*.json"))) == stamp.KEEP
 
 
@@ -353,7 +365,7 @@ def test_a_killed_writers_temp_file_is_cleaned_up(tmp_path):
     old = time.time() - 120
     os.utime(left, (old, old))
     stamp.start()
-    assert stamp.finish(tmp_path, {"k": "tmp"}, "", "", 0) is not None
+    assert stamp.finish(tmp_path, {"k": "tmp"}, _printed(""), 0) is not None
     assert not left.exists() and fresh.exists()
 
 
@@ -369,3 +381,21 @@ class _Sink:
 
     def isatty(self):
         return False
+
+
+def _printed(text: str) -> stamp.Capture:
+    capture = stamp.Capture(_Sink(), _Sink())
+    capture.out.write(text)
+    return capture
+
+
+def test_replay_keeps_the_order_of_stdout_and_stderr(tmp_path):
+    capture = stamp.Capture(_Sink(), _Sink())
+    for fd, text in [(2, "a\n"), (2, "b\n"), (1, "[json]\n"), (2, "c\n")]:
+        (capture.out if fd == 1 else capture.err).write(text)
+    assert capture.parts == [[2, "a\nb\n"], [1, "[json]\n"], [2, "c\n"]]
+    stamp.start()
+    assert stamp.finish(tmp_path, {"k": "order"}, capture, 0) is not None
+    both = _Sink()
+    assert stamp.replay(tmp_path, {"k": "order"}, out=both, err=both) == 0
+    assert both.parts == ["a\nb\n", "[json]\n", "c\n"]

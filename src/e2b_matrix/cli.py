@@ -199,7 +199,7 @@ def build_all(env, **options):
 def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs, as_json):
     from e2b_matrix import stamp
 
-    out, err, key = sys.stdout, sys.stderr, None
+    out, err, key, capture = sys.stdout, sys.stderr, None, None
     if stamp.enabled(backend, force):  # a no-op like the last one answers from its stamp
         from e2b_matrix.credentials import api_key
 
@@ -211,7 +211,8 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
             code = stamp.replay(env.root, key)
             if code is not None:
                 raise SystemExit(code)
-        out, err = stamp.Tee(out), stamp.Tee(err)
+        capture = stamp.Capture(out, err)
+        out, err = capture.out, capture.err
         stamp.start()
     logged = _console_handler.emitted if _console_handler is not None else 0
     code, results, secrets = None, [], []
@@ -222,7 +223,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
         if key is not None:
             noop = (code == 0 and results and all(r.status.value == "fresh" for r in results)
                     and (_console_handler is None or _console_handler.emitted == logged))
-            stamp.finish(env.root, key if noop else None, out.getvalue(), err.getvalue(), code, secrets)
+            stamp.finish(env.root, key if noop else None, capture, code, secrets)
     raise SystemExit(code)
 
 

@@ -51,7 +51,6 @@ _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 _ENV_NAMES = ("HOME", "XDG_CACHE_HOME", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING")
 
 
-
 def _digest(data: bytes) -> str:
     return blake2b(data, digest_size=20).hexdigest()
 
@@ -135,15 +134,14 @@ def replay(root, key: dict, out=None, err=None) -> int | None:
         for directory, pattern, names in stamp["globs"]:
             if sorted(p.name for p in Path(directory).glob(pattern)) != names:
                 return None
-        stdout, stderr, code = stamp["stdout"], stamp["stderr"], stamp["exit"]
+        streams = {1: out or sys.stdout, 2: err or sys.stderr}
+        output = [(streams[fd], str(text)) for fd, text in stamp["output"]]
+        code = int(stamp["exit"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no stamp, or one this version cannot read: the real path decides
-    if stdout:
-        (out or sys.stdout).write(stdout)
-        (out or sys.stdout).flush()
-    if stderr:
-        (err or sys.stderr).write(stderr)
-        (err or sys.stderr).flush()
+    for stream, text in output:  # in the order the recorded run wrote them
+        stream.write(text)
+        stream.flush()
     return code
 
 
@@ -171,10 +169,10 @@ def start() -> None:
     readlog.start()
 
 
-def finish(root, key: dict | None, stdout: str, stderr: str, code: int, secrets=()) -> Path | None:
+def finish(root, key: dict | None, output: Capture | None, code: int, secrets=()) -> Path | None:
     """Stop recording; write the stamp when ``key`` is given and the run can be replayed."""
     notes = readlog.stop()
-    if key is None or notes is None or notes[2] is not None:
+    if key is None or output is None or notes is None or notes[2] is not None:
         return None
     files, globs, _ = notes
     text = json.dumps({
@@ -182,8 +180,7 @@ def finish(root, key: dict | None, stdout: str, stderr: str, code: int, secrets=
         "key": key,
         "files": [[path, *_entry(data), ttl] for path, (data, ttl) in sorted(files.items())],
         "globs": [[d, pat, names] for (d, pat), names in sorted(globs.items())],
-        "stdout": stdout,
-        "stderr": stderr,
+        "output": output.parts,
         "exit": code,
     }, indent=1, sort_keys=True)
     if any(s and s in text for s in secrets):
@@ -217,15 +214,23 @@ def _prune(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-class Tee:
-    """A text stream that writes through and keeps a copy (what the stamp replays)."""
+class Capture:
+    """stdout and stderr written through, and what went to which, in order (what a stamp replays)."""
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.parts: list[str] = []
+    def __init__(self, out, err):
+        self.parts: list[list] = []  # [[1 or 2, text], ...], a stream's consecutive writes joined
+        self.out, self.err = _Tee(out, 1, self.parts), _Tee(err, 2, self.parts)
+
+
+class _Tee:
+    def __init__(self, stream, fd: int, parts: list[list]):
+        self.stream, self.fd, self.parts = stream, fd, parts
 
     def write(self, text: str) -> int:
-        self.parts.append(text)
+        if self.parts and self.parts[-1][0] == self.fd:
+            self.parts[-1][1] += text
+        else:
+            self.parts.append([self.fd, text])
         return self.stream.write(text)
 
     def flush(self) -> None:
@@ -233,6 +238,3 @@ class Tee:
 
     def isatty(self) -> bool:
         return _isatty(self.stream)
-
-    def getvalue(self) -> str:
-        return "".join(self.parts)
