@@ -352,6 +352,14 @@ def test_on_a_terminal_the_replay_prints_what_the_terminal_got(built):
     assert plain.how == "real" and run(built, "build-all").how == "replayed"
 
 
+def test_without_a_working_directory_there_is_no_key(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert stamp.make_key("build-all", {}, tmp_path, 0, False) is None
+
+
 def test_stamps_are_pruned(tmp_path):
     for i in range(stamp.KEEP + 3):
         stamp.start()

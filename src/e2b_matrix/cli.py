@@ -207,10 +207,11 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline
             names=names, backend=backend, jobs=jobs, fail_fast=fail_fast, no_wait=no_wait, verify=verify,
             offline=offline, overrides=overrides, ca_certs=ca_certs, as_json=as_json), env.root, env.verbose,
             env.quiet)
-        if api_key():  # without one the real path says how to log in
+        if key is not None and api_key():  # without a key the real path says how to log in
             code = stamp.replay(env.root, key)
             if code is not None:
                 raise SystemExit(code)
+    if key is not None:
         capture = stamp.Capture(out, err)
         out, err = capture.out, capture.err
         stamp.start()

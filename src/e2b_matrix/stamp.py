@@ -95,8 +95,16 @@ def code_digest(package_dir: str | None = None) -> str:
     return h.hexdigest()
 
 
-def make_key(command: str, params: dict, root, verbose: int, quiet: bool, environ=None) -> dict:
-    """Everything besides the recorded files that decides what a no-op run prints."""
+def make_key(command: str, params: dict, root, verbose: int, quiet: bool, environ=None) -> dict | None:
+    """Everything besides the recorded files that decides what a no-op run prints
+    (None when it cannot be known, e.g. the working directory was removed)."""
+    try:
+        return _key(command, params, root, verbose, quiet, environ)
+    except OSError:
+        return None
+
+
+def _key(command, params, root, verbose, quiet, environ) -> dict:
     return {
         "command": command,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())},
