@@ -407,3 +407,31 @@ def test_replay_keeps_the_order_of_stdout_and_stderr(tmp_path):
     both = _Sink()
     assert stamp.replay(tmp_path, {"k": "order"}, out=both, err=both) == 0
     assert both.parts == ["a\nb\n", "[json]\n", "c\n"]
+
+
+def test_a_run_that_logged_to_the_console_is_not_stamped(tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("E2B_API_KEY", KEY)
+
+    def record(log: bool) -> list[Path]:
+        rec = stamp.recording("e2b", False, "build-all", {"log": log}, tmp_path, 0, False)
+        assert rec.replay() is None
+        with rec:
+            rec.out.write("1 fresh\n")
+            if log:
+                logging.getLogger("e2b_matrix.test").warning("the index answered slowly")
+            rec.noop = True
+        return stamps(tmp_path)
+
+    assert record(log=True) == []
+    assert len(record(log=False)) == 1
+    assert stamp.recording("e2b", False, "build-all", {"log": False}, tmp_path, 0, False).replay() == 0
+
+
+def test_without_a_key_or_on_docker_nothing_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    assert stamp.recording("e2b", False, "build-all", {}, tmp_path, 0, False).key is None
+    monkeypatch.setenv("E2B_API_KEY", KEY)
+    assert stamp.recording("docker", False, "build-all", {}, tmp_path, 0, False).key is None
+    assert stamp.recording("e2b", False, "build-all", {}, tmp_path, 0, False).key is not None

@@ -199,38 +199,21 @@ def build_all(env, **options):
 def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs, as_json):
     from e2b_matrix import stamp
 
-    out, err, key, capture = sys.stdout, sys.stderr, None, None
-    if stamp.enabled(backend, force):  # a no-op like the last one answers from its stamp
-        from e2b_matrix.credentials import api_key
-
-        key = stamp.make_key(click.get_current_context().info_name, dict(
-            names=names, backend=backend, jobs=jobs, fail_fast=fail_fast, no_wait=no_wait, verify=verify,
-            offline=offline, overrides=overrides, ca_certs=ca_certs, as_json=as_json), env.root, env.verbose,
-            env.quiet)
-        if key is not None and api_key():  # without a key the real path says how to log in
-            code = stamp.replay(env.root, key)
-            if code is not None:
-                raise SystemExit(code)
-    if key is not None:
-        capture = stamp.Capture(out, err)
-        out, err = capture.out, capture.err
-        stamp.start()
-    logged = _console_handler.emitted if _console_handler is not None else 0
-    code, results, secrets = None, [], []
-    try:
-        code, results, secrets = _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline,
-                                            overrides, ca_certs, as_json, out, err)
-    finally:
-        if key is not None:
-            noop = (code == 0 and results and all(r.status.value == "fresh" for r in results)
-                    and (_console_handler is None or _console_handler.emitted == logged))
-            stamp.finish(env.root, key if noop else None, capture, code, secrets)
+    rec = stamp.recording(backend, force, click.get_current_context().info_name, dict(
+        names=names, backend=backend, jobs=jobs, fail_fast=fail_fast, no_wait=no_wait, verify=verify,
+        offline=offline, overrides=overrides, ca_certs=ca_certs, as_json=as_json), env.root, env.verbose, env.quiet)
+    code = rec.replay()  # a no-op like the last one answers from its stamp
+    if code is None:
+        with rec:
+            code, results = _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline,
+                                       overrides, ca_certs, as_json, rec.out, rec.err)
+            rec.noop = code == 0 and bool(results) and all(r.status.value == "fresh" for r in results)
     raise SystemExit(code)
 
 
 def _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs,
                as_json, out, err):
-    """Resolve, build what is not fresh, report; (exit code, results, the backend's secrets)."""
+    """Resolve, build what is not fresh, report; (exit code, results)."""
     import signal
 
     from e2b_matrix import build as b
@@ -267,7 +250,7 @@ def _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, off
     code = b.exit_code(runner, results)
     if code == 130:
         click.echo("e2b-matrix: interrupted; finished builds are in the lock", file=err)
-    return code, results, engine.secrets()
+    return code, results
 
 
 _console_handler: logging.Handler | None = None
@@ -281,21 +264,11 @@ def _console_logging(level: int) -> None:
     root = logging.getLogger()
     if _console_handler is not None:
         root.removeHandler(_console_handler)
-    _console_handler = _ConsoleHandler(sys.stderr)
+    _console_handler = logging.StreamHandler(sys.stderr)
     _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s",
                                                      Redactor([os.environ.get("E2B_API_KEY", "")]), datefmt=None))
     root.addHandler(_console_handler)
     root.setLevel(level)
-
-
-class _ConsoleHandler(logging.StreamHandler):
-    """Counts what it prints: a run that logged to the console is not replayed from a stamp."""
-
-    emitted = 0
-
-    def emit(self, record):
-        self.emitted += 1
-        super().emit(record)
 
 
 def _raise_interrupt(signum, frame):

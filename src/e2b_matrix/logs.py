@@ -29,10 +29,15 @@ RUN_LOGGER = "e2b_matrix.run"
 NO_LOG_FILES_ENV = "E2B_MATRIX_NO_LOG_FILES"
 
 
+def env_flag(name: str, environ=None) -> bool:
+    """Is the switch ``name`` on in the environment (1, true, yes, on)?"""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def log_files_disabled(environ=None) -> bool:
     """Does the environment turn log files off (``E2B_MATRIX_NO_LOG_FILES=1``)?"""
-    value = (os.environ if environ is None else environ).get(NO_LOG_FILES_ENV, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    return env_flag(NO_LOG_FILES_ENV, environ)
 
 
 class Redactor:

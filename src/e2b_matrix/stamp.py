@@ -17,26 +17,31 @@ stamp no longer answers). A changed byte, a new variant file, a rewritten
 lock, an edited layer module, other options: the real path runs, and writes
 a new stamp when it is again a no-op.
 
-Only runs that can be replayed exactly are stamped: the e2b backend (Docker
-asks its daemon whether each image still exists), nothing logged to the
-console, every variant fresh, exit 0. Whether stdout and stderr are terminals
-is part of the key (a fresh run starts no live table, but plain lines differ). ``E2B_MATRIX_NO_STAMP=1`` turns stamps off. A stamp never holds the
-API key: the environment it keeps leaves out every variable that looks like a
-secret, and a stamp whose text contains a known secret is not written.
+Only runs that can be replayed exactly are stamped: the e2b backend with an
+API key (Docker asks its daemon whether each image still exists), nothing
+logged to the console, every variant fresh, exit 0. Whether stdout and stderr
+are terminals is part of the key (a fresh run starts no live table, but
+plain lines differ). ``E2B_MATRIX_NO_STAMP=1`` turns stamps off. A stamp never
+holds the API key: the environment it keeps leaves out every variable that
+looks like a secret, and a stamp whose text contains the key is not written.
 
-Light on purpose: os, sys, time, json and a BLAKE2 hash (not hashlib, whose
-OpenSSL import alone costs a few ms).
+Light on purpose: besides what the CLI has loaded already (json, logging,
+pathlib, logs.py), only a BLAKE2 hash (not hashlib, whose OpenSSL import
+alone costs a few ms) and credentials.py.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from e2b_matrix import __version__, readlog
+from e2b_matrix.credentials import api_key
+from e2b_matrix.logs import env_flag
 
 try:
     from _blake2 import blake2b  # what hashlib would give, without loading OpenSSL
@@ -59,10 +64,7 @@ def _digest(data: bytes) -> str:
 
 def enabled(backend: str, force: bool, environ=None) -> bool:
     """Can this run be answered from, or leave, a stamp?"""
-    environ = os.environ if environ is None else environ
-    if environ.get(NO_STAMP_ENV, "").strip().lower() not in ("", "0", "false", "no"):
-        return False
-    return backend == "e2b" and not force
+    return backend == "e2b" and not force and not env_flag(NO_STAMP_ENV, environ)
 
 
 def _isatty(stream) -> bool:
@@ -220,6 +222,65 @@ def _prune(folder: Path) -> None:
     for tmp in folder.glob(".*.tmp"):
         if time.time() - tmp.stat().st_mtime > 60:
             tmp.unlink(missing_ok=True)
+
+
+class Recording:
+    """One build command under the stamp: answered from it, or run while what it
+    reads and prints is recorded, and stamped when it turns out a no-op.
+
+    ``recording(...)`` gives one that does nothing when stamps do not apply::
+
+        rec = recording(...)
+        code = rec.replay()
+        if code is None:
+            with rec:
+                code, results = run(rec.out, rec.err)
+                rec.noop = code == 0 and every result is fresh
+    """
+
+    def __init__(self, root, key: dict | None, secret: str = ""):
+        self.root, self.key, self.secret = root, key, secret
+        self.out, self.err = sys.stdout, sys.stderr
+        self.noop = False
+        self._capture: Capture | None = None
+        self._logged: _Logged | None = None
+
+    def replay(self) -> int | None:
+        return None if self.key is None else replay(self.root, self.key)
+
+    def __enter__(self) -> Recording:
+        if self.key is not None:
+            self._capture = Capture(self.out, self.err)
+            self.out, self.err = self._capture.out, self._capture.err
+            self._logged = _Logged()
+            logging.getLogger().addHandler(self._logged)  # sees what the console handler prints
+            start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.key is not None:
+            logging.getLogger().removeHandler(self._logged)
+            keep = self.noop and exc[0] is None and not self._logged.seen
+            finish(self.root, self.key if keep else None, self._capture, 0, [self.secret])  # a no-op exits 0
+        return False
+
+
+class _Logged(logging.Handler):
+    """Notes that a record reached the console: such a run is not replayed."""
+
+    seen = False
+
+    def emit(self, record) -> None:
+        self.seen = True
+
+
+def recording(backend: str, force: bool, command: str, params: dict, root, verbose: int,
+              quiet: bool) -> Recording:
+    """A Recording for this build command; one that does nothing when stamps do not
+    apply or no API key is set (then the real path says how to log in)."""
+    secret = api_key() if enabled(backend, force) else None
+    key = make_key(command, params, root, verbose, quiet) if secret else None
+    return Recording(root, key, secret or "")
 
 
 class Capture:
