@@ -42,13 +42,18 @@ class Run:
         return {r["name"]: r["status"] for r in json.loads(self.stdout)}
 
 
-def run(project: Path, *args: str, env: dict | None = None) -> Run:
+def spawn(project: Path, *args: str, env: dict | None = None, **streams) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the CLI in a process (``streams``: how stdout and stderr are connected); (process, "real"/"replayed")."""
     marker = project.parent / f"marker-{time.monotonic_ns()}"
     proc = subprocess.run([sys.executable, "-c", RUNNER, str(marker), "-C", str(project), *args],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+                          env={**os.environ, **(env or {})}, timeout=120, **streams)
     how = marker.read_text()
     marker.unlink()
-    return Run(proc, how)
+    return proc, how
+
+
+def run(project: Path, *args: str, env: dict | None = None) -> Run:
+    return Run(*spawn(project, *args, env=env, capture_output=True, text=True))
 
 
 def stamps(project: Path) -> list[Path]:
@@ -82,10 +87,8 @@ def test_a_noop_is_replayed_with_exactly_the_real_output(built, emu, args):
 
 def test_with_stderr_on_stdout_the_replay_keeps_the_order(built):
     def merged():
-        marker = built.parent / f"marker-{time.monotonic_ns()}"
-        proc = subprocess.run([sys.executable, "-c", RUNNER, str(marker), "-C", str(built), "build-all", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
-        return proc.stdout, marker.read_text()
+        proc, how = spawn(built, "build-all", "--json", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return proc.stdout, how
 
     (real, how), (again, how_again) = merged(), merged()
     assert (how, how_again) == ("real", "replayed")
@@ -327,10 +330,7 @@ def test_on_a_terminal_the_replay_prints_what_the_terminal_got(built):
 
     def on_tty():
         master, slave = pty.openpty()
-        marker = built.parent / f"marker-{time.monotonic_ns()}"
-        proc = subprocess.run([sys.executable, "-c", RUNNER, str(marker), "-C", str(built), "build-all"],
-                              stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"},
-                              timeout=60)
+        proc, how = spawn(built, "build-all", env={"COLUMNS": "120"}, stdout=slave, stderr=subprocess.PIPE)
         os.close(slave)
         chunks = []
         while True:
@@ -342,7 +342,7 @@ def test_on_a_terminal_the_replay_prints_what_the_terminal_got(built):
                 break
             chunks.append(chunk)
         os.close(master)
-        return proc.returncode, b"".join(chunks), marker.read_text()
+        return proc.returncode, b"".join(chunks), how
 
     plain = run(built, "build-all")
     first, second = on_tty(), on_tty()
