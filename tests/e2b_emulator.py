@@ -1,36 +1,119 @@
-"""An in-process emulator of E2B's template-build API, for tests and benchmarks.
+"""An in-process emulator of E2B's API, for tests and benchmarks.
 
 E2B's cloud cannot be reached from the test machine, so tests point the *real*
 ``e2b`` SDK at this server through ``E2B_API_URL`` (or ``api_url=``).  Every
 route, status code and JSON field name follows the SDK's generated client
-(``e2b/api/client/api/templates`` and ``e2b/api/client/models``) and the way
-``e2b/template_sync`` drives a build::
+(``e2b/api/client/api/*``, ``e2b/api/client/models``) and the behaviour follows
+E2B's API server and orchestrator (repository e2b-dev/infra; paths below are
+in it)::
 
-    POST /v3/templates                                  -> 202 TemplateRequestResponseV3
-    GET  /templates/{templateID}/files/{hash}           -> 201 TemplateBuildFileUpload
-    PUT  /upload/{hash}            (the upload "url")   -> 200
-    POST /v2/templates/{templateID}/builds/{buildID}    -> 202 (TemplateBuildStartV2 body)
-    GET  /templates/{templateID}/builds/{buildID}/status?logsOffset=N&limit=M
-                                                        -> 200 TemplateBuildInfo
+    POST   /v3/templates                                 -> 202 TemplateRequestResponseV3
+    GET    /templates/{templateID}/files/{hash}          -> 201 TemplateBuildFileUpload
+    PUT    /upload/{hash}             (the upload "url") -> 200
+    POST   /v2/templates/{templateID}/builds/{buildID}   -> 202 (TemplateBuildStartV2 body)
+    GET    /templates/{templateID}/builds/{buildID}/status?logsOffset=N&limit=M
+                                                         -> 200 TemplateBuildInfo
+    POST   /templates/tags        {target, tags}         -> 201 AssignedTemplateTags
+    DELETE /templates/tags        {name, tags}           -> 204
+    GET    /templates/{templateID}/tags                  -> 200 [TemplateTag]
+    GET    /templates/aliases/{alias}                    -> 200 TemplateAliasResponse
+    POST   /v2/sandboxes          {templateID, ...}      -> 201 Sandbox
+    DELETE /sandboxes/{sandboxID}                        -> 204
 
-Errors carry E2B's body shape ``{"code": <status>, "message": "..."}``, which
+Errors carry E2B's body ``{"code": <status>, "message": "..."}``, which
 ``e2b.api.handle_api_exception`` maps to exceptions (401 -> Authentication-,
-429 -> RateLimit-, 503 -> ServiceBusyException, others -> BuildException).
+429 -> RateLimit-, 503 -> ServiceBusyException, others -> BuildException or
+TemplateException).  One emulator is one team: its ``api_key`` is the only key
+accepted.  E2B's public templates (``public_templates=``, by default ``base``
+and ``code-interpreter-v1``) belong to another team: every team may start
+sandboxes of them and build on them (each has one ready build, tagged
+``default``), none may list or change their tags (403); a team's own template
+of the same name takes precedence, as E2B looks the team's namespace up first.
 
-Builds are simulated in time without any background thread: a build is
-``waiting`` until triggered, ``building`` for its configured duration after the
-trigger, then ``ready`` (or ``error`` if configured to fail).  Everything is
-computed from the clock when a status is read, so N concurrent builds of T
-seconds all finish after about T seconds.  Log lines appear progressively over
-the build's duration and are served at most 100 per response, as E2B does.
+Builds, tags and references (packages/api/internal/template/register_build.go,
+handlers/template_start_build_v2.go, handlers/template_tags.go,
+db/queries/templates/get_template_with_build_by_tag.sql):
+
+- A build requested with tags (``name:tag`` and/or ``tags=[...]``) is assigned
+  exactly those; one without any gets ``default``.  Assignments are rows
+  (template, build, tag, created) made when the build is *requested*; assigning
+  tags later adds rows, removing a tag deletes its rows (``default`` cannot be
+  removed).
+- A reference ``name`` or ``template_id`` means its ``default`` tag;
+  ``name:tag`` / ``template_id:tag`` resolve to the build of the newest
+  assignment of that tag whose build is *ready*; ``name:<build_id>`` resolves
+  to that build if it is ready and still has an assignment.
+- Requesting a build fails the *waiting* (requested, not started) builds of the
+  template that share a tag with it ("superseded by a newer one").  Starting a
+  build cancels the *running* builds of the template that share a tag with it
+  ("build was cancelled"), and only then refuses to start a build that is no
+  longer waiting (400): as in E2B, a superseded build's start still cancels.
+- Status, start and file routes need the template's ID (not its name); an
+  unknown build's status is 400.
+- ``fromTemplate`` is resolved to a concrete ready build when the build is
+  started; if nothing matches, the build fails at step ``base``.
+
+Timing.  No background thread runs builds: everything is computed from the
+monotonic clock when asked, so N concurrent builds of T seconds all finish
+after about T seconds.  A build is ``waiting`` until started, then one of:
+
+- *whole-build timing*, when its template has a configured ``duration``
+  (:meth:`E2BEmulator.configure`, or ``default_duration=``): ``building`` for
+  ``duration`` seconds, ``log_lines`` lines spread over it, then ``ready`` or
+  ``error``; no layer cache is involved.
+- *step timing* otherwise, modelled on E2B's orchestrator (packages/orchestrator/
+  pkg/template/build: builder.go, phases/phase.go, phases/base, phases/steps,
+  layer/layer_executor.go, storage/cache/cache.go).  The build's steps are the
+  base (``FROM image`` or ``FROM TEMPLATE ref``) and then each received step, in
+  order.  Each step's cache key is E2B's ``HashKeys``: sha256 of the parent
+  step's key, the step type, its arguments joined by spaces and its filesHash
+  (``<nil>`` when absent); the base's key hashes the image, or
+  ``template:<build_id>`` of the resolved parent build.  CPU and memory are not
+  part of any key.  The team's layer cache is looked up when a build *reaches*
+  a step: a hit costs nothing and is logged ``CACHED [builder i/n] ...``; a
+  miss runs for the step's cost (:meth:`E2BEmulator.set_step_cost`, default
+  ``default_step_cost``; the base costs 0 unless a rule matches it) and its
+  layer is published ``upload_delay`` seconds after it finishes; the build is
+  ready once its last step finished and all its layers are published.  Two
+  builds running the same step at once both run it.  ``force`` in the start
+  body rebuilds the base and every step; a step's ``force`` rebuilds it and
+  every later step.  The base of a ``fromTemplate`` build is always cached (it
+  is the parent's snapshot) but takes its cost.  A configured failing step
+  always runs (it is never a hit).  The log reads as E2B's: ``Building
+  template <id>/<build>``; per step ``[base] FROM ... [key]`` or ``[builder
+  i/n] RUN ... [key]`` (``CACHED `` in front for a hit) with the step's share
+  of ``log_lines`` while it runs; for a built layer ``Adding layer to cache:
+  <layer>`` and ``Uploading layer: <layer>`` when the step ends and ``Saved:
+  <layer>`` when it is published (debug level); then ``Build finished, took
+  Ns`` or ``Build failed: <reason>``.  Entries carry E2B's ``step`` field
+  ("base", "1", ...).  E2B's fixed phases around the steps (default user,
+  finalize, optimize) are not modelled.
+
+Every step of a step-timed build is recorded, hits included (:attr:`step_records`,
+:attr:`steps_executed`, :attr:`cache_hits`), so a benchmark can compute steps
+executed per distinct step and wall time per critical path.  Times that lie
+in the future (a running build's end) are predictions: a build started later
+may still change them; what is in the past never changes.
+
+Public API (besides the HTTP routes): ``E2BEmulator(api_key, default_duration=,
+default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=)``,
+``start``/``stop``/context manager, ``url``, ``env()``; configuration:
+``configure``, ``set_step_cost``, ``forbid``, ``inject``, ``clear_faults``;
+observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
+``pending_faults``, ``http_versions``, ``connection_count``, ``builds`` /
+``build(id)`` (:class:`BuildSnapshot`), ``template_id(name)``, ``uploads``,
+``upload_count``, ``step_records`` (:class:`StepRecord`), ``steps_executed``,
+``cache_hits``, ``sandboxes`` (:class:`SandboxSnapshot`).
 
 Usage::
 
-    with E2BEmulator(api_key="e2b_test_key") as emu:
-        emu.configure("my-template", duration=1.0, log_lines=20)
+    with E2BEmulator(api_key="e2b_test_key", default_step_cost=0.05) as emu:
+        emu.set_step_cost("RUN pip install", 0.5)
         emu.inject("request_build", status=429, count=2, retry_after=0)
         Template.build(template, "my-template", api_url=emu.url, api_key=emu.api_key)
         assert emu.count("request_build") == 3
+        Template.build(template, "my-other-template", api_url=emu.url, api_key=emu.api_key)
+        assert emu.steps_executed == emu.cache_hits  # the second build ran nothing
 
 The module uses the standard library only and must not import ``e2b_matrix``.
 The server listens on 127.0.0.1 only, on a free port chosen by the kernel.
@@ -39,7 +122,11 @@ The server listens on 127.0.0.1 only, on a free port chosen by the kernel.
 from __future__ import annotations
 
 import copy
+import hashlib
+import heapq
+import itertools
 import json
+import math
 import re
 import socket
 import struct
@@ -47,20 +134,38 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["E2BEmulator", "BuildSnapshot", "ROUTES"]
+__all__ = ["E2BEmulator", "BuildSnapshot", "SandboxSnapshot", "StepRecord", "StepSpec", "ROUTES"]
 
 #: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
-ROUTES = ("request_build", "files", "upload", "trigger", "status")
+ROUTES = (
+    "request_build",
+    "files",
+    "upload",
+    "trigger",
+    "status",
+    "assign_tags",
+    "remove_tags",
+    "get_tags",
+    "alias",
+    "create_sandbox",
+    "kill_sandbox",
+)
 
-NAME_RE = re.compile(r"^[a-z0-9-_]+$")
-TAG_RE = re.compile(r"^[a-z0-9-_.]+$")
+# E2B's patterns (packages/shared/pkg/id/id.go), matched whole: a trailing newline is refused.
+NAME_RE = re.compile(r"[a-z0-9-_]+")
+TAG_RE = re.compile(r"[a-z0-9-_.]+")
+# What Go's uuid.Parse accepts among strings a tag may be (tags "cannot be a UUID").
+UUID_LIKE_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+FILES_HASH_RE = re.compile(r"[0-9a-f]{64}")
+SANDBOX_ID_RE = re.compile(r"[a-z0-9]+")
 
 DEFAULT_TAG = "default"
 DEFAULT_CPU = 2
@@ -69,150 +174,172 @@ MAX_LOG_PAGE = 100  # E2B's status endpoint returns at most 100 log entries per 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_REQUEST_RECORDS = 100_000
 MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON bodies; uploads use MAX_UPLOAD_BYTES
+ENVD_VERSION = "0.6.13"  # packages/envd/pkg/version.go
+CLIENT_ID = "6532622b"  # packages/shared/pkg/consts/sandboxes.go, kept for compatibility
+SUPERSEDED_MESSAGE = "The build was canceled because it was superseded by a newer one."
+CANCELLED_MESSAGE = "build was cancelled"  # orchestrator builderrors.ErrCanceled
+NO_ROWS = "no rows in result set"  # what E2B's lookups report in their 404 messages
 
-_ROUTE_PATTERNS: Tuple[Tuple[str, str, "re.Pattern[str]"], ...] = (
+# Inputs of the base layer's key that E2B takes from its own configuration
+# (phases/base/hash.go): the hashing version, a provision-script version and the
+# team's disk size.  Constants here, so only the image or parent build varies.
+_INDEX_VERSION = "v2"
+_PROVISION_VERSION = "e2b-emulator"
+_DISK_SIZE_MB = "10240"
+
+_ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "request_build", re.compile(r"^/v3/templates/?$")),
+    ("POST", "assign_tags", re.compile(r"^/templates/tags/?$")),
+    ("DELETE", "remove_tags", re.compile(r"^/templates/tags/?$")),
+    ("GET", "alias", re.compile(r"^/templates/aliases/(?P<alias>[^/]+)$")),
+    ("GET", "get_tags", re.compile(r"^/templates/(?P<tid>[^/]+)/tags$")),
     ("GET", "files", re.compile(r"^/templates/(?P<tid>[^/]+)/files/(?P<hash>[^/]+)$")),
     ("PUT", "upload", re.compile(r"^/upload/(?P<hash>[^/]+)$")),
     ("POST", "trigger", re.compile(r"^/v2/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)$")),
     ("GET", "status", re.compile(r"^/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)/status$")),
+    ("POST", "create_sandbox", re.compile(r"^/v2/sandboxes/?$")),
+    ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
 )
+
+
+# --------------------------------------------------------------------------- E2B's helpers
+
+
+def _parse_reference(value: str) -> tuple[str, str | None]:
+    """E2B's ``id.ParseName`` of ``name[:tag]`` or ``template_id[:tag]``.
+
+    Returns (identifier, tag), the tag None for ``default``; raises ValueError
+    with E2B's wording.  Namespaces (``team/name``) are not modelled.
+    """
+    identifier, sep, tag = value.partition(":")
+    if sep and not TAG_RE.fullmatch(tag):
+        raise ValueError(f"invalid tag: {tag}")
+    if not NAME_RE.fullmatch(identifier):
+        raise ValueError(f"invalid template ID: {identifier}")
+    return identifier, (tag if sep and tag != DEFAULT_TAG else None)
+
+
+def _validate_tags(tags: Iterable[Any]) -> list[str]:
+    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); ValueError if one is bad."""
+    valid: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+            raise ValueError(f"invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
+        if UUID_LIKE_RE.fullmatch(tag):
+            raise ValueError(f"invalid tag '{tag}': tag cannot be a UUID")
+        if tag not in valid:
+            valid.append(tag)
+    return valid
+
+
+def _as_uuid(value: str) -> str | None:
+    """``value`` as a canonical UUID string, or None (PostgreSQL's try_cast_uuid)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _template_id_for(name: str) -> str:
+    """A stable template ID: E2B's are 20 lowercase alphanumerics."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/{name}").hex[:20]
+
+
+def _hash_keys(base: str, *keys: str) -> str:
+    """E2B's layer-cache key: sha256 of ``base`` and each key, each after a ';'."""
+    sha = hashlib.sha256(base.encode())
+    for key in keys:
+        sha.update(b";" + key.encode())
+    return sha.hexdigest()
+
+
+def _go_seconds(seconds: float) -> str:
+    """A duration truncated to seconds, formatted as Go's time.Duration.String()."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _error_body(status: int, message: str) -> bytes:
+    """E2B's error body shape (model ``Error``: code, message)."""
+    return json.dumps({"code": status, "message": message}).encode()
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
 
 # --------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
-class _Behaviour:
-    """How builds of one template name behave (see :meth:`E2BEmulator.configure`)."""
+class StepSpec:
+    """One step of a build as :meth:`E2BEmulator.set_step_cost` predicates see it.
 
-    duration: float
-    log_lines: int
-    fail_at_step: Optional[Union[int, str]] = None
-    fail_message: Optional[str] = None
+    ``step`` is E2B's step name ("base" for the FROM step, then "1", "2", ...);
+    ``type`` is "FROM" for the base; ``text`` is how E2B's log shows the step,
+    e.g. ``FROM python:3.11``, ``FROM TEMPLATE parent:v1``, ``RUN echo hi``.
+    """
 
-
-@dataclass
-class _Fault:
-    """One pending injected fault; ``remaining`` counts down as requests consume it."""
-
-    route: str
-    remaining: int
-    status: Optional[int] = None
-    retry_after: Optional[Union[int, str]] = None
-    body: Optional[Union[dict, str, bytes]] = None
-    reset: bool = False
-    delay: Optional[float] = None
+    template: str
+    step: str
+    type: str
+    args: tuple[str, ...]
+    text: str
 
 
-@dataclass
-class _Build:
-    """Mutable internal state of one build (guarded by the emulator's lock)."""
+@dataclass(frozen=True)
+class StepRecord:
+    """What happened to one step of one step-timed build (:attr:`E2BEmulator.step_records`).
 
-    name: str  # as requested: "name" or "name:tag"
-    base_name: str
-    template_id: str
+    ``outcome`` is "built" (a cache miss that ran), "cached" (a hit: no cost),
+    "inherited" (the base of a fromTemplate build: always cached, takes its
+    cost), "failed" (ran and failed) or "cancelled" (running when the build was
+    cancelled).  ``cost`` is the step's configured cost, whatever the outcome.
+    Times are wall-clock; ``published_at`` is when the layer entered the cache
+    (None unless built); ``layer_id`` is the built layer's ID (as in E2B's
+    "Saved: <id>" log line).
+    """
+
     build_id: str
-    tags: List[str]
-    cpu_count: int
-    memory_mb: int
-    request_body: Dict[str, Any]
-    behaviour: _Behaviour
-    requested_at: float  # wall clock (time.time())
-    requested_mono: float
-    start_body: Optional[Dict[str, Any]] = None
-    triggered_at: Optional[float] = None
-    triggered_mono: Optional[float] = None
-    cancelled_mono: Optional[float] = None
-    cancelled_at: Optional[float] = None
-    cancel_message: Optional[str] = None
-
-    # -- timeline --------------------------------------------------------------
-
-    def status(self, now: float) -> str:
-        """The build status at monotonic time ``now``."""
-        if self.cancelled_mono is not None:
-            return "error"
-        if self.triggered_mono is None:
-            return "waiting"
-        if now - self.triggered_mono < self.behaviour.duration:
-            return "building"
-        return "error" if self.behaviour.fail_at_step is not None else "ready"
-
-    def finished_at(self) -> Optional[float]:
-        """Wall-clock time the build ends (or ended); None while not triggered."""
-        if self.cancelled_at is not None:
-            return self.cancelled_at
-        if self.triggered_at is None:
-            return None
-        return self.triggered_at + self.behaviour.duration
-
-    # -- logs ------------------------------------------------------------------
+    template: str
+    index: int
+    step: str
+    text: str
+    key: str
+    outcome: str
+    cost: float
+    started_at: float
+    finished_at: float
+    published_at: float | None
+    layer_id: str | None
 
     @property
-    def failed_step(self) -> Optional[str]:
-        """E2B's name of the failing step: steps are numbered from 1 ("base" is FROM)."""
-        step = self.behaviour.fail_at_step
-        if step is None:
-            return None
-        return str(step + 1) if isinstance(step, int) else step
-
-    def total_logs(self) -> int:
-        """Log entries the build emits in all: its lines, plus an error line on failure."""
-        return self.behaviour.log_lines + (1 if self.behaviour.fail_at_step is not None else 0)
-
-    def visible_logs(self, now: float) -> int:
-        """How many log entries exist at monotonic time ``now`` (progressive)."""
-        if self.triggered_mono is None:
-            return 0
-        total = self.total_logs()
-        end = now if self.cancelled_mono is None else min(now, self.cancelled_mono)
-        elapsed = end - self.triggered_mono
-        duration = self.behaviour.duration
-        if elapsed < 0:  # triggered after it was cancelled
-            return 0
-        if elapsed >= duration or duration <= 0:
-            return total
-        # entry i appears at duration * i / total: the first at once, all before the end
-        return min(total, int(elapsed * total / duration) + 1)
-
-    def log_entry(self, i: int) -> Dict[str, Any]:
-        """The i-th (0-based) log entry as a BuildLogEntry JSON object."""
-        assert self.triggered_at is not None
-        total = self.total_logs()
-        offset = self.behaviour.duration * i / total if total else 0.0
-        timestamp = datetime.fromtimestamp(self.triggered_at + offset, timezone.utc).isoformat()
-        lines = self.behaviour.log_lines
-        if i >= lines:  # the failure line
-            return {
-                "timestamp": timestamp,
-                "level": "error",
-                "message": self.failure_message(),
-                "step": self.failed_step,
-            }
-        steps = len((self.start_body or {}).get("steps") or [])
-        # spread the lines over "base" (FROM) and steps 1..steps
-        step_no = i * (steps + 1) // lines if lines else 0
-        return {
-            "timestamp": timestamp,
-            "level": "info",
-            "message": f"[{self.name}] line {i + 1}/{lines}",
-            "step": "base" if step_no == 0 else str(step_no),
-        }
-
-    def failure_message(self) -> str:
-        """The reason message of a configured failure."""
-        if self.behaviour.fail_message:
-            return self.behaviour.fail_message
-        return f"emulated failure of {self.name!r} at step {self.failed_step}"
+    def executed(self) -> bool:
+        """True if the step ran (a miss), whether it finished, failed or was cut short."""
+        return self.outcome in ("built", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class BuildSnapshot:
     """A read-only copy of one build's state, as returned by :attr:`E2BEmulator.builds`.
 
-    Times are wall-clock (``time.time()``); ``finished_at`` is when the build
-    ends or ended (None until triggered).
+    Times are wall-clock (``time.time()``).  ``finished_at`` is when the build
+    ends or ended (None until started, a prediction while it runs);
+    ``duration`` is the configured duration under whole-build timing, else the
+    started build's length (0 until started).  ``cancelled`` covers both a
+    superseded waiting build and a running build cancelled by a newer one, with
+    E2B's reason in ``cancel_message``; ``reason`` is the error reason of any
+    failed build.  ``parent_build_id`` is the build a fromTemplate reference
+    resolved to.
     """
 
     name: str
@@ -221,22 +348,175 @@ class BuildSnapshot:
     build_id: str
     status: str
     cancelled: bool
-    cancel_message: Optional[str]
-    tags: List[str]
+    cancel_message: str | None
+    tags: list[str]
     cpu_count: int
     memory_mb: int
-    request_body: Dict[str, Any]
-    start_body: Optional[Dict[str, Any]]
+    request_body: dict[str, Any]
+    start_body: dict[str, Any] | None
     requested_at: float
-    triggered_at: Optional[float]
-    finished_at: Optional[float]
+    triggered_at: float | None
+    finished_at: float | None
     log_lines: int
     duration: float
+    reason: str | None
+    parent_build_id: str | None
 
     @property
-    def steps(self) -> List[Dict[str, Any]]:
+    def steps(self) -> list[dict[str, Any]]:
         """The steps of the received TemplateBuildStartV2 body (empty if not triggered)."""
         return list((self.start_body or {}).get("steps") or [])
+
+
+@dataclass(frozen=True)
+class SandboxSnapshot:
+    """One sandbox created through ``POST /v2/sandboxes`` (wall-clock times)."""
+
+    reference: str
+    template_id: str
+    build_id: str
+    sandbox_id: str
+    created_at: float
+    killed_at: float | None
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """How builds of one template name behave (see :meth:`E2BEmulator.configure`)."""
+
+    duration: float | None  # None: step timing
+    log_lines: int
+    fail_at_step: int | str | None = None
+    fail_message: str | None = None
+
+    @property
+    def failed_step(self) -> str | None:
+        """E2B's name of the failing step: "base" is FROM, steps are numbered from 1."""
+        step = self.fail_at_step
+        if step is None:
+            return None
+        return str(step + 1) if isinstance(step, int) else step
+
+    def failure_message(self, name: str) -> str:
+        """The reason message of a configured failure of build ``name``."""
+        return self.fail_message or f"emulated failure of {name!r} at step {self.failed_step}"
+
+
+@dataclass
+class _Fault:
+    """One pending injected fault; ``remaining`` counts down as requests consume it."""
+
+    route: str
+    remaining: int
+    status: int | None
+    retry_after: int | str | None
+    body: dict[str, Any] | str | bytes | None
+    reset: bool
+    delay: float | None
+
+
+@dataclass(frozen=True)
+class _PlannedStep:
+    """A step of a step-timed build, fixed when the build starts."""
+
+    spec: StepSpec
+    key: str
+    cost: float
+    force: bool
+    inherited: bool  # the base of a fromTemplate build
+    lines: tuple[int, ...]  # indexes of the build's log lines printed while it runs
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A build that failed before running: superseded, or refused when started."""
+
+    at: float
+    message: str
+    step: str | None
+    superseded: bool
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    """A row of E2B's env_build_assignments: ``tag`` points at ``build_id``."""
+
+    template_id: str
+    build_id: str
+    tag: str
+    created: float  # monotonic
+
+
+@dataclass
+class _Build:
+    """Mutable internal state of one build (guarded by the emulator's lock); times are monotonic."""
+
+    name: str  # as requested: "name" or "name:tag"
+    base_name: str
+    template_id: str
+    build_id: str
+    tags: list[str]
+    cpu_count: int
+    memory_mb: int
+    request_body: dict[str, Any]
+    behaviour: _Behaviour
+    requested: float
+    start_body: dict[str, Any] | None = None
+    triggered: float | None = None
+    plan: tuple[_PlannedStep, ...] = ()
+    upload_delay: float = 0.0
+    parent_build_id: str | None = None
+    failure: _Failure | None = None
+    cancelled: float | None = None
+
+    def line(self, i: int) -> str:
+        """The i-th (0-based) emulated output line."""
+        return f"[{self.name}] line {i + 1}/{self.behaviour.log_lines}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One build log entry (BuildLogEntry) at monotonic ``time``."""
+
+    time: float
+    level: str
+    message: str
+    step: str | None
+
+    def to_json(self, epoch: float) -> dict[str, Any]:
+        entry: dict[str, Any] = {"timestamp": _iso(self.time + epoch), "level": self.level, "message": self.message}
+        if self.step is not None:
+            entry["step"] = self.step
+        return entry
+
+
+@dataclass
+class _Timeline:
+    """A started build's whole course: when it ends, how, and what it logs."""
+
+    end: float
+    ok: bool
+    reason: tuple[str, str | None] | None = None  # (message, step)
+    entries: list[_Entry] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
+
+    def cancel(self, at: float) -> None:
+        """Cut the course at ``at``: E2B fails a cancelled build with "build was cancelled"."""
+        self.entries = [e for e in self.entries if e.time <= at]
+        self.entries.append(_Entry(at, "error", f"Build failed: {CANCELLED_MESSAGE}", None))
+        self.end, self.ok, self.reason = at, False, (CANCELLED_MESSAGE, None)
+
+
+@dataclass
+class _Sandbox:
+    """A sandbox started on a resolved build (monotonic times; guarded by the emulator's lock)."""
+
+    reference: str
+    template_id: str
+    build_id: str
+    sandbox_id: str
+    created: float
+    killed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +539,184 @@ class _Reply(Exception):
         self.message = message
 
 
+# --------------------------------------------------------------------------- build courses
+
+
+def _whole_build_timeline(b: _Build) -> _Timeline:
+    """Whole-build timing: ``duration`` seconds, the log lines spread evenly over it."""
+    assert b.triggered is not None and b.behaviour.duration is not None
+    behaviour, start, duration = b.behaviour, b.triggered, b.behaviour.duration
+    failed = behaviour.failed_step
+    message = behaviour.failure_message(b.name)
+    lines = behaviour.log_lines
+    total = lines + (failed is not None)  # a failure adds its error line
+    steps = len((b.start_body or {}).get("steps") or [])
+    entries = []
+    for i in range(total):
+        at = start + duration * i / total  # the first at once, all before the end
+        if i < lines:
+            owner = i * (steps + 1) // lines  # spread over "base" and steps 1..steps
+            entries.append(_Entry(at, "info", b.line(i), "base" if owner == 0 else str(owner)))
+        else:
+            entries.append(_Entry(at, "error", message, failed))
+    timeline = _Timeline(
+        end=start + duration,
+        ok=failed is None,
+        reason=None if failed is None else (message, failed),
+        entries=entries,
+    )
+    if b.cancelled is not None and b.cancelled < timeline.end:
+        timeline.cancel(b.cancelled)
+    return timeline
+
+
+def _layer_id(build_id: str, index: int) -> str:
+    """The ID of the layer step ``index`` of ``build_id`` builds (stable across simulations)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/{build_id}/{index}"))
+
+
+_PUBLISH, _REACH = 0, 1  # at equal times, a layer is published before a lookup happens
+
+
+class _StepSimulation:
+    """Runs every started step-timed build through the team's layer cache, in time order.
+
+    A queue holds, per build, when it reaches its next step, and per built
+    layer, when it is published.  A lookup sees only layers published at or
+    before it, so a step two builds run at once is run by both.  Events in the
+    past depend only on the past: re-running the simulation after a build
+    starts or is cancelled never rewrites history.
+    """
+
+    def __init__(self, builds: Iterable[_Build], epoch: float):
+        self._epoch = epoch
+        self._builds = {b.build_id: b for b in builds}
+        self._published: dict[str, float] = {}  # cache key -> when it entered the cache
+        self._uploaded: dict[str, float] = {}  # build ID -> when its last publication so far is due
+        self._queue: list[tuple[float, int, int, str, int]] = []
+        self._order = itertools.count()
+        self.timelines: dict[str, _Timeline] = {}
+        for b in self._builds.values():
+            assert b.triggered is not None
+            start = _Entry(b.triggered, "info", f"Building template {b.template_id}/{b.build_id}", None)
+            self.timelines[b.build_id] = _Timeline(end=math.inf, ok=False, entries=[start])
+            self._uploaded[b.build_id] = b.triggered
+            self._push(b.triggered, _REACH, b.build_id, 0)
+
+    def run(self) -> dict[str, _Timeline]:
+        """Process every event; return each build's timeline (entries in time order)."""
+        while self._queue:
+            at, kind, _, build_id, index = heapq.heappop(self._queue)
+            b = self._builds[build_id]
+            if kind == _PUBLISH:
+                self._publish(at, b, index)
+            elif index == len(b.plan):
+                self._finish(at, b)
+            else:
+                self._step(at, b, index)
+        for timeline in self.timelines.values():
+            timeline.entries.sort(key=lambda e: e.time)  # stable: equal times keep their order
+        return self.timelines
+
+    def _push(self, at: float, kind: int, build_id: str, index: int) -> None:
+        heapq.heappush(self._queue, (at, kind, next(self._order), build_id, index))
+
+    def _step(self, at: float, b: _Build, index: int) -> None:
+        """Build ``b`` reaches step ``index`` at ``at``: look the cache up, run or skip it."""
+        timeline = self.timelines[b.build_id]
+        if b.cancelled is not None and b.cancelled <= at:
+            timeline.cancel(b.cancelled)
+            return
+        step = b.plan[index]
+        name = step.spec.step
+        if name == b.behaviour.failed_step:
+            outcome = "failed"
+        elif step.inherited:
+            outcome = "inherited"
+        elif not step.force and self._published.get(step.key, math.inf) <= at:
+            outcome = "cached"
+        else:
+            outcome = "built"
+        cost = 0.0 if outcome == "cached" else step.cost
+        end = at + cost
+        prefix = "base" if index == 0 else f"builder {index}/{len(b.plan) - 1}"
+        cached = "CACHED " if outcome in ("cached", "inherited") else ""
+        timeline.entries.append(_Entry(at, "info", f"{cached}[{prefix}] {step.spec.text} [{step.key}]", name))
+        if outcome in ("built", "failed"):  # the command's output, while it runs
+            for k, line in enumerate(step.lines):
+                timeline.entries.append(_Entry(at + cost * k / len(step.lines), "info", b.line(line), name))
+        if b.cancelled is not None and b.cancelled < end:  # cut short
+            outcome, end = "cancelled", b.cancelled
+        built = outcome == "built"
+        layer_id = _layer_id(b.build_id, index) if built else None
+        published = end + b.upload_delay if built else None
+        timeline.records.append(
+            StepRecord(
+                build_id=b.build_id,
+                template=b.base_name,
+                index=index,
+                step=name,
+                text=step.spec.text,
+                key=step.key,
+                outcome=outcome,
+                cost=step.cost,
+                started_at=at + self._epoch,
+                finished_at=end + self._epoch,
+                published_at=None if published is None else published + self._epoch,
+                layer_id=layer_id,
+            )
+        )
+        if outcome == "cancelled":
+            timeline.cancel(end)
+        elif outcome == "failed":
+            self._fail(end, b, name)
+        else:
+            if published is not None:  # E2B's layer executor: cache locally, upload in the background
+                timeline.entries.append(_Entry(end, "debug", f"Adding layer to cache: {layer_id}", name))
+                timeline.entries.append(_Entry(end, "debug", f"Uploading layer: {layer_id}", name))
+                self._uploaded[b.build_id] = max(self._uploaded[b.build_id], published)
+                self._push(published, _PUBLISH, b.build_id, index)
+            self._push(end, _REACH, b.build_id, index + 1)
+
+    def _publish(self, at: float, b: _Build, index: int) -> None:
+        """The layer of step ``index`` of ``b`` is uploaded: its key now hits ("Saved: <layer>")."""
+        step = b.plan[index]
+        self._published.setdefault(step.key, at)
+        if b.cancelled is None or at <= b.cancelled:
+            self.timelines[b.build_id].entries.append(
+                _Entry(at, "debug", f"Saved: {_layer_id(b.build_id, index)}", step.spec.step)
+            )
+
+    def _finish(self, at: float, b: _Build) -> None:
+        """Every step of ``b`` is done at ``at``: the build ends once its layers are published."""
+        timeline = self.timelines[b.build_id]
+        if b.cancelled is not None and b.cancelled <= at:
+            timeline.cancel(b.cancelled)
+            return
+        if b.behaviour.failed_step is not None:  # a step the build does not have, e.g. "finalize"
+            self._fail(at, b, b.behaviour.failed_step)
+            return
+        end = max(at, self._uploaded[b.build_id])
+        if b.cancelled is not None and b.cancelled < end:
+            timeline.cancel(b.cancelled)
+            return
+        assert b.triggered is not None
+        timeline.end, timeline.ok = end, True
+        timeline.entries.append(_Entry(end, "info", f"Build finished, took {_go_seconds(end - b.triggered)}", None))
+
+    def _fail(self, at: float, b: _Build, step: str) -> None:
+        """Step ``step`` of ``b`` fails at ``at``; the build ends once its uploads are done."""
+        timeline = self.timelines[b.build_id]
+        message = b.behaviour.failure_message(b.name)
+        timeline.entries.append(_Entry(at, "error", message, step))
+        end = max(at, self._uploaded[b.build_id])
+        if b.cancelled is not None and b.cancelled < end:
+            timeline.cancel(b.cancelled)
+            return
+        timeline.end, timeline.ok, timeline.reason = end, False, (message, step)
+        timeline.entries.append(_Entry(end, "error", f"Build failed: {message}", None))
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -276,12 +734,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, emulator: "E2BEmulator"):
         self.emulator = emulator
         self._conn_lock = threading.Lock()
-        self._connections: Dict[threading.Thread, socket.socket] = {}
-        self._aborted: Set[int] = set()  # ids of sockets to close with RST
+        self._connections: dict[threading.Thread, socket.socket] = {}
+        self._aborted: set[int] = set()  # ids of sockets to close with RST
         self.connection_count = 0
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    def process_request(self, request, client_address):  # noqa: D401 - socketserver hook
+    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D401 - socketserver hook
         """Serve each connection on its own tracked thread."""
         thread = threading.Thread(
             target=self._serve_connection,
@@ -294,7 +752,7 @@ class _Server(ThreadingHTTPServer):
             self.connection_count += 1
         thread.start()
 
-    def _serve_connection(self, request, client_address) -> None:
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
         except Exception:  # a client going away mid-request is not our failure
@@ -310,7 +768,7 @@ class _Server(ThreadingHTTPServer):
         with self._conn_lock:
             self._aborted.add(id(sock))
 
-    def shutdown_request(self, request) -> None:
+    def shutdown_request(self, request: Any) -> None:
         """Close a connection: gracefully, or with a reset if it was aborted."""
         with self._conn_lock:
             aborted = id(request) in self._aborted
@@ -354,10 +812,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers used by the emulator -----------------------------------------
 
-    def read_body(self, limit: int) -> Optional[bytes]:
+    def read_body(self, limit: int) -> bytes | None:
         """Read the whole request body (Content-Length or chunked); None if over ``limit``."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: List[bytes] = []
+            chunks: list[bytes] = []
             size = 0
             while True:
                 line = self.rfile.readline(65537)
@@ -381,14 +839,15 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         status: int,
         body: bytes = b"",
-        content_type: Optional[str] = "application/json",
-        headers: Optional[Dict[str, str]] = None,
+        content_type: str | None = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Answer with a complete response carrying an exact Content-Length."""
+        """Answer with a complete response carrying an exact Content-Length (none on 204)."""
         self.send_response(status)
         if body and content_type:
             self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):  # RFC 9110 8.6
+            self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         if self.close_connection:
@@ -399,54 +858,73 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _error_body(status: int, message: str) -> bytes:
-    """E2B's error body shape (model ``Error``: code, message)."""
-    return json.dumps({"code": status, "message": message}).encode()
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
 
 
 # --------------------------------------------------------------------------- emulator
 
 
 class E2BEmulator:
-    """A threaded emulator of E2B's template-build API on 127.0.0.1.
+    """A threaded emulator of E2B's API on 127.0.0.1 (see the module docstring).
 
     :param api_key: the only key accepted in ``X-API-KEY``; others get 401.
-    :param default_duration: seconds a build spends in ``building`` unless configured.
+    :param default_duration: if set, builds of templates without a configured
+        duration use whole-build timing with it; None (default): step timing.
     :param default_log_lines: log lines a build emits unless configured.
+    :param default_step_cost: seconds a step that misses the cache runs unless
+        a :meth:`set_step_cost` rule matches it (the base costs 0 by default).
+    :param upload_delay: seconds from a step's end to its layer's publication.
     :param forbidden_keys: keys answered with 403 (see also :meth:`forbid`).
+    :param public_templates: names of E2B's public templates (another team's,
+        each with one ready ``default`` build) that references may use.
     """
 
     def __init__(
         self,
         api_key: str = "e2b_test_key",
         *,
-        default_duration: float = 0.3,
+        default_duration: float | None = None,
         default_log_lines: int = 5,
-        forbidden_keys: Tuple[str, ...] = (),
+        default_step_cost: float = 0.05,
+        upload_delay: float = 0.0,
+        forbidden_keys: tuple[str, ...] = (),
+        public_templates: tuple[str, ...] = ("base", "code-interpreter-v1"),
     ):
+        if default_step_cost < 0 or upload_delay < 0:
+            raise ValueError("default_step_cost and upload_delay must be >= 0")
         self.api_key = api_key
-        self._default = _Behaviour(duration=float(default_duration), log_lines=int(default_log_lines))
+        self._default = _Behaviour(
+            duration=None if default_duration is None else float(default_duration),
+            log_lines=int(default_log_lines),
+        )
+        self._default_step_cost = float(default_step_cost)
+        self._upload_delay = float(upload_delay)
+        self._epoch = time.time() - time.monotonic()  # wall-clock = monotonic + epoch
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
-        self._server: Optional[_Server] = None
-        self._serve_thread: Optional[threading.Thread] = None
-        self._forbidden: Set[str] = set(forbidden_keys)
-        self._behaviours: Dict[str, _Behaviour] = {}
-        self._faults: List[_Fault] = []
-        self._template_ids: Dict[str, str] = {}  # base name -> template ID
-        self._builds: Dict[str, _Build] = {}  # build ID -> build, in request order
-        self._uploads: Dict[str, bytes] = {}  # files hash -> uploaded body
-        self._upload_counts: Dict[str, int] = {}
-        self._records: Deque[_Record] = deque(maxlen=MAX_REQUEST_RECORDS)
+        self._server: _Server | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._forbidden: set[str] = set(forbidden_keys)
+        self._behaviours: dict[str, _Behaviour] = {}
+        self._cost_rules: list[tuple[Callable[[StepSpec], bool], float]] = []
+        self._faults: list[_Fault] = []
+        self._template_ids: dict[str, str] = {}  # name -> template ID, this team's
+        self._names: dict[str, str] = {}  # template ID -> name, this team's
+        self._public_ids = {name: _template_id_for(f"public/{name}") for name in public_templates}
+        self._public_builds = {  # template ID -> its one (ready) build ID
+            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}")) for tid in self._public_ids.values()
+        }
+        self._builds: dict[str, _Build] = {}  # build ID -> build, in request order
+        self._assignments: list[_Assignment] = []  # oldest first
+        self._timelines: dict[str, _Timeline] | None = None  # memo, dropped on every change
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._uploads: dict[str, bytes] = {}  # files hash -> uploaded body
+        self._upload_counts: dict[str, int] = {}
+        self._records: deque[_Record] = deque(maxlen=MAX_REQUEST_RECORDS)
         self._request_count = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self) -> "E2BEmulator":
+    def start(self) -> E2BEmulator:
         """Bind 127.0.0.1 on a free port and serve in a background thread."""
         if self._server is not None:
             raise RuntimeError("emulator already started")
@@ -474,7 +952,7 @@ class E2BEmulator:
         server.close_all_connections(timeout)
         server.server_close()
 
-    def __enter__(self) -> "E2BEmulator":
+    def __enter__(self) -> E2BEmulator:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -487,7 +965,7 @@ class E2BEmulator:
             raise RuntimeError("emulator not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict[str, str]:
         """Environment variables pointing the SDK (or a subprocess) at this emulator."""
         return {"E2B_API_URL": self.url, "E2B_API_KEY": self.api_key}
 
@@ -496,10 +974,10 @@ class E2BEmulator:
     def configure(
         self,
         name: str,
-        duration: Optional[float] = None,
-        log_lines: Optional[int] = None,
-        fail_at_step: Optional[Union[int, str]] = None,
-        fail_message: Optional[str] = None,
+        duration: float | None = None,
+        log_lines: int | None = None,
+        fail_at_step: int | str | None = None,
+        fail_message: str | None = None,
     ) -> None:
         """Set how builds of template ``name`` requested from now on behave.
 
@@ -507,13 +985,16 @@ class E2BEmulator:
         that, its base name.  Each call replaces the previous settings for the
         name; omitted ``duration``/``log_lines`` take the emulator defaults.
 
-        :param duration: seconds from trigger to ``ready``/``error``.
-        :param log_lines: info log lines emitted over the duration.
+        :param duration: seconds from start to ``ready``/``error`` (whole-build
+            timing, no layer cache); None: step timing, unless ``default_duration``.
+        :param log_lines: info log lines the build prints.
         :param fail_at_step: None to succeed; an int is the 0-based index into
             the received ``steps``, reported as E2B's step name ``str(i + 1)``
             ("base" is the FROM step); a str ("base", "finalize", "3") is
-            reported as is.  A failing build emits one extra error-level line.
-        :param fail_message: the error reason's message (SDK raises BuildException with it).
+            reported as is, and under step timing fails that step (or, if the
+            build has no such step, the build's end).  A failing build logs the
+            failure as an error-level line of that step.
+        :param fail_message: the error reason's message (the SDK raises BuildException with it).
         """
         if duration is not None and duration < 0:
             raise ValueError("duration must be >= 0")
@@ -527,6 +1008,21 @@ class E2BEmulator:
                 fail_message=fail_message,
             )
 
+    def set_step_cost(self, match: str | Callable[[StepSpec], bool], seconds: float) -> None:
+        """Make the steps ``match`` selects cost ``seconds`` when they miss the cache.
+
+        ``match`` is a substring of the step's text as E2B logs it (``"RUN pip
+        install"``, ``"FROM python:3.11"``, ``"FROM TEMPLATE parent"``) or a
+        predicate on a :class:`StepSpec`.  The latest matching rule wins; steps
+        no rule matches cost ``default_step_cost`` (the base: 0).  Costs are
+        fixed when a build starts.
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        matcher = match if callable(match) else (lambda spec, text=match: text in spec.text)
+        with self._lock:
+            self._cost_rules.append((matcher, float(seconds)))
+
     def forbid(self, key: str) -> None:
         """Answer requests made with API key ``key`` with 403 Forbidden."""
         with self._lock:
@@ -535,13 +1031,13 @@ class E2BEmulator:
     def inject(
         self,
         route: str = "*",
-        status: Optional[int] = None,
+        status: int | None = None,
         *,
         count: int = 1,
-        retry_after: Optional[Union[int, str]] = None,
-        body: Optional[Union[dict, str, bytes]] = None,
+        retry_after: int | str | None = None,
+        body: dict[str, Any] | str | bytes | None = None,
         reset: bool = False,
-        delay: Optional[float] = None,
+        delay: float | None = None,
     ) -> None:
         """Make the next ``count`` requests to ``route`` misbehave.
 
@@ -565,9 +1061,7 @@ class E2BEmulator:
         if status is not None and reset:
             raise ValueError("status= and reset=True are exclusive")
         with self._lock:
-            self._faults.append(
-                _Fault(route, count, status, retry_after, body, reset, delay)
-            )
+            self._faults.append(_Fault(route, count, status, retry_after, body, reset, delay))
 
     def clear_faults(self) -> None:
         """Drop every pending injected fault."""
@@ -583,7 +1077,7 @@ class E2BEmulator:
     # -- observability -----------------------------------------------------------
 
     @property
-    def requests(self) -> List[Tuple[str, str, int]]:
+    def requests(self) -> list[tuple[str, str, int]]:
         """(method, path without query, status) of each answered request, oldest first.
 
         A connection reset is recorded with status 0.  Keeps the last
@@ -598,7 +1092,7 @@ class E2BEmulator:
         with self._lock:
             return self._request_count
 
-    def count(self, route: Optional[str] = None, status: Optional[int] = None) -> int:
+    def count(self, route: str | None = None, status: int | None = None) -> int:
         """Requests recorded for ``route`` (a :data:`ROUTES` name) and/or ``status``."""
         with self._lock:
             return sum(
@@ -608,7 +1102,7 @@ class E2BEmulator:
             )
 
     @property
-    def http_versions(self) -> Set[str]:
+    def http_versions(self) -> set[str]:
         """The HTTP versions requests arrived with (e.g. {"HTTP/1.1"})."""
         with self._lock:
             return {r.http_version for r in self._records}
@@ -626,7 +1120,7 @@ class E2BEmulator:
             self._request_count = 0
 
     @property
-    def builds(self) -> List[BuildSnapshot]:
+    def builds(self) -> list[BuildSnapshot]:
         """A snapshot of every build, in the order they were requested."""
         now = time.monotonic()
         with self._lock:
@@ -638,45 +1132,222 @@ class E2BEmulator:
         with self._lock:
             return self._snapshot(self._builds[build_id], now)
 
-    def template_id(self, name: str) -> Optional[str]:
+    def template_id(self, name: str) -> str | None:
         """The template ID assigned to ``name`` (tag ignored), or None if never built."""
         with self._lock:
             return self._template_ids.get(name.split(":", 1)[0])
 
     @property
-    def uploads(self) -> Dict[str, bytes]:
+    def step_records(self) -> list[StepRecord]:
+        """Every step of a step-timed build started so far, in the order they started."""
+        wall = time.monotonic() + self._epoch
+        with self._lock:
+            records = [r for t in self._courses().values() for r in t.records if r.started_at <= wall]
+        return sorted(records, key=lambda r: (r.started_at, r.build_id, r.index))
+
+    @property
+    def steps_executed(self) -> int:
+        """Steps that missed the cache and ran (finished, failed or cut short) so far."""
+        return sum(r.executed for r in self.step_records)
+
+    @property
+    def cache_hits(self) -> int:
+        """Steps whose layer came from the cache so far (inherited bases excluded)."""
+        return sum(r.outcome == "cached" for r in self.step_records)
+
+    @property
+    def sandboxes(self) -> list[SandboxSnapshot]:
+        """Every sandbox created, oldest first, with the build its reference resolved to."""
+        with self._lock:
+            return [
+                SandboxSnapshot(
+                    reference=s.reference,
+                    template_id=s.template_id,
+                    build_id=s.build_id,
+                    sandbox_id=s.sandbox_id,
+                    created_at=s.created + self._epoch,
+                    killed_at=None if s.killed is None else s.killed + self._epoch,
+                )
+                for s in self._sandboxes.values()
+            ]
+
+    @property
+    def uploads(self) -> dict[str, bytes]:
         """Uploaded archives by files hash."""
         with self._lock:
             return dict(self._uploads)
 
-    def upload_count(self, files_hash: Optional[str] = None) -> int:
+    def upload_count(self, files_hash: str | None = None) -> int:
         """PUT uploads received for ``files_hash`` (or in all)."""
         with self._lock:
             if files_hash is None:
                 return sum(self._upload_counts.values())
             return self._upload_counts.get(files_hash, 0)
 
-    @staticmethod
-    def _snapshot(b: _Build, now: float) -> BuildSnapshot:
+    def _snapshot(self, b: _Build, now: float) -> BuildSnapshot:
+        timeline = self._course(b)
+        reason = None if timeline is None or timeline.reason is None else timeline.reason[0]
+        cancelled = b.cancelled is not None or (b.failure is not None and b.failure.superseded)
+        if b.behaviour.duration is not None:
+            duration = b.behaviour.duration
+        else:
+            duration = 0.0 if b.triggered is None or timeline is None else timeline.end - b.triggered
         return BuildSnapshot(
             name=b.name,
             base_name=b.base_name,
             template_id=b.template_id,
             build_id=b.build_id,
-            status=b.status(now),
-            cancelled=b.cancelled_mono is not None,
-            cancel_message=b.cancel_message,
+            status=self._state(b, now),
+            cancelled=cancelled,
+            cancel_message=reason if cancelled else None,
             tags=list(b.tags),
             cpu_count=b.cpu_count,
             memory_mb=b.memory_mb,
             request_body=copy.deepcopy(b.request_body),
             start_body=copy.deepcopy(b.start_body),
-            requested_at=b.requested_at,
-            triggered_at=b.triggered_at,
-            finished_at=b.finished_at(),
+            requested_at=b.requested + self._epoch,
+            triggered_at=None if b.triggered is None else b.triggered + self._epoch,
+            finished_at=None if timeline is None else timeline.end + self._epoch,
             log_lines=b.behaviour.log_lines,
-            duration=b.behaviour.duration,
+            duration=duration,
+            reason=reason,
+            parent_build_id=b.parent_build_id,
         )
+
+    # -- build state (callers hold the lock) ------------------------------------------
+
+    def _courses(self) -> dict[str, _Timeline]:
+        """The timeline of every build that started or failed (memoized until the next change)."""
+        if self._timelines is None:
+            courses: dict[str, _Timeline] = {}
+            stepped = []
+            for b in self._builds.values():
+                if b.failure is not None:
+                    courses[b.build_id] = _Timeline(
+                        end=b.failure.at, ok=False, reason=(b.failure.message, b.failure.step)
+                    )
+                elif b.triggered is None:
+                    continue
+                elif b.behaviour.duration is not None:
+                    courses[b.build_id] = _whole_build_timeline(b)
+                else:
+                    stepped.append(b)
+            courses.update(_StepSimulation(stepped, self._epoch).run())
+            self._timelines = courses
+        return self._timelines
+
+    def _course(self, b: _Build) -> _Timeline | None:
+        return self._courses().get(b.build_id)
+
+    def _changed(self) -> None:
+        """A build started, failed or was cancelled: the timelines must be recomputed."""
+        self._timelines = None
+
+    def _state(self, b: _Build, now: float) -> str:
+        """E2B's status of ``b`` at monotonic ``now``: waiting, building, ready or error."""
+        timeline = self._course(b)
+        if timeline is None:
+            return "waiting"
+        if now < timeline.end:
+            return "building"
+        return "ready" if timeline.ok else "error"
+
+    def _tags_of(self, build_id: str) -> set[str]:
+        return {a.tag for a in self._assignments if a.build_id == build_id}
+
+    def _template_of(self, identifier: str) -> str | None:
+        """E2B's alias resolution: the team's name, a public name, then a template ID."""
+        if identifier in self._template_ids:
+            return self._template_ids[identifier]
+        if identifier in self._public_ids:
+            return self._public_ids[identifier]
+        return identifier if identifier in self._names or identifier in self._public_builds else None
+
+    def _owned(self, identifier: str) -> str:
+        """The ID of this team's template ``identifier``: _Reply 404 if none, 403 if public."""
+        template_id = self._template_of(identifier)
+        if template_id is None:
+            raise _Reply(404, f"template '{identifier}' not found")
+        if template_id in self._public_builds:
+            raise _Reply(403, f"You don't have access to sandbox template '{identifier}'")
+        return template_id
+
+    def _resolve(self, template_id: str, tag: str | None, now: float) -> str | None:
+        """The ID of the build of the newest assignment of ``tag`` (or a build ID) whose
+        build is ready."""
+        tag = tag or DEFAULT_TAG
+        build_id = _as_uuid(tag)
+        if template_id in self._public_builds:
+            public = self._public_builds[template_id]
+            return public if tag == DEFAULT_TAG or build_id == public else None
+        for a in reversed(self._assignments):
+            if a.template_id == template_id and (a.tag == tag or a.build_id == build_id):
+                if self._state(self._builds[a.build_id], now) == "ready":
+                    return a.build_id
+        return None
+
+    def _resolve_reference(self, reference: str, now: float, invalid: str) -> tuple[str, str]:
+        """Resolve ``name[:tag]`` or ``template_id[:tag|:build_id]`` as E2B's sandbox and
+        fromTemplate lookups do: (template ID, build ID), or _Reply with E2B's status and
+        message (``invalid`` prefixes the message for a malformed reference)."""
+        try:
+            identifier, tag = _parse_reference(reference)
+        except ValueError as err:
+            raise _Reply(400, f"{invalid}: {err}") from None
+        template_id = self._template_of(identifier)
+        if template_id is None:
+            raise _Reply(404, f"template '{identifier}' not found")
+        build_id = self._resolve(template_id, tag, now)
+        if build_id is None:
+            raise _Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")
+        return template_id, build_id
+
+    def _find_build(self, template_id: str, build_id: str) -> _Build | None:
+        """E2B's GetTemplateBuildWithTemplate: the build of that template *ID* with an assignment."""
+        build = self._builds.get(build_id)
+        if build is None or build.template_id != template_id or not self._tags_of(build_id):
+            return None
+        return build
+
+    def _plan(self, b: _Build, start: dict[str, Any]) -> tuple[_PlannedStep, ...]:
+        """The steps of a step-timed build: the base, then each received step, with keys and costs."""
+        steps = start.get("steps") or []
+        lines = b.behaviour.log_lines
+        owners = [i * (len(steps) + 1) // lines for i in range(lines)]  # the step printing each line
+        if b.parent_build_id is not None:
+            reference = str(start["fromTemplate"])
+            source, text = f"template:{b.parent_build_id}", f"FROM TEMPLATE {reference}"
+        else:
+            reference = str(start["fromImage"])
+            source, text = reference, f"FROM {reference}"
+        key = _hash_keys(_INDEX_VERSION, _PROVISION_VERSION, _DISK_SIZE_MB, source)
+        force = bool(start.get("force"))
+        base = StepSpec(b.base_name, "base", "FROM", (reference,), text)
+        plan = [
+            _PlannedStep(
+                base,
+                key,
+                self._cost(base, 0.0),
+                force,
+                b.parent_build_id is not None,
+                tuple(i for i, o in enumerate(owners) if o == 0),
+            )
+        ]
+        for number, step in enumerate(steps, 1):
+            kind, args = str(step.get("type", "")), tuple(str(a) for a in step.get("args") or ())
+            force = force or bool(step.get("force"))  # a forced step forces every later one
+            files_hash = step.get("filesHash")
+            key = _hash_keys(key, kind, " ".join(args), "<nil>" if files_hash is None else str(files_hash))
+            spec = StepSpec(b.base_name, str(number), kind, args, f"{kind.upper()} {' '.join(args)}")
+            lines_of = tuple(i for i, o in enumerate(owners) if o == number)
+            plan.append(_PlannedStep(spec, key, self._cost(spec, self._default_step_cost), force, False, lines_of))
+        return tuple(plan)
+
+    def _cost(self, spec: StepSpec, default: float) -> float:
+        for matches, seconds in reversed(self._cost_rules):
+            if matches(spec):
+                return seconds
+        return default
 
     # -- request handling ----------------------------------------------------------
 
@@ -717,7 +1388,7 @@ class E2BEmulator:
             status, payload = reply.status, _error_body(reply.status, reply.message)
         self._answer(h, path, route, status, payload)
 
-    def _take_fault(self, route: str) -> Optional[_Fault]:
+    def _take_fault(self, route: str) -> _Fault | None:
         """Consume one use of the oldest pending fault matching ``route``."""
         with self._lock:
             for fault in self._faults:
@@ -752,7 +1423,7 @@ class E2BEmulator:
         route: str,
         status: int,
         payload: bytes,
-        headers: Optional[Dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         # Record before writing, so a client that has seen the answer also sees it counted.
         self._record(h, path, route, status)
@@ -772,50 +1443,60 @@ class E2BEmulator:
         if key is None or key != self.api_key:
             raise _Reply(401, "Invalid API key, please visit https://e2b.dev/docs/api-key")
 
-    def _dispatch(
-        self, route: str, params: Dict[str, str], query: str, body: bytes
-    ) -> Tuple[int, bytes]:
-        if route == "request_build":
-            return self._request_build(self._parse_json(body))
-        if route == "files":
-            return self._file_link(params["tid"], params["hash"])
+    def _dispatch(self, route: str, params: dict[str, str], query: str, body: bytes) -> tuple[int, bytes]:
         if route == "upload":
             return self._upload(params["hash"], body)
-        if route == "trigger":
-            return self._trigger(params["tid"], params["bid"], self._parse_json(body))
-        if route == "status":
-            return self._status(params["tid"], params["bid"], parse_qs(query))
+        now = time.monotonic()
+        with self._lock:  # every route sees (and changes) the state at one instant
+            if route == "request_build":
+                return self._request_build(self._parse_json(body), now)
+            if route == "files":
+                return self._file_link(params["tid"], params["hash"])
+            if route == "trigger":
+                return self._trigger(params["tid"], params["bid"], self._parse_json(body), now)
+            if route == "status":
+                return self._status(params["tid"], params["bid"], parse_qs(query), now)
+            if route == "assign_tags":
+                return self._assign_tags(self._parse_json(body), now)
+            if route == "remove_tags":
+                return self._remove_tags(self._parse_json(body))
+            if route == "get_tags":
+                return self._get_tags(params["tid"])
+            if route == "alias":
+                return self._alias(params["alias"], now)
+            if route == "create_sandbox":
+                return self._create_sandbox(self._parse_json(body), now)
+            if route == "kill_sandbox":
+                return self._kill_sandbox(params["sid"], now)
         raise _Reply(404, "Not found")
 
     @staticmethod
-    def _parse_json(body: bytes) -> Dict[str, Any]:
+    def _parse_json(body: bytes) -> dict[str, Any]:
         try:
             data = json.loads(body or b"null")
         except ValueError:
-            raise _Reply(400, "Invalid JSON body") from None
+            raise _Reply(400, "Invalid request body: invalid JSON") from None
         if not isinstance(data, dict):
-            raise _Reply(400, "Request body must be a JSON object")
+            raise _Reply(400, "Invalid request body: expected a JSON object")
         return data
 
-    # -- routes ---------------------------------------------------------------------
+    # -- template routes ---------------------------------------------------------------
 
-    def _request_build(self, req: Dict[str, Any]) -> Tuple[int, bytes]:
-        """POST /v3/templates: validate, cancel superseded builds, answer 202."""
+    def _request_build(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
+        """POST /v3/templates: validate, supersede waiting builds, assign tags, answer 202."""
         name = req.get("name") or req.get("alias")
         if not isinstance(name, str) or not name:
-            raise _Reply(400, "Template name is required")
-        base, _, name_tag = name.partition(":")
-        if not NAME_RE.match(base):
+            raise _Reply(400, "Name is required")
+        base, sep, name_tag = name.partition(":")
+        if not NAME_RE.fullmatch(base):
             raise _Reply(400, f"Invalid template name '{base}': must match ^[a-z0-9-_]+$")
         extra_tags = req.get("tags") or []
-        if not isinstance(extra_tags, list) or not all(isinstance(t, str) for t in extra_tags):
-            raise _Reply(400, "tags must be a list of strings")
-        tags: List[str] = []
-        for tag in ([name_tag] if ":" in name else []) + extra_tags:
-            if not TAG_RE.match(tag):
-                raise _Reply(400, f"Invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
-            if tag not in tags:
-                tags.append(tag)
+        if not isinstance(extra_tags, list):
+            raise _Reply(400, "Invalid request body: tags must be a list of strings")
+        try:
+            tags = _validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid tag: {err}") from None
         tags = tags or [DEFAULT_TAG]
         cpu = req.get("cpuCount", DEFAULT_CPU)
         if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 1 or cpu > 32 or (cpu != 1 and cpu % 2):
@@ -824,36 +1505,27 @@ class E2BEmulator:
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 128 or memory % 2:
             raise _Reply(400, f"Invalid memoryMB {memory!r}: must be an even number >= 128")
 
-        now, wall = time.monotonic(), time.time()
+        template_id = self._template_ids.get(base) or _template_id_for(base)
+        self._template_ids[base], self._names[template_id] = template_id, base
+        for old in self._builds.values():  # E2B's InvalidateUnstartedTemplateBuilds
+            waiting = old.template_id == template_id and self._state(old, now) == "waiting"
+            if waiting and self._tags_of(old.build_id) & set(tags):
+                old.failure = _Failure(now, SUPERSEDED_MESSAGE, None, superseded=True)
+                self._changed()
         build_id = str(uuid.uuid4())
-        with self._lock:
-            template_id = self._template_ids.setdefault(base, self._new_template_id(base))
-            behaviour = self._behaviours.get(name) or self._behaviours.get(base) or self._default
-            targets = {(base, t) for t in tags}
-            for old in self._builds.values():
-                if (
-                    old.base_name == base
-                    and old.status(now) in ("waiting", "building")
-                    and targets & {(base, t) for t in old.tags}
-                ):
-                    old.cancelled_mono, old.cancelled_at = now, wall
-                    old.cancel_message = (
-                        f"Build {old.build_id} was cancelled by a newer build "
-                        f"({build_id}) of '{name}'"
-                    )
-            self._builds[build_id] = _Build(
-                name=name,
-                base_name=base,
-                template_id=template_id,
-                build_id=build_id,
-                tags=tags,
-                cpu_count=cpu,
-                memory_mb=memory,
-                request_body=copy.deepcopy(req),
-                behaviour=behaviour,
-                requested_at=wall,
-                requested_mono=now,
-            )
+        self._builds[build_id] = _Build(
+            name=name,
+            base_name=base,
+            template_id=template_id,
+            build_id=build_id,
+            tags=tags,
+            cpu_count=cpu,
+            memory_mb=memory,
+            request_body=copy.deepcopy(req),
+            behaviour=self._behaviours.get(name) or self._behaviours.get(base) or self._default,
+            requested=now,
+        )
+        self._assignments.extend(_Assignment(template_id, build_id, tag, now) for tag in tags)
         return 202, _json(
             {
                 "templateID": template_id,
@@ -865,87 +1537,240 @@ class E2BEmulator:
             }
         )
 
-    @staticmethod
-    def _new_template_id(base: str) -> str:
-        # E2B template IDs are 20 lowercase alphanumerics.
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/{base}").hex[:20]
-
-    def _find_template(self, template_id: str) -> str:
-        """Resolve a template ID (or name, as the API also accepts) to its ID."""
-        with self._lock:
-            if template_id in self._template_ids.values():
-                return template_id
-            by_name = self._template_ids.get(template_id.split(":", 1)[0])
-        if by_name is None:
-            raise _Reply(404, f"Template '{template_id}' not found")
-        return by_name
-
-    def _find_build(self, template_id: str, build_id: str) -> _Build:
-        tid = self._find_template(template_id)
-        with self._lock:
-            build = self._builds.get(build_id)
-        if build is None or build.template_id != tid:
-            raise _Reply(404, f"Build '{build_id}' of template '{template_id}' not found")
-        return build
-
-    def _file_link(self, template_id: str, files_hash: str) -> Tuple[int, bytes]:
+    def _file_link(self, template_id: str, files_hash: str) -> tuple[int, bytes]:
         """GET /templates/{id}/files/{hash}: where to upload, and whether it's cached."""
-        self._find_template(template_id)
-        with self._lock:
-            present = files_hash in self._uploads
+        if not FILES_HASH_RE.fullmatch(files_hash):
+            raise _Reply(400, "Invalid files hash")
+        if template_id not in self._names:
+            raise _Reply(404, f"Error when getting template: {NO_ROWS}")
         url = f"{self.url}/upload/{quote(files_hash, safe='')}"
-        return 201, _json({"present": present, "url": url})
+        return 201, _json({"present": files_hash in self._uploads, "url": url})
 
-    def _upload(self, files_hash: str, body: bytes) -> Tuple[int, bytes]:
+    def _upload(self, files_hash: str, body: bytes) -> tuple[int, bytes]:
         """PUT /upload/{hash}: store the archive (like a presigned bucket URL)."""
         with self._lock:
             self._uploads[files_hash] = body
             self._upload_counts[files_hash] = self._upload_counts.get(files_hash, 0) + 1
         return 200, b""
 
-    def _trigger(self, template_id: str, build_id: str, start: Dict[str, Any]) -> Tuple[int, bytes]:
-        """POST /v2/templates/{id}/builds/{bid}: store the TemplateBuildStartV2, start the clock."""
-        build = self._find_build(template_id, build_id)
-        if not start.get("fromImage") and not start.get("fromTemplate"):
-            raise _Reply(400, "Either fromImage or fromTemplate is required")
+    def _trigger(self, template_id: str, build_id: str, start: dict[str, Any], now: float) -> tuple[int, bytes]:
+        """POST /v2/templates/{id}/builds/{bid}: cancel running rivals, then start the build."""
         steps = start.get("steps", [])
-        if not isinstance(steps, list):
-            raise _Reply(400, "steps must be a list")
-        with self._lock:
-            if build.start_body is not None:
-                raise _Reply(400, f"Build '{build_id}' was already started")
-            build.start_body = copy.deepcopy(start)
-            build.triggered_mono, build.triggered_at = time.monotonic(), time.time()
+        if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+            raise _Reply(400, "Invalid request body: steps must be a list of objects")
+        if _as_uuid(build_id) is None:
+            raise _Reply(400, f"Invalid build ID: {build_id}")
+        build = self._find_build(template_id, build_id)
+        if build is None:
+            raise _Reply(404, f"Error when getting template: {NO_ROWS}")
+        tags = self._tags_of(build_id)
+        for other in self._builds.values():  # E2B's CheckAndCancelConcurrentBuilds
+            if (
+                other is not build
+                and other.template_id == template_id
+                and self._state(other, now) == "building"
+                and self._tags_of(other.build_id) & tags
+            ):
+                other.cancelled = now
+                self._changed()
+        if self._state(build, now) != "waiting":
+            raise _Reply(400, "build is not in waiting state")
+        has_image, has_template = start.get("fromImage") is not None, bool(start.get("fromTemplate"))
+        source_error = None
+        if has_image == has_template:
+            problem = "cannot specify both" if has_image else "must specify either"
+            source_error = f"failed to set template source: {problem} fromImage or fromTemplate"
+            build.failure = _Failure(now, f"error when building env: {source_error}", None, superseded=False)
+        elif has_template:
+            try:
+                _, build.parent_build_id = self._resolve_reference(
+                    str(start["fromTemplate"]), now, "invalid template reference"
+                )
+            except _Reply as refused:  # E2B accepts the start and fails the build at "base"
+                build.failure = _Failure(now, refused.message, "base", superseded=False)
+        build.start_body, build.triggered = copy.deepcopy(start), now
+        if build.failure is None and build.behaviour.duration is None:
+            build.plan, build.upload_delay = self._plan(build, start), self._upload_delay
+        self._changed()
+        if source_error is not None:
+            raise _Reply(500, f"Error when starting template build: {source_error}")
         return 202, b""
 
-    def _status(self, template_id: str, build_id: str, query: Dict[str, List[str]]) -> Tuple[int, bytes]:
+    def _status(self, template_id: str, build_id: str, query: dict[str, list[str]], now: float) -> tuple[int, bytes]:
         """GET .../status?logsOffset=N&limit=M: status and a page of log entries."""
-        build = self._find_build(template_id, build_id)
+        canonical = _as_uuid(build_id)
+        if canonical is None:
+            raise _Reply(400, "Invalid build id")
+        build = self._find_build(template_id, canonical)
+        if build is None:
+            raise _Reply(400, f"Build '{canonical}' not found")
         try:
             offset = max(0, int(query.get("logsOffset", ["0"])[0]))
             limit = min(MAX_LOG_PAGE, max(0, int(query.get("limit", [str(MAX_LOG_PAGE)])[0])))
         except ValueError:
             raise _Reply(400, "logsOffset and limit must be integers") from None
-        now = time.monotonic()
-        with self._lock:  # status and visible logs from the same instant
-            status = build.status(now)
-            visible = build.visible_logs(now)
-            entries = [build.log_entry(i) for i in range(offset, min(visible, offset + limit))]
-            info: Dict[str, Any] = {
-                "templateID": build.template_id,
-                "buildID": build.build_id,
-                "status": status,
-                "logs": [],
-                "logEntries": entries,
-            }
-            if status == "error":
-                if build.cancelled_mono is not None:
-                    info["reason"] = {"message": build.cancel_message, "logEntries": []}
-                else:
-                    tail = [build.log_entry(i) for i in range(max(0, visible - 5), visible)]
-                    info["reason"] = {
-                        "message": build.failure_message(),
-                        "step": build.failed_step,
-                        "logEntries": tail,
-                    }
+        status = self._state(build, now)
+        info: dict[str, Any] = {
+            "templateID": template_id,
+            "buildID": build_id,
+            "status": status,
+            "logs": [],
+            "logEntries": [],
+        }
+        timeline = self._course(build)
+        if status == "waiting" or timeline is None:
+            return 200, _json(info)
+        visible = [e for e in timeline.entries if e.time <= now]
+        page = visible[offset : offset + limit]
+        info["logEntries"] = [e.to_json(self._epoch) for e in page]
+        if status == "error" and timeline.reason is not None:
+            message, step = timeline.reason
+            reason: dict[str, Any] = {"message": message}
+            if step is not None:  # E2B: this page's warnings and errors of the failed step
+                reason["step"] = step
+                reason["logEntries"] = [
+                    e.to_json(self._epoch) for e in page if e.step == step and e.level in ("warn", "error")
+                ]
+            info["reason"] = reason
         return 200, _json(info)
+
+    # -- tag and alias routes ----------------------------------------------------------
+
+    def _assign_tags(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
+        """POST /templates/tags {target, tags}: point ``tags`` at the build ``target`` resolves to."""
+        tags, target = req.get("tags"), req.get("target")
+        if not isinstance(tags, list) or not isinstance(target, str):
+            raise _Reply(400, "Invalid request body: target and tags are required")
+        if not tags:
+            raise _Reply(400, "At least one tag is required")
+        try:
+            identifier, tag = _parse_reference(target)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid target template format: {err}") from None
+        template_id = self._template_of(identifier)
+        if template_id is None:
+            raise _Reply(404, f"template '{identifier}' not found")
+        build_id = self._resolve(template_id, tag, now)
+        if build_id is None:
+            raise _Reply(404, f"Template '{target}' with tag '{tag or DEFAULT_TAG}' not found")
+        self._owned(identifier)
+        try:
+            valid = _validate_tags(tags)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid tag: {err}") from None
+        self._assignments.extend(_Assignment(template_id, build_id, t, now) for t in valid)
+        return 201, _json({"tags": valid, "buildID": build_id})
+
+    def _remove_tags(self, req: dict[str, Any]) -> tuple[int, bytes]:
+        """DELETE /templates/tags {name, tags}: delete every assignment of ``tags``."""
+        tags, name = req.get("tags"), req.get("name")
+        if not isinstance(tags, list) or not isinstance(name, str):
+            raise _Reply(400, "Invalid request body: name and tags are required")
+        try:
+            valid = _validate_tags(tags)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid tag: {err}") from None
+        if not valid:
+            raise _Reply(400, "At least one tag is required")
+        if DEFAULT_TAG in valid:
+            raise _Reply(400, f"Cannot delete the '{DEFAULT_TAG}' tag")
+        try:
+            identifier, tag = _parse_reference(name)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid template name format: {err}") from None
+        if tag is not None:
+            raise _Reply(400, "Template name should not contain a tag, use the 'tags' field instead")
+        template_id = self._owned(identifier)
+        self._assignments = [a for a in self._assignments if not (a.template_id == template_id and a.tag in valid)]
+        return 204, b""
+
+    def _get_tags(self, reference: str) -> tuple[int, bytes]:
+        """GET /templates/{id or name}/tags: the newest assignment of each tag, by tag."""
+        try:
+            identifier, _ = _parse_reference(reference)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid template reference: {err}") from None
+        template_id = self._owned(identifier)
+        newest: dict[str, _Assignment] = {}
+        for a in self._assignments:
+            if a.template_id == template_id:
+                newest[a.tag] = a
+        return 200, _json(
+            [
+                {"tag": a.tag, "buildID": a.build_id, "createdAt": _iso(a.created + self._epoch)}
+                for a in sorted(newest.values(), key=lambda a: a.tag)
+            ]
+        )
+
+    def _alias(self, alias: str, now: float) -> tuple[int, bytes]:
+        """GET /templates/aliases/{alias}: the template a name (or ID) stands for; with a
+        tag, only if the tag resolves to a ready build."""
+        try:
+            identifier, tag = _parse_reference(alias)
+        except ValueError as err:
+            raise _Reply(400, f"Invalid alias format: {err}") from None
+        template_id = self._template_of(identifier)
+        if template_id is None:
+            raise _Reply(404, f"template '{identifier}' not found")
+        if template_id in self._public_builds:
+            raise _Reply(403, "You don't have access to this template alias")
+        if ":" in alias and self._resolve(template_id, tag, now) is None:
+            raise _Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")
+        return 200, _json({"templateID": template_id, "public": False})
+
+    # -- sandbox routes ----------------------------------------------------------------
+
+    def _create_sandbox(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
+        """POST /v2/sandboxes: resolve the reference to a ready build and start a sandbox on it."""
+        reference = req.get("templateID")
+        if not isinstance(reference, str):
+            raise _Reply(400, "Error when parsing request: templateID is required")
+        template_id, build_id = self._resolve_reference(reference, now, "Invalid template reference")
+        sandbox_id = "i" + uuid.uuid4().hex[:20]
+        self._sandboxes[sandbox_id] = _Sandbox(reference, template_id, build_id, sandbox_id, now)
+        public_names = {tid: name for name, tid in self._public_ids.items()}
+        return 201, _json(
+            {
+                "templateID": template_id,
+                "sandboxID": sandbox_id,
+                "clientID": CLIENT_ID,
+                "envdVersion": ENVD_VERSION,
+                "alias": self._names.get(template_id) or public_names[template_id],
+                "domain": None,
+            }
+        )
+
+    def _kill_sandbox(self, sandbox_id: str, now: float) -> tuple[int, bytes]:
+        """DELETE /sandboxes/{id}: kill a running sandbox (204), else 404."""
+        parts = sandbox_id.split("-")
+        if len(parts) > 2 or not SANDBOX_ID_RE.fullmatch(parts[0]):
+            raise _Reply(400, "Invalid sandbox ID")
+        sandbox = self._sandboxes.get(parts[0])
+        if sandbox is None or sandbox.killed is not None:
+            raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+        sandbox.killed = now
+        return 204, b""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the emulator by itself (to try builds without an account) until Ctrl-C."""
+    import argparse
+    import secrets
+
+    parser = argparse.ArgumentParser(description="An emulator of E2B's API on 127.0.0.1.")
+    parser.add_argument("--api-key", default="e2b_" + secrets.token_hex(20), help="the key it accepts")
+    parser.add_argument("--step-cost", type=float, default=0.05, help="seconds a step that misses the cache takes")
+    args = parser.parse_args(argv)
+    with E2BEmulator(api_key=args.api_key, default_step_cost=args.step_cost) as emu:
+        for key, value in emu.env().items():
+            print(f"export {key}={value}")
+        print("# serving on 127.0.0.1 until Ctrl-C", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
