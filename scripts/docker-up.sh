@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Make this machine ready for e2b-matrix's Docker backend (make docker-up, make e2e).
 #
-#   1. packages   docker.io and debootstrap, installed with apt-get only when missing
+#   1. packages   docker.io and debootstrap, installed with apt-get only when missing.
+#                 docker.io brings dockerd and /usr/bin/docker, a CLI (20.10) that drives
+#                 the daemon's BuildKit with DOCKER_BUILDKIT=1 even where the `docker`
+#                 first on PATH is a newer CLI without the buildx plugin (which refuses
+#                 BuildKit)
 #   2. daemon     dockerd started in the background when no daemon answers
-#   3. base image a Debian image made with debootstrap and `docker import`
+#   3. builder    which docker CLI and builder e2b-matrix will use, found by the same
+#                 discovery the Docker backend runs (a tiny probe build); when it finds
+#                 only the legacy builder and apt offers a buildx plugin package, that
+#                 package is installed and the discovery runs again
+#   4. base image a Debian image made with debootstrap and `docker import`
 #                 (no image registry is needed), unless its tag already exists
 #
-# Idempotent: a second run finds everything in place and changes nothing.
+# Idempotent: a second run finds everything in place and changes nothing (about a
+# second). On failure it exits non-zero with one line starting "docker-up: error:".
 # Needs root. Settings (environment):
 #   E2B_MATRIX_DOCKER_BASE            base image tag (default e2b-matrix/debian-base:bookworm)
 #   E2B_MATRIX_DOCKER_STORAGE_DRIVER  force a storage driver (default: overlay2 when an
@@ -15,7 +24,13 @@
 #                                     the host's apt sources)
 #   E2B_MATRIX_DOCKERD_WAIT           seconds to wait for dockerd to answer (default 60)
 #   E2B_MATRIX_DOCKER_LOG_DIR         where dockerd's log goes (default /tmp/e2b-matrix-docker)
+#   E2B_MATRIX_DOCKER_CLI, E2B_MATRIX_DOCKER_BUILDKIT
+#                                     as for e2b-matrix (phase 3 reports what they select;
+#                                     with E2B_MATRIX_DOCKER_BUILDKIT=1 no BuildKit is an error)
 set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SYSTEM_DOCKER=/usr/bin/docker   # docker.io's CLI: drives the daemon's BuildKit
 
 BASE_TAG="${E2B_MATRIX_DOCKER_BASE:-e2b-matrix/debian-base:bookworm}"
 SUITE=bookworm
@@ -49,26 +64,39 @@ daemon_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- 1. packages
 start=$(now)
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
+APT_UPDATED=0
+apt_install() {  # packages... -> 0 when installed; the log goes to $LOG_DIR/apt.log
     # Keep the package scripts from starting a daemon of their own (there is no init
     # system here to manage it): this script starts dockerd itself, with its own flags.
-    policy_rc=/usr/sbin/policy-rc.d
-    made_policy=0
+    local policy_rc=/usr/sbin/policy-rc.d made_policy=0 rc=0
     if [ ! -e "$policy_rc" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy_rc" && chmod +x "$policy_rc" && made_policy=1
     fi
     set +e
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >"$LOG_DIR/apt.log" 2>&1 &&
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$LOG_DIR/apt.log" 2>&1 && APT_UPDATED=1
+    fi
+    [ "$APT_UPDATED" -eq 1 ] &&
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            "${missing[@]}" >>"$LOG_DIR/apt.log" 2>&1
+            "$@" >>"$LOG_DIR/apt.log" 2>&1
     rc=$?
     set -e
     [ "$made_policy" -eq 1 ] && rm -f "$policy_rc"
-    if [ $rc -ne 0 ]; then
+    return $rc
+}
+
+missing=()
+# docker.io when there is no daemon binary, or no distribution CLI next to it (the
+# one that drives the daemon's BuildKit without a plugin). A machine with Docker's
+# own packages (docker-ce: dockerd and /usr/bin/docker) installs nothing here.
+if ! command -v dockerd >/dev/null 2>&1 || [ ! -x "$SYSTEM_DOCKER" ]; then
+    missing+=(docker.io)
+fi
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (log: $LOG_DIR/apt.log)"
+    : >"$LOG_DIR/apt.log"
+    if ! apt_install "${missing[@]}"; then
         tail -n 20 "$LOG_DIR/apt.log" >&2
         die "apt-get could not install ${missing[*]} (full log: $LOG_DIR/apt.log)"
     fi
@@ -158,7 +186,67 @@ else
     phase_done daemon "$start" "dockerd pid $(cat "$DOCKERD_PID"), storage driver $driver"
 fi
 
-# ---------------------------------------------------------------- 3. base image
+# ---------------------------------------------------------------- 3. builder
+# The same discovery the Docker backend runs (e2b_matrix.backends.docker_engine), so
+# this line says what builds will use. Exit codes of the check: 0 BuildKit, 3 legacy,
+# 4 BuildKit required (E2B_MATRIX_DOCKER_BUILDKIT=1) but unavailable, 5 legacy as the
+# setting asks (E2B_MATRIX_DOCKER_BUILDKIT=0), else it could not run.
+BUILDER_CHECK='
+import sys
+from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
+from e2b_matrix.settings import Settings
+s = Settings.from_env()
+cli = DockerCLI(s.docker_cli, s.docker_buildkit)
+print(cli.describe())
+try:
+    sys.exit(0 if cli.uses_buildkit() else 5 if s.docker_buildkit is False else 3)
+except DockerError:
+    sys.exit(4)
+'
+check_builder() {  # -> prints the one-line description; returns the check's exit code
+    local py
+    if [ -x "$ROOT/.venv/bin/python" ] && "$ROOT/.venv/bin/python" -c 'import e2b_matrix' 2>/dev/null; then
+        py=("$ROOT/.venv/bin/python")
+    elif command -v python3 >/dev/null 2>&1 &&
+        PYTHONPATH="$ROOT/src" python3 -c 'import attrs, e2b_matrix.settings' 2>/dev/null; then
+        py=(env PYTHONPATH="$ROOT/src" python3)
+    else
+        echo "not checked: no Python with e2b-matrix's dependencies yet (make venv)"
+        return 2
+    fi
+    "${py[@]}" -c "$BUILDER_CHECK" 2>&1 | tail -n 1
+    return "${PIPESTATUS[0]}"
+}
+buildx_package() {  # a buildx plugin package apt can install here, or nothing
+    local p candidate
+    for p in docker-buildx-plugin docker-buildx; do
+        candidate=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+        if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
+            echo "$p"; return
+        fi
+    done
+}
+
+start=$(now)
+set +e
+builder=$(check_builder); rc=$?
+set -e
+if [ $rc -eq 3 ] && pkg=$(buildx_package) && [ -n "$pkg" ]; then
+    log "only the legacy builder works; installing $pkg (log: $LOG_DIR/apt.log)"
+    apt_install "$pkg" || log "could not install $pkg; keeping the legacy builder (see $LOG_DIR/apt.log)"
+    set +e
+    builder=$(check_builder); rc=$?
+    set -e
+fi
+case $rc in
+    0 | 2 | 5) phase_done builder "$start" "$builder" ;;
+    3) phase_done builder "$start" "$builder"
+       log "warning: builds will use the legacy builder (no BuildKit: identical steps of concurrent builds run twice)" ;;
+    4) die "$builder" ;;
+    *) die "the builder check failed: $builder" ;;
+esac
+
+# ---------------------------------------------------------------- 4. base image
 mirror_from_host() {  # the first URI that serves $SUITE in the host's apt sources
     local f
     for f in /etc/apt/sources.list.d/*.sources; do
