@@ -63,16 +63,23 @@ def snapshot(root: Path) -> dict[str, bytes]:
 DOCKER_BASE = os.environ.get("E2B_MATRIX_DOCKER_BASE") or "e2b-matrix/debian-base:bookworm"
 
 
-def docker_required() -> None:
-    """Skip without a Docker daemon and base image, except in CI (CI=true), where that fails."""
-    from e2b_matrix.backends import docker_engine as engine
+def docker_required():
+    """Skip without a Docker daemon and base image, except in CI (CI=true), where that fails.
 
+    Returns the DockerCLI the settings select (E2B_MATRIX_DOCKER_CLI, E2B_MATRIX_DOCKER_BUILDKIT).
+    """
+    from e2b_matrix.backends.docker_engine import DockerCLI
+    from e2b_matrix.settings import Settings
+
+    settings = Settings.from_env()
+    docker = DockerCLI(settings.docker_cli, settings.docker_buildkit)
     reason = None
-    if not engine.daemon_available(timeout=10):
+    if not docker.daemon_available(timeout=10):
         reason = "no Docker daemon answers `docker info`: run scripts/docker-up.sh (make docker-up)"
-    elif not engine.image_exists(DOCKER_BASE):
+    elif not docker.image_exists(DOCKER_BASE):
         reason = f"no base image {DOCKER_BASE}: run scripts/docker-up.sh (make docker-up)"
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: .ci/run must start dockerd and make the base image)")
         pytest.skip(reason)
+    return docker

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from conftest import write
 from e2b_matrix.cli import cli
-from e2b_matrix.lock import TemplateLock, render_lock
+from e2b_matrix.lock import TemplateLock, dumps
 from test_cli_offline import lock_for
 
 
@@ -19,10 +19,14 @@ def run(project, *args, env=None):
 def test_resolve_prints_only_the_id(project):
     write(project / "templates.lock", lock_for({}))
     r = run(project, "resolve", "latest")
-    assert r.exit_code == 0 and r.stdout == "tpl-latest\n"
-    assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "tpl-pinned\n"
+    assert r.exit_code == 0 and r.stdout == "tpl-latest:b-latest\n"  # the pinned build
+    assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "tpl-pinned:b-pinned\n"
+    assert run(project, "resolve", "latest", "--id").stdout == "tpl-latest\n"
+    assert run(project, "resolve", "latest", "--channel", "stable").stdout == "nexus-sandbox-latest:stable\n"
     r = run(project, "resolve", "latest", env={"E2B_TEMPLATE_ID": "from-env"})
     assert r.stdout == "from-env\n"
+    r = run(project, "resolve", "latest", "--channel", "Bad Tag")
+    assert r.exit_code == 2 and r.stderr.strip() == "e2b-matrix: error: --channel: 'Bad Tag' is not a valid E2B tag (must match ^[a-z0-9-_.]+$)"
 
 
 def test_resolve_unknown_name_exits_1_with_a_suggestion(project):
@@ -71,14 +75,14 @@ def test_lock_check_is_a_ci_gate(project):
 def test_lock_check_for_the_docker_lock(project):
     r = run(project, "lock", "check", "--backend", "docker")
     assert r.exit_code == 1 and "unbuilt" in r.stdout
-    write(project / "templates.docker.lock", render_lock([]))
+    write(project / "templates.docker.lock", dumps([]))
     assert len(TemplateLock.load(project / "templates.docker.lock")) == 0
 
 
 def test_newer_schema_is_refused_in_one_line(project):
-    write(project / "templates.lock", "schema = 2\n")
+    write(project / "templates.lock", "schema = 3\n")
     for args in (["resolve", "latest"], ["lock", "show"], ["plan"]):
         r = run(project, *args)
         assert r.exit_code == 2
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and "schema 2" in lines[0] and "templates.lock" in lines[0], lines
+        assert len(lines) == 1 and "schema 3" in lines[0] and "templates.lock" in lines[0], lines

@@ -61,16 +61,15 @@ def test_plan_unbuilt_then_fresh_then_stale(project):
 
 def lock_for(items: dict) -> str:
     """A lock that matches the current plan (what a build would have written)."""
-    from e2b_matrix.config import load_project
-    from e2b_matrix.lock import LockEntry, render_lock
-    from e2b_matrix.resolve import Options, build_specs
-    from e2b_matrix.versions import PyPIIndex
     import datetime as dt
 
-    p = load_project(ROOT)
-    specs = build_specs(p.variants, p.layers, Options(index=PyPIIndex()))
+    from e2b_matrix import workflow
+    from e2b_matrix.lock import LockEntry, TemplateLock, dumps
+
+    session = workflow.Session.open(workflow.Options(root=ROOT))
+    specs = workflow.resolve_specs(session, workflow.load(session), TemplateLock())
     now = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.timezone.utc)
-    return render_lock([LockEntry(alias=s.alias, variant=s.name, template_id=f"tpl-{s.name}", build_id=f"b-{s.name}",
+    return dumps([LockEntry(alias=s.alias, variant=s.name, template_id=f"tpl-{s.name}", build_id=f"b-{s.name}",
                                   fingerprint=s.fingerprint, layers=s.layer_versions(), built_at=now,
                                   domain="e2b.app", inputs=s.inputs()) for s in specs])
 
@@ -105,7 +104,8 @@ def test_dash_C_from_elsewhere(project, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [[], ["list"], ["plan"], ["render"], ["build"], ["build-all"], ["resolve"],
-                                     ["lock"], ["lock", "show"], ["lock", "check"], ["verify"]])
+                                     ["lock"], ["lock", "show"], ["lock", "check"], ["verify"], ["promote"],
+                                     ["rollback"], ["status"]])
 def test_every_command_has_one_line_help(command):
     r = CliRunner().invoke(cli, command + ["--help"])
     assert r.exit_code == 0, r.output
@@ -120,9 +120,9 @@ def test_every_command_has_one_line_help(command):
 @pytest.mark.parametrize("args", [["list"], ["plan"], ["render", "full", "--format", "dockerfile"],
                                   ["resolve", "latest"], ["lock", "show"]])
 def test_offline_commands_never_import_e2b(project, args):
-    from e2b_matrix.lock import render_lock
+    from e2b_matrix.lock import dumps
 
-    (project / "templates.lock").write_text(render_lock([]) if args[0] != "resolve" else lock_for({}))
+    (project / "templates.lock").write_text(dumps([]) if args[0] != "resolve" else lock_for({}))
     code = ("import sys\nfrom e2b_matrix.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
             "assert 'e2b' not in sys.modules, 'e2b was imported'\nsys.exit(code)")

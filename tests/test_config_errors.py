@@ -131,7 +131,9 @@ def test_corpus_is_large_enough():
     (["--set", "nope.x=1"], "--set: unknown layer 'nope'"),
     (["--set", "nexus.v=1"], "--set: unknown parameter 'nexus.v' (layer nexus takes: version)"),
     (["--set", "nexus.version=abc"], "--set: nexus.version: expected \"latest\" or an exact version"),
-    (["--ca-cert", "/nonexistent.crt"], "/nonexistent.crt: --ca-cert: cannot read CA certificate"),
+    (["--backend", "docker", "--ca-cert", "/nonexistent.crt"],
+     "/nonexistent.crt: --ca-cert: cannot read CA certificate"),
+    (["--ca-cert", "/nonexistent.crt"], "--ca-cert: applies to --backend docker only"),
 ])
 def test_bad_command_line(project, args, expected):
     result = CliRunner().invoke(cli, ["-C", str(project), "plan", *args])

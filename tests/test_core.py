@@ -8,20 +8,23 @@ import attrs
 import pytest
 
 from conftest import ROOT, write
-from e2b_matrix import render, versions
-from e2b_matrix.config import load_project, name_safe
+from e2b_matrix import backends, render, versions
+from e2b_matrix.config import load_project
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.resolve import Options, build_spec, build_specs, canonical, fingerprint, layer_order
+from e2b_matrix.resolve import build_spec, canonical, fingerprint, layer_order, name_safe
+from e2b_matrix.settings import Settings
 
 INDEX = versions.StaticIndex({"nexus-ai-fs": {
     "0.5.5": ">=3.11", "0.5.6": ">=3.11", "0.6.4": ">=3.13", "0.9.26": ">=3.12", "0.9.38": ">=3.14",
     "0.10.1": ">=3.14", "0.11.0rc1": ">=3.11"}})
 
 
-def specs(root=ROOT, backend="e2b", index=INDEX, **kw):
+def specs(root=ROOT, backend="e2b", index=INDEX, offline=False, lock=None):
     p = load_project(root)
-    return {s.name: s for s in build_specs(p.variants, p.layers, Options(backend=backend, index=index, **kw))}
+    target = backends.make(backend, Settings())
+    return {v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None)
+            for v in p.variants}
 
 
 # -- layers --------------------------------------------------------------------
@@ -61,9 +64,24 @@ def test_checks_follow_the_design_table():
     (">=3.12", "3.12", True), (">=3.12", "3.11", False), (">=3.14", "3.12", False), ("<3.13,>=3.11", "3.12", True),
     ("<3.13,>=3.11", "3.13", False), ("~=3.11", "3.12", True), ("==3.12.*", "3.12", True), ("!=3.12", "3.12", False),
     (None, "3.12", True), ("", "3.11", True), (">=3.10.0", "3.11", True),
+    # what the hand-rolled parser got wrong: ~= bounds the last-but-one part; a clause it
+    # cannot read admits nothing (a guess could pick a release that does not install)
+    ("~=3.11.0", "3.12", False), ("~=3.11.0", "3.11", True), ("<3.12.0rc1", "3.12", False),
+    ("<3.12.0rc1", "3.11", True), (">=3.12,<3.12.0", "3.12", False), ("not a specifier", "3.12", False),
 ])
 def test_requires_python(spec, py, ok):
     assert versions.admits(spec, py) is ok
+
+
+def test_post_releases_are_releases_and_pre_releases_and_yanked_are_not():
+    idx = versions.StaticIndex({"p": {"1.0": None, "1.0.post1": None, "1.1rc1": None, "1.1.dev3": None,
+                                      "not-a-version": None}})
+    assert versions.newest_for(idx, "p", "3.12") == "1.0.post1"
+    yanked = versions.parse_releases({"releases": {"1.0": [{"requires_python": ">=3.8"}],
+                                                   "2.0": [{"yanked": True, "requires_python": ">=3.8"}],
+                                                   "3.0": []}}, "u")
+    assert [(r.version, r.yanked) for r in yanked] == [("1.0", False), ("2.0", True)]
+    assert versions.find(idx, "p", "1.0.0").version == "1.0"  # equal versions are one release
 
 
 def test_latest_respects_the_base_python():
@@ -91,15 +109,21 @@ def test_pinned_version_the_base_cannot_run_names_both(project):
                             ">=3.13, but the base's Python is 3.12")
 
 
-def test_offline_reuses_the_locked_version():
+def test_offline_reuses_the_locked_version(tmp_path):
     from e2b_matrix.lock import TemplateLock
 
     lock = TemplateLock.loads(LOCK_WITH_LATEST)
+    offline = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, offline=True)
     p = load_project(ROOT)
-    s = build_spec(p.variant("latest"), p.layers, Options(offline=True, index=None), lock)
-    assert s.layer_versions()["nexus"] == "0.5.5"
-    with pytest.raises(ConfigError, match="cannot be resolved offline"):
-        build_spec(p.variant("full"), p.layers, Options(offline=True, index=None), lock)
+    e2b = backends.make("e2b", Settings())
+
+    def spec(name, lock):
+        return build_spec(p.variant(name), p.layers, e2b, offline, True, lock.entries)
+
+    assert spec("latest", lock).layer_versions()["nexus"] == "0.5.5"
+    assert spec("pinned", lock).layer_versions()["nexus"] == "0.5.6"  # nothing cached to check it against
+    with pytest.raises(ConfigError, match="not in the index cache and --offline forbids asking"):
+        spec("full", lock)  # no lock entry, no cache
 
 
 LOCK_WITH_LATEST = """schema = 1
@@ -115,20 +139,34 @@ domain = "e2b.app"
 
 
 def test_index_file_url_and_cache(tmp_path, monkeypatch):
-    idx = versions.PyPIIndex()  # E2B_MATRIX_PYPI_URL points at tests/data/index
-    rel = idx.releases("nexus-ai-fs")
-    assert rel["0.9.26"] == ">=3.12" and "0.9.27" not in rel  # yanked releases are left out
+    idx = versions.PyPIIndex(url=(ROOT / "tests/data/index").as_uri())
+    rel = {r.version: r for r in idx.releases("nexus-ai-fs")}
+    assert rel["0.9.26"].requires_python == ">=3.12" and rel["0.9.27"].yanked
     assert versions.newest_for(idx, "nexus-ai-fs", "3.12") == "0.9.26"
     # an http index is cached on disk for ttl seconds
     calls = []
-    monkeypatch.setattr(versions.PyPIIndex, "_fetch", lambda self, pkg: calls.append(pkg) or {"1.0": None})
+    monkeypatch.setattr(versions.PyPIIndex, "_fetch",
+                        lambda self, pkg: calls.append(pkg) or [versions.Release("1.0")])
     a = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60)
-    assert a.releases("x") == {"1.0": None}
+    assert a.releases("x") == [versions.Release("1.0")]
     b = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60)
-    assert b.releases("x") == {"1.0": None} and calls == ["x"]
+    assert b.releases("x") == [versions.Release("1.0")] and calls == ["x"]
     c = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=0)
     c.releases("x")
     assert calls == ["x", "x"]
+    # a corrupt cache file is discarded and the index asked again, not an error until its TTL
+    for cache in tmp_path.glob("pypi-*.json"):
+        cache.write_text("[1]")
+    assert versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60).releases("x") == [
+        versions.Release("1.0")]
+    assert calls == ["x", "x", "x"]
+
+
+@pytest.mark.parametrize("answer", [{"releases": ["0.5.6"]}, [1], {"releases": {"1.0": "x"}}, {"info": {}}])
+def test_an_index_answer_of_the_wrong_shape_names_the_url(answer):
+    with pytest.raises(ConfigError) as e:
+        versions.parse_releases(answer, "http://127.0.0.1:9/pypi/nexus-ai-fs/json")
+    assert str(e.value).startswith("http://127.0.0.1:9/pypi/nexus-ai-fs/json: ")
 
 
 def test_unreachable_index_is_a_clear_error(tmp_path):
@@ -241,7 +279,8 @@ def test_fingerprint_covers_start_ready_and_files():
 
 
 def test_new_index_release_changes_only_latest_variants():
-    newer = versions.StaticIndex({"nexus-ai-fs": {**INDEX.releases("nexus-ai-fs"), "0.9.30": ">=3.12"}})
+    newer = versions.StaticIndex({"nexus-ai-fs": {**{r.version: r.requires_python for r in INDEX.releases(
+        "nexus-ai-fs")}, "0.9.30": ">=3.12"}})
     a, b = specs(), specs(index=newer)
     assert b["latest"].fingerprint != a["latest"].fingerprint
     assert b["pinned"].fingerprint == a["pinned"].fingerprint

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-import e2b_matrix.lock as lockmod
+from e2b_matrix import files as lockmod
 from e2b_matrix.errors import LockError
-from e2b_matrix.lock import LockEntry, TemplateLock, render_lock, update_lock
+from e2b_matrix.lock import LockEntry, TemplateLock, dumps, update_lock
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fcntl and SIGKILL are POSIX")
 
@@ -59,8 +59,8 @@ WRITER = textwrap.dedent("""
 def test_no_torn_reads_while_another_process_rewrites(tmp_path):
     path = tmp_path / "templates.lock"
     a, b = make_entries(8, "A", pad=400), make_entries(8, "BB", pad=450)  # > a page each, different sizes
-    (tmp_path / "a.src").write_text(render_lock(a.values()))
-    (tmp_path / "b.src").write_text(render_lock(b.values()))
+    (tmp_path / "a.src").write_text(dumps(a.values()))
+    (tmp_path / "b.src").write_text(dumps(b.values()))
     update_lock(path, a)
     writes = 1000
     t0 = time.monotonic()

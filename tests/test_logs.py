@@ -7,18 +7,17 @@ import sys
 
 import pytest
 
-from e2b_matrix.logs import NO_LOG_FILES_ENV, RunLogs, log_files_disabled
+from e2b_matrix.errors import ConfigError
+from e2b_matrix.logs import RunLogs
+from e2b_matrix.secrets import Redactor
+from e2b_matrix.settings import Settings
 
 KEY = "e2b_" + "0123456789abcdef" * 2
-
-
-@pytest.fixture(autouse=True)
-def _files_on(monkeypatch):
-    monkeypatch.delenv(NO_LOG_FILES_ENV, raising=False)
+NO_LOG_FILES_ENV = "E2B_MATRIX_NO_LOG_FILES"
 
 
 def test_files_are_opened_at_the_first_record_and_redacted(tmp_path):
-    logs = RunLogs(tmp_path / "logs", secrets=[KEY])
+    logs = RunLogs(tmp_path / "logs", Redactor([KEY]))
     try:
         vlog = logs.variant("nexus-sandbox-a")
         assert not (tmp_path / "logs").exists()  # nothing logged yet: no file, no folder
@@ -44,22 +43,20 @@ def test_close_detaches_and_a_new_run_appends(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
-def test_the_environment_turns_files_off(tmp_path, monkeypatch, value):
-    monkeypatch.setenv(NO_LOG_FILES_ENV, value)
-    assert log_files_disabled()
-    logs = RunLogs(tmp_path / "logs", secrets=[KEY])
-    try:
-        assert logs.directory is None
-        logs.variant("x").info("a line")
-        logs.run.info("built")
-    finally:
-        logs.close()
-    assert not (tmp_path / "logs").exists()
+def test_the_environment_turns_files_off(value):
+    assert Settings.from_env({NO_LOG_FILES_ENV: value}).log_files is False
 
 
-@pytest.mark.parametrize("value", ["", "0", "false", "no"])
+@pytest.mark.parametrize("value", ["", "0", "false", "no", "OFF"])
 def test_other_values_keep_files_on(value):
-    assert not log_files_disabled({NO_LOG_FILES_ENV: value})
+    assert Settings.from_env({NO_LOG_FILES_ENV: value}).log_files is True
+
+
+@pytest.mark.parametrize("value", ["2", "yes please", "nein"])
+def test_a_value_that_is_neither_is_an_error_naming_the_variable(value):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({NO_LOG_FILES_ENV: value})
+    assert str(e.value).startswith(f"{NO_LOG_FILES_ENV}: expected one of 1, true, yes, on, 0, false, no, off")
 
 
 def test_no_directory_means_no_files(tmp_path):

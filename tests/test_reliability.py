@@ -163,14 +163,16 @@ def test_fault_matrix(project, emu, monkeypatch, fault):
             assert by_id[x["build_id"]].status == "ready" and not by_id[x["build_id"]].cancelled
 
     if fault.startswith("429"):
-        # --jobs 1: one client at a time, so each 429 is followed by its own retry
+        # --jobs 1: one client at a time, so each 429 is followed by its own retry. The SDK
+        # retries 3 times as Retry-After says; when it gives up, ours retries with its own
+        # backoff (the SDK's public API does not hand the header on: README says so).
         gaps = [later[0] - t for (t, _, status), later in zip(stamps, stamps[1:]) if status == 429]
         print(f"[fault {fault}] waits after 429 (Retry-After {RETRY_AFTER}s): "
               + ", ".join(f"{g:.2f}s" for g in gaps))
         assert len(gaps) == 4
         assert attempts["full"] == 2, "the SDK gave up after its retries; ours retried once more"
-        assert min(gaps) >= RETRY_AFTER, "a retry came before the server's Retry-After"
-        assert elapsed >= 4 * RETRY_AFTER
+        assert min(gaps[:3]) >= RETRY_AFTER, "the SDK retried before the server's Retry-After"
+        assert elapsed >= 3 * RETRY_AFTER
     elif fault == "500-burst":
         # the SDK never retries a 500: each on request_build costs one attempt of ours;
         # those while polling are retried in place, never by submitting again
@@ -240,26 +242,33 @@ def test_fault_build_failing_at_a_step(project, emu):
 
 
 def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
-    """Someone else builds our alias while we build it: E2B cancels ours; the rest land."""
+    """Another machine builds our alias with our build tag while we build it: E2B cancels ours when it
+    starts its own (a tag they share); ours is not resubmitted and the rest land."""
     victim = ALIASES["latest"]
     emu.configure(victim, duration=3.0)
     intruder: list[str] = []
     problems: list[str] = []
 
+    def api(path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{emu.url}{path}", method="POST", data=json.dumps(body).encode(),
+                                     headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            text = resp.read()
+        return json.loads(text) if text else {}
+
     def intrude() -> None:
-        """Wait for our build of the victim to run, then build the same alias directly through the API
-        (as another machine's `e2b template build` would)."""
+        """Wait for our build of the victim to run, then request and start a build of the same alias
+        with the same tags through the API (as a second e2b-matrix on another machine would)."""
         deadline = time.monotonic() + 10
-        while not any(b.name == victim and b.status == "building" for b in emu.builds):
+        while not (ours := [b for b in emu.builds if b.name == victim and b.status == "building"]):
             if time.monotonic() > deadline:
                 problems.append("our build of the victim never started")
                 return
             time.sleep(0.02)
-        body = json.dumps({"name": victim, "cpuCount": 2, "memoryMB": 1024}).encode()
-        req = urllib.request.Request(f"{emu.url}/v3/templates", method="POST", data=body,
-                                     headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            intruder.append(json.loads(resp.read())["buildID"])
+        made = api("/v3/templates", {"name": victim, "tags": ours[0].tags, "cpuCount": 2, "memoryMB": 1024})
+        api(f"/v2/templates/{made['templateID']}/builds/{made['buildID']}",
+            {"fromTemplate": "code-interpreter-v1", "steps": []})
+        intruder.append(made["buildID"])
 
     thread = threading.Thread(target=intrude)  # the CLI must run in the main thread (it sets signal handlers)
     thread.start()
@@ -277,12 +286,38 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
     assert {n: x["status"] for n, x in results.items()} == {
         "full": "built", "latest": "failed", "minimal": "built", "pinned": "built"}
     assert len(ours) == 1 and ours[0].cancelled, "ours was cancelled and not resubmitted"
-    assert "cancelled by a newer build" in results["latest"]["error"]
-    assert intruder in results["latest"]["error"]
+    assert "build was cancelled" in results["latest"]["error"]
     assert results["latest"]["attempts"] == 1
     assert elapsed < 3.0, "the cancel was seen before the victim's own end"
     assert_lock_is_the_successes(project, results)
     assert victim not in lock_aliases(project)
+
+
+def test_a_bare_build_of_our_alias_elsewhere_cancels_nothing_and_moves_no_pin(project, emu):
+    """Our builds carry only tags of their own: a bare build of the alias (default) cancels none of them."""
+    victim = ALIASES["minimal"]
+    emu.configure(victim, duration=1.0)
+    done = threading.Event()
+
+    def intrude() -> None:
+        while not any(b.name == victim and b.status == "building" for b in emu.builds):
+            time.sleep(0.02)
+        body = json.dumps({"name": victim, "cpuCount": 2, "memoryMB": 1024}).encode()
+        req = urllib.request.Request(f"{emu.url}/v3/templates", method="POST", data=body,
+                                     headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+        made = json.loads(urllib.request.urlopen(req, timeout=5).read())
+        req = urllib.request.Request(f"{emu.url}/v2/templates/{made['templateID']}/builds/{made['buildID']}",
+                                     method="POST", headers={"X-API-KEY": emu.api_key},
+                                     data=json.dumps({"fromTemplate": "code-interpreter-v1", "steps": []}).encode())
+        urllib.request.urlopen(req, timeout=5).read()
+        done.set()
+
+    thread = threading.Thread(target=intrude)
+    thread.start()
+    r, _ = invoke(project, "build", "minimal", "--json")
+    thread.join(15)
+    assert done.is_set() and r.exit_code == 0, r.output
+    assert TemplateLock.load(project / "templates.lock").entry("minimal").build_id == statuses(r)["minimal"]["build_id"]
 
 
 # --------------------------------------------------------------------------- 2. bad input corpus
@@ -319,35 +354,44 @@ LOCK_CASES = [
     ("not-utf8", b"schema = 1\n# \xff\xfe\n", ["not UTF-8 text (line 2)"]),
     ("empty-file", "", ["schema: missing"]),
     ("schema-missing", ENTRY, ["schema: missing"]),
-    ("schema-2", "schema = 2\n", ["schema: ", "schema 2"]),
-    ("schema-2-with-entries", HEAD.replace("schema = 1", "schema = 2") + ENTRY, ["schema: ", "schema 2"]),
+    ("schema-3", "schema = 3\n", ["schema: ", "schema 3"]),
+    ("schema-3-with-entries", HEAD.replace("schema = 1", "schema = 3") + ENTRY, ["schema: ", "schema 3"]),
     ("schema-0", "schema = 0\n", ["schema: unsupported schema 0"]),
-    ("schema-string", 'schema = "1"\n', ["schema: expected an integer, got string"]),
-    ("schema-float", "schema = 1.0\n", ["schema: expected an integer, got float"]),
-    ("schema-bool", "schema = true\n", ["schema: expected an integer, got boolean"]),
-    ("templates-not-table", "schema = 1\ntemplates = 1\n", ["templates: expected a table, got integer"]),
-    ("templates-array", "schema = 1\ntemplates = []\n", ["templates: expected a table, got array"]),
+    ("schema-string", 'schema = "1"\n', ["schema: expected an integer, got a string"]),
+    ("schema-float", "schema = 1.0\n", ["schema: expected an integer, got a float"]),
+    ("schema-bool", "schema = true\n", ["schema: expected an integer, got a boolean"]),
+    ("templates-not-table", "schema = 1\ntemplates = 1\n", ["templates: expected a table, got an integer"]),
+    ("templates-array", "schema = 1\ntemplates = []\n", ["templates: expected a table, got an array"]),
     ("entry-not-table", "schema = 1\n[templates]\nnexus-sandbox-latest = \"tpl\"\n",
-     [f"{T}: expected a table, got string"]),
+     [f"{T}: expected a table, got a string"]),
     *[(f"missing-{k}", entry(**{k: None}), [f"{T}.{k}: missing"])
       for k in ("variant", "template_id", "build_id", "fingerprint", "layers", "built_at")],
-    ("variant-integer", entry(variant="1"), [f"{T}.variant: expected a string, got integer"]),
-    ("template-id-integer", entry(template_id="12"), [f"{T}.template_id: expected a string, got integer"]),
+    ("variant-integer", entry(variant="1"), [f"{T}.variant: expected a string, got an integer"]),
+    ("template-id-integer", entry(template_id="12"), [f"{T}.template_id: expected a string, got an integer"]),
     ("template-id-empty", entry(template_id='""'), [f"{T}.template_id: must not be empty"]),
-    ("build-id-array", entry(build_id='["b"]'), [f"{T}.build_id: expected a string, got array"]),
-    ("fingerprint-bool", entry(fingerprint="false"), [f"{T}.fingerprint: expected a string, got boolean"]),
-    ("domain-integer", entry(domain="443"), [f"{T}.domain: expected a string, got integer"]),
-    ("image-table", entry(image="{ a = 1 }"), [f"{T}.image: expected a string, got table"]),
+    # values a shell or a server would trip on: `resolve` would print two lines or a blank one
+    ("template-id-newline", entry(template_id='"tpl\\nx"'), [f"{T}.template_id: must be one word"]),
+    ("template-id-spaces", entry(template_id='"   "'), [f"{T}.template_id: must be one word"]),
+    ("template-id-quote", entry(template_id="'tp\"l'"), [f"{T}.template_id: must be one word"]),
+    ("build-id-newline", entry(build_id='"b\\r\\n"'), [f"{T}.build_id: must be one word"]),
+    ("build-id-semicolon", entry(build_id='"b; rm -rf ~"'), [f"{T}.build_id: must be one word"]),
+    ("history-build-id-tab", HEAD + ENTRY + '[[templates.nexus-sandbox-latest.history]]\nbuild_id = "a\\tb"\n'
+     'fingerprint = "f"\nbuilt_at = 2026-11-26T17:00:00Z\n', [f"{T}.history[0].build_id: must be one word"]),
+    ("channels-not-table", entry(channels='"stable"'), [f"{T}.channels: expected a table, got a string"]),
+    ("build-id-array", entry(build_id='["b"]'), [f"{T}.build_id: expected a string, got an array"]),
+    ("fingerprint-bool", entry(fingerprint="false"), [f"{T}.fingerprint: expected a string, got a boolean"]),
+    ("domain-integer", entry(domain="443"), [f"{T}.domain: expected a string, got an integer"]),
+    ("image-table", entry(image="{ a = 1 }"), [f"{T}.image: expected a string, got a table"]),
     ("built-at-naive", entry(built_at="2026-11-26T17:00:00"),
-     [f"{T}.built_at:", "local date-time (no timezone)"]),
-    ("built-at-date", entry(built_at="2026-11-26"), [f"{T}.built_at:", "got local date"]),
-    ("built-at-time", entry(built_at="17:00:00"), [f"{T}.built_at:", "got local time"]),
-    ("built-at-string", entry(built_at='"2026-11-26T17:00:00Z"'), [f"{T}.built_at:", "got string"]),
-    ("layers-string", entry(layers='"base=1"'), [f"{T}.layers: expected a table, got string"]),
-    ("layers-array", entry(layers='["base"]'), [f"{T}.layers: expected a table, got array"]),
-    ("layer-version-integer", entry(layers="{ base = 1 }"), [f"{T}.layers.base: expected a string, got integer"]),
-    ("inputs-string", entry(inputs='"x"'), [f"{T}.inputs: expected a table, got string"]),
-    ("inputs-nested", entry(inputs="{ a = { b = \"c\" } }"), [f"{T}.inputs.a: expected a string, got table"]),
+     [f"{T}.built_at:", "got a local date-time (no timezone)"]),
+    ("built-at-date", entry(built_at="2026-11-26"), [f"{T}.built_at:", "got a date"]),
+    ("built-at-time", entry(built_at="17:00:00"), [f"{T}.built_at:", "got a time"]),
+    ("built-at-string", entry(built_at='"2026-11-26T17:00:00Z"'), [f"{T}.built_at:", "got a string"]),
+    ("layers-string", entry(layers='"base=1"'), [f"{T}.layers: expected a table, got a string"]),
+    ("layers-array", entry(layers='["base"]'), [f"{T}.layers: expected a table, got an array"]),
+    ("layer-version-integer", entry(layers="{ base = 1 }"), [f"{T}.layers.base: expected a string, got an integer"]),
+    ("inputs-string", entry(inputs='"x"'), [f"{T}.inputs: expected a table, got a string"]),
+    ("inputs-nested", entry(inputs="{ a = { b = \"c\" } }"), [f"{T}.inputs.a: expected a string, got a table"]),
     ("second-entry-bad", HEAD + ENTRY + "\n" + ENTRY.replace("latest]", "pinned]")
      .replace('variant = "latest"', 'variant = "pinned"').replace("17:00:00Z", "17:00:00"),
      ["templates.nexus-sandbox-pinned.built_at:"]),

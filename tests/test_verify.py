@@ -7,11 +7,19 @@ import types
 
 from click.testing import CliRunner
 
-from e2b_matrix import verify
+from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
+from e2b_matrix.model import Outcome
+from e2b_matrix.settings import Settings
 from conftest import KEY
 from test_build import lock_of
 from test_core import specs
+
+BUILT = Outcome("tpl", "b1")
+
+
+def verify_e2b(spec, factory):
+    return E2BBackend(Settings(api_key=KEY)).verify(spec, BUILT, sandbox_factory=factory)
 
 
 class FakeSandbox:
@@ -41,16 +49,15 @@ class FakeSandbox:
 
 def test_all_checks_pass_and_the_sandbox_is_killed():
     spec = specs()["latest"]
-    results = verify.verify_e2b(spec, "tpl", KEY, sandbox_factory=lambda t, **kw: FakeSandbox(t))
+    results = verify_e2b(spec, lambda t, **kw: FakeSandbox(t))
     assert [r.name for r in results][:2] == ["stateful python", "python3 --version"]
     assert all(r.ok for r in results), results
-    assert FakeSandbox.instances[-1].killed and FakeSandbox.instances[-1].template_id == "tpl"
+    assert FakeSandbox.instances[-1].killed and FakeSandbox.instances[-1].template_id == "tpl:b1"  # the exact build
 
 
 def test_failures_are_reported_and_the_sandbox_still_killed():
     spec = specs()["latest"]
-    results = verify.verify_e2b(spec, "tpl", KEY, sandbox_factory=lambda t, **kw: FakeSandbox(
-        t, fail=("sudo",), explode=True))
+    results = verify_e2b(spec, lambda t, **kw: FakeSandbox(t, fail=("sudo",), explode=True))
     bad = {r.name: r.detail for r in results if not r.ok}
     assert bad["stateful python"] == "RuntimeError: kernel died"
     assert bad["passwordless sudo"].startswith("exit 1")
@@ -64,8 +71,37 @@ def test_stateful_check_needs_fifty():
         def run_code(self, code):
             return types.SimpleNamespace(error=None, text="49")
 
-    results = verify.verify_e2b(spec, "tpl", KEY, sandbox_factory=lambda t, **kw: Off(t))
+    results = verify_e2b(spec, lambda t, **kw: Off(t))
     assert results[0].name == "stateful python" and not results[0].ok and "expected '50'" in results[0].detail
+
+
+def test_a_sandbox_e2b_refuses_fails_every_check_in_one_line():
+    from e2b.exceptions import SandboxException
+
+    def refuse(template, **kw):
+        raise SandboxException("400: Template 'tpl' is not ready\nTraceback (most recent call last): ...")
+
+    results = verify_e2b(specs()["minimal"], refuse)
+    assert results and all(not r.ok for r in results)
+    assert {r.detail for r in results} == {"no sandbox: SandboxException: 400: Template 'tpl' is not ready"}
+
+
+def test_verify_on_e2b_prints_one_line_per_failed_check_not_a_traceback(project, emu, monkeypatch):
+    import e2b_code_interpreter
+    from e2b.exceptions import SandboxException
+
+    assert CliRunner().invoke(cli, ["-C", str(project), "build", "minimal"]).exit_code == 0
+
+    def refuse(template, **kw):
+        raise SandboxException("500: sandbox could not start")
+
+    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(refuse))
+    r = CliRunner().invoke(cli, ["-C", str(project), "verify", "minimal"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    failed = [line for line in r.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 3 and all("no sandbox: SandboxException: 500: sandbox could not start" in line
+                                    for line in failed)
+    assert "0/3 checks passed" in r.stdout
 
 
 def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, monkeypatch):

@@ -1,14 +1,14 @@
-"""The command line: parse, call the library, map errors to exit codes. Nothing else.
+"""The command line: parse, call the workflow, print, map errors to exit codes. Nothing else.
 
-Exit codes: 0 ok; 1 a build or check failed (or a stale lock); 2 bad input or
-configuration; 130 interrupted. e2b is imported only on paths that build.
+Exit codes: 0 ok; 1 a build or check failed (or a stale lock, or drift); 2 bad
+input or configuration; 130 interrupted. e2b is imported only on paths that
+talk to E2B.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,72 +17,118 @@ import click
 from e2b_matrix import __version__
 from e2b_matrix.errors import ConfigError, MatrixError, UnknownNameError
 
+
 class Env:
-    """What every command shares: the project directory and verbosity."""
+    """What every command shares: the project directory, verbosity and the settings."""
 
-    def __init__(self, directory: str, verbose: int, quiet: bool):
-        self.root = Path(directory)
-        self.verbose = verbose
-        self.quiet = quiet
-        self._index = None
+    def __init__(self):
+        self.root = Path(".")
+        self.verbose = 0
+        self.quiet = False
+        self._settings = None
 
-    def project(self, overrides=()):
-        from e2b_matrix.config import apply_overrides, load_project
+    @property
+    def settings(self):
+        if self._settings is None:
+            from e2b_matrix.settings import Settings
 
-        return apply_overrides(load_project(self.root), overrides)
+            self._settings = Settings.from_env()
+        return self._settings
 
-    def lock(self, backend: str = "e2b"):
-        from e2b_matrix.lock import LOCK_FILES, TemplateLock
+    def redact(self, text: str) -> str:
+        from e2b_matrix.secrets import Redactor
 
-        return TemplateLock.load(self.root / LOCK_FILES[backend])
+        try:
+            return Redactor(self.settings.secrets()).redact(text)
+        except MatrixError:
+            return Redactor().redact(text)
 
-    def options(self, backend="e2b", offline=False, ca_certs=()):
-        from e2b_matrix.resolve import Options, read_ca_certs
-        from e2b_matrix.versions import PyPIIndex
+    def session(self, **options):
+        from e2b_matrix.workflow import Options, Session
 
-        if self._index is None:  # one index per run: its look-ups are memoised
-            self._index = PyPIIndex()
-        return Options(backend=backend, index=self._index, offline=offline, ca_certs=read_ca_certs(ca_certs))
-
-    def specs(self, names, opts, overrides=()):
-        """The project, its lock for ``opts.backend`` and the selected variants' specs."""
-        from e2b_matrix.resolve import build_specs
-
-        project = self.project(overrides)
-        lock = self.lock(opts.backend)
-        return project, lock, build_specs(project.select(names), project.layers, opts, lock)
-
-    def respec(self, spec, project, opts):
-        """A spec again, against the lock as it is now (its parent template was rebuilt)."""
-        from e2b_matrix.resolve import build_spec
-
-        return build_spec(spec.variant, project.layers, opts, self.lock(opts.backend))
+        return Session.open(Options(root=self.root, **options), self.settings)
 
 
-pass_env = click.make_pass_decorator(Env)
+pass_env = click.make_pass_decorator(Env, ensure=True)
 
-backend_option = click.option("--backend", type=click.Choice(["e2b", "docker"]), default="e2b",
-                              show_default=True, help="Build on E2B, or locally with Docker.")
+
+# -- options every command takes, before or after its name ---------------------------
+
+def _set_root(ctx, param, value):
+    if value is not None:
+        ctx.ensure_object(Env).root = Path(value)
+
+
+def _add_verbose(ctx, param, value):
+    if value:
+        env = ctx.ensure_object(Env)
+        env.verbose += value
+        _console_logging(env)
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        env = ctx.ensure_object(Env)
+        env.quiet = True
+        _console_logging(env)
+
+
+def common(f):
+    for option in (
+        click.option("-C", "directory", metavar="DIR", type=click.Path(file_okay=False), default=None,
+                     expose_value=False, callback=_set_root,
+                     help="Project directory (variants/, the lock, logs/). Default: here."),
+        click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbose,
+                     help="More output (-vv for debug)."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                     help="Only errors and the result."),
+    ):
+        f = option(f)
+    return f
+
+
+def backend_option(f):
+    from e2b_matrix import backends
+
+    return click.option("--backend", type=click.Choice(backends.names()), default=backends.DEFAULT,
+                        show_default=True, help="Build on E2B, or locally with Docker.")(f)
+
+
+def backend_own_options(f):
+    """Each backend's own options (data in backends/), as click options."""
+    from e2b_matrix import backends
+
+    for name, o in reversed(backends.all_options()):
+        f = click.option(o.flag, o.dest, multiple=o.multiple, type=click.Path(dir_okay=False) if o.path else str,
+                         help=f"{o.help} [--backend {name}]")(f)
+    return f
+
+
 offline_option = click.option("--offline", is_flag=True,
-                              help='Resolve "latest" to the versions recorded in the lock; no index look-up.')
+                              help='Resolve "latest" from the lock, else the index cache; never ask the index.')
 set_option = click.option("--set", "overrides", multiple=True, metavar="LAYER.PARAM=VALUE",
                           help="Override a layer parameter for this run (repeatable).")
-ca_option = click.option("--ca-cert", "ca_certs", multiple=True, type=click.Path(dir_okay=False),
-                         help="CA certificate (PEM) to install in Docker builds (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+
+def _backend_values(kwargs: dict) -> dict:
+    from e2b_matrix import backends
+
+    return {o.dest: kwargs.pop(o.dest) for _, o in backends.all_options() if o.dest in kwargs}
 
 
 class MatrixGroup(click.Group):
     """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130."""
 
     def invoke(self, ctx):
+        env = ctx.ensure_object(Env)
         try:
             return super().invoke(ctx)
         except UnknownNameError as exc:
-            click.echo(f"e2b-matrix: {exc}", err=True)
+            click.echo(f"e2b-matrix: {env.redact(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except MatrixError as exc:
-            click.echo(f"e2b-matrix: error: {exc}", err=True)
+            click.echo(f"e2b-matrix: error: {env.redact(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("e2b-matrix: interrupted", err=True)
@@ -90,29 +136,27 @@ class MatrixGroup(click.Group):
 
 
 @click.group(cls=MatrixGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "directory", default=".", metavar="DIR", type=click.Path(file_okay=False),
-              help="Project directory (variants/, the lock, logs/). Default: here.")
-@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors and the result.")
+@common
 @click.version_option(__version__, prog_name="e2b-matrix")
-@click.pass_context
-def cli(ctx, directory, verbose, quiet):
-    """Build E2B sandbox template variants from layers and lock their IDs."""
-    ctx.obj = Env(directory, verbose, quiet)
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else
-                                           logging.WARNING)
-    _console_logging(level)
+@pass_env
+def cli(env):
+    """Build E2B sandbox template variants from layers and lock their builds."""
+    _console_logging(env)
 
+
+# -- reading the project -------------------------------------------------------------
 
 @cli.command("list")
+@common
 @json_option
 @pass_env
 def list_cmd(env, as_json):
     """List the variants and their layers."""
-    project = env.project()
+    from e2b_matrix.config import load_project
+
     rows = [{"name": v.name, "alias": v.alias, "layers": list(v.layers), "cpu_count": v.cpu_count,
              "memory_mb": v.memory_mb, "tags": list(v.tags), "file": v.source, "description": v.description}
-            for v in project.variants]
+            for v in load_project(env.root).variants]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -121,59 +165,79 @@ def list_cmd(env, as_json):
             for r in rows])
 
 
+def _plan(env, names, backend, offline, overrides, backend_values):
+    from e2b_matrix import workflow
+
+    session = env.session(names=names, backend=backend, offline=offline, overrides=overrides,
+                          backend_options=backend_values)
+    project = workflow.load(session)
+    lock = session.lock()
+    specs = workflow.resolve_specs(session, project, lock)
+    return session, workflow.plan(session, specs, lock)
+
+
+def _index_note(session) -> None:
+    for url in session.index.asked:
+        click.echo(f"note: asked the package index: {url}", err=True)
+
+
 @cli.command()
+@common
 @click.argument("names", nargs=-1)
 @backend_option
 @offline_option
 @set_option
-@ca_option
+@backend_own_options
 @json_option
 @pass_env
-def plan(env, names, backend, offline, overrides, ca_certs, as_json):
+def plan(env, names, backend, offline, overrides, as_json, **kwargs):
     """Show what would build and why (fresh, stale, unbuilt), without building."""
-    from e2b_matrix.plan import make_plan
-
-    _, lock, specs = env.specs(names, env.options(backend, offline, ca_certs), overrides)
-    items = make_plan(specs, lock)
+    session, items = _plan(env, names, backend, offline, overrides, _backend_values(kwargs))
     if as_json:
         click.echo(json.dumps([i.to_json() for i in items], indent=2))
-        return
-    _table(["NAME", "ALIAS", "STATE", "WHY"],
-           [[i.name, i.alias, i.state.value, "; ".join(i.reasons)] for i in items])
+    else:
+        _table(["NAME", "ALIAS", "STATE", "WHY"],
+               [[i.name, i.alias, i.state.value, "; ".join(i.reasons)] for i in items])
+    _index_note(session)
 
 
 @cli.command()
+@common
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["json", "dockerfile"]), default="json", show_default=True)
-@backend_option
+@click.option("--format", "fmt", type=click.Choice(["json", "dockerfile"]), default="json", show_default=True,
+              help="E2B's build API body (json) or a Dockerfile.")
 @offline_option
 @set_option
-@ca_option
+@backend_own_options
 @pass_env
-def render(env, name, fmt, backend, offline, overrides, ca_certs):
+def render(env, name, fmt, offline, overrides, **kwargs):
     """Print a variant as E2B's build API body (json) or as a Dockerfile."""
-    from e2b_matrix import render as r
+    from e2b_matrix import backends, workflow
 
-    if fmt == "dockerfile":
-        backend = "docker"
-    _, _, specs = env.specs([name], env.options(backend, offline, ca_certs), overrides)
-    spec = specs[0]
-    click.echo(r.dockerfile(spec) if fmt == "dockerfile" else r.to_json(spec), nl=fmt == "json")
+    session = env.session(names=(name,), backend=backends.by_format(fmt), offline=offline, overrides=overrides,
+                          backend_options=_backend_values(kwargs))
+    spec = workflow.resolve_specs(session, workflow.load(session), session.lock())[0]
+    text = session.backend.render(spec)
+    click.echo(text, nl=not text.endswith("\n"))
 
+
+# -- building --------------------------------------------------------------------------
 
 def build_options(f):
     """The options every build command takes."""
     for option in reversed([
-        backend_option,
+        common, backend_option,
         click.option("-j", "--jobs", type=click.IntRange(1, 20), default=None,
                      help="Builds at once (default: every selected variant, at most 8; at most 20)."),
-        click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping E2B's layer cache."),
+        click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
         click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
         click.option("--no-wait", is_flag=True,
                      help="Fail at once when another process is building the same alias."),
         click.option("--verify", is_flag=True,
                      help="Run the smoke checks before a build becomes the lock's truth."),
-        offline_option, set_option, ca_option, json_option,
+        click.option("--promote", metavar="CHANNEL", default=None,
+                     help="Point CHANNEL at each variant that built (and passed --verify) or was fresh."),
+        offline_option, set_option, backend_own_options, json_option,
     ]):
         f = option(f)
     return f
@@ -196,187 +260,218 @@ def build_all(env, **options):
     _build(env, (), **options)
 
 
-def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs, as_json):
-    from e2b_matrix import stamp
-
-    rec = stamp.recording(backend, force, click.get_current_context().info_name, dict(
-        names=names, backend=backend, jobs=jobs, fail_fast=fail_fast, no_wait=no_wait, verify=verify,
-        offline=offline, overrides=overrides, ca_certs=ca_certs, as_json=as_json), env.root, env.verbose, env.quiet)
-    code = rec.replay()  # a no-op like the last one answers from its stamp
-    if code is None:
-        with rec:
-            code, results = _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline,
-                                       overrides, ca_certs, as_json, rec.out, rec.err)
-            rec.noop = code == 0 and bool(results) and all(r.status.value == "fresh" for r in results)
-    raise SystemExit(code)
-
-
-def _run_build(env, names, backend, jobs, force, fail_fast, no_wait, verify, offline, overrides, ca_certs,
-               as_json, out, err):
-    """Resolve, build what is not fresh, report; (exit code, results)."""
+def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, offline, overrides, as_json,
+           **kwargs):
     import signal
 
-    from e2b_matrix import build as b
-    from e2b_matrix.backends import get_backend
-    from e2b_matrix.logs import RunLogs
+    from e2b_matrix import workflow
     from e2b_matrix.progress import make_reporter, results_json, summary
 
-    opts = env.options(backend, offline, ca_certs)
-    project, lock, specs = env.specs(names, opts, overrides)
-    engine = get_backend(backend, **({"ca_certs": opts.ca_certs} if backend == "docker" else {}))
-    engine.check()
-    logs = RunLogs(env.root / "logs", engine.secrets())
-    redact = logs.redactor.redact
-    runner = b.Runner(
-        backend=engine, lock_path=project.lock_path(backend), state_dir=env.root / ".e2b-matrix", logs=logs,
-        report=None, jobs=jobs or b.default_jobs(len(specs)), force=force, fail_fast=fail_fast,
-        wait_for_alias=not no_wait, retry=b.RetryPolicy.from_env(),
-        verify=_verifier(engine) if verify else None,
-        respec=lambda spec: env.respec(spec, project, opts))
+    options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
+                               overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
+                               wait=not no_wait, verify=verify, promote=promote)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with make_reporter([s.name for s in specs], redact, env.verbose, env.quiet, as_json, out, err) as reporter:
-            runner.report = reporter
-            results = runner.run(b.make_jobs(specs, lock))
+        with make_reporter(env.redact, env.verbose, env.quiet, as_json) as reporter:
+            result = workflow.build(options, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        logs.close()
     if as_json:
-        click.echo(json.dumps(results_json(results), indent=2), file=out)
+        click.echo(json.dumps(results_json(result.results), indent=2))
     else:
-        summary(results, redact, out, err)
-    if runner.fatal is not None:
-        click.echo(f"e2b-matrix: error: {redact(str(runner.fatal))}", file=err)
-    code = b.exit_code(runner, results)
-    if code == 130:
-        click.echo("e2b-matrix: interrupted; finished builds are in the lock", file=err)
-    return code, results
-
-
-_console_handler: logging.Handler | None = None
-
-
-def _console_logging(level: int) -> None:
-    """Our one stderr handler (replaced per invocation), redacting the API key even at -vv."""
-    global _console_handler
-    from e2b_matrix.logs import RedactingFormatter, Redactor
-
-    root = logging.getLogger()
-    if _console_handler is not None:
-        root.removeHandler(_console_handler)
-    _console_handler = logging.StreamHandler(sys.stderr)
-    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s",
-                                                     Redactor([os.environ.get("E2B_API_KEY", "")]), datefmt=None))
-    root.addHandler(_console_handler)
-    root.setLevel(level)
+        summary(result.results, env.redact)
+    if result.error:
+        click.echo(f"e2b-matrix: error: {env.redact(result.error)}", err=True)
+    if result.exit_code == 130:
+        click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
+    sys.exit(result.exit_code)
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _verifier(engine):
-    from e2b_matrix.verify import verifier
-
-    return verifier(engine)
-
-
 @cli.command()
+@common
 @click.argument("name")
 @backend_option
 @offline_option
 @set_option
+@backend_own_options
 @json_option
 @pass_env
-def verify(env, name, backend, offline, overrides, as_json):
-    """Run the variant's smoke checks against its built template; exit 1 on any failure."""
-    from e2b_matrix import verify as v
-    from e2b_matrix.backends import get_backend
+def verify(env, name, backend, offline, overrides, as_json, **kwargs):
+    """Run the variant's smoke checks against its locked build; exit 1 on any failure."""
+    from e2b_matrix import workflow
 
-    _, lock, specs = env.specs([name], env.options(backend, offline), overrides)
-    spec = specs[0]
-    if spec.alias not in lock.entries:
-        raise ConfigError(f"{spec.name} is not built yet (no entry for {spec.alias}); build it first",
-                          path=lock.path)
-    entry = lock.entries[spec.alias]
-    engine = get_backend(backend)
-    engine.check()
-    if entry.fingerprint != spec.fingerprint:
-        click.echo(f"warning: {spec.alias} is stale; checking the built template against the current layers",
+    session, items = _plan(env, (name,), backend, offline, overrides, _backend_values(kwargs))
+    item = items[0]
+    if item.entry is None:
+        raise ConfigError(f"{item.name} is not built yet (no entry for {item.alias}); build it first",
+                          path=session.lock_path)
+    session.backend.check()
+    if item.state is not workflow.State.FRESH:
+        click.echo(f"warning: {item.alias} is stale; checking the built template against the current layers",
                    err=True)
-    results = v.check_built(engine, spec, entry)
+    results = session.backend.verify(item.spec, item.entry)
     if as_json:
         click.echo(json.dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
                                 "duration_s": r.duration_s} for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
-    failed = [r for r in results if not r.ok]
-    if not as_json:
-        click.echo(f"{spec.name}: {len(results) - len(failed)}/{len(results)} checks passed")
-    if failed:
-        raise SystemExit(1)
+               [[r.name, r.layer, "ok" if r.ok else "FAILED", env.redact(r.detail)] for r in results])
+        click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed")
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+# -- releases --------------------------------------------------------------------------
+
+@cli.command()
+@common
+@click.argument("name")
+@backend_option
+@click.option("--id", "bare", is_flag=True, help="The bare template ID (E2B: its default channel).")
+@click.option("--channel", metavar="CHANNEL", default=None, help="<alias>:<CHANNEL>: what CHANNEL points at.")
+@pass_env
+def resolve(env, name, backend, bare, channel):
+    """Print the pinned build of a variant or alias (E2B_TEMPLATE_ID wins), for shells."""
+    session = env.session(backend=backend)
+    if channel is not None:
+        from e2b_matrix.workflow import check_channel
+
+        click.echo(session.backend.channel_reference(session.lock().entry(name), check_channel(channel, "--channel")))
+        return
+    if env.settings.template_id:
+        click.echo(env.settings.template_id)
+        return
+    entry = session.lock().entry(name)
+    click.echo(entry.template_id if bare else session.backend.reference(entry))
 
 
 @cli.command()
+@common
+@click.argument("names", nargs=-1, required=True)
+@click.option("--channel", default="default", show_default=True, help="The channel (an E2B tag) to move.")
+@backend_option
+@pass_env
+def promote(env, names, channel, backend):
+    """Point a channel at each variant's locked build, and record it in the lock."""
+    from e2b_matrix import workflow
+
+    for e in workflow.promote(env.session(backend=backend), names, channel):
+        click.echo(f"{e.alias}: {channel} -> {e.build_id}")
+
+
+@cli.command()
+@common
 @click.argument("name")
 @backend_option
 @pass_env
-def resolve(env, name, backend):
-    """Print the template ID of a variant or alias (E2B_TEMPLATE_ID wins)."""
-    from_env = os.environ.get("E2B_TEMPLATE_ID")
-    click.echo(from_env if from_env else env.lock(backend).template_id(name))
+def rollback(env, name, backend):
+    """Return a variant to its previous build; channels promoted to the current one follow."""
+    from e2b_matrix import workflow
 
+    before, after = workflow.rollback(env.session(backend=backend), name)
+    moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
+    click.echo(f"{after.alias}: {before.build_id} -> {after.build_id}"
+               + (f" (channels moved back: {', '.join(moved)})" if moved else ""))
+
+
+@cli.command()
+@common
+@click.argument("names", nargs=-1)
+@backend_option
+@json_option
+@pass_env
+def status(env, names, backend, as_json):
+    """Compare the backend's channels with the lock (drift); exit 1 on any."""
+    from e2b_matrix import workflow
+
+    drift = workflow.status(env.session(backend=backend), names)
+    _print_drift(drift, as_json)
+    if not all(d.ok for d in drift):
+        sys.exit(1)
+
+
+def _print_drift(drift, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"alias": d.alias, "variant": d.variant, "state": d.state, "ok": d.ok,
+                                "details": list(d.details), "channels": dict(d.channels)} for d in drift], indent=2))
+        return
+    _table(["ALIAS", "VARIANT", "STATE", "DETAILS"],
+           [[d.alias, d.variant, d.state, "; ".join(d.details)] for d in drift])
+
+
+# -- the lock --------------------------------------------------------------------------
 
 @cli.group("lock")
+@common
 def lock_group():
     """Read and check the lock file."""
 
 
 @lock_group.command("show")
+@common
 @backend_option
 @json_option
 @pass_env
 def lock_show(env, backend, as_json):
     """Show the lock's entries."""
-    lock = env.lock(backend)
+    session = env.session(backend=backend)
+    lock = session.lock()
     if as_json:
         click.echo(json.dumps({e.alias: _entry_json(e) for e in lock}, indent=2))
         return
-    _table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "BUILT AT"],
+    if not lock.exists:
+        click.echo(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
+        return
+    _table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
            [[e.alias, e.variant, e.template_id, e.build_id,
-             ",".join(f"{k}@{v}" for k, v in sorted(e.layers.items())),
+             ",".join(f"{k}@{v}" for k, v in e.layers.items()),
+             ",".join(f"{k}={v[:8]}" for k, v in e.channels.items()),
              e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")] for e in lock])
 
 
 @lock_group.command("check")
+@common
 @backend_option
 @offline_option
+@click.option("--remote", is_flag=True, help="Also ask the backend for drift (see status).")
 @json_option
 @pass_env
-def lock_check(env, backend, offline, as_json):
+def lock_check(env, backend, offline, remote, as_json):
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
-    from e2b_matrix.plan import State, make_plan, orphans
+    from e2b_matrix import workflow
 
-    project, lock, specs = env.specs((), env.options(backend, offline))
-    items = make_plan(specs, lock) + orphans(lock, [v.alias for v in project.variants])
-    bad = [i for i in items if i.state is not State.FRESH]
+    session = env.session(backend=backend, offline=offline)
+    items = workflow.check_lock(session, remote=remote)
+    bad = [i for i in items if i.state is not workflow.State.FRESH]
+    drift = workflow.status(session) if remote else []
+    drifted = [d for d in drift if not d.ok]
     if as_json:
-        click.echo(json.dumps({"ok": not bad, "items": [i.to_json() for i in items]}, indent=2))
+        click.echo(json.dumps({"ok": not bad and not drifted, "items": [i.to_json() for i in items],
+                               "drift": [{"alias": d.alias, "state": d.state, "details": list(d.details)}
+                                         for d in drift]}, indent=2))
     else:
         for i in bad:
             click.echo(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
-        if not bad:
-            click.echo(f"{lock.path}: {len(items)} variants, all fresh")
-    if bad:
-        raise SystemExit(1)
+        for d in drifted:
+            click.echo(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
+        if not bad and not drifted:
+            click.echo(f"{session.lock_path}: {len(items)} variants, all fresh" + (", in sync" if remote else ""))
+    if bad or drifted:
+        sys.exit(1)
 
 
-# -- helpers -------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------
 
 def _entry_json(e) -> dict:
     d = e.to_dict()
     d["built_at"] = e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    d["reference"] = e.reference
+    for b in d.get("history", []):
+        b["built_at"] = b["built_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
     return d
 
 
@@ -384,6 +479,30 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
     from e2b_matrix.progress import print_table
 
     print_table(headers, rows)
+
+
+_console_handler: logging.Handler | None = None
+
+
+def _console_logging(env: Env) -> None:
+    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv."""
+    global _console_handler
+    from e2b_matrix.logs import RedactingFormatter
+    from e2b_matrix.secrets import Redactor
+
+    root = logging.getLogger()
+    if _console_handler is not None:
+        root.removeHandler(_console_handler)
+    try:
+        secrets = env.settings.secrets()
+    except MatrixError:
+        secrets = []
+    _console_handler = logging.StreamHandler(sys.stderr)
+    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", Redactor(secrets),
+                                                     datefmt=None))
+    root.addHandler(_console_handler)
+    root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else
+                  logging.INFO if env.verbose else logging.WARNING)
 
 
 def main(argv=None) -> None:

@@ -2,11 +2,13 @@
 
 Every problem is a ConfigError naming the file and the key, raised before
 anything is built or written. Loading is pure: it reads, never writes.
+Every string of every file (keys too) is checked for control characters in
+one place (``read_toml``); newlines and tabs pass only where a value is a
+script or a description.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -15,18 +17,11 @@ from typing import Any
 
 import attrs
 
-from e2b_matrix import readlog
+from e2b_matrix import files, names, resolve
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.layers.checks import type_name
-from e2b_matrix.lock import LOCK_FILES  # noqa: F401  (re-exported)
 from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
-
-ALIAS_RE = re.compile(r"^[a-z0-9-_]+$")          # E2B template names
-TAG_RE = re.compile(r"^[a-z0-9-_.]+$")           # E2B tags
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-_.]*$")  # our CLI names
-AXIS_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+from e2b_matrix.names import type_name
 
 VARIANT_KEYS = {"name", "alias", "layers", "cpu_count", "memory_mb", "tags", "description"}
 REQUIRED_VARIANT_KEYS = ("name", "alias", "layers")
@@ -34,7 +29,8 @@ TOP_KEYS = {"variant", "params", "matrix"}
 LAYER_KEYS = {"name", "version", "requires", "description"}
 STEP_KINDS = {"run", "apt", "pip", "env", "workdir", "user"}
 CHECK_KEYS = {"name", "command", "expect", "user"}
-
+# where a newline or a tab is part of the value: scripts and prose
+_MULTILINE = re.compile(r"(steps\[\d+\]\.run|checks\[\d+\]\.command|(variant|layer)\.description)")
 
 
 def _close_matches(word: str, possibilities, n: int = 1) -> list[str]:
@@ -43,16 +39,13 @@ def _close_matches(word: str, possibilities, n: int = 1) -> list[str]:
     return difflib.get_close_matches(word, list(possibilities), n=n)
 
 
-@attrs.frozen(slots=False)
+@attrs.frozen
 class Project:
     """A project directory: its layers and its (expanded, validated) variants."""
 
     root: Path
     variants: tuple[Variant, ...]
     layers: Mapping[str, Layer] = attrs.field(eq=False)
-
-    def lock_path(self, backend: str = "e2b") -> Path:
-        return self.root / LOCK_FILES[backend]
 
     def names(self) -> list[str]:
         return [v.name for v in self.variants]
@@ -61,21 +54,17 @@ class Project:
         for v in self.variants:
             if name in (v.name, v.alias):
                 return v
-        known = self.names() + [v.alias for v in self.variants]
-        close = _close_matches(name, known, n=1)
+        close = _close_matches(name, self.names() + [v.alias for v in self.variants])
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"no variant named {name!r} (known: {', '.join(self.names()) or 'none'}){hint}",
                           path=self.root / "variants")
 
     def select(self, names: Iterable[str] = ()) -> list[Variant]:
-        names = list(names)
-        if not names:
-            return list(self.variants)
         chosen: dict[str, Variant] = {}
         for n in names:
             v = self.variant(n)
             chosen.setdefault(v.name, v)
-        return list(chosen.values())
+        return list(chosen.values()) if chosen else list(self.variants)
 
 
 def load_project(root: str | Path = ".") -> Project:
@@ -84,18 +73,15 @@ def load_project(root: str | Path = ".") -> Project:
     if not vdir.is_dir():
         raise ConfigError("no variants/ folder here (use -C DIR to point at the project)", path=root.resolve())
     layers = load_layers(root)
-    variants: list[Variant] = []
-    files = sorted(vdir.glob("*.toml"))
-    readlog.note_glob(vdir, "*.toml", files)
-    if not files:
+    files_ = sorted(vdir.glob("*.toml"))
+    if not files_:
         raise ConfigError("no variant files (*.toml)", path=vdir)
-    for f in files:
-        variants.extend(load_variant_file(f, layers, root))
-    _check_unique(variants)
+    variants = [v for f in files_ for v in load_variant_file(f, layers, root)]
+    check_namespace(variants)
     return Project(root=root, variants=tuple(sorted(variants, key=lambda v: v.name)), layers=layers)
 
 
-# -- files -------------------------------------------------------------------
+# -- files -------------------------------------------------------------------------
 
 def _display(path: Path, root: Path | None) -> str:
     try:
@@ -104,26 +90,47 @@ def _display(path: Path, root: Path | None) -> str:
         return str(path)
 
 
+def check_strings(value, shown: str, key: str = "") -> None:
+    """No control characters in any key or string (newline and tab only in scripts and prose)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{key}.{k}" if key else k
+            if names.control_char(k):
+                raise ConfigError(f"a key contains a control character ({names.control_char(k)})", path=shown,
+                                  key=key or None)
+            check_strings(v, shown, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_strings(v, shown, f"{key}[{i}]")
+    elif isinstance(value, str):
+        bad = names.control_char(value, multiline=bool(_MULTILINE.fullmatch(key)))
+        if bad:
+            raise ConfigError(f"contains a control character ({bad})", path=shown, key=key)
+
+
 def read_toml(path: Path, root: Path | None = None) -> dict:
     shown = _display(path, root)
     try:
-        text = path.read_text(encoding="utf-8")
-        readlog.note_file(path, text)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=shown) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", path=shown) from None
+        text = files.read_text(path)
+    except files.FileError as exc:
+        raise ConfigError(str(exc), path=shown) from None
+    if text is None:
+        raise ConfigError("no such file", path=shown)
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=shown) from None
+    except RecursionError:
+        raise ConfigError("invalid TOML: nested too deeply", path=shown) from None
+    check_strings(doc, shown)
+    return doc
 
 
 def _unknown(keys: Iterable[str], allowed: Iterable[str], shown: str, prefix: str) -> None:
     allowed = sorted(allowed)
     for key in keys:
         if key not in allowed:
-            close = _close_matches(key, allowed, n=1)
+            close = _close_matches(key, allowed)
             hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
             raise ConfigError(f"unknown key{hint}", path=shown, key=f"{prefix}{key}")
 
@@ -139,17 +146,20 @@ def _table(doc: Mapping, key: str, shown: str, prefix: str = "", required: bool 
     return value
 
 
-def _string_list(value, shown, key, pattern=None, what="") -> tuple[str, ...]:
+def _checked(check, value, shown: str, key: str):
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=shown, key=key) from None
+
+
+def _string_list(value, shown, key, check=None) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise ConfigError(f"expected a list of strings, got {type_name(value)}", path=shown, key=key)
-    if pattern:
-        for x in value:
-            if not pattern.match(x):
-                raise ConfigError(f"{x!r} is not a valid {what} (must match {pattern.pattern})", path=shown, key=key)
-    return tuple(value)
+    return tuple(_checked(check, x, shown, key) if check else x for x in value)
 
 
-# -- variants ------------------------------------------------------------------
+# -- variants ----------------------------------------------------------------------
 
 def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None = None) -> list[Variant]:
     shown = _display(path, root)
@@ -160,7 +170,7 @@ def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None
     for layer_name, table in params.items():
         if not isinstance(table, dict):
             raise ConfigError(f"expected a table, got {type_name(table)}", path=shown, key=f"params.{layer_name}")
-    matrix = _parse_matrix(_table(doc, "matrix", shown), shown)
+    axes = _parse_matrix(_table(doc, "matrix", shown), shown)
     for key in REQUIRED_VARIANT_KEYS:
         if key not in spec:
             raise ConfigError("missing key", path=shown, key=f"variant.{key}")
@@ -168,14 +178,14 @@ def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None
 
     out: list[Variant] = []
     seen: dict[str, dict] = {}
-    for case in _cases(matrix):
+    for case in resolve.matrix_cases(axes):
         v = _build_variant(spec, params, case, layers, shown)
         if v.name in seen:
             raise ConfigError(f"matrix cases {seen[v.name]} and {case} both expand to the name {v.name!r}",
                               path=shown, key="matrix")
         seen[v.name] = case
         out.append(v)
-    _check_unique(out)
+    check_namespace(out)
     return out
 
 
@@ -184,8 +194,7 @@ def _parse_matrix(matrix: dict, shown: str) -> dict[str, tuple]:
     for axis in sorted(matrix):
         values = matrix[axis]
         key = f"matrix.{axis}"
-        if not AXIS_RE.match(axis):
-            raise ConfigError("axis names are lowercase identifiers", path=shown, key=key)
+        _checked(names.check_axis, axis, shown, key)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"expected a non-empty list of values, got {type_name(values)}", path=shown, key=key)
         for value in values:
@@ -197,53 +206,23 @@ def _parse_matrix(matrix: dict, shown: str) -> dict[str, tuple]:
     return axes
 
 
-def _cases(axes: dict[str, tuple]) -> list[dict]:
-    names = sorted(axes)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
-
-
-def name_safe(value) -> str:
-    """A matrix value as it may appear in an E2B name: '0.5.6' -> '0-5-6'."""
-    return re.sub(r"[^a-z0-9-_]+", "-", str(value).lower()).strip("-") or "x"
-
-
-def _substitute(value, case: dict, shown: str, key: str, for_name: bool):
-    if isinstance(value, list):
-        return [_substitute(v, case, shown, f"{key}[{i}]", for_name) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _substitute(v, case, shown, f"{key}.{k}", for_name) for k, v in value.items()}
-    if not isinstance(value, str):
-        return value
-
-    def repl(m: re.Match) -> str:
-        axis = m.group(1)
-        if axis not in case:
-            axes = ", ".join(sorted(case)) or "none: this file has no [matrix]"
-            raise ConfigError(f"unknown matrix axis {{{axis}}} (axes: {axes})", path=shown, key=key)
-        return name_safe(case[axis]) if for_name else str(case[axis])
-
-    # A value that is exactly one placeholder keeps the axis value's type.
-    whole = PLACEHOLDER.fullmatch(value)
-    if whole and whole.group(1) in case and not for_name:
-        return case[whole.group(1)]
-    return PLACEHOLDER.sub(repl, value)
+def _substitute(value, case: dict, shown: str, key: str, for_name: bool = False):
+    try:
+        return resolve.substitute(value, case, for_name)
+    except KeyError as exc:
+        axes = ", ".join(sorted(case)) or "none: this file has no [matrix]"
+        raise ConfigError(f"unknown matrix axis {{{exc.args[0]}}} (axes: {axes})", path=shown, key=key) from None
 
 
 def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, Layer], shown: str) -> Variant:
     s = {k: _substitute(v, case, shown, f"variant.{k}", for_name=k in ("name", "alias", "tags"))
          for k, v in spec.items()}
-    name, alias = s["name"], s["alias"]
-    for key, value, pattern, what in (("name", name, NAME_RE, "variant name"),
-                                      ("alias", alias, ALIAS_RE, "E2B template name")):
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {type_name(value)}", path=shown, key=f"variant.{key}")
-        if not pattern.match(value):
-            raise ConfigError(f"{value!r} is not a valid {what} (must match {pattern.pattern})",
-                              path=shown, key=f"variant.{key}")
+    name = _checked(names.check_name, s["name"], shown, "variant.name")
+    alias = _checked(names.check_alias, s["alias"], shown, "variant.alias")
     layer_names = _string_list(s["layers"], shown, "variant.layers")
     if not layer_names:
         raise ConfigError("a variant needs at least one layer", path=shown, key="variant.layers")
-    tags = _string_list(s.get("tags", []), shown, "variant.tags", TAG_RE, "E2B tag")
+    tags = _string_list(s.get("tags", []), shown, "variant.tags", names.check_variant_tag)
     cpu = _int(s.get("cpu_count", 2), shown, "variant.cpu_count")
     if not (cpu == 1 or (cpu % 2 == 0 and 2 <= cpu <= 32)):
         raise ConfigError(f"E2B takes 1 or an even number up to 32, got {cpu}", path=shown, key="variant.cpu_count")
@@ -251,14 +230,13 @@ def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, La
     if mem < 128 or mem % 2:
         raise ConfigError(f"E2B takes an even number of MiB, at least 128, got {mem}", path=shown,
                           key="variant.memory_mb")
-    description = s.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(f"expected a string, got {type_name(description)}", path=shown, key="variant.description")
+    description = _checked(lambda d: names.check_text(d, multiline=True), s.get("description", ""), shown,
+                           "variant.description")
 
-    seen = set()
-    for i, ln in enumerate(layer_names):
+    seen: set[str] = set()
+    for ln in layer_names:
         if ln not in layers:
-            close = _close_matches(ln, list(layers), n=1)
+            close = _close_matches(ln, layers)
             hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(layers))})"
             raise ConfigError(f"unknown layer {ln!r}{hint}", path=shown, key="variant.layers")
         if ln in seen:
@@ -284,11 +262,8 @@ def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, La
             if p is None:
                 known = ", ".join(x.name for x in layer.params) or "none"
                 raise ConfigError(f"unknown parameter (layer {ln} takes: {known})", path=shown, key=f"{key}.{pname}")
-            value = _substitute(raw, case, shown, f"{key}.{pname}", for_name=False)
-            try:
-                values[pname] = p.convert(value)
-            except ValueError as exc:
-                raise ConfigError(str(exc), path=shown, key=f"{key}.{pname}") from None
+            value = _substitute(raw, case, shown, f"{key}.{pname}")
+            values[pname] = _checked(p.convert, value, shown, f"{key}.{pname}")
         resolved_params[ln] = values
 
     return Variant(name=name, alias=alias, layers=layer_names, cpu_count=cpu, memory_mb=mem, tags=tags,
@@ -301,54 +276,44 @@ def _int(value, shown, key) -> int:
     return value
 
 
-def _check_unique(variants: list[Variant]) -> None:
-    for attr in ("name", "alias"):
-        seen: dict[str, Variant] = {}
-        for v in variants:
-            other = seen.get(getattr(v, attr))
-            if other is not None:
-                where = other.source if other.source == v.source else f"{other.source} and {v.source}"
-                raise ConfigError(f"{getattr(v, attr)!r} is used by two variants ({where})",
-                                  path=v.source, key=f"variant.{attr}")
-            seen[getattr(v, attr)] = v
+def check_namespace(variants: list[Variant]) -> None:
+    """Names and aliases share one namespace: no word may mean two variants."""
+    owner: dict[str, tuple[Variant, str]] = {}
+    for v in variants:
+        for attr in ("name", "alias"):
+            word = getattr(v, attr)
+            other = owner.get(word)
+            if other is not None and other[0] is not v:
+                o, oattr = other
+                where = o.source if o.source == v.source else f"{o.source} and {v.source}"
+                what = "two variants" if oattr == attr else f"two variants (the {oattr} of one, the {attr} of the other)"
+                raise ConfigError(f"{word!r} is used by {what} ({where})", path=v.source, key=f"variant.{attr}")
+            owner.setdefault(word, (v, attr))
 
 
-# -- project layers ----------------------------------------------------------
+# -- project layers ------------------------------------------------------------------
 
 def load_layers(root: Path) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
     layers = dict(SHIPPED)
     ldir = root / "layers"
-    files = sorted(ldir.glob("*.toml")) if ldir.is_dir() else []
-    readlog.note_glob(ldir, "*.toml", files)
-    for f in files:
+    for f in sorted(ldir.glob("*.toml")) if ldir.is_dir() else []:
         layer = load_layer_file(f, root)
-        shown = _display(f, root)
         if layer.name in layers:
             where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
-            raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=shown, key="layer.name")
+            raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=layer.source,
+                              key="layer.name")
         layers[layer.name] = layer
     for layer in layers.values():
         for req in layer.requires:
             if req not in layers:
                 raise ConfigError(f"requires unknown layer {req!r}", path=layer.source, key="layer.requires")
-    cycle = find_cycle(layers)
+    cycle = resolve.find_cycle({n: layer.requires for n, layer in layers.items()})
     if cycle:
         culprit = next(layers[n] for n in cycle if layers[n].source != "<built-in>")
         raise ConfigError(f"layers require each other in a loop: {' -> '.join(cycle)}", path=culprit.source,
                           key="layer.requires")
     return layers
-
-
-def find_cycle(layers: Mapping[str, Layer]) -> list[str] | None:
-    import graphlib
-
-    ts = graphlib.TopologicalSorter({n: l.requires for n, l in layers.items()})
-    try:
-        ts.prepare()
-    except graphlib.CycleError as exc:
-        return list(reversed(exc.args[1]))
-    return None
 
 
 def load_layer_file(path: Path, root: Path | None = None) -> Layer:
@@ -358,18 +323,17 @@ def load_layer_file(path: Path, root: Path | None = None) -> Layer:
     spec = _table(doc, "layer", shown, required=True)
     _unknown(spec, LAYER_KEYS, shown, "layer.")
     for key in ("name", "version"):
-        if not isinstance(spec.get(key), str) or not spec.get(key):
+        if not isinstance(spec.get(key), str) or not spec.get(key).strip():
             raise ConfigError("missing key" if key not in spec else "expected a non-empty string",
                               path=shown, key=f"layer.{key}")
-    if not NAME_RE.match(spec["name"]):
-        raise ConfigError(f"{spec['name']!r} is not a valid layer name", path=shown, key="layer.name")
+    name = _checked(names.check_layer_name, spec["name"], shown, "layer.name")
     requires = _string_list(spec.get("requires", ["base"]), shown, "layer.requires")
+    description = _checked(lambda d: names.check_text(d, multiline=True), spec.get("description", ""), shown,
+                           "layer.description")
     steps = tuple(_parse_step(s, shown, f"steps[{i}]") for i, s in enumerate(_array(doc, "steps", shown)))
-    checks = tuple(_parse_check(c, shown, f"checks[{i}]", spec["name"])
-                   for i, c in enumerate(_array(doc, "checks", shown)))
-    return Layer(name=spec["name"], version=spec["version"], requires=requires,
-                 description=spec.get("description", ""), steps=lambda p, c, s=steps: s,
-                 checks=lambda p, c, k=checks: k, source=shown)
+    checks = tuple(_parse_check(c, shown, f"checks[{i}]", name) for i, c in enumerate(_array(doc, "checks", shown)))
+    return Layer(name=name, version=spec["version"], requires=requires, description=description,
+                 steps=lambda p, c, s=steps: s, checks=lambda p, c, k=checks: k, source=shown)
 
 
 def _array(doc, key, shown) -> list[dict]:
@@ -387,48 +351,55 @@ def _parse_step(s: dict, shown: str, key: str) -> Step:
     kind = kinds[0]
     _unknown(s, {kind, "user"} if kind == "run" else {kind}, shown, f"{key}.")
     value = s[kind]
+    where = f"{key}.{kind}"
     if kind in ("apt", "pip"):
-        pkgs = _string_list(value, shown, f"{key}.{kind}")
+        pkgs = _string_list(value, shown, where, names.check_package)
         return apt(pkgs) if kind == "apt" else pip(pkgs)
     if kind == "env":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError("expected a table of strings", path=shown, key=f"{key}.env")
+            raise ConfigError("expected a table of strings", path=shown, key=where)
+        for k in value:
+            _checked(names.check_env_name, k, shown, f"{where}.{k}")
         return Step("set_envs", (value,))
-    if not isinstance(value, str) or not value:
-        raise ConfigError("expected a non-empty string", path=shown, key=f"{key}.{kind}")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("expected a non-empty string", path=shown, key=where)
     if kind == "run":
         user = s.get("user")
-        if user is not None and not isinstance(user, str):
-            raise ConfigError("expected a string", path=shown, key=f"{key}.user")
+        if user is not None:
+            _checked(names.check_user, user, shown, f"{key}.user")
         return run(value, user=user)
-    return Step("set_workdir" if kind == "workdir" else "set_user", (value,))
+    if kind == "user":
+        return Step("set_user", (_checked(names.check_user, value, shown, where),))
+    return Step("set_workdir", (value,))
 
 
 def _parse_check(c: dict, shown: str, key: str, layer: str) -> Check:
     _unknown(c, CHECK_KEYS, shown, f"{key}.")
     for k in ("name", "command"):
-        if not isinstance(c.get(k), str) or not c[k]:
+        if not isinstance(c.get(k), str) or not c[k].strip():
             raise ConfigError("missing key" if k not in c else "expected a non-empty string", path=shown,
                               key=f"{key}.{k}")
     for k in ("expect", "user"):
         if k in c and not isinstance(c[k], str):
             raise ConfigError("expected a string", path=shown, key=f"{key}.{k}")
+    if "user" in c:
+        _checked(names.check_user, c["user"], shown, f"{key}.user")
     return Check(c["name"], command=c["command"], expect=c.get("expect"), user=c.get("user", "user"), layer=layer)
 
 
-# -- command-line overrides (precedence: defaults -> file -> command line) -----
+# -- command-line overrides (precedence: defaults -> file -> command line) -----------
 
 def apply_overrides(project: Project, overrides: Iterable[str]) -> Project:
     """``--set layer.param=value``: applied to every variant that has the layer."""
-    overrides = list(overrides)
-    if not overrides:
-        return project
     parsed: list[tuple[str, str, Any]] = []
     for item in overrides:
         name, sep, raw = item.partition("=")
         layer_name, dot, pname = name.partition(".")
         if not sep or not dot or not layer_name or not pname:
             raise ConfigError(f"{item!r} is not LAYER.PARAM=VALUE", key="--set")
+        bad = names.control_char(item)
+        if bad:
+            raise ConfigError(f"{name}: contains a control character ({bad})", key="--set")
         layer = project.layers.get(layer_name)
         if layer is None:
             raise ConfigError(f"unknown layer {layer_name!r}", key="--set")
@@ -446,6 +417,8 @@ def apply_overrides(project: Project, overrides: Iterable[str]) -> Project:
             parsed.append((layer_name, pname, p.convert(value)))
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}", key="--set") from None
+    if not parsed:
+        return project
     variants = []
     for v in project.variants:
         params = {ln: v.params_for(ln) for ln in v.layers}

@@ -11,9 +11,9 @@ class MatrixError(Exception):
 
 
 class ConfigError(MatrixError):
-    """Bad input or configuration: a variant file, a parameter, a lock file.
+    """Bad input or configuration: a variant file, a parameter, a variable, a lock file.
 
-    The message is one line that names the file and the key.
+    The message is one line that names the file (or variable) and the key.
     """
 
     exit_code = 2
@@ -21,18 +21,13 @@ class ConfigError(MatrixError):
     def __init__(self, message: str, *, path=None, key=None):
         self.path = str(path) if path is not None else None
         self.key = key
-        where = ""
-        if self.path and key:
-            where = f"{self.path}: {key}: "
-        elif self.path:
-            where = f"{self.path}: "
-        elif key:
-            where = f"{key}: "
-        super().__init__(f"{where}{message}")
+        self.bare = message
+        where = ": ".join(str(p) for p in (self.path, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class LockError(ConfigError):
-    """A lock file that cannot be read: bad TOML, wrong type, newer schema."""
+    """A lock file that cannot be read or written: bad TOML, wrong type, newer schema, a secret."""
 
 
 class UnknownNameError(MatrixError, KeyError):
@@ -50,7 +45,23 @@ class CredentialsError(MatrixError):
     exit_code = 2
 
 
-class BuildFailed(MatrixError):
-    """One or more builds or checks failed."""
+class BuildError(MatrixError):
+    """The build itself failed (E2B said error, docker build failed): not retried."""
+
+
+class TransientError(MatrixError):
+    """Worth another attempt: 429, 5xx, a reset connection, a timeout."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Cancelled(MatrixError):
+    """Stopped on request (fail-fast, Ctrl-C) before the work finished."""
+
+
+class NothingToDo(MatrixError):
+    """A request that cannot be met, for a reason that is not bad input (rollback with no history)."""
 
     exit_code = 1

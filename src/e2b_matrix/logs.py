@@ -2,56 +2,25 @@
 
 Files rotate (size-bounded, a few backups) through concurrent-log-handler,
 safe when two processes build at once. Every handler this module installs
-redacts secrets (the E2B API key) from what it writes.
+redacts secrets (secrets.Redactor) from what it writes.
 
 A file is opened (and concurrent-log-handler imported) at the first record
 that goes to it, so a run that builds nothing — every variant fresh — writes
-no file and pays nothing for logging.
-
-``RunLogs(directory=None)`` writes no files at all; so does any ``RunLogs``
-when the environment has ``E2B_MATRIX_NO_LOG_FILES=1`` (also ``true``/``yes``/
-``on``): for benchmarks (`make bench` measures file logging against it) and
-for callers that collect the output some other way.
+no file and pays nothing for logging. ``RunLogs(None)`` writes no files at
+all (``E2B_MATRIX_NO_LOG_FILES=1``, or a logs folder that cannot be written).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
-from collections.abc import Iterable
 from pathlib import Path
+
+from e2b_matrix.secrets import Redactor
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
-NO_LOG_FILES_ENV = "E2B_MATRIX_NO_LOG_FILES"
-
-
-def env_flag(name: str, environ=None) -> bool:
-    """Is the switch ``name`` on in the environment (1, true, yes, on)?"""
-    value = (os.environ if environ is None else environ).get(name, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def log_files_disabled(environ=None) -> bool:
-    """Does the environment turn log files off (``E2B_MATRIX_NO_LOG_FILES=1``)?"""
-    return env_flag(NO_LOG_FILES_ENV, environ)
-
-
-class Redactor:
-    """Replaces each secret (and anything shaped like an E2B key) with ***."""
-
-    KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}\b")
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        self.secrets = [s for s in secrets if s]
-
-    def redact(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return self.KEY_SHAPE.sub("e2b_***", text)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -122,11 +91,9 @@ class _LazyFileHandler(logging.Handler):
 class RunLogs:
     """The log files of one run; ``variant(alias)`` gives a variant's logger."""
 
-    def __init__(self, directory: Path | None, secrets: Iterable[str] = ()):
-        if directory is not None and log_files_disabled():
-            directory = None
+    def __init__(self, directory: Path | None, redactor: Redactor | None = None):
         self.directory = directory
-        self.redactor = Redactor(secrets)
+        self.redactor = redactor or Redactor()
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)

@@ -1,21 +1,23 @@
 """The data model: frozen attrs classes, the only shapes data flows through.
 
-files -> Variant/Layer -> BuildSpec (resolved) -> backend -> BuildResult -> lock.
-Nothing here imports e2b or click.
+files -> Variant/Layer -> BuildSpec (resolved) -> backend -> BuildResult -> LockEntry.
+Nothing here imports e2b or click; the lock reader (and so the Nexus
+server) imports this module, so it stays light.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
-from e2b_matrix.lock import LockEntry  # noqa: F401  (re-exported: the lock owns its entry)
+from e2b_matrix import names
 
-BACKENDS = ("e2b", "docker")
+HISTORY_LIMIT = 5  # builds a lock entry remembers for rollback
 
 
 def _tuple(value) -> tuple:
@@ -105,7 +107,6 @@ class Check:
     cells: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     expect: str | None = None
     user: str = "user"
-    backends: tuple[str, ...] = attrs.field(default=BACKENDS, converter=_tuple)
     devices: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     layer: str = ""
 
@@ -145,10 +146,13 @@ class Param:
 
 @attrs.frozen(slots=False)
 class Context:
-    """What a layer's steps may depend on besides its parameters."""
+    """What a layer's steps may depend on besides its parameters: where the template starts."""
 
-    backend: str
-    python: str  # the base's Python version
+    base: Base
+
+    @property
+    def python(self) -> str:
+        return self.base.python
 
 
 @attrs.frozen(slots=False)
@@ -166,7 +170,6 @@ class Layer:
     params: tuple[Param, ...] = attrs.field(default=(), converter=_tuple)
     steps: Callable[[Mapping, Context], tuple[Step, ...]] = lambda p, c: ()
     checks: Callable[[Mapping, Context], tuple[Check, ...]] = lambda p, c: ()
-    base: Callable[[Mapping, str], Base] | None = None
     description: str = ""
     # What the lock records for this layer; nexus records its package version.
     recorded_version: Callable[[Mapping], str] | None = None
@@ -296,3 +299,140 @@ class BuildResult:
     error: str = ""
     attempts: int = 0
     image: str = ""
+
+
+@attrs.frozen(slots=False)
+class Outcome:
+    """What a backend built: the template (or image) and the build."""
+
+    template_id: str
+    build_id: str
+    image: str = ""
+    domain: str = ""
+
+
+# -- the lock's values -----------------------------------------------------------
+
+class FrozenMap(Mapping):
+    """A read-only, hashable str -> str mapping, its keys sorted."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, items=()):
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._d = dict(sorted(pairs))
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __eq__(self, other):
+        return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented
+
+    def __hash__(self):
+        return hash(tuple(self._d.items()))
+
+    def __repr__(self):
+        return repr(self._d)
+
+    def __reduce__(self):
+        return FrozenMap, (self._d,)
+
+
+def _frozen_map(value) -> FrozenMap:
+    return value if type(value) is FrozenMap else FrozenMap(value or {})
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise ValueError(f"built_at must be a date-time with a timezone, got {value!r}")
+    return value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
+
+
+def _lock_id(inst, attribute, value) -> None:
+    try:
+        names.check_lock_id(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+def _str_map(inst, attribute, value: FrozenMap) -> None:
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"{attribute.name}: expected strings, got {k!r} = {v!r}")
+
+
+@attrs.frozen(slots=False)
+class Build:
+    """A previous build of a lock entry's alias: what rollback returns to."""
+
+    build_id: str = attrs.field(validator=_lock_id)
+    fingerprint: str
+    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_str_map)
+    built_at: dt.datetime = attrs.field(converter=_utc)
+    image: str = ""
+
+
+@attrs.frozen(slots=False)
+class LockEntry:
+    """One built template, as the lock records it under ``[templates.<alias>]``.
+
+    ``reference`` is the pinned build (``<template_id>:<build_id>``): what the
+    Nexus server hands to ``Sandbox.create``. ``channels`` maps each E2B tag
+    this tool promoted to the build ID it points at; ``history`` holds the
+    previous builds, newest first.
+    """
+
+    alias: str
+    variant: str
+    template_id: str = attrs.field(validator=_lock_id)
+    build_id: str = attrs.field(validator=_lock_id)
+    fingerprint: str
+    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_str_map)
+    built_at: dt.datetime = attrs.field(converter=_utc)
+    domain: str = ""        # the E2B domain; empty for Docker builds
+    image: str = ""         # the Docker image tag; empty for E2B builds
+    inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
+    channels: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
+    history: tuple[Build, ...] = attrs.field(default=(), converter=tuple)
+
+    @property
+    def reference(self) -> str:
+        """The pinned build: ``<template_id>:<build_id>``."""
+        return f"{self.template_id}:{self.build_id}"
+
+    def as_build(self) -> Build:
+        return Build(self.build_id, self.fingerprint, self.layers, self.built_at, self.image)
+
+    def replaced_by(self, new: LockEntry) -> LockEntry:
+        """``new`` with this build pushed onto its history; channels stay where they point."""
+        history = (self.as_build(), *self.history) if self.build_id != new.build_id else self.history
+        return attrs.evolve(new, channels=self.channels, history=history[:HISTORY_LIMIT])
+
+    def rolled_back(self) -> LockEntry:
+        """Back to the previous build; channels that pointed at this build follow it back."""
+        prev = self.history[0]
+        channels = {ch: (prev.build_id if bid == self.build_id else bid) for ch, bid in self.channels.items()}
+        return attrs.evolve(self, build_id=prev.build_id, fingerprint=prev.fingerprint, layers=prev.layers,
+                            built_at=prev.built_at, image=prev.image or self.image, inputs={},
+                            channels=channels, history=self.history[1:])
+
+    def promoted(self, channel: str) -> LockEntry:
+        return attrs.evolve(self, channels={**self.channels, channel: self.build_id})
+
+    def to_dict(self) -> dict:
+        """The entry as plain data (without the alias, its key); empty optional fields left out."""
+        d = {"variant": self.variant, "template_id": self.template_id, "build_id": self.build_id,
+             "fingerprint": self.fingerprint, "built_at": self.built_at, "domain": self.domain,
+             "image": self.image, "layers": dict(self.layers), "inputs": dict(self.inputs),
+             "channels": dict(self.channels),
+             "history": [{k: v for k, v in (("build_id", b.build_id), ("fingerprint", b.fingerprint),
+                                            ("built_at", b.built_at), ("image", b.image),
+                                            ("layers", dict(b.layers))) if v or k == "layers"}
+                         for b in self.history]}
+        return {k: v for k, v in d.items() if v or k == "layers"}

@@ -6,7 +6,7 @@ import enum
 
 import attrs
 
-from e2b_matrix.model import BuildSpec
+from e2b_matrix.model import BuildSpec, LockEntry
 
 
 class State(enum.Enum):
@@ -26,6 +26,7 @@ class PlanItem:
     locked_fingerprint: str = ""
     template_id: str = ""
     spec: BuildSpec | None = attrs.field(default=None, eq=False, repr=False)
+    entry: LockEntry | None = attrs.field(default=None, eq=False, repr=False)
 
     def to_json(self) -> dict:
         return {"name": self.name, "alias": self.alias, "state": self.state.value,
@@ -33,14 +34,18 @@ class PlanItem:
                 "locked_fingerprint": self.locked_fingerprint, "template_id": self.template_id}
 
 
-def plan_one(spec: BuildSpec, entry) -> PlanItem:
-    common = dict(name=spec.name, alias=spec.alias, fingerprint=spec.fingerprint, spec=spec)
+def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:
+    """``staleness(entry)``: the backend's reason a locked artifact no longer stands (another domain,
+    a removed image), or None."""
+    common = dict(name=spec.name, alias=spec.alias, fingerprint=spec.fingerprint, spec=spec, entry=entry)
     if entry is None:
         return PlanItem(state=State.UNBUILT, reasons=("not in the lock",), **common)
     common.update(locked_fingerprint=entry.fingerprint, template_id=entry.template_id)
-    if entry.fingerprint == spec.fingerprint:
-        return PlanItem(state=State.FRESH, **common)
-    return PlanItem(state=State.STALE, reasons=tuple(explain(spec, entry)), **common)
+    reasons = explain(spec, entry) if entry.fingerprint != spec.fingerprint else []
+    gone = staleness(entry)
+    if gone:
+        reasons.append(gone)
+    return PlanItem(state=State.STALE if reasons else State.FRESH, reasons=tuple(reasons), **common)
 
 
 def explain(spec: BuildSpec, entry) -> list[str]:
@@ -78,13 +83,14 @@ def explain(spec: BuildSpec, entry) -> list[str]:
     return reasons
 
 
-def make_plan(specs, lock) -> list[PlanItem]:
-    return [plan_one(s, lock.entries.get(s.alias) if lock is not None else None) for s in specs]
+def make_plan(specs, entries, staleness=lambda entry: None) -> list[PlanItem]:
+    """Each spec against its lock entry (``entries``: alias -> LockEntry)."""
+    return [plan_one(s, entries.get(s.alias), staleness) for s in specs]
 
 
-def orphans(lock, aliases) -> list[PlanItem]:
+def orphans(entries, aliases) -> list[PlanItem]:
     defined = set(aliases)
     return [PlanItem(name=e.variant, alias=e.alias, state=State.ORPHAN,
                      reasons=("in the lock but no longer defined",), locked_fingerprint=e.fingerprint,
-                     template_id=e.template_id)
-            for e in (lock or ()) if e.alias not in defined]
+                     template_id=e.template_id, entry=e)
+            for e in entries.values() if e.alias not in defined]

@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 
-import click
-
 from e2b_matrix.model import BuildResult
 
 QUIET_STATES = {"log"}
@@ -50,9 +48,9 @@ class LiveReporter:
     "fresh": a run where everything is fresh pays for neither.
     """
 
-    def __init__(self, names: list[str], redact):
+    def __init__(self, redact):
         self.redact = redact
-        self.rows = {n: ["queued", "", time.monotonic(), None] for n in names}  # state, line, start, end
+        self.rows: dict[str, list] = {}  # name -> [state, line, start, end], in the order first reported
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
         self.live = None
@@ -105,19 +103,19 @@ class LiveReporter:
         return False
 
 
-def make_reporter(names, redact, verbose, quiet, as_json=False, out=None, err=None):
+def make_reporter(redact, verbose, quiet, as_json=False, out=None, err=None):
     """A live table on a terminal; else plain lines to ``out`` (to ``err`` when
     stdout carries JSON). ``out``/``err`` default to sys.stdout/sys.stderr."""
     out, err = out or sys.stdout, err or sys.stderr
     if out.isatty() and not quiet and not as_json:
-        return LiveReporter(names, redact)
+        return LiveReporter(redact)
     return PlainReporter(redact, verbose, quiet, stream=err if as_json else out)
 
 
 def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file)
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file or sys.stdout)
 
 
 def summary(results: list[BuildResult], redact, out=None, err=None) -> None:
@@ -126,11 +124,11 @@ def summary(results: list[BuildResult], redact, out=None, err=None) -> None:
                   f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results], file=out)
     for r in results:
         if r.error and not r.status.ok:
-            click.echo(redact(f"{r.name}: {r.status.value}: {r.error}"), file=err or sys.stderr)
+            print(redact(f"{r.name}: {r.status.value}: {r.error}"), file=err or sys.stderr)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out or sys.stdout)
 
 
 def results_json(results: list[BuildResult]) -> list[dict]:

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Iterable
 
 from e2b_matrix.model import BuildSpec, Step
+from e2b_matrix.names import control_char
 
 CA_DIR = "/usr/local/share/ca-certificates/e2b-matrix"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -73,12 +74,18 @@ def instructions(steps: Iterable[Step]) -> list[dict]:
 
 # -- E2B -----------------------------------------------------------------------
 
+def template_source(spec: BuildSpec) -> str:
+    """The template a spec extends: a parent this project built is pinned to its build
+    (``alias:build_id``), since its builds carry no ``default`` tag; others as written."""
+    return f"{spec.base.ref}:{spec.parent_build}" if spec.parent_build else spec.base.ref
+
+
 def to_template(spec: BuildSpec, context_dir: str | None = None):
     """The e2b Template for a spec. Imports e2b (about a second): build paths only."""
     from e2b import Template
 
     t = Template(file_context_path=context_dir) if context_dir else Template()
-    b = t.from_template(spec.base.ref) if spec.base.kind == "template" else t.from_image(spec.base.ref)
+    b = t.from_template(template_source(spec)) if spec.base.kind == "template" else t.from_image(spec.base.ref)
     for step in spec.steps:
         args, kw = step.call_args()
         b = getattr(b, step.call)(*args, **kw)
@@ -99,7 +106,8 @@ def to_json(spec: BuildSpec, context_dir: str | None = None) -> str:
 def api_body(spec: BuildSpec) -> dict:
     """The build body computed without e2b (same shape as ``to_json``, minus force flags)."""
     body: dict = {"steps": [{**i, "force": False} for i in instructions(spec.steps)], "force": False}
-    body["fromTemplate" if spec.base.kind == "template" else "fromImage"] = spec.base.ref
+    body["fromTemplate" if spec.base.kind == "template" else "fromImage"] = (
+        template_source(spec) if spec.base.kind == "template" else spec.base.ref)
     if spec.start_cmd:
         body["startCmd"] = spec.start_cmd
     if spec.ready_cmd or spec.start_cmd:
@@ -113,12 +121,29 @@ def _json_array(words: list[str]) -> str:
     return json.dumps(words)
 
 
+def _one_line(instruction: str) -> str:
+    """An instruction that stays one line: no value may start another instruction."""
+    bad = control_char(instruction)
+    if bad:
+        raise ValueError(f"a Dockerfile line would contain a control character ({bad}): {instruction[:60]!r}")
+    return instruction
+
+
+def _docker_run(command: str) -> str:
+    """RUN in shell form when the command is one line, else in exec form (the same /bin/sh -c, escaped)."""
+    if control_char(command):
+        return "RUN " + _json_array(["/bin/sh", "-c", command])
+    return f"RUN {command}"
+
+
 def dockerfile(spec: BuildSpec) -> str:
     """The spec's layers as a Dockerfile.
 
     E2B runs a RUN step as the user given with it (else the current USER);
     Docker has no per-RUN user, so USER lines are written where the user
-    changes, ending on the template's user.
+    changes, ending on the template's user. A multi-line command is written
+    in exec form (``["/bin/sh", "-c", "..."]``, newlines escaped): the same
+    shell, and no line of it can become an instruction of its own.
     CA certificates in the spec's files (ca/*.crt in the build context) are
     installed first, for builds behind a TLS-intercepting proxy.
     """
@@ -154,8 +179,8 @@ def dockerfile(spec: BuildSpec) -> str:
             lines.append(f"COPY {chown}{chmod}{args[0]} {args[1]}")
         else:  # RUN, as its own user or the template's
             as_user(args[1] if len(args) > 1 else current)
-            lines.append(f"RUN {args[0]}")
+            lines.append(_docker_run(args[0]))
     as_user(current)
     if spec.start_cmd:
         lines.append(f"CMD {_json_array(['/bin/sh', '-c', spec.start_cmd])}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_one_line(line) for line in lines) + "\n"

@@ -1,65 +1,130 @@
-"""Variant -> BuildSpec: layer order, parameters, pinned versions, fingerprint.
+"""Variants -> BuildSpecs: matrix expansion, layer order, parameters, pinned versions, fingerprint.
 
-Pure given its inputs (the project, a package index, the lock): the same
-inputs give the same specs and fingerprints on every machine.
+Pure given its inputs (the variant, the layers, the backend's rules, a
+package index, the lock entries): the same inputs give the same specs and
+fingerprints on every machine. Every ordering is graphlib's.
 """
 
 from __future__ import annotations
 
+import graphlib
 import heapq
+import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import attrs
 
-try:  # the same SHA-256 without loading OpenSSL (hashlib's import costs ~2.5 ms)
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - other Pythons
-    from hashlib import sha256
-
-from e2b_matrix import readlog
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.model import BuildSpec, Context, Layer, ResolvedLayer, Step, Variant
+from e2b_matrix.model import BuildSpec, Context, Layer, LockEntry, ResolvedLayer, Step, Variant
 from e2b_matrix.render import instructions
 
 FINGERPRINT_SCHEMA = 1
 _RANK = {name: i for i, name in enumerate(SHIPPED)}  # base, fuse, nexus, extra-tools
 
 
+# -- matrix ------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def matrix_cases(axes: Mapping[str, tuple]) -> list[dict]:
+    """Every combination of the axes' values, axes sorted: a pure, stable expansion."""
+    names = sorted(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def name_safe(value) -> str:
+    """A matrix value as it may appear in an E2B name: '0.5.6' -> '0-5-6'."""
+    return re.sub(r"[^a-z0-9-_]+", "-", str(value).lower()).strip("-") or "x"
+
+
+def substitute(value, case: Mapping, for_name: bool = False):
+    """``{axis}`` replaced by the case's value (``{{``/``}}`` give literal braces), in strings,
+    lists and tables; KeyError naming an unknown axis. A string that is exactly one
+    placeholder keeps the value's type."""
+    if isinstance(value, list):
+        return [substitute(v, case, for_name) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, case, for_name) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    whole = _PLACEHOLDER.fullmatch(value)
+    if whole and whole.group(1) in case and not for_name:
+        return case[whole.group(1)]
+
+    def repl(m: re.Match) -> str:
+        if m.group(1) is None:
+            return m.group()[0]
+        if m.group(1) not in case:
+            raise KeyError(m.group(1))
+        return name_safe(case[m.group(1)]) if for_name else str(case[m.group(1)])
+
+    return _PLACEHOLDER.sub(repl, value)
+
+
+# -- order -------------------------------------------------------------------------
+
+def _ordered(graph: Mapping[str, Iterable[str]], key=lambda n: n) -> list[str]:
+    """graphlib's topological order, ties broken by ``key``; CycleError names the loop."""
+    ts = graphlib.TopologicalSorter(graph)
+    ts.prepare()
+    ready = [(key(n), n) for n in ts.get_ready()]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        ts.done(n)
+        for m in ts.get_ready():
+            heapq.heappush(ready, (key(m), m))
+    return order
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """The loop in a dependency graph (as ``a -> b -> a``), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        return list(reversed(exc.args[1]))
+    return None
+
+
 def layer_order(names: Iterable[str], layers: Mapping[str, Layer]) -> list[str]:
     """Topological order of a variant's layers from ``requires``.
 
     Ties go to the shipped order (base, fuse, nexus, extra-tools), then by
-    name, so variants share their longest common prefix of steps (and E2B's
+    name, so variants share their longest common prefix of steps (and the
     layer cache) whatever order their files list the layers in.
     """
-    names = list(names)
     chosen = set(names)
-    deps = {n: {r for r in layers[n].requires if r in chosen} for n in names}
-    users: dict[str, set[str]] = {n: set() for n in names}
-    for n, ds in deps.items():
-        for d in ds:
-            users[d].add(n)
-    key = lambda n: (_RANK.get(n, len(_RANK)), n)  # noqa: E731
-    ready = [key(n) for n in names if not deps[n]]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        _, n = heapq.heappop(ready)
-        order.append(n)
-        for u in users[n]:
-            deps[u].discard(n)
-            if not deps[u]:
-                heapq.heappush(ready, key(u))
-    if len(order) != len(names):  # load_layers refuses cycles; keep the guard honest
-        stuck = sorted(set(names) - set(order))
-        raise ConfigError(f"layers require each other in a loop: {' -> '.join(stuck)}", key="variant.layers")
-    return order
+    graph = {n: [r for r in layers[n].requires if r in chosen] for n in chosen}
+    return _ordered(graph, key=lambda n: (_RANK.get(n, len(_RANK)), n))
 
 
-@attrs.define(slots=False)
+def build_order(specs: Iterable[BuildSpec]) -> list[BuildSpec]:
+    """Specs with every parent (a variant another is built on) before its children."""
+    specs = list(specs)
+    by_alias = {s.alias: s for s in specs}
+    graph = {s.alias: [p] if (p := parent_alias(s, by_alias)) else [] for s in specs}
+    cycle = find_cycle(graph)
+    if cycle:
+        raise ConfigError(f"variants are built on each other in a loop: {' -> '.join(cycle)}",
+                          path=by_alias[cycle[0]].variant.source, key="params.base.template")
+    position = {s.alias: i for i, s in enumerate(specs)}
+    return [by_alias[a] for a in _ordered(graph, key=position.__getitem__)]
+
+
+def parent_alias(spec: BuildSpec, aliases: Iterable[str]) -> str | None:
+    """The alias of a variant of this project that ``spec`` is built on (from_template), if any."""
+    return spec.base.ref if spec.base.kind == "template" and spec.base.ref in aliases else None
+
+
+# -- specs -------------------------------------------------------------------------
+
+@attrs.frozen
 class Resolver:
     """What layer ``resolve`` hooks may consult: the package index and the lock."""
 
@@ -75,67 +140,41 @@ class Resolver:
         return ConfigError(message, path=self.variant.source, key=key)
 
 
-@attrs.frozen(slots=False)
-class Options:
-    """What a run adds to the files: backend, index, offline mode, CA certificates."""
-
-    backend: str = "e2b"
-    index: object = None
-    offline: bool = False
-    ca_certs: tuple[tuple[str, bytes], ...] = ()  # (file name, content) for Docker builds
-
-
-def build_spec(variant: Variant, layers: Mapping[str, Layer], options: Options = Options(),
-               lock=None) -> BuildSpec:
+def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index=None, offline: bool = False,
+               entries: Mapping[str, LockEntry] | None = None) -> BuildSpec:
+    """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``."""
+    entries = entries or {}
     order = layer_order(variant.layers, layers)
-    entry = _lock_entry(lock, variant.alias)
-    resolver = Resolver(variant, options.index, options.offline, dict(entry.layers) if entry else {})
-
-    base_layer = layers["base"] if "base" in order else None
-    base_params = {**base_layer.defaults(), **variant.params_for("base")} if base_layer else {}
-    if base_layer is None or base_layer.base is None:
+    entry = entries.get(variant.alias)
+    resolver = Resolver(variant, index, offline, dict(entry.layers) if entry else {})
+    if "base" not in order:
         raise ConfigError("every variant starts from the base layer", path=variant.source, key="variant.layers")
-    base = base_layer.base(base_params, options.backend)
-    ctx = Context(backend=options.backend, python=base.python)
+    base_params = {**layers["base"].defaults(), **variant.params_for("base")}
+    base = backend.base(base_params)
+    ctx = Context(base=base)
 
-    resolved: list[ResolvedLayer] = []
-    steps: list[Step] = []
-    checks = []
-    files: list[tuple[str, str]] = []
+    resolved, steps, checks = [], [], []
     for name in order:
         layer = layers[name]
         params = {**layer.defaults(), **variant.params_for(name)}
         if layer.resolve is not None:
             params = layer.resolve(params, ctx, resolver)
         resolved.append(ResolvedLayer(layer, params))
-        if name == "base" and options.backend == "docker" and options.ca_certs:
-            # render.dockerfile installs them right after FROM; their hashes
-            # make them part of the Docker fingerprint.
-            files += [(f"ca/{n}", sha256(data).hexdigest()) for n, data in options.ca_certs]
         steps += layer.steps(params, ctx)
-        checks += [attrs.evolve(c, layer=name) for c in layer.checks(params, ctx) if ctx.backend in c.backends]
-
+        checks += [attrs.evolve(c, layer=name) for c in layer.checks(params, ctx) if backend.runs(c)]
+    parent = entries.get(base.ref) if base.kind == "template" else None
     spec = BuildSpec(
-        variant=variant, backend=options.backend, layers=tuple(resolved), base=base, steps=tuple(steps),
+        variant=variant, backend=backend.name, layers=tuple(resolved), base=base, steps=tuple(steps),
         checks=tuple(checks), start_cmd=base_params.get("start_cmd") or None,
-        ready_cmd=base_params.get("ready_cmd") or None, files=tuple(files),
-        parent_build=_parent_build(lock, base),
-    )
+        ready_cmd=base_params.get("ready_cmd") or None, files=tuple(backend.files()),
+        parent_build=parent.build_id if parent else None)
     return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 
-def _lock_entry(lock, alias: str):
-    if lock is None:
-        return None
-    return lock.entries.get(alias)
-
-
-def _parent_build(lock, base) -> str | None:
-    """from_template on a template this project built: its build ID is an input."""
-    if lock is None or base.kind != "template":
-        return None
-    entry = lock.entries.get(base.ref)
-    return entry.build_id if entry else None
+def rebase(spec: BuildSpec, parent_build: str) -> BuildSpec:
+    """The spec on a new build of its parent template (built earlier in this run)."""
+    spec = attrs.evolve(spec, parent_build=parent_build)
+    return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 
 def canonical(spec: BuildSpec) -> dict:
@@ -157,25 +196,7 @@ def canonical(spec: BuildSpec) -> dict:
 
 
 def fingerprint(spec: BuildSpec) -> str:
+    import hashlib
+
     text = json.dumps(canonical(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + sha256(text.encode()).hexdigest()
-
-
-def build_specs(variants: Iterable[Variant], layers: Mapping[str, Layer], options: Options = Options(),
-                lock=None) -> list[BuildSpec]:
-    return [build_spec(v, layers, options, lock) for v in variants]
-
-
-def read_ca_certs(paths: Iterable[str | Path]) -> tuple[tuple[str, bytes], ...]:
-    out = []
-    for p in paths:
-        p = Path(p)
-        try:
-            data = p.read_bytes()
-            readlog.note_file(p, data)
-        except OSError as exc:
-            raise ConfigError(f"cannot read CA certificate: {exc.strerror}", path=p, key="--ca-cert") from None
-        if b"BEGIN CERTIFICATE" not in data:
-            raise ConfigError("not a PEM certificate", path=p, key="--ca-cert")
-        out.append((p.stem + ".crt", data))
-    return tuple(sorted(out))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

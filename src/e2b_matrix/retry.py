@@ -1,13 +1,13 @@
-"""Bounded retries of transient failures: exponential backoff with jitter, honouring Retry-After.
+"""Bounded retries of transient failures: exponential backoff with full jitter.
 
-Used twice: the runner retries submitting a build; the E2B backend retries a
-status poll in place (keeping the build and its log offset), so a blip while
-polling never starts a second build of the alias.
+Above the SDK's own retries (which honour ``Retry-After`` on 429/502/503/504
+before giving up). Used twice: the runner retries submitting a build; the
+E2B backend retries a status poll in place (keeping the build and its log
+offset), so a blip while polling never starts a second build of the alias.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,27 +15,19 @@ from typing import TypeVar
 
 import attrs
 
-from e2b_matrix.backends import BuildError, Cancelled, TransientError
+from e2b_matrix.errors import BuildError, Cancelled, TransientError
 
 T = TypeVar("T")
 
 
-@attrs.frozen(slots=False)
+@attrs.frozen
 class RetryPolicy:
-    """Bounded twice: in attempts and in total time. Above the SDK's own few retries."""
+    """Bounded twice: in attempts and in total time."""
 
     attempts: int = 5
     base_s: float = 1.0
-    max_delay_s: float = 30.0   # caps the backoff, never the server's Retry-After
+    max_delay_s: float = 30.0   # caps the backoff, never a Retry-After the server gave
     total_s: float = 300.0
-
-    @classmethod
-    def from_env(cls, environ=None) -> "RetryPolicy":
-        env = os.environ if environ is None else environ
-        return cls(attempts=int(env.get("E2B_MATRIX_RETRY_ATTEMPTS", 5)),
-                   base_s=float(env.get("E2B_MATRIX_RETRY_BASE_S", 1.0)),
-                   max_delay_s=float(env.get("E2B_MATRIX_RETRY_MAX_DELAY_S", 30.0)),
-                   total_s=float(env.get("E2B_MATRIX_RETRY_TOTAL_S", 300.0)))
 
     def delay(self, attempt: int, retry_after: float | None, rng=None) -> float:
         if rng is None:
@@ -51,7 +43,7 @@ def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Ev
     """``call(attempt)`` until it returns; a TransientError waits and tries again.
 
     Gives up (BuildError) after ``policy.attempts`` tries, or when the wait would
-    pass ``policy.total_s`` (rather than retry before the server said to).
+    pass ``policy.total_s``.
     """
     deadline = time.monotonic() + policy.total_s
     attempt = 0

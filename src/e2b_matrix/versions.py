@@ -1,199 +1,206 @@
 """Which package releases a given Python can run: "latest" -> a concrete version.
 
-The index is PyPI's JSON API (``<base>/<package>/json``), cached on disk for a
-short time. The base URL comes from ``E2B_MATRIX_PYPI_URL``, else from pip's
-own notion of PyPI; a ``file://`` base serves tests and air-gapped machines.
-Versions and ``Requires-Python`` specifiers are compared with a small
-parser of our own (release versions only; pre-releases are never "latest").
+The index is PyPI's JSON API (``<base>/<package>/json``), cached on disk for
+``E2B_MATRIX_INDEX_TTL`` seconds. Versions and ``Requires-Python`` are
+compared with ``packaging``: post-releases are releases; pre-releases, dev
+releases and yanked files never make "latest" (a pinned version may be any).
+A ``file://`` base serves tests and air-gapped machines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
-from e2b_matrix import readlog
+import attrs
+
+from e2b_matrix import files
 from e2b_matrix.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_RELEASE = re.compile(r"^\d+(\.\d+)*$")
-_CLAUSE = re.compile(r"^\s*(~=|==|!=|<=|>=|<|>|===)\s*([0-9][0-9a-zA-Z.*+!-]*)\s*$")
-DEFAULT_TTL_S = 900.0
+
+@attrs.frozen
+class Release:
+    """One release as the index describes it."""
+
+    version: str
+    requires_python: str | None = None
+    yanked: bool = False
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """'0.9.26' -> (0, 9, 26); trailing zeros dropped so 3.12 == 3.12.0."""
-    parts = [int(p) for p in text.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
-
-
-def is_release(text: str) -> bool:
-    return bool(_RELEASE.match(text))
-
-
-def admits(specifier: str | None, python: str) -> bool:
-    """Does a Requires-Python specifier (e.g. '>=3.12,<4') admit ``python``?
-
-    Clauses it cannot parse admit (as pip would not refuse on our behalf).
-    """
-    if not specifier:
-        return True
-    py = parse_version(python)
-    for clause in specifier.split(","):
-        if not clause.strip():
-            continue
-        m = _CLAUSE.match(clause)
-        if not m:
-            continue
-        op, ver = m.groups()
-        if ver.endswith(".*"):
-            prefix = parse_version(ver[:-2])
-            match = py[: len(prefix)] == prefix or (py + (0,) * len(prefix))[: len(prefix)] == prefix
-            if (op == "==") != match:
-                return False
-            continue
-        try:
-            v = parse_version(ver)
-        except ValueError:
-            continue
-        ok = {
-            ">=": py >= v, ">": py > v, "<=": py <= v, "<": py < v,
-            "==": py == v, "===": py == v, "!=": py != v,
-            "~=": py >= v and py[: len(v) - 1] == v[: len(v) - 1],
-        }[op]
-        if not ok:
-            return False
-    return True
+def _pypi_json_base() -> str:
+    # The one private API we use: pip knows where the public index is, and we
+    # do not repeat its address. E2B_MATRIX_PYPI_URL overrides it.
+    try:
+        from pip._internal.models.index import PyPI
+    except Exception as exc:  # pragma: no cover - pip ships in every venv
+        raise ConfigError(f"set it to a JSON API base URL ({exc})", key="E2B_MATRIX_PYPI_URL") from None
+    return PyPI.pypi_url.rstrip("/")
 
 
 class StaticIndex:
     """An index given as data: {package: {version: requires_python}} (tests)."""
 
-    def __init__(self, releases: Mapping[str, Mapping[str, str | None]]):
-        self._releases = {k: dict(v) for k, v in releases.items()}
+    def __init__(self, releases):
+        self._releases = {p: [Release(v, rp) for v, rp in rs.items()] for p, rs in releases.items()}
 
-    def releases(self, package: str) -> dict[str, str | None]:
-        return dict(self._releases.get(package, {}))
-
-
-def default_index_url() -> str:
-    url = os.environ.get("E2B_MATRIX_PYPI_URL")
-    if url:
-        return url.rstrip("/")
-    try:  # pip knows where PyPI is; we do not repeat it.
-        from pip._internal.models.index import PyPI
-    except Exception as exc:  # pragma: no cover - pip always ships in a venv
-        raise ConfigError(f"set E2B_MATRIX_PYPI_URL to a JSON API base URL ({exc})",
-                          key="E2B_MATRIX_PYPI_URL") from None
-    return PyPI.pypi_url.rstrip("/")
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "e2b-matrix"
+    def releases(self, package: str) -> list[Release]:
+        return list(self._releases.get(package, []))
 
 
 class PyPIIndex:
-    """PyPI's JSON API with an on-disk cache of ``ttl`` seconds."""
+    """PyPI's JSON API with an on-disk cache of ``ttl`` seconds; ``offline`` uses the cache at any age."""
 
-    def __init__(self, url: str | None = None, cache_dir: Path | None = None,
-                 ttl: float | None = None, timeout: float = 15.0):
+    def __init__(self, url: str | None = None, cache_dir: Path | None = None, ttl: float = 900.0,
+                 timeout: float = 15.0, offline: bool = False):
         self._url = url.rstrip("/") if url else None
-        self.cache_dir = cache_dir or default_cache_dir()
-        if ttl is None:
-            ttl = float(os.environ.get("E2B_MATRIX_INDEX_TTL", DEFAULT_TTL_S))
+        self.cache_dir = cache_dir
         self.ttl = ttl
         self.timeout = timeout
-        self._memo: dict[str, dict[str, str | None]] = {}
+        self.offline = offline
+        self.asked: list[str] = []  # URLs fetched in this run (what `plan` tells the user)
+        self._memo: dict[str, list[Release]] = {}
 
     @property
     def url(self) -> str:
         if self._url is None:
-            self._url = default_index_url()
+            self._url = _pypi_json_base()
         return self._url
 
-    def _cache_file(self, package: str) -> Path:
+    def _cache_file(self, package: str) -> Path | None:
+        if self.cache_dir is None or self.url.startswith("file:"):
+            return None
         safe = re.sub(r"[^a-z0-9]+", "_", f"{self.url}_{package}".lower())[-120:]
         return self.cache_dir / f"pypi-{safe}.json"
 
-    def releases(self, package: str) -> dict[str, str | None]:
-        if package in self._memo:
-            return self._memo[package]
-        cache = self._cache_file(package)
-        local = self.url.startswith("file:")
-        if not local:
-            try:
-                if time.time() - cache.stat().st_mtime < self.ttl:
-                    text = cache.read_text()
-                    data = json.loads(text)
-                    readlog.note_file(cache, text, ttl=self.ttl)
-                    self._memo[package] = data
-                    return data
-            except (OSError, ValueError):
-                pass
-        data = self._fetch(package)
-        if not local:
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                text = json.dumps(data, sort_keys=True)
-                tmp.write_text(text)
-                os.replace(tmp, cache)
-                readlog.note_file(cache, text, ttl=self.ttl)
-            except OSError as exc:
-                log.debug("cannot cache the index: %s", exc)
-                readlog.taint("the package index could not be cached")
-        self._memo[package] = data
-        return data
+    def releases(self, package: str) -> list[Release]:
+        """Every release of ``package`` (empty when it has none); ConfigError when the index cannot say."""
+        if package not in self._memo:
+            cache = self._cache_file(package)
+            found = self._from_cache(cache, any_age=self.offline)
+            if found is None:
+                if self.offline:
+                    raise ConfigError(f"{package} is not in the index cache and --offline forbids asking "
+                                      "the package index", key="--offline")
+                found = self._fetch(package)
+                self._store(cache, found)
+            self._memo[package] = found
+        return self._memo[package]
 
-    def _fetch(self, package: str) -> dict[str, str | None]:
-        url = f"{self.url}/{package}/json"
+    def _from_cache(self, cache: Path | None, any_age: bool) -> list[Release] | None:
+        if cache is None:
+            return None
         try:
-            if url.startswith("file:"):  # a local index: no need for urllib.request's weight
+            if not any_age and time.time() - cache.stat().st_mtime >= self.ttl:
+                return None
+            text = files.read_text(cache)
+            if text is None:
+                return None
+            return [Release(v, rp, bool(y)) for v, rp, y in json.loads(text)]
+        except (OSError, ValueError, TypeError):  # unreadable or corrupt: discard it and ask again
+            log.info("discarding the index cache %s (unreadable or corrupt)", cache)
+            try:
+                cache.unlink()
+            except OSError:
+                pass
+            return None
+
+    def _store(self, cache: Path | None, found: list[Release]) -> None:
+        if cache is None:
+            return
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            data = json.dumps([[r.version, r.requires_python, r.yanked] for r in found])
+            files.atomic_write(cache, data.encode())
+        except OSError as exc:
+            log.info("cannot cache the index: %s", exc)
+
+    def _fetch(self, package: str) -> list[Release]:
+        url = f"{self.url}/{package}/json"
+        self.asked.append(url)
+        try:
+            if url.startswith("file:"):
                 from urllib.parse import unquote, urlsplit
 
-                path = unquote(urlsplit(url).path)
-                with open(path, "rb") as f:
-                    raw = f.read()
-                readlog.note_file(path, raw)
-                doc = json.loads(raw)
+                raw = files.read_bytes(unquote(urlsplit(url).path))
+                if raw is None:
+                    raise FileNotFoundError("no such file")
             else:
                 import urllib.request
 
                 with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                    doc = json.load(resp)
+                    raw = resp.read()
+            doc = json.loads(raw)
         except (OSError, ValueError) as exc:  # URLError is an OSError
             raise ConfigError(f"cannot read the package index for {package} ({exc}); "
-                              "use --offline to reuse the versions in the lock",
-                              key="nexus.version") from None
-        out: dict[str, str | None] = {}
-        for version, files in (doc.get("releases") or {}).items():
-            files = [f for f in files or [] if not f.get("yanked")]
-            if not files:
-                continue
-            specs = {f.get("requires_python") for f in files}
-            out[version] = sorted(s for s in specs if s)[0] if any(specs) else None
-        return out
+                              "use --offline to reuse the versions in the lock", key=url) from None
+        return parse_releases(doc, url)
+
+
+def parse_releases(doc, url: str) -> list[Release]:
+    """The releases of a JSON API answer; ConfigError naming the URL when it has another shape."""
+    releases = doc.get("releases") if isinstance(doc, dict) else None
+    if not isinstance(releases, dict):
+        raise ConfigError('not a package index answer (expected an object with a "releases" object)', key=url)
+    out = []
+    for version, dists in releases.items():
+        if not isinstance(dists, list) or not all(isinstance(d, dict) for d in dists):
+            raise ConfigError(f"release {version!r}: expected a list of files", key=url)
+        live = [d for d in dists if not d.get("yanked")]
+        specs = sorted({d.get("requires_python") for d in (live or dists) if isinstance(d.get("requires_python"), str)
+                        and d.get("requires_python")})
+        if dists:
+            out.append(Release(version, specs[0] if specs else None, yanked=not live))
+    return out
+
+
+def _version(text: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def admits(specifier: str | None, python: str) -> bool:
+    """Does a Requires-Python specifier admit ``python`` (a release like "3.12")?
+
+    A specifier ``packaging`` cannot parse admits nothing: guessing could pick
+    a release that does not install.
+    """
+    if not specifier:
+        return True
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        spec = SpecifierSet(specifier)
+    except InvalidSpecifier:
+        return False
+    return spec.contains(python, prereleases=True)
 
 
 def newest_for(index, package: str, python: str) -> str | None:
-    """The newest release of ``package`` whose Requires-Python admits ``python``."""
-    candidates = [v for v, spec in index.releases(package).items()
-                  if is_release(v) and admits(spec, python)]
-    return max(candidates, key=parse_version) if candidates else None
+    """The newest final (or post) release of ``package``, not yanked, whose Requires-Python admits ``python``."""
+    best = None
+    for r in index.releases(package):
+        v = _version(r.version)
+        if v is None or v.is_prerelease or r.yanked or not admits(r.requires_python, python):
+            continue
+        if best is None or v > best[0]:
+            best = (v, r.version)
+    return best[1] if best else None
 
 
-def requires_python(index, package: str, version: str) -> tuple[bool, str | None]:
-    """(known, specifier) for one release; known is False when the index lacks it."""
-    releases = index.releases(package)
-    if version not in releases:
-        return False, None
-    return True, releases[version]
+def find(index, package: str, version: str) -> Release | None:
+    """The release ``version`` (by equal version: 1.0 == 1.0.0), or None when the index lacks it."""
+    wanted = _version(version)
+    for r in index.releases(package):
+        if r.version == version or (wanted is not None and _version(r.version) == wanted):
+            return r
+    return None
+

@@ -1,74 +1,130 @@
-"""Backends: one small interface, ``build(spec, ...) -> Outcome``.
+"""Backends: where a template is built. A registry of classes, each owning itself.
 
-``e2b`` builds on E2B through the SDK; ``docker`` builds a local image from
-the same layers. Both are imported only when a build runs.
+A backend class carries its name, its lock file and header, its base rule
+(which base-layer parameters a template starts from), its rendering, its
+smoke checks, its CLI options (as plain data: the core never imports click)
+and its release operations (channels). Adding a backend is one module plus
+one line in ``REGISTRY``; nothing outside this package compares a backend's
+name. Backend modules import their heavy dependencies (e2b) inside methods.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 import attrs
 
-from e2b_matrix.errors import MatrixError
-from e2b_matrix.model import BuildSpec
+from e2b_matrix.errors import ConfigError
+from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 
-
-@attrs.frozen(slots=False)
-class Outcome:
-    template_id: str
-    build_id: str
-    image: str = ""
-    domain: str = ""
-
-
-class BuildError(MatrixError):
-    """The build itself failed (E2B said error, docker build failed): not retried."""
-
-
-class TransientError(MatrixError):
-    """Worth another attempt: 429, 5xx, a reset connection, a timeout."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Cancelled(MatrixError):
-    """Stopped on request (fail-fast, Ctrl-C) before the build finished."""
-
+# name -> "module:Class"; imported on first use
+REGISTRY = {
+    "e2b": "e2b_matrix.backends.e2b:E2BBackend",
+    "docker": "e2b_matrix.backends.docker:DockerBackend",
+}
+DEFAULT = "e2b"
 
 LogSink = Callable[[list[str]], None]
 
 
+@attrs.frozen
+class Option:
+    """A backend's own command-line option, as data (cli.py makes a click option of it)."""
+
+    flag: str             # "--ca-cert"
+    dest: str             # the constructor's keyword: "ca_certs"
+    help: str
+    multiple: bool = False
+    path: bool = False    # a file that must exist
+
+
+@attrs.frozen
+class ChannelState:
+    """Where a channel points on the backend, for ``status``: a build ID, or None when unset."""
+
+    channel: str
+    build_id: str | None
+
+
 class Backend(Protocol):
-    name: str
-    lock_header: str
+    name: ClassVar[str]
+    lock_file: ClassVar[str]        # its own lock, so the Nexus lock never mixes backends
+    regenerate: ClassVar[str]       # the lock header's "Regenerate:" command
+    render_format: ClassVar[str]    # what `render --format` calls its rendering
+    options: ClassVar[tuple[Option, ...]]
+
+    def base(self, params: Mapping[str, Any]) -> Base:
+        """Where a template starts, from the base layer's parameters."""
+
+    def files(self) -> tuple[tuple[str, str], ...]:
+        """(name, sha256) of extra files every build takes (fingerprinted)."""
+
+    def runs(self, check: Check) -> bool:
+        """Can verify run this check here?"""
+
+    def render(self, spec: BuildSpec) -> str: ...
 
     def check(self) -> None:
-        """Fail at once (CredentialsError, ConfigError) when this backend cannot build."""
+        """Fail at once (CredentialsError, ConfigError) when this backend cannot build or ask."""
 
-    def is_current(self, spec: BuildSpec, entry) -> bool:
-        """Is the artifact in the lock entry still there (Docker images can be removed)?"""
+    def staleness(self, entry: LockEntry) -> str | None:
+        """Why a lock entry no longer stands for what this backend would serve, or None."""
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              retry=None) -> Outcome:
-        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError.
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
+        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError."""
 
-        ``retry`` (a RetryPolicy) is for failures after the build started,
-        retried in place; a TransientError means "submit again".
-        """
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> list: ...
+
+    def reference(self, entry: LockEntry) -> str:
+        """What runs the pinned build (E2B: ``template_id:build_id``)."""
+
+    def channel_reference(self, entry: LockEntry, channel: str) -> str: ...
+
+    def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
+        """Point ``channel`` of the entry's alias at one of its builds."""
+
+    def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
+        """(where each channel points, what is gone: None, or "template"/"build ...")."""
 
 
-def get_backend(name: str, **options) -> Backend:
-    if name == "e2b":
-        from e2b_matrix.backends.e2b import E2BBackend
+def names() -> list[str]:
+    return sorted(REGISTRY)
 
-        return E2BBackend(**options)
-    if name == "docker":
-        from e2b_matrix.backends.docker import DockerBackend
 
-        return DockerBackend(**options)
-    raise ValueError(f"unknown backend {name!r}")
+def backend_class(name: str) -> type:
+    try:
+        module, _, cls = REGISTRY[name].partition(":")
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r} (known: {', '.join(names())})", key="--backend") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def by_format(fmt: str) -> str:
+    """The backend whose rendering ``render --format`` calls ``fmt``."""
+    for name in names():
+        if backend_class(name).render_format == fmt:
+            return name
+    raise ConfigError(f"unknown format {fmt!r}", key="--format")
+
+
+def all_options() -> list[tuple[str, Option]]:
+    """Every backend's options, with the backend's name (for the CLI)."""
+    return [(name, o) for name in names() for o in backend_class(name).options]
+
+
+def make(name: str, settings, values: Mapping[str, Any] | None = None):
+    """An instance of backend ``name`` for this run; options of other backends are refused."""
+    cls = backend_class(name)
+    mine = {o.dest for o in cls.options}
+    kwargs = {}
+    for other, o in all_options():
+        value = (values or {}).get(o.dest)
+        if not value:
+            continue
+        if o.dest not in mine:
+            raise ConfigError(f"applies to --backend {other} only", key=o.flag)
+        kwargs[o.dest] = value
+    return cls(settings, **kwargs)

@@ -1,62 +1,158 @@
 """Build a variant as a local Docker image from the same layers (render.dockerfile).
 
 For trying a template before pushing it to E2B, and for the end-to-end tests
-here. Results go to templates.docker.lock: template_id is the image ID,
-image the tag (e2b-matrix/<alias>:<fingerprint prefix>).
+here. Results go to templates.docker.lock: ``template_id`` is the image ID,
+``image`` the tag ``e2b-matrix/<alias>:<fingerprint prefix>`` (the pinned
+reference), and a channel is the image tag ``e2b-matrix/<alias>:<channel>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 
-from e2b_matrix.backends import BuildError, Cancelled, LogSink, Outcome
-from e2b_matrix.backends import docker_engine as engine
-from e2b_matrix.errors import ConfigError
-from e2b_matrix.model import BuildSpec
-from e2b_matrix.render import dockerfile
+from e2b_matrix import files, render
+from e2b_matrix.backends import ChannelState, LogSink, Option
+from e2b_matrix.backends import docker_engine
+from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError
+from e2b_matrix.errors import BuildError, Cancelled, ConfigError
+from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+from e2b_matrix.verify import CheckResult, first_line, judge, timed
+
+REPOSITORY = "e2b-matrix"
 
 
 def image_tag(spec: BuildSpec) -> str:
-    return f"e2b-matrix/{spec.alias}:{spec.fingerprint.removeprefix('sha256:')[:12]}"
+    return f"{REPOSITORY}/{spec.alias}:{spec.fingerprint.removeprefix('sha256:')[:12]}"
+
+
+def _read_ca(path: str) -> tuple[str, bytes]:
+    from pathlib import Path
+
+    try:
+        data = files.read_bytes(path)
+    except files.FileError as exc:
+        raise ConfigError(f"cannot read CA certificate: {exc}", path=path, key="--ca-cert") from None
+    if data is None:
+        raise ConfigError("cannot read CA certificate: no such file", path=path, key="--ca-cert")
+    if b"BEGIN CERTIFICATE" not in data:
+        raise ConfigError("not a PEM certificate", path=path, key="--ca-cert")
+    return Path(path).stem + ".crt", data
 
 
 class DockerBackend:
     name = "docker"
-    lock_header = "make build-all BACKEND=docker"
+    lock_file = "templates.docker.lock"
+    regenerate = "make build-all BACKEND=docker"
+    render_format = "dockerfile"
+    options = (Option("--ca-cert", "ca_certs", "CA certificate (PEM) to install in Docker builds (repeatable).",
+                      multiple=True, path=True),)
 
-    def __init__(self, ca_certs: tuple[tuple[str, bytes], ...] = ()):
-        self.ca_certs = ca_certs
+    def __init__(self, settings, ca_certs=()):
+        self.settings = settings
+        self.ca_certs = tuple(sorted(_read_ca(p) for p in ca_certs))
+        self._engine = None
 
-    def secrets(self) -> list[str]:
-        return []
+    @property
+    def engine(self) -> docker_engine.DockerCLI:
+        if self._engine is None:
+            self._engine = docker_engine.DockerCLI(self.settings.docker_cli, self.settings.docker_buildkit)
+        return self._engine
+
+    # -- what a spec is, here -----------------------------------------------------
+
+    def base(self, params) -> Base:
+        return Base("image", params["image"], params["image_python"])
+
+    def files(self) -> tuple[tuple[str, str], ...]:
+        return tuple((f"ca/{n}", hashlib.sha256(data).hexdigest()) for n, data in self.ca_certs)
+
+    def runs(self, check: Check) -> bool:
+        return not check.stateful  # no kernel to keep Python state between cells
+
+    def render(self, spec: BuildSpec) -> str:
+        return render.dockerfile(spec)
 
     def check(self) -> None:
-        if not engine.daemon_available():
+        if not self.engine.daemon_available():
             raise ConfigError("no Docker daemon answers: start one (make docker-up runs dockerd here)",
                               key="--backend docker")
 
-    def is_current(self, spec: BuildSpec, entry) -> bool:
+    def staleness(self, entry: LockEntry) -> str | None:
         """Fresh only while the locked image is still there."""
         try:
-            return bool(entry.image) and engine.image_id(entry.image) == entry.template_id
-        except engine.DockerError:
-            return False
+            if entry.image and self.engine.image_id(entry.image) == entry.template_id:
+                return None
+        except DockerError:
+            pass
+        return f"image {entry.image or entry.template_id} is gone"
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              retry=None) -> Outcome:
+    def reference(self, entry: LockEntry) -> str:
+        return entry.image or entry.template_id
+
+    def channel_reference(self, entry: LockEntry, channel: str) -> str:
+        return f"{REPOSITORY}/{entry.alias}:{channel}"
+
+    # -- build and verify ----------------------------------------------------------
+
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         tag = image_tag(spec)
-        context = {f"ca/{name}": data for name, data in self.ca_certs}
         labels = {"e2b-matrix.alias": spec.alias, "e2b-matrix.variant": spec.name,
                   "e2b-matrix.fingerprint": spec.fingerprint}
         try:
-            image_id = engine.build_image(dockerfile(spec), tag, context_files=context,
-                                          on_log=lambda line: log([line]), no_cache=force, labels=labels,
-                                          cancel=cancel)
-        except engine.DockerCancelled:
+            image_id = self.engine.build_image(
+                self.render(spec), tag, context_files={f"ca/{n}": data for n, data in self.ca_certs},
+                on_log=lambda line: log([line]), no_cache=force, labels=labels, cancel=cancel)
+        except DockerCancelled:
             raise Cancelled("docker build stopped") from None
-        except engine.DockerError as exc:
+        except DockerError as exc:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=uuid.uuid4().hex[:16], image=tag)
+
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> list[CheckResult]:
+        def one(check: Check):
+            code, output = self.engine.run_in_container(built.image, check.command, user=check.user,
+                                                        devices=check.devices)
+            return judge(check, code, output)
+
+        return [timed(c, lambda c=c: one(c), first_line) for c in spec.checks if self.runs(c)]
+
+    # -- channels: image tags ------------------------------------------------------
+
+    def _image_of(self, entry: LockEntry, build_id: str) -> str:
+        if build_id == entry.build_id:
+            return entry.image
+        for b in entry.history:
+            if b.build_id == build_id and b.image:
+                return b.image
+        raise ConfigError(f"no image of build {build_id} is recorded", key=entry.alias)
+
+    def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
+        try:
+            self.engine.tag_image(self._image_of(entry, build_id), self.channel_reference(entry, channel))
+        except DockerError as exc:
+            raise BuildError(f"docker tag failed: {first_line(exc)}") from None
+
+    def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
+        if self.staleness(entry):
+            return [], f"image {entry.image} is gone"
+        images = {b.image: b.build_id for b in entry.history if b.image}
+        images[entry.image] = entry.build_id
+        ids = {}
+        for image, build_id in images.items():
+            try:
+                ids[self.engine.image_id(image)] = build_id
+            except DockerError:
+                continue
+        state = []
+        for channel in entry.channels:
+            try:
+                image_id = self.engine.image_id(self.channel_reference(entry, channel))
+            except DockerError:
+                state.append(ChannelState(channel, None))
+                continue
+            state.append(ChannelState(channel, ids.get(image_id, image_id)))
+        return state, None

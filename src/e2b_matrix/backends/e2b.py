@@ -1,92 +1,114 @@
-"""Build on E2B through the real SDK (imported here, on build paths only).
+"""Build on E2B through the public e2b SDK (imported in methods: build paths only).
 
-The SDK's own transport retries a few 429/5xx answers; above it this backend
-classifies what is left: transient (retried by build.py's policy), a failed
-build (not retried), credentials refused (stops the run). It drives the
-build itself (submit, then poll status pages) so that a run can stop
-polling at once on Ctrl-C or --fail-fast, and so a page of log lines is
-written as one record.
+Builds are requested with ``Template.build_in_background`` and followed with
+``Template.get_build_status`` (so a run can stop polling at once on Ctrl-C or
+--fail-fast, and a page of log lines is written as one record); channels
+are E2B tags moved with ``Template.assign_tags`` and read with
+``Template.get_tags``. The SDK retries 429/502/503/504 itself, honouring
+``Retry-After``; what it gives up on is classified here: transient
+(retried by the runner's policy), a failed build (not retried), credentials
+refused (stops the run).
+
+Every build carries a tag of this tool's choosing (``fp-`` and the
+fingerprint's first 16 hex digits) and the variant's own tags, never none:
+a build without tags would move ``default``, the channel a bare alias means.
 """
 
 from __future__ import annotations
 
 import threading
 
-from e2b_matrix.backends import BuildError, Cancelled, LogSink, Outcome, TransientError
-from e2b_matrix.credentials import HOW_TO_LOGIN, api_key, domain
-from e2b_matrix.errors import CredentialsError
-from e2b_matrix.model import BuildSpec
+from e2b_matrix import render
+from e2b_matrix.backends import ChannelState, LogSink
+from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
+from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+from e2b_matrix.settings import DEFAULT_DOMAIN, HOW_TO_LOGIN
+from e2b_matrix.verify import CheckResult, first_line, judge, timed
+
+PAGE = 100  # log entries E2B returns at most per status call
+
+
+def build_tag(spec: BuildSpec) -> str:
+    """The tag every build of this spec is requested with: moves no channel, names the spec."""
+    return "fp-" + spec.fingerprint.removeprefix("sha256:")[:16]
 
 
 class E2BBackend:
     name = "e2b"
-    lock_header = "make build-all"
+    lock_file = "templates.lock"
+    regenerate = "make build-all"
+    render_format = "json"
+    options = ()
 
-    def __init__(self, api_key: str | None = None, domain_name: str | None = None,
-                 poll_interval: float = 0.2, request_timeout: float | None = None):
-        self.api_key = api_key
-        self.domain = domain_name or domain()
+    def __init__(self, settings, poll_interval: float = 0.2):
+        self.settings = settings
+        self.domain = settings.domain
         self.poll_interval = poll_interval
-        self.request_timeout = request_timeout
+        self._key: str | None = None
 
-    def secrets(self) -> list[str]:
-        return [self.api_key] if self.api_key else []
+    # -- what a spec is, here -----------------------------------------------------
+
+    def base(self, params) -> Base:
+        return Base("template", params["template"], params["python"])
+
+    def files(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def runs(self, check: Check) -> bool:
+        return True  # the code interpreter runs stateful cells and shell commands
+
+    def render(self, spec: BuildSpec) -> str:
+        return render.to_json(spec)
 
     def check(self) -> None:
-        if not self.api_key:
-            self.api_key = api_key()
-        if not self.api_key:
-            raise CredentialsError(f"no E2B API key: {HOW_TO_LOGIN}")
+        self._key = self.settings.require_key()
 
-    def is_current(self, spec: BuildSpec, entry) -> bool:
-        return True  # E2B keeps a template until it is deleted
+    def staleness(self, entry: LockEntry) -> str | None:
+        built_on = entry.domain or DEFAULT_DOMAIN
+        return None if built_on == self.domain else f"domain {built_on} -> {self.domain}"
 
-    # -- one build -------------------------------------------------------------
+    def reference(self, entry: LockEntry) -> str:
+        return entry.reference
 
-    def _client(self):
-        from e2b.api import ApiClient
-        from e2b.api.client_sync import get_transport
-        from e2b.connection_config import ConnectionConfig
-        from e2b.retry import RetryableTransport
+    def channel_reference(self, entry: LockEntry, channel: str) -> str:
+        return f"{entry.alias}:{channel}"
 
-        config = ConnectionConfig(api_key=self.api_key, domain=self.domain,
-                                  request_timeout=self.request_timeout)
-        recorder = _recorder_class()(RetryableTransport(get_transport(config), config.retries))
-        return ApiClient(config, transport=recorder), recorder
+    def _api(self) -> dict:
+        api = {"api_key": self._key or self.settings.require_key(), "domain": self.domain}
+        if self.settings.api_url:
+            api["api_url"] = self.settings.api_url
+        return api
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              retry=None) -> Outcome:
+    # -- build -----------------------------------------------------------------
+
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
         from e2b import Template
         from e2b.template.types import TemplateBuildStatus
-        from e2b.template_sync.build_api import get_build_status
 
-        from e2b_matrix.render import to_template
-        from e2b_matrix.retry import RetryPolicy, retrying
+        from e2b_matrix.retry import retrying
 
-        client, recorder = self._client()
-        template = to_template(spec)
+        template = render.to_template(spec)
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
-
-        def sdk_log(entry) -> None:
-            log([_line(entry)])
-
-        with _classify(recorder):
-            info = Template._build(client, template, spec.alias, tags=list(spec.variant.tags) or None,
-                                   cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb,
-                                   skip_cache=force, on_build_logs=sdk_log)
+        api = self._api()
+        with _classify():
+            info = Template.build_in_background(
+                template, spec.alias, tags=[build_tag(spec), *spec.variant.tags],
+                cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
+                on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
         offset = 0
+
+        def poll(_attempt: int):
+            with _classify():
+                return Template.get_build_status(info, logs_offset=offset, **api)
+
         while True:
             if cancel.is_set():
                 raise Cancelled(f"stopped waiting for build {info.build_id} (E2B may still finish it)")
-            def poll(_attempt: int):
-                with _classify(recorder):
-                    return get_build_status(client, info.template_id, info.build_id, offset)
-
             # A blip while polling is retried in place: submitting again would
-            # make E2B cancel this (healthy) build of the alias.
-            status = retrying(poll, retry or RetryPolicy(), cancel, lambda n, exc, delay: log(
+            # make E2B supersede this (healthy) build of the alias.
+            status = retrying(poll, self.settings.retry, cancel, lambda n, exc, delay: log(
                 [f"status check failed ({exc}); retrying in {delay:.1f}s"]))
             entries = status.log_entries
             offset += len(entries)
@@ -98,35 +120,116 @@ class E2BBackend:
                 reason = status.reason
                 step = f" at step {reason.step}" if reason and reason.step else ""
                 raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
-            if len(entries) < 100:  # a full page means more is waiting: fetch it at once
+            if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
                 cancel.wait(self.poll_interval)
+
+    # -- verify ----------------------------------------------------------------
+
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome, sandbox_factory=None) -> list[CheckResult]:
+        """Every check in one sandbox of the exact build; the sandbox is always killed."""
+        checks = [c for c in spec.checks if self.runs(c)]
+        if sandbox_factory is None:
+            try:
+                from e2b_code_interpreter import Sandbox
+            except ImportError:
+                raise MatrixError("verifying on E2B needs e2b-code-interpreter: "
+                                  "pip install 'e2b-matrix[verify]'") from None
+            sandbox_factory = Sandbox.create
+        try:
+            sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
+        except Exception as exc:  # E2B said no: every check failed, for one stated reason
+            why = f"no sandbox: {first_line(exc)}"
+            return [CheckResult(c.name, c.layer, False, why) for c in checks]
+        try:
+            return [timed(c, (lambda c=c: _cells(sandbox, c)) if c.stateful else (lambda c=c: _shell(sandbox, c)),
+                          first_line) for c in checks]
+        finally:
+            try:
+                sandbox.kill()
+            except Exception:  # noqa: S110 - the sandbox times out on E2B's side anyway
+                pass
+
+    # -- channels ----------------------------------------------------------------
+
+    def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
+        from e2b import Template
+
+        with _classify():
+            Template.assign_tags(f"{entry.alias}:{build_id}", [channel], **self._api())
+
+    def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
+        """Where E2B's tags of the alias point, and whether the pinned build is gone."""
+        from e2b import Template
+        from e2b.exceptions import NotFoundException
+        from e2b.template.types import BuildInfo
+
+        api = self._api()
+        try:
+            with _classify():
+                tags = Template.get_tags(entry.template_id, **api)
+        except BuildError as exc:
+            if _is_gone(exc):
+                return [], f"template {entry.template_id} is gone"
+            raise
+        state = [ChannelState(t.tag, t.build_id) for t in tags]
+        try:
+            with _classify():
+                Template.get_build_status(BuildInfo(entry.template_id, entry.build_id, entry.alias, entry.alias),
+                                          logs_offset=0, **api)
+        except (BuildError, NotFoundException) as exc:
+            if _is_gone(exc):
+                return state, f"build {entry.build_id} is gone"
+            raise
+        return state, None
+
+
+def _cells(sandbox, check: Check) -> tuple[bool, str]:
+    text = ""
+    for cell in check.cells:
+        execution = sandbox.run_code(cell)
+        if execution.error:
+            return False, f"{execution.error.name}: {execution.error.value}"
+        text = execution.text or ""
+    return judge(check, 0, text)
+
+
+def _shell(sandbox, check: Check) -> tuple[bool, str]:
+    from e2b.sandbox.commands.command_handle import CommandExitException
+
+    try:
+        r = sandbox.commands.run(check.command, user=check.user)
+        return judge(check, r.exit_code, (r.stdout or "") + (r.stderr or ""))
+    except CommandExitException as exc:
+        return judge(check, exc.exit_code, (exc.stdout or "") + (exc.stderr or ""))
+
+
+def _is_gone(exc: Exception) -> bool:
+    return getattr(exc, "status", None) in (400, 404) or "not found" in str(exc).lower()
 
 
 class _classify:
-    """Turn SDK and transport exceptions into ours (context manager)."""
-
-    def __init__(self, recorder):
-        self.recorder = recorder
+    """Turn SDK and transport exceptions into ours (a context manager)."""
 
     def __enter__(self):
-        self.recorder.last_retry_after = None
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, (BuildError, TransientError, Cancelled, CredentialsError)):
+        if exc is None or isinstance(exc, (MatrixError, KeyboardInterrupt)) or not isinstance(exc, Exception):
             return False
-        from e2b.exceptions import AuthenticationException, RateLimitException, ServiceBusyException
+        from e2b.exceptions import AuthenticationException, RateLimitException
 
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         status = _status_of(exc, message)
         if isinstance(exc, AuthenticationException) or status in (401, 403):
             raise CredentialsError(f"E2B refused the API key ({status or 401}): {HOW_TO_LOGIN}") from None
-        if isinstance(exc, (RateLimitException, ServiceBusyException)) or (status and (status == 429 or
-                                                                                     status >= 500)):
-            raise TransientError(message, self.recorder.last_retry_after) from None
+        if isinstance(exc, RateLimitException) or type(exc).__name__ == "ServiceBusyException" or (
+                status is not None and (status == 429 or status >= 500)):
+            raise TransientError(message) from None
         if status == 408 or _is_network(exc):
             raise TransientError(f"{type(exc).__name__}: {message}") from None
-        raise BuildError(message) from None
+        error = BuildError(message)
+        error.status = status
+        raise error from None
 
 
 def _status_of(exc, message: str) -> int | None:
@@ -148,27 +251,3 @@ def _line(entry) -> str:
     stamp = ts.strftime("%H:%M:%S") if hasattr(ts, "strftime") else ""
     level = getattr(entry, "level", "info")
     return f"{stamp} {level:<5} {getattr(entry, 'message', entry)}".strip()
-
-
-def _recorder_class():
-    import httpx
-
-    class RetryAfterRecorder(httpx.BaseTransport):
-        """Wraps the SDK's transport; remembers the last Retry-After it saw."""
-
-        def __init__(self, inner):
-            self.inner = inner
-            self.last_retry_after: float | None = None
-
-        def handle_request(self, request):
-            response = self.inner.handle_request(request)
-            if response.status_code in (429, 503):
-                value = response.headers.get("Retry-After", "")
-                if value.strip().isdigit():
-                    self.last_retry_after = float(value)
-            return response
-
-        def close(self) -> None:
-            self.inner.close()
-
-    return RetryAfterRecorder

@@ -1,6 +1,6 @@
 """extra-tools: everyday command-line tools, each checked with ``--version``."""
 
-from e2b_matrix.layers import checks as c
+from e2b_matrix import names
 from e2b_matrix.model import Check, Layer, Param, apt, pip
 
 # Debian package -> the command it installs, where the names differ.
@@ -17,9 +17,9 @@ def _steps(params, ctx):
 
 
 def _checks(params, ctx):
-    names = [COMMANDS.get(p, p) for p in params["packages"]]
-    names += [p.split("==")[0] for p in params["pip_packages"]]
-    return tuple(Check(f"{n} --version", command=f"{n} --version") for n in names)
+    commands = [COMMANDS.get(p, p) for p in params["packages"]]
+    commands += [p.split("==")[0] for p in params["pip_packages"]]
+    return tuple(Check(f"{n} --version", command=f"{n} --version") for n in commands)
 
 
 LAYER = Layer(
@@ -28,8 +28,8 @@ LAYER = Layer(
     description="apt/pip tools (default: git, jq, ripgrep, curl)",
     requires=("base",),
     params=(
-        Param("packages", ("git", "jq", "ripgrep", "curl"), "Debian packages", c.package_list),
-        Param("pip_packages", (), "pip packages whose command has the package's name", c.package_list),
+        Param("packages", ("git", "jq", "ripgrep", "curl"), "Debian packages", names.check_packages),
+        Param("pip_packages", (), "pip packages whose command has the package's name", names.check_packages),
     ),
     steps=_steps,
     checks=_checks,

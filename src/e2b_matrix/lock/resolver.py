@@ -1,0 +1,109 @@
+"""The Nexus server's resolver: the template reference to hand to ``Sandbox.create``.
+
+``resolve(name)``: ``E2B_TEMPLATE_ID`` in the environment wins (the seed's
+variable, for every name), then the lock's pinned build of ``name``
+(``<template_id>:<build_id>``), then ``default`` if given, else
+UnknownNameError.
+
+The lock is re-read only when its (mtime, size, inode) changes: a call costs
+one ``os.stat`` (at most one per ``min_interval`` seconds). When the file
+goes bad (a half-written file, a merge conflict) the last good lock stays in
+use and one error is logged until a good lock is read again (a writer that
+is not atomic makes many bad states in a row: they are one problem); when
+the file is deleted the last good lock stays in use and one warning is
+logged (a server must not lose its templates because a file moved). Before any good lock was read,
+every name resolves to ``default``. Safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+
+from e2b_matrix import settings
+from e2b_matrix.errors import LockError, UnknownNameError
+from e2b_matrix.lock.format import TemplateLock
+
+log = logging.getLogger(__name__)
+
+
+class TemplateResolver:
+    def __init__(self, lock_path=None, default: str | None = None, environ: Mapping[str, str] | None = None,
+                 *, min_interval: float = 0.0):
+        self._environ = os.environ if environ is None else environ
+        if lock_path is None:
+            lock_path = settings.read("E2B_MATRIX_LOCK", self._environ)
+        self.path = os.path.abspath(os.fspath(lock_path))
+        self.default = default
+        self.min_interval = float(min_interval)
+        self._reload_lock = threading.Lock()
+        # (stat stamp, lock): replaced as one object so readers never see a mix
+        self._state: tuple[object, TemplateLock] = (("unread",), TemplateLock((), self.path, exists=False))
+        self._logged = False  # a problem was logged since the last good read
+        self._next_check = 0.0
+
+    def resolve(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"a template name is a string, not {type(name).__name__}")
+        override = settings.read("E2B_TEMPLATE_ID", self._environ)
+        if override:
+            return override
+        lock = self.current()
+        try:
+            return lock.reference(name)
+        except UnknownNameError:
+            if self.default is not None:
+                return self.default
+            raise
+
+    def current(self) -> TemplateLock:
+        """The lock as it is on disk now, or the last good one."""
+        state = self._state
+        if self.min_interval:
+            now = time.monotonic()
+            if now < self._next_check:
+                return state[1]
+            self._next_check = now + self.min_interval
+        stamp = self._stat()
+        if stamp == state[0]:
+            return state[1]
+        with self._reload_lock:
+            state = self._state
+            if stamp == state[0]:
+                return state[1]
+            return self._reload(stamp, state[1])
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return ("error", exc.errno)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _problem(self, message: str, level: int) -> None:
+        if not self._logged:
+            log.log(level, "%s", message)
+            self._logged = True
+
+    def _reload(self, stamp, old: TemplateLock) -> TemplateLock:
+        if stamp is None:
+            if old.exists:
+                self._problem(f"{self.path}: the lock file is gone; keeping the last good lock "
+                              f"({len(old)} templates)", logging.WARNING)
+            self._state = (None, old)
+            return old
+        try:
+            # stat came before the read: a change during the read shows as a new stamp next time
+            lock = TemplateLock.load(self.path)
+        except LockError as exc:
+            self._problem(f"{exc}; keeping the last good lock ({len(old)} templates)", logging.ERROR)
+            self._state = (stamp, old)
+            return old
+        self._logged = False
+        self._state = (stamp, lock)
+        return lock

@@ -1,0 +1,95 @@
+"""Writing the lock: merged with what is on disk, under a file lock, atomically.
+
+``update(path, change)`` takes an exclusive lock on the sidecar
+``<path>.lock``, reads the lock on disk, applies ``change`` to its entries,
+renders the result, reads the rendering back and compares, and replaces the
+file atomically (files.atomic_write). Two processes that change different
+aliases both land; a reader sees the old file or the new one; a lock on disk
+that does not parse is left untouched (LockError).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+
+from e2b_matrix import files
+from e2b_matrix.errors import LockError
+from e2b_matrix.lock.format import DEFAULT_REGENERATE, TemplateLock, dumps, loads
+from e2b_matrix.model import LockEntry
+
+Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
+
+
+def lock_file(path) -> str:
+    """The sidecar file whose flock guards ``path`` (never the data file, which is replaced)."""
+    return os.fspath(path) + ".lock"
+
+
+def preflight(path) -> None:
+    """Fail now, before any build, if the lock at ``path`` could not be written later."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    why = files.check_writable_dir(folder)
+    if why:
+        raise LockError(f"cannot write the lock here: {folder} {why}", path=path)
+    try:
+        with files.FileLock(lock_file(path)):
+            text = files.read_text(path)
+    except files.FileError as exc:
+        raise LockError(str(exc), path=path) from None
+    if text is not None:
+        loads(text, path)
+
+
+def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
+    """Apply ``change`` (entries by alias -> new entries by alias) to the lock on disk; the lock as written."""
+    path = os.fspath(path)
+    try:
+        with files.FileLock(lock_file(path)):
+            files.remove_stale_temps(path)
+            old_text = files.read_text(path)
+            old = loads(old_text, path) if old_text is not None else {}
+            merged = dict(change(dict(old)))
+            try:
+                text = dumps(merged.values(), regenerate, secrets)
+            except LockError as exc:
+                raise LockError(exc.bare, path=path, key=exc.key) from None
+            if loads(text, path) != dict(sorted(merged.items())):  # never write what would not read back
+                raise LockError("does not read back the same (not written)", path=path)
+            if text != old_text:
+                files.atomic_write(path, text.encode("utf-8"))
+    except files.FileError as exc:
+        raise LockError(str(exc), path=path) from None
+    except OSError as exc:
+        raise LockError(f"cannot write: {exc.strerror or exc}", path=path) from None
+    return TemplateLock(merged, path)
+
+
+def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = (), remove: Iterable[str] = (),
+                regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
+    """Replace whole entries by alias and delete aliases (absent ones are ignored)."""
+    items = list(upsert.values() if isinstance(upsert, Mapping) else upsert)
+    for e in items:
+        if not isinstance(e, LockEntry):
+            raise TypeError(f"update_lock: expected a LockEntry, got {type(e).__name__}")
+    gone = {remove} if isinstance(remove, str) else set(remove)
+
+    def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        entries = {a: e for a, e in entries.items() if a not in gone}
+        entries.update((e.alias, e) for e in items)
+        return entries
+
+    return update(path, change, regenerate, secrets)
+
+
+def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
+                 secrets: Iterable[str] = ()) -> TemplateLock:
+    """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
+
+    def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        old = entries.get(entry.alias)
+        entries[entry.alias] = old.replaced_by(entry) if old is not None else entry
+        return entries
+
+    return update(path, change, regenerate, secrets)

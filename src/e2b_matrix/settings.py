@@ -1,0 +1,221 @@
+"""Every environment variable e2b-matrix reads, declared once, read and validated once.
+
+``Settings.from_env()`` reads them all at the start of a run; a bad value is
+a ConfigError naming the variable (exit 2), before anything is read from the
+project or sent anywhere. No other module reads ``os.environ`` for these
+variables. The API key from ``~/.e2b/config.json`` is read only when a
+command needs it (``Settings.require_key``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from e2b_matrix import files, names
+from e2b_matrix.errors import ConfigError, CredentialsError
+from e2b_matrix.retry import RetryPolicy
+
+DEFAULT_DOMAIN = "e2b.app"
+DEFAULT_LOCK = "templates.lock"
+HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
+                "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+# -- parsers: text -> value, ValueError with what is wrong ----------------------
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of 1, true, yes, on, 0, false, no, off; got {text!r}")
+
+
+def _number(kind: type, minimum: float, positive: bool = False) -> Callable[[str], Any]:
+    def parse(text: str):
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (positive and value <= 0):
+            raise ValueError(f"expected a finite number {'>' if positive else '>='} {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _host(text: str) -> str:
+    if not _HOST.fullmatch(text):
+        raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {text!r}")
+    return text
+
+
+def _url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    if names.control_char(text) or " " in text:
+        raise ValueError("contains a space or control character")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(f"expected an http(s):// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("a base URL takes no query or fragment")
+    return text.rstrip("/")
+
+
+def _http_url(text: str) -> str:
+    url = _url(text)
+    if url.startswith("file:"):
+        raise ValueError(f"expected an http(s):// URL, got {text!r}")
+    return url
+
+
+def _buildkit(text: str) -> bool | None:
+    return None if text.strip().lower() == "auto" else _flag(text)
+
+
+def _reference(text: str) -> str:
+    return names.check_lock_id(text)
+
+
+def _path(text: str) -> str:
+    return names.check_text(text)
+
+
+def _key(text: str) -> str | None:
+    """An API key: surrounding whitespace stripped (a file saved on Windows), nothing odd inside."""
+    key = text.strip()
+    if not key:
+        return None
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in key):
+        raise ValueError("the key has a space, control or non-ASCII character inside it (not shown)")
+    return key
+
+
+@attrs.frozen
+class Var:
+    """One environment variable: its name, parser, default and what it does."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        raw = environ.get(self.name)
+        if raw is None or not raw.strip():  # set but blank is not set
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=self.name) from None
+
+
+VARS = {v.name: v for v in (
+    Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
+    Var("E2B_DOMAIN", _host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"),
+    Var("E2B_API_URL", _http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
+    Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
+    Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
+    Var("E2B_MATRIX_PYPI_URL", _url, None, "the package index's JSON API base (a file:// folder works)"),
+    Var("E2B_MATRIX_INDEX_TTL", _number(float, 0), 900.0, "seconds an index look-up is cached"),
+    Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1), 5, "attempts per build, above the SDK's own retries"),
+    Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0), 1.0, "first backoff delay"),
+    Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0), 30.0, "longest backoff delay"),
+    Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, positive=True), 300.0, "time a build may spend retrying"),
+    Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
+    Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
+    Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
+)}
+
+
+def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One variable, parsed and validated (for callers that need only one, like the server's resolver)."""
+    return VARS[name].read(os.environ if environ is None else environ)
+
+
+@attrs.frozen
+class Settings:
+    """What the environment says, validated. Build one with ``Settings.from_env()``."""
+
+    api_key: str | None = attrs.field(default=None, repr=False)
+    domain: str = DEFAULT_DOMAIN
+    api_url: str | None = None
+    template_id: str | None = None
+    index_url: str | None = None
+    index_ttl: float = 900.0
+    retry: RetryPolicy = RetryPolicy()
+    log_files: bool = True
+    docker_cli: str | None = None
+    docker_buildkit: bool | None = None
+    home: Path = attrs.field(factory=Path.home)
+    cache_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        v = {name: var.read(env) for name, var in VARS.items()}
+        home = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
+        cache = env.get("XDG_CACHE_HOME") or str(home / ".cache")
+        return cls(
+            api_key=v["E2B_API_KEY"], domain=v["E2B_DOMAIN"], api_url=v["E2B_API_URL"],
+            template_id=v["E2B_TEMPLATE_ID"], index_url=v["E2B_MATRIX_PYPI_URL"],
+            index_ttl=v["E2B_MATRIX_INDEX_TTL"],
+            retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
+                              v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
+            log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
+            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix")
+
+    def key(self) -> str | None:
+        """E2B_API_KEY, else ``teamApiKey`` in ~/.e2b/config.json; None when neither has one."""
+        if self.api_key:
+            return self.api_key
+        path = self.home / ".e2b" / "config.json"
+        where = f"{path}: teamApiKey"
+        try:
+            text = files.read_text(path)
+        except files.FileError as exc:
+            raise ConfigError(str(exc), path=path) from None
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ConfigError("not valid JSON", path=path) from None
+        raw = data.get("teamApiKey") if isinstance(data, dict) else None
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise ConfigError("expected a string", key=where)
+        try:
+            return _key(raw)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=where) from None
+
+    def require_key(self) -> str:
+        key = self.key()
+        if not key:
+            raise CredentialsError(f"no E2B API key: {HOW_TO_LOGIN}")
+        return key
+
+    def secrets(self) -> list[str]:
+        """What must never be printed or stored: the key, wherever it came from."""
+        try:
+            return [k for k in (self.api_key, self.key()) if k]
+        except ConfigError:
+            return [self.api_key] if self.api_key else []

@@ -1,0 +1,265 @@
+"""The library entry point: load the project -> resolve specs -> plan -> run -> report.
+
+Each step is a plain function of a ``Session`` (the run's options, settings,
+backend and package index) and the previous step's result, so a test or the
+Nexus server can call any one alone; ``build()`` chains them::
+
+    from e2b_matrix.workflow import Options, build
+    summary = build(Options(root="path/to/project", names=("latest",)))
+    summary.exit_code, summary.results
+
+Data flows one way: files -> model -> specs -> plan -> backend -> results ->
+lock. Nothing here prints; ``reporter(name, state, message)`` hears progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import attrs
+
+from e2b_matrix import backends, files
+from e2b_matrix.config import Project, apply_overrides, load_project
+from e2b_matrix.errors import ConfigError, NothingToDo
+from e2b_matrix.lock import TemplateLock, store
+from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Status
+from e2b_matrix.names import check_tag
+from e2b_matrix.plan import PlanItem, State, make_plan, orphans
+from e2b_matrix.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".e2b-matrix"
+LOGS_DIR = "logs"
+
+
+@attrs.frozen
+class Options:
+    """What a run asks for: the CLI's options, or a library caller's arguments."""
+
+    root: Path = attrs.field(default=Path("."), converter=Path)
+    names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    backend: str = backends.DEFAULT
+    backend_options: Mapping = attrs.field(factory=dict)
+    overrides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    offline: bool = False
+    force: bool = False
+    jobs: int | None = None
+    fail_fast: bool = False
+    wait: bool = True
+    verify: bool = False
+    promote: str | None = None
+
+
+@attrs.define
+class Session:
+    """One run: its options and settings, the backend that builds and the package index."""
+
+    options: Options
+    settings: Settings
+    backend: object
+    index: object
+
+    @classmethod
+    def open(cls, options: Options, settings: Settings | None = None) -> Session:
+        from e2b_matrix.versions import PyPIIndex
+
+        settings = settings or Settings.from_env()
+        if options.promote is not None:
+            check_channel(options.promote, "--promote")
+        backend = backends.make(options.backend, settings, options.backend_options)
+        index = PyPIIndex(settings.index_url, settings.cache_dir, settings.index_ttl, offline=options.offline)
+        return cls(options, settings, backend, index)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.options.root / self.backend.lock_file
+
+    def lock(self) -> TemplateLock:
+        return TemplateLock.load(self.lock_path)
+
+
+def check_channel(channel: str, key: str) -> str:
+    try:
+        return check_tag(channel)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+# -- the steps ---------------------------------------------------------------------
+
+def load(session: Session) -> Project:
+    return apply_overrides(load_project(session.options.root), session.options.overrides)
+
+
+def resolve_specs(session: Session, project: Project, lock: TemplateLock) -> list[BuildSpec]:
+    from e2b_matrix.resolve import build_spec
+
+    return [build_spec(v, project.layers, session.backend, session.index, session.options.offline, lock.entries)
+            for v in project.select(session.options.names)]
+
+
+def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock, remote: bool = True) -> list[PlanItem]:
+    """Each spec against the lock; ``remote`` also asks the backend whether the locked artifact still stands."""
+    return make_plan(specs, lock.entries, session.backend.staleness if remote else lambda entry: None)
+
+
+def preflight(session: Session) -> Path | None:
+    """Everything a build will write, checked before the first request: the logs folder (or None:
+    a warning, and no log files), the state folder and the lock (ConfigError)."""
+    root = session.options.root
+    why = files.check_writable_dir(root / STATE_DIR / "locks")
+    if why:
+        raise ConfigError(f"cannot keep build state: {why}", path=root / STATE_DIR)
+    store.preflight(session.lock_path)
+    if not session.settings.log_files:
+        return None
+    why = files.check_writable_dir(root / LOGS_DIR)
+    if why:
+        log.warning("%s: %s; writing no log files", root / LOGS_DIR, why)
+        return None
+    return root / LOGS_DIR
+
+
+@attrs.frozen
+class Summary:
+    results: tuple[BuildResult, ...]
+    exit_code: int
+    error: str | None = None  # what stopped the whole run (credentials refused)
+
+
+def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, str], None]) -> Summary:
+    """Build what the plan says is not fresh (everything with --force); record each success at once."""
+    from e2b_matrix import build as b
+    from e2b_matrix.logs import RunLogs
+    from e2b_matrix.secrets import Redactor
+
+    o, backend = session.options, session.backend
+    backend.check()
+    jobs = b.make_jobs(items, o.force)
+    if all(j.fresh for j in jobs) and not o.promote:
+        return report(b.Runner(backend, session.lock_path, Path(), None, reporter), jobs)
+    logs_dir = preflight(session)
+    secrets = tuple(session.settings.secrets())
+    logs = RunLogs(logs_dir, Redactor(secrets))
+    runner = b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR, logs=logs,
+                      report=reporter, jobs=o.jobs or b.default_jobs(len(items)), force=o.force,
+                      fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=session.settings.retry,
+                      verify=o.verify, promote=o.promote, secrets=secrets)
+    try:
+        summary = report(runner, jobs)
+        if o.promote and summary.exit_code == 0:
+            for r in summary.results:
+                if r.status is Status.FRESH:  # fresh builds were verified when they were built
+                    reporter(r.name, "promoting", f"{o.promote} -> {r.build_id}")
+                    b.promote(backend, session.lock_path, r.alias, o.promote, secrets)
+        return summary
+    finally:
+        logs.close()
+
+
+def report(runner, jobs) -> Summary:
+    from e2b_matrix import build as b
+
+    results = runner.run(jobs)
+    fatal = getattr(runner, "fatal", None)
+    return Summary(tuple(results), b.exit_code(runner, results), str(fatal) if fatal else None)
+
+
+def build(options: Options, settings: Settings | None = None,
+          reporter: Callable[[str, str, str], None] = lambda name, state, message: None) -> Summary:
+    """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it."""
+    session = Session.open(options, settings)
+    project = load(session)
+    lock = session.lock()
+    specs = resolve_specs(session, project, lock)
+    return run(session, plan(session, specs, lock), reporter)
+
+
+# -- reading the plan and the lock -------------------------------------------------
+
+def check_lock(session: Session, remote: bool = False) -> list[PlanItem]:
+    """Every variant against the lock, plus entries no longer defined (``lock check``)."""
+    project = load(session)
+    lock = session.lock()
+    items = plan(session, resolve_specs(session, project, lock), lock, remote=remote)
+    return items + orphans(lock.entries, [v.alias for v in project.variants])
+
+
+def entries_for(session: Session, names) -> list[LockEntry]:
+    """The lock entries of the named variants (by name or alias; all when none are named)."""
+    lock = session.lock()
+    if not names:
+        return list(lock)
+    return [lock.entry(n) for n in dict.fromkeys(names)]
+
+
+def promote(session: Session, names, channel: str) -> list[LockEntry]:
+    """Point ``channel`` at each named variant's locked build (promote)."""
+    from e2b_matrix import build as b
+
+    check_channel(channel, "--channel")
+    entries = entries_for(session, names)
+    session.backend.check()
+    return [b.promote(session.backend, session.lock_path, e.alias, channel, session.settings.secrets())
+            for e in entries]
+
+
+def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
+    """Return the entry to its previous build, and move back every channel promoted to the current one.
+
+    (before, after); NothingToDo when there is no previous build.
+    """
+    before = session.lock().entry(name)
+    if not before.history:
+        raise NothingToDo(f"{before.alias} has no previous build to roll back to")
+    session.backend.check()
+    backend = session.backend
+
+    def change(entries):
+        current = entries[before.alias]
+        if current.build_id != before.build_id:
+            raise NothingToDo(f"{before.alias} changed while rolling back (now build {current.build_id}); try again")
+        after = current.rolled_back()
+        for channel, build_id in current.channels.items():
+            if build_id == current.build_id:
+                backend.point(current, channel, after.build_id)
+        entries[before.alias] = after
+        return entries
+
+    after = store.update(session.lock_path, change, backend.regenerate, session.settings.secrets())
+    return before, after.entries[before.alias]
+
+
+@attrs.frozen
+class Drift:
+    """How an alias on the backend compares with its lock entry (``status``)."""
+
+    alias: str
+    variant: str
+    state: str                      # "in sync", "channel moved", "gone"
+    details: tuple[str, ...] = ()
+    channels: Mapping = attrs.field(factory=dict)  # channel -> build ID on the backend
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "in sync"
+
+
+def status(session: Session, names=()) -> list[Drift]:
+    """Ask the backend where each channel points and whether each pinned build still exists."""
+    entries = entries_for(session, names)
+    session.backend.check()
+    out = []
+    for e in entries:
+        state, gone = session.backend.channels(e)
+        remote = {c.channel: c.build_id for c in state}
+        if gone:
+            out.append(Drift(e.alias, e.variant, "gone", (gone,), remote))
+            continue
+        moved = tuple(f"{ch} points at {remote.get(ch) or 'nothing'}; the lock says {bid}"
+                      for ch, bid in e.channels.items() if remote.get(ch) != bid)
+        out.append(Drift(e.alias, e.variant, "channel moved" if moved else "in sync", moved, remote))
+    return out
