@@ -187,17 +187,23 @@ def test_lookup_by_alias_and_by_variant():
     assert lock.entry("pinned").alias == "nexus-sandbox-pinned"
     assert "latest" in lock and "nexus-sandbox-minimal" in lock and "nope" not in lock and 3 not in lock
     assert len(lock) == 4 and lock.path == "templates.lock"
-    # an alias wins over a variant of the same name
-    both = TemplateLock([entry("latest", "other", "T-ALIAS"), entry("x", "latest", "T-VARIANT")])
-    assert both.template_id("latest") == "T-ALIAS"
-    assert both.template_id("other") == "T-ALIAS"
+    # a word that is one entry's alias and another's variant could mean either: an error naming both
+    both = TemplateLock([entry("latest", "other", "T-ALIAS"), entry("x", "latest", "T-VARIANT")], "templates.lock")
+    with pytest.raises(LockError) as info:
+        both.template_id("latest")
+    assert str(info.value) == ("templates.lock: 'latest' could mean several templates (latest, x); "
+                               "use an alias that names one")
+    assert info.value.exit_code == 2
+    assert both.template_id("other") == "T-ALIAS" and both.template_id("x") == "T-VARIANT"
     # a variant name under two aliases (e.g. an alias renamed) is ambiguous: say so
     twice = TemplateLock([entry("old-alias", "v", "T1"), entry("new-alias", "v", "T2")], "templates.lock")
-    with pytest.raises(UnknownNameError) as info:
+    with pytest.raises(LockError) as info:
         twice.entry("v")
-    assert str(info.value) == ("templates.lock: variant 'v' is in the lock under several aliases "
-                               "(new-alias, old-alias); use the alias")
+    assert str(info.value) == ("templates.lock: 'v' could mean several templates (new-alias, old-alias); "
+                               "use an alias that names one")
     assert twice.template_id("old-alias") == "T1" and "v" in twice
+    same = TemplateLock([entry("x", "x", "TX")])  # a variant named as its alias is one template
+    assert same.template_id("x") == "TX"
 
 
 def test_unknown_name_lists_names_and_suggests_the_closest():

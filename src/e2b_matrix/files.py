@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 STALE_TEMP_SECONDS = 1.0  # a temp file this old, found under the lock, was left by a killed writer
 
@@ -202,21 +203,22 @@ class FileLock:
         self.release()
 
 
-def check_writable_dir(path: str | os.PathLike) -> str | None:
-    """Why files cannot be created in folder ``path`` (made if missing), or None when they can."""
+def check_writable_dir(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(the path in the way, why) when files cannot be created in folder ``path`` (made if missing); else None."""
     path = os.fspath(path)
+    for p in [path, *map(str, Path(path).parents)]:  # a file where a folder should be, at any depth
+        if os.path.exists(p):
+            if not os.path.isdir(p):
+                return p, "exists and is not a folder"
+            break
     try:
         os.makedirs(path, exist_ok=True)
-    except FileExistsError:
-        return "exists and is not a folder"
     except OSError as exc:
-        return f"cannot create it: {exc.strerror or exc}"
-    if not os.path.isdir(path):
-        return "exists and is not a folder"
+        return path, f"cannot create it: {exc.strerror or exc}"
+    probe = os.path.join(path, f".probe.{os.getpid()}.{threading.get_ident()}.tmp")
     try:  # a real try: permissions, a read-only mount, a full disk (root ignores modes)
-        fd = os.open(os.path.join(path, f".probe.{os.getpid()}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
     except OSError as exc:
-        return f"cannot write in it: {exc.strerror or exc}"
-    os.close(fd)
-    os.unlink(os.path.join(path, f".probe.{os.getpid()}.tmp"))
+        return path, f"cannot write in it: {exc.strerror or exc}"
     return None

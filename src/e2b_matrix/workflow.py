@@ -101,24 +101,25 @@ def resolve_specs(session: Session, project: Project, lock: TemplateLock) -> lis
             for v in project.select(session.options.names)]
 
 
-def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock, remote: bool = True) -> list[PlanItem]:
-    """Each spec against the lock; ``remote`` also asks the backend whether the locked artifact still stands."""
-    return make_plan(specs, lock.entries, session.backend.staleness if remote else lambda entry: None)
+def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[PlanItem]:
+    """Each spec against the lock, and the backend's word on whether the locked artifact still
+    stands here (E2B: built on this domain; Docker: the image is still there). No E2B request."""
+    return make_plan(specs, lock.entries, session.backend.staleness)
 
 
 def preflight(session: Session) -> Path | None:
     """Everything a build will write, checked before the first request: the logs folder (or None:
     a warning, and no log files), the state folder and the lock (ConfigError)."""
     root = session.options.root
-    why = files.check_writable_dir(root / STATE_DIR / "locks")
-    if why:
-        raise ConfigError(f"cannot keep build state: {why}", path=root / STATE_DIR)
+    blocked = files.check_writable_dir(root / STATE_DIR / "locks")
+    if blocked:
+        raise ConfigError(f"cannot keep build state: {blocked[1]}", path=blocked[0])
     store.preflight(session.lock_path)
     if not session.settings.log_files:
         return None
-    why = files.check_writable_dir(root / LOGS_DIR)
-    if why:
-        log.warning("%s: %s; writing no log files", root / LOGS_DIR, why)
+    blocked = files.check_writable_dir(root / LOGS_DIR)
+    if blocked:
+        log.warning("%s: %s; writing no log files", *blocked)
         return None
     return root / LOGS_DIR
 
@@ -180,11 +181,11 @@ def build(options: Options, settings: Settings | None = None,
 
 # -- reading the plan and the lock -------------------------------------------------
 
-def check_lock(session: Session, remote: bool = False) -> list[PlanItem]:
+def check_lock(session: Session) -> list[PlanItem]:
     """Every variant against the lock, plus entries no longer defined (``lock check``)."""
     project = load(session)
     lock = session.lock()
-    items = plan(session, resolve_specs(session, project, lock), lock, remote=remote)
+    items = plan(session, resolve_specs(session, project, lock), lock)
     return items + orphans(lock.entries, [v.alias for v in project.variants])
 
 

@@ -190,8 +190,13 @@ class TemplateLock:
         for e in self.entries.values():
             by_variant.setdefault(e.variant, []).append(e.alias)
         self._index = {v: self.entries[a[0]] for v, a in by_variant.items() if len(a) == 1}
-        self._index.update(self.entries)  # an alias wins over a variant name
-        self._ambiguous = {v: a for v, a in by_variant.items() if len(a) > 1 and v not in self.entries}
+        self._index.update(self.entries)
+        # a word that names two entries (one's alias, another's variant; or one variant
+        # under two aliases) means nothing: the caller must say which
+        self._ambiguous = {v: sorted(set(a) | ({v} & set(self.entries))) for v, a in by_variant.items()
+                           if len(a) > 1 or (v in self.entries and a != [v])}
+        for word in self._ambiguous:
+            self._index.pop(word, None)
 
     @classmethod
     def load(cls, path="templates.lock", *, missing_ok: bool = True) -> TemplateLock:
@@ -240,8 +245,8 @@ class TemplateLock:
         if found is not None:
             return found
         if name in self._ambiguous:
-            raise UnknownNameError(f"{self.path}: variant {name!r} is in the lock under several aliases "
-                                   f"({', '.join(self._ambiguous[name])}); use the alias")
+            raise LockError(f"{name!r} could mean several templates ({', '.join(self._ambiguous[name])}); "
+                            "use an alias that names one", path=self.path)
         raise UnknownNameError(self._unknown_message(name))
 
     def get(self, name: str, default=None):

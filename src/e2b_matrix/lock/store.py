@@ -30,9 +30,9 @@ def preflight(path) -> None:
     """Fail now, before any build, if the lock at ``path`` could not be written later."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
-    why = files.check_writable_dir(folder)
-    if why:
-        raise LockError(f"cannot write the lock here: {folder} {why}", path=path)
+    blocked = files.check_writable_dir(folder)
+    if blocked:
+        raise LockError(f"cannot write the lock: {blocked[1]}", path=blocked[0])
     try:
         with files.FileLock(lock_file(path)):
             text = files.read_text(path)
