@@ -28,7 +28,7 @@ def test_a_fake_backend_plans_builds_locks_promotes_and_rolls_back(project, fake
     assert "fake" in backends.names()
     r = run(project, "plan", "--backend", "fake", "--json")
     assert r.exit_code == 0, r.output
-    assert {i["state"] for i in json.loads(r.stdout)} == {"unbuilt"}
+    assert {i["state"] for i in json.loads(r.stdout)["variants"]} == {"unbuilt"}
     r = run(project, "build-all", "--backend", "fake", "--json")
     assert r.exit_code == 0, r.output
     assert {x["status"] for x in json.loads(r.stdout)} == {"built"}

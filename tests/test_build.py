@@ -249,7 +249,7 @@ template = "nexus-sandbox-minimal"
     # both fresh now; rebuilding the parent alone makes the child stale
     assert {x["status"] for x in json.loads(build(project, "build", "child", "minimal", "--json").stdout)} == {"fresh"}
     assert build(project, "build", "minimal", "--force").exit_code == 0
-    plan = {i["name"]: i for i in json.loads(build(project, "plan", "--json", "child").stdout)}
+    plan = {i["name"]: i for i in json.loads(build(project, "plan", "--json", "child").stdout)["variants"]}
     assert plan["child"]["state"] == "stale"
     assert plan["child"]["reasons"][0].startswith("base template rebuilt")
 

@@ -35,10 +35,10 @@ def test_list(project):
 def test_plan_unbuilt_then_fresh_then_stale(project):
     r = run("plan", "--json", project=project)
     assert r.exit_code == 0, r.output
-    items = {i["name"]: i for i in json.loads(r.stdout)}
+    items = {i["name"]: i for i in json.loads(r.stdout)["variants"]}
     assert {i["state"] for i in items.values()} == {"unbuilt"}
     write(project / "templates.lock", lock_for(items))
-    items = {i["name"]: i for i in json.loads(run("plan", "--json", project=project).stdout)}
+    items = {i["name"]: i for i in json.loads(run("plan", "--json", project=project).stdout)["variants"]}
     assert {i["state"] for i in items.values()} == {"fresh"}
     # change one param, one resource and one layer in three variants
     pinned = project / "variants/pinned.toml"
@@ -50,12 +50,12 @@ def test_plan_unbuilt_then_fresh_then_stale(project):
     r = run("plan", project=project)
     assert r.exit_code == 0
     out = r.stdout
-    states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
+    states = {line.split()[0]: line.split()[2] for line in out.split("\n\n")[0].splitlines()[1:]}
     assert states == {"full": "stale", "latest": "fresh", "minimal": "stale", "pinned": "stale"}
     assert "layer nexus 0.5.6 -> 0.5.5" in out
     assert "resource memory_mb 4096 -> 8192" in out
     assert "layer fuse added" in out
-    only = json.loads(run("plan", "--json", "pinned", project=project).stdout)
+    only = json.loads(run("plan", "--json", "pinned", project=project).stdout)["variants"]
     assert [i["name"] for i in only] == ["pinned"] and only[0]["state"] == "stale"
 
 

@@ -677,8 +677,8 @@ def test_an_entry_built_on_another_domain_is_stale(project, emu, monkeypatch):
     assert r.exit_code == 0, r.output
     monkeypatch.setenv("E2B_DOMAIN", "e2b.example.com")
     r = CliRunner().invoke(cli, ["-C", str(project), "plan", "--json"])
-    assert {i["state"] for i in json.loads(r.stdout)} == {"stale"}
-    assert all(i["reasons"] == ["domain e2b.app -> e2b.example.com"] for i in json.loads(r.stdout))
+    assert {i["state"] for i in json.loads(r.stdout)["variants"]} == {"stale"}
+    assert all(i["reasons"] == ["domain e2b.app -> e2b.example.com"] for i in json.loads(r.stdout)["variants"])
     r = CliRunner().invoke(cli, ["-C", str(project), "lock", "check"])
     assert r.exit_code == 1 and "domain e2b.app -> e2b.example.com" in r.stdout
     emu.reset_counters()

@@ -220,16 +220,28 @@ def _index_note(session) -> None:
 @offline_option
 @set_option
 @backend_own_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table",
+              show_default=True, help="A table and the shared steps; JSON; or Markdown for a CI job summary.")
 @json_option
 @pass_env
-def plan(env, names, backend, offline, overrides, as_json, **kwargs):
+def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
     """Show what would build and why (fresh, stale, unbuilt), without building."""
+    from e2b_matrix.plan import markdown, step_trie, trie_json, trie_lines
+
     session, items = _plan(env, names, backend, offline, overrides, _backend_values(kwargs))
-    if as_json:
-        click.echo(json.dumps([i.to_json() for i in items], indent=2))
+    roots = step_trie(i.spec for i in items)
+    if as_json or fmt == "json":
+        click.echo(json.dumps({"variants": [i.to_json() for i in items], "steps": [trie_json(r) for r in roots]},
+                              indent=2))
+    elif fmt == "markdown":
+        click.echo(markdown(items, roots), nl=False)
     else:
         _table(["NAME", "ALIAS", "STATE", "WHY"],
                [[i.name, i.alias, i.state.value, "; ".join(i.reasons)] for i in items])
+        if not env.quiet:
+            click.echo("\nsteps the variants share (a change rebuilds the variants below it):")
+            for line in trie_lines(roots):
+                click.echo(f"  {line}")
     _index_note(session)
 
 

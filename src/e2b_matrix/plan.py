@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import json
+import re
 
 import attrs
 
@@ -94,3 +96,92 @@ def orphans(entries, aliases) -> list[PlanItem]:
                      reasons=("in the lock but no longer defined",), locked_fingerprint=e.fingerprint,
                      template_id=e.template_id, entry=e)
             for e in entries.values() if e.alias not in defined]
+
+
+# -- the step trie: which variants share which leading steps -------------------------
+
+@attrs.define(eq=False)
+class Node:
+    """One build step (or the base) as the layer cache sees it: a step's identity is its own
+    text on its parent's. ``variants``: the names whose builds pass through it, in plan order."""
+
+    key: str
+    text: str
+    depth: int                       # 0: the base; n: the n-th step
+    variants: list[str] = attrs.field(factory=list)
+    children: list["Node"] = attrs.field(factory=list)
+
+
+_APT = re.compile(r"apt-get update && .*?apt-get install -y ")
+
+
+def _step_text(ins: dict) -> str:
+    args = ins["args"][:1] if ins["type"] == "RUN" else [a for a in ins["args"] if a]  # not RUN's user
+    return _APT.sub("apt-get install ", f"{ins['type']} {' '.join(args)}".strip())
+
+
+def step_trie(specs) -> list[Node]:
+    """The specs' steps as a trie (one root per base): what each change would rebuild."""
+    from e2b_matrix.render import instructions, template_source
+
+    roots: dict[str, Node] = {}
+    for spec in specs:
+        source = template_source(spec) if spec.base.kind == "template" else spec.base.ref
+        base_key = json.dumps([spec.base.kind, source, sorted(spec.files)])
+        node = roots.get(base_key)
+        if node is None:
+            node = roots[base_key] = Node(base_key, f"FROM {source}", 0)
+        node.variants.append(spec.name)
+        for ins in instructions(spec.steps):
+            key = json.dumps(ins, sort_keys=True)
+            child = next((c for c in node.children if c.key == key), None)
+            if child is None:
+                child = Node(key, _step_text(ins), node.depth + 1)
+                node.children.append(child)
+            child.variants.append(spec.name)
+            node = child
+    return list(roots.values())
+
+
+def segments(node: Node) -> tuple[list[Node], list[Node]]:
+    """The chain of nodes from ``node`` that the same variants share, and the branches after it."""
+    chain = [node]
+    while len(chain[-1].children) == 1 and chain[-1].children[0].variants == node.variants:
+        chain.append(chain[-1].children[0])
+    return chain, chain[-1].children
+
+
+def trie_json(node: Node) -> dict:
+    chain, branches = segments(node)
+    return {"steps": [n.text for n in chain], "variants": list(node.variants),
+            "children": [trie_json(b) for b in branches]}
+
+
+def trie_lines(roots: list[Node], width: int = 70) -> list[str]:
+    """The trie as an indented tree: each line a run of steps the same variants share."""
+    lines: list[str] = []
+
+    def walk(node: Node, prefix: str, last: bool, top: bool) -> None:
+        chain, branches = segments(node)
+        text = chain[0].text if len(chain[0].text) <= width else chain[0].text[:width - 1] + "…"
+        if len(chain) > 1:
+            text += f" (+{len(chain) - 1} steps)"
+        head = "" if top else prefix + ("└─ " if last else "├─ ")
+        lines.append(f"{head}{text}  [{', '.join(node.variants)}]")
+        inner = prefix if top else prefix + ("   " if last else "│  ")
+        for i, b in enumerate(branches):
+            walk(b, inner, i == len(branches) - 1, False)
+
+    for root in roots:
+        walk(root, "", True, True)
+    return lines
+
+
+def markdown(items, roots: list[Node]) -> str:
+    """The plan for a pull request's job summary: a table and the step tree."""
+    rows = ["| variant | alias | state | why |", "|---|---|---|---|"]
+    rows += [f"| {i.name} | `{i.alias}` | **{i.state.value}** | {'; '.join(i.reasons) or '-'} |" for i in items]
+    changed = sum(i.state is not State.FRESH for i in items)
+    head = f"### e2b-matrix plan: {changed} of {len(items)} variants would build\n"
+    tree = "\n".join(trie_lines(roots))
+    return f"{head}\n" + "\n".join(rows) + f"\n\nShared steps (a change rebuilds what is below it):\n\n```\n{tree}\n```\n"

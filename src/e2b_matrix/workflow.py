@@ -151,9 +151,9 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
                       verify=o.verify, promote=o.promote, secrets=secrets)
     try:
         summary = report(runner, jobs)
-        if o.promote and summary.exit_code == 0:
-            for r in summary.results:
-                if r.status is Status.FRESH:  # fresh builds were verified when they were built
+        if o.promote and summary.exit_code in (0, 1) and summary.error is None:
+            for r in summary.results:  # what built was promoted as it landed; a failure never is
+                if r.status is Status.FRESH:
                     reporter(r.name, "promoting", f"{o.promote} -> {r.build_id}")
                     b.promote(backend, session.lock_path, r.alias, o.promote, secrets)
         return summary
