@@ -46,7 +46,10 @@ class FakeBackend:
     def staleness(self, entry):
         return None if entry.build_id in BUILT else f"fake build {entry.build_id} is gone"
 
-    def build(self, spec, *, force, log, cancel) -> Outcome:
+    def shares_in_flight(self) -> bool:
+        return True
+
+    def build(self, spec, *, force, log, cancel, progress=None) -> Outcome:
         build_id = uuid.uuid4().hex
         BUILT[build_id] = {"alias": spec.alias, "flavour": self.flavour, "steps": len(spec.steps)}
         log([f"fake build {build_id}"])

@@ -79,10 +79,12 @@ def test_one_failure_keeps_the_others_and_exits_1(project, emu):
 
 
 def test_builds_run_concurrently(project, emu):
-    """N builds of T seconds overlap, so they finish in about T (the figure is in make bench)."""
+    """N builds of T seconds overlap, so they finish in about T (the figure is in make bench).
+
+    --no-share: these variants share steps, and would otherwise wait for each other (test_share.py)."""
     for alias in ("nexus-sandbox-full", "nexus-sandbox-latest", "nexus-sandbox-minimal", "nexus-sandbox-pinned"):
         emu.configure(alias, duration=1.0)
-    r = build(project, "build-all")
+    r = build(project, "build-all", "--no-share")
     assert r.exit_code == 0, r.output
     builds = emu.builds
     assert len(builds) == 4
@@ -160,7 +162,7 @@ def test_key_from_e2b_config_and_domain_recorded(project, emu, monkeypatch):
 def test_fail_fast_starts_nothing_new(project, emu):
     emu.configure("nexus-sandbox-full", fail_at_step=0)
     emu.configure("nexus-sandbox-latest", duration=3)
-    r = build(project, "build-all", "--jobs", "2", "--fail-fast", "--json")
+    r = build(project, "build-all", "--jobs", "2", "--fail-fast", "--json", "--no-share")
     assert r.exit_code == 1
     statuses = {x["name"]: x["status"] for x in json.loads(r.stdout)}
     assert statuses["full"] == "failed"
@@ -213,7 +215,7 @@ def test_sigint_keeps_completed_results(project, emu):
     emu.configure("nexus-sandbox-minimal", duration=0.2)
     for alias in ("nexus-sandbox-full", "nexus-sandbox-latest", "nexus-sandbox-pinned"):
         emu.configure(alias, duration=30)
-    p = run_cli_process(project, "build-all", env={**os.environ})
+    p = run_cli_process(project, "build-all", "--no-share", env={**os.environ})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if (project / "templates.lock").exists() and "nexus-sandbox-minimal" in (project / "templates.lock").read_text():

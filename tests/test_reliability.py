@@ -512,7 +512,8 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
     for alias in set(ALIASES.values()) - {fast}:
         emu.configure(alias, duration=30)
     lock = project / "templates.lock"
-    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all"],
+    # --no-share: these variants share steps and would wait for each other (test_share.py covers that)
+    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--no-share"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
         deadline = time.monotonic() + 30

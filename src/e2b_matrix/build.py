@@ -1,10 +1,22 @@
-"""The concurrent runner: jobs, retries, one build per alias, results, the lock.
+"""The concurrent runner: jobs, sharing, retries, one build per alias, results, the lock.
 
 Each variant to build runs in its own worker thread. Each success is written
 to the lock at once (merged with what is on disk, atomically), so a failure,
 --fail-fast or Ctrl-C never loses a finished result; a failure never touches
 its variant's entry. A variant built on another one of this run (from_template
 on its alias) starts after it, on the build ID its result carries.
+
+Sharing (``share_gates``): E2B looks its layer cache up as a build reaches
+each step and does not merge identical steps of builds running at once, so
+variants that start with the same steps would each run them. Each node of
+the step trie (plan.step_trie) gets one owner: the variant through it with
+the most steps (the parent's owner where it passes), so one build computes
+each shared prefix. Every other variant waits until that prefix is published
+(``progress`` from the owner's build, or the owner's end; at once if the
+owner fails or is cancelled) and then meets it as cache hits. Branches that
+share nothing start together. Owners are submitted before those waiting on
+them, so --jobs never deadlocks. Where the engine merges identical steps
+itself (BuildKit) or with --force, every build starts at once.
 """
 
 from __future__ import annotations
@@ -46,6 +58,60 @@ class Job:
     parent: str | None = None   # alias of a variant of this run it is built on
 
 
+def share_gates(specs: Iterable[BuildSpec]) -> dict[str, tuple[str, int]]:
+    """alias -> (the alias whose build computes its shared prefix, that prefix's last depth).
+
+    Depth 0 is the base, d the d-th step. A variant absent from the result waits for nobody.
+    """
+    from e2b_matrix.plan import step_trie
+
+    specs = list(specs)
+    alias = {s.name: s.alias for s in specs}
+    rank = {s.name: (len(s.steps), -i) for i, s in enumerate(specs)}  # most steps first, then plan order
+    gates: dict[str, tuple[str, int]] = {}
+
+    def walk(node, owner: str | None) -> None:
+        if owner not in node.variants:
+            owner = max(node.variants, key=rank.__getitem__)
+        for v in node.variants:
+            if v != owner:  # deeper nodes come later on v's path: the last foreign one is the gate
+                gates[alias[v]] = (alias[owner], node.depth)
+        for child in node.children:
+            walk(child, owner)
+
+    for root in step_trie(specs):
+        walk(root, None)
+    return gates
+
+
+class Published:
+    """How far each build of this run has published its steps, for the builds waiting on it."""
+
+    def __init__(self):
+        self._depth: dict[str, int] = {}
+        self._ended: set[str] = set()
+        self._changed = threading.Condition()
+
+    def advance(self, alias: str, depth: int) -> None:
+        with self._changed:
+            self._depth[alias] = max(depth, self._depth.get(alias, -1))
+            self._changed.notify_all()
+
+    def end(self, alias: str) -> None:
+        with self._changed:
+            self._ended.add(alias)
+            self._changed.notify_all()
+
+    def wait(self, alias: str, depth: int, cancel: threading.Event) -> bool:
+        """Until ``alias`` published through ``depth`` or ended (True), or the run was stopped (False)."""
+        with self._changed:
+            while self._depth.get(alias, -1) < depth and alias not in self._ended:
+                if cancel.is_set():
+                    return False
+                self._changed.wait(0.2)
+        return not cancel.is_set()
+
+
 def make_jobs(items, force: bool = False) -> list[Job]:
     """Plan items -> jobs, parents first (graphlib)."""
     by_alias = {i.alias: i for i in items}
@@ -69,11 +135,14 @@ class Runner:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     verify: bool = False
     promote: str | None = None           # channel to point at what built
+    share: bool = True                   # wait for shared steps another build computes (see above)
     secrets: tuple[str, ...] = ()
     cancel: threading.Event = attrs.field(factory=threading.Event)
     fatal: MatrixError | None = None
     interrupted: bool = False
     _done: dict = attrs.field(factory=dict)  # alias -> (Event, [BuildResult, spec])
+    _gates: dict = attrs.field(factory=dict)  # alias -> (alias it waits for, depth)
+    _published: Published = attrs.field(factory=Published)
 
     def run(self, jobs: Iterable[Job]) -> list[BuildResult]:
         jobs = list(jobs)
@@ -90,8 +159,19 @@ class Runner:
                 self._done[job.spec.alias] = (threading.Event(), [])
                 self.report(job.spec.name, "queued", "")
         if todo:
-            self._run_pool(todo, results)
+            if self.share and not self.force and not self.backend.shares_in_flight():
+                # a child of a parent built in this run starts on the parent's new build: its own trie
+                self._gates = share_gates(j.spec for j in todo if j.parent not in building)
+            self._run_pool(self._owners_first(todo), results)
         return [results[j.spec.name] for j in jobs]
+
+    def _owners_first(self, todo: list[Job]) -> list[Job]:
+        """Every job after the jobs it waits for (its parent, its gate's owner): FIFO workers never deadlock."""
+        graph = {j.spec.alias: [a for a in (j.parent, self._gates.get(j.spec.alias, (None,))[0]) if a]
+                 for j in todo}
+        position = {j.spec.alias: i for i, j in enumerate(todo)}
+        by_alias = {j.spec.alias: j for j in todo}
+        return [by_alias[a] for a in resolve.ordered(graph, key=position.__getitem__)]
 
     def _run_pool(self, todo: list[Job], results: dict[str, BuildResult]) -> None:
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.jobs, len(todo), MAX_JOBS)),
@@ -120,11 +200,23 @@ class Runner:
                                                           error="not started"))
 
     def _one(self, job: Job) -> BuildResult:
-        result = self._one_inner(job)
+        try:
+            result = self._one_inner(job)
+        finally:
+            self._published.end(job.spec.alias)  # built, failed or cancelled: nobody waits on it any more
         event, slot = self._done[job.spec.alias]
         slot.append(result)
         event.set()
         return result
+
+    def _after_shared_steps(self, job: Job) -> bool:
+        """Wait until the steps this job shares with another build of the run are published (False: stopped)."""
+        gate = self._gates.get(job.spec.alias)
+        if gate is None:
+            return True
+        owner, depth = gate
+        self.report(job.spec.name, "waiting", f"for {owner} to publish the {depth + 1} steps they share")
+        return self._published.wait(owner, depth, self.cancel)
 
     def _after_parent(self, job: Job) -> BuildSpec | str:
         """Wait for the parent built in this run: the spec on its new build, or why not."""
@@ -159,6 +251,8 @@ class Runner:
         after = self._after_parent(job)
         if isinstance(after, str):
             return result(Status.SKIPPED, after)
+        if not self._after_shared_steps(job):
+            return result(Status.SKIPPED, "not started: the run was stopped")
         spec = after
         alias_lock = files.FileLock(self.state_dir / "locks" / f"{spec.alias}.lock")
         try:
@@ -210,7 +304,8 @@ class Runner:
             self.report(spec.name, "building", f"attempt {n}" if n > 1 else "submitting")
             vlog.info("--- %s: build %s (attempt %d) ---", dt.datetime.now(dt.timezone.utc).isoformat(
                 timespec="seconds"), spec.alias, n)
-            return self.backend.build(spec, force=self.force, log=sink, cancel=self.cancel)
+            return self.backend.build(spec, force=self.force, log=sink, cancel=self.cancel,
+                                      progress=lambda depth: self._published.advance(spec.alias, depth))
 
         def on_retry(n: int, exc: TransientError, delay: float) -> None:
             self.report(spec.name, "retrying", f"{exc}; retry {n} in {delay:.1f}s")

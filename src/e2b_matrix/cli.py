@@ -281,6 +281,8 @@ def build_options(f):
                      help="Run the smoke checks before a build becomes the lock's truth."),
         click.option("--promote", metavar="CHANNEL", default=None,
                      help="Point CHANNEL at each variant that built (and passed --verify) or was fresh."),
+        click.option("--no-share", is_flag=True,
+                     help="Start every build at once, each running the steps it shares with others."),
         offline_option, set_option, backend_own_options, json_option,
     ]):
         f = option(f)
@@ -304,8 +306,8 @@ def build_all(env, **options):
     _build(env, (), **options)
 
 
-def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, offline, overrides, as_json,
-           **kwargs):
+def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, no_share, offline, overrides,
+           as_json, **kwargs):
     import signal
 
     from e2b_matrix import workflow
@@ -313,7 +315,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
 
     options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
                                overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
-                               wait=not no_wait, verify=verify, promote=promote)
+                               wait=not no_wait, verify=verify, promote=promote, share=not no_share)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter(env.redact, env.verbose, env.quiet, as_json) as reporter:

@@ -67,7 +67,7 @@ def substitute(value, case: Mapping, for_name: bool = False):
 
 # -- order -------------------------------------------------------------------------
 
-def _ordered(graph: Mapping[str, Iterable[str]], key=lambda n: n) -> list[str]:
+def ordered(graph: Mapping[str, Iterable[str]], key=lambda n: n) -> list[str]:
     """graphlib's topological order, ties broken by ``key``; CycleError names the loop."""
     ts = graphlib.TopologicalSorter(graph)
     ts.prepare()
@@ -101,7 +101,7 @@ def layer_order(names: Iterable[str], layers: Mapping[str, Layer]) -> list[str]:
     """
     chosen = set(names)
     graph = {n: [r for r in layers[n].requires if r in chosen] for n in chosen}
-    return _ordered(graph, key=lambda n: (_RANK.get(n, len(_RANK)), n))
+    return ordered(graph, key=lambda n: (_RANK.get(n, len(_RANK)), n))
 
 
 def build_order(specs: Iterable[BuildSpec]) -> list[BuildSpec]:
@@ -114,7 +114,7 @@ def build_order(specs: Iterable[BuildSpec]) -> list[BuildSpec]:
         raise ConfigError(f"variants are built on each other in a loop: {' -> '.join(cycle)}",
                           path=by_alias[cycle[0]].variant.source, key="params.base.template")
     position = {s.alias: i for i, s in enumerate(specs)}
-    return [by_alias[a] for a in _ordered(graph, key=position.__getitem__)]
+    return [by_alias[a] for a in ordered(graph, key=position.__getitem__)]
 
 
 def parent_alias(spec: BuildSpec, aliases: Iterable[str]) -> str | None:

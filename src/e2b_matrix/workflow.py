@@ -51,6 +51,7 @@ class Options:
     wait: bool = True
     verify: bool = False
     promote: str | None = None
+    share: bool = True  # wait for the steps another build of the run computes (build.py); False: all at once
 
 
 @attrs.define
@@ -148,7 +149,7 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
     runner = b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR, logs=logs,
                       report=reporter, jobs=o.jobs or b.default_jobs(len(items)), force=o.force,
                       fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=session.settings.retry,
-                      verify=o.verify, promote=o.promote, secrets=secrets)
+                      verify=o.verify, promote=o.promote, share=o.share, secrets=secrets)
     try:
         summary = report(runner, jobs)
         if o.promote and summary.exit_code in (0, 1) and summary.error is None:

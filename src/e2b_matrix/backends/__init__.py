@@ -73,8 +73,16 @@ class Backend(Protocol):
     def staleness(self, entry: LockEntry) -> str | None:
         """Why a lock entry no longer stands for what this backend would serve, or None."""
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
-        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError."""
+    def shares_in_flight(self) -> bool:
+        """Does the engine run an identical step of concurrent builds once (BuildKit)? Then every
+        build starts at once; else a build waits for the steps another is building (build.py)."""
+
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              progress: Callable[[int], None] | None = None) -> Outcome:
+        """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError.
+
+        ``progress(d)``, when the backend can tell: the base and steps 1..d are
+        now in the cache, where another build would hit them."""
 
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> list: ...
 

@@ -96,7 +96,12 @@ class DockerBackend:
 
     # -- build and verify ----------------------------------------------------------
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
+    def shares_in_flight(self) -> bool:
+        """BuildKit runs an identical step of concurrent builds once; the legacy builder does not."""
+        return self.engine.uses_buildkit()
+
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              progress=None) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         tag = image_tag(spec)

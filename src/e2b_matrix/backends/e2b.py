@@ -16,7 +16,9 @@ a build without tags would move ``default``, the channel a bare alias means.
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Callable
 
 from e2b_matrix import render
 from e2b_matrix.backends import ChannelState, LogSink
@@ -81,7 +83,11 @@ class E2BBackend:
 
     # -- build -----------------------------------------------------------------
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event) -> Outcome:
+    def shares_in_flight(self) -> bool:
+        return False  # E2B runs identical steps of concurrent builds twice (see build.py: sharing)
+
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
+              progress: Callable[[int], None] | None = None) -> Outcome:
         from e2b import Template
         from e2b.template.types import TemplateBuildStatus
 
@@ -97,6 +103,7 @@ class E2BBackend:
                 cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
                 on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
+        published = Published(progress)
         offset = 0
 
         def poll(_attempt: int):
@@ -114,6 +121,8 @@ class E2BBackend:
             offset += len(entries)
             if entries:
                 log([_line(e) for e in entries])
+                for e in entries:
+                    published.feed(e.message)
             if status.status in (TemplateBuildStatus.READY, TemplateBuildStatus.ERROR) and not entries:
                 if status.status == TemplateBuildStatus.READY:
                     return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain)
@@ -181,6 +190,49 @@ class E2BBackend:
                 return state, f"build {entry.build_id} is gone"
             raise
         return state, None
+
+
+class Published:
+    """How many leading steps of a running build are in E2B's layer cache, from its log.
+
+    E2B's orchestrator logs each step as it reaches it (``[base] FROM ...``,
+    ``[builder i/n] RUN ...``, ``CACHED `` in front when the cache had it), then
+    for a step it ran ``Uploading layer: <id>``, and ``Saved: <id>`` once the
+    layer is uploaded and its key published: from then on another build hits
+    it. These are debug-level messages, not a contract: when they change, no
+    step is ever seen as published and a waiting build starts at this one's end.
+    ``report(depth)`` hears each new depth d: the base and steps 1..d are published.
+    """
+
+    _STEP = re.compile(r"(CACHED )?\[(?:base|builder (\d+)/\d+)\]")
+
+    def __init__(self, report: Callable[[int], None] | None):
+        self.report = report
+        self.current: int | None = None
+        self.layers: dict[str, int] = {}
+        self.done: set[int] = set()
+        self.depth = -1
+
+    def feed(self, message: str) -> None:
+        if self.report is None:
+            return
+        m = self._STEP.match(message)
+        if m:
+            self.current = int(m.group(2) or 0)
+            if m.group(1):
+                self.done.add(self.current)
+        elif message.startswith("Uploading layer: ") and self.current is not None:
+            self.layers[message.split(": ", 1)[1].strip()] = self.current
+        elif message.startswith("Saved: ") and message.split(": ", 1)[1].strip() in self.layers:
+            self.done.add(self.layers[message.split(": ", 1)[1].strip()])
+        else:
+            return
+        depth = self.depth
+        while depth + 1 in self.done:
+            depth += 1
+        if depth > self.depth:
+            self.depth = depth
+            self.report(depth)
 
 
 def _cells(sandbox, check: Check) -> tuple[bool, str]:

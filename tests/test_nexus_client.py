@@ -1,0 +1,253 @@
+"""The real Nexus server picks its template from the lock (make e2e).
+
+nexus-ai-fs 0.5.6 (the newest release Python 3.11 runs) lives in its own venv,
+.venv-nexus (scripts/nexus-venv.sh; VENV_NEXUS elsewhere), with the e2b SDK its
+E2B provider imports (Nexus declares no dependency on e2b; its error says
+"pip install e2b"). Nexus runs as it does in production: `nexus serve` with
+E2B_TEMPLATE_ID in its environment, driven through Nexus's own client
+(RemoteNexusFS.sandbox_create -> JSON-RPC -> NexusFS.sandbox_create ->
+SandboxManager.create_sandbox -> E2BSandboxProvider.create -> e2b's
+AsyncSandbox.create), against the E2B emulator. Nothing of Nexus is reimplemented.
+
+The scenario: build `latest` with e2b-matrix, E2B_TEMPLATE_ID=$(e2b-matrix resolve
+latest), a sandbox from Nexus gets the locked build; someone builds the alias
+bare (moving its `default` tag); Nexus's next sandbox still gets the locked
+build, while a Nexus configured with the bare alias (the seed's setting) gets
+the newer one. Timings and the requests Nexus made are printed: run with -s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from e2b_matrix.lock import TemplateLock
+
+pytestmark = pytest.mark.nexus
+
+NEXUS_VERSION = os.environ.get("NEXUS_VERSION") or "0.5.6"
+NEXUS_VENV = ROOT / (os.environ.get("VENV_NEXUS") or ".venv-nexus")
+ALIAS = "nexus-sandbox-latest"
+CLI = Path(sys.executable).with_name("e2b-matrix")  # this venv's e2b-matrix, as a shell would run it
+START_TIMEOUT_S = 120
+
+# Nexus's own client, in Nexus's venv: one sandbox_create call, its answer as JSON.
+CLIENT = """
+import json, sys
+from nexus.remote import RemoteNexusFS
+url, name = sys.argv[1], sys.argv[2]
+print(json.dumps(RemoteNexusFS(url).sandbox_create(name=name, provider="e2b")))
+"""
+
+
+def nexus_required() -> dict[str, str]:
+    """Skip without .venv-nexus at NEXUS_VERSION (with e2b), except in CI (CI=true), where that fails.
+
+    Returns the installed versions of nexus-ai-fs and e2b.
+    """
+    python = NEXUS_VENV / "bin/python"
+    reason, versions = None, {}
+    if not python.exists():
+        reason = f"no {NEXUS_VENV.name}: run scripts/nexus-venv.sh (make e2e does)"
+    else:
+        probe = subprocess.run(
+            [str(python), "-c", "import json, e2b, nexus; from importlib.metadata import version as v; "
+             "print(json.dumps({p: v(p) for p in ('nexus-ai-fs', 'e2b')}))"],
+            capture_output=True, text=True, env=_clean_env(), timeout=120,
+        )
+        if probe.returncode != 0:
+            reason = f"{NEXUS_VENV.name} cannot import nexus and e2b: run scripts/nexus-venv.sh ({probe.stderr.strip().splitlines()[-1:]})"
+        else:
+            versions = json.loads(probe.stdout)
+            if versions["nexus-ai-fs"] != NEXUS_VERSION:
+                reason = f"{NEXUS_VENV.name} has nexus-ai-fs {versions['nexus-ai-fs']}, not {NEXUS_VERSION}: run scripts/nexus-venv.sh"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: make e2e must run scripts/nexus-venv.sh first)")
+        pytest.skip(reason)
+    return versions
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """A minimal environment for Nexus's processes: nothing of ours or the user's leaks in
+    (no NEXUS_URL, NEXUS_DATABASE_URL, E2B_TEMPLATE_ID ... unless given).
+
+    PATH holds Nexus's venv only: `nexus serve` "cleans up" its port by running
+    `lsof -ti :PORT` and `kill -9` on what it finds (cli/commands/server.py); without
+    lsof and netstat on PATH it prints one warning instead, and can kill nothing of ours.
+    """
+    env = {"PATH": str(NEXUS_VENV / "bin"), "HOME": os.environ["HOME"], "LANG": "C.UTF-8"}
+    if "TMPDIR" in os.environ:
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def nexus_serve(tmp: Path, label: str, emu, template_id: str):
+    """`nexus serve` on 127.0.0.1 with E2B_TEMPLATE_ID=template_id; yields (url, process, log path)."""
+    port, log = _free_port(), tmp / f"nexus-{label}.log"
+    env = _clean_env(**emu.env(), E2B_TEMPLATE_ID=template_id)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(NEXUS_VENV / "bin/nexus"), "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(tmp / f"nexus-data-{label}")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", proc, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"nexus serve exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if json.loads(r.read()).get("status") == "healthy":
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"nexus serve did not answer /health within {START_TIMEOUT_S}s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def nexus_sandbox_create(emu, url: str, name: str, log: Path) -> tuple[dict, list, float]:
+    """Nexus's client asks Nexus's server for a sandbox: (Nexus's answer, the E2B requests
+    made meanwhile, seconds)."""
+    before, start = len(emu.requests), time.monotonic()
+    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", CLIENT, url, name],
+                       capture_output=True, text=True, env=_clean_env(), timeout=120)
+    took = time.monotonic() - start
+    assert r.returncode == 0, f"sandbox_create failed:\n{r.stderr[-3000:]}\nserver log:\n{_tail(log)}"
+    return json.loads(r.stdout.strip().splitlines()[-1]), emu.requests[before:], took
+
+
+def the_sandbox(emu, sandbox_id: str):
+    made = [s for s in emu.sandboxes if s.sandbox_id == sandbox_id]
+    assert len(made) == 1, (sandbox_id, emu.sandboxes)
+    return made[0]
+
+
+def e2b_matrix(project: Path, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(CLI), "-C", str(project), *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"e2b-matrix {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def emu_api(emu, method: str, path: str, body: dict | None = None):
+    """A plain request to the emulator's E2B API (what a bare build elsewhere sends)."""
+    req = urllib.request.Request(emu.url + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        payload = resp.read()
+        return json.loads(payload) if payload else None
+
+
+def bare_build(emu, alias: str) -> str:
+    """Build the alias with no tag (E2B gives it `default`), outside the lock; its build ID once ready."""
+    made = emu_api(emu, "POST", "/v3/templates", {"name": alias, "cpuCount": 2, "memoryMB": 2048})
+    assert made["tags"] == ["default"], made
+    tid, bid = made["templateID"], made["buildID"]
+    emu_api(emu, "POST", f"/v2/templates/{tid}/builds/{bid}", {"fromTemplate": "code-interpreter-v1", "steps": []})
+    deadline = time.monotonic() + 30
+    while (status := emu_api(emu, "GET", f"/templates/{tid}/builds/{bid}/status")["status"]) != "ready":
+        assert status in ("waiting", "building") and time.monotonic() < deadline, status
+        time.sleep(0.05)
+    return bid
+
+
+def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(project, emu, tmp_path):
+    versions = nexus_required()
+    timings: dict[str, float] = {}
+    print(f"\nnexus-ai-fs {versions['nexus-ai-fs']}, e2b {versions['e2b']} in {NEXUS_VENV.name}")
+
+    # (1) build latest with e2b-matrix; (2) REF=$(e2b-matrix resolve latest)
+    start = time.monotonic()
+    e2b_matrix(project, "build", "latest")
+    timings["e2b-matrix build latest"] = time.monotonic() - start
+    lock_file = project / "templates.lock"
+    entry = TemplateLock.load(lock_file).entry("latest")
+    ours = emu.build(entry.build_id)
+    assert "default" not in ours.tags and any(t.startswith("fp-") for t in ours.tags), ours.tags
+    ref = e2b_matrix(project, "resolve", "latest").stdout.strip()
+    assert ref == f"{entry.template_id}:{entry.build_id}"
+    print(f"E2B_TEMPLATE_ID={ref}  (lock: {ALIAS} build {entry.build_id}, tags {ours.tags})")
+
+    with ExitStack() as stack:
+        # Two Nexus servers, started together: one with the pinned reference (this
+        # project's way), one with the bare alias (the seed's way, for contrast).
+        start = time.monotonic()
+        pinned_url, pinned_proc, pinned_log = stack.enter_context(nexus_serve(tmp_path, "pinned", emu, ref))
+        bare_url, bare_proc, bare_log = stack.enter_context(nexus_serve(tmp_path, "bare", emu, ALIAS))
+        wait_healthy(pinned_url, pinned_proc, pinned_log)
+        wait_healthy(bare_url, bare_proc, bare_log)
+        timings["nexus serve start (two, in parallel)"] = time.monotonic() - start
+
+        # (3) Nexus creates a sandbox: the request carries REF and gets the locked build
+        first, requests, timings["sandbox_create #1 (pinned)"] = nexus_sandbox_create(emu, pinned_url, "first", pinned_log)
+        print(f"Nexus sandbox_create #1 -> E2B requests {requests}")
+        assert requests == [("POST", "/v2/sandboxes", 201)]
+        assert first["provider"] == "e2b" and first["status"] == "active", first
+        made = the_sandbox(emu, first["sandbox_id"])
+        assert (made.reference, made.template_id, made.build_id) == (ref, entry.template_id, entry.build_id)
+        assert f"Created E2B sandbox: {first['sandbox_id']} (template={ref})" in pinned_log.read_text()
+
+        # (4) a newer build of the alias, outside the lock: it moves `default`
+        lock_before = lock_file.read_bytes()
+        newer = bare_build(emu, ALIAS)
+        assert newer != entry.build_id
+        tags = {t["tag"]: t["buildID"] for t in emu_api(emu, "GET", f"/templates/{entry.template_id}/tags")}
+        assert tags["default"] == newer, tags
+        assert e2b_matrix(project, "resolve", "latest").stdout.strip() == ref  # the lock still pins ours
+        assert lock_file.read_bytes() == lock_before
+
+        # (5) the same Nexus, same E2B_TEMPLATE_ID: still the locked build
+        second, requests, timings["sandbox_create #2 (pinned)"] = nexus_sandbox_create(emu, pinned_url, "second", pinned_log)
+        print(f"Nexus sandbox_create #2 -> E2B requests {requests}")
+        assert requests == [("POST", "/v2/sandboxes", 201)]
+        made = the_sandbox(emu, second["sandbox_id"])
+        assert (made.reference, made.build_id) == (ref, entry.build_id)
+
+        # What the pin prevents: a Nexus started with the bare alias gets the newer build
+        third, requests, timings["sandbox_create #3 (bare alias)"] = nexus_sandbox_create(emu, bare_url, "third", bare_log)
+        print(f"Nexus sandbox_create #3 (E2B_TEMPLATE_ID={ALIAS}) -> E2B requests {requests}")
+        assert requests == [("POST", "/v2/sandboxes", 201)]
+        made = the_sandbox(emu, third["sandbox_id"])
+        assert (made.reference, made.build_id) == (ALIAS, newer)
+        assert f"Created E2B sandbox: {third['sandbox_id']} (template={ALIAS})" in bare_log.read_text()
+
+    for s in emu.sandboxes:
+        print(f"  sandbox {s.sandbox_id}: reference {s.reference!r} -> build {s.build_id}")
+    for what, seconds in timings.items():
+        print(f"  {what:40} {seconds:6.2f}s")
