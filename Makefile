@@ -36,8 +36,10 @@ test: $(STAMP)
 docker-up:
 	bash scripts/docker-up.sh
 
+# The real Nexus server (nexus-ai-fs, in its own .venv-nexus) against the emulator, too.
 e2e: $(STAMP) docker-up
-	$(BIN)/python -m pytest -q -s -m docker -p no:cacheprovider
+	PYTHON=$(PYTHON) bash scripts/nexus-venv.sh
+	$(BIN)/python -m pytest -q -s -m "docker or nexus" -p no:cacheprovider
 
 bench: $(STAMP) compile
 	$(BIN)/python bench/run.py
@@ -56,4 +58,4 @@ lock-check: $(STAMP)
 	$(BIN)/e2b-matrix lock check --backend $(BACKEND)
 
 clean:
-	rm -rf $(VENV) logs .bench .e2b-matrix .pytest_cache
+	rm -rf $(VENV) .venv-nexus .venv-lowest .venv-lowest-uv logs .bench .e2b-matrix .pytest_cache

@@ -49,6 +49,16 @@ from nexus.remote import RemoteNexusFS
 url, name = sys.argv[1], sys.argv[2]
 print(json.dumps(RemoteNexusFS(url).sandbox_create(name=name, provider="e2b")))
 """
+PROBE = """
+import json, e2b, nexus
+from importlib.metadata import version
+print(json.dumps({p: version(p) for p in ("nexus-ai-fs", "e2b")}))
+"""
+
+
+@pytest.fixture
+def nexus() -> dict[str, str]:
+    return nexus_required()
 
 
 def nexus_required() -> dict[str, str]:
@@ -62,16 +72,16 @@ def nexus_required() -> dict[str, str]:
         reason = f"no {NEXUS_VENV.name}: run scripts/nexus-venv.sh (make e2e does)"
     else:
         probe = subprocess.run(
-            [str(python), "-c", "import json, e2b, nexus; from importlib.metadata import version as v; "
-             "print(json.dumps({p: v(p) for p in ('nexus-ai-fs', 'e2b')}))"],
-            capture_output=True, text=True, env=_clean_env(), timeout=120,
+            [str(python), "-c", PROBE], capture_output=True, text=True, env=_clean_env(), timeout=120
         )
         if probe.returncode != 0:
-            reason = f"{NEXUS_VENV.name} cannot import nexus and e2b: run scripts/nexus-venv.sh ({probe.stderr.strip().splitlines()[-1:]})"
+            last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+            reason = f"{NEXUS_VENV.name} cannot import nexus and e2b ({last}): run scripts/nexus-venv.sh"
         else:
             versions = json.loads(probe.stdout)
             if versions["nexus-ai-fs"] != NEXUS_VERSION:
-                reason = f"{NEXUS_VENV.name} has nexus-ai-fs {versions['nexus-ai-fs']}, not {NEXUS_VERSION}: run scripts/nexus-venv.sh"
+                got = versions["nexus-ai-fs"]
+                reason = f"{NEXUS_VENV.name} has nexus-ai-fs {got}, not {NEXUS_VERSION}: run scripts/nexus-venv.sh"
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: make e2e must run scripts/nexus-venv.sh first)")
@@ -187,8 +197,8 @@ def bare_build(emu, alias: str) -> str:
     return bid
 
 
-def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(project, emu, tmp_path):
-    versions = nexus_required()
+def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(nexus, project, emu, tmp_path):
+    versions = nexus
     timings: dict[str, float] = {}
     print(f"\nnexus-ai-fs {versions['nexus-ai-fs']}, e2b {versions['e2b']} in {NEXUS_VENV.name}")
 
@@ -215,7 +225,8 @@ def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(project, em
         timings["nexus serve start (two, in parallel)"] = time.monotonic() - start
 
         # (3) Nexus creates a sandbox: the request carries REF and gets the locked build
-        first, requests, timings["sandbox_create #1 (pinned)"] = nexus_sandbox_create(emu, pinned_url, "first", pinned_log)
+        first, requests, took = nexus_sandbox_create(emu, pinned_url, "first", pinned_log)
+        timings["sandbox_create #1 (pinned)"] = took
         print(f"Nexus sandbox_create #1 -> E2B requests {requests}")
         assert requests == [("POST", "/v2/sandboxes", 201)]
         assert first["provider"] == "e2b" and first["status"] == "active", first
@@ -233,14 +244,16 @@ def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(project, em
         assert lock_file.read_bytes() == lock_before
 
         # (5) the same Nexus, same E2B_TEMPLATE_ID: still the locked build
-        second, requests, timings["sandbox_create #2 (pinned)"] = nexus_sandbox_create(emu, pinned_url, "second", pinned_log)
+        second, requests, took = nexus_sandbox_create(emu, pinned_url, "second", pinned_log)
+        timings["sandbox_create #2 (pinned)"] = took
         print(f"Nexus sandbox_create #2 -> E2B requests {requests}")
         assert requests == [("POST", "/v2/sandboxes", 201)]
         made = the_sandbox(emu, second["sandbox_id"])
         assert (made.reference, made.build_id) == (ref, entry.build_id)
 
         # What the pin prevents: a Nexus started with the bare alias gets the newer build
-        third, requests, timings["sandbox_create #3 (bare alias)"] = nexus_sandbox_create(emu, bare_url, "third", bare_log)
+        third, requests, took = nexus_sandbox_create(emu, bare_url, "third", bare_log)
+        timings["sandbox_create #3 (bare alias)"] = took
         print(f"Nexus sandbox_create #3 (E2B_TEMPLATE_ID={ALIAS}) -> E2B requests {requests}")
         assert requests == [("POST", "/v2/sandboxes", 201)]
         made = the_sandbox(emu, third["sandbox_id"])
