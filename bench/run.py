@@ -32,6 +32,11 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
   plan_N_s            `e2b-matrix plan` of N = 10, 100, 1000 variants (a matrix)
   logging_ratio       8 builds of 20,000 log lines each with log files / with
                       E2B_MATRIX_NO_LOG_FILES=1
+  e2b_steps_ratio     steps executed / distinct steps in a cold build-all of the
+                      shipped variants on the emulator's layer cache (sharing)
+  e2b_share_wall_ratio  that build-all's wall time (first request to last build
+                      ready) / the critical path of distinct steps; both beside
+                      the same figures for the all-at-once schedule (--no-share)
 
 Options: --runs N (build runs, default 3, at least 3), --only GROUP[,GROUP]
 (concurrency, noop, startup, lock, plan, logging). Python startup is measured
@@ -71,7 +76,7 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
 from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
 
-GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging")
+GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share")
 GOALS = {  # name: (unit, goal text, check)
     "concurrency_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
     "sequential_ratio": ("x", "~8 less fixed start-up (informational)", None),
@@ -89,6 +94,8 @@ GOALS = {  # name: (unit, goal text, check)
     "plan_1000_s": ("s", "<= 2", lambda v: v <= 2),
     "plan_ms_per_variant": ("ms", "flat (informational)", None),
     "logging_ratio": ("x", "<= 1.10", lambda v: v <= 1.10),
+    "e2b_steps_ratio": ("x", "== 1.0", lambda v: v == 1.0),
+    "e2b_share_wall_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
 }
 
 
@@ -458,6 +465,57 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
              status_polls_per_build=round(med(polls) / 8, 1), min_polls_for_pages_of_100=LINES // 100,
              log_lines_per_file=sorted(set(lines_per_file.values())),
              note="each status poll returns at most 100 lines, written as one log record (build.py: sink)")
+
+
+def bench_share(b: Bench, emu: E2BEmulator) -> None:
+    """A cold build-all of the shipped variants on E2B's layer cache: steps run and wall time."""
+    costs = {"apt-get": 2.0, "pip install nexus-ai-fs": 1.5, "pip install fusepy": 1.0}
+    step, upload = 0.3, 0.2
+    print(f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
+          f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)")
+    figures: dict[str, dict[str, list]] = {m: {"steps": [], "wall": [], "process": [], "peak": [], "executed": []}
+                                           for m in ("share", "all-at-once")}
+    critical = distinct = None
+    for run in range(b.runs):
+        for mode in figures:
+            proj = b.workdir / f"share-{mode}-{run}"
+            shutil.copytree(ROOT / "variants", proj / "variants")
+            with E2BEmulator(api_key=API_KEY, default_step_cost=step, upload_delay=upload) as cold:
+                for text, seconds in costs.items():
+                    cold.set_step_cost(text, seconds)
+                args = [CLI, "-C", str(proj), "build-all", "--json"] + (["--no-share"] if mode != "share" else [])
+                t, proc = timed(args, b.env(cold))
+                assert build_statuses(proc) == ["built"] * 4, proc.stdout
+                records = cold.step_records
+                builds = cold.builds
+            steps = [r for r in records if r.step != "base"]
+            keys = {r.key: r.cost for r in steps}
+            by_build: dict[str, float] = {}
+            for r in steps:
+                by_build[r.build_id] = by_build.get(r.build_id, 0.0) + r.cost
+            critical, distinct = max(by_build.values()) + upload, len(keys)
+            ran = sum(r.outcome == "built" for r in steps)
+            wall = max(x.finished_at for x in builds) - min(x.requested_at for x in builds)
+            spans = [(x.requested_at, x.finished_at) for x in builds]
+            peak = max(sum(a <= t0 < z for a, z in spans) for t0, _ in spans)
+            f = figures[mode]
+            f["steps"].append(ran / distinct)
+            f["executed"].append(ran)
+            f["wall"].append(wall / critical)
+            f["process"].append(t)
+            f["peak"].append(peak)
+    share, aao = figures["share"], figures["all-at-once"]
+    b.record("e2b_steps_ratio", round(med(share["steps"]), 3), b.runs, distinct_steps=distinct,
+             executed=share["executed"], all_at_once_ratio=round(med(aao["steps"]), 3),
+             all_at_once_executed=aao["executed"],
+             note="steps a build ran (cache misses) / distinct steps of the shipped variants (the base excluded: "
+                  "a fromTemplate base is the parent's snapshot)")
+    b.record("e2b_share_wall_ratio", round(med(share["wall"]), 3), b.runs, critical_path_s=round(critical, 2),
+             all_at_once_ratio=round(med(aao["wall"]), 3), peak_concurrent_builds=share["peak"],
+             all_at_once_peak_concurrent_builds=aao["peak"],
+             process_s=round(med(share["process"]), 2), all_at_once_process_s=round(med(aao["process"]), 2),
+             note="wall: the first build request to the last build ready (the emulator's clock); critical path: "
+                  "the longest chain of steps one variant needs, plus one upload; process_s: the whole command")
 
 
 # --------------------------------------------------------------------------- main
