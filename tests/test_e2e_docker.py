@@ -125,3 +125,36 @@ def test_unchanged_variants_are_fresh_and_cached_rebuilds_are_fast(e2e_project):
     after = last.split("pip install nexus-ai-fs==0.5.6", 1)[1].splitlines()[1]
     assert "Using cache" in after or "CACHED" in after, after  # the legacy builder's word, or BuildKit's
     lock_path.write_text(saved)
+
+
+def test_docker_channels_are_image_tags(e2e_project, engine):
+    """promote, rollback and status on Docker: a channel is the tag e2b-matrix/<alias>:<channel>."""
+    lock_path = e2e_project / "templates.docker.lock"
+    first = TemplateLock.load(lock_path).entry("pinned")
+    r, _ = cli_run(e2e_project, "promote", "pinned", "--backend", "docker", "--channel", "stable")
+    assert r.exit_code == 0, r.output
+    assert engine.image_id("e2b-matrix/e2e-pinned:stable") == first.template_id
+    r, _ = cli_run(e2e_project, "resolve", "pinned", "--backend", "docker", "--channel", "stable")
+    assert r.stdout == "e2b-matrix/e2e-pinned:stable\n"
+    assert cli_run(e2e_project, "resolve", "pinned", "--backend", "docker")[0].stdout == f"{first.image}\n"
+    # a rebuild (another fingerprint) moves the lock, not the channel; rollback brings both back
+    write(e2e_project / "variants/pinned.toml",
+          (e2e_project / "variants/pinned.toml").read_text().replace('name = "pinned"', 'name = "pinned"\ncpu_count = 4'))
+    r, _ = cli_run(e2e_project, "build", "pinned", "--backend", "docker", "--json")
+    assert r.exit_code == 0, r.output
+    second = TemplateLock.load(lock_path).entry("pinned")
+    assert second.image != first.image and engine.image_id("e2b-matrix/e2e-pinned:stable") == first.template_id
+    assert cli_run(e2e_project, "promote", "pinned", "--backend", "docker", "--channel", "staging")[0].exit_code == 0
+    r, _ = cli_run(e2e_project, "status", "--backend", "docker", "pinned")
+    assert r.exit_code == 0, r.output
+    r, _ = cli_run(e2e_project, "rollback", "pinned", "--backend", "docker")
+    assert r.exit_code == 0, r.output
+    assert TemplateLock.load(lock_path).entry("pinned").image == first.image
+    assert engine.image_id("e2b-matrix/e2e-pinned:staging") == first.template_id
+    # a tag moved behind the tool's back is drift
+    engine.tag_image(second.image, "e2b-matrix/e2e-pinned:stable")
+    r, _ = cli_run(e2e_project, "status", "--backend", "docker", "pinned")
+    assert r.exit_code == 1 and "channel moved" in r.stdout
+    for tag in ("stable", "staging"):
+        engine.remove_image(f"e2b-matrix/e2e-pinned:{tag}", force=True)
+    engine.remove_image(second.image, force=True)
