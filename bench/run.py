@@ -365,8 +365,8 @@ def realistic_entries(n: int):
                     "base.start_cmd": "", "base.template": "code-interpreter-v1", "cpu_count": str(cpu),
                     "memory_mb": str(mem), "nexus.version": "0.9.26", "tags": f"t{i % 10}"},
             channels={"default": f"b-{i}-1", "stable": f"b-{i}-2"},
-            history=[Build(f"b-{i}-{k}", f"sha256:{k:064d}", {"base": "1", "fuse": "1", "nexus": f"0.9.{20 + k}"},
-                           dt.datetime(2026, 11, 20 + k, 9, 0, tzinfo=dt.timezone.utc)) for k in range(1, 6)]))
+            history=[Build(f"b-{i}-{k}", f"sha256:{k:064d}", dt.datetime(2026, 11, 20 + k, 9, 0, tzinfo=dt.timezone.utc),
+                           {"base": "1", "fuse": "1", "nexus": f"0.9.{20 + k}"}) for k in range(1, 6)]))
     return out
 
 

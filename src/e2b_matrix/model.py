@@ -373,8 +373,8 @@ class Build:
 
     build_id: str = attrs.field(validator=_lock_id)
     fingerprint: str
-    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_str_map)
     built_at: dt.datetime = attrs.field(converter=_utc)
+    layers: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
     image: str = ""
 
 
@@ -407,7 +407,7 @@ class LockEntry:
         return f"{self.template_id}:{self.build_id}"
 
     def as_build(self) -> Build:
-        return Build(self.build_id, self.fingerprint, self.layers, self.built_at, self.image)
+        return Build(self.build_id, self.fingerprint, self.built_at, self.layers, self.image)
 
     def replaced_by(self, new: LockEntry) -> LockEntry:
         """``new`` with this build pushed onto its history; channels stay where they point."""
@@ -427,12 +427,20 @@ class LockEntry:
 
     def to_dict(self) -> dict:
         """The entry as plain data (without the alias, its key); empty optional fields left out."""
-        d = {"variant": self.variant, "template_id": self.template_id, "build_id": self.build_id,
-             "fingerprint": self.fingerprint, "built_at": self.built_at, "domain": self.domain,
-             "image": self.image, "layers": dict(self.layers), "inputs": dict(self.inputs),
-             "channels": dict(self.channels),
-             "history": [{k: v for k, v in (("build_id", b.build_id), ("fingerprint", b.fingerprint),
-                                            ("built_at", b.built_at), ("image", b.image),
-                                            ("layers", dict(b.layers))) if v or k == "layers"}
-                         for b in self.history]}
-        return {k: v for k, v in d.items() if v or k == "layers"}
+        return _plain(self)
+
+
+def _plain(value) -> dict:
+    """A lock value's fields as plain data, in field order; empty optional ones left out."""
+    out = {}
+    for f in attrs.fields(type(value)):
+        v = getattr(value, f.name)
+        if f.name == "alias":
+            continue
+        if isinstance(v, FrozenMap):
+            v = dict(v)
+        elif isinstance(v, tuple):
+            v = [_plain(x) for x in v]
+        if v or f.default is attrs.NOTHING:
+            out[f.name] = v
+    return out
