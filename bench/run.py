@@ -312,11 +312,14 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
 LOAD_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
+import attrs
+ta = time.perf_counter()
 import e2b_matrix.lock as L
 t1 = time.perf_counter()
 lock = L.TemplateLock.load(sys.argv[1])
 t2 = time.perf_counter()
-print(json.dumps({"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3, "entries": len(lock)}))
+print(json.dumps({"import_ms": (t1 - t0) * 1e3, "attrs_ms": (ta - t0) * 1e3, "load_ms": (t2 - t1) * 1e3,
+                  "entries": len(lock)}))
 """
 
 LOOKUP_CHILD = r"""
@@ -375,26 +378,42 @@ def bench_lock(b: Bench, emu: E2BEmulator) -> None:
 
     runs = max(9, b.runs)
     print(f"lock: import + TemplateLock.load of 100 entries in fresh processes ({runs}); lookups")
+    import attrs
+
     path = b.workdir / "lock" / "templates.lock"
     path.parent.mkdir()
     entries = realistic_entries(100)
     head = "schema = 2\n"  # written in reverse table order: the reader takes any TOML
-    path.write_text(dumps([]).replace(head, "") + head + "".join(
-        dumps([e]).split(head, 1)[1] for e in reversed(entries)), encoding="utf-8")
+
+    def write(target: Path, items) -> None:
+        target.write_text(dumps([]).replace(head, "") + head + "".join(
+            dumps([e]).split(head, 1)[1] for e in reversed(items)), encoding="utf-8")
+
+    def measure(target: Path) -> dict[str, float]:
+        timed([PY, "-c", LOAD_CHILD, str(target)], env)  # warm-up
+        got: dict[str, list[float]] = {"total": [], "import_ms": [], "attrs_ms": [], "load_ms": []}
+        for _ in range(runs):
+            _, proc = timed([PY, "-c", LOAD_CHILD, str(target)], env)
+            r = json.loads(proc.stdout)
+            assert r["entries"] == 100
+            got["total"].append(r["import_ms"] + r["load_ms"])
+            for k in ("import_ms", "attrs_ms", "load_ms"):
+                got[k].append(r[k])
+        return {k: round(med(v), 2) for k, v in got.items()}
+
     env = b.env()
-    timed([PY, "-c", LOAD_CHILD, str(path)], env)  # warm-up
-    totals, imports, loads = [], [], []
-    for _ in range(runs):
-        _, proc = timed([PY, "-c", LOAD_CHILD, str(path)], env)
-        r = json.loads(proc.stdout)
-        assert r["entries"] == 100
-        totals.append(r["import_ms"] + r["load_ms"])
-        imports.append(r["import_ms"])
-        loads.append(r["load_ms"])
-    b.record("lock_load_100_ms", round(med(totals), 2), runs, bytes=path.stat().st_size,
-             import_ms=round(med(imports), 2), load_ms=round(med(loads), 2),
+    write(path, entries)
+    full = measure(path)
+    young = path.with_name("young.lock")  # the same entries before any rebuild: no history yet
+    write(young, [attrs.evolve(e, history=()) for e in entries])
+    fresh = measure(young)
+    b.record("lock_load_100_ms", full["total"], runs, bytes=path.stat().st_size, import_ms=full["import_ms"],
+             of_which_attrs_ms=full["attrs_ms"], load_ms=full["load_ms"],
+             without_history_ms=fresh["total"], without_history_bytes=young.stat().st_size,
+             without_history_load_ms=fresh["load_ms"],
              note="import e2b_matrix.lock, then TemplateLock.load (tomllib + validation into attrs LockEntry), "
-                  "in a fresh process; 100 entries with 5 builds of history each, tables in reverse order")
+                  "in a fresh process; 100 entries with 5 builds of history each, tables in reverse order; "
+                  "without_history_*: the same entries before any rebuild")
     _, proc = timed([PY, "-c", LOOKUP_CHILD, str(path)], env)
     r = json.loads(proc.stdout)
     tid, res = med(r["template_id_us"]), med(r["resolve_us"])
