@@ -141,8 +141,9 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
     o, backend = session.options, session.backend
     backend.check()
     jobs = b.make_jobs(items, o.force)
-    if all(j.fresh for j in jobs) and not o.promote:
-        return report(b.Runner(backend, session.lock_path, Path(), None, reporter), jobs)
+    if all(j.fresh for j in jobs) and not o.promote:  # a no-op: nothing to check, nothing written
+        return report(b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
+                               logs=None, report=reporter), jobs)
     logs_dir = preflight(session)
     secrets = tuple(session.settings.secrets())
     logs = RunLogs(logs_dir, Redactor(secrets))
@@ -166,8 +167,7 @@ def report(runner, jobs) -> Summary:
     from e2b_matrix import build as b
 
     results = runner.run(jobs)
-    fatal = getattr(runner, "fatal", None)
-    return Summary(tuple(results), b.exit_code(runner, results), str(fatal) if fatal else None)
+    return Summary(tuple(results), b.exit_code(runner, results), str(runner.fatal) if runner.fatal else None)
 
 
 def build(options: Options, settings: Settings | None = None,
