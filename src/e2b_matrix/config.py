@@ -117,11 +117,9 @@ def read_toml(path: Path, root: Path | None = None) -> dict:
     if text is None:
         raise ConfigError("no such file", path=shown)
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=shown) from None
-    except RecursionError:
-        raise ConfigError("invalid TOML: nested too deeply", path=shown) from None
+        doc = files.parse_toml(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=shown) from None
     check_strings(doc, shown)
     return doc
 

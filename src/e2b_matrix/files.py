@@ -2,7 +2,7 @@
 
 - ``read_bytes``/``read_text``: a regular file or an error at once (a FIFO
   would block forever, a directory or device is not input), ``None`` when
-  it does not exist.
+  it does not exist; ``parse_toml`` turns its text into a document or one line.
 - ``atomic_write``: a temp file in the same folder, fsync, ``os.replace``,
   fsync of the folder: a reader sees the old file or the new one.
 - ``FileLock``: an exclusive ``flock`` on a sidecar file, released when the
@@ -59,6 +59,18 @@ def read_text(path: str | os.PathLike) -> str | None:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise FileError(f"not UTF-8 text (line {line})") from None
+
+
+def parse_toml(text: str) -> dict:
+    """tomllib's document; ValueError with one line (an "invalid TOML: ..." message) when it is not one."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError("invalid TOML: nested too deeply") from None
 
 
 def _temp_prefix(path: str) -> str:

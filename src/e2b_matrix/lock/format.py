@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
@@ -132,11 +131,9 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
 def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
     """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LockError(f"invalid TOML: {exc}", path=path) from None
-    except RecursionError:
-        raise LockError("invalid TOML: nested too deeply", path=path) from None
+        doc = files.parse_toml(text)
+    except ValueError as exc:
+        raise LockError(str(exc), path=path) from None
     top = _Table(doc, path, "")
     if "schema" not in doc:
         raise LockError("missing (is this an e2b-matrix lock file?)", path=path, key="schema")
