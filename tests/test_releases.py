@@ -156,6 +156,17 @@ def test_a_failed_check_is_never_promoted(project, emu, monkeypatch):
     assert lock(project).entry("minimal").channels == {"staging": lock(project).entry("minimal").build_id}
 
 
+def test_a_build_gone_from_e2b_is_drift(project, emu):
+    assert run(project, "build", "minimal").exit_code == 0
+    entry = lock(project).entry("minimal")
+    text = (project / "templates.lock").read_text()
+    gone = "0f1c2d3e-0000-4000-8000-00000000dead"
+    (project / "templates.lock").write_text(text.replace(entry.build_id, gone))
+    r = run(project, "status", "minimal", "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)[0]["details"] == [f"build {gone} is gone"]
+
+
 def test_a_template_gone_from_e2b_is_drift(project, emu):
     assert run(project, "build", "minimal").exit_code == 0
     text = (project / "templates.lock").read_text()

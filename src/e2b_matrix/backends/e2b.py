@@ -103,7 +103,7 @@ class E2BBackend:
                 cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
                 on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
-        published = Published(progress)
+        published = LogProgress(progress)
         offset = 0
 
         def poll(_attempt: int):
@@ -169,7 +169,6 @@ class E2BBackend:
     def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
         """Where E2B's tags of the alias point, and whether the pinned build is gone."""
         from e2b import Template
-        from e2b.exceptions import NotFoundException
         from e2b.template.types import BuildInfo
 
         api = self._api()
@@ -185,14 +184,14 @@ class E2BBackend:
             with _classify():
                 Template.get_build_status(BuildInfo(entry.template_id, entry.build_id, entry.alias, entry.alias),
                                           logs_offset=0, **api)
-        except (BuildError, NotFoundException) as exc:
+        except BuildError as exc:
             if _is_gone(exc):
                 return state, f"build {entry.build_id} is gone"
             raise
         return state, None
 
 
-class Published:
+class LogProgress:
     """How many leading steps of a running build are in E2B's layer cache, from its log.
 
     E2B's orchestrator logs each step as it reaches it (``[base] FROM ...``,
