@@ -6,14 +6,16 @@ STAMP   := $(VENV)/.installed
 BACKEND ?= e2b
 VARIANT ?=
 ARGS    ?=
+TESTS   ?=
 
-.PHONY: help venv compile test e2e bench plan build build-all lock-check clean docker-up
+.PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up
 
 help:
 	@echo "make build-all [BACKEND=e2b|docker]   build every variant, update the lock"
 	@echo "make build VARIANT=name               build one variant"
 	@echo "make plan                             what would build and why (offline)"
 	@echo "make test                             the test suite (starts its own E2B emulator)"
+	@echo "make test-lowest                      the suite at the lowest versions pyproject allows"
 	@echo "make e2e                              real Docker builds (starts dockerd)"
 	@echo "make bench                            benchmarks -> .bench/results.json"
 
@@ -32,6 +34,10 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite against the lowest versions pyproject.toml allows (.venv-lowest): the floors are true.
+test-lowest:
+	PYTHON=$(PYTHON) bash scripts/test-lowest.sh $(TESTS)
 
 docker-up:
 	bash scripts/docker-up.sh

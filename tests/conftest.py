@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -27,6 +29,20 @@ def isolated_env(monkeypatch, tmp_path_factory):
 
 
 KEY = "e2b_" + "c4n4ry" * 6  # a canary: must appear nowhere we write
+
+
+def sigint_default() -> None:
+    """preexec_fn for a child the test interrupts: a shell's `cmd &` starts it with SIGINT ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def cli_runner(**kw) -> CliRunner:
+    """stdout and stderr apart on every click 8.x (8.0 and 8.1 mix them unless told; 8.2 dropped the flag)."""
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        kw.setdefault("mix_stderr", False)
+    return CliRunner(**kw)
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 import fake_backend
 from e2b_matrix import backends, workflow
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
+from conftest import cli_runner
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def fake(monkeypatch):
 
 
 def run(project, *args):
-    return CliRunner().invoke(cli, ["-C", str(project), *args])
+    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def test_a_fake_backend_plans_builds_locks_promotes_and_rolls_back(project, fake):

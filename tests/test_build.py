@@ -10,14 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
 
-from conftest import KEY, write
+from conftest import KEY, cli_runner, sigint_default, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 
 def build(project, *args):
-    return CliRunner().invoke(cli, ["-C", str(project), *args])
+    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def lock_of(project) -> TemplateLock:
@@ -197,7 +196,8 @@ def test_canary_key_is_nowhere(project, emu):
 
 def run_cli_process(project, *args, env=None):
     return subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
 
 
 def test_two_processes_building_different_variants_both_land(project, emu):

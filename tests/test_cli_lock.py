@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
 
-from conftest import write
+from conftest import cli_runner, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock, dumps
 from test_cli_offline import lock_for
 
 
 def run(project, *args, env=None):
-    return CliRunner().invoke(cli, ["-C", str(project), *args], env=env)
+    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
 
 
 def test_resolve_prints_only_the_id(project):

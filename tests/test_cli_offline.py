@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import DATA, ROOT, write
+from conftest import DATA, ROOT, cli_runner, write
 from e2b_matrix.cli import cli
 
 EXPECTED = DATA / "expected"
@@ -18,7 +17,7 @@ EXPECTED = DATA / "expected"
 
 def run(*args, project=None):
     argv = (["-C", str(project)] if project else ["-C", str(ROOT)]) + list(args)
-    return CliRunner().invoke(cli, argv)
+    return cli_runner().invoke(cli, argv)
 
 
 def test_list(project):
@@ -107,7 +106,7 @@ def test_dash_C_from_elsewhere(project, tmp_path, monkeypatch):
                                      ["lock"], ["lock", "show"], ["lock", "check"], ["verify"], ["promote"],
                                      ["rollback"], ["status"]])
 def test_every_command_has_one_line_help(command):
-    r = CliRunner().invoke(cli, command + ["--help"])
+    r = cli_runner().invoke(cli, command + ["--help"])
     assert r.exit_code == 0, r.output
     cmd = cli
     for name in command:
@@ -133,7 +132,7 @@ def test_offline_commands_never_import_e2b(project, args):
 
 
 def test_version():
-    r = CliRunner().invoke(cli, ["--version"])
+    r = cli_runner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "e2b-matrix" in r.stdout
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import snapshot, write
+from conftest import cli_runner, snapshot, write
 from e2b_matrix.cli import cli
 
 V = "[variant]\nname = \"x\"\nalias = \"nexus-x\"\nlayers = [\"base\", \"nexus\"]\n"
@@ -108,7 +107,7 @@ def test_bad_input_exits_2_with_one_line(project, case_id, files, expected):
     for rel, text in files.items():
         write(project / rel, text)
     before = snapshot(project)
-    result = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+    result = cli_runner().invoke(cli, ["-C", str(project), "plan"])
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1, err
@@ -136,18 +135,18 @@ def test_corpus_is_large_enough():
     (["--ca-cert", "/nonexistent.crt"], "--ca-cert: applies to --backend docker only"),
 ])
 def test_bad_command_line(project, args, expected):
-    result = CliRunner().invoke(cli, ["-C", str(project), "plan", *args])
+    result = cli_runner().invoke(cli, ["-C", str(project), "plan", *args])
     assert result.exit_code == 2
     assert expected in result.stderr
 
 
 def test_unknown_variant_suggests(project):
-    result = CliRunner().invoke(cli, ["-C", str(project), "plan", "lates"])
+    result = cli_runner().invoke(cli, ["-C", str(project), "plan", "lates"])
     assert result.exit_code == 2
     assert "no variant named 'lates'" in result.stderr and "did you mean 'latest'?" in result.stderr
 
 
 def test_no_variants_folder(tmp_path):
-    result = CliRunner().invoke(cli, ["-C", str(tmp_path), "list"])
+    result = cli_runner().invoke(cli, ["-C", str(tmp_path), "list"])
     assert result.exit_code == 2
     assert "no variants/ folder here (use -C DIR to point at the project)" in result.stderr

@@ -11,9 +11,8 @@ import json
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import DOCKER_BASE, docker_required, write
+from conftest import DOCKER_BASE, cli_runner, docker_required, write
 from e2b_matrix.backends.docker_engine import host_ca_certificates
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
@@ -70,7 +69,7 @@ def cli_run(root, *args):
     ca = [a for c in host_ca_certificates() for a in ("--ca-cert", str(c))]
     extra = ca if args[0] in ("build", "build-all") else []
     start = time.monotonic()
-    r = CliRunner().invoke(cli, ["-C", str(root), *args, *extra])
+    r = cli_runner().invoke(cli, ["-C", str(root), *args, *extra])
     return r, time.monotonic() - start
 
 

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import DOCKER_BASE, ROOT, docker_required
+from conftest import DOCKER_BASE, ROOT, cli_runner, docker_required
 from e2b_matrix.backends.docker_engine import DockerCLI, host_ca_certificates
 from e2b_matrix.cli import cli
 
@@ -59,7 +58,7 @@ def ours(tmp_path: Path, engine: DockerCLI, env: dict[str, str]) -> tuple[float,
     shutil.copytree(ROOT / "variants", project / "variants")
     cold(engine)
     start = time.monotonic()
-    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--backend", "docker", "--json", *SETS, *ca_args()],
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--backend", "docker", "--json", *SETS, *ca_args()],
                            env=env)
     took = time.monotonic() - start
     assert r.exit_code == 0, r.output
@@ -76,7 +75,7 @@ def peer(tmp_path: Path, engine: DockerCLI) -> tuple[float, int]:
         shutil.copy(cert, context / "ca" / (cert.stem + ".crt"))
     dockerfiles = {}
     for name in VARIANTS:
-        r = CliRunner().invoke(cli, ["-C", str(ROOT), "render", name, "--format", "dockerfile", *SETS, *ca_args()])
+        r = cli_runner().invoke(cli, ["-C", str(ROOT), "render", name, "--format", "dockerfile", *SETS, *ca_args()])
         assert r.exit_code == 0, r.output
         dockerfiles[name] = tmp_path / f"{name}.Dockerfile"
         dockerfiles[name].write_text(r.stdout)

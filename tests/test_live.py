@@ -11,10 +11,10 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
+from conftest import cli_runner
 
 pytestmark = pytest.mark.live
 LIVE_KEY = os.environ.get("E2B_MATRIX_LIVE_API_KEY")
@@ -29,7 +29,7 @@ def live_key(monkeypatch):
 
 
 def test_build_and_verify_minimal_on_e2b(project, live_key):
-    r = CliRunner().invoke(cli, ["-C", str(project), "build", "minimal", "--verify", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build", "minimal", "--verify", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["status"] == "built"
     entry = TemplateLock.load(project / "templates.lock").entry("minimal")

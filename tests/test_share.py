@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from e2b_matrix.build import share_gates
 from e2b_matrix.cli import cli
+from conftest import cli_runner, sigint_default
 
 ALIASES = {"full": "nexus-sandbox-full", "latest": "nexus-sandbox-latest", "minimal": "nexus-sandbox-minimal",
            "pinned": "nexus-sandbox-pinned"}
@@ -28,7 +28,7 @@ def steps(emu):
 
 
 def build_all(project, *args):
-    r = CliRunner().invoke(cli, ["-C", str(project), "build-all", "--json", *args])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--json", *args])
     return r, {x["name"]: x for x in json.loads(r.stdout)} if r.stdout.startswith("[") else {}
 
 
@@ -126,7 +126,8 @@ def test_ctrl_c_while_waiting_for_shared_steps_exits_130_and_keeps_what_finished
 
     steps.set_step_cost("apt-get install -y git", 30)  # full's last step: the others are done long before
     p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+                         preexec_fn=sigint_default)
     lock = project / "templates.lock"
     deadline = time.monotonic() + 30
     while not (lock.exists() and len(TemplateLock.load(lock)) == 3):

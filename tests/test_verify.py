@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import types
 
-from click.testing import CliRunner
 
 from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
 from e2b_matrix.model import Outcome
 from e2b_matrix.settings import Settings
-from conftest import KEY
+from conftest import KEY, cli_runner
 from test_build import lock_of
 from test_core import specs
 
@@ -90,13 +89,13 @@ def test_verify_on_e2b_prints_one_line_per_failed_check_not_a_traceback(project,
     import e2b_code_interpreter
     from e2b.exceptions import SandboxException
 
-    assert CliRunner().invoke(cli, ["-C", str(project), "build", "minimal"]).exit_code == 0
+    assert cli_runner().invoke(cli, ["-C", str(project), "build", "minimal"]).exit_code == 0
 
     def refuse(template, **kw):
         raise SandboxException("500: sandbox could not start")
 
     monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(refuse))
-    r = CliRunner().invoke(cli, ["-C", str(project), "verify", "minimal"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     failed = [line for line in r.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 3 and all("no sandbox: SandboxException: 500: sandbox could not start" in line
@@ -111,7 +110,7 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
         return FakeSandbox(template, fail=("fuse.conf",))
 
     monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(create))
-    r = CliRunner().invoke(cli, ["-C", str(project), "build", "latest", "minimal", "--verify", "--json"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "build", "latest", "minimal", "--verify", "--json"])
     assert r.exit_code == 1
     statuses = {x["name"]: x for x in json.loads(r.stdout)}
     assert statuses["minimal"]["status"] == "built"
@@ -119,8 +118,8 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
     assert "smoke checks failed: user_allow_other" in statuses["latest"]["error"]
     assert [e.alias for e in lock_of(project)] == ["nexus-sandbox-minimal"]
     # verify NAME on E2B reads the lock and reports each check
-    r = CliRunner().invoke(cli, ["-C", str(project), "verify", "minimal"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 0, r.output
     assert "3/3 checks passed" in r.stdout
-    r = CliRunner().invoke(cli, ["-C", str(project), "verify", "latest"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "verify", "latest"])
     assert r.exit_code == 2 and "not built yet" in r.stderr
