@@ -129,6 +129,7 @@ def test_unchanged_variants_are_fresh_and_cached_rebuilds_are_fast(e2e_project):
 def test_docker_channels_are_image_tags(e2e_project, engine):
     """promote, rollback and status on Docker: a channel is the tag e2b-matrix/<alias>:<channel>."""
     lock_path = e2e_project / "templates.docker.lock"
+    assert cli_run(e2e_project, "build", "pinned", "--backend", "docker")[0].exit_code == 0  # fresh, or made so
     first = TemplateLock.load(lock_path).entry("pinned")
     r, _ = cli_run(e2e_project, "promote", "pinned", "--backend", "docker", "--channel", "stable")
     assert r.exit_code == 0, r.output
@@ -148,7 +149,8 @@ def test_docker_channels_are_image_tags(e2e_project, engine):
     assert r.exit_code == 0, r.output
     r, _ = cli_run(e2e_project, "rollback", "pinned", "--backend", "docker")
     assert r.exit_code == 0, r.output
-    assert TemplateLock.load(lock_path).entry("pinned").image == first.image
+    back = TemplateLock.load(lock_path).entry("pinned")
+    assert (back.image, back.template_id) == (first.image, first.template_id)
     assert engine.image_id("e2b-matrix/e2e-pinned:staging") == first.template_id
     # a tag moved behind the tool's back is drift
     engine.tag_image(second.image, "e2b-matrix/e2e-pinned:stable")

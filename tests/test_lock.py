@@ -143,6 +143,11 @@ def test_history_is_bounded_and_channels_stay_where_they_point(tmp_path):
     assert back.build_id == "b6" and back.fingerprint == "sha256:6" and len(back.history) == 4
     promoted = e.promoted("staging").rolled_back()
     assert promoted.channels == {"stable": "b0", "staging": "b6"}  # only what pointed at b7 moves back
+    # where each build has its own template ID (a Docker image), rollback brings it back too
+    record_build(path, entry("a", "va", "IMAGE-8", build_id="b8", fingerprint="sha256:8"))
+    e = TemplateLock.load(path).entry("a")
+    assert e.history[0].template_id == "T" and e.history[1].template_id == ""  # only where it differs
+    assert e.rolled_back().template_id == "T" and e.rolled_back().rolled_back().template_id == "T"
 
 
 def test_lock_entry_is_an_immutable_value():

@@ -369,13 +369,17 @@ def _str_map(inst, attribute, value: FrozenMap) -> None:
 
 @attrs.frozen(slots=False)
 class Build:
-    """A previous build of a lock entry's alias: what rollback returns to."""
+    """A previous build of a lock entry's alias: what rollback returns to.
+
+    ``template_id`` only when it differs from the entry's (a Docker image ID does; an E2B one does not).
+    """
 
     build_id: str = attrs.field(validator=_lock_id)
     fingerprint: str
     built_at: dt.datetime = attrs.field(converter=_utc)
     layers: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
     image: str = ""
+    template_id: str = ""
 
 
 @attrs.frozen(slots=False)
@@ -406,12 +410,11 @@ class LockEntry:
         """The pinned build: ``<template_id>:<build_id>``."""
         return f"{self.template_id}:{self.build_id}"
 
-    def as_build(self) -> Build:
-        return Build(self.build_id, self.fingerprint, self.built_at, self.layers, self.image)
-
     def replaced_by(self, new: LockEntry) -> LockEntry:
         """``new`` with this build pushed onto its history; channels stay where they point."""
-        history = (self.as_build(), *self.history) if self.build_id != new.build_id else self.history
+        this = Build(self.build_id, self.fingerprint, self.built_at, self.layers, self.image,
+                     self.template_id if self.template_id != new.template_id else "")
+        history = (this, *self.history) if self.build_id != new.build_id else self.history
         return attrs.evolve(new, channels=self.channels, history=history[:HISTORY_LIMIT])
 
     def rolled_back(self) -> LockEntry:
@@ -419,7 +422,8 @@ class LockEntry:
         prev = self.history[0]
         channels = {ch: (prev.build_id if bid == self.build_id else bid) for ch, bid in self.channels.items()}
         return attrs.evolve(self, build_id=prev.build_id, fingerprint=prev.fingerprint, layers=prev.layers,
-                            built_at=prev.built_at, image=prev.image or self.image, inputs={},
+                            built_at=prev.built_at, image=prev.image or self.image,
+                            template_id=prev.template_id or self.template_id, inputs={},
                             channels=channels, history=self.history[1:])
 
     def promoted(self, channel: str) -> LockEntry:
