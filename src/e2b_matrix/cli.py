@@ -348,7 +348,7 @@ def _raise_interrupt(signum, frame):
 @pass_env
 def verify(env, name, backend, offline, overrides, as_json, **kwargs):
     """Run the variant's smoke checks against its locked build; exit 1 on any failure."""
-    from e2b_matrix import workflow
+    from e2b_matrix.plan import State
 
     session, items = _plan(env, (name,), backend, offline, overrides, _backend_values(kwargs))
     item = items[0]
@@ -356,7 +356,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
         raise ConfigError(f"{item.name} is not built yet (no entry for {item.alias}); build it first",
                           path=session.lock_path)
     session.backend.check()
-    if item.state is not workflow.State.FRESH:
+    if item.state is not State.FRESH:
         click.echo(f"warning: {item.alias} is stale; checking the built template against the current layers",
                    err=True)
     results = session.backend.verify(item.spec, item.entry)
@@ -489,10 +489,11 @@ def lock_show(env, backend, as_json):
 def lock_check(env, backend, offline, remote, as_json):
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
     from e2b_matrix import workflow
+    from e2b_matrix.plan import State
 
     session = env.session(backend=backend, offline=offline)
     items = workflow.check_lock(session)
-    bad = [i for i in items if i.state is not workflow.State.FRESH]
+    bad = [i for i in items if i.state is not State.FRESH]
     drift = workflow.status(session) if remote else []
     drifted = [d for d in drift if not d.ok]
     if as_json:

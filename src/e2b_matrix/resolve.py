@@ -18,7 +18,7 @@ import attrs
 
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.model import BuildSpec, Context, Layer, LockEntry, ResolvedLayer, Step, Variant
+from e2b_matrix.model import BuildSpec, Context, Layer, LockEntry, ResolvedLayer, Variant
 from e2b_matrix.render import instructions
 
 FINGERPRINT_SCHEMA = 1

@@ -26,7 +26,7 @@ from e2b_matrix.errors import ConfigError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Status
 from e2b_matrix.names import check_tag
-from e2b_matrix.plan import PlanItem, State, make_plan, orphans
+from e2b_matrix.plan import PlanItem, make_plan, orphans
 from e2b_matrix.settings import Settings
 
 log = logging.getLogger(__name__)
