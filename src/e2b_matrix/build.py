@@ -35,6 +35,7 @@ from e2b_matrix import files, resolve
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
 from e2b_matrix.lock import store
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Outcome, Status
+from e2b_matrix.plan import State
 from e2b_matrix.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def make_jobs(items, force: bool = False) -> list[Job]:
     by_alias = {i.alias: i for i in items}
     specs = resolve.build_order(i.spec for i in items)
     aliases = set(by_alias)
-    return [Job(s, by_alias[s.alias].entry, by_alias[s.alias].state.value == "fresh" and not force,
+    return [Job(s, by_alias[s.alias].entry, by_alias[s.alias].state is State.FRESH and not force,
                 resolve.parent_alias(s, aliases)) for s in specs]
 
 

@@ -26,6 +26,7 @@ class Env:
         self.verbose = 0
         self.quiet = False
         self._settings = None
+        self._redactor = None
 
     @property
     def settings(self):
@@ -35,13 +36,21 @@ class Env:
             self._settings = Settings.from_env()
         return self._settings
 
-    def redact(self, text: str) -> str:
-        from e2b_matrix.secrets import Redactor
+    @property
+    def redactor(self):
+        """One per command: the key is looked up once, not for every line printed."""
+        if self._redactor is None:
+            from e2b_matrix.secrets import Redactor
 
-        try:
-            return Redactor(self.settings.secrets()).redact(text)
-        except MatrixError:
-            return Redactor().redact(text)
+            try:
+                secrets = self.settings.secrets()
+            except MatrixError:  # bad settings: that error is printed, and it holds no key
+                secrets = []
+            self._redactor = Redactor(secrets)
+        return self._redactor
+
+    def redact(self, text: str) -> str:
+        return self.redactor.redact(text)
 
     def session(self, **options):
         from e2b_matrix.workflow import Options, Session
@@ -535,17 +544,12 @@ def _console_logging(env: Env) -> None:
     """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv."""
     global _console_handler
     from e2b_matrix.logs import RedactingFormatter
-    from e2b_matrix.secrets import Redactor
 
     root = logging.getLogger()
     if _console_handler is not None:
         root.removeHandler(_console_handler)
-    try:
-        secrets = env.settings.secrets()
-    except MatrixError:
-        secrets = []
     _console_handler = logging.StreamHandler(sys.stderr)
-    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", Redactor(secrets),
+    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", env.redactor,
                                                      datefmt=None))
     root.addHandler(_console_handler)
     root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else

@@ -158,7 +158,6 @@ class FileLock:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._fd = -1
-        self._guard = threading.Lock()
 
     def acquire(self, wait: bool = True, *, on_busy: Callable[[str], None] | None = None,
                 cancelled: Callable[[], bool] | None = None, poll: float = 0.2) -> bool:

@@ -205,8 +205,8 @@ def promote(session: Session, names, channel: str) -> list[LockEntry]:
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
     session.backend.check()
-    return [b.promote(session.backend, session.lock_path, e.alias, channel, session.settings.secrets())
-            for e in entries]
+    secrets = session.settings.secrets()
+    return [b.promote(session.backend, session.lock_path, e.alias, channel, secrets) for e in entries]
 
 
 def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:

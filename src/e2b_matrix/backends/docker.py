@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from pathlib import Path
 
 from e2b_matrix import files, render
 from e2b_matrix.backends import ChannelState, LogSink, Option
@@ -28,8 +29,6 @@ def image_tag(spec: BuildSpec) -> str:
 
 
 def _read_ca(path: str) -> tuple[str, bytes]:
-    from pathlib import Path
-
     try:
         data = files.read_bytes(path)
     except files.FileError as exc:
