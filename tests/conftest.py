@@ -95,7 +95,12 @@ def docker_required():
     elif not docker.image_exists(DOCKER_BASE):
         reason = f"no base image {DOCKER_BASE}: run scripts/docker-up.sh (make docker-up)"
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: .ci/run must start dockerd and make the base image)")
-        pytest.skip(reason)
+        unavailable(reason, ".ci/run must start dockerd and make the base image")
     return docker
+
+
+def unavailable(reason: str, in_ci: str) -> None:
+    """Skip for want of something a test needs, except in CI (CI=true), where its absence is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: {in_ci})")
+    pytest.skip(reason)
