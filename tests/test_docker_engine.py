@@ -51,6 +51,15 @@ def tags(docker):
         docker.remove_image(tag, force=True)
 
 
+def concurrently(fn, args) -> None:
+    """``fn(*a)`` for each ``a`` in threads started together; returns when all have ended."""
+    threads = [threading.Thread(target=fn, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_build_streams_log_and_returns_the_image_id(docker, tags):
     tag = tags("tiny")
     nonce = uuid.uuid4().hex[:8]
@@ -115,11 +124,7 @@ def test_concurrent_builds_do_not_interfere(docker, tags):
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=build, args=item) for item in jobs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(build, jobs.items())
 
     assert not errors
     assert len(set(results.values())) == 2
@@ -279,11 +284,7 @@ def two_builds_sharing_a_step(docker: DockerCLI, tags) -> tuple[set[str], set[tu
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=build, args=item) for item in jobs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(build, jobs.items())
     assert not errors, errors
     marker = re.compile(rf"shared-{nonce}-[0-9a-f-]{{36}}")
     runs = {line.strip() for lines in logs.values() for line in lines if marker.fullmatch(line.strip())}
