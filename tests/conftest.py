@@ -29,6 +29,14 @@ def isolated_env(monkeypatch, tmp_path_factory):
 
 
 KEY = "e2b_" + "c4n4ry" * 6  # a canary: must appear nowhere we write
+FP = "sha256:" + "0" * 64  # a well-formed fingerprint, for lock files written by hand
+
+
+def fp(seed) -> str:
+    """A well-formed fingerprint made from anything (distinct seeds, distinct fingerprints)."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(str(seed).encode()).hexdigest()
 
 
 def sigint_default() -> None:

@@ -131,7 +131,7 @@ LOCK_WITH_LATEST = """schema = 1
 variant = "latest"
 template_id = "tid"
 build_id = "bid"
-fingerprint = "sha256:0"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 layers = { base = "1", fuse = "1", nexus = "0.5.5" }
 built_at = 2026-11-26T17:00:00Z
 domain = "e2b.app"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fp
 from e2b_matrix import files
 from e2b_matrix.errors import ConfigError, LockError, UnknownNameError
 from e2b_matrix.lock import SCHEMA, Build, LockEntry, TemplateLock, TemplateResolver, dumps, update_lock
@@ -25,7 +26,7 @@ WHEN = dt.datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
 
 def entry(alias, variant, template_id, **kw) -> LockEntry:
     kw.setdefault("build_id", f"build-{template_id}")
-    kw.setdefault("fingerprint", f"sha256:{template_id}")
+    kw.setdefault("fingerprint", fp(template_id))
     kw.setdefault("layers", {"base": "1"})
     kw.setdefault("built_at", WHEN)
     return LockEntry(alias=alias, variant=variant, template_id=template_id, **kw)
@@ -40,22 +41,22 @@ def shipped() -> list[LockEntry]:
     """The entries of tests/data/lock_expected.toml, deliberately out of order."""
     return [
         entry("nexus-sandbox-pinned", "pinned", "p1nn3dp1nn3dp1nn3dp1",
-              build_id="0f1c2d3e-0000-4000-8000-000000000002", fingerprint="sha256:2222",
+              build_id="0f1c2d3e-0000-4000-8000-000000000002", fingerprint="sha256:2222222222222222222222222222222222222222222222222222222222222222",
               layers={"nexus": "0.5.6", "fuse": "1", "base": "1"}, domain="e2b.app",
               built_at=dt.datetime(2026, 11, 26, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
               channels={"stable": "0f1c2d3e-0000-4000-8000-000000000002",
                         "default": "0f1c2d3e-0000-4000-8000-000000000009"},
-              history=[Build("0f1c2d3e-0000-4000-8000-000000000009", "sha256:2221",
+              history=[Build("0f1c2d3e-0000-4000-8000-000000000009", "sha256:2221222122212221222122212221222122212221222122212221222122212221",
                              dt.datetime(2026, 11, 20, 9, 0, tzinfo=UTC), {"base": "1", "nexus": "0.5.5"})]),
         entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob",
-              build_id="0f1c2d3e-0000-4000-8000-000000000001", fingerprint="sha256:1111",
+              build_id="0f1c2d3e-0000-4000-8000-000000000001", fingerprint="sha256:1111111111111111111111111111111111111111111111111111111111111111",
               layers={"fuse": "1", "nexus": "0.5.6", "base": "1"}, domain="e2b.app",
               inputs={"nexus.version": "latest", "memory_mb": "2048", "cpu_count": "2"}),
         entry("nexus-sandbox-minimal", "minimal", "m1n1m4lm1n1m4lm1n1m4",
-              build_id="0f1c2d3e-0000-4000-8000-000000000003", fingerprint="sha256:3333",
+              build_id="0f1c2d3e-0000-4000-8000-000000000003", fingerprint="sha256:3333333333333333333333333333333333333333333333333333333333333333",
               layers={}, image="e2b-matrix/minimal:3333"),
-        entry("docs.example", "docs", "d0csd0csd0csd0csd0cs", build_id="b:uild/1@x+y",
-              fingerprint="sha256:4444", layers={"odd key": "é", "q\"k": "tab\tand \"quote\""},
+        entry("docs_example", "docs", "d0csd0csd0csd0csd0cs", build_id="b:uild/1@x+y",
+              fingerprint="sha256:4444444444444444444444444444444444444444444444444444444444444444", layers={"node-tools": "2.0.1+local", "base": "1"},
               built_at=dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
     ]
 
@@ -91,13 +92,13 @@ def test_round_trip_and_entry_values():
     assert dict(pinned.layers) == {"base": "1", "fuse": "1", "nexus": "0.5.6"}
     assert list(pinned.layers) == ["base", "fuse", "nexus"]
     assert pinned.reference == "p1nn3dp1nn3dp1nn3dp1:0f1c2d3e-0000-4000-8000-000000000002"
-    assert pinned.channels["stable"] == pinned.build_id and pinned.history[0].fingerprint == "sha256:2221"
+    assert pinned.channels["stable"] == pinned.build_id and pinned.history[0].fingerprint == "sha256:2221222122212221222122212221222122212221222122212221222122212221"
     assert hash(pinned) == hash(shipped()[0])  # frozen and hashable
     with pytest.raises(Exception):
         pinned.template_id = "x"
     latest = lock.entry("latest")
     assert latest.to_dict() == {"variant": "latest", "template_id": "yf6wfidzfb6i7n7iawob",
-                                "build_id": "0f1c2d3e-0000-4000-8000-000000000001", "fingerprint": "sha256:1111",
+                                "build_id": "0f1c2d3e-0000-4000-8000-000000000001", "fingerprint": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
                                 "layers": {"base": "1", "fuse": "1", "nexus": "0.5.6"},
                                 "built_at": WHEN, "domain": "e2b.app",
                                 "inputs": {"cpu_count": "2", "memory_mb": "2048", "nexus.version": "latest"}}
@@ -135,16 +136,16 @@ def test_history_is_bounded_and_channels_stay_where_they_point(tmp_path):
     record_build(path, entry("a", "va", "T", build_id="b0"))
     update_lock(path, [TemplateLock.load(path).entry("a").promoted("stable")])
     for i in range(1, 8):
-        record_build(path, entry("a", "va", "T", build_id=f"b{i}", fingerprint=f"sha256:{i}"))
+        record_build(path, entry("a", "va", "T", build_id=f"b{i}", fingerprint=fp(i)))
     e = TemplateLock.load(path).entry("a")
     assert e.build_id == "b7" and [b.build_id for b in e.history] == ["b6", "b5", "b4", "b3", "b2"]
     assert e.channels == {"stable": "b0"}  # building never moves a channel
     back = e.rolled_back()
-    assert back.build_id == "b6" and back.fingerprint == "sha256:6" and len(back.history) == 4
+    assert back.build_id == "b6" and back.fingerprint == fp(6) and len(back.history) == 4
     promoted = e.promoted("staging").rolled_back()
     assert promoted.channels == {"stable": "b0", "staging": "b6"}  # only what pointed at b7 moves back
     # where each build has its own template ID (a Docker image), rollback brings it back too
-    record_build(path, entry("a", "va", "IMAGE-8", build_id="b8", fingerprint="sha256:8"))
+    record_build(path, entry("a", "va", "IMAGE-8", build_id="b8", fingerprint=fp(8)))
     e = TemplateLock.load(path).entry("a")
     assert e.history[0].template_id == "T" and e.history[1].template_id == ""  # only where it differs
     assert e.rolled_back().template_id == "T" and e.rolled_back().rolled_back().template_id == "T"
@@ -158,7 +159,7 @@ def test_lock_entry_is_an_immutable_value():
             change()
     assert a.template_id == "TA" and a.alias == "a"
     assert repr(a).startswith("LockEntry(alias='a', variant='va', template_id='TA', build_id='build-TA', ")
-    assert LockEntry("a", "va", "TA", "b", "f", {"z": "1", "a": "2"}, WHEN).layers == {"a": "2", "z": "1"}
+    assert LockEntry("a", "va", "TA", "b", fp("f"), {"z": "1", "a": "2"}, WHEN).layers == {"a": "2", "z": "1"}
     import copy
     import pickle
 
@@ -216,7 +217,7 @@ def test_unknown_name_lists_names_and_suggests_the_closest():
     with pytest.raises(UnknownNameError) as info:
         lock.template_id("latets")
     assert str(info.value) == (
-        "templates.lock: no template 'latets' in the lock; known: docs, docs.example, latest, minimal, "
+        "templates.lock: no template 'latets' in the lock; known: docs, docs_example, latest, minimal, "
         "nexus-sandbox-latest, nexus-sandbox-minimal, nexus-sandbox-pinned, pinned; did you mean 'latest'?")
     with pytest.raises(KeyError):  # UnknownNameError is also a KeyError
         lock.entry("zzzzzz")
@@ -236,7 +237,7 @@ def test_load_missing_file(tmp_path):
 
 # --------------------------------------------------------------------------- validation
 
-GOOD = ('[templates.a]\nvariant = "a"\ntemplate_id = "t"\nbuild_id = "b"\nfingerprint = "f"\n'
+GOOD = ('[templates.a]\nvariant = "a"\ntemplate_id = "t"\nbuild_id = "b"\nfingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\n'
         'layers = { base = "1" }\nbuilt_at = 2026-11-26T17:00:00Z\n')
 
 BAD = {
@@ -290,7 +291,7 @@ BAD = {
     "history entry incomplete": ("schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b0"\n',
                                  "templates.a.history[0].fingerprint: missing"),
     "history build_id bad": ("schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b 0"\n'
-                             'fingerprint = "f"\nbuilt_at = 2026-11-26T17:00:00Z\n',
+                             'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n',
                              "templates.a.history[0].build_id: must be one word"),
     "deeply nested": ("schema = 2\nx = " + "[" * 10000 + "]" * 10000 + "\n", "invalid TOML: nested too deeply"),
 }
@@ -317,9 +318,19 @@ def test_not_utf8_is_a_lock_error(tmp_path):
         TemplateLock.load(path)
 
 
-def test_unknown_keys_are_ignored():
-    lock = TemplateLock.loads("schema = 1\nfuture = 3\n" + GOOD + 'someday = { x = 1 }\n')
-    assert lock.template_id("a") == "t" and not hasattr(lock.entry("a"), "someday")
+@pytest.mark.parametrize("text,key", [
+    ("schema = 1\nfuture = 3\n" + GOOD, "future: unknown key (known: schema, templates)"),
+    ("schema = 1\n" + GOOD + 'someday = { x = 1 }\n', "templates.a.someday: unknown key (known: "),
+    ("schema = 1\n" + GOOD + 'chanels = { stable = "b" }\n', "templates.a.chanels: unknown key; did you mean 'channels'?"),
+    ("schema = 1\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b0"\nfingerprint = "sha256:' + "0" * 64 + '"\n'
+     'built_at = 2026-11-26T17:00:00Z\nvariant = "x"\n', "templates.a.history[0].variant: unknown key"),
+    ("schema = 1\n[templatse.a]\n", "templatse: unknown key; did you mean 'templates'?"),
+])
+def test_unknown_keys_are_errors_naming_them(text, key):
+    """A misspelt table would be accepted, then erased by the next write: it is refused instead."""
+    with pytest.raises(LockError) as info:
+        TemplateLock.loads(text)
+    assert str(info.value).startswith(f"<string>: {key}")
 
 
 # --------------------------------------------------------------------------- update_lock
@@ -381,10 +392,10 @@ def test_hand_edited_lock_is_merged_as_toml_reads_it(tmp_path):
     lock = update_lock(path, {"z": entry("z", "vz", "TZ")})
     assert lock == TemplateLock.load(path)
     assert lock.entries == {**{e.alias: e for e in shipped()}, "z": entry("z", "vz", "TZ")}
-    # Hand-edited (a comment, an unknown key, another table order): merged as TOML reads it
+    # Hand-edited (a comment, another table order): merged as TOML reads it
     text = path.read_text()
     head = "schema = 2\n"
-    path.write_text("# edited by hand\nnote = 1\n" + head + "".join(
+    path.write_text("# edited by hand\n" + head + "".join(
         dumps([e]).split(head, 1)[1] for e in reversed(TemplateLock.load(path).entries.values())))
     assert path.read_text() != text
     lock = update_lock(path, {"c": entry("c", "vc", "TC")})
@@ -609,7 +620,7 @@ def test_import_is_light():
 def test_resolver_under_a_writer_that_is_not_atomic_logs_one_error_per_bad_spell(tmp_path, caplog):
     """A writer that truncates and rewrites in place passes through many bad states: one problem, one line."""
     path = tmp_path / "templates.lock"
-    texts = [dumps([entry("a", "latest", f"ID-{i}", layers={"base": "1", "pad": "x" * 300})]) for i in range(2)]
+    texts = [dumps([entry("a", "latest", f"ID-{i}", layers={"base": "1"}, inputs={"pad": "x" * 300})]) for i in range(2)]
     path.write_text(texts[0])
     r = TemplateResolver(path, environ={})
     assert r.resolve("latest") == ref("ID-0")

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from conftest import fp
 from e2b_matrix import files as lockmod
 from e2b_matrix.errors import LockError
 from e2b_matrix.lock import LockEntry, TemplateLock, dumps, update_lock
@@ -34,7 +35,7 @@ def make_entries(n: int, tag: str, pad: int = 0) -> dict[str, LockEntry]:
     for i in range(n):
         alias = f"variant-{i:03d}"
         out[alias] = LockEntry(alias=alias, variant=f"v{i:03d}", template_id=f"{tag}-{i:03d}",
-                               build_id=f"build-{tag}-{i:03d}", fingerprint=f"sha256:{tag}",
+                               build_id=f"build-{tag}-{i:03d}", fingerprint=fp(tag),
                                layers={"base": "1", "nexus": tag}, built_at=WHEN, domain="e2b.app",
                                inputs={"pad": tag * pad} if pad else {})
     return out
@@ -96,7 +97,7 @@ def _writer_of_distinct_aliases(path: str, worker: int, count: int, go) -> None:
     for j in range(count):
         alias = f"w{worker:02d}-{j:02d}"
         update_lock(path, {alias: LockEntry(alias=alias, variant=alias, template_id=f"T-{worker:02d}-{j:02d}",
-                                            build_id="b", fingerprint="f", layers={}, built_at=WHEN)})
+                                            build_id="b", fingerprint=fp("f"), layers={}, built_at=WHEN)})
 
 
 def test_sixteen_processes_of_updates_all_land(tmp_path):
@@ -136,9 +137,9 @@ N_KILL_ENTRIES = 60
 
 def _state_of(lock: TemplateLock) -> int:
     """The state number the whole lock belongs to; fails if entries disagree (a mixed file)."""
-    states = {e.fingerprint for e in lock}
+    states = {e.build_id.split("-")[1] for e in lock}  # build-<tag>-<i>
     assert len(states) == 1 and len(lock) == N_KILL_ENTRIES, f"not one complete state: {sorted(states)[:3]}"
-    return int(states.pop().split(":S")[1])
+    return int(states.pop().removeprefix("S"))
 
 
 def _looping_writer(path: str, ready_fd: int) -> None:

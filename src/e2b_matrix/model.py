@@ -354,17 +354,52 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
 
 
-def _lock_id(inst, attribute, value) -> None:
-    try:
-        names.check_lock_id(value)
-    except ValueError as exc:
-        raise ValueError(f"{attribute.name}: {exc}") from None
+def _show_key(key) -> str:
+    """A table key as an error message may show it: plain when it is a bare TOML key, else quoted and escaped."""
+    if isinstance(key, str) and key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        return key
+    return json.dumps(key) if isinstance(key, str) else repr(key)
 
 
-def _str_map(inst, attribute, value: FrozenMap) -> None:
-    for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise ValueError(f"{attribute.name}: expected strings, got {k!r} = {v!r}")
+def _valid(check: Callable[[Any], Any]):
+    """An attrs validator from a names.check_*: its ValueError is prefixed with the field's name."""
+
+    def validate(inst, attribute, value) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ValueError(f"{attribute.name}: {exc}") from None
+
+    return validate
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: value if value == "" else check(value)
+
+
+def _map_of(key_check: Callable[[Any], Any], value_check: Callable[[Any], Any]):
+    """A validator of a str -> str map: each key and value by its check, the error naming ``field.key``."""
+
+    def validate(inst, attribute, value: FrozenMap) -> None:
+        for k, v in value.items():
+            where = f"{attribute.name}.{_show_key(k)}"
+            try:
+                key_check(k)
+            except ValueError as exc:
+                raise ValueError(f"{where}: bad key: {exc}") from None
+            try:
+                value_check(v)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+
+    return validate
+
+
+# Every value a lock may hold, checked by the rules the project's own files are checked by
+# (names.py): whatever a lock says reaches a build step, a shell or a terminal only through these.
+_LAYERS = _map_of(names.check_layer_name, names.check_layer_version)
+_INPUTS = _map_of(names.check_input_key, names.check_text)
+_CHANNELS = _map_of(names.check_tag, names.check_lock_id)
 
 
 @attrs.frozen(slots=False)
@@ -374,12 +409,12 @@ class Build:
     ``template_id`` only when it differs from the entry's (a Docker image ID does; an E2B one does not).
     """
 
-    build_id: str = attrs.field(validator=_lock_id)
-    fingerprint: str
+    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
+    fingerprint: str = attrs.field(validator=_valid(names.check_fingerprint))
     built_at: dt.datetime = attrs.field(converter=_utc)
-    layers: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
-    image: str = ""
-    template_id: str = ""
+    layers: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_LAYERS)
+    image: str = attrs.field(default="", validator=_valid(_optional(names.check_image)))
+    template_id: str = attrs.field(default="", validator=_valid(_optional(names.check_lock_id)))
 
 
 @attrs.frozen(slots=False)
@@ -392,18 +427,24 @@ class LockEntry:
     previous builds, newest first.
     """
 
-    alias: str
-    variant: str
-    template_id: str = attrs.field(validator=_lock_id)
-    build_id: str = attrs.field(validator=_lock_id)
-    fingerprint: str
-    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_str_map)
+    alias: str = attrs.field(validator=_valid(names.check_alias))
+    variant: str = attrs.field(validator=_valid(names.check_name))
+    template_id: str = attrs.field(validator=_valid(names.check_lock_id))
+    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
+    fingerprint: str = attrs.field(validator=_valid(names.check_fingerprint))
+    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_LAYERS)
     built_at: dt.datetime = attrs.field(converter=_utc)
-    domain: str = ""        # the E2B domain; empty for Docker builds
-    image: str = ""         # the Docker image tag; empty for E2B builds
-    inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
-    channels: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_str_map)
-    history: tuple[Build, ...] = attrs.field(default=(), converter=tuple)
+    # the E2B domain; empty for Docker builds
+    domain: str = attrs.field(default="", validator=_valid(_optional(names.check_host)))
+    # E2B_API_URL when the build went there instead of https://api.<domain> (an emulator, a proxy)
+    api_url: str = attrs.field(default="", validator=_valid(_optional(names.check_http_url)))
+    # the Docker image tag; empty for E2B builds
+    image: str = attrs.field(default="", validator=_valid(_optional(names.check_image)))
+    inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_INPUTS)
+    channels: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_CHANNELS)
+    history: tuple[Build, ...] = attrs.field(default=(), converter=tuple,
+                                             validator=attrs.validators.deep_iterable(
+                                                 attrs.validators.instance_of(Build)))
 
     @property
     def reference(self) -> str:

@@ -22,7 +22,13 @@ USER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 TEMPLATE_REF = re.compile(r"([a-z0-9][a-z0-9_-]*/)?[a-z0-9][a-z0-9_-]*(:[a-z0-9_.-]+)?")
 IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@-]*", re.IGNORECASE)
 # What the lock's IDs may hold: what E2B, Docker and a shell take as one word.
-LOCK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+LOCK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
+FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+# A layer's version as the lock records it ("1", nexus-ai-fs's "0.9.26"): one word, nothing a shell reads.
+LAYER_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}")
+INPUT_KEY = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")   # "nexus.version", "cpu_count"
+HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?")
+DEFAULT_DOMAIN = "e2b.app"
 UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.IGNORECASE)
 # The channel a bare alias means: only `promote` moves it.
 DEFAULT_CHANNEL = "default"
@@ -57,6 +63,12 @@ def nonempty_text(value) -> str:
     return value
 
 
+def shown(value, limit: int = 60) -> str:
+    """A value as an error message shows it: repr (control characters escaped), cut to ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "…" + text[-1]
+
+
 def matching(pattern: re.Pattern, what: str, show_pattern: bool = True):
     """A check that the whole value matches ``pattern``."""
     hint = f" (must match ^{pattern.pattern}$)" if show_pattern else ""
@@ -65,7 +77,7 @@ def matching(pattern: re.Pattern, what: str, show_pattern: bool = True):
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {type_name(value)}")
         if not pattern.fullmatch(value):
-            raise ValueError(f"{value!r} is not {what}{hint}")
+            raise ValueError(f"{shown(value)} is not {what}{hint}")
         return value
 
     check.__name__ = f"check_{what.replace(' ', '_')}"
@@ -82,6 +94,42 @@ check_env_name = matching(ENV_NAME, "an environment variable name", False)
 check_user = matching(USER, "a user name", False)
 _package = matching(PACKAGE, "a package name", False)
 check_tag_shape = matching(TAG, "a valid E2B tag")
+
+
+check_fingerprint = matching(FINGERPRINT, "a fingerprint (sha256: and 64 hex digits)", False)
+check_layer_version = matching(LAYER_VERSION, "a layer version (one word of letters, digits and ._+!-)", False)
+check_input_key = matching(INPUT_KEY, "an input's name (like nexus.version)", False)
+
+
+def check_host(value) -> str:
+    if not isinstance(value, str) or not HOST.fullmatch(value):
+        raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {value!r}")
+    return value
+
+
+def check_url(value, schemes=("http", "https", "file")) -> str:
+    """A base URL (no query or fragment, no space or control character), without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type_name(value)}")
+    if control_char(value) or " " in value:
+        raise ValueError("contains a space or control character")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(f"expected an {'http(s)' if 'file' not in schemes else 'http(s) or file'}:// URL, "
+                         f"got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("a base URL takes no query or fragment")
+    return value.rstrip("/")
+
+
+def check_http_url(value) -> str:
+    return check_url(value, ("http", "https"))
 
 
 def check_image(value) -> str:
@@ -116,11 +164,17 @@ def check_variant_tag(value) -> str:
     return value
 
 
+def check_version(value) -> str:
+    if not isinstance(value, str) or not VERSION.fullmatch(value):
+        raise ValueError(f'expected an exact version like "0.5.6", got {shown(value)}')
+    return value
+
+
 def check_version_or_latest(value) -> str:
     if value == "latest":
         return value
     if not isinstance(value, str) or not VERSION.fullmatch(value):
-        raise ValueError(f'expected "latest" or an exact version like "0.5.6", got {value!r}')
+        raise ValueError(f'expected "latest" or an exact version like "0.5.6", got {shown(value)}')
     return value
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ from e2b_matrix import files, names
 from e2b_matrix.errors import ConfigError, CredentialsError
 from e2b_matrix.retry import RetryPolicy
 
-DEFAULT_DOMAIN = "e2b.app"
+DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 DEFAULT_LOCK = "templates.lock"
 HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
                 "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -53,36 +51,6 @@ def _number(kind: type, minimum: float, positive: bool = False) -> Callable[[str
         return value
 
     return parse
-
-
-def _host(text: str) -> str:
-    if not _HOST.fullmatch(text):
-        raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {text!r}")
-    return text
-
-
-def _url(text: str) -> str:
-    from urllib.parse import urlsplit
-
-    if names.control_char(text) or " " in text:
-        raise ValueError("contains a space or control character")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"not a URL ({exc})") from None
-    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
-        raise ValueError(f"expected an http(s):// URL, got {text!r}")
-    if parts.query or parts.fragment:
-        raise ValueError("a base URL takes no query or fragment")
-    return text.rstrip("/")
-
-
-def _http_url(text: str) -> str:
-    url = _url(text)
-    if url.startswith("file:"):
-        raise ValueError(f"expected an http(s):// URL, got {text!r}")
-    return url
 
 
 def _buildkit(text: str) -> bool | None:
@@ -128,11 +96,11 @@ class Var:
 
 VARS = {v.name: v for v in (
     Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
-    Var("E2B_DOMAIN", _host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"),
-    Var("E2B_API_URL", _http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
+    Var("E2B_DOMAIN", names.check_host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"),
+    Var("E2B_API_URL", names.check_http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
     Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
     Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
-    Var("E2B_MATRIX_PYPI_URL", _url, None, "the package index's JSON API base (a file:// folder works)"),
+    Var("E2B_MATRIX_PYPI_URL", names.check_url, None, "the package index's JSON API base (a file:// folder works)"),
     Var("E2B_MATRIX_INDEX_TTL", _number(float, 0), 900.0, "seconds an index look-up is cached"),
     Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1), 5, "attempts per build, above the SDK's own retries"),
     Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0), 1.0, "first backoff delay"),

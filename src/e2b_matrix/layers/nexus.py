@@ -29,6 +29,11 @@ def _resolve(params, ctx, resolver):
     wanted, python = params["version"], ctx.python
     if wanted == "latest":
         locked = resolver.locked_layer_version("nexus") if resolver.offline else None
+        if locked is not None:  # the lock is input: a version reaches a build step only as a version
+            try:
+                names.check_version(locked)
+            except ValueError as exc:
+                raise resolver.error(f"the lock's nexus version: {exc}", KEY) from None
         newest = locked or versions.newest_for(resolver.index, PACKAGE, python)
         if newest is None:
             raise resolver.error(f"no {PACKAGE} release runs on the base's Python {python}", KEY)
