@@ -821,3 +821,17 @@ def test_common_options_work_after_the_subcommand(project, args):
 def test_lock_show_without_a_lock_says_so(project):
     r = cli_runner().invoke(cli, ["-C", str(project), "lock", "show"])
     assert r.exit_code == 0 and "no lock yet" in r.stderr and r.stdout == ""
+
+
+def test_a_lock_built_on_an_emulator_is_never_fresh_for_the_cloud(project, emu, monkeypatch):
+    r = cli_runner().invoke(cli, ["-C", str(project), "build-all"])
+    assert r.exit_code == 0, r.output
+    assert {e.api_url for e in TemplateLock.load(project / "templates.lock")} == {emu.url}
+    r = cli_runner().invoke(cli, ["-C", str(project), "plan", "--json"])
+    assert {i["state"] for i in json.loads(r.stdout)["variants"]} == {"fresh"}  # the same endpoint
+    monkeypatch.delenv("E2B_API_URL")
+    r = cli_runner().invoke(cli, ["-C", str(project), "plan", "--json", "--offline"])
+    assert {i["state"] for i in json.loads(r.stdout)["variants"]} == {"stale"}
+    assert all(i["reasons"] == [f"API {emu.url} -> https://api.e2b.app"] for i in json.loads(r.stdout)["variants"])
+    r = cli_runner().invoke(cli, ["-C", str(project), "lock", "check", "--offline"])
+    assert r.exit_code == 1 and f"API {emu.url} -> https://api.e2b.app" in r.stdout

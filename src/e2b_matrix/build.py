@@ -319,7 +319,7 @@ class Runner:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         return LockEntry(alias=spec.alias, variant=spec.name, template_id=outcome.template_id,
                          build_id=outcome.build_id, fingerprint=spec.fingerprint, layers=spec.layer_versions(),
-                         built_at=now, domain=outcome.domain, image=outcome.image, inputs=spec.inputs())
+                         built_at=now, domain=outcome.domain, api_url=outcome.api_url, image=outcome.image, inputs=spec.inputs())
 
 
 def promote(backend, lock_path, alias: str, channel: str, secrets=()) -> LockEntry:

@@ -309,6 +309,7 @@ class Outcome:
     build_id: str
     image: str = ""
     domain: str = ""
+    api_url: str = ""  # E2B_API_URL, when the build went there
 
 
 # -- the lock's values -----------------------------------------------------------

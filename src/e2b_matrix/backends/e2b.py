@@ -66,8 +66,15 @@ class E2BBackend:
         self._key = self.settings.require_key()
 
     def staleness(self, entry: LockEntry) -> str | None:
+        """An entry built against another endpoint is not what this one would serve: a lock built on
+        an emulator (E2B_API_URL) is never fresh for the cloud, nor one from a self-hosted E2B
+        (E2B_DOMAIN: sandboxes run there) for another."""
         built_on = entry.domain or DEFAULT_DOMAIN
-        return None if built_on == self.domain else f"domain {built_on} -> {self.domain}"
+        changed = [] if built_on == self.domain else [f"domain {built_on} -> {self.domain}"]
+        if (entry.api_url or None) != self.settings.api_url:
+            changed.append(f"API {entry.api_url or f'https://api.{built_on}'} -> "
+                           f"{self.settings.api_url or f'https://api.{self.domain}'}")
+        return "; ".join(changed) or None
 
     def reference(self, entry: LockEntry) -> str:
         return entry.reference
@@ -125,7 +132,8 @@ class E2BBackend:
                     published.feed(e.message)
             if status.status in (TemplateBuildStatus.READY, TemplateBuildStatus.ERROR) and not entries:
                 if status.status == TemplateBuildStatus.READY:
-                    return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain)
+                    return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain,
+                                   api_url=self.settings.api_url or "")
                 reason = status.reason
                 step = f" at step {reason.step}" if reason and reason.step else ""
                 raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
