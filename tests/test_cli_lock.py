@@ -20,21 +20,41 @@ def test_resolve_prints_only_the_id(project):
     r = run(project, "resolve", "latest")
     assert r.exit_code == 0 and r.stdout == "tpl-latest:b-latest\n"  # the pinned build
     assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "tpl-pinned:b-pinned\n"
-    assert run(project, "resolve", "latest", "--id").stdout == "tpl-latest\n"
+    r = run(project, "resolve", "latest", "--id")
+    assert r.stdout == "tpl-latest\n" and "bare template ID means its default channel" in r.stderr
     assert run(project, "resolve", "latest", "--channel", "stable").stdout == "nexus-sandbox-latest:stable\n"
-    r = run(project, "resolve", "latest", env={"E2B_TEMPLATE_ID": "from-env"})
-    assert r.stdout == "from-env\n"
     r = run(project, "resolve", "latest", "--channel", "Bad Tag")
     assert r.exit_code == 2 and r.stderr.strip() == "e2b-matrix: error: --channel: 'Bad Tag' is not a valid E2B tag (must match ^[a-z0-9-_.]+$)"
 
 
-def test_resolve_unknown_name_exits_1_with_a_suggestion(project):
+def test_resolve_answers_for_the_name_given_and_the_environment_only_for_the_default(project):
     write(project / "templates.lock", lock_for({}))
-    r = run(project, "resolve", "lates")
-    assert r.exit_code == 1
-    err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and "lates" in err[0] and "'latest'" in err[0]
-    assert r.stdout == ""
+    env = {"E2B_TEMPLATE_ID": "from-env"}
+    assert run(project, "resolve", "pinned", env=env).stdout == "tpl-pinned:b-pinned\n"
+    assert run(project, "resolve", "latest", env=env).stdout == "tpl-latest:b-latest\n"
+    assert run(project, "resolve", env=env).stdout == "from-env\n"  # the server's default template
+    assert run(project, "resolve").stdout == "tpl-latest:b-latest\n"
+    r = run(project, "resolve", "nope", env=env)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith("e2b-matrix: error: ")
+
+
+def test_resolve_with_conflicting_flags_is_an_error(project):
+    write(project / "templates.lock", lock_for({}))
+    r = run(project, "resolve", "latest", "--id", "--channel", "stable")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip() == "e2b-matrix: error: --channel: --id and --channel ask for different things; give one"
+
+
+def test_an_unknown_name_is_exit_2_with_the_same_prefix_in_every_command(project):
+    write(project / "templates.lock", lock_for({}))
+    for args in (["resolve", "lates"], ["render", "lates"], ["plan", "lates"], ["build", "lates"],
+                 ["verify", "lates"], ["promote", "lates"], ["rollback", "lates"], ["status", "lates"],
+                 ["resolve", "lates", "--id"]):
+        r = run(project, *args, env={"E2B_API_KEY": "e2b_" + "0" * 40})
+        err = r.stderr.strip().splitlines()
+        assert r.exit_code == 2, (args, r.output)
+        assert len(err) == 1 and err[0].startswith("e2b-matrix: error: ") and "'latest'" in err[0], (args, err)
+        assert r.stdout == "", args
 
 
 def test_lock_show(project):

@@ -474,17 +474,38 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
 
 def test_resolver_sources_in_order(tmp_path, monkeypatch):
     path = tmp_path / "templates.lock"
-    update_lock(path, {"nexus-sandbox-latest": entry("nexus-sandbox-latest", "latest", "FROM-LOCK")})
-    assert TemplateResolver(path, environ={"E2B_TEMPLATE_ID": "FROM-ENV"}).resolve("latest") == "FROM-ENV"
+    update_lock(path, {"nexus-sandbox-latest": entry("nexus-sandbox-latest", "latest", "FROM-LOCK"),
+                       "nexus-sandbox-pinned": entry("nexus-sandbox-pinned", "pinned", "PINNED")})
+    env = {"E2B_TEMPLATE_ID": "FROM-ENV"}
+    # the server's default template: E2B_TEMPLATE_ID wins, then the lock
+    assert TemplateResolver(path, environ=env).resolve() == "FROM-ENV"
+    assert TemplateResolver(path, environ={}).resolve() == ref("FROM-LOCK")
+    assert TemplateResolver(path, environ={}, name="pinned").resolve() == ref("PINNED")
+    # a named variant: always the lock, never the environment, never the default
+    assert TemplateResolver(path, environ=env).resolve("latest") == ref("FROM-LOCK")
+    assert TemplateResolver(path, environ=env).resolve("pinned") == ref("PINNED")
     assert TemplateResolver(environ={"E2B_MATRIX_LOCK": str(path)}).resolve("latest") == ref("FROM-LOCK")
     assert TemplateResolver(path, environ={}).resolve("nexus-sandbox-latest") == ref("FROM-LOCK")
-    assert TemplateResolver(path, default="DEFAULT", environ={}).resolve("pinned") == "DEFAULT"
-    with pytest.raises(UnknownNameError, match="did you mean 'latest'"):
-        TemplateResolver(path, environ={}).resolve("lates")
+    for resolver in (TemplateResolver(path, default="DEFAULT", environ={}),
+                     TemplateResolver(path, default="DEFAULT", environ=env)):
+        with pytest.raises(UnknownNameError, match="did you mean 'latest'"):
+            resolver.resolve("lates")
+    with pytest.raises(UnknownNameError, match="no template 'nope'"):  # a default name the lock lacks
+        TemplateResolver(path, default="DEFAULT", environ={}, name="nope").resolve()
     monkeypatch.chdir(tmp_path)  # the default path is ./templates.lock
     assert TemplateResolver(environ={}).resolve("latest") == ref("FROM-LOCK")
     monkeypatch.setenv("E2B_TEMPLATE_ID", "OS-ENV")  # os.environ is the default environment
-    assert TemplateResolver().resolve("anything") == "OS-ENV"
+    assert TemplateResolver().resolve() == "OS-ENV" and TemplateResolver().resolve("latest") == ref("FROM-LOCK")
+    with pytest.raises(UnknownNameError):
+        TemplateResolver().resolve("anything")
+
+
+def test_unknown_name_error_is_importable_from_the_lock_package():
+    from e2b_matrix import lock
+    from e2b_matrix.errors import ConfigError as Root
+
+    assert lock.UnknownNameError is UnknownNameError and issubclass(lock.UnknownNameError, (KeyError, Root))
+    assert UnknownNameError("x").exit_code == 2
 
 
 def test_resolver_sees_the_environment_change_after_it_was_made(tmp_path, monkeypatch):
@@ -492,37 +513,41 @@ def test_resolver_sees_the_environment_change_after_it_was_made(tmp_path, monkey
     update_lock(path, {"a": entry("a", "latest", "FROM-LOCK")})
     monkeypatch.delenv("E2B_TEMPLATE_ID", raising=False)
     r = TemplateResolver(path)  # reads os.environ at each call, not once
-    assert r.resolve("latest") == ref("FROM-LOCK")
+    assert r.resolve() == ref("FROM-LOCK")
     monkeypatch.setenv("E2B_TEMPLATE_ID", "LATER")
-    assert r.resolve("latest") == "LATER" and r.resolve("unknown") == "LATER"
+    assert r.resolve() == "LATER" and r.resolve("latest") == ref("FROM-LOCK")
+    with pytest.raises(UnknownNameError):
+        r.resolve("unknown")
     monkeypatch.setenv("E2B_TEMPLATE_ID", "")  # empty: not an override
-    assert r.resolve("latest") == ref("FROM-LOCK")
+    assert r.resolve() == ref("FROM-LOCK")
     monkeypatch.delenv("E2B_TEMPLATE_ID")
-    assert r.resolve("latest") == ref("FROM-LOCK")
+    assert r.resolve() == ref("FROM-LOCK")
     mapping = {"E2B_TEMPLATE_ID": "MAPPING"}  # any mapping works as the environment
     r2 = TemplateResolver(path, environ=mapping)
-    assert r2.resolve("latest") == "MAPPING"
+    assert r2.resolve() == "MAPPING"
     del mapping["E2B_TEMPLATE_ID"]
-    assert r2.resolve("latest") == ref("FROM-LOCK")
+    assert r2.resolve() == ref("FROM-LOCK")
 
 
-def test_resolver_missing_file_gives_the_default_until_a_lock_was_read(tmp_path, caplog):
+def test_resolver_gives_the_default_only_while_there_is_no_lock(tmp_path, caplog):
     path = tmp_path / "templates.lock"
     r = TemplateResolver(path, default="DEFAULT", environ={})
-    assert r.resolve("latest") == "DEFAULT"
+    assert r.resolve() == "DEFAULT"
+    with pytest.raises(UnknownNameError, match="does not exist"):  # a named variant: never the default
+        r.resolve("latest")
     with pytest.raises(UnknownNameError, match="does not exist"):
-        TemplateResolver(path, environ={}).resolve("latest")
+        TemplateResolver(path, environ={}).resolve()
     update_lock(path, {"a": entry("a", "latest", "T1")})
-    assert r.resolve("latest") == ref("T1")
+    assert r.resolve() == ref("T1") and r.resolve("latest") == ref("T1")
     path.unlink()  # a server must not lose its templates because a file moved: warn once, keep it
     with caplog.at_level(logging.WARNING, logger="e2b_matrix.lock"):
-        assert [r.resolve("latest") for _ in range(5)] == [ref("T1")] * 5
+        assert [r.resolve() for _ in range(5)] == [ref("T1")] * 5
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
     assert warnings == [f"{path}: the lock file is gone; keeping the last good lock (1 templates)"]
     update_lock(path, {"a": entry("a", "latest", "T2")})
     assert r.resolve("latest") == ref("T2")
     with pytest.raises(TypeError):
-        r.resolve(None)
+        r.resolve(3)
 
 
 def test_resolver_reloads_on_change_and_only_then(tmp_path, monkeypatch):

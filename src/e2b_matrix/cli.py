@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from e2b_matrix import __version__
-from e2b_matrix.errors import ConfigError, MatrixError, UnknownNameError
+from e2b_matrix.errors import ConfigError, MatrixError
 
 
 class Env:
@@ -164,9 +164,6 @@ class MatrixGroup(click.Group):
         env = ctx.ensure_object(Env)
         try:
             return super().invoke(ctx)
-        except UnknownNameError as exc:
-            click.echo(f"e2b-matrix: {env.redact(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
         except MatrixError as exc:
             click.echo(f"e2b-matrix: error: {env.redact(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
@@ -384,24 +381,21 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
 
 @cli.command()
 @common
-@click.argument("name")
+@click.argument("name", required=False)
 @backend_option
 @click.option("--id", "bare", is_flag=True, help="The bare template ID (E2B: its default channel).")
 @click.option("--channel", metavar="CHANNEL", default=None, help="<alias>:<CHANNEL>: what CHANNEL points at.")
 @pass_env
 def resolve(env, name, backend, bare, channel):
-    """Print the pinned build of a variant or alias (E2B_TEMPLATE_ID wins), for shells."""
-    session = env.session(backend=backend)
-    if channel is not None:
-        from e2b_matrix.workflow import check_channel
+    """Print the pinned build of a variant or alias, for shells.
 
-        click.echo(session.backend.channel_reference(session.lock().entry(name), check_channel(channel, "--channel")))
-        return
-    if env.settings.template_id:
-        click.echo(env.settings.template_id)
-        return
-    entry = session.lock().entry(name)
-    click.echo(entry.template_id if bare else session.backend.reference(entry))
+    NAME is always answered from the lock. Without NAME: the server's default
+    template (latest), where E2B_TEMPLATE_ID wins."""
+    from e2b_matrix import workflow
+
+    click.echo(workflow.reference(env.session(backend=backend), name, bare=bare, channel=channel))
+    if bare:
+        click.echo("note: a bare template ID means its default channel, not the pinned build", err=True)
 
 
 @cli.command()

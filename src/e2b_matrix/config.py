@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from e2b_matrix import files, names, resolve
-from e2b_matrix.errors import ConfigError
+from e2b_matrix.errors import ConfigError, UnknownNameError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
 from e2b_matrix.names import type_name
@@ -56,8 +56,8 @@ class Project:
                 return v
         close = _close_matches(name, self.names() + [v.alias for v in self.variants])
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"no variant named {name!r} (known: {', '.join(self.names()) or 'none'}){hint}",
-                          path=self.root / "variants")
+        raise UnknownNameError(f"no variant named {names.shown(name)} (known: {', '.join(self.names()) or 'none'})"
+                               f"{hint}", path=self.root / "variants")
 
     def select(self, names: Iterable[str] = ()) -> list[Variant]:
         chosen: dict[str, Variant] = {}

@@ -30,10 +30,8 @@ class LockError(ConfigError):
     """A lock file that cannot be read or written: bad TOML, wrong type, newer schema, a secret."""
 
 
-class UnknownNameError(MatrixError, KeyError):
-    """A variant or alias that is not defined (or not in the lock)."""
-
-    exit_code = 1
+class UnknownNameError(ConfigError, KeyError):
+    """A variant or alias that is not defined (or not in the lock): bad input, as in every command."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

@@ -190,6 +190,25 @@ def check_lock(session: Session) -> list[PlanItem]:
     return items + orphans(lock.entries, [v.alias for v in project.variants])
 
 
+def reference(session: Session, name: str | None = None, *, bare: bool = False, channel: str | None = None) -> str:
+    """What ``resolve`` hands a shell. For a named variant or alias: always its lock entry (its pinned
+    build; ``bare``: the template ID; ``channel``: ``<alias>:<channel>``). With no name: the server's
+    default template, where ``E2B_TEMPLATE_ID`` wins (the seed's variable), then the lock.
+    An unknown name is UnknownNameError, whatever the environment says."""
+    from e2b_matrix.lock.resolver import DEFAULT_TEMPLATE
+
+    if bare and channel is not None:
+        raise ConfigError("--id and --channel ask for different things; give one", key="--channel")
+    if name is None:
+        if session.settings.template_id and not bare and channel is None:
+            return session.settings.template_id
+        name = DEFAULT_TEMPLATE
+    entry = session.lock().entry(name)
+    if channel is not None:
+        return session.backend.channel_reference(entry, check_channel(channel, "--channel"))
+    return entry.template_id if bare else session.backend.reference(entry)
+
+
 def entries_for(session: Session, names) -> list[LockEntry]:
     """The lock entries of the named variants (by name or alias; all when none are named)."""
     lock = session.lock()

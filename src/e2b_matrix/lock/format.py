@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
-from e2b_matrix import files, secrets
+from e2b_matrix import files, names, secrets
 from e2b_matrix.errors import LockError, UnknownNameError
 from e2b_matrix.model import Build, LockEntry, _frozen_map, _show_key
 
@@ -292,14 +292,14 @@ class TemplateLock:
 
     def _unknown_message(self, name: str) -> str:
         if not self.exists:
-            return f"{self.path}: no template {name!r}: the lock file does not exist (build the templates first)"
+            return f"{self.path}: no template {names.shown(name)}: the lock file does not exist (build the templates first)"
         known = self.names()
         if not known:
-            return f"{self.path}: no template {name!r}: the lock has no templates (build the templates first)"
+            return f"{self.path}: no template {names.shown(name)}: the lock has no templates (build the templates first)"
         listed = ", ".join(known[:_MAX_LISTED]) + (f", … ({len(known) - _MAX_LISTED} more)"
                                                    if len(known) > _MAX_LISTED else "")
         import difflib  # the error path only
 
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        return (f"{self.path}: no template {name!r} in the lock; known: {listed}"
+        return (f"{self.path}: no template {names.shown(name)} in the lock; known: {listed}"
                 + (f"; did you mean {close[0]!r}?" if close else ""))

@@ -1,9 +1,12 @@
 """The Nexus server's resolver: the template reference to hand to ``Sandbox.create``.
 
-``resolve(name)``: ``E2B_TEMPLATE_ID`` in the environment wins (the seed's
-variable, for every name), then the lock's pinned build of ``name``
-(``<template_id>:<build_id>``), then ``default`` if given, else
-UnknownNameError.
+``resolve()`` answers for the server's *default* template (``name``, the
+variant ``latest`` unless told): ``E2B_TEMPLATE_ID`` in the environment wins
+(the seed's variable), then the lock's pinned build, then ``default`` — only
+while there is no lock at all. ``resolve(NAME)`` answers for a named variant
+or alias, always from the lock: ``E2B_TEMPLATE_ID`` never overrides it, and
+``default`` never stands in for it. A name the lock lacks always raises
+UnknownNameError (importable from ``e2b_matrix.lock``).
 
 The lock is re-read only when its (mtime, size, inode) changes: a call costs
 one ``os.stat`` (at most one per ``min_interval`` seconds). When the file
@@ -11,8 +14,8 @@ goes bad (a half-written file, a merge conflict) the last good lock stays in
 use and one error is logged until a good lock is read again (a writer that
 is not atomic makes many bad states in a row: they are one problem); when
 the file is deleted the last good lock stays in use and one warning is
-logged (a server must not lose its templates because a file moved). Before any good lock was read,
-every name resolves to ``default``. Safe to share between threads.
+logged (a server must not lose its templates because a file moved). Safe to
+share between threads.
 """
 
 from __future__ import annotations
@@ -24,20 +27,24 @@ import time
 from collections.abc import Mapping
 
 from e2b_matrix import settings
-from e2b_matrix.errors import LockError, UnknownNameError
+from e2b_matrix.errors import LockError
 from e2b_matrix.lock.format import TemplateLock
 
 log = logging.getLogger(__name__)
 
 
+DEFAULT_TEMPLATE = "latest"  # the seed's template (alias nexus-sandbox-latest)
+
+
 class TemplateResolver:
     def __init__(self, lock_path=None, default: str | None = None, environ: Mapping[str, str] | None = None,
-                 *, min_interval: float = 0.0):
+                 *, name: str = DEFAULT_TEMPLATE, min_interval: float = 0.0):
         self._environ = os.environ if environ is None else environ
         if lock_path is None:
             lock_path = settings.read("E2B_MATRIX_LOCK", self._environ)
         self.path = os.path.abspath(os.fspath(lock_path))
         self.default = default
+        self.name = name
         self.min_interval = float(min_interval)
         self._reload_lock = threading.Lock()
         # (stat stamp, lock): replaced as one object so readers never see a mix
@@ -45,19 +52,19 @@ class TemplateResolver:
         self._logged = False  # a problem was logged since the last good read
         self._next_check = 0.0
 
-    def resolve(self, name: str) -> str:
+    def resolve(self, name: str | None = None) -> str:
+        """The reference for ``name`` (a variant or alias), or for the server's default template."""
+        if name is None:
+            override = settings.read("E2B_TEMPLATE_ID", self._environ)
+            if override:
+                return override
+            lock = self.current()
+            if not lock.exists and self.default is not None:
+                return self.default
+            return lock.reference(self.name)
         if not isinstance(name, str):
             raise TypeError(f"a template name is a string, not {type(name).__name__}")
-        override = settings.read("E2B_TEMPLATE_ID", self._environ)
-        if override:
-            return override
-        lock = self.current()
-        try:
-            return lock.reference(name)
-        except UnknownNameError:
-            if self.default is not None:
-                return self.default
-            raise
+        return self.current().reference(name)
 
     def current(self) -> TemplateLock:
         """The lock as it is on disk now, or the last good one."""
