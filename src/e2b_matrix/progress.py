@@ -2,7 +2,8 @@
 
 On a terminal: a live table (rich) of each variant's state and last log
 line. Otherwise: ``[variant] message`` lines, one per state change (and per
-log page at -v), fit for CI logs. Everything printed passes the redactor.
+log page at -v), fit for CI logs. The CLI redacts what reaches the console
+(secrets.RedactedStream), so nothing here handles secrets.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ FINAL_STATES = {"built", "failed", "cancelled", "fresh", "skipped"}
 
 
 class PlainReporter:
-    def __init__(self, redact, verbose: int = 0, quiet: bool = False, stream=None):
-        self.redact = redact
+    def __init__(self, verbose: int = 0, quiet: bool = False, stream=None):
         self.verbose = verbose
         self.quiet = quiet
         self.stream = stream
@@ -32,7 +32,7 @@ class PlainReporter:
             return
         text = f"[{name}] {state}" + (f": {message}" if message else "")
         with self._lock:
-            print(self.redact(text), file=self.stream or sys.stdout, flush=True)
+            print(text, file=self.stream or sys.stdout, flush=True)
 
     def __enter__(self):
         return self
@@ -48,8 +48,7 @@ class LiveReporter:
     "fresh": a run where everything is fresh pays for neither.
     """
 
-    def __init__(self, redact):
-        self.redact = redact
+    def __init__(self):
         self.rows: dict[str, list] = {}  # name -> [state, line, start, end], in the order first reported
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -83,7 +82,6 @@ class LiveReporter:
                     self._start()
         with self._lock:
             row = self.rows.setdefault(name, ["queued", "", time.monotonic(), None])
-            message = self.redact(message)
             if state == "log":
                 row[1] = message
                 return
@@ -103,13 +101,13 @@ class LiveReporter:
         return False
 
 
-def make_reporter(redact, verbose, quiet, as_json=False, out=None, err=None):
+def make_reporter(verbose, quiet, as_json=False, out=None, err=None):
     """A live table on a terminal; else plain lines to ``out`` (to ``err`` when
     stdout carries JSON). ``out``/``err`` default to sys.stdout/sys.stderr."""
     out, err = out or sys.stdout, err or sys.stderr
     if out.isatty() and not quiet and not as_json:
-        return LiveReporter(redact)
-    return PlainReporter(redact, verbose, quiet, stream=err if as_json else out)
+        return LiveReporter()
+    return PlainReporter(verbose, quiet, stream=err if as_json else out)
 
 
 def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
@@ -118,13 +116,13 @@ def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file or sys.stdout)
 
 
-def summary(results: list[BuildResult], redact, out=None, err=None) -> None:
+def summary(results: list[BuildResult], out=None, err=None) -> None:
     print_table(["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
                 [[r.name, r.alias, r.status.value, r.template_id, r.build_id,
                   f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results], file=out)
     for r in results:
         if r.error and not r.status.ok:
-            print(redact(f"{r.name}: {r.status.value}: {r.error}"), file=err or sys.stderr)
+            print(f"{r.name}: {r.status.value}: {r.error}", file=err or sys.stderr)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1

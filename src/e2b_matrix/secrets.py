@@ -1,13 +1,18 @@
 """What counts as a secret, and how it is kept out of output, logs and the lock.
 
-One detector for both uses: log redaction (``Redactor``) and the lock's
-refusal (``looks_secret``). A known key is matched exactly; anything shaped
-like an E2B API key (``e2b_`` and at least 16 letters or digits) is treated
-as one even when it is not the key of this run.
+One detector for every use: redaction (``Redactor``), applied where text
+leaves the process — the console streams (``RedactedStream``, which the CLI
+puts in front of stdout and stderr, so plain lines, the live table, JSON and
+errors all pass it) and the log files (logs.RedactingFormatter) — and the
+refusal of a secret in the lock or in a variant's input (``looks_secret``).
+A known key is matched exactly; anything shaped like an E2B API key
+(``e2b_`` and at least 16 letters or digits) is treated as one even when it
+is not the key of this run.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable
 
@@ -29,6 +34,60 @@ class Redactor:
         return KEY_SHAPE.sub("e2b_" + MASK, text)
 
     __call__ = redact
+
+
+class RedactedStream(io.TextIOBase):
+    """A text stream in front of another that redacts each whole line written to it.
+
+    Text is held until its line ends (or until ``flush``), so a secret split across
+    two writes (``print`` writes the text, then the newline) is still seen whole.
+    """
+
+    MAX_PENDING = 1 << 16  # a line this long is written out redacted as it stands
+
+    def __init__(self, inner, redactor: Redactor):
+        import threading
+
+        self.inner, self.redactor = inner, redactor
+        self._pending = ""
+        self._lock = threading.Lock()  # builds report from worker threads
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            data = self._pending + text
+            head, newline, self._pending = data.rpartition("\n")
+            if newline:
+                self.inner.write(self.redactor.redact(head + newline))
+            if len(self._pending) > self.MAX_PENDING:
+                self.inner.write(self.redactor.redact(self._pending))
+                self._pending = ""
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self.inner.write(self.redactor.redact(self._pending))
+                self._pending = ""
+        self.inner.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self.inner, "encoding", "utf-8")
+
+    @property
+    def errors(self):
+        return getattr(self.inner, "errors", "strict")
 
 
 def looks_secret(name: str, value: str, known: Iterable[str | None] = ()) -> bool:
