@@ -60,8 +60,11 @@ build: $(STAMP) compile
 	@test -n "$(VARIANT)" || { echo "usage: make build VARIANT=name (see: $(BIN)/e2b-matrix list)"; exit 2; }
 	$(BIN)/e2b-matrix build $(VARIANT) --backend $(BACKEND) $(ARGS)
 
+# GNU make exits 2 whenever a recipe fails, whatever its code: the tool's own code
+# (1 stale or unbuilt, 2 bad configuration) is the "Error N" of make's last line.
+# CI runs `e2b-matrix lock check` itself to get the code as it is.
 lock-check: $(STAMP)
-	$(BIN)/e2b-matrix lock check --backend $(BACKEND)
+	$(BIN)/e2b-matrix lock check --backend $(BACKEND) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-nexus .venv-lowest .venv-lowest-uv logs .bench .e2b-matrix .pytest_cache

@@ -229,7 +229,7 @@ class Runner:
             if self.cancel.is_set():
                 return "not started: the run was stopped"
         parent = slot[0]
-        if parent.status is not Status.BUILT:
+        if not parent.status.ok:
             return f"not started: its base template {job.parent} did not build"
         return resolve.rebase(job.spec, parent.build_id)
 
@@ -263,6 +263,10 @@ class Runner:
         except files.Busy as busy:
             return result(Status.FAILED, f"{spec.alias} is being built by {busy.holder} (--no-wait)")
         try:
+            done = self._built_meanwhile(job, spec)
+            if done is not None:
+                self.report(spec.name, "fresh", f"built meanwhile by another run (build {done.build_id})")
+                return result(Status.FRESH, outcome=Outcome(done.template_id, done.build_id, done.image))
             outcome = self._attempts(spec, tries)
             if self.verify:
                 self.report(spec.name, "verifying", "running smoke checks")
@@ -291,6 +295,22 @@ class Runner:
             return result(Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             alias_lock.release()
+
+    def _built_meanwhile(self, job: Job, spec: BuildSpec) -> LockEntry | None:
+        """The lock's entry when another run built this very spec while this one waited for the alias.
+
+        Read under the alias's lock, after the other run released it: its build is in the lock
+        by then. Two runs started together then build each variant once, and history never
+        fills with builds of one spec.
+        """
+        if self.force:
+            return None
+        entry = store.read_entry(self.lock_path, spec.alias)
+        if entry is None or (job.entry is not None and entry.build_id == job.entry.build_id):
+            return None
+        if entry.fingerprint != spec.fingerprint or self.backend.staleness(entry) is not None:
+            return None
+        return entry
 
     def _attempts(self, spec: BuildSpec, tries: list[int]) -> Outcome:
         vlog = self.logs.variant(spec.alias)

@@ -7,6 +7,7 @@ talk to E2B.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -49,9 +50,6 @@ class Env:
             self._redactor = Redactor(secrets)
         return self._redactor
 
-    def redact(self, text: str) -> str:
-        return self.redactor.redact(text)
-
     def session(self, **options):
         from e2b_matrix.workflow import Options, Session
 
@@ -80,6 +78,11 @@ def _set_quiet(ctx, param, value):
         env = ctx.ensure_object(Env)
         env.quiet = True
         _console_logging(env)
+
+
+def _check_verbosity(env: Env) -> None:
+    if env.quiet and env.verbose:
+        raise ConfigError("-q and -v ask for less and more output; give one", key="-q")
 
 
 def common(f):
@@ -158,18 +161,44 @@ def _backend_values(kwargs: dict) -> dict:
 
 
 class MatrixGroup(click.Group):
-    """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130."""
+    """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130.
+
+    Everything a command prints (plain lines, the live table, JSON, errors, log lines) passes
+    one redactor: stdout and stderr are secrets.RedactedStream while it runs.
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except MatrixError as exc:  # an option's own check, before any command ran (-v with -q)
+            click.echo(f"e2b-matrix: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
 
     def invoke(self, ctx):
         env = ctx.ensure_object(Env)
-        try:
-            return super().invoke(ctx)
-        except MatrixError as exc:
-            click.echo(f"e2b-matrix: error: {env.redact(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("e2b-matrix: interrupted", err=True)
-            ctx.exit(130)
+        with _redacted_output(env.redactor):
+            try:
+                return super().invoke(ctx)
+            except MatrixError as exc:
+                click.echo(f"e2b-matrix: error: {exc}", err=True)
+                ctx.exit(exc.exit_code)
+            except KeyboardInterrupt:
+                click.echo("e2b-matrix: interrupted", err=True)
+                ctx.exit(130)
+
+
+@contextlib.contextmanager
+def _redacted_output(redactor):
+    from e2b_matrix.secrets import RedactedStream
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactedStream(saved[0], redactor), RedactedStream(saved[1], redactor)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved
 
 
 @click.group(cls=MatrixGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,7 +223,7 @@ def list_cmd(env, as_json):
 
     rows = [{"name": v.name, "alias": v.alias, "layers": list(v.layers), "cpu_count": v.cpu_count,
              "memory_mb": v.memory_mb, "tags": list(v.tags), "file": v.source, "description": v.description}
-            for v in load_project(env.root).variants]
+            for v in load_project(env.root, env.settings.secrets()).variants]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -226,14 +255,16 @@ def _index_note(session) -> None:
 @offline_option
 @set_option
 @backend_own_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table",
-              show_default=True, help="A table and the shared steps; JSON; or Markdown for a CI job summary.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default=None,
+              help="A table and the shared steps (the default); JSON; or Markdown for a CI job summary.")
 @json_option
 @pass_env
 def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
     """Show what would build and why (fresh, stale, unbuilt), without building."""
     from e2b_matrix.plan import markdown, step_trie, trie_json, trie_lines
 
+    if as_json and fmt not in (None, "json"):
+        raise ConfigError(f"--json and --format {fmt} ask for two outputs; give one", key="--json")
     session, items = _plan(env, names, backend, offline, overrides, _backend_values(kwargs))
     roots = step_trie(i.spec for i in items)
     if as_json or fmt == "json":
@@ -324,16 +355,16 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
                                wait=not no_wait, verify=verify, promote=promote, share=not no_share)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with make_reporter(env.redact, env.verbose, env.quiet, as_json) as reporter:
+        with make_reporter(env.verbose, env.quiet, as_json) as reporter:
             result = workflow.build(options, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(results_json(result.results), indent=2))
     else:
-        summary(result.results, env.redact)
+        summary(result.results)
     if result.error:
-        click.echo(f"e2b-matrix: error: {env.redact(result.error)}", err=True)
+        click.echo(f"e2b-matrix: error: {result.error}", err=True)
     if result.exit_code == 130:
         click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
     sys.exit(result.exit_code)
@@ -371,7 +402,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
                                 "duration_s": r.duration_s} for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-               [[r.name, r.layer, "ok" if r.ok else "FAILED", env.redact(r.detail)] for r in results])
+               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
         click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed")
     if not all(r.ok for r in results):
         sys.exit(1)
@@ -387,10 +418,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
 @click.option("--channel", metavar="CHANNEL", default=None, help="<alias>:<CHANNEL>: what CHANNEL points at.")
 @pass_env
 def resolve(env, name, backend, bare, channel):
-    """Print the pinned build of a variant or alias, for shells.
-
-    NAME is always answered from the lock. Without NAME: the server's default
-    template (latest), where E2B_TEMPLATE_ID wins."""
+    """Print a variant's pinned build from the lock, for shells (no NAME: latest, or E2B_TEMPLATE_ID)."""
     from e2b_matrix import workflow
 
     click.echo(workflow.reference(env.session(backend=backend), name, bare=bare, channel=channel))
@@ -538,6 +566,8 @@ def _console_logging(env: Env) -> None:
     """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv."""
     global _console_handler
     from e2b_matrix.logs import RedactingFormatter
+
+    _check_verbosity(env)
 
     root = logging.getLogger()
     if _console_handler is not None:

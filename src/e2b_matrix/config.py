@@ -22,6 +22,7 @@ from e2b_matrix.errors import ConfigError, UnknownNameError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
 from e2b_matrix.names import type_name
+from e2b_matrix.secrets import looks_secret
 
 VARIANT_KEYS = {"name", "alias", "layers", "cpu_count", "memory_mb", "tags", "description"}
 REQUIRED_VARIANT_KEYS = ("name", "alias", "layers")
@@ -67,16 +68,19 @@ class Project:
         return list(chosen.values()) if chosen else list(self.variants)
 
 
-def load_project(root: str | Path = ".") -> Project:
+def load_project(root: str | Path = ".", secrets: Iterable[str] = ()) -> Project:
+    """The project at ``root``; a secret-looking value anywhere (``secrets``: this run's keys, matched
+    exactly) is refused before anything is built or sent."""
     root = Path(root)
+    secrets = tuple(secrets)
     vdir = root / "variants"
     if not vdir.is_dir():
         raise ConfigError("no variants/ folder here (use -C DIR to point at the project)", path=root.resolve())
-    layers = load_layers(root)
+    layers = load_layers(root, secrets)
     files_ = sorted(vdir.glob("*.toml"))
     if not files_:
         raise ConfigError("no variant files (*.toml)", path=vdir)
-    variants = [v for f in files_ for v in load_variant_file(f, layers, root)]
+    variants = [v for f in files_ for v in load_variant_file(f, layers, root, secrets)]
     check_namespace(variants)
     return Project(root=root, variants=tuple(sorted(variants, key=lambda v: v.name)), layers=layers)
 
@@ -90,25 +94,32 @@ def _display(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-def check_strings(value, shown: str, key: str = "") -> None:
-    """No control characters in any key or string (newline and tab only in scripts and prose)."""
+SECRET_REFUSED = ("looks like a secret (not shown); a template is no place for one: "
+                  "give it to the sandbox at run time")
+
+
+def check_strings(value, shown: str, key: str = "", secrets: tuple[str, ...] = ()) -> None:
+    """No control characters in any key or string (newline and tab only in scripts and prose), and
+    nothing that looks like a secret (an E2B key, this run's key, a value under a secret's name)."""
     if isinstance(value, dict):
         for k, v in value.items():
             sub = f"{key}.{k}" if key else k
             if names.control_char(k):
                 raise ConfigError(f"a key contains a control character ({names.control_char(k)})", path=shown,
                                   key=key or None)
-            check_strings(v, shown, sub)
+            check_strings(v, shown, sub, secrets)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            check_strings(v, shown, f"{key}[{i}]")
+            check_strings(v, shown, f"{key}[{i}]", secrets)
     elif isinstance(value, str):
         bad = names.control_char(value, multiline=bool(_MULTILINE.fullmatch(key)))
         if bad:
             raise ConfigError(f"contains a control character ({bad})", path=shown, key=key)
+        if looks_secret(key, value, secrets):
+            raise ConfigError(SECRET_REFUSED, path=shown, key=key)
 
 
-def read_toml(path: Path, root: Path | None = None) -> dict:
+def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> dict:
     shown = _display(path, root)
     try:
         text = files.read_text(path)
@@ -120,7 +131,7 @@ def read_toml(path: Path, root: Path | None = None) -> dict:
         doc = files.parse_toml(text)
     except ValueError as exc:
         raise ConfigError(str(exc), path=shown) from None
-    check_strings(doc, shown)
+    check_strings(doc, shown, secrets=secrets)
     return doc
 
 
@@ -159,9 +170,10 @@ def _string_list(value, shown, key, check=None) -> tuple[str, ...]:
 
 # -- variants ----------------------------------------------------------------------
 
-def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None = None) -> list[Variant]:
+def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None = None,
+                      secrets: tuple[str, ...] = ()) -> list[Variant]:
     shown = _display(path, root)
-    doc = read_toml(path, root)
+    doc = read_toml(path, root, secrets)
     _unknown(doc, TOP_KEYS, shown, "")
     spec = _table(doc, "variant", shown, required=True)
     params = _table(doc, "params", shown)
@@ -291,12 +303,12 @@ def check_namespace(variants: list[Variant]) -> None:
 
 # -- project layers ------------------------------------------------------------------
 
-def load_layers(root: Path) -> dict[str, Layer]:
+def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
     layers = dict(SHIPPED)
     ldir = root / "layers"
     for f in sorted(ldir.glob("*.toml")) if ldir.is_dir() else []:
-        layer = load_layer_file(f, root)
+        layer = load_layer_file(f, root, secrets)
         if layer.name in layers:
             where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
             raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=layer.source,
@@ -314,9 +326,9 @@ def load_layers(root: Path) -> dict[str, Layer]:
     return layers
 
 
-def load_layer_file(path: Path, root: Path | None = None) -> Layer:
+def load_layer_file(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> Layer:
     shown = _display(path, root)
-    doc = read_toml(path, root)
+    doc = read_toml(path, root, secrets)
     _unknown(doc, {"layer", "steps", "checks"}, shown, "")
     spec = _table(doc, "layer", shown, required=True)
     _unknown(spec, LAYER_KEYS, shown, "layer.")
@@ -387,17 +399,19 @@ def _parse_check(c: dict, shown: str, key: str, layer: str) -> Check:
 
 # -- command-line overrides (precedence: defaults -> file -> command line) -----------
 
-def apply_overrides(project: Project, overrides: Iterable[str]) -> Project:
+def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterable[str] = ()) -> Project:
     """``--set layer.param=value``: applied to every variant that has the layer."""
     parsed: list[tuple[str, str, Any]] = []
     for item in overrides:
         name, sep, raw = item.partition("=")
         layer_name, dot, pname = name.partition(".")
+        if looks_secret(name, raw, secrets):
+            raise ConfigError(f"{names.shown(name)}: {SECRET_REFUSED}", key="--set")
         if not sep or not dot or not layer_name or not pname:
-            raise ConfigError(f"{item!r} is not LAYER.PARAM=VALUE", key="--set")
+            raise ConfigError(f"{names.shown(item)} is not LAYER.PARAM=VALUE", key="--set")
         bad = names.control_char(item)
         if bad:
-            raise ConfigError(f"{name}: contains a control character ({bad})", key="--set")
+            raise ConfigError(f"{names.shown(name)}: contains a control character ({bad})", key="--set")
         layer = project.layers.get(layer_name)
         if layer is None:
             raise ConfigError(f"unknown layer {layer_name!r}", key="--set")

@@ -33,8 +33,9 @@ UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]
 # The channel a bare alias means: only `promote` moves it.
 DEFAULT_CHANNEL = "default"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newline and tab allowed
+# C0, DEL and C1 (a lone \x9b starts a terminal escape sequence as \x1b[ does)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # newline and tab allowed
 
 
 def type_name(value) -> str:

@@ -92,7 +92,8 @@ def check_channel(channel: str, key: str) -> str:
 # -- the steps ---------------------------------------------------------------------
 
 def load(session: Session) -> Project:
-    return apply_overrides(load_project(session.options.root), session.options.overrides)
+    secrets = session.settings.secrets()
+    return apply_overrides(load_project(session.options.root, secrets), session.options.overrides, secrets)
 
 
 def resolve_specs(session: Session, project: Project, lock: TemplateLock) -> list[BuildSpec]:
@@ -139,7 +140,6 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
     from e2b_matrix.secrets import Redactor
 
     o, backend = session.options, session.backend
-    backend.check()
     jobs = b.make_jobs(items, o.force)
     if all(j.fresh for j in jobs) and not o.promote:  # a no-op: nothing to check, nothing written
         return report(b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
@@ -174,6 +174,7 @@ def build(options: Options, settings: Settings | None = None,
           reporter: Callable[[str, str, str], None] = lambda name, state, message: None) -> Summary:
     """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it."""
     session = Session.open(options, settings)
+    session.backend.check()  # no key: stop before the package index is asked or its cache written
     project = load(session)
     lock = session.lock()
     specs = resolve_specs(session, project, lock)

@@ -42,6 +42,11 @@ def preflight(path) -> None:
         loads(text, path)
 
 
+def read_entry(path, alias: str) -> LockEntry | None:
+    """The entry of ``alias`` in the lock on disk now (None when there is none)."""
+    return TemplateLock.load(path).entries.get(alias)
+
+
 def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
     """Apply ``change`` (entries by alias -> new entries by alias) to the lock on disk; the lock as written."""
     path = os.fspath(path)
