@@ -405,13 +405,14 @@ def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterabl
     for item in overrides:
         name, sep, raw = item.partition("=")
         layer_name, dot, pname = name.partition(".")
+        shown = names.shown(name) if names.control_char(name) else name
         if looks_secret(name, raw, secrets):
-            raise ConfigError(f"{names.shown(name)}: {SECRET_REFUSED}", key="--set")
+            raise ConfigError(f"{shown}: {SECRET_REFUSED}", key="--set")
         if not sep or not dot or not layer_name or not pname:
             raise ConfigError(f"{names.shown(item)} is not LAYER.PARAM=VALUE", key="--set")
         bad = names.control_char(item)
         if bad:
-            raise ConfigError(f"{names.shown(name)}: contains a control character ({bad})", key="--set")
+            raise ConfigError(f"{shown}: contains a control character ({bad})", key="--set")
         layer = project.layers.get(layer_name)
         if layer is None:
             raise ConfigError(f"unknown layer {layer_name!r}", key="--set")
