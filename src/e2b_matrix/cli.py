@@ -245,8 +245,9 @@ def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
     elif fmt == "markdown":
         click.echo(markdown(items, roots), nl=False)
     else:
-        _table(["NAME", "ALIAS", "STATE", "WHY"],
-               [[i.name, i.alias, i.state.value, "; ".join(i.reasons)] for i in items])
+        _table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+               [[i.name, i.alias, i.state.value, i.python or "", ",".join(f"{k}@{v}" for k, v in i.layers.items()),
+                 "; ".join(i.reasons)] for i in items])
         if not env.quiet:
             click.echo("\nsteps the variants share (a change rebuilds the variants below it):")
             for line in trie_lines(roots):
