@@ -1,4 +1,4 @@
-"""verify on E2B with a stand-in sandbox (E2B's sandboxes cannot be reached here)."""
+"""verify: the judgement of a check, on E2B with a stand-in sandbox (E2B's sandboxes cannot be reached here) and on Docker with a stand-in engine."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import types
 import pytest
 
 
+from e2b_matrix.backends.docker import DockerBackend
 from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
+from e2b_matrix.config import apply_overrides, load_project
 from e2b_matrix.model import Check, Outcome
+from e2b_matrix.resolve import build_spec
 from e2b_matrix.verify import judge
 from e2b_matrix.settings import Settings
-from conftest import KEY, cli_runner
+from conftest import KEY, ROOT, cli_runner
 from test_build import lock_of
-from test_core import specs
+from test_core import INDEX, specs
 
 BUILT = Outcome("tpl", "b1")
 
@@ -204,3 +207,21 @@ def test_build_verify_fails_on_another_python_naming_both(project, emu, monkeypa
     assert error == ("smoke checks failed: python3 --version: the template has Python 3.12.8, the base declares "
                      "3.13 (lock entry not written)")
     assert not (project / "templates.lock").exists()
+
+
+def test_docker_verify_judges_the_image_python_the_same_way():
+    """The Docker backend runs each check in a container and hands the output to the same judgement."""
+    class Engine:
+        def run_in_container(self, image, command, user=None, devices=()):
+            return 0, {"python3": "Python 3.11.2\n", "nexus": "nexus, version 0.5.6\n"}.get(command.split()[0], "")
+
+    backend = DockerBackend(Settings())
+    backend._engine = Engine()
+    built = Outcome("sha256:1", "b1", image="e2b-matrix/x:1")
+    report = backend.verify(specs(backend="docker")["pinned"], built)  # the image's Python: 3.13 by default
+    assert report.found == {"python": "3.11.2"}
+    assert [r.line() for r in report.failed] == [
+        "python3 --version: the template has Python 3.11.2, the base declares 3.13"]
+    project = apply_overrides(load_project(ROOT), ("base.image_python=3.11",))  # as the e2e tests set it
+    spec = build_spec(project.select(("pinned",))[0], project.layers, backend, INDEX)
+    assert backend.verify(spec, built).ok
