@@ -307,8 +307,9 @@ def _go_seconds(seconds: float) -> str:
 
 
 def _check_limit(limit: Any) -> None:
+    """A team's limit is a positive integer (E2B's tiers_concurrent_template_builds_check)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"build_limit must be an integer >= 1, got {limit!r}")  # tiers_concurrent_template_builds_check
+        raise ValueError(f"build_limit must be an integer >= 1, got {limit!r}")
 
 
 def _error_body(status: int, message: str) -> bytes:

@@ -1,4 +1,5 @@
-"""verify: the judgement of a check, on E2B with a stand-in sandbox (E2B's sandboxes cannot be reached here) and on Docker with a stand-in engine."""
+"""verify: the judgement of a check; on E2B with a stand-in sandbox (E2B's sandboxes cannot be reached
+here), on Docker with a stand-in engine."""
 
 from __future__ import annotations
 
