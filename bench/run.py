@@ -364,7 +364,7 @@ def realistic_entries(n: int):
             built_at=dt.datetime(2026, 11, 26, 17, i % 60, (7 * i) % 60, tzinfo=dt.timezone.utc),
             domain="e2b.app",
             inputs={"base": "template code-interpreter-v1", "base.image": "e2bdev/code-interpreter:latest",
-                    "base.image_python": "3.12", "base.python": "3.12", "base.ready_cmd": "",
+                    "base.image_python": "3.13", "base.python": "3.13", "base.ready_cmd": "",
                     "base.start_cmd": "", "base.template": "code-interpreter-v1", "cpu_count": str(cpu),
                     "memory_mb": str(mem), "nexus.version": "0.9.26", "tags": f"t{i % 10}"},
             channels={"default": f"b-{i}-1", "stable": f"b-{i}-2"},

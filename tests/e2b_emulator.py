@@ -53,6 +53,36 @@ db/queries/templates/get_template_with_build_by_tag.sql):
 - ``fromTemplate`` is resolved to a concrete ready build when the build is
   started; if nothing matches, the build fails at step ``base``.
 
+The team's concurrent-build limit (register_build.go, RegisterBuild; db/queries/
+builds/get_inprogress_builds.sql, active_template_builds.sql, finish_template_build.sql,
+templates/create_template.sql, templates/update_template_build_status.sql):
+
+- A build counts against the limit from its *request* (``POST /v3/templates``
+  inserts its active_template_builds row, status ``waiting``) until it ends:
+  ready or error (FinishTemplateBuild, FailTemplateBuildAndDeactivate),
+  superseded while waiting (InvalidateUnstartedTemplateBuilds), or cancelled by
+  a newer start (it ends in error).  A requested build never started keeps its
+  slot (for a day: rows older than one day are not counted).
+- The check is made when a build is requested, nowhere else: after the name
+  and tags are validated, before CPU and memory are.  It counts the team's
+  active builds *except* those of the same template sharing a tag with the
+  request (those a newer build supersedes or cancels); with ``limit`` or more,
+  the answer is 429 with E2B's body ``{"code": 429, "message": "you have
+  reached the maximum number of concurrent template builds (20). Please wait
+  for existing builds to complete or contact support if you need more
+  concurrent builds."}`` (shared/pkg/apierrors/apierrors.go) and no
+  ``Retry-After`` (only the per-route request rate limiter, api/internal/
+  middleware/ratelimit, sends one).  The SDK retries that 429 itself
+  (``e2b.retry``: 3 retries, short backoff) and then raises RateLimitException.
+- The limit is the tier's ``concurrent_template_builds``, 20 by default (db/
+  migrations/20250901161352_add_concurrent_template_builds_to_tier.sql):
+  ``build_limit=``, :meth:`E2BEmulator.set_build_limit`.  Another process of
+  the same team is modelled by slots it holds (:meth:`E2BEmulator.hold_slots`,
+  :meth:`E2BEmulator.release_slots`): builds of other templates, always counted.
+  :attr:`E2BEmulator.limit_refusals` counts the 429s answered for the limit,
+  :attr:`E2BEmulator.active_builds` the builds counted now and
+  :attr:`E2BEmulator.peak_builds` the most counted at once (held slots included).
+
 Timing.  No background thread runs builds: everything is computed from the
 monotonic clock when asked, so N concurrent builds of T seconds all finish
 after about T seconds.  A build is ``waiting`` until started, then one of:
@@ -96,10 +126,12 @@ in the future (a running build's end) are predictions: a build started later
 may still change them; what is in the past never changes.
 
 Public API (besides the HTTP routes): ``E2BEmulator(api_key, default_duration=,
-default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=)``,
-``start``/``stop``/context manager, ``url``, ``env()``; configuration:
-``configure``, ``set_step_cost``, ``forbid``, ``inject``, ``clear_faults``;
+default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=,
+build_limit=)``, ``start``/``stop``/context manager, ``url``, ``env()``;
+configuration: ``configure``, ``set_step_cost``, ``forbid``, ``inject``,
+``clear_faults``, ``set_build_limit``, ``hold_slots``, ``release_slots``;
 observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
+``limit_refusals``, ``active_builds``, ``peak_builds``, ``held_slots``,
 ``pending_faults``, ``http_versions``, ``connection_count``, ``builds`` /
 ``build(id)`` (:class:`BuildSnapshot`), ``template_id(name)``, ``uploads``,
 ``upload_count``, ``step_records`` (:class:`StepRecord`), ``steps_executed``,
@@ -179,6 +211,16 @@ CLIENT_ID = "6532622b"  # packages/shared/pkg/consts/sandboxes.go, kept for comp
 SUPERSEDED_MESSAGE = "The build was canceled because it was superseded by a newer one."
 CANCELLED_MESSAGE = "build was cancelled"  # orchestrator builderrors.ErrCanceled
 NO_ROWS = "no rows in result set"  # what E2B's lookups report in their 404 messages
+BUILD_LIMIT = 20  # tiers.concurrent_template_builds' default: the team's concurrent builds
+ACTIVE_BUILD_WINDOW = 86400.0  # get_inprogress_builds.sql counts active rows of the last day only
+
+
+def build_limit_message(limit: int) -> str:
+    """E2B's 429 message for a team at its concurrent-build limit (register_build.go)."""
+    return (
+        f"you have reached the maximum number of concurrent template builds ({limit}). "
+        "Please wait for existing builds to complete or contact support if you need more concurrent builds."
+    )
 
 # Inputs of the base layer's key that E2B takes from its own configuration
 # (phases/base/hash.go): the hashing version, a provision-script version and the
@@ -262,6 +304,12 @@ def _go_seconds(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+def _check_limit(limit: Any) -> None:
+    """A team's limit is a positive integer (E2B's tiers_concurrent_template_builds_check)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"build_limit must be an integer >= 1, got {limit!r}")
 
 
 def _error_body(status: int, message: str) -> bytes:
@@ -876,6 +924,8 @@ class E2BEmulator:
     :param forbidden_keys: keys answered with 403 (see also :meth:`forbid`).
     :param public_templates: names of E2B's public templates (another team's,
         each with one ready ``default`` build) that references may use.
+    :param build_limit: the team's concurrent builds (waiting and building)
+        past which a build request is answered 429 (E2B's default: 20).
     """
 
     def __init__(
@@ -888,9 +938,11 @@ class E2BEmulator:
         upload_delay: float = 0.0,
         forbidden_keys: tuple[str, ...] = (),
         public_templates: tuple[str, ...] = ("base", "code-interpreter-v1"),
+        build_limit: int = BUILD_LIMIT,
     ):
         if default_step_cost < 0 or upload_delay < 0:
             raise ValueError("default_step_cost and upload_delay must be >= 0")
+        _check_limit(build_limit)
         self.api_key = api_key
         self._default = _Behaviour(
             duration=None if default_duration is None else float(default_duration),
@@ -921,6 +973,10 @@ class E2BEmulator:
         self._upload_counts: dict[str, int] = {}
         self._records: deque[_Record] = deque(maxlen=MAX_REQUEST_RECORDS)
         self._request_count = 0
+        self._build_limit = build_limit
+        self._holds: list[tuple[float, int]] = []  # (monotonic time, slots taken (+) or given back (-))
+        self._limit_refusals = 0
+        self._counted_since = time.monotonic()  # peak_builds looks back to here (reset_counters)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -1068,6 +1124,30 @@ class E2BEmulator:
         with self._lock:
             self._faults.clear()
 
+    def set_build_limit(self, limit: int) -> None:
+        """The team's concurrent-build limit for requests from now on (E2B's default: 20)."""
+        _check_limit(limit)
+        with self._lock:
+            self._build_limit = limit
+
+    def hold_slots(self, n: int) -> None:
+        """Take ``n`` build slots as another process of the team would: builds of other
+        templates, waiting or building, counted against the limit until released."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        with self._lock:
+            self._holds.append((time.monotonic(), n))
+
+    def release_slots(self, n: int | None = None) -> None:
+        """Give back ``n`` held slots (all of them if None): those builds ended."""
+        with self._lock:
+            held = self._held()
+            n = held if n is None else n
+            if n < 0 or n > held:
+                raise ValueError(f"cannot release {n} of {held} held slots")
+            if n:
+                self._holds.append((time.monotonic(), -n))
+
     @property
     def pending_faults(self) -> int:
         """How many injected fault answers remain to be consumed."""
@@ -1114,10 +1194,53 @@ class E2BEmulator:
         return server.connection_count if server is not None else 0
 
     def reset_counters(self) -> None:
-        """Forget recorded requests and zero :attr:`request_count` (builds are kept)."""
+        """Forget recorded requests, zero :attr:`request_count` and :attr:`limit_refusals`, and
+        make :attr:`peak_builds` look back only to now (builds and held slots are kept)."""
         with self._lock:
             self._records.clear()
             self._request_count = 0
+            self._limit_refusals = 0
+            self._counted_since = time.monotonic()
+
+    @property
+    def limit_refusals(self) -> int:
+        """Build requests answered 429 because the team was at its concurrent-build limit."""
+        with self._lock:
+            return self._limit_refusals
+
+    @property
+    def held_slots(self) -> int:
+        """Slots :meth:`hold_slots` holds now."""
+        with self._lock:
+            return self._held()
+
+    @property
+    def active_builds(self) -> int:
+        """Builds counted against the limit now: this team's waiting and building ones and held slots."""
+        now = time.monotonic()
+        with self._lock:
+            return self._held() + sum(self._counted(b, now) for b in self._builds.values())
+
+    @property
+    def peak_builds(self) -> int:
+        """The most builds counted against the limit at one time (held slots included), since
+        start or :meth:`reset_counters`."""
+        now = time.monotonic()
+        with self._lock:
+            since = self._counted_since
+            events = list(self._holds)
+            for b in self._builds.values():
+                start = b.requested
+                end = min(self._active_until(b), start + ACTIVE_BUILD_WINDOW)
+                events += [(start, 1), (end, -1)]
+        level = peak = 0
+        for at, delta in sorted(events, key=lambda e: (e[0], e[1])):  # at one instant, ends first
+            if at > now:
+                break
+            if at > since:
+                peak = max(peak, level)
+            level += delta
+        return max(peak, level)
 
     @property
     def builds(self) -> list[BuildSnapshot]:
@@ -1251,6 +1374,29 @@ class E2BEmulator:
         if now < timeline.end:
             return "building"
         return "ready" if timeline.ok else "error"
+
+    def _active_until(self, b: _Build) -> float:
+        """When ``b`` stops counting against the limit (its end; inf while it waits)."""
+        timeline = self._course(b)
+        return math.inf if timeline is None else timeline.end
+
+    def _counted(self, b: _Build, now: float) -> bool:
+        """Does ``b`` count against the team's limit at ``now`` (an active_template_builds row)?"""
+        return b.requested > now - ACTIVE_BUILD_WINDOW and now < self._active_until(b)
+
+    def _held(self) -> int:
+        return sum(delta for _, delta in self._holds)
+
+    def _check_build_limit(self, template_id: str, tags: list[str], now: float) -> None:
+        """E2B's RegisterBuild: 429 when the team's other active builds reach the limit. Builds
+        of the same template sharing a tag with the request are not counted."""
+        others = sum(
+            self._counted(b, now) and not (b.template_id == template_id and set(b.tags) & set(tags))
+            for b in self._builds.values()
+        )
+        if self._held() + others >= self._build_limit:
+            self._limit_refusals += 1
+            raise _Reply(429, build_limit_message(self._build_limit))
 
     def _tags_of(self, build_id: str) -> set[str]:
         return {a.tag for a in self._assignments if a.build_id == build_id}
@@ -1483,7 +1629,8 @@ class E2BEmulator:
     # -- template routes ---------------------------------------------------------------
 
     def _request_build(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
-        """POST /v3/templates: validate, supersede waiting builds, assign tags, answer 202."""
+        """POST /v3/templates: validate, check the team's build limit, supersede waiting builds,
+        assign tags, answer 202."""
         name = req.get("name") or req.get("alias")
         if not isinstance(name, str) or not name:
             raise _Reply(400, "Name is required")
@@ -1498,6 +1645,8 @@ class E2BEmulator:
         except ValueError as err:
             raise _Reply(400, f"Invalid tag: {err}") from None
         tags = tags or [DEFAULT_TAG]
+        template_id = self._template_ids.get(base) or _template_id_for(base)
+        self._check_build_limit(template_id, tags, now)
         cpu = req.get("cpuCount", DEFAULT_CPU)
         if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 1 or cpu > 32 or (cpu != 1 and cpu % 2):
             raise _Reply(400, f"Invalid cpuCount {cpu!r}: must be 1 or an even number up to 32")
@@ -1505,7 +1654,6 @@ class E2BEmulator:
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 128 or memory % 2:
             raise _Reply(400, f"Invalid memoryMB {memory!r}: must be an even number >= 128")
 
-        template_id = self._template_ids.get(base) or _template_id_for(base)
         self._template_ids[base], self._names[template_id] = template_id, base
         for old in self._builds.values():  # E2B's InvalidateUnstartedTemplateBuilds
             waiting = old.template_id == template_id and self._state(old, now) == "waiting"

@@ -12,7 +12,7 @@ import uuid
 from e2b_matrix.backends import ChannelState, Option
 from e2b_matrix.model import Base, Outcome
 from e2b_matrix.render import instructions
-from e2b_matrix.verify import CheckResult
+from e2b_matrix.verify import CheckResult, VerifyReport
 
 BUILT: dict[str, dict] = {}        # build ID -> {"alias", "flavour", "steps"}
 CHANNELS: dict[tuple[str, str], str] = {}  # (alias, channel) -> build ID
@@ -56,7 +56,7 @@ class FakeBackend:
         return Outcome(template_id=f"fake-{spec.alias}", build_id=build_id)
 
     def verify(self, spec, built):
-        return [CheckResult(c.name, c.layer, True, "fake") for c in spec.checks if self.runs(c)]
+        return VerifyReport(CheckResult(c.name, c.layer, True, "fake") for c in spec.checks if self.runs(c))
 
     def reference(self, entry) -> str:
         return f"fake://{entry.alias}@{entry.build_id}"

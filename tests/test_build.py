@@ -48,6 +48,12 @@ def test_build_all_records_every_variant(project, emu):
     assert (project / "logs" / "build.log").exists()
 
 
+def test_plan_json_layers_are_what_the_lock_records(project, emu):
+    planned = {i["alias"]: i["layers"] for i in json.loads(build(project, "plan", "--json").stdout)["variants"]}
+    assert build(project, "build-all").exit_code == 0
+    assert {e.alias: dict(e.layers) for e in lock_of(project)} == planned
+
+
 def test_fresh_variants_make_zero_requests(project, emu):
     assert build(project, "build-all").exit_code == 0
     emu.reset_counters()

@@ -58,6 +58,25 @@ def test_plan_unbuilt_then_fresh_then_stale(project):
     assert [i["name"] for i in only] == ["pinned"] and only[0]["state"] == "stale"
 
 
+def test_plan_json_shows_the_base_python_and_each_layer_version_a_build_records(project):
+    items = {i["name"]: i for i in json.loads(run("plan", "--json", project=project).stdout)["variants"]}
+    assert {n: (i["python"], i["layers"]) for n, i in items.items()} == {
+        "full": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.9.26", "extra-tools": "1"}),
+        "latest": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.9.26"}),  # 0.9.38+ need 3.14; 0.9.27 is yanked
+        "minimal": ("3.13", {"base": "1", "nexus": "0.9.26"}),
+        "pinned": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.5.6"})}
+    # "latest" follows the base's Python: 3.11 cannot run 0.6+ (>=3.13) or 0.7-0.9 (>=3.12)
+    r = run("plan", "--json", "latest", "--set", "base.python=3.11", project=project)
+    assert [(i["python"], i["layers"]["nexus"]) for i in json.loads(r.stdout)["variants"]] == [("3.11", "0.5.6")]
+    r = run("plan", "--json", "latest", "--backend", "docker", "--set", "base.image_python=3.12", project=project)
+    assert [(i["python"], i["layers"]["nexus"]) for i in json.loads(r.stdout)["variants"]] == [("3.12", "0.9.26")]
+    # the table says it too
+    r = run("plan", "latest", project=project)
+    assert r.stdout.splitlines()[0].split()[:6] == ["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"]
+    assert r.stdout.splitlines()[1].split()[:5] == ["latest", "nexus-sandbox-latest", "unbuilt", "3.13",
+                                                    "base@1,fuse@1,nexus@0.9.26"]
+
+
 def lock_for(items: dict) -> str:
     """A lock that matches the current plan (what a build would have written)."""
     import datetime as dt

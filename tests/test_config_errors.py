@@ -80,7 +80,7 @@ CASES = [
     ("nexus-version-bad", {"variants/x.toml": V + "[params.nexus]\nversion = \"1.x\"\n"},
      'variants/x.toml: params.nexus.version: expected "latest" or an exact version like "0.5.6", got \'1.x\''),
     ("nexus-python-too-old", {"variants/x.toml": V + "[params.nexus]\nversion = \"0.10.1\"\n"},
-     "variants/x.toml: params.nexus.version: nexus-ai-fs 0.10.1 requires Python >=3.14, but the base's Python is 3.12"),
+     "variants/x.toml: params.nexus.version: nexus-ai-fs 0.10.1 requires Python >=3.14, but the base's Python is 3.13"),
     ("nexus-not-released", {"variants/x.toml": V + "[params.nexus]\nversion = \"9.9.9\"\n"},
      "params.nexus.version: nexus-ai-fs 9.9.9 is not a release in the package index"),
     ("base-python-bad", {"variants/x.toml": V + "[params.base]\npython = \"3\"\n"},

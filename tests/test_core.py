@@ -34,12 +34,13 @@ def test_shipped_layers_declare_everything():
     for layer in SHIPPED.values():
         assert layer.version and layer.description
         assert layer.name == "base" or "base" in layer.requires
-    assert SHIPPED["base"].defaults()["python"] == "3.12"  # code-interpreter-v1 is built FROM python:3.12
+    # code-interpreter-v1 (and E2B's Docker image of it) is built from_image("python:3.13") since 2026-03
+    assert (SHIPPED["base"].defaults()["python"], SHIPPED["base"].defaults()["image_python"]) == ("3.13", "3.13")
 
 
 def test_base_differs_per_backend():
     s = specs()["latest"]
-    assert (s.base.kind, s.base.ref, s.base.python) == ("template", "code-interpreter-v1", "3.12")
+    assert (s.base.kind, s.base.ref, s.base.python) == ("template", "code-interpreter-v1", "3.13")
     d = specs(backend="docker")["latest"]
     assert (d.base.kind, d.base.ref) == ("image", "e2bdev/code-interpreter:latest")
     assert d.steps[0].call == "run_cmd" and "useradd" in d.steps[0].args[0]
@@ -101,12 +102,14 @@ def test_latest_is_pinned_in_the_spec():
 
 
 def test_pinned_version_the_base_cannot_run_names_both(project):
-    write(project / "variants/pinned.toml",
-          (ROOT / "variants/pinned.toml").read_text().replace('"0.5.6"', '"0.6.4"'))
+    pinned = (ROOT / "variants/pinned.toml").read_text()
+    write(project / "variants/pinned.toml", pinned.replace('"0.5.6"', '"0.6.4"'))  # >=3.13: runs on 3.13
+    assert specs(project)["pinned"].layer_versions()["nexus"] == "0.6.4"
+    write(project / "variants/pinned.toml", pinned.replace('"0.5.6"', '"0.10.1"'))
     with pytest.raises(ConfigError) as e:
         specs(project)
-    assert str(e.value) == ("variants/pinned.toml: params.nexus.version: nexus-ai-fs 0.6.4 requires Python "
-                            ">=3.13, but the base's Python is 3.12")
+    assert str(e.value) == ("variants/pinned.toml: params.nexus.version: nexus-ai-fs 0.10.1 requires Python "
+                            ">=3.14, but the base's Python is 3.13")
 
 
 def test_offline_reuses_the_locked_version(tmp_path):

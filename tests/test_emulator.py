@@ -952,3 +952,102 @@ def test_counters_give_executed_per_distinct_step_and_critical_path(emu):
     critical_path = sum(r.cost for r in records if r.build_id == records[0].build_id)  # one chain
     assert critical_path == pytest.approx(0.4) and sum(distinct.values()) == pytest.approx(0.6)
     assert wall >= 0.6  # built one after the other: every distinct step ran once
+
+
+# --------------------------------------------------------------------------- the team's build limit
+# E2B: packages/api/internal/template/register_build.go (RegisterBuild), db/queries/builds/
+# get_inprogress_builds.sql (GetInProgressTemplateBuildsByTeam), active_template_builds.sql,
+# finish_template_build.sql, templates/create_template.sql (InvalidateUnstartedTemplateBuilds)
+
+LIMIT_MESSAGE = ("you have reached the maximum number of concurrent template builds (20). Please wait for existing "
+                 "builds to complete or contact support if you need more concurrent builds.")
+
+
+def test_the_21st_build_is_429_while_20_wait_or_build(emu):
+    emu.set_step_cost("echo a", 60.0)
+    requested = [request(emu, f"lim-{i}") for i in range(20)]
+    for r in requested[:10]:
+        assert start(emu, r)[0] == 202
+    assert sorted(b.status for b in emu.builds) == ["building"] * 10 + ["waiting"] * 10
+    assert (emu.active_builds, emu.peak_builds, emu.limit_refusals) == (20, 20, 0)
+
+    status, headers, body = raw(emu, "POST", "/v3/templates", {"name": "lim-20"})
+    assert (status, body) == (429, {"code": 429, "message": LIMIT_MESSAGE})
+    assert "Retry-After" not in headers  # E2B sends none for the build limit
+    assert len(emu.builds) == 20 and emu.template_id("lim-20") is None  # nothing was registered
+    assert (emu.active_builds, emu.peak_builds, emu.limit_refusals) == (20, 20, 1)
+    # a new build of a template sharing a tag with its active build is not refused (E2B leaves those out of
+    # the count): it supersedes the waiting one, which frees its slot
+    again = request(emu, "lim-19")
+    assert emu.build(requested[19]["buildID"]).cancelled and emu.build(again["buildID"]).status == "waiting"
+    assert emu.active_builds == 20
+    # the limit is checked after the name and tags (400), before CPU and memory (429 first)
+    assert raw(emu, "POST", "/v3/templates", {"name": "lim-20", "tags": ["Bad"]})[0] == 400
+    assert raw(emu, "POST", "/v3/templates", {"name": "lim-20", "cpuCount": 3})[0] == 429
+    assert emu.limit_refusals == 2 and emu.count("request_build", status=429) == 2
+
+
+def test_slots_free_when_builds_end_however_they_end(emu):
+    emu.set_build_limit(1)
+    first = Template.build(simple_template(), "one")  # ready: its slot is free
+    emu.configure("two", fail_at_step=0)
+    with pytest.raises(BuildException):
+        Template.build(simple_template(), "two")  # error: free too
+    waiting = request(emu, "three")
+    assert raw(emu, "POST", "/v3/templates", {"name": "four"})[0] == 429
+    request(emu, "three")  # supersedes the waiting build: its slot goes to the newer one
+    assert emu.build(waiting["buildID"]).cancelled and emu.active_builds == 1
+    assert [b.status for b in emu.builds] == ["ready", "error", "error", "waiting"]
+    assert emu.build(first.build_id).status == "ready" and emu.peak_builds == 1
+
+
+def test_a_build_counts_from_its_request_and_is_checked_only_then(emu):
+    emu.set_step_cost("echo a", 60.0)
+    emu.set_build_limit(2)
+    a, b = request(emu, "early-a"), request(emu, "early-b")  # requested, not started: they count
+    assert emu.active_builds == 2 and raw(emu, "POST", "/v3/templates", {"name": "early-c"})[0] == 429
+    emu.set_build_limit(1)
+    assert start(emu, a)[0] == 202 and start(emu, b)[0] == 202  # starting is never refused for the limit
+    assert emu.active_builds == 2 and emu.limit_refusals == 1
+
+
+def test_slots_another_process_holds_count(emu):
+    emu.set_build_limit(10)
+    emu.hold_slots(8)
+    assert (emu.held_slots, emu.active_builds) == (8, 8)
+    request(emu, "held-a")
+    request(emu, "held-b")
+    status, _, body = raw(emu, "POST", "/v3/templates", {"name": "held-c"})
+    assert status == 429 and "(10)" in body["message"]
+    emu.release_slots(1)  # one of the other process's builds ended
+    request(emu, "held-c")
+    assert (emu.active_builds, emu.peak_builds, emu.limit_refusals) == (10, 10, 1)
+    emu.release_slots()
+    assert (emu.held_slots, emu.active_builds) == (0, 3)
+    with pytest.raises(ValueError):
+        emu.release_slots(1)
+    emu.reset_counters()  # the peak looks back to now: the three builds still waiting
+    assert (emu.peak_builds, emu.limit_refusals) == (3, 0)
+
+
+def test_the_sdk_raises_rate_limit_past_the_default_limit_of_20(emu):
+    emu.set_step_cost("echo hello", 60.0)
+    emu.hold_slots(19)  # another process of the team: 19 of the 20
+    info = Template.build_in_background(simple_template(), "last-slot")
+    assert emu.build(info.build_id).status == "building"
+    with pytest.raises(RateLimitException, match="maximum number of concurrent template builds \\(20\\)"):
+        Template.build_in_background(simple_template(), "no-slot")
+    # the SDK retried the 429 itself (no Retry-After: its own backoff), 3 times, before raising
+    assert emu.count("request_build", status=429) == emu.limit_refusals == 4
+    assert emu.peak_builds == 20 and emu.template_id("no-slot") is None
+
+
+def test_the_limit_is_a_positive_integer():
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            E2BEmulator(build_limit=bad)
+    emulator = E2BEmulator(build_limit=3)
+    with pytest.raises(ValueError):
+        emulator.set_build_limit(0)
+    with pytest.raises(ValueError):
+        emulator.hold_slots(0)

@@ -270,9 +270,10 @@ class Runner:
             outcome = self._attempts(spec, tries)
             if self.verify:
                 self.report(spec.name, "verifying", "running smoke checks")
-                failed = [r.name for r in self.backend.verify(spec, outcome) if not r.ok]
+                failed = self.backend.verify(spec, outcome).failed
                 if failed:
-                    raise BuildError(f"smoke checks failed: {', '.join(failed)} (lock entry not written)")
+                    raise BuildError(f"smoke checks failed: {'; '.join(r.line() for r in failed)} "
+                                     "(lock entry not written)")
             entry = self._entry(spec, outcome)
             store.record_build(self.lock_path, entry, self.backend.regenerate, self.secrets)
             self.logs.run.info("[%s] built %s (build %s)", spec.name, outcome.template_id, outcome.build_id)

@@ -273,8 +273,9 @@ def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
     elif fmt == "markdown":
         click.echo(markdown(items, roots), nl=False)
     else:
-        _table(["NAME", "ALIAS", "STATE", "WHY"],
-               [[i.name, i.alias, i.state.value, "; ".join(i.reasons)] for i in items])
+        _table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+               [[i.name, i.alias, i.state.value, i.python or "", ",".join(f"{k}@{v}" for k, v in i.layers.items()),
+                 "; ".join(i.reasons)] for i in items])
         if not env.quiet:
             click.echo("\nsteps the variants share (a change rebuilds the variants below it):")
             for line in trie_lines(roots):
@@ -396,15 +397,18 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
     if item.state is not State.FRESH:
         click.echo(f"warning: {item.alias} is stale; checking the built template against the current layers",
                    err=True)
-    results = session.backend.verify(item.spec, item.entry)
+    report = session.backend.verify(item.spec, item.entry)
+    results = report.results
     if as_json:
         click.echo(json.dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
-                                "duration_s": r.duration_s} for r in results], indent=2))
+                                "duration_s": r.duration_s, "found": {r.fact: r.found} if r.fact else {}}
+                               for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
                [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
-        click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed")
-    if not all(r.ok for r in results):
+        found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
+        click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
+    if not report.ok:
         sys.exit(1)
 
 

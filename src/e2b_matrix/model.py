@@ -99,7 +99,9 @@ class Check:
     Either a shell ``command`` (passes when it exits 0 and, if ``expect`` is
     set, its output contains it) or Python ``cells`` run one after another in
     one stateful kernel (E2B's code interpreter), the last one's text
-    containing ``expect``.
+    containing ``expect``. A version check (``version``, e.g. "3.13") passes
+    only when the first version in the output is a release of it, and
+    reports the version it found as the fact ``fact`` (e.g. "python").
     """
 
     name: str
@@ -109,6 +111,8 @@ class Check:
     user: str = "user"
     devices: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     layer: str = ""
+    version: str | None = None
+    fact: str = ""
 
     @property
     def stateful(self) -> bool:

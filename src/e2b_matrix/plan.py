@@ -30,10 +30,21 @@ class PlanItem:
     spec: BuildSpec | None = attrs.field(default=None, eq=False, repr=False)
     entry: LockEntry | None = attrs.field(default=None, eq=False, repr=False)
 
+    @property
+    def python(self) -> str | None:
+        """The base's Python the layers were resolved for (None: an orphan, nothing to build)."""
+        return self.spec.base.python if self.spec else None
+
+    @property
+    def layers(self) -> dict[str, str]:
+        """Each layer's version exactly as a build would record it in the lock ("latest" resolved)."""
+        return self.spec.layer_versions() if self.spec else {}
+
     def to_json(self) -> dict:
         return {"name": self.name, "alias": self.alias, "state": self.state.value,
-                "reasons": list(self.reasons), "fingerprint": self.fingerprint,
-                "locked_fingerprint": self.locked_fingerprint, "template_id": self.template_id}
+                "reasons": list(self.reasons), "python": self.python, "layers": self.layers,
+                "fingerprint": self.fingerprint, "locked_fingerprint": self.locked_fingerprint,
+                "template_id": self.template_id}
 
 
 def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:

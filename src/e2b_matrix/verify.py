@@ -1,13 +1,24 @@
-"""What a smoke check's run means: passed or failed, and why (each backend runs them its way)."""
+"""What a smoke check's run means: passed or failed, and why (each backend runs them its way).
+
+The judgement lives here, once: a backend runs a check (a shell command, or
+cells in a kernel) and hands its exit code and output to ``judge``; ``run``
+times each check and gathers them into a ``VerifyReport``. A version check
+(``Check.version``) also reports what it found (``VerifyReport.found``: the
+template's Python, for an inventory), whether or not it matched.
+"""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from e2b_matrix.model import Check
+
+# A release as tools print it: "Python 3.13.1", "nexus, version 0.9.26", "3.14.0rc1".
+_VERSION = re.compile(r"(?<![\d.])\d+(?:\.\d+)+(?:(?:a|b|rc)\d+)?")
 
 
 @attrs.frozen
@@ -17,26 +28,87 @@ class CheckResult:
     ok: bool
     detail: str = ""
     duration_s: float = 0.0
+    fact: str = ""   # what a version check reports (the check's ``fact``: "python")
+    found: str = ""  # the version it found in the output ("3.13.1"), matching or not
+
+    def line(self) -> str:
+        """The check and its detail on one line: what a run's error message names."""
+        detail = " ".join(self.detail.split())
+        return f"{self.name}: {detail[:200]}" if detail else self.name
 
 
-def judge(check: Check, code: int, output: str) -> tuple[bool, str]:
-    """A command check passes when it exits 0 and its output holds ``expect`` (if set)."""
+@attrs.frozen
+class VerifyReport:
+    """Every check run against one build, and the facts the version checks found."""
+
+    results: tuple[CheckResult, ...] = attrs.field(converter=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def found(self) -> dict[str, str]:
+        """fact -> the version found, e.g. ``{"python": "3.13.1"}`` (what an inventory records)."""
+        return {r.fact: r.found for r in self.results if r.fact and r.found}
+
+
+def judge(check: Check, code: int, output: str) -> CheckResult:
+    """A command check passes when it exits 0 and its output holds ``expect`` (if set); a version
+    check when the first version in its output is a release of ``check.version`` ("3.13": 3.13.x)."""
     output = output.strip()
     if code != 0:
-        return False, f"exit {code}: {output[-300:]}"
+        return _result(check, False, f"exit {code}: {output[-300:]}")
     if check.expect is not None and check.expect not in output:
-        return False, f"expected {check.expect!r} in: {output[-300:]}"
-    return True, output.splitlines()[-1][:120] if output else ""
+        return _result(check, False, f"expected {check.expect!r} in: {output[-300:]}")
+    last = output.splitlines()[-1][:120] if output else ""
+    if check.version is None:
+        return _result(check, True, last)
+    match = _VERSION.search(output)
+    if match is None:
+        return _result(check, False, f"no version in the output: {' '.join(output.split())[-200:]!r}")
+    found = match.group(0)
+    said = output[output.rfind("\n", 0, match.start()) + 1:].splitlines()[0].strip()[:120]  # its line
+    if not _is_release_of(found, check.version):
+        return _result(check, False, f"the template has {said}, the {check.layer or 'layer'} declares "
+                                     f"{check.version}", found)
+    return _result(check, True, said, found)
 
 
-def timed(check: Check, fn: Callable[[], tuple[bool, str]], one_line: Callable[[Exception], str]) -> CheckResult:
+def _is_release_of(found: str, declared: str) -> bool:
+    """3.13.1 is a release of 3.13 (and of 3.13.1); 3.130 and 3.1 are not of 3.13."""
+    from packaging.version import Version
+
+    have, want = Version(found).release, Version(declared).release
+    return have[:len(want)] == want
+
+
+def _result(check: Check, ok: bool, detail: str, found: str = "") -> CheckResult:
+    return CheckResult(check.name, check.layer, ok, detail, fact=check.fact if found else "", found=found)
+
+
+def failed(check: Check, detail: str) -> CheckResult:
+    """A check that could not pass, for ``detail`` (a kernel error, no sandbox)."""
+    return _result(check, False, detail)
+
+
+def timed(check: Check, fn: Callable[[], CheckResult], one_line: Callable[[Exception], str]) -> CheckResult:
     """Run one check; an exception is a failed check whose detail is one line (``one_line``)."""
     start = time.monotonic()
     try:
-        ok, detail = fn()
+        result = fn()
     except Exception as exc:  # a check that cannot run has failed, with the reason
-        ok, detail = False, one_line(exc)
-    return CheckResult(check.name, check.layer, ok, detail, round(time.monotonic() - start, 3))
+        result = failed(check, one_line(exc))
+    return attrs.evolve(result, duration_s=round(time.monotonic() - start, 3))
+
+
+def run(checks: Iterable[Check], one: Callable[[Check], CheckResult]) -> VerifyReport:
+    """Each check through ``one`` (a backend's way to run it), timed, in order."""
+    return VerifyReport(timed(c, lambda c=c: one(c), first_line) for c in checks)
 
 
 def first_line(exc: Exception) -> str:

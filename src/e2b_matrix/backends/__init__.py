@@ -84,7 +84,8 @@ class Backend(Protocol):
         ``progress(d)``, when the backend can tell: the base and steps 1..d are
         now in the cache, where another build would hit them."""
 
-    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> list: ...
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome):
+        """Run the spec's checks (those this backend ``runs``) on the build: a verify.VerifyReport."""
 
     def reference(self, entry: LockEntry) -> str:
         """What runs the pinned build (E2B: ``template_id:build_id``)."""

@@ -19,7 +19,7 @@ from e2b_matrix.backends import docker_engine
 from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
-from e2b_matrix.verify import CheckResult, first_line, judge, timed
+from e2b_matrix.verify import VerifyReport, first_line, judge, run
 
 REPOSITORY = "e2b-matrix"
 
@@ -116,13 +116,13 @@ class DockerBackend:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=uuid.uuid4().hex[:16], image=tag)
 
-    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> list[CheckResult]:
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
         def one(check: Check):
             code, output = self.engine.run_in_container(built.image, check.command, user=check.user,
                                                         devices=check.devices)
             return judge(check, code, output)
 
-        return [timed(c, lambda c=c: one(c), first_line) for c in spec.checks if self.runs(c)]
+        return run((c for c in spec.checks if self.runs(c)), one)
 
     # -- channels: image tags ------------------------------------------------------
 

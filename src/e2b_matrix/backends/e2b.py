@@ -25,7 +25,7 @@ from e2b_matrix.backends import ChannelState, LogSink
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 from e2b_matrix.settings import DEFAULT_DOMAIN, HOW_TO_LOGIN
-from e2b_matrix.verify import CheckResult, first_line, judge, timed
+from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
 
 PAGE = 100  # log entries E2B returns at most per status call
 
@@ -142,7 +142,7 @@ class E2BBackend:
 
     # -- verify ----------------------------------------------------------------
 
-    def verify(self, spec: BuildSpec, built: LockEntry | Outcome, sandbox_factory=None) -> list[CheckResult]:
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome, sandbox_factory=None) -> VerifyReport:
         """Every check in one sandbox of the exact build; the sandbox is always killed."""
         checks = [c for c in spec.checks if self.runs(c)]
         if sandbox_factory is None:
@@ -156,10 +156,9 @@ class E2BBackend:
             sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
         except Exception as exc:  # E2B said no: every check failed, for one stated reason
             why = f"no sandbox: {first_line(exc)}"
-            return [CheckResult(c.name, c.layer, False, why) for c in checks]
+            return VerifyReport(failed(c, why) for c in checks)
         try:
-            return [timed(c, (lambda c=c: _cells(sandbox, c)) if c.stateful else (lambda c=c: _shell(sandbox, c)),
-                          first_line) for c in checks]
+            return run(checks, lambda c: _cells(sandbox, c) if c.stateful else _shell(sandbox, c))
         finally:
             try:
                 sandbox.kill()
@@ -242,17 +241,17 @@ class LogProgress:
             self.report(depth)
 
 
-def _cells(sandbox, check: Check) -> tuple[bool, str]:
+def _cells(sandbox, check: Check) -> CheckResult:
     text = ""
     for cell in check.cells:
         execution = sandbox.run_code(cell)
         if execution.error:
-            return False, f"{execution.error.name}: {execution.error.value}"
+            return failed(check, f"{execution.error.name}: {execution.error.value}")
         text = execution.text or ""
     return judge(check, 0, text)
 
 
-def _shell(sandbox, check: Check) -> tuple[bool, str]:
+def _shell(sandbox, check: Check) -> CheckResult:
     from e2b.sandbox.commands.command_handle import CommandExitException
 
     try:
