@@ -198,3 +198,136 @@ def test_atomic_write_refuses_a_link_and_file_lock_never_truncates_through_one(t
         files.FileLock(sidecar).acquire()
     assert (outside / "victim").read_bytes() == PRECIOUS and target.is_symlink()
     assert not list(tmp_path.glob(".data.*.tmp")), "no temp file left"
+
+
+# --------------------------------------------------------------------------- B. bounded parsers
+
+DEEP = 100_000
+TOML_DEEP = "[" * DEEP + "]" * DEEP
+TOML_40 = "[" * 40 + "]" * 40
+JSON_40 = '{"a": ' * 40 + "1" + "}" * 40
+
+
+def test_parse_toml_and_json_bound_nesting_at_the_root():
+    limit = files.MAX_DEPTH
+    assert files.parse_toml("x = " + "[" * (limit - 1) + "]" * (limit - 1))  # the document itself is one level
+    assert files.parse_json("[" * limit + "]" * limit)
+    for text in ("x = " + "[" * limit + "]" * limit, "x = " + TOML_DEEP, "[" + "a." * 40 + "b]\n"):
+        with pytest.raises(files.TooDeep, match=f"nested more than {limit} deep"):
+            files.parse_toml(text)
+    for text in ("[" * (limit + 1) + "]" * (limit + 1), "[" * DEEP + "]" * DEEP, JSON_40, b"[" * DEEP):
+        with pytest.raises(ValueError, match=f"nested more than {limit} deep"):
+            files.parse_json(text)
+    with pytest.raises(ValueError, match="^invalid JSON: "):
+        files.parse_json('{"a": ')
+
+
+def test_no_module_parses_toml_or_json_by_itself():
+    """Every parser call goes through files.parse_toml / files.parse_json (the one bounded root)."""
+    import re
+
+    src = Path(files.__file__).parent
+    calls = re.compile(r"\b(tomllib\.loads?|json\.loads?|tomli\.loads?)\(")
+    found = {str(p.relative_to(src)): calls.findall(p.read_text()) for p in src.rglob("*.py")}
+    assert {p: c for p, c in found.items() if c and p != "files.py"} == {}
+
+
+@pytest.mark.parametrize("value", [TOML_DEEP, TOML_40, "[" * 40 + '"git"' + "]" * 40])
+def test_set_nested_deep_is_one_line(project, emu, value):
+    assert_refused(project, emu, ["build-all", "--set", f"extra-tools.packages={value}"],
+                   "--set: extra-tools.packages: nested more than 32 deep")
+
+
+@pytest.mark.parametrize("answer", ['{"releases": ' + "[" * DEEP + "]" * DEEP + "}",
+                                    '{"releases": {"0.5.6": [' + JSON_40 + "]}}"], ids=["100000", "40"])
+def test_an_index_answer_nested_deep_is_one_line(project, emu, monkeypatch, tmp_path, answer):
+    write(tmp_path / "index/nexus-ai-fs/json", answer)
+    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", (tmp_path / "index").as_uri())
+    for command in (["build-all"], ["plan"]):
+        assert_refused(project, emu, command, "nested more than 32 deep")
+
+
+def test_an_index_cache_nested_deep_is_discarded_and_asked_again(project, http_index):
+    assert run(project, "plan").exit_code == 0
+    for cache in http_index.rglob("pypi-*.json"):
+        cache.write_text("[" * DEEP + "]" * DEEP)
+    r = run(project, "plan")
+    assert r.exit_code == 0 and "note: asked the package index" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("text", ["[" * DEEP + "]" * DEEP, JSON_40], ids=["100000", "40"])
+def test_the_e2b_config_nested_deep_is_one_line_naming_it(project, emu, monkeypatch, text):
+    monkeypatch.delenv("E2B_API_KEY")
+    config = Path(os.environ["HOME"]) / ".e2b/config.json"
+    write(config, text)
+    assert_refused(project, emu, ["build", "minimal"], f"{config}: nested more than 32 deep")
+
+
+VARIANT = '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+
+
+@pytest.mark.parametrize("where,text", [
+    ("variants/x.toml", VARIANT + "description = " + TOML_40 + "\n"),
+    ("variants/x.toml", VARIANT + f"[params.{'a.' * 40}b]\n"),
+    ("variants/x.toml", "x = " + TOML_DEEP + "\n"),
+    ("layers/x.toml", '[layer]\nname = "x"\nversion = "1"\n[[steps]]\nenv = ' + "{ a = " * 40 + '"v"' + " }" * 40 + "\n"),
+], ids=["array-40", "tables-40", "array-100000", "layer-inline-tables-40"])
+def test_a_project_file_nested_deep_is_one_line(project, emu, where, text):
+    write(project / where, text)
+    for command in (["plan"], ["build-all"], ["list"]):
+        assert_refused(project, emu, command, f"{where}: nested more than 32 deep")
+
+
+@pytest.mark.parametrize("extra", ["x = " + TOML_DEEP + "\n", "x = " + TOML_40 + "\n",
+                                   "[templates.a.inputs]\nb = " + "{ c = " * 40 + '"d"' + " }" * 40 + "\n"],
+                         ids=["100000", "40", "entry-40"])
+def test_a_lock_nested_deep_is_one_line(project, emu, extra):
+    lock = project / "templates.lock"
+    lock.write_text("schema = 2\n" + extra)
+    for command in (["plan"], ["resolve", "latest"], ["lock", "show"], ["build-all"]):
+        assert_refused(project, emu, command, f"{lock}: nested more than 32 deep")
+
+
+def test_the_servers_resolver_keeps_the_last_good_lock_when_it_turns_deep(project, emu):
+    from e2b_matrix.lock import TemplateResolver
+
+    assert run(project, "build", "minimal").exit_code == 0
+    resolver = TemplateResolver(project / "templates.lock")
+    good = resolver.resolve("minimal")
+    (project / "templates.lock").write_text("schema = 2\nx = " + TOML_DEEP + "\n")
+    assert resolver.resolve("minimal") == good
+
+
+@pytest.mark.parametrize("where", ["variants/x.toml", "layers/x.toml", "templates.lock", "home-config"])
+def test_a_file_larger_than_the_bound_is_refused_unread(project, emu, monkeypatch, where):
+    if where == "home-config":
+        monkeypatch.delenv("E2B_API_KEY")
+        path = Path(os.environ["HOME"]) / ".e2b/config.json"
+    else:
+        path = project / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # sparse: no 64 MiB written
+        f.truncate(files.MAX_FILE_BYTES + 1)
+    command = ["build", "minimal"] if where in ("templates.lock", "home-config") else ["plan"]
+    assert_refused(project, emu, command, f"{path if where in ('templates.lock', 'home-config') else where}: "
+                   "is larger than 64 MiB, the most e2b-matrix reads")
+
+
+def test_a_matrix_of_a_hundred_million_cases_is_refused_before_expanding(project, emu):
+    axes = "\n".join(f"a{i} = [{', '.join(str(v) for v in range(10))}]" for i in range(8))
+    write(project / "variants/big.toml", '[variant]\nname = "big-{a0}"\nalias = "nexus-big-{a0}"\n'
+                                         f'layers = ["base"]\n[matrix]\n{axes}\n')
+    for command in (["list"], ["plan"], ["build-all"]):
+        assert_refused(project, emu, command, "variants/big.toml: matrix: expands to 100000000 cases; "
+                                              "the limit is 10000")
+
+
+def test_the_matrix_bound_is_the_product_of_the_axes():
+    from e2b_matrix.resolve import MAX_MATRIX_CASES, matrix_cases
+
+    assert MAX_MATRIX_CASES == 10_000
+    assert len(matrix_cases({"a": tuple(range(100)), "b": tuple(range(100))})) == 10_000
+    with pytest.raises(ValueError, match="^expands to 10001 cases; the limit is 10000$"):
+        matrix_cases({"a": tuple(range(10_001))})
+    with pytest.raises(ValueError, match="^expands to 1000000000000 cases"):
+        matrix_cases({f"a{i}": tuple(range(1000)) for i in range(4)})

@@ -10,7 +10,6 @@ script or a description.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,7 +175,7 @@ def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None
 
     out: list[Variant] = []
     seen: dict[str, dict] = {}
-    for case in resolve.matrix_cases(axes):
+    for case in _checked(resolve.matrix_cases, axes, shown, "matrix"):
         v = _build_variant(spec, params, case, layers, shown)
         if v.name in seen:
             raise ConfigError(f"matrix cases {seen[v.name]} and {case} both expand to the name {v.name!r}",
@@ -408,8 +407,10 @@ def apply_overrides(project: Project, overrides: Iterable[str]) -> Project:
         value = raw
         if not isinstance(p.default, str):  # lists, numbers: TOML syntax, or a,b,c
             try:
-                value = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
+                value = files.parse_toml(f"v = {raw}")["v"]
+            except files.TooDeep as exc:
+                raise ConfigError(f"{name}: {exc}", key="--set") from None
+            except ValueError:
                 value = [x for x in raw.split(",") if x] if isinstance(p.default, tuple) else raw
         try:
             parsed.append((layer_name, pname, p.convert(value)))

@@ -9,7 +9,6 @@ command needs it (``Settings.require_key``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -194,9 +193,9 @@ class Settings:
         if text is None:
             return None
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise ConfigError("not valid JSON", path=path) from None
+            data = files.parse_json(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=path) from None
         raw = data.get("teamApiKey") if isinstance(data, dict) else None
         if raw is None:
             return None
