@@ -331,3 +331,42 @@ def test_the_matrix_bound_is_the_product_of_the_axes():
         matrix_cases({"a": tuple(range(10_001))})
     with pytest.raises(ValueError, match="^expands to 1000000000000 cases"):
         matrix_cases({f"a{i}": tuple(range(1000)) for i in range(4)})
+
+
+# --------------------------------------------------------------------------- C. a messy project
+
+EDITOR_FILES = {
+    ".#latest.toml": None,                       # Emacs' lock: a dangling link
+    ".latest.toml.swp": b"\x00\x01vim swap",     # Vim
+    "latest.toml~": b"[variant]\nname = ",       # a backup, torn
+    "#latest.toml#": b"garbage",                 # Emacs' autosave
+    ".hidden.toml": b'[variant]\nname = "hidden"\nalias = "nexus-hidden"\nlayers = ["base"]\n',
+    ".draft.toml": b"not = [toml",
+}
+
+
+@pytest.mark.parametrize("folder", ["variants", "layers"])
+def test_hidden_and_editor_files_are_not_project_files(project, emu, folder):
+    before = run(project, "plan", "--json")
+    assert before.exit_code == 0
+    (project / folder).mkdir(exist_ok=True)
+    for name, data in EDITOR_FILES.items():
+        if data is None:
+            (project / folder / name).symlink_to("user@host.1234:1700000000")
+        else:
+            (project / folder / name).write_bytes(data)
+    for command in (["plan", "--json"], ["list", "--json"], ["lock", "check"]):
+        r = run(project, *command)
+        assert r.exit_code in (0, 1) and r.stderr.count("error") == 0, r.output
+    assert run(project, "plan", "--json").stdout == before.stdout
+    assert "hidden" not in run(project, "list").stdout
+    r = run(project, "build-all", "--json")
+    assert r.exit_code == 0 and {x["status"] for x in json.loads(r.stdout)} == {"built"}, r.output
+
+
+def test_project_files_is_the_one_rule():
+    from e2b_matrix.config import project_files
+
+    folder = DATA.parent.parent / "variants"
+    assert [p.name for p in project_files(folder)] == ["full.toml", "latest.toml", "minimal.toml", "pinned.toml"]
+    assert project_files(folder / "absent") == []

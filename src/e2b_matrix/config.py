@@ -72,7 +72,7 @@ def load_project(root: str | Path = ".") -> Project:
     if not vdir.is_dir():
         raise ConfigError("no variants/ folder here (use -C DIR to point at the project)", path=root.resolve())
     layers = load_layers(root)
-    files_ = sorted(vdir.glob("*.toml"))
+    files_ = project_files(vdir)
     if not files_:
         raise ConfigError("no variant files (*.toml)", path=vdir)
     variants = [v for f in files_ for v in load_variant_file(f, layers, root)]
@@ -81,6 +81,15 @@ def load_project(root: str | Path = ".") -> Project:
 
 
 # -- files -------------------------------------------------------------------------
+
+def project_files(folder: Path) -> list[Path]:
+    """The project's files in ``variants/`` or ``layers/``: ``*.toml``, sorted; hidden and editor files
+    are not (a name starting with "." or "#": Emacs' lock ``.#x.toml``, a dangling link, and its
+    ``#x.toml#``; Vim's ``.x.toml.swp``; backups ``x.toml~`` do not end in ``.toml``)."""
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.glob("*.toml") if not f.name.startswith((".", "#")))
+
 
 def _display(path: Path, root: Path | None) -> str:
     try:
@@ -293,8 +302,7 @@ def check_namespace(variants: list[Variant]) -> None:
 def load_layers(root: Path) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
     layers = dict(SHIPPED)
-    ldir = root / "layers"
-    for f in sorted(ldir.glob("*.toml")) if ldir.is_dir() else []:
+    for f in project_files(root / "layers"):
         layer = load_layer_file(f, root)
         if layer.name in layers:
             where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
