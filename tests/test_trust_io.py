@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import threading
 import time
@@ -370,3 +371,151 @@ def test_project_files_is_the_one_rule():
     folder = DATA.parent.parent / "variants"
     assert [p.name for p in project_files(folder)] == ["full.toml", "latest.toml", "minimal.toml", "pinned.toml"]
     assert project_files(folder / "absent") == []
+
+
+# --------------------------------------------------------------------------- C. flaky answers
+
+def _drop(key):
+    return lambda d: {k: v for k, v in d.items() if k != key}
+
+
+def _set(key, value):
+    return lambda d: {**d, key: value}
+
+
+def _entries(change):
+    return lambda d: {**d, "logEntries": [change(e) for e in d["logEntries"]] or [change(
+        {"timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": "m"})]}
+
+
+# id -> (inject keywords, the plain words the give-up message carries)
+GARBLED = {
+    "truncated": (dict(truncate=True), "not JSON"),
+    "not-json": (dict(status=200, body=b"<html>502 Bad Gateway</html>"), "not JSON"),
+    "empty-200": (dict(status=200, body=b" "), "not JSON"),
+    "nested-deep": (dict(status=200, body=b"[" * DEEP + b"]" * DEEP), "nested too deeply"),
+    "a-list": (dict(reshape=lambda d: [d]), "answer ("),
+    "missing-logEntries": (dict(reshape=_drop("logEntries")), "missing 'logEntries'"),
+    "missing-status": (dict(reshape=_drop("status")), "missing 'status'"),
+    "logEntries-number": (dict(reshape=_set("logEntries", 5)), "'int' object is not iterable"),
+    "status-unknown": (dict(reshape=_set("status", "exploded")), "'exploded' is not a valid"),
+    "status-null": (dict(reshape=_set("status", None)), "None is not a valid"),
+    "entry-no-timestamp": (dict(reshape=_entries(_drop("timestamp"))), "missing 'timestamp'"),
+    "entry-bad-timestamp": (dict(reshape=_entries(_set("timestamp", "yesterday"))), "answer ("),
+    "entry-message-number": (dict(reshape=_entries(_set("message", 42))), "answer ("),
+    "entry-level-bad": (dict(reshape=_entries(_set("level", "loud"))), "'loud' is not a valid LogLevel"),
+    "entry-a-string": (dict(reshape=_set("logEntries", ["line"])), "answer ("),
+    "reason-number": (dict(reshape=_set("reason", 7)), "answer ("),
+}
+
+
+@pytest.mark.parametrize("case", list(GARBLED))
+def test_one_garbled_status_answer_is_retried_in_place(project, emu, case):
+    inject, _ = GARBLED[case]
+    emu.configure(MINIMAL, duration=0.5)
+    emu.inject("status", count=1, **inject)
+    r = run(project, "build", "minimal", "--json")
+    assert r.exit_code == 0, r.output
+    assert emu.pending_faults == 0, "the garbled answer was sent"
+    x = results(r)["minimal"]
+    assert x["status"] == "built" and x["attempts"] == 1
+    assert emu.count("request_build") == 1 and len(emu.builds) == 1, "the poll was retried, not the build"
+    assert TemplateLock.load(project / "templates.lock").entry("minimal").build_id == emu.builds[0].build_id
+
+
+@pytest.mark.parametrize("case", ["truncated", "missing-logEntries", "status-unknown", "entry-message-number"])
+def test_a_garbled_status_answer_that_persists_fails_the_build_plainly(project, emu, monkeypatch, case):
+    inject, words = GARBLED[case]
+    monkeypatch.setenv("E2B_MATRIX_RETRY_ATTEMPTS", "3")
+    emu.configure(MINIMAL, duration=0.5)
+    emu.inject("status", count=1000, **inject)
+    r = run(project, "build", "minimal", "--json")
+    emu.clear_faults()
+    assert r.exit_code == 1, r.output
+    x = results(r)["minimal"]
+    assert x["status"] == "failed" and x["attempts"] == 1
+    assert x["error"].startswith("gave up after 3 attempts: E2B sent a malformed build status answer (")
+    assert words in x["error"] and "\n" not in x["error"]
+    assert emu.count("request_build") == 1 and emu.count("status") == 3
+    assert not (project / "templates.lock").exists()
+
+
+def test_the_message_names_the_missing_key_as_the_issue_asks(project, emu):
+    emu.configure(MINIMAL, duration=0.5)
+    emu.inject("status", count=1000, reshape=_drop("logEntries"))
+    r = run(project, "build", "minimal", "--json")
+    assert results(r)["minimal"]["error"] == ("gave up after 5 attempts: E2B sent a malformed build status answer "
+                                              "(missing 'logEntries')")
+
+
+def test_a_garbled_answer_to_the_build_request_is_retried_too(project, emu):
+    emu.inject("request_build", count=1, truncate=True)
+    r = run(project, "build", "minimal", "--json")
+    assert r.exit_code == 0, r.output
+    assert results(r)["minimal"]["status"] == "built"
+
+
+def test_other_errors_of_those_types_are_not_malformed_answers():
+    """Only what the SDK raises reading an answer is classified: a KeyError of ours is a bug, not E2B's."""
+    from e2b_matrix.backends.e2b import _unreadable
+
+    for exc in (KeyError("logEntries"), TypeError("x"), ValueError("y"), RecursionError()):
+        try:
+            raise exc
+        except Exception as raised:
+            assert _unreadable(raised) is None
+
+
+def test_a_stuck_build_fails_at_the_deadline_naming_the_setting(project, emu, monkeypatch):
+    monkeypatch.setenv("E2B_MATRIX_BUILD_TIMEOUT_S", "1")
+    emu.configure(MINIMAL, duration=math.inf)
+    r = run(project, "build", "minimal", "--json")
+    assert r.exit_code == 1, r.output
+    x = results(r)["minimal"]
+    build = emu.builds[0]
+    assert x["status"] == "failed" and x["attempts"] == 1
+    assert x["error"] == (f"build {build.build_id} was still building after 1s (E2B_MATRIX_BUILD_TIMEOUT_S); "
+                          "E2B may still finish it")
+    assert len(emu.builds) == 1 and build.status == "building", "not resubmitted, nothing cancelled"
+    assert not (project / "templates.lock").exists()
+
+
+def test_the_deadline_spares_builds_that_finish_and_other_variants(project, emu, monkeypatch):
+    monkeypatch.setenv("E2B_MATRIX_BUILD_TIMEOUT_S", "1.5")
+    emu.configure("nexus-sandbox-latest", duration=math.inf)
+    r = run(project, "build-all", "--json", "--no-share")
+    statuses = {n: x["status"] for n, x in results(r).items()}
+    assert r.exit_code == 1 and statuses == {"full": "built", "latest": "failed", "minimal": "built",
+                                             "pinned": "built"}, r.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "1e400"])
+def test_a_bad_build_timeout_is_one_line_naming_it(project, emu, value):
+    for command in (["build-all"], ["plan"]):
+        assert_refused(project, emu, command, "E2B_MATRIX_BUILD_TIMEOUT_S: expected", env={
+            "E2B_MATRIX_BUILD_TIMEOUT_S": value})
+
+
+def test_the_build_timeout_defaults_to_e2bs_hour():
+    from e2b_matrix.settings import Settings
+
+    assert Settings.from_env({}).build_timeout == 3600
+    assert Settings.from_env({"E2B_MATRIX_BUILD_TIMEOUT_S": "90.5"}).build_timeout == 90.5
+
+
+def test_a_docker_build_past_the_deadline_is_stopped_and_fails(project, monkeypatch, tmp_path):
+    from test_docker_discovery import DOCKER_IO, Fake
+
+    from e2b_matrix.backends import docker_engine
+
+    fake = Fake(tmp_path / "cli", {**DOCKER_IO, "build_sleep": 60})
+    monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))
+    monkeypatch.setenv("E2B_MATRIX_BUILD_TIMEOUT_S", "1")
+    monkeypatch.setattr(docker_engine, "SYSTEM_DOCKER", str(tmp_path / "absent" / "docker"))
+    monkeypatch.setattr(docker_engine, "_discovered", {}, raising=False)
+    r = run(project, "build", "minimal", "--backend", "docker", "--json")
+    assert r.exit_code == 1, r.output
+    x = results(r)["minimal"]
+    assert x["status"] == "failed"
+    assert x["error"].endswith("was still building after 1s (E2B_MATRIX_BUILD_TIMEOUT_S); the docker build was stopped")
+    assert not (project / "templates.docker.lock").exists()

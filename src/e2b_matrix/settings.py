@@ -24,6 +24,7 @@ from e2b_matrix.retry import RetryPolicy
 
 DEFAULT_DOMAIN = "e2b.app"
 DEFAULT_LOCK = "templates.lock"
+BUILD_TIMEOUT = "E2B_MATRIX_BUILD_TIMEOUT_S"
 HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
                 "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?")
@@ -137,6 +138,8 @@ VARS = {v.name: v for v in (
     Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0), 1.0, "first backoff delay"),
     Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0), 30.0, "longest backoff delay"),
     Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, positive=True), 300.0, "time a build may spend retrying"),
+    Var(BUILD_TIMEOUT, _number(float, 0, positive=True), 3600.0,
+        "seconds a build may run before it fails (E2B's own limit is an hour)"),
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
     Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
@@ -159,6 +162,7 @@ class Settings:
     index_url: str | None = None
     index_ttl: float = 900.0
     retry: RetryPolicy = RetryPolicy()
+    build_timeout: float = 3600.0
     log_files: bool = True
     docker_cli: str | None = None
     docker_buildkit: bool | None = None
@@ -177,6 +181,7 @@ class Settings:
             index_ttl=v["E2B_MATRIX_INDEX_TTL"],
             retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
                               v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
+            build_timeout=v[BUILD_TIMEOUT],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
             docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix")
 
