@@ -461,6 +461,8 @@ class _Fault:
     body: dict[str, Any] | str | bytes | None
     reset: bool
     delay: float | None
+    truncate: bool = False
+    reshape: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -601,7 +603,8 @@ def _whole_build_timeline(b: _Build) -> _Timeline:
     steps = len((b.start_body or {}).get("steps") or [])
     entries = []
     for i in range(total):
-        at = start + duration * i / total  # the first at once, all before the end
+        # the first at once, all before the end; a build that never ends prints them all at once
+        at = start + (duration * i / total if math.isfinite(duration) else 0.0)
         if i < lines:
             owner = i * (steps + 1) // lines  # spread over "base" and steps 1..steps
             entries.append(_Entry(at, "info", b.line(i), "base" if owner == 0 else str(owner)))
@@ -1042,7 +1045,8 @@ class E2BEmulator:
         name; omitted ``duration``/``log_lines`` take the emulator defaults.
 
         :param duration: seconds from start to ``ready``/``error`` (whole-build
-            timing, no layer cache); None: step timing, unless ``default_duration``.
+            timing, no layer cache); ``math.inf``: ``building`` forever (a stuck
+            build); None: step timing, unless ``default_duration``.
         :param log_lines: info log lines the build prints.
         :param fail_at_step: None to succeed; an int is the 0-based index into
             the received ``steps``, reported as E2B's step name ``str(i + 1)``
@@ -1094,6 +1098,8 @@ class E2BEmulator:
         body: dict[str, Any] | str | bytes | None = None,
         reset: bool = False,
         delay: float | None = None,
+        truncate: bool = False,
+        reshape: Callable[[Any], Any] | None = None,
     ) -> None:
         """Make the next ``count`` requests to ``route`` misbehave.
 
@@ -1106,18 +1112,24 @@ class E2BEmulator:
         - ``reset=True``: read the request, then close the connection with a
           TCP reset and no answer (recorded with status 0);
         - ``delay=seconds``: wait before answering; alone, the request is then
-          handled normally, combined with ``status``/``reset`` that fault follows.
+          handled normally, combined with ``status``/``reset`` that fault follows;
+        - ``truncate=True``: handle the request, then send only the first half
+          of the real answer's body, with a Content-Length that matches (a
+          proxy that cut it: a complete HTTP answer whose JSON is torn);
+        - ``reshape=f``: handle the request, then send ``f(answer)`` as the JSON
+          body of a successful answer, same status (a wrong-shaped answer: drop
+          a key, change a type); error answers pass unchanged.
         """
         if route != "*" and route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; expected one of {ROUTES} or '*'")
         if count < 1:
             raise ValueError("count must be >= 1")
-        if status is None and not reset and delay is None:
-            raise ValueError("inject needs status=, reset=True or delay=")
-        if status is not None and reset:
-            raise ValueError("status= and reset=True are exclusive")
+        if status is None and not reset and delay is None and not truncate and reshape is None:
+            raise ValueError("inject needs status=, reset=True, delay=, truncate=True or reshape=")
+        if sum((status is not None, reset, truncate, reshape is not None)) > 1:
+            raise ValueError("status=, reset=True, truncate=True and reshape= are exclusive")
         with self._lock:
-            self._faults.append(_Fault(route, count, status, retry_after, body, reset, delay))
+            self._faults.append(_Fault(route, count, status, retry_after, body, reset, delay, truncate, reshape))
 
     def clear_faults(self) -> None:
         """Drop every pending injected fault."""
@@ -1532,6 +1544,10 @@ class E2BEmulator:
             status, payload = self._dispatch(route, params, split.query, body)
         except _Reply as reply:
             status, payload = reply.status, _error_body(reply.status, reply.message)
+        if fault is not None and fault.truncate:
+            payload = payload[: len(payload) // 2]
+        elif fault is not None and fault.reshape is not None and 200 <= status < 300 and payload:
+            payload = _json(fault.reshape(json.loads(payload)))
         self._answer(h, path, route, status, payload)
 
     def _take_fault(self, route: str) -> _Fault | None:

@@ -23,7 +23,7 @@ from e2b_matrix.backends import docker_engine as engine
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 
 FAKE = r'''
-import json, os, sys
+import json, os, sys, time
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
@@ -70,6 +70,8 @@ elif args[:1] == ["build"] or args[:2] == ["buildx", "build"]:
                                         "Successfully built 0123456789ab"]))
     if conf.get("build_exit") and not opt("-t").startswith("e2b-matrix-probe/"):
         sys.exit(conf["build_exit"])
+    if conf.get("build_sleep") and not opt("-t").startswith("e2b-matrix-probe/"):
+        time.sleep(conf["build_sleep"])  # a build that hangs
     image = "sha256:" + "ab" * 32
     Path(opt("--iidfile")).write_text(image)
     if not conf.get("lose_image"):

@@ -293,7 +293,7 @@ BAD = {
     "history build_id bad": ("schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b 0"\n'
                              'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n',
                              "templates.a.history[0].build_id: must be one word"),
-    "deeply nested": ("schema = 2\nx = " + "[" * 10000 + "]" * 10000 + "\n", "invalid TOML: nested too deeply"),
+    "deeply nested": ("schema = 2\nx = " + "[" * 10000 + "]" * 10000 + "\n", "nested more than 32 deep"),
 }
 
 

@@ -702,7 +702,7 @@ def test_a_fifo_is_refused_at_once(project, emu, where):
 @pytest.mark.parametrize("where", ["variants/x.toml", "layers/x.toml"])
 def test_a_file_nested_ten_thousand_deep_is_one_line(project, emu, where):
     write(project / where, "x = " + "[" * 10_000 + "]" * 10_000 + "\n")
-    assert_refused(project, emu, ["plan"], f"{where}: invalid TOML: nested too deeply")
+    assert_refused(project, emu, ["plan"], f"{where}: nested more than 32 deep")
 
 
 ENV_CASES = [

@@ -44,6 +44,11 @@ MAX_JOBS = 20      # E2B's default concurrent-build limit per team
 DEFAULT_JOBS = 8
 
 
+def alias_lock_file(state_dir: Path, alias: str) -> Path:
+    """The file whose flock says ``alias`` is being built, across processes (see DESIGN: never twice at once)."""
+    return state_dir / "locks" / f"{alias}.lock"
+
+
 def default_jobs(n: int) -> int:
     return max(1, min(n, DEFAULT_JOBS))
 
@@ -255,13 +260,15 @@ class Runner:
         if not self._after_shared_steps(job):
             return result(Status.SKIPPED, "not started: the run was stopped")
         spec = after
-        alias_lock = files.FileLock(self.state_dir / "locks" / f"{spec.alias}.lock")
+        alias_lock = files.FileLock(alias_lock_file(self.state_dir, spec.alias))
         try:
             if not alias_lock.acquire(self.wait_for_alias, cancelled=self.cancel.is_set, on_busy=lambda who: self.report(
                     spec.name, "waiting", f"{spec.alias} is being built by {who}")):
                 return result(Status.SKIPPED, "cancelled while waiting for another build of the same alias")
         except files.Busy as busy:
             return result(Status.FAILED, f"{spec.alias} is being built by {busy.holder} (--no-wait)")
+        except files.FileError as exc:  # made a link since the preflight: not built, nothing written through it
+            return result(Status.FAILED, str(exc))
         try:
             done = self._built_meanwhile(job, spec)
             if done is not None:

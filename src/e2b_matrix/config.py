@@ -10,7 +10,6 @@ script or a description.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def load_project(root: str | Path = ".", secrets: Iterable[str] = ()) -> Project
     if not vdir.is_dir():
         raise ConfigError("no variants/ folder here (use -C DIR to point at the project)", path=root.resolve())
     layers = load_layers(root, secrets)
-    files_ = sorted(vdir.glob("*.toml"))
+    files_ = project_files(vdir)
     if not files_:
         raise ConfigError("no variant files (*.toml)", path=vdir)
     variants = [v for f in files_ for v in load_variant_file(f, layers, root, secrets)]
@@ -86,6 +85,15 @@ def load_project(root: str | Path = ".", secrets: Iterable[str] = ()) -> Project
 
 
 # -- files -------------------------------------------------------------------------
+
+def project_files(folder: Path) -> list[Path]:
+    """The project's files in ``variants/`` or ``layers/``: ``*.toml``, sorted; hidden and editor files
+    are not (a name starting with "." or "#": Emacs' lock ``.#x.toml``, a dangling link, and its
+    ``#x.toml#``; Vim's ``.x.toml.swp``; backups ``x.toml~`` do not end in ``.toml``)."""
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.glob("*.toml") if not f.name.startswith((".", "#")))
+
 
 def _display(path: Path, root: Path | None) -> str:
     try:
@@ -188,7 +196,7 @@ def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None
 
     out: list[Variant] = []
     seen: dict[str, dict] = {}
-    for case in resolve.matrix_cases(axes):
+    for case in _checked(resolve.matrix_cases, axes, shown, "matrix"):
         v = _build_variant(spec, params, case, layers, shown)
         if v.name in seen:
             raise ConfigError(f"matrix cases {seen[v.name]} and {case} both expand to the name {v.name!r}",
@@ -306,8 +314,7 @@ def check_namespace(variants: list[Variant]) -> None:
 def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
     layers = dict(SHIPPED)
-    ldir = root / "layers"
-    for f in sorted(ldir.glob("*.toml")) if ldir.is_dir() else []:
+    for f in project_files(root / "layers"):
         layer = load_layer_file(f, root, secrets)
         if layer.name in layers:
             where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
@@ -423,8 +430,10 @@ def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterabl
         value = raw
         if not isinstance(p.default, str):  # lists, numbers: TOML syntax, or a,b,c
             try:
-                value = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
+                value = files.parse_toml(f"v = {raw}")["v"]
+            except files.TooDeep as exc:
+                raise ConfigError(f"{name}: {exc}", key="--set") from None
+            except ValueError:
                 value = [x for x in raw.split(",") if x] if isinstance(p.default, tuple) else raw
         try:
             parsed.append((layer_name, pname, p.convert(value)))

@@ -1,33 +1,58 @@
-"""The file-system operations every module shares: read, write atomically, lock.
+"""The file-system operations every module shares: read, parse, write atomically, lock.
 
-- ``read_bytes``/``read_text``: a regular file or an error at once (a FIFO
-  would block forever, a directory or device is not input), ``None`` when
-  it does not exist; ``parse_toml`` turns its text into a document or one line.
+- ``read_bytes``/``read_text``: a regular file of at most ``MAX_FILE_BYTES``
+  or an error at once (a FIFO would block forever, a directory or device is
+  not input), ``None`` when it does not exist.
+- ``parse_toml``/``parse_json``: every TOML and JSON document the tool reads
+  goes through one of them: a document or one line (ValueError), never a
+  RecursionError, and never nested more than ``MAX_DEPTH`` deep.
 - ``atomic_write``: a temp file in the same folder, fsync, ``os.replace``,
   fsync of the folder: a reader sees the old file or the new one.
 - ``FileLock``: an exclusive ``flock`` on a sidecar file, released when the
   process dies, so a crash never leaves it held.
+
+Nothing the tool writes follows a symbolic link: files it opens itself are
+opened with ``O_NOFOLLOW`` (or ``O_EXCL``), and ``refuse_link`` is the one
+check for a path before it is replaced or handed to a library that opens it
+(concurrent-log-handler); ``check_writable_dir`` refuses a linked folder
+inside the project.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 STALE_TEMP_SECONDS = 1.0  # a temp file this old, found under the lock, was left by a killed writer
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the largest file (or index answer) the tool reads
+MAX_DEPTH = 32  # tables and arrays nested deeper than this in a TOML or JSON document are refused
+LINKED = "is a symbolic link (e2b-matrix writes nothing through one)"
 
 
 class FileError(OSError):
     """A path that cannot be used: its message is one line without the path."""
 
 
+class TooDeep(ValueError):
+    """A document nested more than MAX_DEPTH deep (or too deep for the parser)."""
+
+    def __init__(self):
+        super().__init__(f"nested more than {MAX_DEPTH} deep")
+
+
+def too_large(size: int) -> FileError:
+    return FileError(f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most e2b-matrix reads "
+                     f"({size} bytes)")
+
+
 def read_bytes(path: str | os.PathLike) -> bytes | None:
-    """The file's bytes, or None when it does not exist; FileError when it is not a readable regular file."""
+    """The file's bytes, or None when it does not exist; FileError when it is not a readable regular file
+    of at most MAX_FILE_BYTES."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -35,12 +60,18 @@ def read_bytes(path: str | os.PathLike) -> bytes | None:
     except OSError as exc:
         raise FileError(f"cannot read: {exc.strerror or exc}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            mode = st.st_mode
             kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
             raise FileError(f"is {kind}, not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise too_large(st.st_size)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
+            data = f.read(MAX_FILE_BYTES + 1)  # a file growing while read is bounded too
+        if len(data) > MAX_FILE_BYTES:
+            raise too_large(len(data))
+        return data
     except FileError:
         raise
     except OSError as exc:
@@ -62,15 +93,69 @@ def read_text(path: str | os.PathLike) -> str | None:
 
 
 def parse_toml(text: str) -> dict:
-    """tomllib's document; ValueError with one line (an "invalid TOML: ..." message) when it is not one."""
+    """tomllib's document; ValueError with one line ("invalid TOML: ...", or TooDeep) when it is not one."""
     import tomllib
 
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"invalid TOML: {exc}") from None
     except RecursionError:
-        raise ValueError("invalid TOML: nested too deeply") from None
+        raise TooDeep() from None
+    return _bounded(doc)
+
+
+def parse_json(text: str | bytes):
+    """json's value; ValueError with one line ("invalid JSON: ...", or TooDeep) when it is not one."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise TooDeep() from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"invalid JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return _bounded(doc)
+
+
+def _bounded(doc):
+    """``doc`` when no table or array in it is nested more than MAX_DEPTH deep (the top counts one); else TooDeep.
+
+    Iterative: a document that parsed must not overflow the stack of whoever walks it next.
+    """
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise TooDeep()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return doc
+
+
+def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:
+    """FileError when ``path`` is a symbolic link (a dangling one too); ``in_place`` (a file written
+    where it is, not replaced): also when it has another hard link.
+
+    The check before a path is replaced (atomic_write) or handed to a library
+    that opens it itself; files the tool opens itself also use O_NOFOLLOW.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileError(f"cannot use it: {exc.strerror or exc}") from None
+    _refuse_linked(st, in_place)
+
+
+def _refuse_linked(st: os.stat_result, in_place: bool) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise FileError(LINKED)
+    if in_place and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:  # the same file under another name
+        raise FileError("has another hard link (e2b-matrix writes nothing through one)")
 
 
 def _temp_prefix(path: str) -> str:
@@ -83,8 +168,9 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
 
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
+    refuse_link(path)  # os.replace would put a plain file where the link was, and the file it meant never changes
     try:
-        mode = os.stat(path).st_mode & 0o777
+        mode = os.lstat(path).st_mode & 0o777
     except FileNotFoundError:
         pass
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
@@ -191,13 +277,20 @@ class FileLock:
         return True
 
     def _open(self) -> int:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        try:  # the lock file is truncated and written: never through a link
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileError(f"cannot use the lock file {self.path}: {LINKED}") from None
             raise FileError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileError("not a regular file")
+            _refuse_linked(st, in_place=True)
+        except FileError as exc:
             os.close(fd)
-            raise FileError(f"cannot use the lock file {self.path}: not a regular file")
+            raise FileError(f"cannot use the lock file {self.path}: {exc}") from None
         return fd
 
     def release(self) -> None:
@@ -214,9 +307,22 @@ class FileLock:
         self.release()
 
 
-def check_writable_dir(path: str | os.PathLike) -> tuple[str, str] | None:
-    """(the path in the way, why) when files cannot be created in folder ``path`` (made if missing); else None."""
+def check_writable_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> tuple[str, str] | None:
+    """(the path in the way, why) when files cannot be created in folder ``path`` (made if missing); else None.
+
+    Every folder of ``path`` below ``inside`` (the project: the tool's own
+    folders in it) must be a real folder, not a symbolic link: what is written
+    there must not land elsewhere. The project folder itself may be a link.
+    """
     path = os.fspath(path)
+    if inside is not None:
+        top = Path(os.path.abspath(inside))
+        mine = Path(os.path.abspath(path))
+        for p in [mine, *mine.parents]:
+            if p == top or top not in p.parents:
+                break
+            if os.path.islink(p):
+                return str(Path(inside) / p.relative_to(top)), LINKED
     for p in [path, *map(str, Path(path).parents)]:  # a file where a folder should be, at any depth
         if os.path.exists(p):
             if not os.path.isdir(p):
@@ -226,9 +332,11 @@ def check_writable_dir(path: str | os.PathLike) -> tuple[str, str] | None:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         return path, f"cannot create it: {exc.strerror or exc}"
-    probe = os.path.join(path, f".probe.{os.getpid()}.{threading.get_ident()}.tmp")
+    import tempfile  # writers only
+
     try:  # a real try: permissions, a read-only mount, a full disk (root ignores modes)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=path)  # O_EXCL: a new file, no link
+        os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         return path, f"cannot write in it: {exc.strerror or exc}"

@@ -8,6 +8,9 @@ A file is opened (and concurrent-log-handler imported) at the first record
 that goes to it, so a run that builds nothing — every variant fresh — writes
 no file and pays nothing for logging. ``RunLogs(None)`` writes no files at
 all (``E2B_MATRIX_NO_LOG_FILES=1``, or a logs folder that cannot be written).
+concurrent-log-handler opens its files itself: a log file, or the lock file
+it keeps beside it, that is a symbolic link is never opened (one warning,
+and that file is not written), as a logs folder that cannot be written.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import logging
 import threading
 from pathlib import Path
 
+from e2b_matrix import files
 from e2b_matrix.secrets import Redactor
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
@@ -39,8 +45,15 @@ class RedactingFormatter(logging.Formatter):
 
 
 def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
+    """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
     from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+    folder, lock_name = ConcurrentRotatingFileHandler.baseLockFilename(str(path))
+    for p in (path, Path(folder) / lock_name):  # backups are only renamed onto: a rename follows no link
+        try:
+            files.refuse_link(p, in_place=True)
+        except files.FileError as exc:
+            raise files.FileError(f"{p}: {exc}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = ConcurrentRotatingFileHandler(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                             encoding="utf-8")
@@ -55,14 +68,19 @@ class _LazyFileHandler(logging.Handler):
         super().__init__()
         self.path, self.redactor, self.fmt = path, redactor, fmt
         self._inner: logging.Handler | None = None
+        self._refused = False
         self._opening = threading.Lock()
 
-    def _target(self) -> logging.Handler:
+    def _target(self) -> logging.Handler | None:
         inner = self._inner
-        if inner is None:
+        if inner is None and not self._refused:
             with self._opening:
-                if self._inner is None:
-                    self._inner = _file_handler(self.path, self.redactor, self.fmt)
+                if self._inner is None and not self._refused:
+                    try:
+                        self._inner = _file_handler(self.path, self.redactor, self.fmt)
+                    except files.FileError as exc:
+                        self._refused = True
+                        log.warning("%s; writing no log file %s", exc, self.path)
                 inner = self._inner
         return inner
 
@@ -75,7 +93,7 @@ class _LazyFileHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return False
-        return target.handle(record)
+        return target.handle(record) if target is not None else False
 
     def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() forwards
         self._target().emit(record)

@@ -30,8 +30,24 @@ _RANK = {name: i for i, name in enumerate(SHIPPED)}  # base, fuse, nexus, extra-
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
+MAX_MATRIX_CASES = 10_000
+
+
+def matrix_size(axes: Mapping[str, tuple]) -> int:
+    """How many cases ``axes`` expand to (the product of their lengths), without expanding them."""
+    import math
+
+    return math.prod(len(values) for values in axes.values())
+
+
 def matrix_cases(axes: Mapping[str, tuple]) -> list[dict]:
-    """Every combination of the axes' values, axes sorted: a pure, stable expansion."""
+    """Every combination of the axes' values, axes sorted: a pure, stable expansion.
+
+    ValueError, before expanding anything, when there would be more than MAX_MATRIX_CASES.
+    """
+    size = matrix_size(axes)
+    if size > MAX_MATRIX_CASES:
+        raise ValueError(f"expands to {size} cases; the limit is {MAX_MATRIX_CASES}")
     names = sorted(axes)
     return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
 

@@ -9,7 +9,6 @@ command needs it (``Settings.require_key``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from e2b_matrix.retry import RetryPolicy
 
 DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 DEFAULT_LOCK = "templates.lock"
+BUILD_TIMEOUT = "E2B_MATRIX_BUILD_TIMEOUT_S"
 HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
                 "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -106,6 +106,8 @@ VARS = {v.name: v for v in (
     Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0), 1.0, "first backoff delay"),
     Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0), 30.0, "longest backoff delay"),
     Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, positive=True), 300.0, "time a build may spend retrying"),
+    Var(BUILD_TIMEOUT, _number(float, 0, positive=True), 3600.0,
+        "seconds a build may run before it fails (E2B's own limit is an hour)"),
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
     Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
@@ -128,6 +130,7 @@ class Settings:
     index_url: str | None = None
     index_ttl: float = 900.0
     retry: RetryPolicy = RetryPolicy()
+    build_timeout: float = 3600.0
     log_files: bool = True
     docker_cli: str | None = None
     docker_buildkit: bool | None = None
@@ -146,6 +149,7 @@ class Settings:
             index_ttl=v["E2B_MATRIX_INDEX_TTL"],
             retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
                               v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
+            build_timeout=v[BUILD_TIMEOUT],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
             docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix")
 
@@ -162,9 +166,9 @@ class Settings:
         if text is None:
             return None
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise ConfigError("not valid JSON", path=path) from None
+            data = files.parse_json(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=path) from None
         raw = data.get("teamApiKey") if isinstance(data, dict) else None
         if raw is None:
             return None

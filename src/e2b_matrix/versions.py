@@ -100,7 +100,7 @@ class PyPIIndex:
             text = files.read_text(cache)
             if text is None:
                 return None
-            return [Release(v, rp, bool(y)) for v, rp, y in json.loads(text)]
+            return [Release(v, rp, bool(y)) for v, rp, y in files.parse_json(text)]
         except (OSError, ValueError, TypeError):  # unreadable or corrupt: discard it and ask again
             log.info("discarding the index cache %s (unreadable or corrupt)", cache)
             try:
@@ -133,8 +133,10 @@ class PyPIIndex:
                 import urllib.request
 
                 with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                    raw = resp.read()
-            doc = json.loads(raw)
+                    raw = resp.read(files.MAX_FILE_BYTES + 1)
+                if len(raw) > files.MAX_FILE_BYTES:
+                    raise files.too_large(len(raw))
+            doc = files.parse_json(raw)
         except (OSError, ValueError) as exc:  # URLError is an OSError
             raise ConfigError(f"cannot read the package index for {package} ({exc}); "
                               "use --offline to reuse the versions in the lock", key=url) from None

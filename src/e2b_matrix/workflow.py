@@ -109,17 +109,26 @@ def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[P
     return make_plan(specs, lock.entries, session.backend.staleness)
 
 
-def preflight(session: Session) -> Path | None:
+def preflight(session: Session, aliases=()) -> Path | None:
     """Everything a build will write, checked before the first request: the logs folder (or None:
-    a warning, and no log files), the state folder and the lock (ConfigError)."""
+    a warning, and no log files), the state folder, the lock files of ``aliases`` and the lock
+    (ConfigError). None of them may be a symbolic link."""
+    from e2b_matrix.build import alias_lock_file
+
     root = session.options.root
-    blocked = files.check_writable_dir(root / STATE_DIR / "locks")
+    blocked = files.check_writable_dir(root / STATE_DIR / "locks", inside=root)
     if blocked:
         raise ConfigError(f"cannot keep build state: {blocked[1]}", path=blocked[0])
+    for alias in aliases:
+        path = alias_lock_file(root / STATE_DIR, alias)
+        try:
+            files.refuse_link(path, in_place=True)
+        except files.FileError as exc:
+            raise ConfigError(f"cannot keep build state: {exc}", path=path) from None
     store.preflight(session.lock_path)
     if not session.settings.log_files:
         return None
-    blocked = files.check_writable_dir(root / LOGS_DIR)
+    blocked = files.check_writable_dir(root / LOGS_DIR, inside=root)
     if blocked:
         log.warning("%s: %s; writing no log files", *blocked)
         return None
@@ -144,7 +153,7 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
     if all(j.fresh for j in jobs) and not o.promote:  # a no-op: nothing to check, nothing written
         return report(b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
                                logs=None, report=reporter), jobs)
-    logs_dir = preflight(session)
+    logs_dir = preflight(session, [j.spec.alias for j in jobs])
     secrets = tuple(session.settings.secrets())
     logs = RunLogs(logs_dir, Redactor(secrets))
     runner = b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR, logs=logs,

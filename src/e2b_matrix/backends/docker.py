@@ -16,9 +16,10 @@ from pathlib import Path
 from e2b_matrix import files, render
 from e2b_matrix.backends import ChannelState, LogSink, Option
 from e2b_matrix.backends import docker_engine
-from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError
+from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+from e2b_matrix.settings import BUILD_TIMEOUT
 from e2b_matrix.verify import VerifyReport, first_line, judge, run
 
 REPOSITORY = "e2b-matrix"
@@ -109,9 +110,13 @@ class DockerBackend:
         try:
             image_id = self.engine.build_image(
                 self.render(spec), tag, context_files={f"ca/{n}": data for n, data in self.ca_certs},
-                on_log=lambda line: log([line]), no_cache=force, labels=labels, cancel=cancel)
+                on_log=lambda line: log([line]), no_cache=force, labels=labels, cancel=cancel,
+                timeout=self.settings.build_timeout)
         except DockerCancelled:
             raise Cancelled("docker build stopped") from None
+        except DockerTimeout:
+            raise BuildError(f"{tag} was still building after {self.settings.build_timeout:g}s "
+                             f"({BUILD_TIMEOUT}); the docker build was stopped") from None
         except DockerError as exc:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=uuid.uuid4().hex[:16], image=tag)

@@ -81,6 +81,10 @@ class DockerCancelled(DockerError):
     """A build stopped because its ``cancel`` event was set."""
 
 
+class DockerTimeout(DockerError):
+    """A build stopped because it ran past its ``timeout``."""
+
+
 def host_ca_certificates(directory: Path | str = HOST_CA_DIR) -> list[Path]:
     """The host's extra CA certificates (``*.crt`` under /usr/local/share/ca-certificates).
 
@@ -429,8 +433,8 @@ class DockerCLI:
         ``context_files`` maps relative paths in the build context to their bytes
         (``{"ca/proxy.crt": b"..."}``, then ``COPY ca/ ...``). Every output line is passed
         to ``on_log`` as it comes. Raises DockerError carrying the last lines of output
-        when the build fails or runs past ``timeout`` seconds, DockerCancelled when
-        ``cancel`` is set while it runs.
+        when the build fails, DockerTimeout (a DockerError) when it runs past ``timeout``
+        seconds, DockerCancelled when ``cancel`` is set while it runs.
         """
         workdir_files = [(_context_path(Path("."), name), data) for name, data in context_files.items()]
         found = self._discovery()
@@ -475,7 +479,7 @@ class DockerCLI:
             if stopped == "cancel":
                 raise DockerCancelled(f"docker build of {tag} cancelled", output=output)
             if stopped == "timeout":
-                raise DockerError(f"docker build of {tag} ran past {timeout}s and was stopped", output=output)
+                raise DockerTimeout(f"docker build of {tag} ran past {timeout:g}s and was stopped", output=output)
             if code != 0:
                 raise DockerError(f"docker build of {tag} failed (exit {code}); last lines:",
                                   output=output, returncode=code)

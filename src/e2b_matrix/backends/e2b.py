@@ -7,7 +7,10 @@ are E2B tags moved with ``Template.assign_tags`` and read with
 ``Template.get_tags``. The SDK retries 429/502/503/504 itself, honouring
 ``Retry-After``; what it gives up on is classified here: transient
 (retried by the runner's policy), a failed build (not retried), credentials
-refused (stops the run).
+refused (stops the run). An answer the SDK's generated client cannot read
+(torn or not JSON, a key missing, a value of the wrong type) is transient
+too, like a reset connection: a status poll retries it in place. A build
+still running after ``E2B_MATRIX_BUILD_TIMEOUT_S`` fails (E2B may finish it).
 
 Every build carries a tag of this tool's choosing (``fp-`` and the
 fingerprint's first 16 hex digits) and the variant's own tags, never none:
@@ -16,15 +19,17 @@ a build without tags would move ``default``, the channel a bare alias means.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from collections.abc import Callable
 
 from e2b_matrix import render
 from e2b_matrix.backends import ChannelState, LogSink
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
-from e2b_matrix.settings import DEFAULT_DOMAIN, HOW_TO_LOGIN
+from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
 
 PAGE = 100  # log entries E2B returns at most per status call
@@ -104,6 +109,8 @@ class E2BBackend:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         api = self._api()
+        timeout = self.settings.build_timeout
+        deadline = time.monotonic() + timeout
         with _classify():
             info = Template.build_in_background(
                 template, spec.alias, tags=[build_tag(spec), *spec.variant.tags],
@@ -114,7 +121,7 @@ class E2BBackend:
         offset = 0
 
         def poll(_attempt: int):
-            with _classify():
+            with _classify("build status"):
                 return Template.get_build_status(info, logs_offset=offset, **api)
 
         while True:
@@ -137,8 +144,12 @@ class E2BBackend:
                 reason = status.reason
                 step = f" at step {reason.step}" if reason and reason.step else ""
                 raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BuildError(f"build {info.build_id} was still {status.status.value} after {timeout:g}s "
+                                 f"({BUILD_TIMEOUT}); E2B may still finish it")
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
-                cancel.wait(self.poll_interval)
+                cancel.wait(min(self.poll_interval, left))
 
     # -- verify ----------------------------------------------------------------
 
@@ -266,7 +277,10 @@ def _is_gone(exc: Exception) -> bool:
 
 
 class _classify:
-    """Turn SDK and transport exceptions into ours (a context manager)."""
+    """Turn SDK and transport exceptions into ours (a context manager); ``what`` names the answer awaited."""
+
+    def __init__(self, what: str = ""):
+        self.what = what
 
     def __enter__(self):
         return self
@@ -276,6 +290,10 @@ class _classify:
             return False
         from e2b.exceptions import AuthenticationException, RateLimitException
 
+        unreadable = _unreadable(exc)
+        if unreadable:
+            raise TransientError(f"E2B sent a malformed {self.what + ' ' if self.what else ''}answer "
+                                 f"({unreadable})") from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         status = _status_of(exc, message)
         if isinstance(exc, AuthenticationException) or status in (401, 403):
@@ -288,6 +306,50 @@ class _classify:
         error = BuildError(message)
         error.status = status
         raise error from None
+
+
+def _unreadable(exc: BaseException) -> str | None:
+    """What was wrong with an answer the SDK could not read, or None (then ``exc`` is something else).
+
+    Such an answer is worth asking again, like a reset connection (TransientError).
+
+    The SDK reads a body with httpx's ``Response.json`` (JSONDecodeError for a
+    torn or non-JSON body, RecursionError for one nested too deep), then its
+    generated models' ``from_dict`` (KeyError for a missing key, TypeError or
+    ValueError for a value of the wrong type or an unknown enum value), then
+    maps the models to its own types (``_map_log_entry``: a message that is not
+    a string). Only those errors, raised there, are a malformed answer; the same
+    types raised anywhere else are not.
+    """
+    if not isinstance(exc, (KeyError, TypeError, ValueError, RecursionError)) or not _raised_reading(exc):
+        return None
+    import json
+
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc.msg}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]!r}" if exc.args else "a key is missing"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _raised_reading(exc: BaseException) -> bool:
+    """Was ``exc`` raised while the SDK read an answer: in httpx's ``Response.json``, or in a
+    ``from_dict`` or ``_map_*`` function of the e2b package?"""
+    import e2b
+
+    sdk = os.path.dirname(e2b.__file__) + os.sep
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith(sdk) and (code.co_name == "from_dict" or code.co_name.startswith("_map_")):
+            return True
+        if code.co_name == "json" and code.co_filename.endswith(os.path.join("httpx", "_models.py")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _status_of(exc, message: str) -> int | None:

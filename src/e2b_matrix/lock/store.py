@@ -5,7 +5,9 @@
 renders the result, reads the rendering back and compares, and replaces the
 file atomically (files.atomic_write). Two processes that change different
 aliases both land; a reader sees the old file or the new one; a lock on disk
-that does not parse is left untouched (LockError).
+that does not parse is left untouched (LockError). Neither the lock nor its
+sidecar may be a symbolic link (LockError, before ``change`` runs: a promote
+changes nothing on E2B that the lock could not record).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def preflight(path) -> None:
     if blocked:
         raise LockError(f"cannot write the lock: {blocked[1]}", path=blocked[0])
     try:
+        files.refuse_link(path)
         with files.FileLock(lock_file(path)):
             text = files.read_text(path)
     except files.FileError as exc:
@@ -52,6 +55,7 @@ def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: 
     path = os.fspath(path)
     try:
         with files.FileLock(lock_file(path)):
+            files.refuse_link(path)
             files.remove_stale_temps(path)
             old_text = files.read_text(path)
             old = loads(old_text, path) if old_text is not None else {}
