@@ -18,8 +18,8 @@ def run(project, *args, env=None):
 def test_resolve_prints_only_the_id(project):
     write(project / "templates.lock", lock_for({}))
     r = run(project, "resolve", "latest")
-    assert r.exit_code == 0 and r.stdout == "tpl-latest:b-latest\n"  # the pinned build
-    assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "tpl-pinned:b-pinned\n"
+    assert r.exit_code == 0 and r.stdout == "nexus-sandbox-latest:b-latest\n"  # the pinned build
+    assert run(project, "resolve", "nexus-sandbox-pinned").stdout == "nexus-sandbox-pinned:b-pinned\n"
     r = run(project, "resolve", "latest", "--id")
     assert r.stdout == "tpl-latest\n" and "bare template ID means its default channel" in r.stderr
     assert run(project, "resolve", "latest", "--channel", "stable").stdout == "nexus-sandbox-latest:stable\n"
@@ -30,10 +30,10 @@ def test_resolve_prints_only_the_id(project):
 def test_resolve_answers_for_the_name_given_and_the_environment_only_for_the_default(project):
     write(project / "templates.lock", lock_for({}))
     env = {"E2B_TEMPLATE_ID": "from-env"}
-    assert run(project, "resolve", "pinned", env=env).stdout == "tpl-pinned:b-pinned\n"
-    assert run(project, "resolve", "latest", env=env).stdout == "tpl-latest:b-latest\n"
+    assert run(project, "resolve", "pinned", env=env).stdout == "nexus-sandbox-pinned:b-pinned\n"
+    assert run(project, "resolve", "latest", env=env).stdout == "nexus-sandbox-latest:b-latest\n"
     assert run(project, "resolve", env=env).stdout == "from-env\n"  # the server's default template
-    assert run(project, "resolve").stdout == "tpl-latest:b-latest\n"
+    assert run(project, "resolve").stdout == "nexus-sandbox-latest:b-latest\n"
     r = run(project, "resolve", "nope", env=env)
     assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith("e2b-matrix: error: ")
 

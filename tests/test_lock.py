@@ -32,9 +32,9 @@ def entry(alias, variant, template_id, **kw) -> LockEntry:
     return LockEntry(alias=alias, variant=variant, template_id=template_id, **kw)
 
 
-def ref(template_id: str) -> str:
-    """The pinned reference of an entry made by ``entry``."""
-    return f"{template_id}:build-{template_id}"
+def ref(template_id: str, alias: str = "a") -> str:
+    """The pinned reference of an entry made by ``entry``: its alias and its build."""
+    return f"{alias}:build-{template_id}"
 
 
 def shipped() -> list[LockEntry]:
@@ -91,7 +91,7 @@ def test_round_trip_and_entry_values():
     assert pinned.built_at == dt.datetime(2026, 11, 26, 17, 30, tzinfo=UTC) and pinned.built_at.tzinfo is UTC
     assert dict(pinned.layers) == {"base": "1", "fuse": "1", "nexus": "0.5.6"}
     assert list(pinned.layers) == ["base", "fuse", "nexus"]
-    assert pinned.reference == "p1nn3dp1nn3dp1nn3dp1:0f1c2d3e-0000-4000-8000-000000000002"
+    assert pinned.reference == "nexus-sandbox-pinned:0f1c2d3e-0000-4000-8000-000000000002"
     assert pinned.channels["stable"] == pinned.build_id and pinned.history[0].fingerprint == "sha256:2221222122212221222122212221222122212221222122212221222122212221"
     assert hash(pinned) == hash(shipped()[0])  # frozen and hashable
     with pytest.raises(Exception):
@@ -120,7 +120,7 @@ def test_schema_1_locks_keep_loading_and_are_upgraded_on_the_next_write(tmp_path
     path = tmp_path / "templates.lock"
     path.write_text((DATA / "lock_schema1.toml").read_text(encoding="utf-8"))
     lock = TemplateLock.load(path)
-    assert lock.reference("latest") == "yf6wfidzfb6i7n7iawob:0f1c2d3e-0000-4000-8000-000000000001"
+    assert lock.reference("latest") == "nexus-sandbox-latest:0f1c2d3e-0000-4000-8000-000000000001"
     assert lock.entry("latest").channels == {} and lock.entry("latest").history == ()
     assert dict(lock.entry("latest").inputs) == {"cpu_count": "2", "memory_mb": "2048", "nexus.version": "latest"}
     record_build(path, entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob", build_id="b2"))
@@ -472,6 +472,9 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
 
 # --------------------------------------------------------------------------- resolver
 
+LATEST = "nexus-sandbox-latest"
+
+
 def test_resolver_sources_in_order(tmp_path, monkeypatch):
     path = tmp_path / "templates.lock"
     update_lock(path, {"nexus-sandbox-latest": entry("nexus-sandbox-latest", "latest", "FROM-LOCK"),
@@ -479,13 +482,13 @@ def test_resolver_sources_in_order(tmp_path, monkeypatch):
     env = {"E2B_TEMPLATE_ID": "FROM-ENV"}
     # the server's default template: E2B_TEMPLATE_ID wins, then the lock
     assert TemplateResolver(path, environ=env).resolve() == "FROM-ENV"
-    assert TemplateResolver(path, environ={}).resolve() == ref("FROM-LOCK")
-    assert TemplateResolver(path, environ={}, name="pinned").resolve() == ref("PINNED")
+    assert TemplateResolver(path, environ={}).resolve() == ref("FROM-LOCK", LATEST)
+    assert TemplateResolver(path, environ={}, name="pinned").resolve() == ref("PINNED", "nexus-sandbox-pinned")
     # a named variant: always the lock, never the environment, never the default
-    assert TemplateResolver(path, environ=env).resolve("latest") == ref("FROM-LOCK")
-    assert TemplateResolver(path, environ=env).resolve("pinned") == ref("PINNED")
-    assert TemplateResolver(environ={"E2B_MATRIX_LOCK": str(path)}).resolve("latest") == ref("FROM-LOCK")
-    assert TemplateResolver(path, environ={}).resolve("nexus-sandbox-latest") == ref("FROM-LOCK")
+    assert TemplateResolver(path, environ=env).resolve("latest") == ref("FROM-LOCK", LATEST)
+    assert TemplateResolver(path, environ=env).resolve("pinned") == ref("PINNED", "nexus-sandbox-pinned")
+    assert TemplateResolver(environ={"E2B_MATRIX_LOCK": str(path)}).resolve("latest") == ref("FROM-LOCK", LATEST)
+    assert TemplateResolver(path, environ={}).resolve("nexus-sandbox-latest") == ref("FROM-LOCK", LATEST)
     for resolver in (TemplateResolver(path, default="DEFAULT", environ={}),
                      TemplateResolver(path, default="DEFAULT", environ=env)):
         with pytest.raises(UnknownNameError, match="did you mean 'latest'"):
@@ -493,9 +496,9 @@ def test_resolver_sources_in_order(tmp_path, monkeypatch):
     with pytest.raises(UnknownNameError, match="no template 'nope'"):  # a default name the lock lacks
         TemplateResolver(path, default="DEFAULT", environ={}, name="nope").resolve()
     monkeypatch.chdir(tmp_path)  # the default path is ./templates.lock
-    assert TemplateResolver(environ={}).resolve("latest") == ref("FROM-LOCK")
+    assert TemplateResolver(environ={}).resolve("latest") == ref("FROM-LOCK", LATEST)
     monkeypatch.setenv("E2B_TEMPLATE_ID", "OS-ENV")  # os.environ is the default environment
-    assert TemplateResolver().resolve() == "OS-ENV" and TemplateResolver().resolve("latest") == ref("FROM-LOCK")
+    assert TemplateResolver().resolve() == "OS-ENV" and TemplateResolver().resolve("latest") == ref("FROM-LOCK", LATEST)
     with pytest.raises(UnknownNameError):
         TemplateResolver().resolve("anything")
 

@@ -27,7 +27,7 @@ def test_nexus_server_sample_runs(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines() == ["tpl123", "tpl123", "0.9.26 2026-11-26T17:00:00+00:00", "tpl123:b1"]
+    assert p.stdout.splitlines() == ["tpl123", "tpl123", "0.9.26 2026-11-26T17:00:00+00:00", "nexus-sandbox-latest:b1"]
 
 
 def test_the_emulator_runs_by_itself_as_the_readme_says(project):

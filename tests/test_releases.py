@@ -56,7 +56,7 @@ def test_builds_carry_their_own_tag_and_never_move_default(project, emu):
     assert next(b.tags for b in emu.builds if b.name == "nexus-tagged")[1:] == ["edge"]
     entry = lock(project).entry("latest")
     assert "default" not in tags(entry.alias)  # nothing was promoted: the bare alias means nothing yet
-    assert run(project, "resolve", "latest").stdout == f"{entry.template_id}:{entry.build_id}\n"
+    assert run(project, "resolve", "latest").stdout == f"{entry.alias}:{entry.build_id}\n"
     assert sandbox_build(emu, run(project, "resolve", "latest").stdout.strip()) == entry.build_id
 
 

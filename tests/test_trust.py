@@ -93,7 +93,7 @@ def test_a_good_lock_is_read_by_every_reader(project, emu):
     for args in (["resolve", "latest"], ["lock", "show"], ["plan"]):
         r = cli_runner().invoke(cli, ["-C", str(project), *args])
         assert r.exit_code == 0, (args, r.output)
-    assert cli_runner().invoke(cli, ["-C", str(project), "resolve", "latest"]).stdout == f"tpl:{UUID}\n"
+    assert cli_runner().invoke(cli, ["-C", str(project), "resolve", "latest"]).stdout == f"{ALIAS}:{UUID}\n"
 
 
 # --------------------------------------------------------------------------- secrets

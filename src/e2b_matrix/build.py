@@ -275,14 +275,17 @@ class Runner:
                 self.report(spec.name, "fresh", f"built meanwhile by another run (build {done.build_id})")
                 return result(Status.FRESH, outcome=Outcome(done.template_id, done.build_id, done.image))
             outcome = self._attempts(spec, tries)
+            report = None
             if self.verify:
                 self.report(spec.name, "verifying", "running smoke checks")
-                failed = self.backend.verify(spec, outcome).failed
-                if failed:
-                    raise BuildError(f"smoke checks failed: {'; '.join(r.line() for r in failed)} "
+                report = self.backend.verify(spec, outcome)
+                if report.failed:
+                    raise BuildError(f"smoke checks failed: {'; '.join(r.line() for r in report.failed)} "
                                      "(lock entry not written)")
             entry = self._entry(spec, outcome)
             store.record_build(self.lock_path, entry, self.backend.regenerate, self.secrets)
+            if report is not None:
+                self._record_inventory(spec, outcome, report)
             self.logs.run.info("[%s] built %s (build %s)", spec.name, outcome.template_id, outcome.build_id)
             if self.promote:
                 self.report(spec.name, "promoting", f"{self.promote} -> {outcome.build_id}")
@@ -303,6 +306,16 @@ class Runner:
             return result(Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             alias_lock.release()
+
+    def _record_inventory(self, spec: BuildSpec, outcome: Outcome, report) -> None:
+        """What the verified build holds, beside the lock; a failure to record it is a warning (the build stands)."""
+        from e2b_matrix import inventory
+
+        try:
+            inventory.record(self.lock_path, spec.alias, outcome.build_id, report)
+        except MatrixError as exc:
+            self.logs.run.warning("[%s] %s", spec.name, exc)
+            self.report(spec.name, "verifying", f"warning: {exc}")
 
     def _built_meanwhile(self, job: Job, spec: BuildSpec) -> LockEntry | None:
         """The lock's entry when another run built this very spec while this one waited for the alias.

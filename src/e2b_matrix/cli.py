@@ -237,10 +237,7 @@ def _plan(env, names, backend, offline, overrides, backend_values):
 
     session = env.session(names=names, backend=backend, offline=offline, overrides=overrides,
                           backend_options=backend_values)
-    project = workflow.load(session)
-    lock = session.lock()
-    specs = workflow.resolve_specs(session, project, lock)
-    return session, workflow.plan(session, specs, lock)
+    return session, workflow.planned(session)[2]
 
 
 def _index_note(session) -> None:
@@ -385,31 +382,56 @@ def _raise_interrupt(signum, frame):
 @json_option
 @pass_env
 def verify(env, name, backend, offline, overrides, as_json, **kwargs):
-    """Run the variant's smoke checks against its locked build; exit 1 on any failure."""
+    """Run the variant's smoke checks against its locked build and record what it holds; exit 1 on any failure."""
+    from e2b_matrix import workflow
     from e2b_matrix.plan import State
 
-    session, items = _plan(env, (name,), backend, offline, overrides, _backend_values(kwargs))
-    item = items[0]
-    if item.entry is None:
-        raise ConfigError(f"{item.name} is not built yet (no entry for {item.alias}); build it first",
-                          path=session.lock_path)
-    session.backend.check()
+    session = env.session(names=(name,), backend=backend, offline=offline, overrides=overrides,
+                          backend_options=_backend_values(kwargs))
+    done = workflow.verify(session)
+    item, report, results = done.item, done.report, done.report.results
     if item.state is not State.FRESH:
-        click.echo(f"warning: {item.alias} is stale; checking the built template against the current layers",
+        click.echo(f"warning: {item.alias} is stale; the built template was checked against the current layers",
                    err=True)
-    report = session.backend.verify(item.spec, item.entry)
-    results = report.results
     if as_json:
         click.echo(json.dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
-                                "duration_s": r.duration_s, "found": {r.fact: r.found} if r.fact else {}}
+                                "duration_s": r.duration_s, "found": {r.fact: r.found} if r.found else {}}
                                for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
                [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
         found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
         click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
+        inv = done.inventory
+        if inv is not None:
+            click.echo(f"inventory of build {inv.build_id}: {len(inv.pip)} Python packages, {len(inv.apt)} apt packages")
     if not report.ok:
         sys.exit(1)
+
+
+@cli.command()
+@common
+@click.argument("name")
+@click.argument("old", metavar="[FROM", required=False, default="previous")
+@click.argument("new", metavar="[TO]]", required=False, default="current")
+@backend_option
+@json_option
+@pass_env
+def diff(env, name, old, new, backend, as_json):
+    """Packages added, removed and changed between two builds (IDs, channels, previous, current)."""
+    from e2b_matrix import workflow
+
+    d = workflow.diff(env.session(backend=backend), name, old, new)
+    if as_json:
+        click.echo(json.dumps(d.to_json(), indent=2))
+        return
+    _print_diff(d)
+
+
+def _print_diff(d, indent: str = "") -> None:
+    click.echo(f"{indent}{d.alias}: build {d.before} -> {d.after}: {d.counts()}")
+    for c in d.changes:
+        click.echo(f"{indent}  {c.line()}")
 
 
 # -- releases --------------------------------------------------------------------------
@@ -440,8 +462,10 @@ def promote(env, names, channel, backend):
     """Point a channel at each variant's locked build, and record it in the lock."""
     from e2b_matrix import workflow
 
-    for e in workflow.promote(env.session(backend=backend), names, channel):
+    for e, moved in workflow.promote(env.session(backend=backend), names, channel):
         click.echo(f"{e.alias}: {channel} -> {e.build_id}")
+        if moved is not None:
+            _print_diff(moved, "  ")
 
 
 @cli.command()

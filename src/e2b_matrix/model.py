@@ -113,6 +113,7 @@ class Check:
     layer: str = ""
     version: str | None = None
     fact: str = ""
+    capture: bool = False  # an inventory check: its output is recorded as ``fact``, not judged
 
     @property
     def stateful(self) -> bool:
@@ -453,8 +454,16 @@ class LockEntry:
 
     @property
     def reference(self) -> str:
-        """The pinned build: ``<template_id>:<build_id>``."""
-        return f"{self.template_id}:{self.build_id}"
+        """The pinned build: ``<alias>:<build_id>``.
+
+        E2B resolves the name, then matches a UUID "tag" against the build IDs of the template's
+        tag assignments (e2b-dev/infra, packages/db/queries/templates/get_template_with_build_by_tag.sql):
+        exactly this build. The alias keeps the Nexus server's fast path, which skips its 10-15 s
+        mount-time dependency checks only for a reference holding ``nexus-sandbox`` (nexi-lab/nexus,
+        src/nexus/bricks/sandbox/sandbox_manager.py, ``preinstalled_templates``); a bare template
+        ID never does.
+        """
+        return f"{self.alias}:{self.build_id}"
 
     def replaced_by(self, new: LockEntry) -> LockEntry:
         """``new`` with this build pushed onto its history; channels stay where they point."""

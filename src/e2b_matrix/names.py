@@ -133,6 +133,14 @@ def check_http_url(value) -> str:
     return check_url(value, ("http", "https"))
 
 
+# A Python or Debian package as an inventory records it: pip's canonical names, Debian's names
+# (libstdc++6), versions of both kinds (1.0.post1+local, 1:2.36-9+deb12u4, 3.0~rc1).
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PACKAGE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~:!-]{0,127}")
+check_package_name = matching(PACKAGE_NAME, "a package name", False)
+check_package_version = matching(PACKAGE_VERSION, "a package version", False)
+
+
 def check_image(value) -> str:
     return _image(nonempty_text(value))
 

@@ -30,6 +30,7 @@ class CheckResult:
     duration_s: float = 0.0
     fact: str = ""   # what a version check reports (the check's ``fact``: "python")
     found: str = ""  # the version it found in the output ("3.13.1"), matching or not
+    output: str = attrs.field(default="", repr=False)  # an inventory check's whole output
 
     def line(self) -> str:
         """The check and its detail on one line: what a run's error message names."""
@@ -56,6 +57,11 @@ class VerifyReport:
         """fact -> the version found, e.g. ``{"python": "3.13.1"}`` (what an inventory records)."""
         return {r.fact: r.found for r in self.results if r.fact and r.found}
 
+    @property
+    def captured(self) -> dict[str, str]:
+        """fact -> an inventory check's output, e.g. ``{"pip": "[...]"}``."""
+        return {r.fact: r.output for r in self.results if r.fact and r.output}
+
 
 def judge(check: Check, code: int, output: str) -> CheckResult:
     """A command check passes when it exits 0 and its output holds ``expect`` (if set); a version
@@ -63,6 +69,9 @@ def judge(check: Check, code: int, output: str) -> CheckResult:
     output = output.strip()
     if code != 0:
         return _result(check, False, f"exit {code}: {output[-300:]}")
+    if check.capture:
+        return attrs.evolve(_result(check, True, f"recorded ({len(output.splitlines())} lines)"),
+                            fact=check.fact, output=output)
     if check.expect is not None and check.expect not in output:
         return _result(check, False, f"expected {check.expect!r} in: {output[-300:]}")
     last = output.splitlines()[-1][:120] if output else ""

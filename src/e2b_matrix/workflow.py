@@ -109,6 +109,13 @@ def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[P
     return make_plan(specs, lock.entries, session.backend.staleness)
 
 
+def planned(session: Session) -> tuple[Project, TemplateLock, list[PlanItem]]:
+    """load -> specs -> plan: the one chain ``build``, ``plan``, ``verify`` and ``lock check`` share."""
+    project = load(session)
+    lock = session.lock()
+    return project, lock, plan(session, resolve_specs(session, project, lock), lock)
+
+
 def preflight(session: Session, aliases=()) -> Path | None:
     """Everything a build will write, checked before the first request: the logs folder (or None:
     a warning, and no log files), the state folder, the lock files of ``aliases`` and the lock
@@ -184,20 +191,95 @@ def build(options: Options, settings: Settings | None = None,
     """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it."""
     session = Session.open(options, settings)
     session.backend.check()  # no key: stop before the package index is asked or its cache written
-    project = load(session)
-    lock = session.lock()
-    specs = resolve_specs(session, project, lock)
-    return run(session, plan(session, specs, lock), reporter)
+    return run(session, planned(session)[2], reporter)
 
 
 # -- reading the plan and the lock -------------------------------------------------
 
 def check_lock(session: Session) -> list[PlanItem]:
     """Every variant against the lock, plus entries no longer defined (``lock check``)."""
-    project = load(session)
-    lock = session.lock()
-    items = plan(session, resolve_specs(session, project, lock), lock)
+    project, lock, items = planned(session)
     return items + orphans(lock.entries, [v.alias for v in project.variants])
+
+
+@attrs.frozen
+class Verified:
+    """What ``verify`` found: the plan item checked, every check's result, what the build holds."""
+
+    item: PlanItem
+    report: object                  # verify.VerifyReport
+    inventory: object | None        # inventory.Inventory, recorded beside the lock
+
+
+def verify(session: Session) -> Verified:
+    """Run the named variant's checks against its locked build; record what it holds beside the lock."""
+    from e2b_matrix import inventory
+
+    item = planned(session)[2][0]
+    if item.entry is None:
+        raise ConfigError(f"{item.name} is not built yet (no entry for {item.alias}); build it first",
+                          path=session.lock_path)
+    session.backend.check()
+    report = session.backend.verify(item.spec, item.entry)
+    return Verified(item, report, inventory.record(session.lock_path, item.alias, item.entry.build_id, report))
+
+
+@attrs.frozen
+class Diff:
+    """What changed between two builds of an alias, package by package (``diff``, ``promote``)."""
+
+    alias: str
+    before: str                     # build IDs
+    after: str
+    changes: tuple = ()             # inventory.Change, by kind then name
+
+    def counts(self) -> str:
+        whats = [c.what for c in self.changes]
+        return ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed")) or "no change"
+
+    def to_json(self) -> dict:
+        return {"alias": self.alias, "from": self.before, "to": self.after,
+                "changes": [c.to_json() for c in self.changes]}
+
+
+def diff(session: Session, name: str, old: str = "previous", new: str = "current") -> Diff:
+    """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
+    build ID, a channel, ``previous`` or ``current``. NothingToDo when either has no inventory."""
+    from e2b_matrix import inventory
+
+    entry = session.lock().entry(name)
+    before, after = _build_of(session, entry, old, "FROM"), _build_of(session, entry, new, "TO")
+    found = []
+    for build_id in (before, after):
+        inv = inventory.load(session.lock_path, entry.alias, build_id)
+        if inv is None:
+            raise NothingToDo(f"no inventory of {entry.alias} build {build_id}: verify records one "
+                              f"(e2b-matrix verify {entry.variant}, or build --verify)")
+        found.append(inv)
+    return Diff(entry.alias, before, after, tuple(inventory.diff(*found)))
+
+
+def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
+    """A build of ``entry`` named by ID, channel, ``previous`` or ``current``."""
+    from e2b_matrix import inventory, names
+
+    if ref == "current":
+        return entry.build_id
+    if ref == "previous":
+        if not entry.history:
+            raise NothingToDo(f"{entry.alias} has no previous build")
+        return entry.history[0].build_id
+    if ref in entry.channels:
+        return entry.channels[ref]
+    if ref in {entry.build_id, *(b.build_id for b in entry.history)}:
+        return ref
+    try:
+        if inventory.exists(session.lock_path, entry.alias, ref):  # an older build, beyond the history
+            return ref
+    except ValueError:
+        pass
+    raise ConfigError(f"{names.shown(ref)} is not a build ID, a channel, 'previous' or 'current' of {entry.alias}",
+                      key=key)
 
 
 def reference(session: Session, name: str | None = None, *, bare: bool = False, channel: str | None = None) -> str:
@@ -227,15 +309,31 @@ def entries_for(session: Session, names) -> list[LockEntry]:
     return [lock.entry(n) for n in dict.fromkeys(names)]
 
 
-def promote(session: Session, names, channel: str) -> list[LockEntry]:
-    """Point ``channel`` at each named variant's locked build (promote)."""
+def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
+    """Point ``channel`` at each named variant's locked build (promote); with each, what the move
+    changes (the packages of what the channel pointed at against the build it now points at), when
+    both builds have an inventory."""
     from e2b_matrix import build as b
 
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
     session.backend.check()
     secrets = session.settings.secrets()
-    return [b.promote(session.backend, session.lock_path, e.alias, channel, secrets) for e in entries]
+    out = []
+    for e in entries:
+        before = e.channels.get(channel)
+        after = b.promote(session.backend, session.lock_path, e.alias, channel, secrets)
+        out.append((after, _moved(session, after, before)))
+    return out
+
+
+def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | None:
+    if before is None or before == entry.build_id:
+        return None
+    try:
+        return diff(session, entry.alias, before, entry.build_id)
+    except (NothingToDo, ConfigError):  # no inventory of one of them: nothing to show
+        return None
 
 
 def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:

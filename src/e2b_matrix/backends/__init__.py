@@ -88,7 +88,7 @@ class Backend(Protocol):
         """Run the spec's checks (those this backend ``runs``) on the build: a verify.VerifyReport."""
 
     def reference(self, entry: LockEntry) -> str:
-        """What runs the pinned build (E2B: ``template_id:build_id``)."""
+        """What runs the pinned build (E2B: ``<alias>:<build_id>``)."""
 
     def channel_reference(self, entry: LockEntry, channel: str) -> str: ...
 

@@ -16,7 +16,7 @@ Which parameter a backend starts from is the backend's rule (backends/);
 an image of another Python says so with ``image_python`` (Debian bookworm: 3.11).
 """
 
-from e2b_matrix import names
+from e2b_matrix import inventory, names
 from e2b_matrix.model import Check, Layer, Param, Step, run
 
 USER = "user"
@@ -36,6 +36,9 @@ def _checks(params, ctx):
         Check("stateful python", cells=("x = 42", "x + 8"), expect="50"),
         # fails naming both when the template's Python is not the declared one; verify reports it as "python"
         Check("python3 --version", command="python3 --version", version=ctx.python, fact="python"),
+        # what the build holds, recorded beside the lock by verify (inventory.py)
+        Check("pip packages", command=inventory.PIP_LIST, fact="pip", capture=True),
+        Check("apt packages", command=inventory.APT_LIST, fact="apt", capture=True),
     )
 
 

@@ -287,7 +287,7 @@ class TemplateLock:
         return self.entry(name).template_id
 
     def reference(self, name: str) -> str:
-        """The pinned build: ``<template_id>:<build_id>``."""
+        """The pinned build: ``<alias>:<build_id>`` (LockEntry.reference)."""
         return self.entry(name).reference
 
     def _unknown_message(self, name: str) -> str:

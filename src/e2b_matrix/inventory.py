@@ -1,0 +1,195 @@
+"""What a build holds: its Python, every Python package and every apt package, and what changed.
+
+``verify`` (and ``build --verify``) run the base layer's inventory checks
+(``pip list``, ``dpkg-query``: checks with ``capture``) with the smoke
+checks, in the same sandbox or container; ``from_report`` turns their output
+into an ``Inventory``, kept beside the lock (``<lock>.inventory/<alias>/
+<build_id>.toml``: not inside the lock the server reads, which stays small).
+``diff`` lists the packages added, removed and changed between two builds.
+
+An inventory file is input like the lock: read through the bounded TOML
+parser and validated field by field on read; written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import attrs
+
+from e2b_matrix import files, names
+from e2b_matrix.errors import ConfigError, MatrixError
+from e2b_matrix.model import FrozenMap, _frozen_map, _map_of, _show_key, _valid
+
+SCHEMA = 1
+KINDS = ("python", "pip", "apt")
+# The base layer's inventory checks: their output is recorded, not judged (stderr is not part of it).
+PIP_LIST = "python3 -m pip list --format=json --disable-pip-version-check 2>/dev/null"
+APT_LIST = "dpkg-query -W -f='${Package}\\t${Version}\\n' 2>/dev/null"
+
+_PACKAGES = _map_of(names.check_package_name, names.check_package_version)
+
+
+def _aware(value) -> dt.datetime:
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise ValueError("expected a date-time with a timezone")
+    return value
+
+
+@attrs.frozen
+class Inventory:
+    """The packages one build of an alias holds."""
+
+    alias: str = attrs.field(validator=_valid(names.check_alias))
+    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
+    recorded_at: dt.datetime = attrs.field(validator=_valid(_aware))
+    python: str = attrs.field(default="", validator=_valid(lambda v: v == "" or names.check_package_version(v)))
+    pip: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)
+    apt: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)
+
+    def packages(self, kind: str) -> dict[str, str]:
+        if kind == "python":
+            return {"python": self.python} if self.python else {}
+        return dict(getattr(self, kind))
+
+
+@attrs.frozen
+class Change:
+    kind: str            # python, pip, apt
+    name: str
+    old: str | None      # None: added
+    new: str | None      # None: removed
+
+    @property
+    def what(self) -> str:
+        return "added" if self.old is None else "removed" if self.new is None else "changed"
+
+    def line(self) -> str:
+        if self.old is None:
+            return f"+ {self.kind} {self.name} {self.new}"
+        if self.new is None:
+            return f"- {self.kind} {self.name} {self.old}"
+        return f"~ {self.kind} {self.name} {self.old} -> {self.new}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "change": self.what, "from": self.old, "to": self.new}
+
+
+def diff(before: Inventory, after: Inventory) -> list[Change]:
+    """Every package added, removed or changed from ``before`` to ``after``, by kind, then name."""
+    out = []
+    for kind in KINDS:
+        old, new = before.packages(kind), after.packages(kind)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                out.append(Change(kind, name, old.get(name), new.get(name)))
+    return out
+
+
+# -- from a verify run ---------------------------------------------------------------
+
+def from_report(alias: str, build_id: str, report) -> Inventory | None:
+    """The inventory in a verify report's captured outputs (None when the run captured none);
+    MatrixError when an output is not what its command prints."""
+    captured = report.captured
+    if not captured and "python" not in report.found:
+        return None
+    try:
+        return Inventory(alias=alias, build_id=build_id, recorded_at=_now(), python=report.found.get("python", ""),
+                         pip=parse_pip(captured.get("pip", "")), apt=parse_apt(captured.get("apt", "")))
+    except ValueError as exc:
+        raise MatrixError(f"cannot record the inventory of {alias} build {build_id}: {exc}") from None
+
+
+def record(lock_path, alias: str, build_id: str, report) -> Inventory | None:
+    """Keep what a verify run found beside the lock; the inventory (None when the run captured none)."""
+    inv = from_report(alias, build_id, report)
+    if inv is not None:
+        save(lock_path, inv)
+    return inv
+
+
+def parse_pip(text: str) -> dict[str, str]:
+    """``pip list --format=json`` -> {canonical name: version}; ValueError when it is not that."""
+    from packaging.utils import canonicalize_name
+
+    if not text.strip():
+        return {}
+    rows = files.parse_json(text)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                             and isinstance(r.get("version"), str) for r in rows):
+        raise ValueError("pip list: expected a JSON list of {name, version}")
+    return {canonicalize_name(r["name"]): r["version"] for r in rows}
+
+
+def parse_apt(text: str) -> dict[str, str]:
+    """``dpkg-query -W -f='${Package}\\t${Version}\\n'`` -> {package: version}."""
+    out = {}
+    for line in text.splitlines():
+        name, tab, version = line.strip().partition("\t")
+        if tab and name and version:
+            out[name] = version
+    return out
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+# -- beside the lock -----------------------------------------------------------------
+
+def folder(lock_path) -> Path:
+    """``templates.lock`` -> ``templates.inventory/``; ``templates.docker.lock`` -> ``templates.docker.inventory/``."""
+    path = Path(lock_path)
+    return path.with_name(path.name.removesuffix(".lock") + ".inventory")
+
+
+def path_of(lock_path, alias: str, build_id: str) -> Path:
+    names.check_alias(alias)
+    names.check_lock_id(build_id)
+    return folder(lock_path) / alias / f"{build_id.replace('/', '_').replace(':', '_')}.toml"
+
+
+def save(lock_path, inv: Inventory) -> Path:
+    import tomli_w  # writers only
+
+    path = path_of(lock_path, inv.alias, inv.build_id)
+    doc = {"schema": SCHEMA, **{f.name: (dict(v) if isinstance(v := getattr(inv, f.name), FrozenMap) else v)
+                                for f in attrs.fields(Inventory)}}
+    blocked = files.check_writable_dir(path.parent, inside=Path(lock_path).parent)  # no folder is a link
+    if blocked:
+        raise ConfigError(f"cannot write the inventory: {blocked[1]}", path=blocked[0])
+    files.atomic_write(path, ("# Recorded by e2b-matrix verify; do not edit.\n" + tomli_w.dumps(doc)).encode())
+    return path
+
+
+def load(lock_path, alias: str, build_id: str) -> Inventory | None:
+    """The inventory of one build, or None when none was recorded; ConfigError naming the file when bad."""
+    path = path_of(lock_path, alias, build_id)
+    try:
+        text = files.read_text(path)
+        if text is None:
+            return None
+        doc = files.parse_toml(text)
+    except (files.FileError, ValueError) as exc:
+        raise ConfigError(str(exc), path=path) from None
+    fields = {f.name for f in attrs.fields(Inventory)}
+    unknown = sorted(set(doc) - fields - {"schema"})
+    if unknown:
+        raise ConfigError("unknown key", path=path, key=_show_key(unknown[0]))
+    if doc.get("schema") != SCHEMA:
+        raise ConfigError(f"expected schema {SCHEMA}", path=path, key="schema")
+    try:
+        inv = Inventory(**{k: v for k, v in doc.items() if k != "schema"})
+    except (TypeError, ValueError) as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ConfigError(message or field, path=path, key=field if message else None) from None
+    if (inv.alias, inv.build_id) != (alias, build_id):
+        raise ConfigError(f"holds {inv.alias} build {inv.build_id}, not {alias} build {build_id}", path=path)
+    return inv
+
+
+def exists(lock_path, alias: str, build_id: str) -> bool:
+    return os.path.lexists(path_of(lock_path, alias, build_id))

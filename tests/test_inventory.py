@@ -1,0 +1,175 @@
+"""What a build holds: recorded by verify beside the lock, compared by diff, shown by promote."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from conftest import cli_runner, snapshot, write
+from e2b_matrix import inventory
+from e2b_matrix.cli import cli
+from e2b_matrix.errors import ConfigError
+from e2b_matrix.verify import CheckResult, VerifyReport
+from test_build import lock_of
+from test_reliability import assert_refused
+from test_verify import FakeSandbox
+
+WHEN = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def inv(build_id="b1", python="3.13.2", pip=None, apt=None, alias="nexus-sandbox-pinned"):
+    return inventory.Inventory(alias=alias, build_id=build_id, recorded_at=WHEN, python=python,
+                               pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0"} if pip is None else pip,
+                               apt={"bash": "5.2.15-2+b7"} if apt is None else apt)
+
+
+def run(project, *args):
+    return cli_runner().invoke(cli, ["-C", str(project), *args])
+
+
+# -- the model and the file -----------------------------------------------------------
+
+def test_diff_lists_added_removed_and_changed_by_kind_then_name():
+    old = inv(pip={"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "gone": "1.0"}, python="3.13.1")
+    new = inv(pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0", "fresh": "2.0"}, apt={"bash": "5.2.15-2+b7", "jq": "1.6"})
+    assert [c.line() for c in inventory.diff(old, new)] == [
+        "~ python python 3.13.1 -> 3.13.2", "+ pip fresh 2.0", "- pip gone 1.0",
+        "~ pip nexus-ai-fs 0.5.5 -> 0.5.6", "+ apt jq 1.6"]
+    assert inventory.diff(new, new) == []
+
+
+def test_an_inventory_is_saved_beside_the_lock_and_read_back(tmp_path):
+    lock = tmp_path / "templates.lock"
+    path = inventory.save(lock, inv())
+    assert path == tmp_path / "templates.inventory" / "nexus-sandbox-pinned" / "b1.toml"
+    assert inventory.load(lock, "nexus-sandbox-pinned", "b1") == inv()
+    assert inventory.load(lock, "nexus-sandbox-pinned", "b2") is None
+    assert inventory.folder(tmp_path / "templates.docker.lock") == tmp_path / "templates.docker.inventory"
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda t: t.replace('nexus-ai-fs = "0.5.6"', 'nexus-ai-fs = "0.5.6; curl x | sh"'), "pip.nexus-ai-fs: "),
+    (lambda t: t.replace("[apt]", "[apt]\n\"bad name\" = \"1\""), "apt"),
+    (lambda t: t + "\n[extra]\nx = 1\n", "extra: unknown key"),
+    (lambda t: t.replace("schema = 1", "schema = 9"), "schema"),
+    (lambda t: t.replace('build_id = "b1"', 'build_id = "b2"'), "holds nexus-sandbox-pinned build b2"),
+    (lambda t: t.replace("[pip]", "[pip]\n" + "x = " + "[" * 50 + "]" * 50), "nested"),
+])
+def test_an_inventory_file_is_input_too(tmp_path, edit, key):
+    lock = tmp_path / "templates.lock"
+    path = inventory.save(lock, inv())
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ConfigError) as info:
+        inventory.load(lock, "nexus-sandbox-pinned", "b1")
+    assert str(info.value).startswith(str(path)) and key in str(info.value) and "\n" not in str(info.value)
+
+
+def test_from_report_reads_pip_json_and_dpkg_lines():
+    report = VerifyReport([
+        CheckResult("python3 --version", "base", True, fact="python", found="3.13.2"),
+        CheckResult("pip packages", "base", True, fact="pip",
+                    output=json.dumps([{"name": "Jupyter_Server", "version": "2.14.2"}])),
+        CheckResult("apt packages", "base", True, fact="apt", output="bash\t5.2\nlibc6\t2.36-9+deb12u4\n\n"),
+    ])
+    got = inventory.from_report("a", "b", report)
+    assert (got.python, dict(got.pip), dict(got.apt)) == ("3.13.2", {"jupyter-server": "2.14.2"},
+                                                          {"bash": "5.2", "libc6": "2.36-9+deb12u4"})
+
+
+# -- through the CLI, on E2B with a stand-in sandbox -----------------------------------------
+
+@pytest.fixture
+def sandboxes(monkeypatch):
+    """What the next sandboxes hold: set ``state["pip"]`` before a verify."""
+    import e2b_code_interpreter
+
+    state = {"pip": {"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "anyio": "4.4.0"}}
+    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
+                        staticmethod(lambda template, **kw: FakeSandbox(template, pip=dict(state["pip"]))))
+    return state
+
+
+def test_verify_records_an_inventory_and_diff_compares_two_builds(project, emu, sandboxes):
+    assert run(project, "build", "latest", "--verify").exit_code == 0
+    first = lock_of(project).entry("latest")
+    path = project / "templates.inventory" / first.alias / f"{first.build_id}.toml"
+    assert path.exists()
+    recorded = inventory.load(project / "templates.lock", first.alias, first.build_id)
+    assert recorded.python == "3.13.2" and recorded.pip["nexus-ai-fs"] == "0.5.5" and recorded.apt["fuse"]
+    assert "templates.inventory" not in (project / "templates.lock").read_text()  # not inside the lock
+    r = run(project, "diff", "latest")
+    assert r.exit_code == 1 and "has no previous build" in r.stderr
+
+    assert run(project, "promote", "latest", "--channel", "stable").exit_code == 0
+    sandboxes["pip"] = {"nexus-ai-fs": "0.5.6", "httpx": "0.28.1", "sniffio": "1.3.1"}
+    assert run(project, "build", "latest", "--force").exit_code == 0  # built, not verified: no inventory yet
+    r = run(project, "diff", "latest")
+    assert r.exit_code == 1 and "no inventory of nexus-sandbox-latest build" in r.stderr
+    r = run(project, "verify", "latest")
+    assert r.exit_code == 0 and "inventory of build" in r.stdout and "3 Python packages, 2 apt packages" in r.stdout
+    second = lock_of(project).entry("latest")
+
+    expected = ["- pip anyio 4.4.0", "~ pip httpx 0.27.0 -> 0.28.1", "~ pip nexus-ai-fs 0.5.5 -> 0.5.6",
+                "+ pip sniffio 1.3.1"]
+    for args in ([], ["previous", "current"], [first.build_id, second.build_id], ["stable", "current"]):
+        r = run(project, "diff", "latest", *args)
+        assert r.exit_code == 0, r.output
+        lines = r.stdout.splitlines()
+        assert lines[0] == (f"nexus-sandbox-latest: build {first.build_id} -> {second.build_id}: "
+                            "1 added, 1 removed, 2 changed")
+        assert [x.strip() for x in lines[1:]] == sorted(expected, key=lambda x: x.split()[2])
+    data = json.loads(run(project, "diff", "latest", "--json").stdout)
+    assert data["from"] == first.build_id and {c["name"]: c["change"] for c in data["changes"]} == {
+        "anyio": "removed", "httpx": "changed", "nexus-ai-fs": "changed", "sniffio": "added"}
+    assert run(project, "diff", "latest", "current", "previous").stdout.count("+ pip anyio 4.4.0") == 1
+
+    # promote prints what the move changes: stable pointed at the first build
+    r = run(project, "promote", "latest", "--channel", "stable")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == f"nexus-sandbox-latest: stable -> {second.build_id}"
+    assert "~ pip nexus-ai-fs 0.5.5 -> 0.5.6" in r.stdout and "1 added, 1 removed, 2 changed" in r.stdout
+
+
+def test_diff_refuses_what_names_no_build(project, emu, sandboxes):
+    assert run(project, "build", "latest", "--verify").exit_code == 0
+    emu.reset_counters()
+    before = snapshot(project)
+    for ref, expected in [("nope", "FROM: 'nope' is not a build ID, a channel, 'previous' or 'current'"),
+                          ("../../etc/passwd", "FROM: '../../etc/passwd' is not a build ID"),
+                          ("a\x1b[2J", "FROM: 'a\\x1b[2J' is not a build ID")]:
+        line = assert_refused(project, emu, ["diff", "latest", ref, "current"], expected, before=before)
+        assert "\x1b" not in line
+    assert_refused(project, emu, ["diff", "lates"], "no template 'lates'", before=before)
+
+
+def test_a_build_verify_that_fails_records_no_inventory(project, emu, monkeypatch):
+    import e2b_code_interpreter
+
+    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
+                        staticmethod(lambda template, **kw: FakeSandbox(template, fail=("fuse.conf",))))
+    assert run(project, "build", "latest", "--verify").exit_code == 1
+    assert not (project / "templates.inventory").exists()
+
+
+def test_a_bad_inventory_file_is_one_line(project, emu, sandboxes):
+    assert run(project, "build", "latest", "--verify").exit_code == 0
+    entry = lock_of(project).entry("latest")
+    path = project / "templates.inventory" / entry.alias / f"{entry.build_id}.toml"
+    write(path, path.read_text().replace("[pip]", "[pip]\n\"x y\" = \"1\""))
+    assert run(project, "build", "latest", "--force").exit_code == 0
+    assert run(project, "verify", "latest").exit_code == 0
+    emu.reset_counters()
+    assert_refused(project, emu, ["diff", "latest"], f"{path}: pip.")
+
+
+@pytest.mark.parametrize("linked", ["templates.inventory", "templates.inventory/nexus-sandbox-latest"])
+def test_an_inventory_is_never_written_through_a_link(project, emu, sandboxes, tmp_path_factory, linked):
+    outside = tmp_path_factory.mktemp("outside")
+    (project / linked).parent.mkdir(parents=True, exist_ok=True)
+    (project / linked).symlink_to(outside, target_is_directory=True)
+    assert run(project, "build", "latest", "--verify").exit_code == 0  # the build stands: a warning
+    assert list(outside.iterdir()) == []
+    r = run(project, "verify", "latest")
+    assert r.exit_code == 2 and "symbolic link" in r.stderr and list(outside.iterdir()) == []
