@@ -16,11 +16,32 @@ Which parameter a backend starts from is the backend's rule (backends/);
 an image of another Python says so with ``image_python`` (Debian bookworm: 3.11).
 """
 
+import functools
+
 from e2b_matrix import inventory, names
-from e2b_matrix.model import Check, Layer, Param, Step, run
+from e2b_matrix.model import Base, Check, Layer, Param, Step, run
 
 USER = "user"
 HOME = "/home/user"
+# What a base already has from pip (data files beside this module): a pip step on it is resolved
+# with these as constraints (pins.py). E2B's image of the code interpreter is the same template;
+# another image (the Docker backend's Debian base) has none known.
+INSTALLED = {("template", "code-interpreter-v1"): "code-interpreter-v1.txt",
+             ("image", "e2bdev/code-interpreter:latest"): "code-interpreter-v1.txt"}
+
+
+def installed(base: Base) -> tuple[str, ...]:
+    """The pip packages (``name==version``) the base is known to have; () when unknown."""
+    data = INSTALLED.get((base.kind, base.ref))
+    return _read(data) if data else ()
+
+
+@functools.cache
+def _read(data: str) -> tuple[str, ...]:
+    from importlib.resources import files
+
+    text = files(__package__).joinpath(data).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
 def _steps(params, ctx):
