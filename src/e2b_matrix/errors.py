@@ -47,6 +47,10 @@ class BuildError(MatrixError):
     """The build itself failed (E2B said error, docker build failed): not retried."""
 
 
+class CompileError(MatrixError):
+    """uv could not resolve a pip step's requirements (or stopped): the files stay as they were."""
+
+
 class TransientError(MatrixError):
     """Worth another attempt: 429, 5xx, a reset connection, a timeout."""
 

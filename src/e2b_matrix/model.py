@@ -238,6 +238,34 @@ class ResolvedLayer:
 
 
 @attrs.frozen(slots=False)
+class Requirements:
+    """A pip step's committed requirements file (pins.py): the question it answers and the answer.
+
+    The question is what the step asks for (``asks``) for the base's ``python`` on ``platform``,
+    constrained by what the base and the earlier steps install (``constraints``, ``name==version``);
+    ``identity`` hashes it and names the file (``path``). ``content`` is the file as committed
+    (None when missing); ``problem`` says why it cannot be installed as is ("" when it can).
+    """
+
+    layer: str
+    key: str                        # the spec input that records it: "requirements.nexus"
+    asks: tuple[str, ...] = attrs.field(converter=_tuple)
+    python: str
+    platform: str
+    constraints: tuple[str, ...] = attrs.field(converter=_tuple)
+    identity: str
+    path: str                       # "requirements/nexus-<identity[:12]>.txt", relative to the project
+    content: bytes | None = attrs.field(default=None, eq=False, repr=False)
+    digest: str = ""                # sha256 of content
+    pinned: tuple[str, ...] = attrs.field(default=(), converter=_tuple, eq=False, repr=False)  # name==version
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.content is not None and not self.problem
+
+
+@attrs.frozen(slots=False)
 class BuildSpec:
     """A variant resolved for one backend: everything a build needs, nothing else."""
 
@@ -249,12 +277,15 @@ class BuildSpec:
     checks: tuple[Check, ...]
     start_cmd: str | None = None
     ready_cmd: str | None = None
-    # Content hashes of files the steps copy (none for the shipped layers).
+    # Content hashes of the files a build takes: the backend's (CA certificates) and the
+    # requirements files the steps copy.
     files: tuple[tuple[str, str], ...] = ()
     # Build ID of a parent template built by this project (from_template on one
     # of our aliases): E2B resolves it at submit time, so it is an input.
     parent_build: str | None = None
     fingerprint: str = ""
+    # Each pip step's requirements file, in step order (pins.py).
+    requirements: tuple[Requirements, ...] = ()
 
     @property
     def name(self) -> str:
@@ -274,6 +305,8 @@ class BuildSpec:
         for rl in self.layers:
             for key, value in rl.params:
                 out[f"{rl.name}.{key}"] = value if isinstance(value, str) else json.dumps(value)
+        for r in self.requirements:
+            out[r.key] = f"{r.path}@{r.digest[:12] or '(missing)'}"
         if self.parent_build:
             out["parent_build"] = self.parent_build
         return out

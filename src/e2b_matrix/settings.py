@@ -65,6 +65,12 @@ def _path(text: str) -> str:
     return names.check_text(text)
 
 
+def _uv_args(text: str) -> tuple[str, ...]:
+    from e2b_matrix.pins import check_uv_args  # only when the variable is set
+
+    return check_uv_args(text)
+
+
 def _key(text: str) -> str | None:
     """An API key: surrounding whitespace stripped (a file saved on Windows), nothing odd inside."""
     key = text.strip()
@@ -111,6 +117,7 @@ VARS = {v.name: v for v in (
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
     Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
+    Var("E2B_MATRIX_UV_ARGS", _uv_args, (), "extra `uv pip compile` options for compile (an index, --exclude-newer)"),
 )}
 
 
@@ -136,6 +143,7 @@ class Settings:
     docker_buildkit: bool | None = None
     home: Path = attrs.field(factory=Path.home)
     cache_dir: Path | None = None
+    uv_args: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
@@ -151,7 +159,8 @@ class Settings:
                               v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
             build_timeout=v[BUILD_TIMEOUT],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
-            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix")
+            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix",
+            uv_args=v["E2B_MATRIX_UV_ARGS"])
 
     def key(self) -> str | None:
         """E2B_API_KEY, else ``teamApiKey`` in ~/.e2b/config.json; None when neither has one."""
