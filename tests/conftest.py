@@ -18,10 +18,30 @@ INDEX_URL = (DATA / "index").as_uri()
 sys.path.insert(0, str(TESTS))  # the emulator and helpers are plain modules here
 
 
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory) -> Path:
+    """A folder of tiny wheels: what the shipped layers' pip steps ask for (tests/wheelhouse.py)."""
+    from wheelhouse import shipped
+
+    return shipped(tmp_path_factory.mktemp("wheels"))
+
+
+def uv_args(wheels: Path) -> str:
+    """E2B_MATRIX_UV_ARGS that make uv resolve from ``wheels`` only: no index, no network."""
+    import shlex
+
+    return f"--no-index --find-links {shlex.quote(str(wheels))}"
+
+
+# For the end-to-end builds: uv resolves from the real index (pip inside the image installs what it pinned).
+REAL_INDEX = {"E2B_MATRIX_UV_ARGS": ""}
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path_factory):
-    """No test touches the network, the user's cache or real credentials."""
+def isolated_env(monkeypatch, tmp_path_factory, wheels):
+    """No test touches the network, the user's cache or real credentials (uv resolves from ``wheels``)."""
     monkeypatch.setenv("E2B_MATRIX_PYPI_URL", INDEX_URL)
+    monkeypatch.setenv("E2B_MATRIX_UV_ARGS", uv_args(wheels))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     for var in ("E2B_API_KEY", "E2B_TEMPLATE_ID", "E2B_MATRIX_LOCK", "E2B_DOMAIN", "E2B_API_URL"):
@@ -68,8 +88,9 @@ def emu(monkeypatch):
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    """A copy of the shipped project (variants/) in a temporary directory."""
+    """A copy of the shipped project (variants/ and their committed requirements/) in a temporary directory."""
     shutil.copytree(ROOT / "variants", tmp_path / "variants")
+    shutil.copytree(ROOT / "requirements", tmp_path / "requirements")
     return tmp_path
 
 

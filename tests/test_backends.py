@@ -65,6 +65,7 @@ def test_a_backend_option_is_its_own(project, fake, monkeypatch):
 
 
 def test_render_formats_come_from_the_registry(project, fake):
+    assert run(project, "compile", "--backend", "fake", "minimal").exit_code == 0  # its base: its own questions
     r = run(project, "render", "minimal", "--format", "fake-json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["from"] == "fake/e2bdev/code-interpreter:latest"

@@ -12,6 +12,7 @@ from e2b_matrix import backends, render, versions
 from e2b_matrix.config import load_project
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
+from e2b_matrix.pins import Committed
 from e2b_matrix.resolve import build_spec, canonical, fingerprint, layer_order, name_safe
 from e2b_matrix.settings import Settings
 
@@ -23,8 +24,8 @@ INDEX = versions.StaticIndex({"nexus-ai-fs": {
 def specs(root=ROOT, backend="e2b", index=INDEX, offline=False, lock=None):
     p = load_project(root)
     target = backends.make(backend, Settings())
-    return {v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None)
-            for v in p.variants}
+    return {v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None,
+                               pins=Committed(root)) for v in p.variants}
 
 
 # -- layers --------------------------------------------------------------------
@@ -96,7 +97,11 @@ def test_latest_respects_the_base_python():
 def test_latest_is_pinned_in_the_spec():
     s = specs()["latest"]
     assert s.layer_versions() == {"base": "1", "fuse": "1", "nexus": "0.9.26"}
-    assert render.instructions(s.steps)[-1]["args"][0] == "pip install nexus-ai-fs==0.9.26"
+    copy, install = render.instructions(s.steps)[-2:]
+    nexus = s.requirements[-1]
+    assert nexus.asks == ("nexus-ai-fs==0.9.26",) and "nexus-ai-fs==0.9.26" in nexus.pinned
+    assert copy == {"type": "COPY", "args": [nexus.path, f"/opt/e2b-matrix/requirements/{nexus.path[13:]}", "root", ""]}
+    assert install["args"][0] == f"pip install --require-hashes --no-deps -r {copy['args'][1]}"
     docker = specs(backend="docker")
     assert docker["latest"].layer_versions()["nexus"] == "0.9.26"
 
@@ -121,7 +126,7 @@ def test_offline_reuses_the_locked_version(tmp_path):
     e2b = backends.make("e2b", Settings())
 
     def spec(name, lock):
-        return build_spec(p.variant(name), p.layers, e2b, offline, True, lock.entries)
+        return build_spec(p.variant(name), p.layers, e2b, offline, True, lock.entries, pins=Committed(ROOT))
 
     assert spec("latest", lock).layer_versions()["nexus"] == "0.5.5"
     assert spec("pinned", lock).layer_versions()["nexus"] == "0.5.6"  # nothing cached to check it against
@@ -298,9 +303,14 @@ def test_canonical_spec_holds_no_secret_and_no_force():
 
 @pytest.mark.parametrize("name", ["latest", "pinned", "minimal", "full"])
 def test_pure_instructions_equal_the_sdk(name):
-    """The fingerprint's step list is exactly what the SDK sends (checked against e2b itself)."""
+    """The fingerprint's step list is exactly what the SDK sends (checked against e2b itself); the SDK
+    adds the files hash of each COPY (the fingerprint has the file's sha256 in ``files``)."""
     s = specs()[name]
-    assert json.loads(render.to_json(s)) == render.api_body(s)
+    sent = json.loads(render.to_json(s))
+    hashes = [step.pop("filesHash", None) for step in sent["steps"]]
+    assert sent == render.api_body(s)
+    assert [h is not None for h in hashes] == [step["type"] == "COPY" for step in sent["steps"]]
+    assert sum(h is not None for h in hashes) == len(s.requirements) > 0
 
 
 def test_every_step_kind_matches_the_sdk():

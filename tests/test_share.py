@@ -46,8 +46,9 @@ def test_the_plan_says_who_computes_what():
     s = specs()
     gates = share_gates(s.values())
     # full has the most steps: it computes the whole shared prefix; the others wait for their part
-    assert gates == {"nexus-sandbox-latest": ("nexus-sandbox-full", 8),   # base, user, workdir, 5 fuse, nexus
-                     "nexus-sandbox-pinned": ("nexus-sandbox-full", 7),   # base, user, workdir, 5 fuse
+    # (a pip step is two: the copy of its requirements file, and the hashed install)
+    assert gates == {"nexus-sandbox-latest": ("nexus-sandbox-full", 10),  # base, user, workdir, 6 fuse, 2 nexus
+                     "nexus-sandbox-pinned": ("nexus-sandbox-full", 8),   # base, user, workdir, 6 fuse
                      "nexus-sandbox-minimal": ("nexus-sandbox-full", 2)}  # base, user, workdir
 
 

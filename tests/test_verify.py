@@ -14,6 +14,7 @@ from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
 from e2b_matrix.config import apply_overrides, load_project
 from e2b_matrix.model import Check, Outcome
+from e2b_matrix.pins import Committed
 from e2b_matrix.resolve import build_spec
 from e2b_matrix.verify import judge
 from e2b_matrix.settings import Settings
@@ -232,5 +233,5 @@ def test_docker_verify_judges_the_image_python_the_same_way():
     assert [r.line() for r in report.failed] == [
         "python3 --version: the template has Python 3.11.2, the base declares 3.13"]
     project = apply_overrides(load_project(ROOT), ("base.image_python=3.11",))  # as the e2e tests set it
-    spec = build_spec(project.select(("pinned",))[0], project.layers, backend, INDEX)
+    spec = build_spec(project.select(("pinned",))[0], project.layers, backend, INDEX, pins=Committed(ROOT))
     assert backend.verify(spec, built).ok

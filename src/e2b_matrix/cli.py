@@ -295,9 +295,40 @@ def render(env, name, fmt, offline, overrides, **kwargs):
 
     session = env.session(names=(name,), backend=backends.by_format(fmt), offline=offline, overrides=overrides,
                           backend_options=_backend_values(kwargs))
-    spec = workflow.resolve_specs(session, workflow.load(session), session.lock())[0]
-    text = session.backend.render(spec)
+    text = workflow.render(session, name)
     click.echo(text, nl=not text.endswith("\n"))
+
+
+@cli.command("compile")
+@common
+@click.argument("names", nargs=-1)
+@backend_option
+@click.option("-U", "--upgrade", is_flag=True, help="Re-resolve every package, ignoring the pins in the files.")
+@click.option("-P", "--upgrade-package", "packages", multiple=True, metavar="PKG",
+              help="Re-resolve only PKG, keeping every other pin (repeatable).")
+@click.option("--check", is_flag=True,
+              help="Write nothing and never run uv: exit 1 when a file is missing or out of date (CI).")
+@set_option
+@backend_own_options
+@json_option
+@pass_env
+def compile_cmd(env, names, backend, upgrade, packages, check, overrides, as_json, **kwargs):
+    """Pin and hash every pip step's packages (uv) into committed requirements files."""
+    from e2b_matrix import workflow
+
+    session = env.session(names=names, backend=backend, overrides=overrides, backend_options=_backend_values(kwargs))
+    _, results = workflow.compile_requirements(session, upgrade=upgrade, packages=packages, check=check)
+    if as_json:
+        click.echo(json.dumps([{"path": c.path, "layer": c.layer, "status": c.status, "ok": c.ok,
+                                "packages": c.packages, "bytes": c.size, "variants": c.variants}
+                               for c in results], indent=2))
+    else:
+        _table(["FILE", "STATUS", "PACKAGES", "VARIANTS"],
+               [[c.path, c.status, str(c.packages) if c.ok else "", ",".join(c.variants)] for c in results])
+        if not results:
+            click.echo("no pip steps: nothing to compile", err=True)
+    if not all(c.ok for c in results):
+        sys.exit(1)
 
 
 # -- building --------------------------------------------------------------------------
@@ -318,6 +349,8 @@ def build_options(f):
                      help="Point CHANNEL at each variant that built (and passed --verify) or was fresh."),
         click.option("--no-share", is_flag=True,
                      help="Start every build at once, each running the steps it shares with others."),
+        click.option("--locked", is_flag=True,
+                     help="Refuse (exit 2) instead of compiling a missing or out-of-date requirements file (CI)."),
         offline_option, set_option, backend_own_options, json_option,
     ]):
         f = option(f)
@@ -341,8 +374,8 @@ def build_all(env, **options):
     _build(env, (), **options)
 
 
-def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, no_share, offline, overrides,
-           as_json, **kwargs):
+def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, no_share, locked, offline,
+           overrides, as_json, **kwargs):
     import signal
 
     from e2b_matrix import workflow
@@ -350,7 +383,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
 
     options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
                                overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
-                               wait=not no_wait, verify=verify, promote=promote, share=not no_share)
+                               wait=not no_wait, verify=verify, promote=promote, share=not no_share, locked=locked)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter(env.verbose, env.quiet, as_json) as reporter:
@@ -606,6 +639,7 @@ def _console_logging(env: Env) -> None:
     root.addHandler(_console_handler)
     root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else
                   logging.INFO if env.verbose else logging.WARNING)
+    _console_handler.setLevel(root.level)  # a logger a run log turns up (uv's output) still needs -v here
 
 
 def main(argv=None) -> None:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
+RUN_SOURCES = ("e2b_matrix.pins",)  # loggers whose records the run log keeps too (uv's output)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -113,12 +114,18 @@ class RunLogs:
         self.directory = directory
         self.redactor = redactor or Redactor()
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        self._levels: list[tuple[logging.Logger, int]] = []
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)
         self.run.propagate = False  # the console shows the reporter, not this log (it tore the live table)
         if directory is not None:
-            self._attach(self.run, _LazyFileHandler(directory / "build.log", self.redactor,
-                                                    "%(asctime)s %(levelname)s %(message)s"))
+            handler = _LazyFileHandler(directory / "build.log", self.redactor, "%(asctime)s %(levelname)s %(message)s")
+            self._attach(self.run, handler)
+            for name in RUN_SOURCES:  # at INFO while attached; the console handler keeps its own level
+                logger = logging.getLogger(name)
+                self._levels.append((logger, logger.level))
+                logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+                self._attach(logger, handler)
 
     def _attach(self, logger: logging.Logger, handler: logging.Handler) -> None:
         logger.addHandler(handler)
@@ -137,5 +144,8 @@ class RunLogs:
     def close(self) -> None:
         for logger, handler in self._handlers:
             logger.removeHandler(handler)
-            handler.close()
+            handler.close()  # twice for a handler on two loggers: closing is idempotent
         self._handlers.clear()
+        for logger, level in self._levels:
+            logger.setLevel(level)
+        self._levels.clear()

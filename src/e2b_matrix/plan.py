@@ -50,11 +50,15 @@ class PlanItem:
 def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:
     """``staleness(entry)``: the backend's reason a locked artifact no longer stands (another domain,
     a removed image), or None."""
+    from e2b_matrix.pins import reasons as pin_reasons
+
     common = dict(name=spec.name, alias=spec.alias, fingerprint=spec.fingerprint, spec=spec, entry=entry)
+    unpinned = pin_reasons(spec)  # a requirements file missing or out of date: nothing can build it as is
     if entry is None:
-        return PlanItem(state=State.UNBUILT, reasons=("not in the lock",), **common)
+        return PlanItem(state=State.UNBUILT, reasons=("not in the lock", *unpinned), **common)
     common.update(locked_fingerprint=entry.fingerprint, template_id=entry.template_id)
     reasons = explain(spec, entry) if entry.fingerprint != spec.fingerprint else []
+    reasons += [r for r in unpinned if r not in reasons]
     gone = staleness(entry)
     if gone:
         reasons.append(gone)
@@ -88,12 +92,28 @@ def explain(spec: BuildSpec, entry) -> list[str]:
                 continue
             if new is None and (f"layer {layer} removed" in reasons):
                 continue
+            if key.startswith("requirements."):
+                if not (new or "").endswith("@(missing)"):  # a missing file is named with what to run (below)
+                    reasons.append(_requirements_change(old, new))
+                continue
             what = {"base": "base", "cpu_count": "resource cpu_count", "memory_mb": "resource memory_mb",
                     "tags": "tags", "parent_build": "base template rebuilt"}.get(key, f"param {key}")
             reasons.append(f"{what} {old or '(none)'} -> {new or '(none)'}")
-    if not reasons:
+    if not reasons and not any(r.problem for r in spec.requirements):  # else plan_one names the file
         reasons.append("build steps changed")
     return reasons
+
+
+def _requirements_change(old: str | None, new: str | None) -> str:
+    """A pip step's requirements file, as the lock recorded it (``path@digest``) and as it is now."""
+    old_path, new_path = (v.rsplit("@", 1)[0] if v else None for v in (old, new))
+    if old_path is None:
+        return f"{new_path} added"
+    if new_path is None:
+        return f"{old_path} removed"
+    if old_path == new_path:
+        return f"{new_path} changed"
+    return f"requirements {old_path} -> {new_path}"
 
 
 def make_plan(specs, entries, staleness=lambda entry: None) -> list[PlanItem]:
@@ -138,13 +158,15 @@ def step_trie(specs) -> list[Node]:
     roots: dict[str, Node] = {}
     for spec in specs:
         source = template_source(spec) if spec.base.kind == "template" else spec.base.ref
-        base_key = json.dumps([spec.base.kind, source, sorted(spec.files)])
+        # a file a step copies is keyed at that step (E2B: the COPY's files hash); others at the base
+        digests, copied = dict(spec.files), {r.path for r in spec.requirements}
+        base_key = json.dumps([spec.base.kind, source, sorted(f for f in spec.files if f[0] not in copied)])
         node = roots.get(base_key)
         if node is None:
             node = roots[base_key] = Node(base_key, f"FROM {source}", 0)
         node.variants.append(spec.name)
         for ins in instructions(spec.steps):
-            key = json.dumps(ins, sort_keys=True)
+            key = json.dumps([ins, digests.get(ins["args"][0]) if ins["type"] == "COPY" else None], sort_keys=True)
             child = next((c for c in node.children if c.key == key), None)
             if child is None:
                 child = Node(key, _step_text(ins), node.depth + 1)

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from e2b_matrix.model import BuildSpec, Step
 from e2b_matrix.names import control_char
@@ -74,6 +76,25 @@ def instructions(steps: Iterable[Step]) -> list[dict]:
 
 # -- E2B -----------------------------------------------------------------------
 
+@contextlib.contextmanager
+def staged(spec: BuildSpec) -> Iterator[str]:
+    """A temporary folder holding the files the spec's steps copy (its requirements files, as
+    resolved), for the SDK's ``file_context_path``: it hashes and uploads them from there.
+
+    Written with mode 0644 whatever the checkout's umask, since E2B's files hash covers the mode.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="e2b-matrix-context-") as tmp:
+        for r in spec.requirements:
+            if r.content is not None:
+                path = Path(tmp, r.path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(r.content)
+                path.chmod(0o644)
+        yield tmp
+
+
 def template_source(spec: BuildSpec) -> str:
     """The template a spec extends: a parent this project built is pinned to its build
     (``alias:build_id``), since its builds carry no ``default`` tag; others as written."""
@@ -81,7 +102,8 @@ def template_source(spec: BuildSpec) -> str:
 
 
 def to_template(spec: BuildSpec, context_dir: str | None = None):
-    """The e2b Template for a spec. Imports e2b (about a second): build paths only."""
+    """The e2b Template for a spec; ``context_dir`` holds the files it copies (``staged``).
+    Imports e2b (about a second): build paths only."""
     from e2b import Template
 
     t = Template(file_context_path=context_dir) if context_dir else Template()
@@ -96,11 +118,12 @@ def to_template(spec: BuildSpec, context_dir: str | None = None):
     return b
 
 
-def to_json(spec: BuildSpec, context_dir: str | None = None) -> str:
-    """Exactly the body E2B's build API receives for this spec (the SDK's to_json)."""
+def to_json(spec: BuildSpec) -> str:
+    """Exactly the body E2B's build API receives for this spec (the SDK's to_json, files hashes included)."""
     from e2b import Template
 
-    return Template.to_json(to_template(spec, context_dir))
+    with staged(spec) as context:
+        return Template.to_json(to_template(spec, context))
 
 
 def api_body(spec: BuildSpec) -> dict:

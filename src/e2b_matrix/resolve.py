@@ -157,8 +157,14 @@ class Resolver:
 
 
 def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index=None, offline: bool = False,
-               entries: Mapping[str, LockEntry] | None = None) -> BuildSpec:
-    """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``."""
+               entries: Mapping[str, LockEntry] | None = None, *, pins) -> BuildSpec:
+    """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``.
+
+    ``pins`` answers each pip step with its requirements file (pins.Committed reads the committed
+    files, pins.Compiler compiles them): the step becomes a copy of the file and a hashed install.
+    """
+    from e2b_matrix.pins import files_of, pin_steps
+
     entries = entries or {}
     order = layer_order(variant.layers, layers)
     entry = entries.get(variant.alias)
@@ -176,14 +182,15 @@ def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index=Non
         if layer.resolve is not None:
             params = layer.resolve(params, ctx, resolver)
         resolved.append(ResolvedLayer(layer, params))
-        steps += layer.steps(params, ctx)
+        steps += [(name, step) for step in layer.steps(params, ctx)]
         checks += [attrs.evolve(c, layer=name) for c in layer.checks(params, ctx) if backend.runs(c)]
+    pinned_steps, requirements = pin_steps(variant, steps, base, pins)
     parent = entries.get(base.ref) if base.kind == "template" else None
     spec = BuildSpec(
-        variant=variant, backend=backend.name, layers=tuple(resolved), base=base, steps=tuple(steps),
+        variant=variant, backend=backend.name, layers=tuple(resolved), base=base, steps=pinned_steps,
         checks=tuple(checks), start_cmd=base_params.get("start_cmd") or None,
-        ready_cmd=base_params.get("ready_cmd") or None, files=tuple(backend.files()),
-        parent_build=parent.build_id if parent else None)
+        ready_cmd=base_params.get("ready_cmd") or None, files=tuple(backend.files()) + files_of(requirements),
+        parent_build=parent.build_id if parent else None, requirements=requirements)
     return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 

@@ -52,19 +52,24 @@ class Options:
     verify: bool = False
     promote: str | None = None
     share: bool = True  # wait for the steps another build of the run computes (build.py); False: all at once
+    locked: bool = False  # refuse to build a variant whose requirements files are missing or out of date
 
 
 @attrs.define
 class Session:
-    """One run: its options and settings, the backend that builds and the package index."""
+    """One run: its options and settings, the backend that builds, the package index and the
+    committed requirements files."""
 
     options: Options
     settings: Settings
     backend: object
     index: object
+    pins: object = None
+    logs: tuple | None = None  # (the logs folder or None), once preflight decided
 
     @classmethod
     def open(cls, options: Options, settings: Settings | None = None) -> Session:
+        from e2b_matrix.pins import Committed
         from e2b_matrix.versions import PyPIIndex
 
         settings = settings or Settings.from_env()
@@ -72,7 +77,7 @@ class Session:
             check_channel(options.promote, "--promote")
         backend = backends.make(options.backend, settings, options.backend_options)
         index = PyPIIndex(settings.index_url, settings.cache_dir, settings.index_ttl, offline=options.offline)
-        return cls(options, settings, backend, index)
+        return cls(options, settings, backend, index, Committed(options.root))
 
     @property
     def lock_path(self) -> Path:
@@ -96,11 +101,15 @@ def load(session: Session) -> Project:
     return apply_overrides(load_project(session.options.root, secrets), session.options.overrides, secrets)
 
 
-def resolve_specs(session: Session, project: Project, lock: TemplateLock) -> list[BuildSpec]:
+def resolve_specs(session: Session, project: Project, lock: TemplateLock, pins=None, variants=None
+                  ) -> list[BuildSpec]:
+    """The selected variants (or ``variants``) as specs; ``pins`` answers their pip steps (default:
+    the committed files)."""
     from e2b_matrix.resolve import build_spec
 
-    return [build_spec(v, project.layers, session.backend, session.index, session.options.offline, lock.entries)
-            for v in project.select(session.options.names)]
+    return [build_spec(v, project.layers, session.backend, session.index, session.options.offline, lock.entries,
+                       pins=pins or session.pins)
+            for v in (project.select(session.options.names) if variants is None else variants)]
 
 
 def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[PlanItem]:
@@ -133,13 +142,21 @@ def preflight(session: Session, aliases=()) -> Path | None:
         except files.FileError as exc:
             raise ConfigError(f"cannot keep build state: {exc}", path=path) from None
     store.preflight(session.lock_path)
-    if not session.settings.log_files:
-        return None
-    blocked = files.check_writable_dir(root / LOGS_DIR, inside=root)
-    if blocked:
-        log.warning("%s: %s; writing no log files", *blocked)
-        return None
-    return root / LOGS_DIR
+    return logs_folder(session)
+
+
+def logs_folder(session: Session) -> Path | None:
+    """The logs folder, or None (no log files: set so, or one warning when it cannot be written).
+    Decided once per session, so a build that compiles first warns once."""
+    if session.logs is None:
+        root = session.options.root
+        folder = root / LOGS_DIR if session.settings.log_files else None
+        blocked = files.check_writable_dir(folder, inside=root) if folder else None
+        if blocked:
+            log.warning("%s: %s; writing no log files", *blocked)
+            folder = None
+        session.logs = (folder,)
+    return session.logs[0]
 
 
 @attrs.frozen
@@ -191,7 +208,78 @@ def build(options: Options, settings: Settings | None = None,
     """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it."""
     session = Session.open(options, settings)
     session.backend.check()  # no key: stop before the package index is asked or its cache written
-    return run(session, planned(session)[2], reporter)
+    project, lock, items = planned(session)
+    specs = [i.spec for i in items]
+    compiled = pinned(session, project, lock, specs, reporter)
+    return run(session, items if compiled is specs else plan(session, compiled, lock), reporter)
+
+
+def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec],
+           reporter: Callable[[str, str, str], None]) -> list[BuildSpec]:
+    """The specs with every requirements file compiled: what is missing or out of date is compiled
+    first (``compile_requirements``), unless the run is --locked or --offline, which refuse (ConfigError)."""
+    from e2b_matrix import pins
+
+    unpinned = [s for s in specs if pins.first_problem(s)]
+    if not unpinned:
+        return specs
+    o = session.options
+    if o.locked or o.offline:
+        raise pins.refusal(unpinned, "--locked" if o.locked else "--offline", o.backend, backends.DEFAULT)
+    preflight(session, [s.alias for s in specs])
+    for s in unpinned:
+        reporter(s.name, "compiling", pins.first_problem(s).path)
+    compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, pins.Compiler(
+        o.root, session.settings.uv_args, previous=pins.previous_files(unpinned, lock.entries)))}
+    return [compiled.get(s.alias, s) for s in specs]
+
+
+def _compile(session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], compiler
+             ) -> list[BuildSpec]:
+    """``specs`` resolved again with ``compiler`` answering their pip steps; uv's output in the run log.
+    The requirements folder is checked first (ConfigError): it may not be, or be in, a linked folder."""
+    from e2b_matrix.logs import RunLogs
+    from e2b_matrix.pins import DIR
+    from e2b_matrix.secrets import Redactor
+
+    root = session.options.root
+    blocked = files.check_writable_dir(root / DIR, inside=root)
+    if blocked:
+        raise ConfigError(f"cannot write requirements files: {blocked[1]}", path=blocked[0])
+    logs = RunLogs(logs_folder(session), Redactor(tuple(session.settings.secrets())))
+    try:
+        return resolve_specs(session, project, lock, pins=compiler, variants=[s.variant for s in specs])
+    finally:
+        logs.close()
+
+
+def compile_requirements(session: Session, upgrade: bool = False, packages=(), check: bool = False):
+    """``e2b-matrix compile``: each selected variant's requirements files, compiled where missing or out
+    of date (``upgrade``: every package re-resolved; ``packages``: only those). ``check``: nothing is
+    written and uv never runs. Returns (the specs, what happened to each file: pins.Compiled)."""
+    from e2b_matrix import pins
+
+    if check and (upgrade or packages):
+        raise ConfigError("--check writes nothing; --upgrade and --upgrade-package write", key="--check")
+    wanted = pins.check_packages(upgrade, packages)
+    project = load(session)
+    lock = session.lock()
+    before = resolve_specs(session, project, lock)
+    if check:
+        return before, pins.survey(before)
+    pins.check_known(before, wanted)
+    compiler = pins.Compiler(session.options.root, session.settings.uv_args, upgrade, wanted,
+                             previous=pins.previous_files(before, lock.entries))
+    return _compile(session, project, lock, before, compiler), list(compiler.results.values())
+
+
+def render(session: Session, name: str) -> str:
+    """The variant as its backend renders it; ConfigError when a requirements file is missing or out of date."""
+    from e2b_matrix import pins
+
+    spec = resolve_specs(session, load(session), session.lock())[0]
+    pins.require(spec, session.options.backend, backends.DEFAULT)
+    return session.backend.render(spec)
 
 
 # -- reading the plan and the lock -------------------------------------------------

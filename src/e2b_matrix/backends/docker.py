@@ -109,7 +109,9 @@ class DockerBackend:
                   "e2b-matrix.fingerprint": spec.fingerprint}
         try:
             image_id = self.engine.build_image(
-                self.render(spec), tag, context_files={f"ca/{n}": data for n, data in self.ca_certs},
+                self.render(spec), tag, context_files={**{f"ca/{n}": data for n, data in self.ca_certs},
+                                                       **{r.path: r.content for r in spec.requirements
+                                                          if r.content is not None}},
                 on_log=lambda line: log([line]), no_cache=force, labels=labels, cancel=cancel,
                 timeout=self.settings.build_timeout)
         except DockerCancelled:

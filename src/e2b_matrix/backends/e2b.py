@@ -105,15 +105,14 @@ class E2BBackend:
 
         from e2b_matrix.retry import retrying
 
-        template = render.to_template(spec)
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         api = self._api()
         timeout = self.settings.build_timeout
         deadline = time.monotonic() + timeout
-        with _classify():
+        with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
-                template, spec.alias, tags=[build_tag(spec), *spec.variant.tags],
+                render.to_template(spec, context), spec.alias, tags=[build_tag(spec), *spec.variant.tags],
                 cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
                 on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
