@@ -192,7 +192,9 @@ def test_pull_requests_plan_and_check_without_building_or_secrets():
     pr_jobs = jobs_on(workflow, "pull_request")
     assert pr_jobs
     ran = {(path, ctx.params.get("fmt")) for jid in pr_jobs for _, _, path, ctx in commands(workflow, jid)}
-    assert (("plan",), "markdown") in ran and (("lock", "check"), None) in ran
+    assert (("plan",), "markdown") in ran and (("lock", "check"), None) in ran and (("compile",), None) in ran
+    checks = [ctx for jid in pr_jobs for _, _, path, ctx in commands(workflow, jid) if path == ("compile",)]
+    assert checks and all(ctx.params["check"] for ctx in checks)  # a pull request writes no requirements file
     assert not {path for path, _ in ran} & BUILDS
     for jid in pr_jobs:
         assert "secrets." not in json.dumps(workflow["jobs"][jid])
@@ -208,6 +210,7 @@ def test_main_builds_verified_and_promotes_staging_one_build_at_a_time():
     for jid, step, ctx in builds:
         job = workflow["jobs"][jid]
         assert ctx.params["verify"] is True and ctx.params["promote"] == "staging"
+        assert ctx.params["locked"] is True  # the committed requirements files, never resolved again
         assert [e for e in EVENTS if may_run(job.get("if"), e) and may_run(step.get("if"), e)] == ["push"]
         concurrency = job["concurrency"]
         assert concurrency["cancel-in-progress"] is False
