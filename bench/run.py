@@ -7,7 +7,10 @@ subprocess (`.venv/bin/e2b-matrix ...`, or `python -m e2b_matrix` where
 through the real e2b SDK against the E2B API emulator (tests/e2b_emulator.py)
 started in this process on 127.0.0.1. No traffic leaves 127.0.0.1: the
 package index is the tests' one (E2B_MATRIX_PYPI_URL=file://.../tests/data/index),
+uv resolves from the tests' tiny wheels (E2B_MATRIX_UV_ARGS, tests/wheelhouse.py),
 HOME and XDG_CACHE_HOME point into a temporary directory, and no proxy is used.
+Each project's requirements files are compiled when it is made, before any
+figure is taken; the shipped variants build from their committed files (--locked).
 
 Each figure is a median of several runs (the count is printed and stored as
 "runs"); a ratio is always measured side by side in one session, its runs
@@ -75,6 +78,7 @@ API_KEY = "e2b_" + "0123456789abcdef" * 2 + "01234567"
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
 from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
+from wheelhouse import shipped  # noqa: E402
 
 GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share")
 GOALS = {  # name: (unit, goal text, check)
@@ -110,6 +114,7 @@ class Bench:
         self.cache = workdir / "cache"
         self.home.mkdir()
         self.cache.mkdir()
+        self.wheels = shipped(workdir / "wheels")
 
     def env(self, emu: E2BEmulator | None = None, **extra: str) -> dict[str, str]:
         """A child's environment: local index, no credentials of the user, no proxy, pyc caching on."""
@@ -117,6 +122,7 @@ class Bench:
                if not k.startswith(("E2B_", "PYTHON")) and k.lower() not in (
                    "http_proxy", "https_proxy", "all_proxy")}
         env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache), E2B_MATRIX_PYPI_URL=INDEX_URL,
+                   E2B_MATRIX_UV_ARGS=f"--no-index --find-links {self.wheels}",
                    PYTHONPYCACHEPREFIX=str(OUT / "pycache"), NO_PROXY="127.0.0.1,localhost",
                    no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
         if emu is not None:
@@ -134,11 +140,13 @@ class Bench:
               flush=True)
 
     def project(self, name: str, files: dict[str, str]) -> Path:
+        """A project of ``files``, its requirements files compiled (not timed)."""
         root = self.workdir / name
         for rel, text in files.items():
             p = root / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
+        timed([CLI, "-C", str(root), "compile", "-q"], self.env())
         return root
 
 
@@ -488,7 +496,8 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
 
 def bench_share(b: Bench, emu: E2BEmulator) -> None:
     """A cold build-all of the shipped variants on E2B's layer cache: steps run and wall time."""
-    costs = {"apt-get": 2.0, "pip install nexus-ai-fs": 1.5, "pip install fusepy": 1.0}
+    costs = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
+             "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
     step, upload = 0.3, 0.2
     print(f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
           f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)")
@@ -499,10 +508,12 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
         for mode in figures:
             proj = b.workdir / f"share-{mode}-{run}"
             shutil.copytree(ROOT / "variants", proj / "variants")
+            shutil.copytree(ROOT / "requirements", proj / "requirements")
             with E2BEmulator(api_key=API_KEY, default_step_cost=step, upload_delay=upload) as cold:
                 for text, seconds in costs.items():
                     cold.set_step_cost(text, seconds)
-                args = [CLI, "-C", str(proj), "build-all", "--json"] + (["--no-share"] if mode != "share" else [])
+                args = [CLI, "-C", str(proj), "build-all", "--json", "--locked"] + (
+                    ["--no-share"] if mode != "share" else [])
                 t, proc = timed(args, b.env(cold))
                 assert build_statuses(proc) == ["built"] * 4, proc.stdout
                 records = cold.step_records
