@@ -84,7 +84,8 @@ def test_lock_check_is_a_ci_gate(project):
     assert r.exit_code == 1
     layer, missing = r.stdout.strip().split("; ")  # another nexus, another requirements file to compile
     assert layer == "nexus-sandbox-pinned: stale: layer nexus 0.5.6 -> 0.5.5"
-    assert missing.startswith("requirements/nexus-") and missing.endswith(" is missing: run `e2b-matrix compile pinned`")
+    assert missing.startswith("requirements/nexus-")
+    assert missing.endswith(" is missing: run `e2b-matrix compile pinned`")
     # orphan: in the lock but no longer defined
     pinned.unlink()
     r = run(project, "lock", "check", "--json")

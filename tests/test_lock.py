@@ -641,7 +641,7 @@ def test_import_is_light():
                           capture_output=True, text=True, timeout=60, check=True)
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "e2b_matrix.lock" in modules
-    heavy = sorted(m for m in modules if m.split(".")[0] in {"e2b", "click", "rich", "tomli_w", "httpx"})
+    heavy = sorted(m for m in modules if m.split(".")[0] in {"e2b", "click", "rich", "tomli_w", "httpx", "uv"})
     assert heavy == []
 
 

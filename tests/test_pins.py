@@ -118,7 +118,8 @@ def test_variants_that_share_leading_steps_copy_the_same_file(bare):
     # latest is full's prefix, step for step, files and all; pinned shares its FUSE steps
     assert full.steps[:len(latest.steps)] == latest.steps
     assert [r.path for r in full.requirements] == [r.path for r in latest.requirements]
-    assert pinned.requirements[0] == latest.requirements[0] and pinned.requirements[1].path != latest.requirements[1].path
+    assert pinned.requirements[0] == latest.requirements[0]
+    assert pinned.requirements[1].path != latest.requirements[1].path
     # another question (no fusepy before it) is another file
     assert minimal.requirements[0].path != latest.requirements[1].path
     # what E2B keys its cache on: the same COPY args and files hash in both builds
@@ -190,7 +191,8 @@ def test_exclude_newer_pins_an_older_version(bare, tmp_path, monkeypatch):
 def test_uv_failing_is_one_line_and_writes_nothing(bare):
     write(bare / "layers/py-tools.toml", '[layer]\nname = "py-tools"\nversion = "1"\nrequires = ["base"]\n\n'
                                          '[[steps]]\npip = ["nosuchpkg"]\n')
-    write(bare / "variants/tools.toml", '[variant]\nname = "tools"\nalias = "nexus-tools"\nlayers = ["base", "py-tools"]\n')
+    write(bare / "variants/tools.toml",
+          '[variant]\nname = "tools"\nalias = "nexus-tools"\nlayers = ["base", "py-tools"]\n')
     before = snapshot(bare)
     r = run(bare, "compile", "tools")
     line = one_line_error(r, 1, "requirements/py-tools-", "uv cannot resolve nosuchpkg for Python 3.13",
@@ -237,7 +239,8 @@ def test_a_build_copies_the_file_and_installs_it_with_require_hashes(project, em
     body = next(b.start_body for b in emu.builds if b.name == "nexus-sandbox-pinned")
     copies = [s for s in body["steps"] if s["type"] == "COPY"]
     installs = [s["args"][0] for s in body["steps"] if s["args"][0].startswith("pip install")]
-    assert [c["args"][:3] for c in copies] == [[r.path, f"{pins.DEST}/{r.path[13:]}", "root"] for r in spec.requirements]
+    assert [c["args"][:3] for c in copies] == [[r.path, f"{pins.DEST}/{r.path[13:]}", "root"]
+                                               for r in spec.requirements]
     assert installs == [f"pip install --require-hashes --no-deps -r {c['args'][1]}" for c in copies]
     for c, req in zip(copies, spec.requirements):  # E2B got each file, as committed (a tar.gz per files hash)
         with tarfile.open(fileobj=io.BytesIO(emu.uploads[c["filesHash"]])) as tar:

@@ -29,7 +29,8 @@ def wheel(folder: Path, name: str, version: str, requires=(), requires_python: s
     meta += f"Requires-Python: {requires_python}\n" if requires_python else ""
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
     members = {f"{dist}.dist-info/METADATA": meta,
-               f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+               f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n"}
     record = "".join(f"{path},sha256={_b64(text)},{len(text.encode())}\n" for path, text in members.items())
     members[f"{dist}.dist-info/RECORD"] = record + f"{dist}.dist-info/RECORD,,\n"
     folder.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,6 @@ DEST = "/opt/e2b-matrix/requirements"    # in the template
 # python:3.x images are Debian (bookworm, or trixie with glibc 2.41, which runs the same wheels),
 # and so is the Docker backend's debootstrap base: one platform for every backend.
 PLATFORM = "x86_64-manylinux_2_36"
-MAX_BYTES = 16 * 1024 * 1024             # a requirements file larger than this is not ours
 UV_TIMEOUT_S = 900.0
 # What e2b-matrix passes uv itself: E2B_MATRIX_UV_ARGS may not set these.
 OWN_FLAGS = frozenset({"-o", "--output-file", "-c", "--constraint", "--constraints", "-r", "--requirement",
@@ -259,13 +258,9 @@ class Committed:
     def read(self, path: str) -> bytes | None:
         if path not in self._read:
             try:
-                data = files.read_bytes(self.root / path)
+                self._read[path] = files.read_bytes(self.root / path)  # a regular file, bounded
             except files.FileError as exc:
                 raise ConfigError(str(exc), path=path) from None
-            if data is not None and len(data) > MAX_BYTES:
-                raise ConfigError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB: not a requirements file "
-                                  "e2b-matrix wrote", path=path)
-            self._read[path] = data
         return self._read[path]
 
     def answer(self, q: Requirements, variant: Variant | None = None) -> Requirements:
@@ -418,8 +413,8 @@ def run_uv(q: Requirements, seed: bytes | None, uv_args: Iterable[str] = (), upg
             cmd.append("--upgrade")
         for p in sorted(packages):
             cmd += ["--upgrade-package", p]
-        cmd += list(uv_args)
-        log.info("%s: %s", q.path, " ".join(cmd[1:]))
+        log.info("%s: %s%s", q.path, " ".join(cmd[1:]), " + E2B_MATRIX_UV_ARGS" if uv_args else "")
+        cmd += list(uv_args)  # not logged: an index URL may carry a password
         try:
             proc = subprocess.run(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True, errors="replace", timeout=UV_TIMEOUT_S)
@@ -493,9 +488,10 @@ class Compiler(Committed):
             raise CompileError(f"{q.path}: uv's answer {answer.problem}")
         status = "unchanged" if content == current.content else "written"
         if status == "written":
-            path = self.root / q.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            files.atomic_write(path, content, mode=0o644)
+            try:
+                files.atomic_write(self.root / q.path, content, mode=0o644)  # never through a link
+            except (files.FileError, OSError) as exc:
+                raise ConfigError(f"cannot write: {exc.strerror or exc}", path=q.path) from None
             self._read[q.path] = content
         log.info("%s: %s (%d packages)", q.path, status, len(answer.pinned))
         return answer, Compiled(q.path, q.layer, status, len(answer.pinned), size=len(content))
