@@ -220,6 +220,14 @@ def test_bad_input_is_one_line_and_changes_nothing(project, no_uv, args, env, ex
     assert snapshot(project) == before
 
 
+def test_nothing_is_written_through_a_link(bare, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (bare / "requirements").symlink_to(elsewhere)
+    one_line_error(run(bare, "compile", "minimal"), 2, "cannot write requirements files", "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_check_says_what_compile_would_do_without_uv(project, no_uv):
     r = run(project, "compile", "--check")
     assert r.exit_code == 0 and r.stdout.count("up to date") == 4
