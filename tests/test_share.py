@@ -72,7 +72,8 @@ def test_each_distinct_step_runs_once(project, steps):
 def test_without_sharing_every_build_runs_its_prefix(project, steps):
     r, results = build_all(project, "--no-share")
     assert r.exit_code == 0, r.output
-    assert len(executed(steps)) > 2 * len(distinct(steps))
+    # each build runs its shared prefix itself: twice the distinct steps at least (pins made more steps distinct)
+    assert len(executed(steps)) >= 2 * len(distinct(steps))
     requested = sorted(b.requested_at for b in steps.builds)
     assert requested[-1] - requested[0] < 0.5, "all at once"
 
