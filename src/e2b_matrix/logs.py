@@ -45,12 +45,18 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor.redact(super().format(record))
 
 
+def _lock_file_of(path: Path) -> Path:
+    """The lock file concurrent-log-handler keeps beside ``path``: ``x.log`` -> ``.__x.lock``, the rule of
+    every version from our floor (0.9.3, ``_open_lockfile``) on (``baseLockFilename``, which 0.9.3 lacks)."""
+    stem = path.name[:-4] if path.name.endswith(".log") else path.name
+    return path.with_name(f".__{stem}.lock")
+
+
 def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
     """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
     from concurrent_log_handler import ConcurrentRotatingFileHandler
 
-    folder, lock_name = ConcurrentRotatingFileHandler.baseLockFilename(str(path))
-    for p in (path, Path(folder) / lock_name):  # backups are only renamed onto: a rename follows no link
+    for p in (path, _lock_file_of(path)):  # backups are only renamed onto: a rename follows no link
         try:
             files.refuse_link(p, in_place=True)
         except files.FileError as exc:
