@@ -34,8 +34,7 @@ import attrs
 from e2b_matrix import files, resolve
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
 from e2b_matrix.lock import store
-from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Outcome, Status
-from e2b_matrix.plan import State
+from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Outcome, State
 from e2b_matrix.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,7 @@ class Runner:
         todo, building = [], set()
         for job in jobs:
             if job.fresh and job.parent not in building:
-                results[job.spec.name] = BuildResult(job.spec.name, job.spec.alias, Status.FRESH,
+                results[job.spec.name] = BuildResult(job.spec.name, job.spec.alias, State.FRESH,
                                                      job.entry.template_id, job.entry.build_id)
                 self.report(job.spec.name, "fresh", "unchanged since its lock entry")
             else:
@@ -202,7 +201,7 @@ class Runner:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         for job in todo:
-            results.setdefault(job.spec.name, BuildResult(job.spec.name, job.spec.alias, Status.SKIPPED,
+            results.setdefault(job.spec.name, BuildResult(job.spec.name, job.spec.alias, State.SKIPPED,
                                                           error="not started"))
 
     def _one(self, job: Job) -> BuildResult:
@@ -243,8 +242,8 @@ class Runner:
         start = time.monotonic()
         tries = [0]
 
-        def result(status: Status, error: str = "", outcome: Outcome | None = None) -> BuildResult:
-            if status in (Status.FAILED, Status.CANCELLED) and self.fail_fast:
+        def result(status: State, error: str = "", outcome: Outcome | None = None) -> BuildResult:
+            if status in (State.FAILED, State.CANCELLED) and self.fail_fast:
                 self.cancel.set()  # before this worker can take the next job
             if error:
                 self.report(spec.name, status.value, error)
@@ -253,27 +252,27 @@ class Runner:
                                error, tries[0], outcome.image if outcome else "")
 
         if self.cancel.is_set():
-            return result(Status.SKIPPED, "not started: the run was stopped")
+            return result(State.SKIPPED, "not started: the run was stopped")
         after = self._after_parent(job)
         if isinstance(after, str):
-            return result(Status.SKIPPED, after)
+            return result(State.SKIPPED, after)
         if not self._after_shared_steps(job):
-            return result(Status.SKIPPED, "not started: the run was stopped")
+            return result(State.SKIPPED, "not started: the run was stopped")
         spec = after
         alias_lock = files.FileLock(alias_lock_file(self.state_dir, spec.alias))
         try:
             if not alias_lock.acquire(self.wait_for_alias, cancelled=self.cancel.is_set, on_busy=lambda who: self.report(
                     spec.name, "waiting", f"{spec.alias} is being built by {who}")):
-                return result(Status.SKIPPED, "cancelled while waiting for another build of the same alias")
+                return result(State.SKIPPED, "cancelled while waiting for another build of the same alias")
         except files.Busy as busy:
-            return result(Status.FAILED, f"{spec.alias} is being built by {busy.holder} (--no-wait)")
+            return result(State.FAILED, f"{spec.alias} is being built by {busy.holder} (--no-wait)")
         except files.FileError as exc:  # made a link since the preflight: not built, nothing written through it
-            return result(Status.FAILED, str(exc))
+            return result(State.FAILED, str(exc))
         try:
             done = self._built_meanwhile(job, spec)
             if done is not None:
                 self.report(spec.name, "fresh", f"built meanwhile by another run (build {done.build_id})")
-                return result(Status.FRESH, outcome=Outcome(done.template_id, done.build_id, done.image))
+                return result(State.FRESH, outcome=Outcome(done.template_id, done.build_id, done.image))
             outcome = self._attempts(spec, tries)
             report = None
             if self.verify:
@@ -291,19 +290,19 @@ class Runner:
                 self.report(spec.name, "promoting", f"{self.promote} -> {outcome.build_id}")
                 promote(self.backend, self.lock_path, spec.alias, self.promote, self.secrets)
             self.report(spec.name, "built", outcome.template_id)
-            return result(Status.BUILT, outcome=outcome)
+            return result(State.BUILT, outcome=outcome)
         except Cancelled as exc:
-            return result(Status.CANCELLED, str(exc))
+            return result(State.CANCELLED, str(exc))
         except CredentialsError as exc:
             self.fatal = exc
             self.cancel.set()  # 401/403 stops the whole run at once
-            return result(Status.FAILED, str(exc))
+            return result(State.FAILED, str(exc))
         except MatrixError as exc:
             self.logs.run.error("[%s] failed: %s", spec.name, exc)
-            return result(Status.FAILED, str(exc))
+            return result(State.FAILED, str(exc))
         except Exception as exc:  # a bug or an SDK surprise: one variant, not the run
             self.logs.run.exception("[%s] unexpected error", spec.name)
-            return result(Status.FAILED, f"{type(exc).__name__}: {exc}")
+            return result(State.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             alias_lock.release()
 

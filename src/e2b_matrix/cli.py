@@ -417,7 +417,7 @@ def _raise_interrupt(signum, frame):
 def verify(env, name, backend, offline, overrides, as_json, **kwargs):
     """Run the variant's smoke checks against its locked build and record what it holds; exit 1 on any failure."""
     from e2b_matrix import workflow
-    from e2b_matrix.plan import State
+    from e2b_matrix.model import State
 
     session = env.session(names=(name,), backend=backend, offline=offline, overrides=overrides,
                           backend_options=_backend_values(kwargs))
@@ -581,7 +581,7 @@ def lock_show(env, backend, as_json):
 def lock_check(env, backend, offline, remote, as_json):
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
     from e2b_matrix import workflow
-    from e2b_matrix.plan import State
+    from e2b_matrix.model import State
 
     session = env.session(backend=backend, offline=offline)
     items = workflow.check_lock(session)

@@ -312,25 +312,47 @@ class BuildSpec:
         return out
 
 
-class Status(enum.Enum):
-    """Outcome of one variant in a run."""
+class State(enum.Enum):
+    """Where a variant stands: the one set of states the plan, the runner, the reporters and
+    the results share.
 
-    FRESH = "fresh"        # unchanged since its lock entry: nothing done
+    In a plan: fresh, stale, unbuilt (orphan: in the lock, no longer defined). While a run
+    goes: compiling, queued, waiting, building, retrying, verifying, promoting. How it ended
+    (``final``): fresh (unchanged since its lock entry, nothing done), built, failed,
+    cancelled, skipped (not started: fail-fast, an interrupt, its parent failed).
+    """
+
+    FRESH = "fresh"
+    STALE = "stale"
+    UNBUILT = "unbuilt"
+    ORPHAN = "orphan"
+    COMPILING = "compiling"
+    QUEUED = "queued"
+    WAITING = "waiting"
+    BUILDING = "building"
+    RETRYING = "retrying"
+    VERIFYING = "verifying"
+    PROMOTING = "promoting"
     BUILT = "built"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"    # not started (fail-fast, interrupt)
+    SKIPPED = "skipped"
 
     @property
     def ok(self) -> bool:
-        return self in (Status.FRESH, Status.BUILT)
+        return self in (State.FRESH, State.BUILT)
+
+    @property
+    def final(self) -> bool:
+        """How a run ended for a variant."""
+        return self in (State.FRESH, State.BUILT, State.FAILED, State.CANCELLED, State.SKIPPED)
 
 
 @attrs.frozen(slots=False)
 class BuildResult:
     name: str
     alias: str
-    status: Status
+    status: State
     template_id: str = ""
     build_id: str = ""
     duration_s: float = 0.0

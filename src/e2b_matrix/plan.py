@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 
 import attrs
 
-from e2b_matrix.model import BuildSpec, LockEntry
-
-
-class State(enum.Enum):
-    FRESH = "fresh"
-    STALE = "stale"
-    UNBUILT = "unbuilt"
-    ORPHAN = "orphan"  # in the lock, no longer defined
+from e2b_matrix.model import BuildSpec, LockEntry, State
 
 
 @attrs.frozen(slots=False)

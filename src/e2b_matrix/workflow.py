@@ -24,7 +24,7 @@ from e2b_matrix import backends, files
 from e2b_matrix.config import Project, apply_overrides, load_project
 from e2b_matrix.errors import ConfigError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
-from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Status
+from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
 from e2b_matrix.names import check_tag
 from e2b_matrix.plan import PlanItem, make_plan, orphans
 from e2b_matrix.settings import Settings
@@ -188,7 +188,7 @@ def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, s
         summary = report(runner, jobs)
         if o.promote and summary.exit_code in (0, 1) and summary.error is None:
             for r in summary.results:  # what built was promoted as it landed; a failure never is
-                if r.status is Status.FRESH:
+                if r.status is State.FRESH:
                     reporter(r.name, "promoting", f"{o.promote} -> {r.build_id}")
                     b.promote(backend, session.lock_path, r.alias, o.promote, secrets)
         return summary
