@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from e2b_matrix.build import share_gates
+from e2b_matrix.runner import share_gates
 from e2b_matrix.cli import cli
 from conftest import cli_runner, sigint_default
 

@@ -337,8 +337,8 @@ def build_options(f):
     """The options every build command takes."""
     for option in reversed([
         common, backend_option,
-        click.option("-j", "--jobs", type=click.IntRange(1, 20), default=None,
-                     help="Builds at once (default: every selected variant, at most 8; at most 20)."),
+        click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+                     help="Builds at most at once (default and ceiling: the team's E2B_MATRIX_TEAM_BUILDS, 20)."),
         click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
         click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
         click.option("--no-wait", is_flag=True,

@@ -59,6 +59,11 @@ class TransientError(MatrixError):
         self.retry_after = retry_after
 
 
+class SlotsFull(TransientError):
+    """E2B refused a build because the team's concurrent builds are all taken (429): the runner
+    lowers its concurrency and starts the build again when one of its own builds ends."""
+
+
 class Cancelled(MatrixError):
     """Stopped on request (fail-fast, Ctrl-C) before the work finished."""
 

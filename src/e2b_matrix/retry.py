@@ -1,9 +1,11 @@
 """Bounded retries of transient failures: exponential backoff with full jitter.
 
 Above the SDK's own retries (which honour ``Retry-After`` on 429/502/503/504
-before giving up). Used twice: the runner retries submitting a build; the
-E2B backend retries a status poll in place (keeping the build and its log
-offset), so a blip while polling never starts a second build of the alias.
+before giving up). One rule (``RetryPolicy.next_delay``), two drivers: the
+runner's scheduler retries a build without holding a slot while it waits;
+``retrying`` here retries the E2B backend's status poll in place (keeping the
+build and its log offset), so a blip while polling never starts a second
+build of the alias.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ class RetryPolicy:
         backoff = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
         return max(backoff, retry_after or 0.0)
 
+    def next_delay(self, attempt: int, exc: TransientError, started: float, now: float) -> float | None:
+        """The wait before another attempt after attempt ``attempt`` (counted from 1) failed with
+        ``exc``, or None: give up (every attempt made, or the wait would pass ``total_s`` since
+        ``started``). The one rule both ``retrying`` and the runner's scheduler follow."""
+        delay = self.delay(attempt, exc.retry_after)
+        if attempt >= self.attempts or now + delay > started + self.total_s:
+            return None
+        return delay
+
+
+def gave_up(attempts: int, exc: TransientError) -> str:
+    return f"gave up after {attempts} attempts: {exc}"
+
 
 def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Event,
              on_retry: Callable[[int, TransientError, float], None] = lambda a, e, d: None) -> T:
@@ -45,16 +60,16 @@ def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Ev
     Gives up (BuildError) after ``policy.attempts`` tries, or when the wait would
     pass ``policy.total_s``.
     """
-    deadline = time.monotonic() + policy.total_s
+    started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
             return call(attempt)
         except TransientError as exc:
-            delay = policy.delay(attempt, exc.retry_after)
-            if attempt >= policy.attempts or time.monotonic() + delay > deadline:
-                raise BuildError(f"gave up after {attempt} attempts: {exc}") from None
+            delay = policy.next_delay(attempt, exc, started, time.monotonic())
+            if delay is None:
+                raise BuildError(gave_up(attempt, exc)) from None
             on_retry(attempt, exc, delay)
             if cancel.wait(delay):
                 raise Cancelled("stopped while waiting to retry") from None

@@ -114,6 +114,8 @@ VARS = {v.name: v for v in (
     Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, positive=True), 300.0, "time a build may spend retrying"),
     Var(BUILD_TIMEOUT, _number(float, 0, positive=True), 3600.0,
         "seconds a build may run before it fails (E2B's own limit is an hour)"),
+    Var("E2B_MATRIX_TEAM_BUILDS", _number(int, 1), 20,
+        "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling"),
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
     Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
@@ -138,6 +140,7 @@ class Settings:
     index_ttl: float = 900.0
     retry: RetryPolicy = RetryPolicy()
     build_timeout: float = 3600.0
+    team_builds: int = 20
     log_files: bool = True
     docker_cli: str | None = None
     docker_buildkit: bool | None = None
@@ -157,7 +160,7 @@ class Settings:
             index_ttl=v["E2B_MATRIX_INDEX_TTL"],
             retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
                               v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
-            build_timeout=v[BUILD_TIMEOUT],
+            build_timeout=v[BUILD_TIMEOUT], team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
             docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix",
             uv_args=v["E2B_MATRIX_UV_ARGS"])

@@ -9,13 +9,13 @@ Nexus server can call any one alone; ``build()`` chains them::
     summary.exit_code, summary.results
 
 Data flows one way: files -> model -> specs -> plan -> backend -> results ->
-lock. Nothing here prints; ``reporter(name, state, message)`` hears progress.
+lock. Nothing here prints; a ``Reporter`` (events.py) hears progress.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -24,6 +24,7 @@ from e2b_matrix import backends, files
 from e2b_matrix.config import Project, apply_overrides, load_project
 from e2b_matrix.errors import ConfigError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
+from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
 from e2b_matrix.names import check_tag
 from e2b_matrix.plan import PlanItem, make_plan, orphans
@@ -51,7 +52,7 @@ class Options:
     wait: bool = True
     verify: bool = False
     promote: str | None = None
-    share: bool = True  # wait for the steps another build of the run computes (build.py); False: all at once
+    share: bool = True  # wait for the steps another build of the run computes (runner.py); False: all at once
     locked: bool = False  # refuse to build a variant whose requirements files are missing or out of date
 
 
@@ -75,6 +76,9 @@ class Session:
         settings = settings or Settings.from_env()
         if options.promote is not None:
             check_channel(options.promote, "--promote")
+        if options.jobs is not None and not 1 <= options.jobs <= settings.team_builds:
+            raise ConfigError(f"{options.jobs} builds at once: the team has {settings.team_builds} "
+                              "(E2B_MATRIX_TEAM_BUILDS, its tier's concurrent builds)", key="--jobs")
         backend = backends.make(options.backend, settings, options.backend_options)
         index = PyPIIndex(settings.index_url, settings.cache_dir, settings.index_ttl, offline=options.offline)
         return cls(options, settings, backend, index, Committed(options.root))
@@ -129,7 +133,7 @@ def preflight(session: Session, aliases=()) -> Path | None:
     """Everything a build will write, checked before the first request: the logs folder (or None:
     a warning, and no log files), the state folder, the lock files of ``aliases`` and the lock
     (ConfigError). None of them may be a symbolic link."""
-    from e2b_matrix.build import alias_lock_file
+    from e2b_matrix.runner import alias_lock_file
 
     root = session.options.root
     blocked = files.check_writable_dir(root / STATE_DIR / "locks", inside=root)
@@ -166,46 +170,36 @@ class Summary:
     error: str | None = None  # what stopped the whole run (credentials refused)
 
 
-def run(session: Session, items: list[PlanItem], reporter: Callable[[str, str, str], None]) -> Summary:
+def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
     """Build what the plan says is not fresh (everything with --force); record each success at once."""
-    from e2b_matrix import build as b
-    from e2b_matrix.logs import RunLogs
-    from e2b_matrix.secrets import Redactor
+    from e2b_matrix import runner
 
-    o, backend = session.options, session.backend
-    jobs = b.make_jobs(items, o.force)
-    if all(j.fresh for j in jobs) and not o.promote:  # a no-op: nothing to check, nothing written
-        return report(b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
-                               logs=None, report=reporter), jobs)
-    logs_dir = preflight(session, [j.spec.alias for j in jobs])
-    secrets = tuple(session.settings.secrets())
-    logs = RunLogs(logs_dir, Redactor(secrets))
-    runner = b.Runner(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR, logs=logs,
-                      report=reporter, jobs=o.jobs or b.default_jobs(len(items)), force=o.force,
-                      fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=session.settings.retry,
-                      verify=o.verify, promote=o.promote, share=o.share, secrets=secrets)
+    o, backend, settings = session.options, session.backend, session.settings
+    jobs = runner.make_jobs(items, o.force)
+    secrets = tuple(settings.secrets())
+    logs = None
+    if o.promote or not all(j.fresh for j in jobs):  # a no-op checks nothing and writes nothing
+        from e2b_matrix.logs import RunLogs
+        from e2b_matrix.secrets import Redactor
+
+        logs = RunLogs(preflight(session, [j.spec.alias for j in jobs]), Redactor(secrets))
+    scheduler = runner.Scheduler(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
+                                 logs=logs, reporter=reporter, jobs=o.jobs or settings.team_builds, force=o.force,
+                                 fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=settings.retry,
+                                 verify=o.verify, promote=o.promote, share=o.share, secrets=secrets)
     try:
-        summary = report(runner, jobs)
-        if o.promote and summary.exit_code in (0, 1) and summary.error is None:
-            for r in summary.results:  # what built was promoted as it landed; a failure never is
-                if r.status is State.FRESH:
-                    reporter(r.name, "promoting", f"{o.promote} -> {r.build_id}")
-                    b.promote(backend, session.lock_path, r.alias, o.promote, secrets)
-        return summary
+        results = scheduler.run(jobs)
     finally:
-        logs.close()
+        if logs is not None:
+            logs.close()
+    return Summary(tuple(results), runner.exit_code(scheduler, results),
+                   str(scheduler.fatal) if scheduler.fatal else None)
 
 
-def report(runner, jobs) -> Summary:
-    from e2b_matrix import build as b
-
-    results = runner.run(jobs)
-    return Summary(tuple(results), b.exit_code(runner, results), str(runner.fatal) if runner.fatal else None)
-
-
-def build(options: Options, settings: Settings | None = None,
-          reporter: Callable[[str, str, str], None] = lambda name, state, message: None) -> Summary:
-    """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it."""
+def build(options: Options, settings: Settings | None = None, reporter: Reporter | None = None) -> Summary:
+    """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it; ``reporter`` hears
+    every event (events.Reporter)."""
+    reporter = reporter or Silent()
     session = Session.open(options, settings)
     session.backend.check()  # no key: stop before the package index is asked or its cache written
     project, lock, items = planned(session)
@@ -215,7 +209,7 @@ def build(options: Options, settings: Settings | None = None,
 
 
 def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec],
-           reporter: Callable[[str, str, str], None]) -> list[BuildSpec]:
+           reporter: Reporter) -> list[BuildSpec]:
     """The specs with every requirements file compiled: what is missing or out of date is compiled
     first (``compile_requirements``), unless the run is --locked or --offline, which refuse (ConfigError)."""
     from e2b_matrix import pins
@@ -228,7 +222,7 @@ def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[B
         raise pins.refusal(unpinned, "--locked" if o.locked else "--offline", o.backend, backends.DEFAULT)
     preflight(session, [s.alias for s in specs])
     for s in unpinned:
-        reporter(s.name, "compiling", pins.first_problem(s).path)
+        reporter.progress(s.name, State.COMPILING, pins.first_problem(s).path)
     compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, pins.Compiler(
         o.root, session.settings.uv_args, previous=pins.previous_files(unpinned, lock.entries)))}
     return [compiled.get(s.alias, s) for s in specs]
@@ -401,7 +395,7 @@ def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff
     """Point ``channel`` at each named variant's locked build (promote); with each, what the move
     changes (the packages of what the channel pointed at against the build it now points at), when
     both builds have an inventory."""
-    from e2b_matrix import build as b
+    from e2b_matrix import runner
 
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
@@ -410,7 +404,7 @@ def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff
     out = []
     for e in entries:
         before = e.channels.get(channel)
-        after = b.promote(session.backend, session.lock_path, e.alias, channel, secrets)
+        after = runner.promote(session.backend, session.lock_path, [e.alias], channel, secrets).entries[e.alias]
         out.append((after, _moved(session, after, before)))
     return out
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from e2b_matrix import render
 from e2b_matrix.backends import ChannelState, LogSink
-from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, TransientError
+from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
@@ -275,6 +275,12 @@ def _is_gone(exc: Exception) -> bool:
     return getattr(exc, "status", None) in (400, 404) or "not found" in str(exc).lower()
 
 
+# E2B's 429 when the team's concurrent builds are all taken (its limit counted at the build
+# request): e2b-dev/infra packages/api/internal/template/register_build.go, message from
+# packages/shared/pkg/apierrors/apierrors.go. Only this 429 says "wait for a build to end".
+TEAM_LIMIT = re.compile(r"maximum number of concurrent template builds")
+
+
 class _classify:
     """Turn SDK and transport exceptions into ours (a context manager); ``what`` names the answer awaited."""
 
@@ -297,6 +303,8 @@ class _classify:
         status = _status_of(exc, message)
         if isinstance(exc, AuthenticationException) or status in (401, 403):
             raise CredentialsError(f"E2B refused the API key ({status or 401}): {HOW_TO_LOGIN}") from None
+        if TEAM_LIMIT.search(message):
+            raise SlotsFull(message) from None
         if isinstance(exc, RateLimitException) or type(exc).__name__ == "ServiceBusyException" or (
                 status is not None and (status == 429 or status >= 500)):
             raise TransientError(message) from None

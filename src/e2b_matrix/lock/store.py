@@ -92,13 +92,22 @@ def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = ()
     return update(path, change, regenerate, secrets)
 
 
-def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
-                 secrets: Iterable[str] = ()) -> TemplateLock:
-    """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
+def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE,
+                  secrets: Iterable[str] = ()) -> TemplateLock:
+    """New builds of their aliases, with one write: each previous build goes to its history,
+    channels stay put."""
+    entries = list(entries)
 
-    def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
-        old = entries.get(entry.alias)
-        entries[entry.alias] = old.replaced_by(entry) if old is not None else entry
-        return entries
+    def change(current: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        for entry in entries:
+            old = current.get(entry.alias)
+            current[entry.alias] = old.replaced_by(entry) if old is not None else entry
+        return current
 
     return update(path, change, regenerate, secrets)
+
+
+def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
+                 secrets: Iterable[str] = ()) -> TemplateLock:
+    """A new build of ``entry.alias`` (``record_builds`` of one)."""
+    return record_builds(path, [entry], regenerate, secrets)
