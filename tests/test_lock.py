@@ -11,6 +11,7 @@ import threading
 import tomllib
 from pathlib import Path
 
+import attrs
 import pytest
 
 from conftest import fp
@@ -468,6 +469,63 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     update_lock(path, {"a": entry("a", "va", "TA")})
     assert not old.exists()
     assert fresh.exists() and other.exists()
+
+
+def test_no_secret_in_history_or_in_a_key(tmp_path):
+    """Every string the lock would hold is looked at: history builds and the maps' keys too."""
+    path = tmp_path / "templates.lock"
+    update_lock(path, {"a": entry("a", "va", "TA")})
+    before = path.read_bytes()
+    shaped = "e2b_0123456789abcdef0123456789abcdef01234567"
+    old = Build("b0", fp(0), WHEN, {"base": "1"})
+    cases = {
+        "history[0].build_id": entry("b", "vb", "TB", history=[attrs.evolve(old, build_id=shaped)]),
+        "history[1].layers.nexus_token": entry("b", "vb", "TB", history=[old, attrs.evolve(
+            old, layers={"nexus_token": "1"})]),
+        "history[0].image": entry("b", "vb", "TB", history=[attrs.evolve(old, image="x/my-self-hosted-key-42")]),
+        f"layers.{shaped}": entry("b", "vb", "TB", layers={shaped: "1"}),
+        "inputs.my-self-hosted-key-42": entry("b", "vb", "TB", inputs={"my-self-hosted-key-42": ""}),
+        "channels.stable": entry("b", "vb", "TB", channels={"stable": shaped}),
+    }
+    for key, bad in cases.items():
+        with pytest.raises(LockError) as info:
+            update_lock(path, {"b": bad}, secrets=["my-self-hosted-key-42"])
+        assert str(info.value) == (f"{path}: templates.b.{key}: looks like a secret; "
+                                   "the lock is not the place for it (not written)"), key
+    assert path.read_bytes() == before
+    # a name that says secret with nothing in it holds nothing (as before)
+    update_lock(path, {"b": entry("b", "vb", "TB", inputs={"base.token": ""})})
+
+
+def test_the_one_look_at_an_entry_misses_no_secret_a_field_holds(tmp_path):
+    """Each string of a full entry (fields, keys, values, history) holding a secret in turn: refused, named."""
+    base = entry("b", "vb", "TB", domain="e2b.app", api_url="http://127.0.0.1:9", image="img/x:1",
+                 inputs={"cpu_count": "2", "nexus.version": "0.5.6"}, channels={"stable": "build-TB"},
+                 history=[Build("b0", fp(0), WHEN, {"base": "1"}, image="img/y:0", template_id="T0")])
+    secret = "Sekr1tSekr1t"
+    mutations = {
+        "variant": lambda e: attrs.evolve(e, variant=f"v{secret.lower()}"),
+        "template_id": lambda e: attrs.evolve(e, template_id=f"x{secret}"),
+        "build_id": lambda e: attrs.evolve(e, build_id=f"{secret}x"),
+        "domain": lambda e: attrs.evolve(e, domain=f"{secret}.example"),
+        "api_url": lambda e: attrs.evolve(e, api_url=f"http://{secret}"),
+        "image": lambda e: attrs.evolve(e, image=f"img/{secret}"),
+        "inputs.cpu_count": lambda e: attrs.evolve(e, inputs={**e.inputs, "cpu_count": secret}),
+        f"inputs.x{secret.lower()}": lambda e: attrs.evolve(e, inputs={**e.inputs, f"x{secret.lower()}": "1"}),
+        "channels.stable": lambda e: attrs.evolve(e, channels={"stable": secret}),
+        "history[0].build_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0], build_id=secret)]),
+        "history[0].template_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
+                                                                                  template_id=secret)]),
+        "history[0].layers.base": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
+                                                                                  layers={"base": secret})]),
+    }
+    dumps([base], known_secrets=[secret.lower()])  # the case-sensitive secret is in none of them yet
+    for key, mutate in mutations.items():
+        bad = mutate(base)
+        known = [secret.lower()] if key in ("variant",) or key.startswith("inputs.x") else [secret]
+        with pytest.raises(LockError) as info:
+            dumps([base, attrs.evolve(bad, alias="c")], known_secrets=known)
+        assert info.value.key == f"templates.c.{key}", key
 
 
 # --------------------------------------------------------------------------- resolver

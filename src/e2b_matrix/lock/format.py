@@ -53,6 +53,7 @@ def _kinds(cls) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], froz
 
 _REQUIRED, _STRINGS, _MAPS, _FIELDS = _kinds(LockEntry)
 _BUILD_REQUIRED, _BUILD_STRINGS, _BUILD_MAPS, _BUILD_FIELDS = _kinds(Build)
+_NAMES = (*_STRINGS, *_MAPS, *_BUILD_STRINGS, *_BUILD_MAPS, "history")  # the fixed parts of a key's name
 _TOP = frozenset({"schema", "templates"})
 _MAX_LISTED = 25  # names listed in an unknown-name message
 
@@ -81,6 +82,8 @@ class _Table:
 
     def only(self, allowed) -> None:
         """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
+        if self.doc.keys() <= allowed:
+            return
         for k in self.doc:
             if k not in allowed:
                 import difflib  # the error path only
@@ -164,17 +167,46 @@ def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
     return {alias: _entry(alias, templates[alias], path) for alias in sorted(templates)}
 
 
+def _parts(e: LockEntry) -> list[tuple[str, object, tuple[str, ...], tuple[str, ...]]]:
+    """(key prefix, value, string fields, map fields) of the entry and of each build in its history."""
+    return [("", e, _STRINGS, _MAPS),
+            *((f"history[{i}].", b, _BUILD_STRINGS, _BUILD_MAPS) for i, b in enumerate(e.history))]
+
+
 def _refuse_secrets(e: LockEntry, known: Iterable[str]) -> None:
-    """The lock is committed to git: nothing secret may reach it."""
+    """The lock is committed to git: nothing secret may reach it (secrets.looks_secret, the one detector).
+
+    Every string the entry writes is looked at: the fields, the maps' keys and values, the same in
+    its history. First in one look: the field names and the maps' keys as shown joined by
+    newlines as the name, every string joined by newlines as the value. When a field looks secret
+    the joined text does too (no pattern holds a newline or a dot, a newline is not a word
+    character, and a known secret is a substring of the joined text wherever it is a substring of
+    a field), so the fields are looked at one by one, to name the key, only then.
+    """
+    parts = _parts(e)
+    try:
+        keys = [k for _, value, _, maps in parts for m in maps for k in getattr(value, m)]
+        written = "\n".join([*(getattr(value, k) for _, value, strings, _ in parts for k in strings), *keys,
+                             *(v for _, value, _, maps in parts for m in maps for v in getattr(value, m).values())])
+        shown = "\n".join([*_NAMES, *map(_key, keys)])
+    except TypeError:  # a value that is not a string: found and named below
+        pass
+    else:
+        if not secrets.looks_secret(shown, written, known):
+            return
     where = f"templates.{_key(e.alias)}"
-    fields = [(k, getattr(e, k)) for k in _STRINGS]
-    fields += [(f"{m}.{_key(k)}", v) for m in _MAPS for k, v in getattr(e, m).items()]
-    for name, value in fields:
-        if not isinstance(value, str):  # a bug upstream: never write what would not read back
-            raise LockError(f"expected a string, got {_type_name(value)}", key=f"{where}.{name}")
-        if secrets.looks_secret(name, value, known):
-            raise LockError("looks like a secret; the lock is not the place for it (not written)",
-                            key=f"{where}.{name}")
+    for prefix, value, strings, maps in parts:
+        fields = [(prefix + k, getattr(value, k), True) for k in strings]
+        for m in maps:
+            for k, v in getattr(value, m).items():
+                # a key is written too: shaped like a key or holding one (its name is what it says, not a value)
+                fields += [(f"{prefix}{m}.{_key(k)}", k, False), (f"{prefix}{m}.{_key(k)}", v, True)]
+        for name, text, named in fields:
+            if not isinstance(text, str):  # a bug upstream: never write what would not read back
+                raise LockError(f"expected a string, got {_type_name(text)}", key=f"{where}.{name}")
+            if secrets.looks_secret(name if named else "", text, known):
+                raise LockError("looks like a secret; the lock is not the place for it (not written)",
+                                key=f"{where}.{name}")
 
 
 def dumps(entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE, known_secrets=()) -> str:
