@@ -18,6 +18,7 @@ from conftest import fp
 from e2b_matrix import files
 from e2b_matrix.errors import ConfigError, LockError, UnknownNameError
 from e2b_matrix.lock import SCHEMA, Build, LockEntry, TemplateLock, TemplateResolver, dumps, update_lock
+from e2b_matrix.lock import format as lockformat
 from e2b_matrix.lock.store import record_build
 
 DATA = Path(__file__).parent / "data"
@@ -526,6 +527,71 @@ def test_the_one_look_at_an_entry_misses_no_secret_a_field_holds(tmp_path):
         with pytest.raises(LockError) as info:
             dumps([base, attrs.evolve(bad, alias="c")], known_secrets=known)
         assert info.value.key == f"templates.c.{key}", key
+
+
+def test_read_back_catches_a_rendering_that_reads_differently(tmp_path, monkeypatch):
+    """The read-back compares every entry, also those this write did not change."""
+    import tomli_w
+
+    path = tmp_path / "templates.lock"
+    update_lock(path, {"a": entry("a", "va", "TA"), "z": entry("z", "vz", "TZ")})
+    before = path.read_bytes()
+    real = tomli_w.dumps
+    for wrong, error in [(lambda t: t.replace('"TA"', '"TA-other"'), "does not read back the same"),
+                         (lambda t: t.replace('"TZ"', '"T Z"'), r"templates\.z\.template_id: must be one word"),
+                         (lambda t: t.replace('[templates.b]\n', '[templates.b]\nextra = "1"\n'),
+                          r"templates\.b\.extra: unknown key")]:
+        monkeypatch.setattr(tomli_w, "dumps", lambda doc, wrong=wrong: wrong(real(doc)))
+        with pytest.raises(LockError, match=error):
+            update_lock(path, {"b": entry("b", "vb", "TB")})
+        assert path.read_bytes() == before and temps(tmp_path) == []
+    monkeypatch.setattr(tomli_w, "dumps", real)
+    assert [e.alias for e in update_lock(path, {"b": entry("b", "vb", "TB")})] == ["a", "b", "z"]
+
+
+def test_a_lock_changed_behind_the_writer_is_validated_again(tmp_path):
+    """What this process parsed last is not trusted for other bytes: an edit that breaks an entry is refused."""
+    path = tmp_path / "templates.lock"
+    update_lock(path, shipped())
+    text = path.read_text()
+    for edit, error in [(text.replace('"yf6wfidzfb6i7n7iawob"', '"two words"'),
+                         r"templates\.nexus-sandbox-latest\.template_id: must be one word"),
+                        (text.replace("nexus = \"0.5.6\"", "nexus = 5", 1),
+                         r"templates\.[a-z-]+\.layers\.nexus: expected a string, got an integer"),
+                        (text + "\n[templates.x]\nvariant = \"x\"\n", r"templates\.x\.template_id: missing")]:
+        write_atomic(path, edit)
+        with pytest.raises(LockError, match=error):
+            record_build(path, entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob", build_id="b2"))
+        assert path.read_text() == edit and temps(tmp_path) == []
+    write_atomic(path, text)
+    assert record_build(path, entry("d", "vd", "TD")).entries.keys() == {e.alias for e in shipped()} | {"d"}
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t,
+    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26T18:30:00+01:00"),  # the same instant
+    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26 18:30:00"),  # a local time: an error
+    lambda t: t.replace('base = "1"', "base = 1", 1),
+    lambda t: t.replace('base = "1"', 'base = "2"', 1),
+    lambda t: t.replace('variant = "latest"', "variant = 'latest'  # by hand"),
+    lambda t: t.replace('domain = "e2b.app"', 'domain = "e2b.app"\nextra = true', 1),
+    lambda t: t.replace('[templates.nexus-sandbox-latest]', '[templates.nexus-sandbox-new]'),
+])
+def test_parse_with_known_tables_is_parse_without(edit):
+    """``known`` only spares validating a table equal to one that validated: the result is always loads'."""
+    text = dumps(shipped())
+    known = lockformat.parse(text)
+    edited = edit(text)
+    try:
+        expected = lockformat.loads(edited)
+    except LockError as exc:
+        with pytest.raises(LockError) as info:
+            lockformat.parse(edited, known=known)
+        assert str(info.value) == str(exc)
+        return
+    got = lockformat.parse(edited, known=known).entries
+    assert got == expected and list(got) == list(expected)
+    assert all(type(v.built_at.tzinfo) is type(expected[a].built_at.tzinfo) for a, v in got.items())
 
 
 # --------------------------------------------------------------------------- resolver

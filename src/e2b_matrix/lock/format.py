@@ -146,8 +146,27 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
         raise t.error(message, field) from None
 
 
-def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
-    """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
+class Parsed:
+    """A lock text as ``parse`` read it: its entries by alias (sorted) and each entry's table as tomllib read it."""
+
+    __slots__ = ("entries", "tables")
+
+    def __init__(self, entries: dict[str, LockEntry], tables: dict[str, dict]):
+        self.entries, self.tables = entries, tables
+
+
+EMPTY = Parsed({}, {})
+
+
+def parse(text: str, path: str = "<string>", known: Parsed | None = None) -> Parsed:
+    """The lock's entries, sorted by alias; LockError naming the file and key when it is bad.
+
+    ``known``, another Parsed: an alias whose table tomllib reads equal to its table in ``known``
+    takes ``known``'s entry instead of being validated again. Exact: ``_entry`` is a function of
+    the table, and a table equal to one that validated holds the same keys and values of the same
+    types (a string equals only a string; an aware date-time only an aware date-time of the same
+    instant, which ``_utc`` makes the same value), so it would build an equal entry.
+    """
     try:
         doc = files.parse_toml(text)
     except ValueError as exc:
@@ -163,8 +182,20 @@ def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
         raise LockError(f"unsupported schema {schema} (this one reads {READS[0]} to {SCHEMA})",
                         path=path, key="schema")
     top.only(_TOP)
-    templates = _Table(top.get("templates", dict, {}), path, "templates").doc
-    return {alias: _entry(alias, templates[alias], path) for alias in sorted(templates)}
+    tables = _Table(top.get("templates", dict, {}), path, "templates").doc
+    entries = {}
+    for alias in sorted(tables):
+        table = tables[alias]
+        if known is not None and alias in known.tables and known.tables[alias] == table:
+            entries[alias] = known.entries[alias]
+        else:
+            entries[alias] = _entry(alias, table, path)
+    return Parsed(entries, tables)
+
+
+def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
+    """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
+    return parse(text, path).entries
 
 
 def _parts(e: LockEntry) -> list[tuple[str, object, tuple[str, ...], tuple[str, ...]]]:
