@@ -19,7 +19,7 @@ from e2b_matrix import files
 from e2b_matrix.errors import ConfigError, LockError, UnknownNameError
 from e2b_matrix.lock import SCHEMA, Build, LockEntry, TemplateLock, TemplateResolver, dumps, update_lock
 from e2b_matrix.lock import format as lockformat
-from e2b_matrix.lock.store import record_build
+from e2b_matrix.lock.store import record_build, record_builds
 
 DATA = Path(__file__).parent / "data"
 UTC = dt.timezone.utc
@@ -592,6 +592,74 @@ def test_parse_with_known_tables_is_parse_without(edit):
     got = lockformat.parse(edited, known=known).entries
     assert got == expected and list(got) == list(expected)
     assert all(type(v.built_at.tzinfo) is type(expected[a].built_at.tzinfo) for a, v in got.items())
+
+
+# --------------------------------------------------------------------------- record_builds
+
+def test_record_builds_writes_several_builds_once_each_to_its_history(tmp_path, monkeypatch):
+    path = tmp_path / "templates.lock"
+    update_lock(path, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
+    update_lock(path, [TemplateLock.load(path).entry("a").promoted("stable")])
+    writes = []
+    real = files.atomic_write
+    monkeypatch.setattr(files, "atomic_write", lambda p, data, *a: (writes.append(p), real(p, data, *a)))
+    lock = record_builds(path, [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
+                                entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")])
+    assert writes == [str(path)]  # one write for the four builds
+    assert lock == TemplateLock.load(path)
+    a, b, c = (lock.entry(x) for x in "abc")
+    assert a.build_id == "a2" and [h.build_id for h in a.history] == ["a1", "a0"]  # in the order given
+    assert a.channels == {"stable": "a0"}  # building never moves a channel
+    assert b.build_id == "b1" and [h.build_id for h in b.history] == ["b0"]
+    assert c.build_id == "c1" and c.history == ()
+    # the same as one record_build after another
+    other = tmp_path / "other.lock"
+    update_lock(other, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
+    update_lock(other, [TemplateLock.load(other).entry("a").promoted("stable")])
+    for e in [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
+              entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")]:
+        record_build(other, e)
+    assert other.read_bytes() == path.read_bytes()
+
+
+def test_record_builds_writes_none_when_one_cannot_be_written(tmp_path):
+    path = tmp_path / "templates.lock"
+    record_builds(path, [entry("a", "va", "TA", build_id="a0")])
+    before = path.read_bytes()
+    shaped = "e2b_0123456789abcdef0123456789abcdef01234567"
+    good = [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB")]
+    with pytest.raises(LockError, match=r"templates\.c\.inputs\.x: looks like a secret"):
+        record_builds(path, [*good, entry("c", "vc", "TC", inputs={"x": shaped})])
+    with pytest.raises(LockError, match=r"templates\.c\.build_id: looks like a secret"):
+        record_builds(path, [*good, entry("c", "vc", "TC", build_id="my-self-hosted-key-42")],
+                      secrets=["my-self-hosted-key-42"])
+    with pytest.raises(TypeError, match="expected a LockEntry, got dict"):
+        record_builds(path, [*good, {"alias": "c"}])
+    assert path.read_bytes() == before and temps(tmp_path) == []
+    # a lock on disk that does not parse is left untouched too
+    write_atomic(path, before.decode() + "[broken\n")
+    with pytest.raises(LockError, match="invalid TOML"):
+        record_builds(path, good)
+    assert path.read_bytes() == before + b"[broken\n"
+    # an empty batch changes nothing
+    write_atomic(path, before.decode())
+    ino = path.stat().st_ino
+    assert [e.alias for e in record_builds(path, [])] == ["a"] and path.stat().st_ino == ino
+
+
+def test_record_builds_refuses_links(tmp_path):
+    real = tmp_path / "real.lock"
+    record_builds(real, [entry("a", "va", "TA")])
+    before = real.read_bytes()
+    link = tmp_path / "templates.lock"
+    link.symlink_to(real)
+    with pytest.raises(LockError, match="symbolic link"):
+        record_builds(link, [entry("b", "vb", "TB")])
+    os.symlink(tmp_path / "elsewhere", tmp_path / "other.lock.lock")
+    with pytest.raises(LockError, match="symbolic link"):
+        record_builds(tmp_path / "other.lock", [entry("b", "vb", "TB")])
+    assert real.read_bytes() == before and not (tmp_path / "elsewhere").exists()
+    assert not (tmp_path / "other.lock").exists()
 
 
 # --------------------------------------------------------------------------- resolver

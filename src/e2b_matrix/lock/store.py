@@ -7,7 +7,8 @@ file atomically (files.atomic_write). Two processes that change different
 aliases both land; a reader sees the old file or the new one; a lock on disk
 that does not parse is left untouched (LockError). Neither the lock nor its
 sidecar may be a symbolic link (LockError, before ``change`` runs: a promote
-changes nothing on E2B that the lock could not record).
+changes nothing on E2B that the lock could not record). ``record_builds``
+records every build that finished since the last write in one such write.
 
 What one write costs, as the lock grows: one tomllib parse of the rendering
 (the read-back) and one tomli-w rendering, each linear in the lock. The lock
@@ -115,13 +116,25 @@ def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = ()
     return update(path, change, regenerate, secrets)
 
 
+def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE,
+                  secrets: Iterable[str] = ()) -> TemplateLock:
+    """New builds, in one locked write: for each in turn, the previous build of its alias goes to its
+    history and its channels stay put. One that cannot be written (a secret, ...) writes none of them."""
+    builds = list(entries)
+    for e in builds:
+        if not isinstance(e, LockEntry):
+            raise TypeError(f"record_builds: expected a LockEntry, got {type(e).__name__}")
+
+    def change(current: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        for e in builds:
+            old = current.get(e.alias)
+            current[e.alias] = old.replaced_by(e) if old is not None else e
+        return current
+
+    return update(path, change, regenerate, secrets)
+
+
 def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
                  secrets: Iterable[str] = ()) -> TemplateLock:
     """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
-
-    def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
-        old = entries.get(entry.alias)
-        entries[entry.alias] = old.replaced_by(entry) if old is not None else entry
-        return entries
-
-    return update(path, change, regenerate, secrets)
+    return record_builds(path, [entry], regenerate, secrets)
