@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -431,14 +430,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a bare TOML key
-
-
-def _show_key(key) -> str:
-    """A table key as an error message may show it: plain when it is a bare TOML key, else quoted and escaped."""
-    if isinstance(key, str) and _BARE_KEY.fullmatch(key):
-        return key
-    return json.dumps(key) if isinstance(key, str) else repr(key)
+_show_key = names.show_key
 
 
 def _valid(check: Callable[[Any], Any]):

@@ -58,57 +58,14 @@ _TOP = frozenset({"schema", "templates"})
 _MAX_LISTED = 25  # names listed in an unknown-name message
 
 
-def _type_name(value) -> str:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return "a local date-time (no timezone)"
-    return {bool: "a boolean", str: "a string", int: "an integer", float: "a float", dict: "a table",
-            list: "an array", dt.datetime: "a date-time", dt.date: "a date", dt.time: "a time"}.get(
-        type(value), type(value).__name__)
-
-
+_type_name = files.toml_type
 _key = _show_key
 
 
-class _Table:
-    """A TOML table being read: typed access whose errors name the file and the key."""
+class _Table(files.Table):
+    """A table of a lock file: its errors are LockErrors."""
 
-    def __init__(self, doc, path: str, where: str):
-        if type(doc) is not dict:
-            raise LockError(f"expected a table, got {_type_name(doc)}", path=path, key=where)
-        self.doc, self.path, self.where = doc, path, where
-
-    def error(self, message: str, key: str) -> LockError:
-        return LockError(message, path=self.path, key=f"{self.where}.{key}" if self.where else key)
-
-    def only(self, allowed) -> None:
-        """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
-        if self.doc.keys() <= allowed:
-            return
-        for k in self.doc:
-            if k not in allowed:
-                import difflib  # the error path only
-
-                close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
-                raise self.error(f"unknown key{hint}", _key(k))
-
-    def get(self, key: str, kind: type, default=None):
-        if key not in self.doc:
-            if default is None:
-                raise self.error("missing", _key(key))
-            return default
-        value = self.doc[key]
-        if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
-            want = {str: "a string", dict: "a table", list: "an array of tables", int: "an integer",
-                    dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)"}[kind]
-            raise self.error(f"expected {want}, got {_type_name(value)}", _key(key))
-        return value
-
-    def strings(self, key: str) -> dict[str, str]:
-        table = _Table(self.get(key, dict, {}), self.path, f"{self.where}.{key}")
-        for k in table.doc:
-            table.get(k, str)
-        return table.doc
+    Error = LockError
 
 
 def _build(doc, path: str, where: str) -> Build:
