@@ -66,6 +66,28 @@ def test_an_inventory_file_is_input_too(tmp_path, edit, key):
     assert str(info.value).startswith(str(path)) and key in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t.replace('[pip]\nhttpx = "0.27.0"\nnexus-ai-fs = "0.5.6"', 'pip = "x"'),
+     "pip: expected a table, got a string"),
+    (lambda t: t.replace('httpx = "0.27.0"', "httpx = 27"), "pip.httpx: expected a string, got an integer"),
+    (lambda t: t.replace('alias = "nexus-sandbox-pinned"\n', ""), "alias: missing"),
+    (lambda t: t.replace("python = ", "pyton = "), "pyton: unknown key; did you mean 'python'?"),
+    (lambda t: t.replace("schema = 1\n", ""), "schema: missing"),
+    (lambda t: t.replace("recorded_at = 2026-12-01 12:00:00+00:00", "recorded_at = 2026-12-01 12:00:00"),
+     "recorded_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), got a local date-time"),
+])
+def test_an_inventory_file_is_read_as_the_lock_is(tmp_path, edit, message):
+    """The lock's table reader (files.Table): each bad key named, with what it should be."""
+    lock = tmp_path / "templates.lock"
+    path = inventory.save(lock, inv())
+    text = path.read_text()
+    assert edit(text) != text
+    path.write_text(edit(text))
+    with pytest.raises(ConfigError) as info:
+        inventory.load(lock, "nexus-sandbox-pinned", "b1")
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
 def test_from_report_reads_pip_json_and_dpkg_lines():
     report = VerifyReport([
         CheckResult("python3 --version", "base", True, fact="python", found="3.13.2"),

@@ -11,13 +11,15 @@ import threading
 import tomllib
 from pathlib import Path
 
+import attrs
 import pytest
 
 from conftest import fp
 from e2b_matrix import files
 from e2b_matrix.errors import ConfigError, LockError, UnknownNameError
 from e2b_matrix.lock import SCHEMA, Build, LockEntry, TemplateLock, TemplateResolver, dumps, update_lock
-from e2b_matrix.lock.store import record_build
+from e2b_matrix.lock import format as lockformat
+from e2b_matrix.lock.store import record_build, record_builds
 
 DATA = Path(__file__).parent / "data"
 UTC = dt.timezone.utc
@@ -468,6 +470,196 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     update_lock(path, {"a": entry("a", "va", "TA")})
     assert not old.exists()
     assert fresh.exists() and other.exists()
+
+
+def test_no_secret_in_history_or_in_a_key(tmp_path):
+    """Every string the lock would hold is looked at: history builds and the maps' keys too."""
+    path = tmp_path / "templates.lock"
+    update_lock(path, {"a": entry("a", "va", "TA")})
+    before = path.read_bytes()
+    shaped = "e2b_0123456789abcdef0123456789abcdef01234567"
+    old = Build("b0", fp(0), WHEN, {"base": "1"})
+    cases = {
+        "history[0].build_id": entry("b", "vb", "TB", history=[attrs.evolve(old, build_id=shaped)]),
+        "history[1].layers.nexus_token": entry("b", "vb", "TB", history=[old, attrs.evolve(
+            old, layers={"nexus_token": "1"})]),
+        "history[0].image": entry("b", "vb", "TB", history=[attrs.evolve(old, image="x/my-self-hosted-key-42")]),
+        f"layers.{shaped}": entry("b", "vb", "TB", layers={shaped: "1"}),
+        "inputs.my-self-hosted-key-42": entry("b", "vb", "TB", inputs={"my-self-hosted-key-42": ""}),
+        "channels.stable": entry("b", "vb", "TB", channels={"stable": shaped}),
+    }
+    for key, bad in cases.items():
+        with pytest.raises(LockError) as info:
+            update_lock(path, {"b": bad}, secrets=["my-self-hosted-key-42"])
+        assert str(info.value) == (f"{path}: templates.b.{key}: looks like a secret; "
+                                   "the lock is not the place for it (not written)"), key
+    assert path.read_bytes() == before
+    # a name that says secret with nothing in it holds nothing (as before)
+    update_lock(path, {"b": entry("b", "vb", "TB", inputs={"base.token": ""})})
+
+
+def test_the_one_look_at_an_entry_misses_no_secret_a_field_holds(tmp_path):
+    """Each string of a full entry (fields, keys, values, history) holding a secret in turn: refused, named."""
+    base = entry("b", "vb", "TB", domain="e2b.app", api_url="http://127.0.0.1:9", image="img/x:1",
+                 inputs={"cpu_count": "2", "nexus.version": "0.5.6"}, channels={"stable": "build-TB"},
+                 history=[Build("b0", fp(0), WHEN, {"base": "1"}, image="img/y:0", template_id="T0")])
+    secret = "Sekr1tSekr1t"
+    mutations = {
+        "variant": lambda e: attrs.evolve(e, variant=f"v{secret.lower()}"),
+        "template_id": lambda e: attrs.evolve(e, template_id=f"x{secret}"),
+        "build_id": lambda e: attrs.evolve(e, build_id=f"{secret}x"),
+        "domain": lambda e: attrs.evolve(e, domain=f"{secret}.example"),
+        "api_url": lambda e: attrs.evolve(e, api_url=f"http://{secret}"),
+        "image": lambda e: attrs.evolve(e, image=f"img/{secret}"),
+        "inputs.cpu_count": lambda e: attrs.evolve(e, inputs={**e.inputs, "cpu_count": secret}),
+        f"inputs.x{secret.lower()}": lambda e: attrs.evolve(e, inputs={**e.inputs, f"x{secret.lower()}": "1"}),
+        "channels.stable": lambda e: attrs.evolve(e, channels={"stable": secret}),
+        "history[0].build_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0], build_id=secret)]),
+        "history[0].template_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
+                                                                                  template_id=secret)]),
+        "history[0].layers.base": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
+                                                                                  layers={"base": secret})]),
+    }
+    dumps([base], known_secrets=[secret.lower()])  # the case-sensitive secret is in none of them yet
+    for key, mutate in mutations.items():
+        bad = mutate(base)
+        known = [secret.lower()] if key in ("variant",) or key.startswith("inputs.x") else [secret]
+        with pytest.raises(LockError) as info:
+            dumps([base, attrs.evolve(bad, alias="c")], known_secrets=known)
+        assert info.value.key == f"templates.c.{key}", key
+
+
+def test_read_back_catches_a_rendering_that_reads_differently(tmp_path, monkeypatch):
+    """The read-back compares every entry, also those this write did not change."""
+    import tomli_w
+
+    path = tmp_path / "templates.lock"
+    update_lock(path, {"a": entry("a", "va", "TA"), "z": entry("z", "vz", "TZ")})
+    before = path.read_bytes()
+    real = tomli_w.dumps
+    for wrong, error in [(lambda t: t.replace('"TA"', '"TA-other"'), "does not read back the same"),
+                         (lambda t: t.replace('"TZ"', '"T Z"'), r"templates\.z\.template_id: must be one word"),
+                         (lambda t: t.replace('[templates.b]\n', '[templates.b]\nextra = "1"\n'),
+                          r"templates\.b\.extra: unknown key")]:
+        monkeypatch.setattr(tomli_w, "dumps", lambda doc, wrong=wrong: wrong(real(doc)))
+        with pytest.raises(LockError, match=error):
+            update_lock(path, {"b": entry("b", "vb", "TB")})
+        assert path.read_bytes() == before and temps(tmp_path) == []
+    monkeypatch.setattr(tomli_w, "dumps", real)
+    assert [e.alias for e in update_lock(path, {"b": entry("b", "vb", "TB")})] == ["a", "b", "z"]
+
+
+def test_a_lock_changed_behind_the_writer_is_validated_again(tmp_path):
+    """What this process parsed last is not trusted for other bytes: an edit that breaks an entry is refused."""
+    path = tmp_path / "templates.lock"
+    update_lock(path, shipped())
+    text = path.read_text()
+    for edit, error in [(text.replace('"yf6wfidzfb6i7n7iawob"', '"two words"'),
+                         r"templates\.nexus-sandbox-latest\.template_id: must be one word"),
+                        (text.replace("nexus = \"0.5.6\"", "nexus = 5", 1),
+                         r"templates\.[a-z-]+\.layers\.nexus: expected a string, got an integer"),
+                        (text + "\n[templates.x]\nvariant = \"x\"\n", r"templates\.x\.template_id: missing")]:
+        write_atomic(path, edit)
+        with pytest.raises(LockError, match=error):
+            record_build(path, entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob", build_id="b2"))
+        assert path.read_text() == edit and temps(tmp_path) == []
+    write_atomic(path, text)
+    assert record_build(path, entry("d", "vd", "TD")).entries.keys() == {e.alias for e in shipped()} | {"d"}
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t,
+    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26T18:30:00+01:00"),  # the same instant
+    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26 18:30:00"),  # a local time: an error
+    lambda t: t.replace('base = "1"', "base = 1", 1),
+    lambda t: t.replace('base = "1"', 'base = "2"', 1),
+    lambda t: t.replace('variant = "latest"', "variant = 'latest'  # by hand"),
+    lambda t: t.replace('domain = "e2b.app"', 'domain = "e2b.app"\nextra = true', 1),
+    lambda t: t.replace('[templates.nexus-sandbox-latest]', '[templates.nexus-sandbox-new]'),
+])
+def test_parse_with_known_tables_is_parse_without(edit):
+    """``known`` only spares validating a table equal to one that validated: the result is always loads'."""
+    text = dumps(shipped())
+    known = lockformat.parse(text)
+    edited = edit(text)
+    try:
+        expected = lockformat.loads(edited)
+    except LockError as exc:
+        with pytest.raises(LockError) as info:
+            lockformat.parse(edited, known=known)
+        assert str(info.value) == str(exc)
+        return
+    got = lockformat.parse(edited, known=known).entries
+    assert got == expected and list(got) == list(expected)
+    assert all(type(v.built_at.tzinfo) is type(expected[a].built_at.tzinfo) for a, v in got.items())
+
+
+# --------------------------------------------------------------------------- record_builds
+
+def test_record_builds_writes_several_builds_once_each_to_its_history(tmp_path, monkeypatch):
+    path = tmp_path / "templates.lock"
+    update_lock(path, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
+    update_lock(path, [TemplateLock.load(path).entry("a").promoted("stable")])
+    writes = []
+    real = files.atomic_write
+    monkeypatch.setattr(files, "atomic_write", lambda p, data, *a: (writes.append(p), real(p, data, *a)))
+    lock = record_builds(path, [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
+                                entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")])
+    assert writes == [str(path)]  # one write for the four builds
+    assert lock == TemplateLock.load(path)
+    a, b, c = (lock.entry(x) for x in "abc")
+    assert a.build_id == "a2" and [h.build_id for h in a.history] == ["a1", "a0"]  # in the order given
+    assert a.channels == {"stable": "a0"}  # building never moves a channel
+    assert b.build_id == "b1" and [h.build_id for h in b.history] == ["b0"]
+    assert c.build_id == "c1" and c.history == ()
+    # the same as one record_build after another
+    other = tmp_path / "other.lock"
+    update_lock(other, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
+    update_lock(other, [TemplateLock.load(other).entry("a").promoted("stable")])
+    for e in [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
+              entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")]:
+        record_build(other, e)
+    assert other.read_bytes() == path.read_bytes()
+
+
+def test_record_builds_writes_none_when_one_cannot_be_written(tmp_path):
+    path = tmp_path / "templates.lock"
+    record_builds(path, [entry("a", "va", "TA", build_id="a0")])
+    before = path.read_bytes()
+    shaped = "e2b_0123456789abcdef0123456789abcdef01234567"
+    good = [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB")]
+    with pytest.raises(LockError, match=r"templates\.c\.inputs\.x: looks like a secret"):
+        record_builds(path, [*good, entry("c", "vc", "TC", inputs={"x": shaped})])
+    with pytest.raises(LockError, match=r"templates\.c\.build_id: looks like a secret"):
+        record_builds(path, [*good, entry("c", "vc", "TC", build_id="my-self-hosted-key-42")],
+                      secrets=["my-self-hosted-key-42"])
+    with pytest.raises(TypeError, match="expected a LockEntry, got dict"):
+        record_builds(path, [*good, {"alias": "c"}])
+    assert path.read_bytes() == before and temps(tmp_path) == []
+    # a lock on disk that does not parse is left untouched too
+    write_atomic(path, before.decode() + "[broken\n")
+    with pytest.raises(LockError, match="invalid TOML"):
+        record_builds(path, good)
+    assert path.read_bytes() == before + b"[broken\n"
+    # an empty batch changes nothing
+    write_atomic(path, before.decode())
+    ino = path.stat().st_ino
+    assert [e.alias for e in record_builds(path, [])] == ["a"] and path.stat().st_ino == ino
+
+
+def test_record_builds_refuses_links(tmp_path):
+    real = tmp_path / "real.lock"
+    record_builds(real, [entry("a", "va", "TA")])
+    before = real.read_bytes()
+    link = tmp_path / "templates.lock"
+    link.symlink_to(real)
+    with pytest.raises(LockError, match="symbolic link"):
+        record_builds(link, [entry("b", "vb", "TB")])
+    os.symlink(tmp_path / "elsewhere", tmp_path / "other.lock.lock")
+    with pytest.raises(LockError, match="symbolic link"):
+        record_builds(tmp_path / "other.lock", [entry("b", "vb", "TB")])
+    assert real.read_bytes() == before and not (tmp_path / "elsewhere").exists()
+    assert not (tmp_path / "other.lock").exists()
 
 
 # --------------------------------------------------------------------------- resolver

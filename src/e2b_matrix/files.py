@@ -6,6 +6,8 @@
 - ``parse_toml``/``parse_json``: every TOML and JSON document the tool reads
   goes through one of them: a document or one line (ValueError), never a
   RecursionError, and never nested more than ``MAX_DEPTH`` deep.
+- ``Table``: a parsed TOML table read with typed access, unknown keys refused,
+  errors naming the file and the key (the lock and the inventories).
 - ``atomic_write``: a temp file in the same folder, fsync, ``os.replace``,
   fsync of the folder: a reader sees the old file or the new one.
 - ``FileLock``: an exclusive ``flock`` on a sidecar file, released when the
@@ -20,13 +22,17 @@ inside the project.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from pathlib import Path
+
+from e2b_matrix import names
+from e2b_matrix.errors import ConfigError
 
 STALE_TEMP_SECONDS = 1.0  # a temp file this old, found under the lock, was left by a killed writer
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the largest file (or index answer) the tool reads
@@ -133,6 +139,62 @@ def _bounded(doc):
             raise TooDeep()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return doc
+
+
+def toml_type(value) -> str:
+    """What a TOML value is, as an error message says it."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return "a local date-time (no timezone)"
+    return {bool: "a boolean", str: "a string", int: "an integer", float: "a float", dict: "a table",
+            list: "an array", dt.datetime: "a date-time", dt.date: "a date", dt.time: "a time"}.get(
+        type(value), type(value).__name__)
+
+
+class Table:
+    """A TOML table being read (from parse_toml): typed access whose errors (``Error``) name the file and the key."""
+
+    Error: type[ConfigError] = ConfigError
+
+    def __init__(self, doc, path, where: str = ""):
+        if type(doc) is not dict:
+            raise self.Error(f"expected a table, got {toml_type(doc)}", path=path, key=where)
+        self.doc, self.path, self.where = doc, path, where
+
+    def error(self, message: str, key: str) -> ConfigError:
+        return self.Error(message, path=self.path, key=f"{self.where}.{key}" if self.where else key)
+
+    def only(self, allowed: Set[str]) -> None:
+        """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
+        if self.doc.keys() <= allowed:
+            return
+        for k in self.doc:
+            if k not in allowed:
+                import difflib  # the error path only
+
+                close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
+                raise self.error(f"unknown key{hint}", names.show_key(k))
+
+    def get(self, key: str, kind: type, default=None):
+        """The value of ``key``, of type ``kind`` (a date-time: with a timezone); ``default`` when absent
+        (None: it is required)."""
+        if key not in self.doc:
+            if default is None:
+                raise self.error("missing", names.show_key(key))
+            return default
+        value = self.doc[key]
+        if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
+            want = {str: "a string", dict: "a table", list: "an array of tables", int: "an integer",
+                    dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)"}[kind]
+            raise self.error(f"expected {want}, got {toml_type(value)}", names.show_key(key))
+        return value
+
+    def strings(self, key: str) -> dict[str, str]:
+        """The sub-table ``key`` (empty when absent), every value a string."""
+        table = type(self)(self.get(key, dict, {}), self.path, f"{self.where}.{key}" if self.where else key)
+        for k in table.doc:
+            table.get(k, str)
+        return table.doc
 
 
 def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:

@@ -21,7 +21,7 @@ import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import ConfigError, MatrixError
-from e2b_matrix.model import FrozenMap, _frozen_map, _map_of, _show_key, _valid
+from e2b_matrix.model import FrozenMap, _frozen_map, _map_of, _valid
 
 SCHEMA = 1
 KINDS = ("python", "pip", "apt")
@@ -53,6 +53,9 @@ class Inventory:
         if kind == "python":
             return {"python": self.python} if self.python else {}
         return dict(getattr(self, kind))
+
+
+_KEYS = frozenset({"schema", *(f.name for f in attrs.fields(Inventory))})
 
 
 @attrs.frozen
@@ -175,15 +178,15 @@ def load(lock_path, alias: str, build_id: str) -> Inventory | None:
         doc = files.parse_toml(text)
     except (files.FileError, ValueError) as exc:
         raise ConfigError(str(exc), path=path) from None
-    fields = {f.name for f in attrs.fields(Inventory)}
-    unknown = sorted(set(doc) - fields - {"schema"})
-    if unknown:
-        raise ConfigError("unknown key", path=path, key=_show_key(unknown[0]))
-    if doc.get("schema") != SCHEMA:
+    t = files.Table(doc, path)
+    t.only(_KEYS)
+    if t.get("schema", int) != SCHEMA:
         raise ConfigError(f"expected schema {SCHEMA}", path=path, key="schema")
     try:
-        inv = Inventory(**{k: v for k, v in doc.items() if k != "schema"})
-    except (TypeError, ValueError) as exc:
+        inv = Inventory(alias=t.get("alias", str), build_id=t.get("build_id", str),
+                        recorded_at=t.get("recorded_at", dt.datetime), python=t.get("python", str, ""),
+                        pip=t.strings("pip"), apt=t.strings("apt"))
+    except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise ConfigError(message or field, path=path, key=field if message else None) from None
     if (inv.alias, inv.build_id) != (alias, build_id):

@@ -380,11 +380,26 @@ class FrozenMap(Mapping):
     __slots__ = ("_d",)
 
     def __init__(self, items=()):
-        pairs = items.items() if isinstance(items, Mapping) else items
+        pairs = items.items() if type(items) is dict or isinstance(items, Mapping) else items
         self._d = dict(sorted(pairs))
 
     def __getitem__(self, key):
         return self._d[key]
+
+    def __contains__(self, key) -> bool:
+        return key in self._d
+
+    def get(self, key, default=None):
+        return self._d.get(key, default)
+
+    def keys(self):  # the dict's read-only views: what Mapping's would give, without a Python call per item
+        return self._d.keys()
+
+    def values(self):
+        return self._d.values()
+
+    def items(self):
+        return self._d.items()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._d)
@@ -415,11 +430,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
 
 
-def _show_key(key) -> str:
-    """A table key as an error message may show it: plain when it is a bare TOML key, else quoted and escaped."""
-    if isinstance(key, str) and key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
-        return key
-    return json.dumps(key) if isinstance(key, str) else repr(key)
+_show_key = names.show_key
 
 
 def _valid(check: Callable[[Any], Any]):
@@ -443,15 +454,14 @@ def _map_of(key_check: Callable[[Any], Any], value_check: Callable[[Any], Any]):
 
     def validate(inst, attribute, value: FrozenMap) -> None:
         for k, v in value.items():
-            where = f"{attribute.name}.{_show_key(k)}"
             try:
                 key_check(k)
             except ValueError as exc:
-                raise ValueError(f"{where}: bad key: {exc}") from None
+                raise ValueError(f"{attribute.name}.{_show_key(k)}: bad key: {exc}") from None
             try:
                 value_check(v)
             except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
+                raise ValueError(f"{attribute.name}.{_show_key(k)}: {exc}") from None
 
     return validate
 

@@ -64,6 +64,20 @@ def nonempty_text(value) -> str:
     return value
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a bare TOML key
+
+
+def show_key(key) -> str:
+    """A table key as an error message may show it: plain when it is a bare TOML key, else quoted and escaped."""
+    if isinstance(key, str) and _BARE_KEY.fullmatch(key):
+        return key
+    if isinstance(key, str):
+        import json  # the error path only
+
+        return json.dumps(key)
+    return repr(key)
+
+
 def shown(value, limit: int = 60) -> str:
     """A value as an error message shows it: repr (control characters escaped), cut to ``limit``."""
     text = repr(value)

@@ -53,59 +53,19 @@ def _kinds(cls) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], froz
 
 _REQUIRED, _STRINGS, _MAPS, _FIELDS = _kinds(LockEntry)
 _BUILD_REQUIRED, _BUILD_STRINGS, _BUILD_MAPS, _BUILD_FIELDS = _kinds(Build)
+_NAMES = (*_STRINGS, *_MAPS, *_BUILD_STRINGS, *_BUILD_MAPS, "history")  # the fixed parts of a key's name
 _TOP = frozenset({"schema", "templates"})
 _MAX_LISTED = 25  # names listed in an unknown-name message
 
 
-def _type_name(value) -> str:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return "a local date-time (no timezone)"
-    return {bool: "a boolean", str: "a string", int: "an integer", float: "a float", dict: "a table",
-            list: "an array", dt.datetime: "a date-time", dt.date: "a date", dt.time: "a time"}.get(
-        type(value), type(value).__name__)
-
-
+_type_name = files.toml_type
 _key = _show_key
 
 
-class _Table:
-    """A TOML table being read: typed access whose errors name the file and the key."""
+class _Table(files.Table):
+    """A table of a lock file: its errors are LockErrors."""
 
-    def __init__(self, doc, path: str, where: str):
-        if type(doc) is not dict:
-            raise LockError(f"expected a table, got {_type_name(doc)}", path=path, key=where)
-        self.doc, self.path, self.where = doc, path, where
-
-    def error(self, message: str, key: str) -> LockError:
-        return LockError(message, path=self.path, key=f"{self.where}.{key}" if self.where else key)
-
-    def only(self, allowed) -> None:
-        """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
-        for k in self.doc:
-            if k not in allowed:
-                import difflib  # the error path only
-
-                close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
-                raise self.error(f"unknown key{hint}", _key(k))
-
-    def get(self, key: str, kind: type, default=None):
-        if key not in self.doc:
-            if default is None:
-                raise self.error("missing", _key(key))
-            return default
-        value = self.doc[key]
-        if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
-            want = {str: "a string", dict: "a table", list: "an array of tables", int: "an integer",
-                    dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)"}[kind]
-            raise self.error(f"expected {want}, got {_type_name(value)}", _key(key))
-        return value
-
-    def strings(self, key: str) -> dict[str, str]:
-        table = _Table(self.get(key, dict, {}), self.path, f"{self.where}.{key}")
-        for k in table.doc:
-            table.get(k, str)
-        return table.doc
+    Error = LockError
 
 
 def _build(doc, path: str, where: str) -> Build:
@@ -143,8 +103,27 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
         raise t.error(message, field) from None
 
 
-def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
-    """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
+class Parsed:
+    """A lock text as ``parse`` read it: its entries by alias (sorted) and each entry's table as tomllib read it."""
+
+    __slots__ = ("entries", "tables")
+
+    def __init__(self, entries: dict[str, LockEntry], tables: dict[str, dict]):
+        self.entries, self.tables = entries, tables
+
+
+EMPTY = Parsed({}, {})
+
+
+def parse(text: str, path: str = "<string>", known: Parsed | None = None) -> Parsed:
+    """The lock's entries, sorted by alias; LockError naming the file and key when it is bad.
+
+    ``known``, another Parsed: an alias whose table tomllib reads equal to its table in ``known``
+    takes ``known``'s entry instead of being validated again. Exact: ``_entry`` is a function of
+    the table, and a table equal to one that validated holds the same keys and values of the same
+    types (a string equals only a string; an aware date-time only an aware date-time of the same
+    instant, which ``_utc`` makes the same value), so it would build an equal entry.
+    """
     try:
         doc = files.parse_toml(text)
     except ValueError as exc:
@@ -160,21 +139,62 @@ def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
         raise LockError(f"unsupported schema {schema} (this one reads {READS[0]} to {SCHEMA})",
                         path=path, key="schema")
     top.only(_TOP)
-    templates = _Table(top.get("templates", dict, {}), path, "templates").doc
-    return {alias: _entry(alias, templates[alias], path) for alias in sorted(templates)}
+    tables = _Table(top.get("templates", dict, {}), path, "templates").doc
+    entries = {}
+    for alias in sorted(tables):
+        table = tables[alias]
+        if known is not None and alias in known.tables and known.tables[alias] == table:
+            entries[alias] = known.entries[alias]
+        else:
+            entries[alias] = _entry(alias, table, path)
+    return Parsed(entries, tables)
+
+
+def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
+    """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
+    return parse(text, path).entries
+
+
+def _parts(e: LockEntry) -> list[tuple[str, object, tuple[str, ...], tuple[str, ...]]]:
+    """(key prefix, value, string fields, map fields) of the entry and of each build in its history."""
+    return [("", e, _STRINGS, _MAPS),
+            *((f"history[{i}].", b, _BUILD_STRINGS, _BUILD_MAPS) for i, b in enumerate(e.history))]
 
 
 def _refuse_secrets(e: LockEntry, known: Iterable[str]) -> None:
-    """The lock is committed to git: nothing secret may reach it."""
+    """The lock is committed to git: nothing secret may reach it (secrets.looks_secret, the one detector).
+
+    Every string the entry writes is looked at: the fields, the maps' keys and values, the same in
+    its history. First in one look: the field names and the maps' keys as shown joined by
+    newlines as the name, every string joined by newlines as the value. When a field looks secret
+    the joined text does too (no pattern holds a newline or a dot, a newline is not a word
+    character, and a known secret is a substring of the joined text wherever it is a substring of
+    a field), so the fields are looked at one by one, to name the key, only then.
+    """
+    parts = _parts(e)
+    try:
+        keys = [k for _, value, _, maps in parts for m in maps for k in getattr(value, m)]
+        written = "\n".join([*(getattr(value, k) for _, value, strings, _ in parts for k in strings), *keys,
+                             *(v for _, value, _, maps in parts for m in maps for v in getattr(value, m).values())])
+        shown = "\n".join([*_NAMES, *map(_key, keys)])
+    except TypeError:  # a value that is not a string: found and named below
+        pass
+    else:
+        if not secrets.looks_secret(shown, written, known):
+            return
     where = f"templates.{_key(e.alias)}"
-    fields = [(k, getattr(e, k)) for k in _STRINGS]
-    fields += [(f"{m}.{_key(k)}", v) for m in _MAPS for k, v in getattr(e, m).items()]
-    for name, value in fields:
-        if not isinstance(value, str):  # a bug upstream: never write what would not read back
-            raise LockError(f"expected a string, got {_type_name(value)}", key=f"{where}.{name}")
-        if secrets.looks_secret(name, value, known):
-            raise LockError("looks like a secret; the lock is not the place for it (not written)",
-                            key=f"{where}.{name}")
+    for prefix, value, strings, maps in parts:
+        fields = [(prefix + k, getattr(value, k), True) for k in strings]
+        for m in maps:
+            for k, v in getattr(value, m).items():
+                # a key is written too: shaped like a key or holding one (its name is what it says, not a value)
+                fields += [(f"{prefix}{m}.{_key(k)}", k, False), (f"{prefix}{m}.{_key(k)}", v, True)]
+        for name, text, named in fields:
+            if not isinstance(text, str):  # a bug upstream: never write what would not read back
+                raise LockError(f"expected a string, got {_type_name(text)}", key=f"{where}.{name}")
+            if secrets.looks_secret(name if named else "", text, known):
+                raise LockError("looks like a secret; the lock is not the place for it (not written)",
+                                key=f"{where}.{name}")
 
 
 def dumps(entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE, known_secrets=()) -> str:

@@ -7,7 +7,15 @@ file atomically (files.atomic_write). Two processes that change different
 aliases both land; a reader sees the old file or the new one; a lock on disk
 that does not parse is left untouched (LockError). Neither the lock nor its
 sidecar may be a symbolic link (LockError, before ``change`` runs: a promote
-changes nothing on E2B that the lock could not record).
+changes nothing on E2B that the lock could not record). ``record_builds``
+records every build that finished since the last write in one such write.
+
+What one write costs, as the lock grows: one tomllib parse of the rendering
+(the read-back) and one tomli-w rendering, each linear in the lock. The lock
+on disk is parsed too unless its bytes are exactly the last ones this process
+parsed (its own last write, read back): parsing is a function of the bytes.
+Only the entries whose table differs from the one parsed before are
+validated again (format.parse, ``known``).
 """
 
 from __future__ import annotations
@@ -17,10 +25,26 @@ from collections.abc import Callable, Iterable, Mapping
 
 from e2b_matrix import files
 from e2b_matrix.errors import LockError
-from e2b_matrix.lock.format import DEFAULT_REGENERATE, TemplateLock, dumps, loads
+from e2b_matrix.lock.format import DEFAULT_REGENERATE, EMPTY, Parsed, TemplateLock, dumps, parse
 from e2b_matrix.model import LockEntry
 
 Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
+
+# The last lock text this process parsed, whole, and what it read: (text, Parsed). Set only from
+# format.parse's own result on exactly that text; replaced whole (one assignment: threads may write
+# other locks at the same time).
+_last: tuple[str, Parsed] | None = None
+
+
+def _parse(text: str, path: str) -> Parsed:
+    """``text`` parsed; tomllib runs again unless ``text`` is exactly the last text parsed here."""
+    global _last
+    last = _last
+    if last is not None and last[0] == text:
+        return last[1]
+    parsed = parse(text, path, known=last[1] if last is not None else None)
+    _last = (text, parsed)
+    return parsed
 
 
 def lock_file(path) -> str:
@@ -42,7 +66,7 @@ def preflight(path) -> None:
     except files.FileError as exc:
         raise LockError(str(exc), path=path) from None
     if text is not None:
-        loads(text, path)
+        _parse(text, path)
 
 
 def read_entry(path, alias: str) -> LockEntry | None:
@@ -58,13 +82,13 @@ def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: 
             files.refuse_link(path)
             files.remove_stale_temps(path)
             old_text = files.read_text(path)
-            old = loads(old_text, path) if old_text is not None else {}
-            merged = dict(change(dict(old)))
+            old = _parse(old_text, path) if old_text is not None else EMPTY
+            merged = dict(change(dict(old.entries)))
             try:
                 text = dumps(merged.values(), regenerate, secrets)
             except LockError as exc:
                 raise LockError(exc.bare, path=path, key=exc.key) from None
-            if loads(text, path) != dict(sorted(merged.items())):  # never write what would not read back
+            if _parse(text, path).entries != merged:  # never write what would not read back
                 raise LockError("does not read back the same (not written)", path=path)
             if text != old_text:
                 files.atomic_write(path, text.encode("utf-8"))
@@ -94,14 +118,17 @@ def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = ()
 
 def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE,
                   secrets: Iterable[str] = ()) -> TemplateLock:
-    """New builds of their aliases, with one write: each previous build goes to its history,
-    channels stay put."""
-    entries = list(entries)
+    """New builds, in one locked write: for each in turn, the previous build of its alias goes to its
+    history and its channels stay put. One that cannot be written (a secret, ...) writes none of them."""
+    builds = list(entries)
+    for e in builds:
+        if not isinstance(e, LockEntry):
+            raise TypeError(f"record_builds: expected a LockEntry, got {type(e).__name__}")
 
     def change(current: dict[str, LockEntry]) -> dict[str, LockEntry]:
-        for entry in entries:
-            old = current.get(entry.alias)
-            current[entry.alias] = old.replaced_by(entry) if old is not None else entry
+        for e in builds:
+            old = current.get(e.alias)
+            current[e.alias] = old.replaced_by(e) if old is not None else e
         return current
 
     return update(path, change, regenerate, secrets)
@@ -109,5 +136,5 @@ def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_
 
 def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
                  secrets: Iterable[str] = ()) -> TemplateLock:
-    """A new build of ``entry.alias`` (``record_builds`` of one)."""
+    """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
     return record_builds(path, [entry], regenerate, secrets)
