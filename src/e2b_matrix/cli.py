@@ -432,7 +432,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
                                for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
+               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results])
         found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
         click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
         inv = done.inventory
