@@ -379,7 +379,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
     import signal
 
     from e2b_matrix import workflow
-    from e2b_matrix.progress import make_reporter, results_json, summary
+    from e2b_matrix.progress import make_reporter, summary
 
     options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
                                overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
@@ -390,8 +390,8 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
             result = workflow.build(options, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if as_json:
-        click.echo(json.dumps(results_json(result.results), indent=2))
+    if as_json:  # what the reporter heard finish, as the plain lines and the run log did
+        click.echo(json.dumps(reporter.json(), indent=2))
     else:
         summary(result.results)
     if result.error:
@@ -494,9 +494,10 @@ def resolve(env, name, backend, bare, channel):
 def promote(env, names, channel, backend):
     """Point a channel at each variant's locked build, and record it in the lock."""
     from e2b_matrix import workflow
+    from e2b_matrix.progress import promoted
 
     for e, moved in workflow.promote(env.session(backend=backend), names, channel):
-        click.echo(f"{e.alias}: {channel} -> {e.build_id}")
+        click.echo(promoted(e, channel))
         if moved is not None:
             _print_diff(moved, "  ")
 
@@ -509,11 +510,9 @@ def promote(env, names, channel, backend):
 def rollback(env, name, backend):
     """Return a variant to its previous build; channels promoted to the current one follow."""
     from e2b_matrix import workflow
+    from e2b_matrix.progress import rolled_back
 
-    before, after = workflow.rollback(env.session(backend=backend), name)
-    moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
-    click.echo(f"{after.alias}: {before.build_id} -> {after.build_id}"
-               + (f" (channels moved back: {', '.join(moved)})" if moved else ""))
+    click.echo(rolled_back(*workflow.rollback(env.session(backend=backend), name)))
 
 
 @cli.command()
