@@ -7,6 +7,7 @@ failed, ``stopped`` by --fail-fast, then one cancelled and one skipped. No runne
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import re
@@ -15,12 +16,12 @@ import sys
 
 import pytest
 
-from conftest import KEY, cli_runner
+from conftest import KEY, cli_runner, fp
 from e2b_matrix import progress
 from e2b_matrix.cli import cli
 from e2b_matrix.events import Broadcast
 from e2b_matrix.logs import RunLogReporter, RunLogs
-from e2b_matrix.model import BuildResult, State
+from e2b_matrix.model import BuildResult, LockEntry, State
 from e2b_matrix.secrets import Redactor
 from e2b_matrix.verify import CheckResult, VerifyReport
 
@@ -317,6 +318,24 @@ def test_without_log_files_the_run_log_prints_nothing(capfd):
     with RunLogs(None) as logs:
         play(RunLogReporter(logs))
     assert capfd.readouterr() == ("", "")
+
+
+# -- -v: the tool's steps, not each HTTP request ---------------------------------------------
+
+def test_v_shows_no_http_request_and_vv_does(project, emu):
+    """status asks E2B (through the SDK, over httpx) about a lock entry: httpx logs each request at INFO."""
+    from e2b_matrix.lock import store
+
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    store.update_lock(project / "templates.lock", [LockEntry(
+        alias="nexus-sandbox-minimal", variant="minimal", template_id="tmplgone", build_id="b1", fingerprint=fp(1),
+        layers={"base": "1"}, built_at=now, domain="e2b.app")])
+    runs = {flag: cli_runner().invoke(cli, ["-C", str(project), flag, "status"]) for flag in ("-v", "-vv")}
+    for r in runs.values():
+        assert r.exit_code == 1 and "template tmplgone is gone" in r.stdout, r.output
+    assert emu.request_count >= 2
+    assert "HTTP Request" not in runs["-v"].stderr
+    assert "INFO httpx: HTTP Request: GET http://127.0.0.1:" in runs["-vv"].stderr
 
 
 # -- the build command: what it prints of the events and the summary -----------------------------

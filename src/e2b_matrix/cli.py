@@ -623,7 +623,10 @@ _console_handler: logging.Handler | None = None
 
 
 def _console_logging(env: Env) -> None:
-    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv."""
+    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv.
+
+    -v shows the tool's steps; -vv debug lines and each HTTP request (a build polls E2B every 0.2 s).
+    """
     global _console_handler
     from e2b_matrix.logs import RedactingFormatter
 
@@ -639,6 +642,8 @@ def _console_logging(env: Env) -> None:
     root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else
                   logging.INFO if env.verbose else logging.WARNING)
     _console_handler.setLevel(root.level)  # a logger a run log turns up (uv's output) still needs -v here
+    for name in ("httpx", "httpcore", "h2", "hpack", "pyqwest", "urllib3"):  # HTTP clients: a line a request
+        logging.getLogger(name).setLevel(logging.NOTSET if env.verbose >= 2 else logging.WARNING)
 
 
 def main(argv=None) -> None:
