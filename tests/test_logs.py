@@ -102,3 +102,106 @@ def test_a_second_run_writes_its_file_even_with_foreign_handlers(tmp_path):
         assert (tmp_path / "logs" / "y.log").read_text() == "run 0\nagain 0\nrun 1\nagain 1\n"
     finally:
         logging.getLogger("e2b_matrix.variant.y").removeHandler(foreign)
+
+
+# -- promote and rollback in the run log ------------------------------------------------------
+
+def write_latest(project, **changes) -> None:
+    """The fake backend's lock: latest at build b2 with b1 before it, the channel ``old`` at b1."""
+    import datetime as dt
+
+    from conftest import fp
+    from e2b_matrix.lock import store
+    from e2b_matrix.model import Build, LockEntry
+
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    fields = dict(alias="nexus-sandbox-latest", variant="latest", template_id="fake-latest", build_id="b2",
+                  fingerprint=fp(2), layers={"base": "1"}, built_at=at, channels={"old": "b1"},
+                  history=[Build("b1", fp(1), at, {"base": "1"})])
+    store.update_lock(project / "templates.fake.lock", [LockEntry(**{**fields, **changes})])
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """A project on the fake backend (tests/fake_backend.py) whose lock holds latest (``write_latest``)."""
+    import fake_backend
+    from e2b_matrix import backends
+
+    monkeypatch.setitem(backends.REGISTRY, "fake", "fake_backend:FakeBackend")
+    fake_backend.CHANNELS.clear()
+    write_latest(tmp_path)
+    return tmp_path
+
+
+def cli(project, *args, env=None):
+    from conftest import cli_runner
+    from e2b_matrix.cli import cli as command
+
+    return cli_runner().invoke(command, ["-C", str(project), *args, "--backend", "fake"], env=env)
+
+
+def run_log(project) -> list[str]:
+    import re
+
+    return [re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", "", line)
+            for line in (project / "logs" / "build.log").read_text().splitlines()]
+
+
+def test_promote_and_rollback_are_in_the_run_log(fake):
+    import fake_backend
+
+    steps = [(["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
+             (["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
+             (["promote", "latest", "--channel", "old"], "nexus-sandbox-latest: old -> b2"),
+             (["rollback", "latest"], "nexus-sandbox-latest: b2 -> b1 (channels moved back: old, stable)"),
+             (["promote", "nexus-sandbox-latest", "--channel", "edge"], "nexus-sandbox-latest: edge -> b1")]
+    for args, said in steps:
+        r = cli(fake, *args)
+        assert (r.exit_code, r.stdout, r.stderr) == (0, said + "\n", ""), r.output
+    assert fake_backend.CHANNELS == {("nexus-sandbox-latest", ch): "b1" for ch in ("stable", "old", "edge")}
+    assert run_log(fake) == [
+        "INFO promote: nexus-sandbox-latest: stable -> b2 (new)",
+        "INFO promote: nexus-sandbox-latest: stable -> b2 (already there)",
+        "INFO promote: nexus-sandbox-latest: old -> b2 (was b1)",
+        "INFO rollback: nexus-sandbox-latest: b2 -> b1 (channels moved back: old, stable)",
+        "INFO promote: nexus-sandbox-latest: edge -> b1 (new)",
+    ]
+
+
+def test_a_refused_promote_and_rollback_are_in_the_run_log_and_the_lock_stays(fake, monkeypatch):
+    import fake_backend
+    from e2b_matrix.errors import BuildError
+
+    def refuse(self, entry, channel, build_id):
+        raise BuildError(f"E2B refused the tag {channel} (key {KEY})")
+
+    monkeypatch.setattr(fake_backend.FakeBackend, "point", refuse)
+    write_latest(fake, channels={"stable": "b2"})  # at the current build: rollback moves it back
+    locked = (fake / "templates.fake.lock").read_bytes()
+    for args in (["promote", "latest", "--channel", "edge"], ["rollback", "latest"]):
+        r = cli(fake, *args, env={"E2B_API_KEY": KEY})
+        assert r.exit_code == 1 and r.stderr == "e2b-matrix: error: E2B refused the tag " + (
+            "edge" if args[0] == "promote" else "stable") + " (key ***)\n", r.output
+    assert (fake / "templates.fake.lock").read_bytes() == locked
+    assert run_log(fake) == ["ERROR promote: nexus-sandbox-latest failed: E2B refused the tag edge (key ***)",
+                             "ERROR rollback: nexus-sandbox-latest failed: E2B refused the tag stable (key ***)"]
+
+
+def test_promote_and_rollback_work_without_log_files(fake):
+    for args in (["promote", "latest"], ["rollback", "latest"]):
+        r = cli(fake, *args, env={NO_LOG_FILES_ENV: "1"})
+        assert r.exit_code == 0 and r.stderr == "", r.output
+    assert not (fake / "logs").exists()
+
+
+def test_promote_and_rollback_work_when_the_logs_folder_cannot_be_written(fake):
+    (fake / "logs").write_text("a file where the folder goes")
+    for args in (["promote", "latest"], ["rollback", "latest"]):
+        r = cli(fake, *args)
+        assert r.exit_code == 0, r.output
+        assert r.stderr == (f"WARNING e2b_matrix.workflow: {fake / 'logs'}: exists and is not a folder; "
+                            "writing no log files\n")
+    assert (fake / "logs").read_text() == "a file where the folder goes"
+    from e2b_matrix.lock import TemplateLock
+
+    assert TemplateLock.load(fake / "templates.fake.lock").entry("latest").build_id == "b1"

@@ -379,7 +379,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
     import signal
 
     from e2b_matrix import workflow
-    from e2b_matrix.progress import make_reporter, results_json, summary
+    from e2b_matrix.progress import make_reporter, summary
 
     options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
                                overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
@@ -390,8 +390,8 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
             result = workflow.build(options, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if as_json:
-        click.echo(json.dumps(results_json(result.results), indent=2))
+    if as_json:  # what the reporter heard finish, as the plain lines and the run log did
+        click.echo(json.dumps(reporter.json(), indent=2))
     else:
         summary(result.results)
     if result.error:
@@ -432,7 +432,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
                                for r in results], indent=2))
     else:
         _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.detail] for r in results])
+               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results])
         found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
         click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
         inv = done.inventory
@@ -494,9 +494,10 @@ def resolve(env, name, backend, bare, channel):
 def promote(env, names, channel, backend):
     """Point a channel at each variant's locked build, and record it in the lock."""
     from e2b_matrix import workflow
+    from e2b_matrix.progress import promoted
 
     for e, moved in workflow.promote(env.session(backend=backend), names, channel):
-        click.echo(f"{e.alias}: {channel} -> {e.build_id}")
+        click.echo(promoted(e, channel))
         if moved is not None:
             _print_diff(moved, "  ")
 
@@ -509,11 +510,9 @@ def promote(env, names, channel, backend):
 def rollback(env, name, backend):
     """Return a variant to its previous build; channels promoted to the current one follow."""
     from e2b_matrix import workflow
+    from e2b_matrix.progress import rolled_back
 
-    before, after = workflow.rollback(env.session(backend=backend), name)
-    moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
-    click.echo(f"{after.alias}: {before.build_id} -> {after.build_id}"
-               + (f" (channels moved back: {', '.join(moved)})" if moved else ""))
+    click.echo(rolled_back(*workflow.rollback(env.session(backend=backend), name)))
 
 
 @cli.command()
@@ -624,7 +623,10 @@ _console_handler: logging.Handler | None = None
 
 
 def _console_logging(env: Env) -> None:
-    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv."""
+    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv.
+
+    -v shows the tool's steps; -vv debug lines and each HTTP request (a build polls E2B every 0.2 s).
+    """
     global _console_handler
     from e2b_matrix.logs import RedactingFormatter
 
@@ -640,6 +642,8 @@ def _console_logging(env: Env) -> None:
     root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else
                   logging.INFO if env.verbose else logging.WARNING)
     _console_handler.setLevel(root.level)  # a logger a run log turns up (uv's output) still needs -v here
+    for name in ("httpx", "httpcore", "h2", "hpack", "pyqwest", "urllib3"):  # HTTP clients: a line a request
+        logging.getLogger(name).setLevel(logging.NOTSET if env.verbose >= 2 else logging.WARNING)
 
 
 def main(argv=None) -> None:

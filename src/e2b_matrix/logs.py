@@ -1,4 +1,8 @@
-"""Where build output goes: logs/<alias>.log per variant and logs/build.log per run.
+"""Where build output goes: logs/<alias>.log per variant and logs/build.log, the run log.
+
+The run log records what each run and command did: the events a run's
+reporters hear (``RunLogReporter``: each variant queued, its states, how it
+ended, why the run stopped) and the promote and rollback commands.
 
 Files rotate (size-bounded, a few backups) through concurrent-log-handler,
 safe when two processes build at once. Every handler this module installs
@@ -124,7 +128,9 @@ class RunLogs:
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)
         self.run.propagate = False  # the console shows the reporter, not this log (it tore the live table)
-        if directory is not None:
+        if directory is None:  # without a handler, logging's last resort would print its warnings on stderr
+            self._attach(self.run, logging.NullHandler())
+        else:
             handler = _LazyFileHandler(directory / "build.log", self.redactor, "%(asctime)s %(levelname)s %(message)s")
             self._attach(self.run, handler)
             for name in RUN_SOURCES:  # at INFO while attached; the console handler keeps its own level
@@ -155,3 +161,67 @@ class RunLogs:
         for logger, level in self._levels:
             logger.setLevel(level)
         self._levels.clear()
+
+    def __enter__(self) -> RunLogs:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+class RunLogReporter:
+    """The run log's ear: a Reporter (events.py) writing each event but the build log lines (those are
+    in the variant's own file) as ``[variant] state: message``, and the promote and rollback commands.
+
+    A failure is an ERROR, a variant cancelled or skipped and a run stopped a WARNING, the rest INFO. A
+    variant found fresh before anything ran is not written: nothing happened to it, and a run where
+    everything is fresh writes no file.
+    """
+
+    def __init__(self, run_logs: RunLogs):
+        self.logger = run_logs.run
+        self._started: set[str] = set()
+
+    def started(self, name: str, alias: str) -> None:
+        from e2b_matrix import progress
+
+        self._started.add(name)
+        self.logger.info("%s", progress.event_line(name, "queued", f"alias {alias}"))
+
+    def progress(self, name: str, state, message: str = "") -> None:
+        from e2b_matrix import progress
+
+        self.logger.info("%s", progress.event_line(name, state.value, message))
+
+    def log(self, name: str, line: str) -> None:
+        pass  # the variant's log file has it
+
+    def finished(self, result) -> None:
+        from e2b_matrix import progress
+        from e2b_matrix.model import State
+
+        if result.status is State.FRESH and result.name not in self._started:
+            return
+        level = (logging.INFO if result.status.ok else
+                 logging.ERROR if result.status is State.FAILED else logging.WARNING)
+        self.logger.log(level, "%s", progress.event_line(result.name, result.status.value, progress.outcome(result)))
+
+    def stopped(self, reason: str) -> None:
+        self.logger.warning("stopped: %s", reason)
+
+    def promoted(self, entry, channel: str, before: str | None) -> None:
+        """promote pointed ``channel`` at ``entry``'s build; ``before``: where it pointed."""
+        from e2b_matrix import progress
+
+        was = " (new)" if not before else " (already there)" if before == entry.build_id else f" (was {before})"
+        self.logger.info("promote: %s%s", progress.promoted(entry, channel), was)
+
+    def rolled_back(self, before, after) -> None:
+        from e2b_matrix import progress
+
+        self.logger.info("rollback: %s", progress.rolled_back(before, after))
+
+    def refused(self, command: str, name: str, error: Exception) -> None:
+        """``command`` (promote, rollback) failed for ``name``, for ``error`` (what the CLI shows)."""
+        self.logger.error("%s: %s failed: %s", command, name, error)

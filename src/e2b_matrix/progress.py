@@ -1,9 +1,13 @@
 """What a person (or CI) sees while builds run, and the summary at the end.
 
-On a terminal: a live table (rich) of each variant's state and last log
-line. Otherwise: ``[variant] message`` lines, one per state change (and per
-log page at -v), fit for CI logs. The CLI redacts what reaches the console
-(secrets.RedactedStream), so nothing here handles secrets.
+Every console rendering is a Reporter (events.py) of the same events: on a
+terminal, a live table (rich) of each variant's state and last line
+(``LiveReporter``); otherwise ``[variant] state: message`` lines fit for CI
+logs (``PlainReporter``); with --json, the finished results kept for stdout
+(``JsonReporter``) while the plain lines go to stderr. ``make_reporter``
+picks; the run log (logs.RunLogReporter) hears the same events beside them.
+The CLI redacts what reaches the console (secrets.RedactedStream), so
+nothing here handles secrets.
 """
 
 from __future__ import annotations
@@ -12,27 +16,88 @@ import sys
 import threading
 import time
 
-from e2b_matrix.model import BuildResult
+import attrs
 
-QUIET_STATES = {"log"}
-FINAL_STATES = {"built", "failed", "cancelled", "fresh", "skipped"}
+from e2b_matrix.events import Broadcast, Silent
+from e2b_matrix.model import BuildResult, State
 
+
+# -- the words every rendering shares -----------------------------------------------
+
+def event_line(name: str, state: str, message: str = "") -> str:
+    """``[name] state: message``; a message of several lines continues on lines indented by two."""
+    return f"[{name}] {state}" + (f": {indent(message)}" if message else "")
+
+
+def indent(text: str) -> str:
+    """Every line after the first indented by two: an error that names one failed check a line."""
+    return text.replace("\n", "\n  ")
+
+
+def one_line(text: str) -> str:
+    """An error of several lines on one (a table cell): its first line, then the rest joined by "; "."""
+    first, *rest = text.split("\n")
+    return f"{first} {'; '.join(rest)}" if rest else first
+
+
+def outcome(result: BuildResult) -> str:
+    """What a finished variant's state is followed by: the build it has, or why not (``error``)."""
+    if result.status is State.BUILT:
+        took = f" in {result.duration_s:.1f}s" if result.duration_s else ""
+        tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
+        return f"{result.template_id} (build {result.build_id}){took}{tries}"
+    if result.status is State.FRESH:
+        return f"build {result.build_id}" if result.build_id else ""
+    return result.error
+
+
+def promoted(entry, channel: str) -> str:
+    """What promote says of each entry: ``alias: channel -> build``."""
+    return f"{entry.alias}: {channel} -> {entry.build_id}"
+
+
+def rolled_back(before, after) -> str:
+    """What rollback says: ``alias: build -> previous build`` and the channels that followed it back."""
+    moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
+    return (f"{after.alias}: {before.build_id} -> {after.build_id}"
+            + (f" (channels moved back: {', '.join(moved)})" if moved else ""))
+
+
+# -- the renderings ----------------------------------------------------------------------
 
 class PlainReporter:
+    """One line per event, for CI logs: a variant's states, its end and why, and why the run stopped.
+
+    ``verbose``: each build log line too; ``quiet``: only the variants that failed.
+    """
+
     def __init__(self, verbose: int = 0, quiet: bool = False, stream=None):
         self.verbose = verbose
         self.quiet = quiet
-        self.stream = stream
-        self._lock = threading.Lock()
+        self.stream = stream  # None: sys.stdout when the line is printed (the CLI's redacted stream)
 
-    def __call__(self, name: str, state: str, message: str) -> None:
-        if self.quiet and state not in ("failed",):
-            return
-        if state in QUIET_STATES and self.verbose < 1:
-            return
-        text = f"[{name}] {state}" + (f": {message}" if message else "")
-        with self._lock:
-            print(text, file=self.stream or sys.stdout, flush=True)
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
+
+    def started(self, name: str, alias: str) -> None:
+        if not self.quiet:
+            self._print(event_line(name, State.QUEUED.value, f"alias {alias}"))
+
+    def progress(self, name: str, state: State, message: str = "") -> None:
+        if not self.quiet:
+            self._print(event_line(name, state.value, message))
+
+    def log(self, name: str, line: str) -> None:
+        if self.verbose >= 1 and not self.quiet:
+            self._print(event_line(name, "log", line))
+
+    def finished(self, result: BuildResult) -> None:
+        if not self.quiet or result.status is State.FAILED:
+            self._print(event_line(result.name, result.status.value, outcome(result)))
+
+    def stopped(self, reason: str) -> None:
+        if not self.quiet:
+            self._print(f"stopped: {reason}")
 
     def __enter__(self):
         return self
@@ -41,74 +106,149 @@ class PlainReporter:
         return False
 
 
-class LiveReporter:
-    """A rich Live table: variant, state, elapsed, last line.
+@attrs.define
+class _Row:
+    state: State
+    line: str = ""
+    since: float | None = None  # when it started building
+    ended: float | None = None
 
-    rich is imported and the display started at the first report that is not
-    "fresh": a run where everything is fresh pays for neither.
+
+STYLES = {State.BUILT: "green", State.FRESH: "cyan", State.FAILED: "red", State.CANCELLED: "yellow",
+          State.SKIPPED: "dim"}
+
+
+class LiveReporter:
+    """A rich Live table: variant, state, build time, last line; why the run stopped below it.
+
+    rich is imported and the display started at the first event that is news (anything but a variant
+    queued, found fresh, or the run stopping): a run where everything is fresh pays for neither.
+    ``render()`` is the table as it stands. ``console`` and ``clock`` are rich's Console (default: one
+    on stdout) and a monotonic clock, for tests.
     """
 
-    def __init__(self):
-        self.rows: dict[str, list] = {}  # name -> [state, line, start, end], in the order first reported
-        self._lock = threading.Lock()
-        self._start_lock = threading.Lock()
+    def __init__(self, console=None, clock=time.monotonic):
+        self.console = console
+        self.clock = clock
+        self.rows: dict[str, _Row] = {}  # in the order first heard of
+        self.stop_reason = ""
         self.live = None
+        self._lock = threading.Lock()  # the display's refresh thread renders while the runner's loop reports
 
-    def _start(self) -> None:
-        from rich.console import Console
-        from rich.live import Live
+    def _show(self) -> None:
+        if self.live is None:
+            from rich.console import Console
+            from rich.live import Live
 
-        self.live = Live(console=Console(), refresh_per_second=4, transient=False, get_renderable=self._render)
-        self.live.__enter__()
+            self.live = Live(console=self.console or Console(), refresh_per_second=4, transient=False,
+                             get_renderable=self.render)
+            self.live.start()
 
-    def _render(self):
+    def render(self):
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(box=None, pad_edge=False)
+        now = self.clock()
+        table = Table(box=None, pad_edge=False, caption_justify="left",
+                      caption=Text(f"stopped: {self.stop_reason}", style="yellow") if self.stop_reason else None)
         for col in ("variant", "state", "time", "last line"):
-            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=None if col != "last line" else 80)
-        now = time.monotonic()
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=80 if col == "last line" else None)
         with self._lock:
-            for name, (state, line, started, ended) in self.rows.items():
-                style = {"built": "green", "fresh": "cyan", "failed": "red", "cancelled": "yellow"}.get(state, "")
-                elapsed = "" if state in ("queued", "fresh") else f"{(ended or now) - started:5.0f}s"
-                table.add_row(name, f"[{style}]{state}[/]" if style else state, elapsed, line)
+            for name, row in self.rows.items():
+                took = f"{(row.ended or now) - row.since:5.0f}s" if row.since is not None else ""
+                # Text, not markup: a log line's "[...]" is text
+                table.add_row(Text(name), Text(row.state.value, style=STYLES.get(row.state, "")), Text(took),
+                              Text(row.line))
         return table
 
-    def __call__(self, name: str, state: str, message: str) -> None:
-        if self.live is None and state not in ("fresh", "queued"):
-            with self._start_lock:  # workers report at once: start one display only
-                if self.live is None:
-                    self._start()
+    def started(self, name: str, alias: str) -> None:
         with self._lock:
-            row = self.rows.setdefault(name, ["queued", "", time.monotonic(), None])
-            if state == "log":
-                row[1] = message
-                return
-            if state == "building" and row[0] == "queued":
-                row[2] = time.monotonic()
-            row[0] = state
-            row[1] = message
-            if state in FINAL_STATES:
-                row[3] = time.monotonic()
+            self.rows[name] = _Row(State.QUEUED)
+
+    def progress(self, name: str, state: State, message: str = "") -> None:
+        self._show()
+        with self._lock:
+            row = self.rows.setdefault(name, _Row(state))
+            row.state, row.line = state, message
+            if state is State.BUILDING and row.since is None:
+                row.since = self.clock()
+
+    def log(self, name: str, line: str) -> None:
+        self._show()
+        with self._lock:
+            self.rows.setdefault(name, _Row(State.BUILDING)).line = line
+
+    def finished(self, result: BuildResult) -> None:
+        if result.status is not State.FRESH:
+            self._show()
+        with self._lock:
+            row = self.rows.setdefault(result.name, _Row(result.status))
+            row.state, row.line = result.status, one_line(outcome(result))
+            if row.since is not None:
+                row.ended = self.clock()
+
+    def stopped(self, reason: str) -> None:
+        with self._lock:
+            self.stop_reason = reason
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         if self.live is not None:
-            self.live.__exit__(*exc)
+            self.live.stop()  # the table as it ended stays on the screen
         return False
 
 
-def make_reporter(verbose, quiet, as_json=False, out=None, err=None):
-    """A live table on a terminal; else plain lines to ``out`` (to ``err`` when
-    stdout carries JSON). ``out``/``err`` default to sys.stdout/sys.stderr."""
+class JsonReporter(Silent):
+    """--json: each variant's finished result, in the order the run first named them."""
+
+    def __init__(self):
+        self._results: dict[str, BuildResult | None] = {}
+
+    def started(self, name: str, alias: str) -> None:
+        self._results.setdefault(name, None)
+
+    def finished(self, result: BuildResult) -> None:
+        self._results[result.name] = result
+
+    def results(self) -> list[BuildResult]:
+        return [r for r in self._results.values() if r is not None]
+
+    def json(self) -> list[dict]:
+        return results_json(self.results())
+
+
+class ConsoleReporter(Broadcast):
+    """What the console hears: the display (the live table or plain lines) and, with --json, the results
+    kept for stdout (``json()``). A context manager: the live table ends with it."""
+
+    def __init__(self, display, collect_json: bool = False):
+        self.display = display
+        self.collected = JsonReporter() if collect_json else None
+        super().__init__(*(r for r in (display, self.collected) if r is not None))
+
+    def json(self) -> list[dict]:
+        return self.collected.json()
+
+    def __enter__(self):
+        self.display.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.display.__exit__(*exc)
+
+
+def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleReporter:
+    """A live table on a terminal; else plain lines to ``out`` (to ``err`` when stdout carries JSON).
+    ``out``/``err`` default to sys.stdout/sys.stderr."""
     out, err = out or sys.stdout, err or sys.stderr
     if out.isatty() and not quiet and not as_json:
-        return LiveReporter()
-    return PlainReporter(verbose, quiet, stream=err if as_json else out)
+        return ConsoleReporter(LiveReporter())
+    return ConsoleReporter(PlainReporter(verbose, quiet, stream=err if as_json else out), collect_json=as_json)
 
+
+# -- the end of a run ----------------------------------------------------------------------
 
 def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -117,12 +257,14 @@ def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
 
 
 def summary(results: list[BuildResult], out=None, err=None) -> None:
+    """The results' table and counts to ``out``; to ``err``, why each one that is not ok ended so,
+    an error of several lines (each failed smoke check) indented under its first."""
     print_table(["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
                 [[r.name, r.alias, r.status.value, r.template_id, r.build_id,
                   f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results], file=out)
     for r in results:
         if r.error and not r.status.ok:
-            print(f"{r.name}: {r.status.value}: {r.error}", file=err or sys.stderr)
+            print(f"{r.name}: {r.status.value}: {indent(r.error)}", file=err or sys.stderr)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
@@ -130,6 +272,7 @@ def summary(results: list[BuildResult], out=None, err=None) -> None:
 
 
 def results_json(results: list[BuildResult]) -> list[dict]:
+    """The results as --json prints them; ``error`` keeps its lines (one per failed smoke check)."""
     return [{"name": r.name, "alias": r.alias, "status": r.status.value, "template_id": r.template_id,
              "build_id": r.build_id, "duration_s": r.duration_s, "attempts": r.attempts, "image": r.image,
              "error": r.error} for r in results]

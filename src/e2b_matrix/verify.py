@@ -32,10 +32,14 @@ class CheckResult:
     found: str = ""  # the version it found in the output ("3.13.1"), matching or not
     output: str = attrs.field(default="", repr=False)  # an inventory check's whole output
 
+    @property
+    def reason(self) -> str:
+        """The detail on one line (a command's output keeps its words, not its line breaks)."""
+        return " ".join(self.detail.split())
+
     def line(self) -> str:
-        """The check and its detail on one line: what a run's error message names."""
-        detail = " ".join(self.detail.split())
-        return f"{self.name}: {detail[:200]}" if detail else self.name
+        """The check and its detail on one line: how a failed build names each failed check."""
+        return f"{self.name}: {self.reason[:200]}" if self.reason else self.name
 
 
 @attrs.frozen
@@ -51,6 +55,18 @@ class VerifyReport:
     @property
     def failed(self) -> list[CheckResult]:
         return [r for r in self.results if not r.ok]
+
+    def failure(self, consequence: str = "") -> str:
+        """Why the report failed, as a build's error says it: a headline (with ``consequence``), then
+        each failed check and its reason on its own line::
+
+            smoke checks failed (2 of 5); lock entry not written:
+            user_allow_other: expected 'user_allow_other' in: ...
+            python3 --version: the template has Python 3.12.8, the base declares 3.13
+        """
+        failed = self.failed
+        head = f"smoke checks failed ({len(failed)} of {len(self.results)})"
+        return "\n".join([f"{head}; {consequence}:" if consequence else f"{head}:", *(r.line() for r in failed)])
 
     @property
     def found(self) -> dict[str, str]:

@@ -394,18 +394,28 @@ def entries_for(session: Session, names) -> list[LockEntry]:
 def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
     """Point ``channel`` at each named variant's locked build (promote); with each, what the move
     changes (the packages of what the channel pointed at against the build it now points at), when
-    both builds have an inventory."""
+    both builds have an inventory. The run log records each move, or why it failed."""
     from e2b_matrix import runner
+    from e2b_matrix.errors import MatrixError
+    from e2b_matrix.logs import RunLogReporter, RunLogs
+    from e2b_matrix.secrets import Redactor
 
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
     session.backend.check()
     secrets = session.settings.secrets()
     out = []
-    for e in entries:
-        before = e.channels.get(channel)
-        after = runner.promote(session.backend, session.lock_path, [e.alias], channel, secrets).entries[e.alias]
-        out.append((after, _moved(session, after, before)))
+    with RunLogs(logs_folder(session), Redactor(secrets)) as logs:
+        record = RunLogReporter(logs)
+        for e in entries:
+            before = e.channels.get(channel)
+            try:
+                after = runner.promote(session.backend, session.lock_path, [e.alias], channel, secrets).entries[e.alias]
+            except MatrixError as exc:
+                record.refused("promote", e.alias, exc)
+                raise
+            record.promoted(after, channel, before)
+            out.append((after, _moved(session, after, before)))
     return out
 
 
@@ -421,13 +431,18 @@ def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | Non
 def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     """Return the entry to its previous build, and move back every channel promoted to the current one.
 
-    (before, after); NothingToDo when there is no previous build.
+    (before, after); NothingToDo when there is no previous build. The run log records it, or why it failed.
     """
+    from e2b_matrix.errors import MatrixError
+    from e2b_matrix.logs import RunLogReporter, RunLogs
+    from e2b_matrix.secrets import Redactor
+
     before = session.lock().entry(name)
     if not before.history:
         raise NothingToDo(f"{before.alias} has no previous build to roll back to")
     session.backend.check()
     backend = session.backend
+    secrets = session.settings.secrets()
 
     def change(entries):
         current = entries[before.alias]
@@ -440,8 +455,15 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
         entries[before.alias] = after
         return entries
 
-    after = store.update(session.lock_path, change, backend.regenerate, session.settings.secrets())
-    return before, after.entries[before.alias]
+    with RunLogs(logs_folder(session), Redactor(secrets)) as logs:
+        record = RunLogReporter(logs)
+        try:
+            after = store.update(session.lock_path, change, backend.regenerate, secrets).entries[before.alias]
+        except MatrixError as exc:
+            record.refused("rollback", before.alias, exc)
+            raise
+        record.rolled_back(before, after)
+    return before, after
 
 
 @attrs.frozen
