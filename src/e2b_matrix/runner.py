@@ -367,8 +367,7 @@ class Scheduler:
                 put(("state", alias, State.VERIFYING, "running smoke checks"))
                 report = self.backend.verify(spec, outcome)
                 if report.failed:
-                    raise BuildError("smoke checks failed (lock entry not written):\n"
-                                     + "\n".join(r.line() for r in report.failed))
+                    raise BuildError(report.failure("lock entry not written"))
             put(("built", alias, outcome, report))
         except BaseException as exc:  # every end reaches the loop; the loop decides what it means
             if isinstance(exc, TransientError):
@@ -456,7 +455,6 @@ class Scheduler:
                 self._end(task, State.FAILED, f"built as {outcome.build_id} but not recorded: {exc}")
             return
         for task, outcome, report in landing:
-            self.logs.run.info("[%s] built %s (build %s)", task.spec.name, outcome.template_id, outcome.build_id)
             if report is not None:
                 self._record_inventory(task.spec, outcome, report)
         promoted = self._promote([task for task, _, _ in landing])
@@ -483,7 +481,6 @@ class Scheduler:
         try:
             inventory.record(self.lock_path, spec.alias, outcome.build_id, report)
         except MatrixError as exc:
-            self.logs.run.warning("[%s] %s", spec.name, exc)
             self.reporter.progress(spec.name, State.VERIFYING, f"warning: {exc}")
 
     def _finish_fresh(self, found: list[tuple[BuildSpec, LockEntry, _Task | None]], why: str) -> None:
@@ -519,8 +516,6 @@ class Scheduler:
                              outcome.image if outcome else "")
         self._results[spec.name] = result
         self._ended.add(spec.alias)
-        if state is State.FAILED and self.logs is not None:
-            self.logs.run.error("[%s] failed: %s", spec.name, error)
         self.reporter.finished(result)
         if state in (State.FAILED, State.CANCELLED) and self.fail_fast:
             self._stop(f"--fail-fast: {spec.name} {state.value}")

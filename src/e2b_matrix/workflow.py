@@ -179,10 +179,12 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
     secrets = tuple(settings.secrets())
     logs = None
     if o.promote or not all(j.fresh for j in jobs):  # a no-op checks nothing and writes nothing
-        from e2b_matrix.logs import RunLogs
+        from e2b_matrix.events import Broadcast
+        from e2b_matrix.logs import RunLogReporter, RunLogs
         from e2b_matrix.secrets import Redactor
 
         logs = RunLogs(preflight(session, [j.spec.alias for j in jobs]), Redactor(secrets))
+        reporter = Broadcast(reporter, RunLogReporter(logs))  # the run log hears what the console hears
     scheduler = runner.Scheduler(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
                                  logs=logs, reporter=reporter, jobs=o.jobs or settings.team_builds, force=o.force,
                                  fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=settings.retry,
