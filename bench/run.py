@@ -326,6 +326,7 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
     for n in range(1, 9):
         emu.configure(f"start-{n}", duration=0.2, log_lines=5)
     env = b.env(emu, PYTHONPATH=str(ROOT / "src"))  # this checkout's code, whatever the venv installed
+    del env["E2B_MATRIX_UV_ARGS"]  # as a user runs them: the files are compiled, and nothing here runs uv
     timed([CLI, "-C", str(proj), "build-all", "--json"], env)
     lock = proj / "templates.lock"
     commands = {"version": ["--version"], "list": ["-C", str(proj), "list"], "plan": ["-C", str(proj), "plan"],
