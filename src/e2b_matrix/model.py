@@ -392,6 +392,10 @@ class FrozenMap(Mapping):
     def __len__(self) -> int:
         return len(self._d)
 
+    def items(self):
+        """The dict's own (read-only) view: Mapping's generic one looks every key up again."""
+        return self._d.items()
+
     def __eq__(self, other):
         return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented
 
@@ -443,15 +447,14 @@ def _map_of(key_check: Callable[[Any], Any], value_check: Callable[[Any], Any]):
 
     def validate(inst, attribute, value: FrozenMap) -> None:
         for k, v in value.items():
-            where = f"{attribute.name}.{_show_key(k)}"
             try:
                 key_check(k)
             except ValueError as exc:
-                raise ValueError(f"{where}: bad key: {exc}") from None
+                raise ValueError(f"{attribute.name}.{_show_key(k)}: bad key: {exc}") from None
             try:
                 value_check(v)
             except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
+                raise ValueError(f"{attribute.name}.{_show_key(k)}: {exc}") from None
 
     return validate
 
