@@ -331,7 +331,7 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
     lock = proj / "templates.lock"
     commands = {"version": ["--version"], "list": ["-C", str(proj), "list"], "plan": ["-C", str(proj), "plan"],
                 "resolve": ["-C", str(proj), "resolve", "start-3"]}
-    cmds = {"pass": [PY, "-c", "pass"],
+    cmds = {"pass": [PY, "-c", "pass"], "click": [PY, "-c", "import click"],  # what click alone costs
             "tomllib": [PY, "-c", f"import tomllib; tomllib.load(open({str(lock)!r}, 'rb'))"],
             **{name: [CLI, *args] for name, args in commands.items()}}
     imported = {}
@@ -353,9 +353,11 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
             times[name].append(timed(cmds[name], env)[0])
     t = {name: med(v) for name, v in times.items()}
     b.record("version_ratio", round(t["version"] / t["pass"], 3), runs, version_s=round(t["version"], 4),
-             pass_s=round(t["pass"], 4), modules=imported["version"]["modules"],
+             pass_s=round(t["pass"], 4), import_click_ratio=round(t["click"] / t["pass"], 3),
+             modules=imported["version"]["modules"],
              build_machinery=imported["version"]["build_machinery"],
-             note="`e2b-matrix --version` / `python -c pass`, whole processes (the console script, as a user runs it)")
+             note="`e2b-matrix --version` / `python -c pass`, whole processes (the console script, as a user runs "
+                  "it); import_click_ratio: `python -c 'import click'` / `python -c pass`, the floor of any click CLI")
     b.record("resolve_ratio", round(t["resolve"] / t["tomllib"], 3), runs, resolve_s=round(t["resolve"], 4),
              tomllib_s=round(t["tomllib"], 4), lock_bytes=lock.stat().st_size,
              modules=imported["resolve"]["modules"], build_machinery=imported["resolve"]["build_machinery"],
