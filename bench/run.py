@@ -25,11 +25,16 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
                       (whole processes, the real path: load, resolve, plan)
   noop_requests       API requests the fresh build-all made
   noop_imports_e2b    did the fresh build-all import e2b?
-  startup_imports_e2b did `list`, `plan` or `resolve` import e2b? (list_s,
-                      plan_s, resolve_s: their whole-process times)
-  lock_load_100_ms    import e2b_matrix.lock + TemplateLock.load of a 100-entry
-                      lock (history and channels included) written in another
-                      table order, in a fresh process
+  startup_imports_e2b did `--version`, `list`, `plan` or `resolve` import e2b?
+                      (list_s, plan_s, resolve_s: their whole-process times;
+                      the detail names the build machinery each imported)
+  version_ratio       `e2b-matrix --version` / `python -c pass`, whole processes
+  resolve_ratio       `e2b-matrix resolve NAME` / `python -c "import tomllib;
+                      tomllib.load(open(LOCK, 'rb'))"` on the same lock
+  lock_load_ratio     import e2b_matrix.lock + TemplateLock.load / import tomllib
+                      + tomllib.load of the same 100-entry lock (history and
+                      channels included, written in another table order), each
+                      timed in its own fresh process
   lock_lookup_us      lock.template_id(name) and TemplateResolver.resolve(name),
                       the slower of the two
   plan_N_s            `e2b-matrix plan` of N = 10, 100, 1000 variants (a matrix)
@@ -88,10 +93,12 @@ GOALS = {  # name: (unit, goal text, check)
     "noop_requests": ("requests", "== 0", lambda v: v == 0),
     "noop_imports_e2b": ("bool", "== false", lambda v: v is False),
     "startup_imports_e2b": ("bool", "== false", lambda v: v is False),
+    "version_ratio": ("x", "<= 4", lambda v: v <= 4),
+    "resolve_ratio": ("x", "<= 2.5", lambda v: v <= 2.5),
     "list_s": ("s", None, None),
     "plan_s": ("s", None, None),
     "resolve_s": ("s", None, None),
-    "lock_load_100_ms": ("ms", "<= 40", lambda v: v <= 40),
+    "lock_load_ratio": ("x", "<= 1.5", lambda v: v <= 1.5),
     "lock_lookup_us": ("us", "<= 5", lambda v: v <= 5),
     "plan_10_s": ("s", None, None),
     "plan_100_s": ("s", None, None),
@@ -289,32 +296,78 @@ def _index_server():
         server.server_close()
 
 
+# What a command that builds nothing must not import: the build machinery and the backends it does not use.
+BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent", "concurrent_log_handler", "uv", "e2b_matrix.build",
+                   "e2b_matrix.runner", "e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
+
+
+# The CLI's main(argv), then every module it imported (sys.modules: -X importtime misses importlib.import_module).
+MODULES_CHILD = r"""
+import sys
+from e2b_matrix.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit:
+    pass
+modules = sorted(sys.modules)
+import json
+with open(sys.argv[1], "w") as f:
+    json.dump(modules, f)
+"""
+
+
 def bench_startup(b: Bench, emu: E2BEmulator) -> None:
-    """Commands that must not import e2b, and what they cost as whole processes."""
-    runs = max(9, b.runs)
-    print(f"startup: list, plan, resolve: e2b imported? whole-process times ({runs} runs)")
+    """Whole processes, side by side: `--version` / `python -c pass`, `resolve NAME` / a bare tomllib.load
+    of the same lock; `list` and `plan`; and what each command imports (sys.modules at its end)."""
+    runs = max(15, b.runs)
+    print(f"startup: --version vs python -c pass, resolve vs tomllib.load of its lock, list, plan "
+          f"({runs} runs each, interleaved)")
     proj = b.project("startup", {"variants/conc.toml": matrix_file("start", 8)})
     for n in range(1, 9):
         emu.configure(f"start-{n}", duration=0.2, log_lines=5)
-    env = b.env(emu)
+    env = b.env(emu, PYTHONPATH=str(ROOT / "src"))  # this checkout's code, whatever the venv installed
+    del env["E2B_MATRIX_UV_ARGS"]  # as a user runs them: the files are compiled, and nothing here runs uv
     timed([CLI, "-C", str(proj), "build-all", "--json"], env)
-    commands = {"list": ["list"], "plan": ["plan"], "resolve": ["resolve", "start-3"]}
+    lock = proj / "templates.lock"
+    commands = {"version": ["--version"], "list": ["-C", str(proj), "list"], "plan": ["-C", str(proj), "plan"],
+                "resolve": ["-C", str(proj), "resolve", "start-3"]}
+    cmds = {"pass": [PY, "-c", "pass"], "click": [PY, "-c", "import click"],  # what click alone costs
+            "tomllib": [PY, "-c", f"import tomllib; tomllib.load(open({str(lock)!r}, 'rb'))"],
+            **{name: [CLI, *args] for name, args in commands.items()}}
     imported = {}
     for name, args in commands.items():
-        _, proc = timed([PY, "-X", "importtime", "-m", "e2b_matrix", "-C", str(proj), *args], env)
-        modules = [line.rsplit("|", 1)[-1].rstrip() for line in proc.stderr.splitlines()
-                   if line.startswith("import time:")]
-        imported[name] = any(m.strip() == "e2b" for m in modules)  # a line ending in " e2b"
-        heavy = sorted({m.strip().split(".")[0] for m in modules} & {"e2b", "rich", "httpx", "concurrent_log_handler"})
-        imported[name + "_heavy"] = heavy
-    times = {name: [] for name in commands}
+        out = b.workdir / f"modules-{name}.json"
+        timed([PY, "-c", MODULES_CHILD, str(out), *args], env)
+        modules = json.loads(out.read_text())
+        heavy = sorted(m for m in modules if m.startswith(tuple(p + "." for p in BUILD_MACHINERY))
+                       or m in BUILD_MACHINERY)
+        imported[name] = {"e2b": "e2b" in modules, "modules": len(modules), "build_machinery": heavy}
+    for cmd in cmds.values():  # warm-up: byte-code caches, the OS page cache (not measured)
+        timed(cmd, env)
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    order = list(cmds)
+    shuffle = random.Random(18)
     for _ in range(runs):
-        for name, args in commands.items():
-            times[name].append(timed([CLI, "-C", str(proj), *args], env)[0])
-    any_e2b = any(imported[n] for n in commands)
-    b.record("startup_imports_e2b", any_e2b, 1, **{f"{n}_imports": imported[n + "_heavy"] for n in commands})
-    for name in commands:
-        b.record(f"{name}_s", round(med(times[name]), 4), runs)
+        shuffle.shuffle(order)  # interleaved, in a different order every round
+        for name in order:
+            times[name].append(timed(cmds[name], env)[0])
+    t = {name: med(v) for name, v in times.items()}
+    b.record("version_ratio", round(t["version"] / t["pass"], 3), runs, version_s=round(t["version"], 4),
+             pass_s=round(t["pass"], 4), import_click_ratio=round(t["click"] / t["pass"], 3),
+             modules=imported["version"]["modules"],
+             build_machinery=imported["version"]["build_machinery"],
+             note="`e2b-matrix --version` / `python -c pass`, whole processes (the console script, as a user runs "
+                  "it); import_click_ratio: `python -c 'import click'` / `python -c pass`, the floor of any click CLI")
+    b.record("resolve_ratio", round(t["resolve"] / t["tomllib"], 3), runs, resolve_s=round(t["resolve"], 4),
+             tomllib_s=round(t["tomllib"], 4), lock_bytes=lock.stat().st_size,
+             modules=imported["resolve"]["modules"], build_machinery=imported["resolve"]["build_machinery"],
+             note="`e2b-matrix resolve NAME` / `python -c 'import tomllib; tomllib.load(open(LOCK, \"rb\"))'` "
+                  "on the same 8-entry lock, whole processes")
+    b.record("startup_imports_e2b", any(imported[n]["e2b"] for n in commands), 1,
+             **{f"{n}_imports": imported[n]["build_machinery"] for n in commands},
+             **{f"{n}_modules": imported[n]["modules"] for n in commands})
+    for name in ("list", "plan", "resolve"):
+        b.record(f"{name}_s", round(t[name], 4), runs)
 
 
 LOAD_CHILD = r"""
@@ -328,6 +381,17 @@ lock = L.TemplateLock.load(sys.argv[1])
 t2 = time.perf_counter()
 print(json.dumps({"import_ms": (t1 - t0) * 1e3, "attrs_ms": (ta - t0) * 1e3, "load_ms": (t2 - t1) * 1e3,
                   "entries": len(lock)}))
+"""
+
+TOMLLIB_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import tomllib
+t1 = time.perf_counter()
+with open(sys.argv[1], "rb") as f:
+    data = tomllib.load(f)
+t2 = time.perf_counter()
+print(json.dumps({"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3, "entries": len(data["templates"])}))
 """
 
 LOOKUP_CHILD = r"""
@@ -398,29 +462,40 @@ def bench_lock(b: Bench, emu: E2BEmulator) -> None:
             dumps([e]).split(head, 1)[1] for e in reversed(items)), encoding="utf-8")
 
     def measure(target: Path) -> dict[str, float]:
-        timed([PY, "-c", LOAD_CHILD, str(target)], env)  # warm-up
-        got: dict[str, list[float]] = {"total": [], "import_ms": [], "attrs_ms": [], "load_ms": []}
+        """Ours and the bare tomllib.load in fresh processes, interleaved: each one's import plus load."""
+        children = {"ours": LOAD_CHILD, "tomllib": TOMLLIB_CHILD}
+        for child in children.values():  # warm-up
+            timed([PY, "-c", child, str(target)], env)
+        got: dict[str, list[float]] = {k: [] for k in ("ours", "tomllib", "import_ms", "attrs_ms", "load_ms",
+                                                        "tomllib_import_ms", "tomllib_load_ms")}
         for _ in range(runs):
-            _, proc = timed([PY, "-c", LOAD_CHILD, str(target)], env)
-            r = json.loads(proc.stdout)
-            assert r["entries"] == 100
-            got["total"].append(r["import_ms"] + r["load_ms"])
-            for k in ("import_ms", "attrs_ms", "load_ms"):
-                got[k].append(r[k])
-        return {k: round(med(v), 2) for k, v in got.items()}
+            for key, child in children.items():
+                _, proc = timed([PY, "-c", child, str(target)], env)
+                r = json.loads(proc.stdout)
+                assert r["entries"] == 100
+                got[key].append(r["import_ms"] + r["load_ms"])
+                for k in ("import_ms", "attrs_ms", "load_ms"):
+                    if k in r:
+                        got[k if key == "ours" else f"tomllib_{k}"].append(r[k])
+        out = {k: round(med(v), 2) for k, v in got.items()}
+        out["ratio"] = round(med(got["ours"]) / med(got["tomllib"]), 3)
+        return out
 
-    env = b.env()
+    env = b.env(PYTHONPATH=str(ROOT / "src"))  # this checkout's code, whatever the venv installed
     write(path, entries)
     full = measure(path)
     young = path.with_name("young.lock")  # the same entries before any rebuild: no history yet
     write(young, [attrs.evolve(e, history=()) for e in entries])
     fresh = measure(young)
-    b.record("lock_load_100_ms", full["total"], runs, bytes=path.stat().st_size, import_ms=full["import_ms"],
-             of_which_attrs_ms=full["attrs_ms"], load_ms=full["load_ms"],
-             without_history_ms=fresh["total"], without_history_bytes=young.stat().st_size,
-             without_history_load_ms=fresh["load_ms"],
-             note="import e2b_matrix.lock, then TemplateLock.load (tomllib + validation into attrs LockEntry), "
-                  "in a fresh process; 100 entries with 5 builds of history each, tables in reverse order; "
+    b.record("lock_load_ratio", full["ratio"], runs, bytes=path.stat().st_size, ours_ms=full["ours"],
+             tomllib_ms=full["tomllib"], import_ms=full["import_ms"], of_which_attrs_ms=full["attrs_ms"],
+             load_ms=full["load_ms"], tomllib_import_ms=full["tomllib_import_ms"],
+             tomllib_load_ms=full["tomllib_load_ms"], without_history_ratio=fresh["ratio"],
+             without_history_ms=fresh["ours"], without_history_tomllib_ms=fresh["tomllib"],
+             without_history_bytes=young.stat().st_size,
+             note="import e2b_matrix.lock + TemplateLock.load (tomllib + validation into attrs LockEntry) / "
+                  "import tomllib + tomllib.load of the same file, each timed inside its own fresh process, "
+                  "interleaved; 100 entries with 5 builds of history each, tables in reverse order; "
                   "without_history_*: the same entries before any rebuild")
     _, proc = timed([PY, "-c", LOOKUP_CHILD, str(path)], env)
     r = json.loads(proc.stdout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from e2b_matrix.backends import ChannelState, Option
+from e2b_matrix.backends import ChannelState, Option, Registered
 from e2b_matrix.model import Base, Outcome
 from e2b_matrix.render import instructions
 from e2b_matrix.verify import CheckResult, VerifyReport
@@ -17,13 +17,18 @@ from e2b_matrix.verify import CheckResult, VerifyReport
 BUILT: dict[str, dict] = {}        # build ID -> {"alias", "flavour", "steps"}
 CHANNELS: dict[tuple[str, str], str] = {}  # (alias, channel) -> build ID
 
+# its registry line: the test puts it in backends.REGISTRY["fake"]
+REGISTERED = Registered("fake_backend:FakeBackend", lock_file="templates.fake.lock",
+                        regenerate="make build-all BACKEND=fake", render_format="fake-json",
+                        options=(Option("--fake-flavour", "flavour", "How the fake builds taste."),))
+
 
 class FakeBackend:
     name = "fake"
-    lock_file = "templates.fake.lock"
-    regenerate = "make build-all BACKEND=fake"
-    render_format = "fake-json"
-    options = (Option("--fake-flavour", "flavour", "How the fake builds taste."),)
+    lock_file = REGISTERED.lock_file
+    regenerate = REGISTERED.regenerate
+    render_format = REGISTERED.render_format
+    options = REGISTERED.options
 
     def __init__(self, settings, flavour: str = "plain"):
         self.flavour = flavour

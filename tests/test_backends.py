@@ -15,7 +15,7 @@ from conftest import cli_runner
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setitem(backends.REGISTRY, "fake", "fake_backend:FakeBackend")  # the one registry line
+    monkeypatch.setitem(backends.REGISTRY, "fake", fake_backend.REGISTERED)  # the one registry line
     fake_backend.BUILT.clear()
     fake_backend.CHANNELS.clear()
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 
@@ -23,6 +22,8 @@ class Env:
     """What every command shares: the project directory, verbosity and the settings."""
 
     def __init__(self):
+        from pathlib import Path  # a command's, not --version's
+
         self.root = Path(".")
         self.verbose = 0
         self.quiet = False
@@ -63,6 +64,8 @@ pass_env = click.make_pass_decorator(Env, ensure=True)
 
 def _set_root(ctx, param, value):
     if value is not None:
+        from pathlib import Path
+
         ctx.ensure_object(Env).root = Path(value)
 
 
@@ -123,7 +126,7 @@ def _backend_names():
 def _render_formats():
     from e2b_matrix import backends
 
-    return sorted(backends.backend_class(n).render_format for n in backends.names())
+    return backends.formats()
 
 
 def _default_backend() -> str:

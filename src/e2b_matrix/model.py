@@ -407,6 +407,10 @@ class FrozenMap(Mapping):
     def __len__(self) -> int:
         return len(self._d)
 
+    def items(self):
+        """The dict's own (read-only) view: Mapping's generic one looks every key up again."""
+        return self._d.items()
+
     def __eq__(self, other):
         return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented
 

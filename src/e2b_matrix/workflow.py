@@ -17,18 +17,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from e2b_matrix import backends, files
-from e2b_matrix.config import Project, apply_overrides, load_project
 from e2b_matrix.errors import ConfigError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
 from e2b_matrix.names import check_tag
-from e2b_matrix.plan import PlanItem, make_plan, orphans
 from e2b_matrix.settings import Settings
+
+if TYPE_CHECKING:  # a step imports what it uses: `resolve` reads the lock, never variants/ or the planner
+    from e2b_matrix.config import Project
+    from e2b_matrix.plan import PlanItem
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +61,45 @@ class Options:
 
 @attrs.define
 class Session:
-    """One run: its options and settings, the backend that builds, the package index and the
-    committed requirements files."""
+    """One run: its options and settings, the backend that builds, and (made when first asked: a
+    command that resolves no variant never imports them) the package index and the committed
+    requirements files."""
 
     options: Options
     settings: Settings
     backend: object
-    index: object
-    pins: object = None
+    _index: object = None  # versions.PyPIIndex: the ``index`` property
+    _pins: object = None  # pins.Committed: the ``pins`` property
     logs: tuple | None = None  # (the logs folder or None), once preflight decided
 
     @classmethod
     def open(cls, options: Options, settings: Settings | None = None) -> Session:
-        from e2b_matrix.pins import Committed
-        from e2b_matrix.versions import PyPIIndex
-
         settings = settings or Settings.from_env()
         if options.promote is not None:
             check_channel(options.promote, "--promote")
         if options.jobs is not None and not 1 <= options.jobs <= settings.team_builds:
             raise ConfigError(f"{options.jobs} builds at once: the team has {settings.team_builds} "
                               "(E2B_MATRIX_TEAM_BUILDS, its tier's concurrent builds)", key="--jobs")
-        backend = backends.make(options.backend, settings, options.backend_options)
-        index = PyPIIndex(settings.index_url, settings.cache_dir, settings.index_ttl, offline=options.offline)
-        return cls(options, settings, backend, index, Committed(options.root))
+        return cls(options, settings, backends.make(options.backend, settings, options.backend_options))
+
+    @property
+    def index(self):
+        """The package index (versions.PyPIIndex) this run asks for "latest"."""
+        if self._index is None:
+            from e2b_matrix.versions import PyPIIndex
+
+            s = self.settings
+            self._index = PyPIIndex(s.index_url, s.cache_dir, s.index_ttl, offline=self.options.offline)
+        return self._index
+
+    @property
+    def pins(self):
+        """The project's committed requirements files (pins.Committed), each read once."""
+        if self._pins is None:
+            from e2b_matrix.pins import Committed
+
+            self._pins = Committed(self.options.root)
+        return self._pins
 
     @property
     def lock_path(self) -> Path:
@@ -101,6 +119,8 @@ def check_channel(channel: str, key: str) -> str:
 # -- the steps ---------------------------------------------------------------------
 
 def load(session: Session) -> Project:
+    from e2b_matrix.config import apply_overrides, load_project
+
     secrets = session.settings.secrets()
     return apply_overrides(load_project(session.options.root, secrets), session.options.overrides, secrets)
 
@@ -119,6 +139,8 @@ def resolve_specs(session: Session, project: Project, lock: TemplateLock, pins=N
 def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[PlanItem]:
     """Each spec against the lock, and the backend's word on whether the locked artifact still
     stands here (E2B: built on this domain; Docker: the image is still there). No E2B request."""
+    from e2b_matrix.plan import make_plan
+
     return make_plan(specs, lock.entries, session.backend.staleness)
 
 
@@ -282,6 +304,8 @@ def render(session: Session, name: str) -> str:
 
 def check_lock(session: Session) -> list[PlanItem]:
     """Every variant against the lock, plus entries no longer defined (``lock check``)."""
+    from e2b_matrix.plan import orphans
+
     project, lock, items = planned(session)
     return items + orphans(lock.entries, [v.alias for v in project.variants])
 

@@ -6,32 +6,32 @@ smoke checks, its CLI options (as plain data: the core never imports click)
 and its release operations (channels). Adding a backend is one module plus
 one line in ``REGISTRY``; nothing outside this package compares a backend's
 name. Backend modules import their heavy dependencies (e2b) inside methods.
+
+The registry line holds what is known of a backend before its module is
+imported (its lock file, lock header command, rendering's name, options),
+and the class takes those from its line: a command parses its options, and
+``--version`` or ``list`` runs, without importing a backend it does not use.
+Its records are NamedTuples, not attrs classes: cli.py reads the options
+when it is imported, and ``--version`` should not pay for attrs.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
-
-import attrs
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from e2b_matrix.errors import ConfigError
-from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 
-# name -> "module:Class"; imported on first use
-REGISTRY = {
-    "e2b": "e2b_matrix.backends.e2b:E2BBackend",
-    "docker": "e2b_matrix.backends.docker:DockerBackend",
-}
-DEFAULT = "e2b"
+if TYPE_CHECKING:  # the protocol's annotations only: the registry imports no model
+    import threading
+
+    from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 
 LogSink = Callable[[list[str]], None]
 
 
-@attrs.frozen
-class Option:
+class Option(NamedTuple):
     """A backend's own command-line option, as data (cli.py makes a click option of it)."""
 
     flag: str             # "--ca-cert"
@@ -41,8 +41,30 @@ class Option:
     path: bool = False    # a file that must exist
 
 
-@attrs.frozen
-class ChannelState:
+class Registered(NamedTuple):
+    """A backend as the registry knows it, its module not imported: where its class is, and the
+    facts the class takes from here (``lock_file``, ``regenerate``, ``render_format``, ``options``)."""
+
+    target: str                       # "module:Class", imported on first use
+    lock_file: str                    # its own lock, so the Nexus lock never mixes backends
+    regenerate: str                   # the lock header's "Regenerate:" command
+    render_format: str                # what `render --format` calls its rendering
+    options: tuple[Option, ...] = ()
+
+
+REGISTRY = {
+    "e2b": Registered("e2b_matrix.backends.e2b:E2BBackend", lock_file="templates.lock",
+                      regenerate="make build-all", render_format="json"),
+    "docker": Registered("e2b_matrix.backends.docker:DockerBackend", lock_file="templates.docker.lock",
+                         regenerate="make build-all BACKEND=docker", render_format="dockerfile",
+                         options=(Option("--ca-cert", "ca_certs",
+                                         "CA certificate (PEM) to install in Docker builds (repeatable).",
+                                         multiple=True, path=True),)),
+}
+DEFAULT = "e2b"
+
+
+class ChannelState(NamedTuple):
     """Where a channel points on the backend, for ``status``: a build ID, or None when unset."""
 
     channel: str
@@ -51,9 +73,9 @@ class ChannelState:
 
 class Backend(Protocol):
     name: ClassVar[str]
-    lock_file: ClassVar[str]        # its own lock, so the Nexus lock never mixes backends
-    regenerate: ClassVar[str]       # the lock header's "Regenerate:" command
-    render_format: ClassVar[str]    # what `render --format` calls its rendering
+    lock_file: ClassVar[str]        # these four: its registry line's (Registered)
+    regenerate: ClassVar[str]
+    render_format: ClassVar[str]
     options: ClassVar[tuple[Option, ...]]
 
     def base(self, params: Mapping[str, Any]) -> Base:
@@ -103,31 +125,41 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def backend_class(name: str) -> type:
+def registered(name: str) -> Registered:
+    """Backend ``name``'s registry line; ConfigError for a name the registry does not hold."""
     try:
-        module, _, cls = REGISTRY[name].partition(":")
+        return REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown backend {name!r} (known: {', '.join(names())})", key="--backend") from None
+
+
+def backend_class(name: str) -> type:
+    """The class of backend ``name``: the one backend module imported."""
+    module, _, cls = registered(name).target.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def formats() -> list[str]:
+    """What ``render --format`` accepts: every backend's rendering."""
+    return sorted(REGISTRY[n].render_format for n in names())
 
 
 def by_format(fmt: str) -> str:
     """The backend whose rendering ``render --format`` calls ``fmt``."""
     for name in names():
-        if backend_class(name).render_format == fmt:
+        if REGISTRY[name].render_format == fmt:
             return name
     raise ConfigError(f"unknown format {fmt!r}", key="--format")
 
 
 def all_options() -> list[tuple[str, Option]]:
-    """Every backend's options, with the backend's name (for the CLI)."""
-    return [(name, o) for name in names() for o in backend_class(name).options]
+    """Every backend's options, with the backend's name (for the CLI); no backend module is imported."""
+    return [(name, o) for name in names() for o in REGISTRY[name].options]
 
 
 def make(name: str, settings, values: Mapping[str, Any] | None = None):
     """An instance of backend ``name`` for this run; options of other backends are refused."""
-    cls = backend_class(name)
-    mine = {o.dest for o in cls.options}
+    mine = {o.dest for o in registered(name).options}
     kwargs = {}
     for other, o in all_options():
         value = (values or {}).get(o.dest)
@@ -136,4 +168,4 @@ def make(name: str, settings, values: Mapping[str, Any] | None = None):
         if o.dest not in mine:
             raise ConfigError(f"applies to --backend {other} only", key=o.flag)
         kwargs[o.dest] = value
-    return cls(settings, **kwargs)
+    return backend_class(name)(settings, **kwargs)

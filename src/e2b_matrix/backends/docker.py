@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from e2b_matrix import files, render
-from e2b_matrix.backends import ChannelState, LogSink, Option
+from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.backends import docker_engine
 from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
@@ -43,11 +43,10 @@ def _read_ca(path: str) -> tuple[str, bytes]:
 
 class DockerBackend:
     name = "docker"
-    lock_file = "templates.docker.lock"
-    regenerate = "make build-all BACKEND=docker"
-    render_format = "dockerfile"
-    options = (Option("--ca-cert", "ca_certs", "CA certificate (PEM) to install in Docker builds (repeatable).",
-                      multiple=True, path=True),)
+    lock_file = REGISTRY[name].lock_file  # the registry line holds what the CLI reads without this module
+    regenerate = REGISTRY[name].regenerate
+    render_format = REGISTRY[name].render_format
+    options = REGISTRY[name].options  # --ca-cert: the constructor's ca_certs
 
     def __init__(self, settings, ca_certs=()):
         self.settings = settings

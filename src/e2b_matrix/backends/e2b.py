@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from e2b_matrix import render
-from e2b_matrix.backends import ChannelState, LogSink
+from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
@@ -42,10 +42,10 @@ def build_tag(spec: BuildSpec) -> str:
 
 class E2BBackend:
     name = "e2b"
-    lock_file = "templates.lock"
-    regenerate = "make build-all"
-    render_format = "json"
-    options = ()
+    lock_file = REGISTRY[name].lock_file  # the registry line holds what the CLI reads without this module
+    regenerate = REGISTRY[name].regenerate
+    render_format = REGISTRY[name].render_format
+    options = REGISTRY[name].options
 
     def __init__(self, settings, poll_interval: float = 0.2):
         self.settings = settings
