@@ -101,6 +101,11 @@ GOALS = {  # name: (unit, goal text, check)
     "e2b_steps_ratio": ("x", "== 1.0", lambda v: v == 1.0),
     "e2b_share_wall_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
 }
+# bench's step timings on the emulator (share, scale): E2B's slow steps, else STEP_S a step;
+# a built layer is published UPLOAD_S after its step
+STEP_COSTS = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
+              "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
+STEP_S, UPLOAD_S = 0.3, 0.2
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -496,9 +501,7 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
 
 def bench_share(b: Bench, emu: E2BEmulator) -> None:
     """A cold build-all of the shipped variants on E2B's layer cache: steps run and wall time."""
-    costs = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
-             "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
-    step, upload = 0.3, 0.2
+    costs, step, upload = STEP_COSTS, STEP_S, UPLOAD_S
     print(f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
           f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)")
     figures: dict[str, dict[str, list]] = {m: {"steps": [], "wall": [], "process": [], "peak": [], "executed": []}
@@ -509,9 +512,7 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
             proj = b.workdir / f"share-{mode}-{run}"
             shutil.copytree(ROOT / "variants", proj / "variants")
             shutil.copytree(ROOT / "requirements", proj / "requirements")
-            with E2BEmulator(api_key=API_KEY, default_step_cost=step, upload_delay=upload) as cold:
-                for text, seconds in costs.items():
-                    cold.set_step_cost(text, seconds)
+            with cold_emulator() as cold:
                 args = [CLI, "-C", str(proj), "build-all", "--json", "--locked"] + (
                     ["--no-share"] if mode != "share" else [])
                 t, proc = timed(args, b.env(cold))
@@ -546,6 +547,14 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
              process_s=round(med(share["process"]), 2), all_at_once_process_s=round(med(aao["process"]), 2),
              note="wall: the first build request to the last build ready (the emulator's clock); critical path: "
                   "the longest chain of steps one variant needs, plus one upload; process_s: the whole command")
+
+
+def cold_emulator() -> E2BEmulator:
+    """A new emulator (an empty layer cache, the team limit) with bench's step timings; not started."""
+    emu = E2BEmulator(api_key=API_KEY, default_step_cost=STEP_S, upload_delay=UPLOAD_S)
+    for text, seconds in STEP_COSTS.items():
+        emu.set_step_cost(text, seconds)
+    return emu
 
 
 # --------------------------------------------------------------------------- main
