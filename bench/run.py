@@ -53,7 +53,8 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
   scale_429_per_variant_held  429s answered for the limit / variants, in a
                       60-variant prefix build-all while another process holds 8
   scale_cpu_ratio     the CLI's CPU time (user + system) per variant at 150 / at
-                      20, prefix shape; the raw seconds in the detail
+                      20, the larger of the two shapes' ratios; raw seconds in
+                      the detail
 
 Options: --runs N (build runs, default 3, at least 3), --only GROUP[,GROUP]
 (concurrency, noop, startup, lock, plan, logging, share, scale), --scale-sizes N[,N]
