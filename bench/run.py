@@ -45,9 +45,25 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
   e2b_share_wall_ratio  that build-all's wall time (first request to last build
                       ready) / the critical path of distinct steps; both beside
                       the same figures for the all-at-once schedule (--no-share)
+  scale_*             bench/scale.py: cold build-alls of N = 20, 60, 150 variants
+                      (default options) on the emulator with the team limit (20)
+                      and the share group's step timings, in two shapes: prefix
+                      (10 nexus versions x N/10 flavours sharing base, fuse and
+                      nexus) and independent (sharing no step after the base)
+  scale_wall_bound_<N>_<shape>  wall (first request to last build ready) /
+                      max(critical path of distinct steps, their total cost / 20)
+  scale_steps_ratio_<N>_<shape>  steps executed / distinct steps
+  scale_peak_builds   the most builds counted against the limit at once, over
+                      every scale run
+  scale_429_per_variant_held  429s answered for the limit / variants, in a
+                      60-variant prefix build-all while another process holds 8
+  scale_cpu_ratio     the CLI's CPU time (user + system) per variant at 150 / at
+                      20, the larger of the two shapes' ratios; raw seconds in
+                      the detail
 
 Options: --runs N (build runs, default 3, at least 3), --only GROUP[,GROUP]
-(concurrency, noop, startup, lock, plan, logging). Python startup is measured
+(concurrency, noop, startup, lock, plan, logging, share, scale), --scale-sizes N[,N]
+(of 20, 60, 150: the sizes the scale group builds). Python startup is measured
 with byte-code caching on (PYTHONPYCACHEPREFIX=.bench/pycache), as after a
 normal install, whatever PYTHONDONTWRITEBYTECODE says in the caller's shell.
 """
@@ -84,8 +100,9 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
 from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
 from wheelhouse import shipped  # noqa: E402
+import scale  # noqa: E402  (bench/scale.py)
 
-GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share")
+GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share", "scale")
 GOALS = {  # name: (unit, goal text, check)
     "concurrency_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
     "sequential_ratio": ("x", "~8 less fixed start-up (informational)", None),
@@ -107,7 +124,19 @@ GOALS = {  # name: (unit, goal text, check)
     "logging_ratio": ("x", "<= 1.10", lambda v: v <= 1.10),
     "e2b_steps_ratio": ("x", "== 1.0", lambda v: v == 1.0),
     "e2b_share_wall_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
+    **{f"scale_wall_bound_{n}_{shape}": ("x", "<= 1.15", lambda v: v <= 1.15)
+       for n in scale.SIZES for shape in scale.SHAPES},
+    **{f"scale_steps_ratio_{n}_{shape}": ("x", "== 1.0", lambda v: v == 1.0)
+       for n in scale.SIZES for shape in scale.SHAPES},
+    "scale_peak_builds": ("builds", f"<= {scale.LIMIT}", lambda v: v <= scale.LIMIT),
+    "scale_429_per_variant_held": ("x", "<= 0.3", lambda v: v <= 0.3),
+    "scale_cpu_ratio": ("x", "<= 1.3", lambda v: v <= 1.3),
 }
+# bench's step timings on the emulator (share, scale): E2B's slow steps, else STEP_S a step;
+# a built layer is published UPLOAD_S after its step
+STEP_COSTS = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
+              "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
+STEP_S, UPLOAD_S = 0.3, 0.2
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -571,9 +600,7 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
 
 def bench_share(b: Bench, emu: E2BEmulator) -> None:
     """A cold build-all of the shipped variants on E2B's layer cache: steps run and wall time."""
-    costs = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
-             "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
-    step, upload = 0.3, 0.2
+    costs, step, upload = STEP_COSTS, STEP_S, UPLOAD_S
     print(f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
           f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)")
     figures: dict[str, dict[str, list]] = {m: {"steps": [], "wall": [], "process": [], "peak": [], "executed": []}
@@ -584,9 +611,7 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
             proj = b.workdir / f"share-{mode}-{run}"
             shutil.copytree(ROOT / "variants", proj / "variants")
             shutil.copytree(ROOT / "requirements", proj / "requirements")
-            with E2BEmulator(api_key=API_KEY, default_step_cost=step, upload_delay=upload) as cold:
-                for text, seconds in costs.items():
-                    cold.set_step_cost(text, seconds)
+            with cold_emulator() as cold:
                 args = [CLI, "-C", str(proj), "build-all", "--json", "--locked"] + (
                     ["--no-share"] if mode != "share" else [])
                 t, proc = timed(args, b.env(cold))
@@ -623,12 +648,27 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
                   "the longest chain of steps one variant needs, plus one upload; process_s: the whole command")
 
 
+def cold_emulator() -> E2BEmulator:
+    """A new emulator (an empty layer cache, the team limit) with bench's step timings; not started."""
+    emu = E2BEmulator(api_key=API_KEY, default_step_cost=STEP_S, upload_delay=UPLOAD_S)
+    for text, seconds in STEP_COSTS.items():
+        emu.set_step_cost(text, seconds)
+    return emu
+
+
+def bench_scale(b: Bench, emu: E2BEmulator) -> None:
+    """build-all at team scale: bench/scale.py."""
+    scale.bench(b, scale.Setup(CLI, cold_emulator, UPLOAD_S), b.scale_sizes)
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each build benchmark (at least 3)")
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups: {', '.join(GROUPS)}")
+    ap.add_argument("--scale-sizes", type=scale.sizes, default=scale.SIZES,
+                    help="the scale group's variant counts, of " + ",".join(map(str, scale.SIZES)))
     args = ap.parse_args(argv)
     runs = max(3, args.runs)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
@@ -640,6 +680,7 @@ def main(argv=None) -> int:
     print(f"e2b-matrix bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, build runs {runs}")
     with tempfile.TemporaryDirectory(prefix="e2b-matrix-bench-") as tmp:
         b = Bench(runs, Path(tmp))
+        b.scale_sizes = args.scale_sizes
         with E2BEmulator(api_key=API_KEY) as emu:
             for g in groups:
                 globals()[f"bench_{g}"](b, emu)
