@@ -80,7 +80,7 @@ def test_build_verify_and_lock(e2e_project, engine):
     assert results["tools"]["status"] == "built", results["tools"]
     assert results["pinned"]["status"] == "built", results["pinned"]
     assert results["broken"]["status"] == "failed"
-    assert "smoke checks failed: always fails" in results["broken"]["error"]
+    assert "lock entry not written:\nalways fails: " in results["broken"]["error"]
     lock = TemplateLock.load(e2e_project / "templates.docker.lock")
     assert sorted(e.alias for e in lock) == ["e2e-pinned", "e2e-tools"]  # broken stays out
     assert not (e2e_project / "templates.lock").exists()  # the Nexus lock never mixes backends

@@ -127,7 +127,7 @@ def fake(monkeypatch, tmp_path):
     import fake_backend
     from e2b_matrix import backends
 
-    monkeypatch.setitem(backends.REGISTRY, "fake", "fake_backend:FakeBackend")
+    monkeypatch.setitem(backends.REGISTRY, "fake", fake_backend.REGISTERED)
     fake_backend.CHANNELS.clear()
     write_latest(tmp_path)
     return tmp_path

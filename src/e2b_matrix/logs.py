@@ -223,5 +223,10 @@ class RunLogReporter:
         self.logger.info("rollback: %s", progress.rolled_back(before, after))
 
     def refused(self, command: str, name: str, error: Exception) -> None:
-        """``command`` (promote, rollback) failed for ``name``, for ``error`` (what the CLI shows)."""
+        """``command`` (promote, rollback) failed for ``name``, for ``error`` (what the CLI shows).
+        Bad input (a ConfigError: exit 2) is not written: it changes nothing on disk, this log included."""
+        from e2b_matrix.errors import ConfigError
+
+        if isinstance(error, ConfigError):
+            return
         self.logger.error("%s: %s failed: %s", command, name, error)
