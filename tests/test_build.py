@@ -277,3 +277,28 @@ template = "nexus-sandbox-minimal"
     statuses = {x["name"]: (x["status"], x["error"]) for x in json.loads(r.stdout)}
     assert statuses["child"] == ("skipped", "not started: its base template nexus-sandbox-minimal did not build")
     assert not any(b.name == "nexus-sandbox-child" for b in emu.builds)
+
+
+def test_a_full_team_lowers_the_runs_concurrency_and_every_variant_lands(project, emu):
+    """Another process holds all of the team's 20 slots but 2: E2B answers 429 past them. The run
+    keeps to what fits, starts each refused build again when one of its own ends, and never
+    spends an attempt on a refusal; the 429 is E2B's, through the real SDK."""
+    emu.hold_slots(18)
+    r = build(project, "build-all", "--json", "--no-share")
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)
+    assert {x["status"] for x in results} == {"built"}
+    assert {x["attempts"] for x in results} == {1}
+    assert emu.peak_builds <= 20
+    assert emu.limit_refusals >= 1  # the team was full: E2B said so at least once
+    assert sorted(e.alias for e in lock_of(project)) == sorted(x["alias"] for x in results)
+
+
+def test_jobs_above_the_teams_builds_is_bad_input(project, emu, monkeypatch):
+    from test_reliability import assert_refused
+
+    assert_refused(project, emu, ["build-all", "--jobs", "21"], "--jobs: 21 builds at once: the team has 20")
+    monkeypatch.setenv("E2B_MATRIX_TEAM_BUILDS", "4")
+    assert_refused(project, emu, ["build-all", "--jobs", "5"], "--jobs: 5 builds at once: the team has 4")
+    monkeypatch.setenv("E2B_MATRIX_TEAM_BUILDS", "0")
+    assert_refused(project, emu, ["build-all"], "E2B_MATRIX_TEAM_BUILDS")

@@ -17,11 +17,13 @@ worker pool only when it can run:
 
 A worker only builds (and verifies): it never waits on another job. What it
 learns (a log line, a step published, its outcome) comes back to the loop as
-an event on one queue. The loop lands every build that ended since its last
-turn with one lock write (``store.record_builds``), so a finished build is in
-the lock at once and the writes do not grow with the run; then it promotes
-them (``promote``: the one place a channel moves), releases their aliases and
-tells the reporter (events.Reporter). A failure never touches its variant's
+an event on one queue. Finished builds land by group commit: one writer
+thread records every build that ended since its last write with one lock
+write (``store.record_builds``) and promotes them (``promote``: the one place
+a channel moves), so a finished build is written at once, the writes do not
+grow with the run, and the loop never waits on the disk to start a build.
+Once written, the loop releases their aliases and tells the reporter
+(events.Reporter). A failure never touches its variant's
 entry; --fail-fast, Ctrl-C, SIGTERM and a refused key stop starting builds and
 cancel the running ones, and everything that finished stays in the lock.
 
@@ -192,9 +194,12 @@ class Scheduler:
         self._published: dict[str, int] = {}      # alias -> deepest step its build published
         self._ended: set[str] = set()             # aliases whose build of this run ended
         self._elsewhere: set[str] = set()         # aliases waiting for another process's build of them
+        self._tasks: dict[str, _Task] = {}        # alias -> its task, for the events about it
         self._running: dict[str, _Task] = {}
-        self._landing: list = []                  # (task, outcome, report) built, not yet in the lock
+        self._landing: list = []                  # (task, outcome, report) built, waiting for a write
+        self._writing: list | None = None         # the batch being written
         self._signalled = False                   # SIGINT or SIGTERM arrived
+        self._changed = True                      # something a pending job may wait for happened
         self._building = building = set()        # aliases this run builds (not fresh)
         fresh = []
         for job in jobs:
@@ -208,6 +213,7 @@ class Scheduler:
             # a child of a parent built in this run starts on the parent's new build: its own trie
             self._gates = share_gates(j.spec for j in todo if j.parent not in building)
         self._pending = [_Task(j, j.spec) for j in self._owners_first(todo)]
+        self._tasks = {t.spec.alias: t for t in self._pending}
         self._finish_fresh([(j.spec, j.entry, None) for j in fresh], "unchanged since its lock entry")
         for t in self._pending:
             self.reporter.started(t.spec.name, t.spec.alias)
@@ -221,13 +227,17 @@ class Scheduler:
     def _loop(self) -> None:
         # Never more workers than the window's most: a submitted job always runs at once.
         self._pool = ThreadPoolExecutor(max_workers=self.window.most, thread_name_prefix="build")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lock")
         try:
-            while self._pending or self._running or self._landing:
+            while self._busy():
                 try:
-                    self._start_ready()
-                    if not (self._pending or self._running or self._landing):
-                        break
+                    if self._changed:  # a log line changes nothing a pending job waits for
+                        self._changed = False
+                        self._start_ready()
+                        if not self._busy():
+                            break
                     event = self.clock.next_event(self._events, self._timeout())
+                    self._changed |= event is None  # a retry or an alias check may be due
                     while event is not None:  # everything that happened meanwhile, then one landing
                         self._handle(event)
                         event = self._next_now()
@@ -238,6 +248,10 @@ class Scheduler:
             if self._running:  # only after a bug in the loop: stop the workers, then wait for them
                 self.cancel.set()
             self._pool.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
+
+    def _busy(self) -> bool:
+        return bool(self._pending or self._running or self._landing or self._writing)
 
     def _next_now(self):
         try:
@@ -280,7 +294,7 @@ class Scheduler:
                 return ""
             task.spec, task.rebased = resolve.rebase(spec, result.build_id), True
         gate = self._gates.get(spec.alias)
-        if (gate is not None and gate[0] not in self._ended | self._elsewhere
+        if (gate is not None and gate[0] not in self._ended and gate[0] not in self._elsewhere
                 and self._published.get(gate[0], -1) < gate[1]):
             return f"for {gate[0]} to publish the {gate[1] + 1} steps they share"
         if task.not_before > self.clock.now():
@@ -378,10 +392,14 @@ class Scheduler:
 
     def _handle(self, event) -> None:
         kind, alias, *rest = event
+        self._changed |= kind not in ("log", "state")
         if kind == "stop":
             self._stop(*rest)
             return
-        task = self._running.get(alias)
+        if kind == "landed":
+            self._landed(*rest)
+            return
+        task = self._tasks.get(alias)
         if kind == "published":
             self._published[alias] = max(rest[0], self._published.get(alias, -1))
         elif kind == "log" and task is not None:
@@ -443,36 +461,47 @@ class Scheduler:
     # -- landing: the lock, promotion, the alias, the reporter ------------------------------
 
     def _land(self) -> None:
-        """Every build that ended since the last turn: in the lock with one write, then promoted."""
-        if not self._landing:
+        """Hand every build that ended to the writer, unless a write is under way (then the next)."""
+        if self._writing is not None or not self._landing:
             return
-        landing, self._landing = self._landing, []
-        entries = [self._entry(task.spec, outcome) for task, outcome, _ in landing]
+        batch, self._landing = self._landing, []
+        self._writing = batch
+        future = self._writer.submit(self._write, batch)
+        future.add_done_callback(lambda f: self._events.put(
+            ("landed", None, batch, f.exception() if f.exception() is not None else f.result())))
+
+    def _write(self, batch: list) -> dict[str, str]:
+        """(In the writer thread.) The batch in the lock with one write, then promoted; alias -> why
+        its build failed after all (not recorded, not promoted)."""
+        entries = [self._entry(task.spec, outcome) for task, outcome, _ in batch]
         try:
             store.record_builds(self.lock_path, entries, self.backend.regenerate, self.secrets)
         except MatrixError as exc:
-            for task, outcome, _ in landing:
-                self._end(task, State.FAILED, f"built as {outcome.build_id} but not recorded: {exc}")
-            return
-        for task, outcome, report in landing:
+            return {task.spec.alias: f"built as {outcome.build_id} but not recorded: {exc}"
+                    for task, outcome, _ in batch}
+        for task, outcome, report in batch:
             if report is not None:
                 self._record_inventory(task.spec, outcome, report)
-        promoted = self._promote([task for task, _, _ in landing])
-        for task, outcome, _ in landing:
-            error = promoted.get(task.spec.alias, "")
-            self._end(task, State.FAILED if error else State.BUILT, error, outcome)
-
-    def _promote(self, tasks: list[_Task]) -> dict[str, str]:
-        """Point --promote's channel at each of these aliases' new builds; alias -> why not."""
-        if not self.promote or not tasks:
+        if not self.promote:
             return {}
-        for t in tasks:
-            self.reporter.progress(t.spec.name, State.PROMOTING, f"{self.promote} -> its new build")
+        for task, _, _ in batch:
+            self._events.put(("state", task.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
         try:
-            promote(self.backend, self.lock_path, [t.spec.alias for t in tasks], self.promote, self.secrets)
+            promote(self.backend, self.lock_path, [t.spec.alias for t, _, _ in batch], self.promote, self.secrets)
         except MatrixError as exc:
-            return {t.spec.alias: f"built and recorded, but not promoted to {self.promote}: {exc}" for t in tasks}
+            return {t.spec.alias: f"built and recorded, but not promoted to {self.promote}: {exc}"
+                    for t, _, _ in batch}
         return {}
+
+    def _landed(self, batch: list, errors) -> None:
+        """The writer is done with ``batch``: each build ends, built or (not recorded) failed."""
+        self._writing = None
+        if isinstance(errors, BaseException):  # a bug in the write: those builds are not in the lock
+            errors = {task.spec.alias: f"built as {outcome.build_id} but not recorded: "
+                      f"{type(errors).__name__}: {errors}" for task, outcome, _ in batch}
+        for task, outcome, _ in batch:
+            error = errors.get(task.spec.alias, "")
+            self._end(task, State.FAILED if error else State.BUILT, error, outcome)
 
     def _record_inventory(self, spec: BuildSpec, outcome: Outcome, report) -> None:
         """What the verified build holds, beside the lock; a failure to record it is a warning (the build stands)."""
@@ -481,7 +510,7 @@ class Scheduler:
         try:
             inventory.record(self.lock_path, spec.alias, outcome.build_id, report)
         except MatrixError as exc:
-            self.reporter.progress(spec.name, State.VERIFYING, f"warning: {exc}")
+            self._events.put(("state", spec.alias, State.VERIFYING, f"warning: {exc}"))
 
     def _finish_fresh(self, found: list[tuple[BuildSpec, LockEntry, _Task | None]], why: str) -> None:
         """Variants whose locked build stands (spec, its entry, its task if it had one): promoted

@@ -70,8 +70,14 @@ def preflight(path) -> None:
 
 
 def read_entry(path, alias: str) -> LockEntry | None:
-    """The entry of ``alias`` in the lock on disk now (None when there is none)."""
-    return TemplateLock.load(path).entries.get(alias)
+    """The entry of ``alias`` in the lock on disk now (None when there is none). Unless another
+    process wrote the lock since, its bytes are what this process last wrote and parsed: no parse."""
+    path = os.fspath(path)
+    try:
+        text = files.read_text(path)
+    except files.FileError as exc:
+        raise LockError(str(exc), path=path) from None
+    return None if text is None else _parse(text, path).entries.get(alias)
 
 
 def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
