@@ -8,8 +8,6 @@ talk to E2B.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import sys
 
 import click
@@ -58,6 +56,13 @@ class Env:
 
 
 pass_env = click.make_pass_decorator(Env, ensure=True)
+
+
+def _json():
+    """The json module, imported by the commands that print JSON (not at every start)."""
+    import json
+
+    return json
 
 
 # -- options every command takes, before or after its name ---------------------------
@@ -228,7 +233,7 @@ def list_cmd(env, as_json):
              "memory_mb": v.memory_mb, "tags": list(v.tags), "file": v.source, "description": v.description}
             for v in load_project(env.root, env.settings.secrets()).variants]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_json().dumps(rows, indent=2))
         return
     _table(["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"],
            [[r["name"], r["alias"], ",".join(r["layers"]), str(r["cpu_count"]), f"{r['memory_mb']} MiB"]
@@ -268,7 +273,7 @@ def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
     session, items = _plan(env, names, backend, offline, overrides, _backend_values(kwargs))
     roots = step_trie(i.spec for i in items)
     if as_json or fmt == "json":
-        click.echo(json.dumps({"variants": [i.to_json() for i in items], "steps": [trie_json(r) for r in roots]},
+        click.echo(_json().dumps({"variants": [i.to_json() for i in items], "steps": [trie_json(r) for r in roots]},
                               indent=2))
     elif fmt == "markdown":
         click.echo(markdown(items, roots), nl=False)
@@ -322,7 +327,7 @@ def compile_cmd(env, names, backend, upgrade, packages, check, overrides, as_jso
     session = env.session(names=names, backend=backend, overrides=overrides, backend_options=_backend_values(kwargs))
     _, results = workflow.compile_requirements(session, upgrade=upgrade, packages=packages, check=check)
     if as_json:
-        click.echo(json.dumps([{"path": c.path, "layer": c.layer, "status": c.status, "ok": c.ok,
+        click.echo(_json().dumps([{"path": c.path, "layer": c.layer, "status": c.status, "ok": c.ok,
                                 "packages": c.packages, "bytes": c.size, "variants": c.variants}
                                for c in results], indent=2))
     else:
@@ -394,7 +399,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:  # what the reporter heard finish, as the plain lines and the run log did
-        click.echo(json.dumps(reporter.json(), indent=2))
+        click.echo(_json().dumps(reporter.json(), indent=2))
     else:
         summary(result.results)
     if result.error:
@@ -430,7 +435,7 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
         click.echo(f"warning: {item.alias} is stale; the built template was checked against the current layers",
                    err=True)
     if as_json:
-        click.echo(json.dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
+        click.echo(_json().dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
                                 "duration_s": r.duration_s, "found": {r.fact: r.found} if r.found else {}}
                                for r in results], indent=2))
     else:
@@ -459,7 +464,7 @@ def diff(env, name, old, new, backend, as_json):
 
     d = workflow.diff(env.session(backend=backend), name, old, new)
     if as_json:
-        click.echo(json.dumps(d.to_json(), indent=2))
+        click.echo(_json().dumps(d.to_json(), indent=2))
         return
     _print_diff(d)
 
@@ -536,7 +541,7 @@ def status(env, names, backend, as_json):
 
 def _print_drift(drift, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([{"alias": d.alias, "variant": d.variant, "state": d.state, "ok": d.ok,
+        click.echo(_json().dumps([{"alias": d.alias, "variant": d.variant, "state": d.state, "ok": d.ok,
                                 "details": list(d.details), "channels": dict(d.channels)} for d in drift], indent=2))
         return
     _table(["ALIAS", "VARIANT", "STATE", "DETAILS"],
@@ -561,7 +566,7 @@ def lock_show(env, backend, as_json):
     session = env.session(backend=backend)
     lock = session.lock()
     if as_json:
-        click.echo(json.dumps({e.alias: _entry_json(e) for e in lock}, indent=2))
+        click.echo(_json().dumps({e.alias: _entry_json(e) for e in lock}, indent=2))
         return
     if not lock.exists:
         click.echo(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
@@ -591,7 +596,7 @@ def lock_check(env, backend, offline, remote, as_json):
     drift = workflow.status(session) if remote else []
     drifted = [d for d in drift if not d.ok]
     if as_json:
-        click.echo(json.dumps({"ok": not bad and not drifted, "items": [i.to_json() for i in items],
+        click.echo(_json().dumps({"ok": not bad and not drifted, "items": [i.to_json() for i in items],
                                "drift": [{"alias": d.alias, "state": d.state, "details": list(d.details)}
                                          for d in drift]}, indent=2))
     else:
@@ -622,7 +627,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
     print_table(headers, rows)
 
 
-_console_handler: logging.Handler | None = None
+_console_handler = None  # logging.Handler, once -v or -q asked for one
 
 
 def _console_logging(env: Env) -> None:
@@ -631,6 +636,8 @@ def _console_logging(env: Env) -> None:
     -v shows the tool's steps; -vv debug lines and each HTTP request (a build polls E2B every 0.2 s).
     """
     global _console_handler
+    import logging
+
     from e2b_matrix.logs import RedactingFormatter
 
     _check_verbosity(env)

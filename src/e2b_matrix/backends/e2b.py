@@ -5,8 +5,7 @@ Builds are requested with ``Template.build_in_background`` and followed with
 --fail-fast, and a page of log lines is written as one record); channels
 are E2B tags moved with ``Template.assign_tags`` and read with
 ``Template.get_tags``. The SDK retries 429/502/503/504 itself, honouring
-``Retry-After``, except a build's submission, which the runner retries (its
-team-slot window, its backoff); what the SDK gives up on is classified here: transient
+``Retry-After``; what it gives up on is classified here: transient
 (retried by the runner's policy), a failed build (not retried), credentials
 refused (stops the run). An answer the SDK's generated client cannot read
 (torn or not JSON, a key missing, a value of the wrong type) is transient
@@ -111,13 +110,11 @@ class E2BBackend:
         api = self._api()
         timeout = self.settings.build_timeout
         deadline = time.monotonic() + timeout
-        # The runner retries a submission itself (runner.py): a 429 for the team's slots waits
-        # for one of the run's own builds to end, where the SDK would ask again at once, 3 times.
         with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
                 render.to_template(spec, context), spec.alias, tags=[build_tag(spec), *spec.variant.tags],
                 cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
-                on_build_logs=lambda entry: log([_line(entry)]), retries=0, **api)
+                on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
         published = LogProgress(progress)
         offset = 0
