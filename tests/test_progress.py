@@ -220,18 +220,20 @@ def test_make_reporter_picks_the_table_only_for_a_terminal(out, quiet, as_json, 
 
 # -- the summary ------------------------------------------------------------------------
 
+SUMMARY = [  # the table and the counts the scripted run ends with
+    "VARIANT  ALIAS                  STATUS     TEMPLATE ID  BUILD ID  TIME",
+    "minimal  nexus-sandbox-minimal  fresh      tmpl-m       b-m0",
+    "tools    nexus-tools            built      tmpl-t       b-t1      3.2s",
+    "latest   nexus-sandbox-latest   failed                            11.2s",
+    "pinned   nexus-sandbox-pinned   cancelled                         11.2s",
+    "full     nexus-sandbox-full     skipped",
+    "1 built, 1 cancelled, 1 failed, 1 fresh, 1 skipped",
+]
+
 def test_the_summary_shows_each_failed_check_on_its_own_line():
     out, err = io.StringIO(), io.StringIO()
     progress.summary(RESULTS, out=out, err=err)
-    assert lines_of(out.getvalue()) == [
-        "VARIANT  ALIAS                  STATUS     TEMPLATE ID  BUILD ID  TIME",
-        "minimal  nexus-sandbox-minimal  fresh      tmpl-m       b-m0",
-        "tools    nexus-tools            built      tmpl-t       b-t1      3.2s",
-        "latest   nexus-sandbox-latest   failed                            11.2s",
-        "pinned   nexus-sandbox-pinned   cancelled                         11.2s",
-        "full     nexus-sandbox-full     skipped",
-        "1 built, 1 cancelled, 1 failed, 1 fresh, 1 skipped",
-    ]
+    assert lines_of(out.getvalue()) == SUMMARY
     assert lines_of(err.getvalue()) == [
         f"latest: failed: {FAILED_CHECKS[0]}",
         f"  {FAILED_CHECKS[1]}",
@@ -367,14 +369,7 @@ def test_build_json_prints_what_the_reporter_heard(project, scripted):
 def test_build_prints_lines_then_the_summary(project, scripted):
     r = cli_runner().invoke(cli, ["-C", str(project), "-q", "build-all"])
     assert r.exit_code == 1
-    assert lines_of(r.stdout) == PLAIN[13:16] + [
-        "VARIANT  ALIAS                  STATUS     TEMPLATE ID  BUILD ID  TIME",
-        "minimal  nexus-sandbox-minimal  fresh      tmpl-m       b-m0",
-        "tools    nexus-tools            built      tmpl-t       b-t1      3.2s",
-        "latest   nexus-sandbox-latest   failed                            11.2s",
-        "pinned   nexus-sandbox-pinned   cancelled                         11.2s",
-        "full     nexus-sandbox-full     skipped",
-        "1 built, 1 cancelled, 1 failed, 1 fresh, 1 skipped"]
+    assert lines_of(r.stdout) == PLAIN[13:16] + SUMMARY
     assert lines_of(r.stderr) == [f"latest: failed: {FAILED_CHECKS[0]}", f"  {FAILED_CHECKS[1]}",
                                   f"  {FAILED_CHECKS[2]}", "pinned: cancelled: stopped while building (--fail-fast)",
                                   "full: skipped: not started: the run was stopped"]

@@ -11,6 +11,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import uuid
 
 import attrs
@@ -447,3 +448,30 @@ def test_a_lock_that_cannot_be_written_fails_the_build_and_says_so(make, tmp_pat
     backend = Backend()
     (r,) = make(backend).run([job(spec("a", ["a"]))])
     assert r.status is State.FAILED and r.error.startswith("built as ") and "not recorded" in r.error
+
+
+def test_a_job_waiting_for_a_slot_after_its_alias_was_busy_does_not_spin_the_loop(make, tmp_path):
+    """a found its alias busy, then waits for the one slot b holds: the loop sleeps until
+    something happens, it does not wake without pause to look at an alias check that is past."""
+    zero_waits = []
+
+    class Counting(FakeClock):
+        def next_event(self, events, timeout):
+            if timeout == 0:
+                zero_waits.append(self.t)
+            return super().next_event(events, timeout)
+
+    backend = Backend()
+    backend.hold("b")
+    other = files.FileLock(alias_lock_file(tmp_path / "state", "t-a"))
+    other.acquire()
+    s = make(backend, jobs=1, clock=Counting())
+    t, out = run_in_thread(s, [job(spec("a", ["a"])), job(spec("b", ["b"]))])
+    backend.wait_started("b")
+    other.release()
+    time.sleep(0.3)
+    waits_while_b_builds = len(zero_waits)
+    backend.release("b")
+    results = finish(t, out)
+    assert {r.status for r in results.values()} == {State.BUILT}
+    assert waits_while_b_builds <= 2, f"the loop woke {waits_while_b_builds} times at once while a slot was taken"

@@ -263,7 +263,8 @@ class Scheduler:
         """Until the next retry or alias check is due (or a tick: a pending job may wait for time)."""
         now = self.clock.now()
         due = [t.not_before - now for t in self._pending if t.not_before > now]
-        due += [t.alias_checked + ALIAS_RECHECK_S - now for t in self._pending if t.alias_checked]
+        due += [t.alias_checked + ALIAS_RECHECK_S - now for t in self._pending
+                if t.alias_checked + ALIAS_RECHECK_S > now]  # a check that is past waits for its turn
         return max(0.0, min([TICK_S, *due]))
 
     def _start_ready(self) -> None:
