@@ -7,6 +7,9 @@ BACKEND ?= e2b
 VARIANT ?=
 ARGS    ?=
 TESTS   ?=
+# Test processes: the suite mostly waits (emulated builds, subprocesses, file locks),
+# so 4 workers on 2 cores take a third of a serial run's time.
+TEST_WORKERS ?= 4
 
 .PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up
 
@@ -33,11 +36,11 @@ compile: $(STAMP)
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The suite against the lowest versions pyproject.toml allows (.venv-lowest): the floors are true.
 test-lowest:
-	PYTHON=$(PYTHON) bash scripts/test-lowest.sh $(TESTS)
+	PYTHON=$(PYTHON) bash scripts/test-lowest.sh -n $(TEST_WORKERS) $(TESTS)
 
 docker-up:
 	bash scripts/docker-up.sh

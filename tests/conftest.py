@@ -74,11 +74,15 @@ def cli_runner(**kw) -> CliRunner:
 
 
 @pytest.fixture
-def emu(monkeypatch):
-    """The E2B API emulator on 127.0.0.1, with the SDK and fast retries pointed at it."""
+def emu(monkeypatch, request):
+    """The E2B API emulator on 127.0.0.1, with the SDK and fast retries pointed at it.
+
+    A test may pass the emulator's own settings through indirect parametrization:
+    ``@pytest.mark.parametrize("emu", [{"upload_delay": 1.0}], indirect=True)``.
+    """
     from e2b_emulator import E2BEmulator
 
-    with E2BEmulator(api_key=KEY) as e:
+    with E2BEmulator(api_key=KEY, **getattr(request, "param", {})) as e:
         for k, v in e.env().items():
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("E2B_MATRIX_RETRY_BASE_S", "0.05")
