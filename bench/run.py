@@ -326,8 +326,8 @@ def _index_server():
 
 
 # What a command that builds nothing must not import: the build machinery and the backends it does not use.
-BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent", "concurrent_log_handler", "uv", "e2b_matrix.build",
-                   "e2b_matrix.runner", "e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
+BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent", "concurrent_log_handler", "uv", "e2b_matrix.runner",
+                   "e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
 
 
 # The CLI's main(argv), then every module it imported (sys.modules: -X importtime misses importlib.import_module).
@@ -595,7 +595,7 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
              on=[round(x, 3) for x in on], off=[round(x, 3) for x in off],
              status_polls_per_build=round(med(polls) / 8, 1), min_polls_for_pages_of_100=LINES // 100,
              log_lines_per_file=sorted(set(lines_per_file.values())),
-             note="each status poll returns at most 100 lines, written as one log record (build.py: sink)")
+             note="each status poll returns at most 100 lines, written as one log record (runner.py: sink)")
 
 
 def bench_share(b: Bench, emu: E2BEmulator) -> None:

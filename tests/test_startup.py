@@ -20,7 +20,7 @@ import pytest
 from conftest import DATA
 
 # What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files, uv.
-BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "uv", "e2b_matrix.build",
+BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "uv",
                    "e2b_matrix.runner")
 E2B_BACKEND = ("e2b_matrix.backends.e2b",)
 DOCKER_BACKEND = ("e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")

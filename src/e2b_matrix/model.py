@@ -392,7 +392,7 @@ class FrozenMap(Mapping):
     def get(self, key, default=None):
         return self._d.get(key, default)
 
-    def keys(self):  # the dict's read-only views: what Mapping's would give, without a Python call per item
+    def keys(self):  # the dict's read-only views: Mapping's generic ones look every key up again
         return self._d.keys()
 
     def values(self):
@@ -406,10 +406,6 @@ class FrozenMap(Mapping):
 
     def __len__(self) -> int:
         return len(self._d)
-
-    def items(self):
-        """The dict's own (read-only) view: Mapping's generic one looks every key up again."""
-        return self._d.items()
 
     def __eq__(self, other):
         return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented

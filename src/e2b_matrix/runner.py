@@ -40,6 +40,7 @@ with --force, or with --no-share, every build may start at once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
@@ -566,8 +567,6 @@ class Scheduler:
     def _signals(self):
         """SIGINT and SIGTERM become one event for the loop while it runs (in the main thread only):
         never an exception in the middle of a lock write."""
-        import contextlib
-
         if threading.current_thread() is not threading.main_thread():
             return contextlib.nullcontext()
 

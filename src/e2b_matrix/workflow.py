@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from e2b_matrix import backends, files
-from e2b_matrix.errors import ConfigError, NothingToDo
+from e2b_matrix.errors import ConfigError, MatrixError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
@@ -185,6 +185,14 @@ def logs_folder(session: Session) -> Path | None:
     return session.logs[0]
 
 
+def run_logs(session: Session, folder: Path | None):
+    """The run log and the variants' logs in ``folder`` (None: no files), redacting the session's secrets."""
+    from e2b_matrix.logs import RunLogs
+    from e2b_matrix.secrets import Redactor
+
+    return RunLogs(folder, Redactor(tuple(session.settings.secrets())))
+
+
 @attrs.frozen
 class Summary:
     results: tuple[BuildResult, ...]
@@ -202,10 +210,9 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
     logs = None
     if o.promote or not all(j.fresh for j in jobs):  # a no-op checks nothing and writes nothing
         from e2b_matrix.events import Broadcast
-        from e2b_matrix.logs import RunLogReporter, RunLogs
-        from e2b_matrix.secrets import Redactor
+        from e2b_matrix.logs import RunLogReporter
 
-        logs = RunLogs(preflight(session, [j.spec.alias for j in jobs]), Redactor(secrets))
+        logs = run_logs(session, preflight(session, [j.spec.alias for j in jobs]))
         reporter = Broadcast(reporter, RunLogReporter(logs))  # the run log hears what the console hears
     scheduler = runner.Scheduler(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
                                  logs=logs, reporter=reporter, jobs=o.jobs or settings.team_builds, force=o.force,
@@ -256,15 +263,13 @@ def _compile(session: Session, project: Project, lock: TemplateLock, specs: list
              ) -> list[BuildSpec]:
     """``specs`` resolved again with ``compiler`` answering their pip steps; uv's output in the run log.
     The requirements folder is checked first (ConfigError): it may not be, or be in, a linked folder."""
-    from e2b_matrix.logs import RunLogs
     from e2b_matrix.pins import DIR
-    from e2b_matrix.secrets import Redactor
 
     root = session.options.root
     blocked = files.check_writable_dir(root / DIR, inside=root)
     if blocked:
         raise ConfigError(f"cannot write requirements files: {blocked[1]}", path=blocked[0])
-    logs = RunLogs(logs_folder(session), Redactor(tuple(session.settings.secrets())))
+    logs = run_logs(session, logs_folder(session))
     try:
         return resolve_specs(session, project, lock, pins=compiler, variants=[s.variant for s in specs])
     finally:
@@ -422,16 +427,14 @@ def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff
     changes (the packages of what the channel pointed at against the build it now points at), when
     both builds have an inventory. The run log records each move, or why it failed."""
     from e2b_matrix import runner
-    from e2b_matrix.errors import MatrixError
-    from e2b_matrix.logs import RunLogReporter, RunLogs
-    from e2b_matrix.secrets import Redactor
+    from e2b_matrix.logs import RunLogReporter
 
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
     session.backend.check()
     secrets = session.settings.secrets()
     out = []
-    with RunLogs(logs_folder(session), Redactor(secrets)) as logs:
+    with run_logs(session, logs_folder(session)) as logs:
         record = RunLogReporter(logs)
         for e in entries:
             before = e.channels.get(channel)
@@ -459,9 +462,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
 
     (before, after); NothingToDo when there is no previous build. The run log records it, or why it failed.
     """
-    from e2b_matrix.errors import MatrixError
-    from e2b_matrix.logs import RunLogReporter, RunLogs
-    from e2b_matrix.secrets import Redactor
+    from e2b_matrix.logs import RunLogReporter
 
     before = session.lock().entry(name)
     if not before.history:
@@ -481,7 +482,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
         entries[before.alias] = after
         return entries
 
-    with RunLogs(logs_folder(session), Redactor(secrets)) as logs:
+    with run_logs(session, logs_folder(session)) as logs:
         record = RunLogReporter(logs)
         try:
             after = store.update(session.lock_path, change, backend.regenerate, secrets).entries[before.alias]

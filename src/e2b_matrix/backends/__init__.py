@@ -97,7 +97,7 @@ class Backend(Protocol):
 
     def shares_in_flight(self) -> bool:
         """Does the engine run an identical step of concurrent builds once (BuildKit)? Then every
-        build starts at once; else a build waits for the steps another is building (build.py)."""
+        build starts at once; else a build waits for the steps another is building (runner.py: sharing)."""
 
     def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
               progress: Callable[[int], None] | None = None) -> Outcome:

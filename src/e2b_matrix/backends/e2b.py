@@ -96,7 +96,7 @@ class E2BBackend:
     # -- build -----------------------------------------------------------------
 
     def shares_in_flight(self) -> bool:
-        return False  # E2B runs identical steps of concurrent builds twice (see build.py: sharing)
+        return False  # E2B runs identical steps of concurrent builds twice (see runner.py: sharing)
 
     def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
               progress: Callable[[int], None] | None = None) -> Outcome:
