@@ -349,7 +349,7 @@ LOCK_CASES = [
     ("toml-torn", HEAD + ENTRY[:120], ["invalid TOML", "at end of document"]),
     ("toml-duplicate-key", HEAD + ENTRY + 'variant = "again"\n', ["invalid TOML", "line 11"]),
     ("toml-duplicate-table", HEAD + ENTRY + "\n" + ENTRY, ["invalid TOML", "line 12"]),
-    ("bom", "\ufeff" + HEAD + ENTRY, ["invalid TOML", "line 1"]),
+    ("bom", "\ufeff" + HEAD + ENTRY, ["starts with a UTF-8 byte-order mark (an invisible U+FEFF)"]),
     ("not-utf8", b"schema = 1\n# \xff\xfe\n", ["not UTF-8 text (line 2)"]),
     ("empty-file", "", ["schema: missing"]),
     ("schema-missing", ENTRY, ["schema: missing"]),

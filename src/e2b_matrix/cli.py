@@ -179,7 +179,7 @@ class MatrixGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except MatrixError as exc:  # an option's own check, before any command ran (-v with -q)
-            click.echo(f"e2b-matrix: error: {exc}", err=True)
+            _error(exc)
             sys.exit(exc.exit_code)
 
     def invoke(self, ctx):
@@ -188,11 +188,23 @@ class MatrixGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except MatrixError as exc:
-                click.echo(f"e2b-matrix: error: {exc}", err=True)
+                _error(exc)
                 ctx.exit(exc.exit_code)
             except KeyboardInterrupt:
                 click.echo("e2b-matrix: interrupted", err=True)
                 ctx.exit(130)
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """One line: control characters and line breaks in it (a path, a value) escaped."""
+    from e2b_matrix.names import printable
+
+    click.echo(printable(text), err=err)
+
+
+def _error(exc: Exception | str) -> None:
+    """The one line an error is."""
+    _echo(f"e2b-matrix: error: {exc}", err=True)
 
 
 @contextlib.contextmanager
@@ -403,7 +415,7 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
     else:
         summary(result.results)
     if result.error:
-        click.echo(f"e2b-matrix: error: {result.error}", err=True)
+        _error(result.error)
     if result.exit_code == 130:
         click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
     sys.exit(result.exit_code)
@@ -569,7 +581,7 @@ def lock_show(env, backend, as_json):
         click.echo(_json().dumps({e.alias: _entry_json(e) for e in lock}, indent=2))
         return
     if not lock.exists:
-        click.echo(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
+        _echo(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
         return
     _table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
            [[e.alias, e.variant, e.template_id, e.build_id,
@@ -601,11 +613,11 @@ def lock_check(env, backend, offline, remote, as_json):
                                          for d in drift]}, indent=2))
     else:
         for i in bad:
-            click.echo(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
+            _echo(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
         for d in drifted:
-            click.echo(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
+            _echo(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
         if not bad and not drifted:
-            click.echo(f"{session.lock_path}: {len(items)} variants, all fresh" + (", in sync" if remote else ""))
+            _echo(f"{session.lock_path}: {len(items)} variants, all fresh" + (", in sync" if remote else ""))
     if bad or drifted:
         sys.exit(1)
 

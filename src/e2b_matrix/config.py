@@ -29,6 +29,9 @@ TOP_KEYS = {"variant", "params", "matrix"}
 LAYER_KEYS = {"name", "version", "requires", "description"}
 STEP_KINDS = {"run", "apt", "pip", "env", "workdir", "user"}
 CHECK_KEYS = {"name", "command", "expect", "user"}
+# E2B reads memoryMB as an int32 (e2b-dev/infra packages/api/internal/template/register_build.go,
+# RegisterBuildData.MemoryMB; team/limits.go then holds it to the tier's MaxRamMb): the largest even one.
+MAX_MEMORY_MB = 2**31 - 2
 # where a newline or a tab is part of the value: scripts and prose
 _MULTILINE = re.compile(r"(steps\[\d+\]\.run|checks\[\d+\]\.command|(variant|layer)\.description)")
 
@@ -243,11 +246,12 @@ def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, La
     tags = _string_list(s.get("tags", []), shown, "variant.tags", names.check_variant_tag)
     cpu = _int(s.get("cpu_count", 2), shown, "variant.cpu_count")
     if not (cpu == 1 or (cpu % 2 == 0 and 2 <= cpu <= 32)):
-        raise ConfigError(f"E2B takes 1 or an even number up to 32, got {cpu}", path=shown, key="variant.cpu_count")
+        raise ConfigError(f"E2B takes 1 or an even number up to 32, got {names.shown(cpu, 30)}", path=shown,
+                          key="variant.cpu_count")
     mem = _int(s.get("memory_mb", 2048), shown, "variant.memory_mb")
-    if mem < 128 or mem % 2:
-        raise ConfigError(f"E2B takes an even number of MiB, at least 128, got {mem}", path=shown,
-                          key="variant.memory_mb")
+    if mem < 128 or mem % 2 or mem > MAX_MEMORY_MB:
+        raise ConfigError(f"E2B takes an even number of MiB from 128 to {MAX_MEMORY_MB}, got {names.shown(mem, 30)}",
+                          path=shown, key="variant.memory_mb")
     description = _checked(lambda d: names.check_text(d, multiline=True), s.get("description", ""), shown,
                            "variant.description")
 

@@ -86,11 +86,20 @@ def read_bytes(path: str | os.PathLike) -> bytes | None:
         os.close(fd)
 
 
+_BOMS = {b"\xef\xbb\xbf": "a UTF-8 byte-order mark (an invisible U+FEFF)",
+         b"\xff\xfe": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)",
+         b"\xfe\xff": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)"}
+
+
 def read_text(path: str | os.PathLike) -> str | None:
-    """The file's UTF-8 text, or None when it does not exist; FileError otherwise."""
+    """The file's UTF-8 text, or None when it does not exist; FileError otherwise (a byte-order mark
+    is named: TOML and JSON refuse one, and an editor that writes it shows nothing)."""
     data = read_bytes(path)
     if data is None:
         return None
+    for bom, what in _BOMS.items():
+        if data.startswith(bom):
+            raise FileError(f"starts with {what}: save it as UTF-8 without a byte-order mark")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

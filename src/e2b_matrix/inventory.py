@@ -32,19 +32,13 @@ APT_LIST = "dpkg-query -W -f='${Package}\\t${Version}\\n' 2>/dev/null"
 _PACKAGES = _map_of(names.check_package_name, names.check_package_version)
 
 
-def _aware(value) -> dt.datetime:
-    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
-        raise ValueError("expected a date-time with a timezone")
-    return value
-
-
 @attrs.frozen
 class Inventory:
     """The packages one build of an alias holds."""
 
     alias: str = attrs.field(validator=_valid(names.check_alias))
     build_id: str = attrs.field(validator=_valid(names.check_lock_id))
-    recorded_at: dt.datetime = attrs.field(validator=_valid(_aware))
+    recorded_at: dt.datetime = attrs.field(validator=_valid(names.check_timestamp))
     python: str = attrs.field(default="", validator=_valid(lambda v: v == "" or names.check_package_version(v)))
     pip: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)
     apt: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from e2b_matrix import files
+from e2b_matrix.names import printable
 from e2b_matrix.secrets import Redactor
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ RUN_SOURCES = ("e2b_matrix.pins",)  # loggers whose records the run log keeps to
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats, then redacts the whole line (tracebacks included).
+    """Formats, then redacts the whole line (tracebacks included); control characters in the message
+    (a build's log line, a path) are escaped, its line breaks kept.
 
     A formatter, not a filter: a filter would rewrite the record that every
     other handler of the logger sees too.
@@ -44,6 +46,9 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str, redactor: Redactor, datefmt: str | None = "%Y-%m-%dT%H:%M:%S"):
         super().__init__(fmt, datefmt=datefmt)
         self.redactor = redactor
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record), lines=True)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redactor.redact(super().format(record))
@@ -64,7 +69,7 @@ def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
         try:
             files.refuse_link(p, in_place=True)
         except files.FileError as exc:
-            raise files.FileError(f"{p}: {exc}") from None
+            raise files.FileError(f"{printable(str(p))}: {exc}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = ConcurrentRotatingFileHandler(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                             encoding="utf-8")
@@ -91,7 +96,7 @@ class _LazyFileHandler(logging.Handler):
                         self._inner = _file_handler(self.path, self.redactor, self.fmt)
                     except files.FileError as exc:
                         self._refused = True
-                        log.warning("%s; writing no log file %s", exc, self.path)
+                        log.warning("%s; writing no log file %s", exc, printable(str(self.path)))
                 inner = self._inner
         return inner
 

@@ -425,9 +425,10 @@ def _frozen_map(value) -> FrozenMap:
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
-        raise ValueError(f"built_at must be a date-time with a timezone, got {value!r}")
-    return value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
+    try:
+        return names.check_timestamp(value)
+    except ValueError as exc:
+        raise ValueError(f"built_at: {exc}") from None
 
 
 _show_key = names.show_key

@@ -38,6 +38,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # newline and tab allowed
 
 
+def printable(text: str, lines: bool = False) -> str:
+    """``text`` with every control character escaped as Python writes it (``\\n``, ``\\x1b``), so that
+    what a line says stays one line and no terminal sequence reaches a screen; ``lines``: newlines
+    and tabs are kept (a message made of lines). Every line the tool prints passes through this."""
+    pattern = _CONTROL_BUT_LINES if lines else _CONTROL
+    if not pattern.search(text):
+        return text
+    return pattern.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def type_name(value) -> str:
     return {str: "a string", bool: "a boolean", int: "an integer", float: "a float",
             list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
@@ -116,28 +126,54 @@ check_layer_version = matching(LAYER_VERSION, "a layer version (one word of lett
 check_input_key = matching(INPUT_KEY, "an input's name (like nexus.version)", False)
 
 
+MAX_PORT = 65535
+
+
+def _check_port(port: int | None) -> None:
+    if port is not None and not 1 <= port <= MAX_PORT:
+        raise ValueError(f"port {port} is not a TCP port (1 to {MAX_PORT})")
+
+
 def check_host(value) -> str:
+    """A host name, with an optional port of 1 to 65535: ``e2b.app``, ``e2b.example.com:8443``."""
     if not isinstance(value, str) or not HOST.fullmatch(value):
-        raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {value!r}")
+        raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {shown(value)}")
+    _, colon, port = value.partition(":")
+    _check_port(int(port) if colon else None)
     return value
 
 
+# A URL's user information (``scheme://user:password@host``): a password there is a secret
+# wherever the URL goes (printed, logged, recorded in the lock), so no URL we take may hold one.
+URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@]*)@")
+
+
+def shown_url(value: str) -> str:
+    """A URL as a message may show it: its user information masked (``http://***@host``), control
+    characters escaped, cut to 100 characters."""
+    return shown(URL_USERINFO.sub(r"\1***@", value), 100)
+
+
 def check_url(value, schemes=("http", "https", "file")) -> str:
-    """A base URL (no query or fragment, no space or control character), without a trailing slash."""
+    """A base URL (no query or fragment, no space or control character, no user or password, a port
+    of 1 to 65535), without a trailing slash. A message never shows a password the value holds."""
     from urllib.parse import urlsplit
 
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type_name(value)}")
     if control_char(value) or " " in value:
         raise ValueError("contains a space or control character")
+    if URL_USERINFO.search(value) or "@" in value.partition("://")[2].partition("/")[0]:
+        raise ValueError(f"{shown_url(value)} holds a user name or password (not shown): a URL is printed, "
+                         "logged and recorded, so it takes no credentials")
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        _check_port(parts.port)  # urlsplit raises ValueError above 65535
     except ValueError as exc:
         raise ValueError(f"not a URL ({exc})") from None
     if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "file"):
         raise ValueError(f"expected an {'http(s)' if 'file' not in schemes else 'http(s) or file'}:// URL, "
-                         f"got {value!r}")
+                         f"got {shown_url(value)}")
     if parts.query or parts.fragment:
         raise ValueError("a base URL takes no query or fragment")
     return value.rstrip("/")
@@ -205,6 +241,25 @@ def check_packages(value) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"expected a list of package names, got {type_name(value)}")
     return tuple(check_package(item) for item in value)
+
+
+EARLIEST = "1970-01-01T00:00:00Z"  # what a recorded time may be: from the Unix epoch to the end of year 9999
+
+
+def check_timestamp(value):
+    """A date-time with a timezone, as UTC; ValueError for a naive one or one outside 1970 to 9999 in UTC
+    (``0001-01-01 00:00:00+05:00`` is no time a build was made, and converting it overflows)."""
+    import datetime as dt
+
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise ValueError(f"expected a date-time with a timezone, got {shown(value)}")
+    try:
+        utc = value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or utc < dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc):
+        raise ValueError(f"{value.isoformat()} is outside the times e2b-matrix records (1970 to 9999, in UTC)")
+    return utc
 
 
 def check_lock_id(value) -> str:

@@ -20,6 +20,7 @@ import attrs
 
 from e2b_matrix.events import Broadcast, Silent
 from e2b_matrix.model import BuildResult, State
+from e2b_matrix.names import printable
 
 
 # -- the words every rendering shares -----------------------------------------------
@@ -30,14 +31,15 @@ def event_line(name: str, state: str, message: str = "") -> str:
 
 
 def indent(text: str) -> str:
-    """Every line after the first indented by two: an error that names one failed check a line."""
-    return text.replace("\n", "\n  ")
+    """Every line after the first indented by two: an error that names one failed check a line.
+    Control characters in it are escaped (a build's log line, a library's error)."""
+    return printable(text, lines=True).replace("\n", "\n  ")
 
 
 def one_line(text: str) -> str:
     """An error of several lines on one (a table cell): its first line, then the rest joined by "; "."""
-    first, *rest = text.split("\n")
-    return f"{first} {'; '.join(rest)}" if rest else first
+    first, *rest = printable(text, lines=True).split("\n")
+    return printable(f"{first} {'; '.join(rest)}" if rest else first)
 
 
 def outcome(result: BuildResult) -> str:
@@ -158,7 +160,7 @@ class LiveReporter:
                 took = f"{(row.ended or now) - row.since:5.0f}s" if row.since is not None else ""
                 # Text, not markup: a log line's "[...]" is text
                 table.add_row(Text(name), Text(row.state.value, style=STYLES.get(row.state, "")), Text(took),
-                              Text(row.line))
+                              Text(one_line(row.line)))
         return table
 
     def started(self, name: str, alias: str) -> None:
@@ -251,6 +253,7 @@ def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleR
 # -- the end of a run ----------------------------------------------------------------------
 
 def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file or sys.stdout)

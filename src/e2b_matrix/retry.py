@@ -36,7 +36,8 @@ class RetryPolicy:
             import random
 
             rng = random.random
-        backoff = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
+        # the exponent is capped: 2.0 ** 1024 overflows, and any cap past max_delay_s gives the same delay
+        backoff = min(self.max_delay_s, self.base_s * 2.0 ** min(attempt - 1, 64)) * (0.5 + rng() / 2)
         return max(backoff, retry_after or 0.0)
 
     def next_delay(self, attempt: int, exc: TransientError, started: float, now: float) -> float | None:

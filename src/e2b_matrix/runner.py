@@ -59,6 +59,7 @@ from e2b_matrix.errors import (BuildError, Cancelled, CredentialsError, MatrixEr
 from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.lock import store
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Outcome, State
+from e2b_matrix.names import printable
 from e2b_matrix.retry import RetryPolicy, gave_up
 
 log = logging.getLogger(__name__)
@@ -369,6 +370,7 @@ class Scheduler:
         vlog = self.logs.variant(alias)
 
         def sink(lines: list[str]) -> None:
+            lines = [printable(line) for line in lines]  # a backend's line is text from elsewhere: one line each
             if lines:
                 vlog.info("\n".join(lines))
                 put(("log", alias, lines[-1]))

@@ -7,7 +7,9 @@ errors all pass it) and the log files (logs.RedactingFormatter) — and the
 refusal of a secret in the lock or in a variant's input (``looks_secret``).
 A known key is matched exactly; anything shaped like an E2B API key
 (``e2b_`` and at least 16 letters or digits) is treated as one even when it
-is not the key of this run.
+is not the key of this run; so is a password inside a URL
+(``https://user:password@host``) and a token given as a URL's user
+(``https://<16 or more characters>@host``): the password or token is masked.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import re
 from collections.abc import Iterable
 
 KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}")
+# A URL's credentials: ``scheme://user:password@`` (group 3: the password) or a token as the user
+# (``scheme://<token>@``, group 4: 20 or more characters, at least 4 of them digits and 4 letters).
+# A user name alone (``ssh://git@host``, ``fake://nexus-sandbox-latest@build``) is a name, not a secret.
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s/?#@:]*):([^\s/?#@]+)|"
+                             r"((?=(?:[^\s/?#@]*\d){4})(?=(?:[^\s/?#@]*[a-z]){4})[a-z0-9_.~%-]{20,}))@")
 SECRET_NAME = re.compile(r"(?i)passw|secret|token|api[_-]?key|credential|private[_-]?key")
 MASK = "***"
 MIN_SECRET_LEN = 8  # shorter strings would match everywhere; a real key is far longer
@@ -31,6 +38,8 @@ class Redactor:
     def redact(self, text: str) -> str:
         for s in self.secrets:
             text = text.replace(s, MASK)
+        if "://" in text:
+            text = URL_CREDENTIALS.sub(_mask_url, text)
         return KEY_SHAPE.sub("e2b_" + MASK, text)
 
     __call__ = redact
@@ -90,10 +99,14 @@ class RedactedStream(io.TextIOBase):
         return getattr(self.inner, "errors", "strict")
 
 
+def _mask_url(m: re.Match) -> str:
+    return f"{m.group(1)}{m.group(2)}:{MASK}@" if m.group(3) is not None else f"{m.group(1)}{MASK}@"
+
+
 def looks_secret(name: str, value: str, known: Iterable[str | None] = ()) -> bool:
     """Would storing ``value`` under ``name`` leak a secret?"""
     if not value:
         return False
-    if SECRET_NAME.search(name) or KEY_SHAPE.search(value):
+    if SECRET_NAME.search(name) or KEY_SHAPE.search(value) or ("://" in value and URL_CREDENTIALS.search(value)):
         return True
     return any(s and len(s) >= MIN_SECRET_LEN and s in value for s in known)

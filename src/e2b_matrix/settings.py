@@ -26,6 +26,7 @@ DEFAULT_LOCK = "templates.lock"
 BUILD_TIMEOUT = "E2B_MATRIX_BUILD_TIMEOUT_S"
 HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
                 "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
+HOUR, DAY = 3600.0, 86400.0
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -40,14 +41,17 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected one of 1, true, yes, on, 0, false, no, off; got {text!r}")
 
 
-def _number(kind: type, minimum: float, positive: bool = False) -> Callable[[str], Any]:
+def _number(kind: type, minimum: float, maximum: float, positive: bool = False) -> Callable[[str], Any]:
+    """A parser of a number from ``minimum`` (above it when ``positive``) to ``maximum``: every
+    number the tool takes is bounded where it is read, so no later sum, power or wait overflows."""
     def parse(text: str):
         try:
             value = kind(text.strip())
-        except ValueError:
-            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (positive and value <= 0):
-            raise ValueError(f"expected a finite number {'>' if positive else '>='} {minimum}, got {text!r}")
+        except (ValueError, OverflowError):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {names.shown(text)}") from None
+        if not math.isfinite(value) or value < minimum or value > maximum or (positive and value <= 0):
+            low = f"{'>' if positive else '>='} {minimum:g}"
+            raise ValueError(f"expected a number {low} and <= {maximum:g}, got {names.shown(text)}")
         return value
 
     return parse
@@ -107,14 +111,14 @@ VARS = {v.name: v for v in (
     Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
     Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
     Var("E2B_MATRIX_PYPI_URL", names.check_url, None, "the package index's JSON API base (a file:// folder works)"),
-    Var("E2B_MATRIX_INDEX_TTL", _number(float, 0), 900.0, "seconds an index look-up is cached"),
-    Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1), 5, "attempts per build, above the SDK's own retries"),
-    Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0), 1.0, "first backoff delay"),
-    Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0), 30.0, "longest backoff delay"),
-    Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, positive=True), 300.0, "time a build may spend retrying"),
-    Var(BUILD_TIMEOUT, _number(float, 0, positive=True), 3600.0,
+    Var("E2B_MATRIX_INDEX_TTL", _number(float, 0, DAY * 30), 900.0, "seconds an index look-up is cached"),
+    Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
+    Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay"),
+    Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay"),
+    Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, DAY, positive=True), 300.0, "time a build may spend retrying"),
+    Var(BUILD_TIMEOUT, _number(float, 0, DAY, positive=True), 3600.0,
         "seconds a build may run before it fails (E2B's own limit is an hour)"),
-    Var("E2B_MATRIX_TEAM_BUILDS", _number(int, 1), 20,
+    Var("E2B_MATRIX_TEAM_BUILDS", _number(int, 1, 1000), 20,
         "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling"),
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),

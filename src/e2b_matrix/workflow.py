@@ -26,7 +26,7 @@ from e2b_matrix.errors import ConfigError, MatrixError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
-from e2b_matrix.names import check_tag
+from e2b_matrix.names import check_tag, printable
 from e2b_matrix.settings import Settings
 
 if TYPE_CHECKING:  # a step imports what it uses: `resolve` reads the lock, never variants/ or the planner
@@ -179,7 +179,7 @@ def logs_folder(session: Session) -> Path | None:
         folder = root / LOGS_DIR if session.settings.log_files else None
         blocked = files.check_writable_dir(folder, inside=root) if folder else None
         if blocked:
-            log.warning("%s: %s; writing no log files", *blocked)
+            log.warning("%s: %s; writing no log files", printable(blocked[0]), blocked[1])
             folder = None
         session.logs = (folder,)
     return session.logs[0]
