@@ -247,3 +247,38 @@ def test_printable_escapes_and_keeps_lines_when_asked():
     assert names.printable("a\nb\x1b[2J\x9b") == "a\\nb\\x1b[2J\\x9b"
     assert names.printable("a\nb\tc\rd", lines=True) == "a\nb\tc\\rd"
     assert names.printable("plain") == "plain"
+
+
+# ------------------------------------------------------------------ 6. a full disk
+
+def _file_size_limit(limit: int):
+    """preexec_fn: files this process writes may grow to ``limit`` bytes, then every write fails
+    with EFBIG, as writes fail with ENOSPC on a full disk (SIGXFSZ ignored: an error, not a kill)."""
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_log_files_that_cannot_be_written_say_so_once_and_the_run_goes_on(project, emu):
+    import subprocess
+    import sys
+
+    from e2b_matrix.lock import TemplateLock
+
+    emu.configure("nexus-sandbox-minimal", log_lines=20000)
+    emu.configure("nexus-sandbox-pinned", log_lines=20000)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal", "pinned"],
+                       env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limit(512 * 1024))
+    assert p.returncode == 0, p.stdout + p.stderr
+    warnings = [line for line in p.stderr.splitlines() if "cannot write the log file" in line]
+    assert len(warnings) == 1, p.stderr
+    assert "the run goes on without log files" in warnings[0]
+    assert "Logging error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    lock = TemplateLock.load(project / "templates.lock")  # intact, and holding both builds
+    assert {e.variant for e in lock} == {"minimal", "pinned"}

@@ -19,8 +19,11 @@ and that file is not written), as a logs folder that cannot be written.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from e2b_matrix import files
@@ -61,28 +64,64 @@ def _lock_file_of(path: Path) -> Path:
     return path.with_name(f".__{stem}.lock")
 
 
-def _file_handler(path: Path, redactor: Redactor, fmt: str) -> logging.Handler:
-    """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
+class _Broken:
+    """Log files that can no longer be written (a full disk, a read-only mount): said once, in one
+    line, for the whole run, which goes on without its log files."""
+
+    def __init__(self):
+        self.reason = ""
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.reason)
+
+    def failed(self, path: Path, exc: BaseException | None) -> None:
+        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc is not None else "unknown error"
+        with self._lock:
+            if self.reason:
+                return
+            self.reason = why
+        log.warning("cannot write the log file %s (%s); the run goes on without log files", printable(str(path)), why)
+
+
+@functools.cache
+def _rotating_class() -> type[logging.Handler]:
+    """concurrent-log-handler's rotating handler whose write errors go to ``on_error`` instead of
+    logging's ``--- Logging error ---`` traceback on stderr (imported at the first record)."""
     from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+    class Rotating(ConcurrentRotatingFileHandler):
+        on_error: Callable[[BaseException | None], None] | None = None
+
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+            if self.on_error is not None:
+                self.on_error(sys.exc_info()[1])
+
+    return Rotating
+
+
+def _file_handler(path: Path, redactor: Redactor, fmt: str, on_error: Callable[[BaseException | None], None]
+                  ) -> logging.Handler:
+    """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
     for p in (path, _lock_file_of(path)):  # backups are only renamed onto: a rename follows no link
         try:
             files.refuse_link(p, in_place=True)
         except files.FileError as exc:
             raise files.FileError(f"{printable(str(p))}: {exc}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = ConcurrentRotatingFileHandler(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                            encoding="utf-8")
+    handler = _rotating_class()(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    handler.on_error = on_error
     handler.setFormatter(RedactingFormatter(fmt, redactor))
     return handler
 
 
 class _LazyFileHandler(logging.Handler):
-    """Opens its rotating file handler at the first record (secrets redacted there)."""
+    """Opens its rotating file handler at the first record (secrets redacted there); once the run's
+    log files cannot be written (``broken``), it writes nothing more."""
 
-    def __init__(self, path: Path, redactor: Redactor, fmt: str):
+    def __init__(self, path: Path, redactor: Redactor, fmt: str, broken: _Broken):
         super().__init__()
-        self.path, self.redactor, self.fmt = path, redactor, fmt
+        self.path, self.redactor, self.fmt, self.broken = path, redactor, fmt, broken
         self._inner: logging.Handler | None = None
         self._refused = False
         self._opening = threading.Lock()
@@ -93,32 +132,39 @@ class _LazyFileHandler(logging.Handler):
             with self._opening:
                 if self._inner is None and not self._refused:
                     try:
-                        self._inner = _file_handler(self.path, self.redactor, self.fmt)
+                        self._inner = _file_handler(self.path, self.redactor, self.fmt, self._failed)
                     except files.FileError as exc:
                         self._refused = True
                         log.warning("%s; writing no log file %s", exc, printable(str(self.path)))
+                    except OSError as exc:  # the folder or the file cannot be made: a full disk
+                        self._refused = True
+                        self.broken.failed(self.path, exc)
                 inner = self._inner
         return inner
 
+    def _failed(self, exc: BaseException | None) -> None:
+        self.broken.failed(self.path, exc)
+
     def handle(self, record: logging.LogRecord) -> bool:
         # The inner handler filters (redacts), locks and formats; this one only forwards.
-        if not self.filter(record):
+        if self.broken or not self.filter(record):
             return False
-        try:
-            target = self._target()
-        except Exception:
-            self.handleError(record)
-            return False
+        target = self._target()
         return target.handle(record) if target is not None else False
 
     def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() forwards
-        self._target().emit(record)
+        target = self._target()
+        if target is not None:
+            target.emit(record)
 
     def close(self) -> None:
         with self._opening:
             inner, self._inner = self._inner, None
         if inner is not None:
-            inner.close()
+            try:
+                inner.close()
+            except OSError as exc:  # its last flush: the disk is still full
+                self.broken.failed(self.path, exc)
         super().close()
 
 
@@ -130,13 +176,15 @@ class RunLogs:
         self.redactor = redactor or Redactor()
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self._levels: list[tuple[logging.Logger, int]] = []
+        self.broken = _Broken()
         self.run = logging.getLogger(RUN_LOGGER)
         self.run.setLevel(logging.INFO)
         self.run.propagate = False  # the console shows the reporter, not this log (it tore the live table)
         if directory is None:  # without a handler, logging's last resort would print its warnings on stderr
             self._attach(self.run, logging.NullHandler())
         else:
-            handler = _LazyFileHandler(directory / "build.log", self.redactor, "%(asctime)s %(levelname)s %(message)s")
+            handler = _LazyFileHandler(directory / "build.log", self.redactor, "%(asctime)s %(levelname)s %(message)s",
+                                       self.broken)
             self._attach(self.run, handler)
             for name in RUN_SOURCES:  # at INFO while attached; the console handler keeps its own level
                 logger = logging.getLogger(name)
@@ -155,7 +203,8 @@ class RunLogs:
         # once per run: another handler on the logger (a host application's,
         # pytest's) must not stop this run from writing its file
         if self.directory is not None and not any(lg is logger for lg, _ in self._handlers):
-            self._attach(logger, _LazyFileHandler(self.directory / f"{alias}.log", self.redactor, "%(message)s"))
+            self._attach(logger, _LazyFileHandler(self.directory / f"{alias}.log", self.redactor, "%(message)s",
+                                                  self.broken))
         return logger
 
     def close(self) -> None:
