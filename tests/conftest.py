@@ -104,9 +104,15 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under root with its bytes: to prove nothing on disk changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every file under root with its bytes, every folder and link too: to prove nothing on disk changed
+    (a refused command makes no folder, no lock file, no log)."""
+    def content(p: Path) -> bytes | str:
+        if p.is_symlink():
+            return f"-> {os.readlink(p)}"
+        return p.read_bytes() if p.is_file() else "<folder>" if p.is_dir() else "<other>"
+
+    return {str(p.relative_to(root)): content(p) for p in sorted(root.rglob("*"))}
 
 
 DOCKER_BASE = os.environ.get("E2B_MATRIX_DOCKER_BASE") or "e2b-matrix/debian-base:bookworm"

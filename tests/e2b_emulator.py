@@ -929,6 +929,8 @@ class E2BEmulator:
         each with one ready ``default`` build) that references may use.
     :param build_limit: the team's concurrent builds (waiting and building)
         past which a build request is answered 429 (E2B's default: 20).
+    :param clock: the monotonic clock every build's course is computed from; a test passes a
+        fake one that it moves, so a three-minute build is followed in milliseconds.
     """
 
     def __init__(
@@ -942,6 +944,7 @@ class E2BEmulator:
         forbidden_keys: tuple[str, ...] = (),
         public_templates: tuple[str, ...] = ("base", "code-interpreter-v1"),
         build_limit: int = BUILD_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if default_step_cost < 0 or upload_delay < 0:
             raise ValueError("default_step_cost and upload_delay must be >= 0")
@@ -953,7 +956,8 @@ class E2BEmulator:
         )
         self._default_step_cost = float(default_step_cost)
         self._upload_delay = float(upload_delay)
-        self._epoch = time.time() - time.monotonic()  # wall-clock = monotonic + epoch
+        self._clock = clock  # the monotonic clock every time is read from (a test's fake one moves by itself)
+        self._epoch = time.time() - clock()  # wall-clock = monotonic + epoch
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
         self._server: _Server | None = None
@@ -979,7 +983,7 @@ class E2BEmulator:
         self._build_limit = build_limit
         self._holds: list[tuple[float, int]] = []  # (monotonic time, slots taken (+) or given back (-))
         self._limit_refusals = 0
-        self._counted_since = time.monotonic()  # peak_builds looks back to here (reset_counters)
+        self._counted_since = clock()  # peak_builds looks back to here (reset_counters)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -1148,7 +1152,7 @@ class E2BEmulator:
         if n < 1:
             raise ValueError("n must be >= 1")
         with self._lock:
-            self._holds.append((time.monotonic(), n))
+            self._holds.append((self._clock(), n))
 
     def release_slots(self, n: int | None = None) -> None:
         """Give back ``n`` held slots (all of them if None): those builds ended."""
@@ -1158,7 +1162,7 @@ class E2BEmulator:
             if n < 0 or n > held:
                 raise ValueError(f"cannot release {n} of {held} held slots")
             if n:
-                self._holds.append((time.monotonic(), -n))
+                self._holds.append((self._clock(), -n))
 
     @property
     def pending_faults(self) -> int:
@@ -1212,7 +1216,7 @@ class E2BEmulator:
             self._records.clear()
             self._request_count = 0
             self._limit_refusals = 0
-            self._counted_since = time.monotonic()
+            self._counted_since = self._clock()
 
     @property
     def limit_refusals(self) -> int:
@@ -1229,7 +1233,7 @@ class E2BEmulator:
     @property
     def active_builds(self) -> int:
         """Builds counted against the limit now: this team's waiting and building ones and held slots."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             return self._held() + sum(self._counted(b, now) for b in self._builds.values())
 
@@ -1237,7 +1241,7 @@ class E2BEmulator:
     def peak_builds(self) -> int:
         """The most builds counted against the limit at one time (held slots included), since
         start or :meth:`reset_counters`."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             since = self._counted_since
             events = list(self._holds)
@@ -1257,13 +1261,13 @@ class E2BEmulator:
     @property
     def builds(self) -> list[BuildSnapshot]:
         """A snapshot of every build, in the order they were requested."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             return [self._snapshot(b, now) for b in self._builds.values()]
 
     def build(self, build_id: str) -> BuildSnapshot:
         """A snapshot of one build (KeyError if unknown)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             return self._snapshot(self._builds[build_id], now)
 
@@ -1275,7 +1279,7 @@ class E2BEmulator:
     @property
     def step_records(self) -> list[StepRecord]:
         """Every step of a step-timed build started so far, in the order they started."""
-        wall = time.monotonic() + self._epoch
+        wall = self._clock() + self._epoch
         with self._lock:
             records = [r for t in self._courses().values() for r in t.records if r.started_at <= wall]
         return sorted(records, key=lambda r: (r.started_at, r.build_id, r.index))
@@ -1608,7 +1612,7 @@ class E2BEmulator:
     def _dispatch(self, route: str, params: dict[str, str], query: str, body: bytes) -> tuple[int, bytes]:
         if route == "upload":
             return self._upload(params["hash"], body)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:  # every route sees (and changes) the state at one instant
             if route == "request_build":
                 return self._request_build(self._parse_json(body), now)

@@ -49,7 +49,10 @@ class FakeBackend:
         pass
 
     def staleness(self, entry):
-        return None if entry.build_id in BUILT else f"fake build {entry.build_id} is gone"
+        return self.gone(entry, entry.build_id)
+
+    def gone(self, entry, build_id):
+        return None if build_id in BUILT else f"fake build {build_id} is gone"
 
     def shares_in_flight(self) -> bool:
         return True

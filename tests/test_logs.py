@@ -129,6 +129,8 @@ def fake(monkeypatch, tmp_path):
 
     monkeypatch.setitem(backends.REGISTRY, "fake", fake_backend.REGISTERED)
     fake_backend.CHANNELS.clear()
+    for build_id in ("b1", "b2"):  # the builds the lock names are on the backend
+        monkeypatch.setitem(fake_backend.BUILT, build_id, {"alias": "nexus-sandbox-latest"})
     write_latest(tmp_path)
     return tmp_path
 

@@ -163,7 +163,7 @@ def test_a_build_gone_from_e2b_is_drift(project, emu):
     (project / "templates.lock").write_text(text.replace(entry.build_id, gone))
     r = run(project, "status", "minimal", "--json")
     assert r.exit_code == 1
-    assert json.loads(r.stdout)[0]["details"] == [f"build {gone} is gone"]
+    assert json.loads(r.stdout)[0]["details"] == [f"build {gone} is gone from E2B"]
 
 
 def test_a_template_gone_from_e2b_is_drift(project, emu):

@@ -80,7 +80,7 @@ def test_a_password_in_a_url_from_e2b_is_masked_in_every_output(project, emu):
     r = run(project, "-v", "build", "minimal")
     assert r.exit_code == 1
     assert "https://deploy:***@registry.example/x" in r.output and PASSWORD not in r.output
-    assert PASSWORD.encode() not in b"".join(snapshot(project).values())
+    assert PASSWORD.encode() not in b"".join(v for v in snapshot(project).values() if isinstance(v, bytes))
 
 
 @pytest.mark.parametrize("text,masked", [
@@ -282,3 +282,304 @@ def test_log_files_that_cannot_be_written_say_so_once_and_the_run_goes_on(projec
     assert "Logging error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     lock = TemplateLock.load(project / "templates.lock")  # intact, and holding both builds
     assert {e.variant for e in lock} == {"minimal", "pinned"}
+
+
+# ------------------------------------------------------------------ 8. a refused command writes nothing
+
+LOOP = ["--set", "base.template=nexus-sandbox-minimal"]  # minimal built on itself: a loop of parents
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["build", "minimal", *LOOP], "variants are built on each other in a loop"),
+    (["build-all", *LOOP], "variants are built on each other in a loop"),
+    (["build", "minimal", *LOOP, "--verify", "--promote", "stable"], "variants are built on each other in a loop"),
+])
+def test_a_request_refused_for_a_loop_writes_nothing(project, emu, args, expected):
+    """The example: the parent loop was refused after a requirements file, logs/ and the lock's lock
+    file were written. Now the whole request is checked first."""
+    for f in (project / "requirements").iterdir():  # a compile would be needed: it must not run
+        f.unlink()
+    assert_refused(project, emu, args, expected)
+    assert not (project / "logs").exists() and not (project / ".e2b-matrix").exists()
+
+
+def _refusals(project: Path) -> list[tuple[list[str], str, dict, object]]:
+    """(args, what the line names, env, setup) for each command: one bad input of each kind it reads."""
+    def lock(text):
+        return lambda: (project / "templates.lock").write_text(text)
+
+    def variant(text):
+        return lambda: write(project / "variants/zz.toml", text)
+
+    def nothing():
+        return None
+
+    return [
+        (["list"], "variants/zz.toml: ", {}, variant("[variant]\nname = 1\n")),
+        (["plan"], "variants/zz.toml: ", {}, variant("[variant\n")),
+        (["plan", "--offline"], "E2B_MATRIX_RETRY_BASE_S", {"E2B_MATRIX_RETRY_BASE_S": "-1"}, nothing),
+        (["render", "minimal", "--set", "nope"], "--set", {}, nothing),
+        (["compile", "minimal", "-U", "-P", "x"], "--upgrade-package", {}, nothing),
+        (["compile", "--check", "-U"], "--check", {}, nothing),
+        (["build", "minimal"], "E2B_DOMAIN", {"E2B_DOMAIN": "e2b.app:70000"}, nothing),
+        (["build", "minimal", "--jobs", "21"], "--jobs", {}, nothing),
+        (["build", "minimal", "--promote", "Bad Tag"], "--promote", {}, nothing),
+        (["build-all", "--set", "nexus.version=latest; rm -rf /"], "--set", {}, nothing),
+        (["build", "minimal", "--locked"], "--locked", {},
+         lambda: [f.write_text("# cut\n") for f in (project / "requirements").glob("nexus-*.txt")]),
+        (["verify", "minimal"], "templates.lock: ", {}, lock(good_lock(built_at="0001-01-01 00:00:00+05:00"))),
+        (["promote", "latest", "--channel", "Bad Tag"], "--channel", {}, lock(good_lock())),
+        (["rollback", "latest"], f"templates.{ALIAS}.variant", {}, lock(good_lock(variant='"a b"'))),
+        (["status"], "E2B_API_URL", {"E2B_API_URL": f"http://u:{PASSWORD}@h"}, nothing),
+        (["lock", "check"], "templates.lock: starts with a UTF-8 byte-order mark", {}, lock("\ufeffschema = 2\n")),
+        (["lock", "show"], "templates.lock: ", {}, lock("schema = 9\n")),
+        (["diff", "latest", "nope"], "FROM: ", {}, lock(good_lock())),
+        (["resolve", "nothing-like-it"], "templates.lock: no template", {}, lock(good_lock())),
+    ]
+
+
+def test_every_command_refused_for_bad_input_writes_nothing(project, emu):
+    """One refusal per command and kind of input, each against a snapshot of the project that holds
+    every file, folder and link (conftest.snapshot): no requirements file, no log, no lock file."""
+    cases = _refusals(project)
+    assert {c[0][0] for c in cases} >= {"list", "plan", "render", "compile", "build", "build-all", "verify",
+                                        "promote", "rollback", "status", "lock", "diff", "resolve"}
+    clean = snapshot(project)
+    for args, expected, env, setup in cases:
+        setup()
+        assert_refused(project, emu, args, expected, env=env)
+        for path in set(snapshot(project)) - set(clean):  # the case's own bad file goes
+            p = project / path
+            p.unlink() if p.is_file() else None
+        for path, content in clean.items():
+            if isinstance(content, bytes) and (project / path).read_bytes() != content:
+                (project / path).write_bytes(content)
+        (project / "templates.lock").unlink(missing_ok=True)
+        assert snapshot(project) == clean
+
+
+# ------------------------------------------------------------------ 7. acting on what no longer exists
+
+GONE = "0f1c2d3e-0000-4000-8000-00000000dead"
+
+
+def _lock_text(project: Path) -> str:
+    return (project / "templates.lock").read_text()
+
+
+def test_rollback_to_a_build_e2b_no_longer_has_changes_nothing(project, emu):
+    assert run(project, "build", "minimal").exit_code == 0
+    assert run(project, "build", "minimal", "--force", "--promote", "stable").exit_code == 0
+    from e2b_matrix.lock import TemplateLock
+
+    entry = TemplateLock.load(project / "templates.lock").entry("minimal")
+    edited = _lock_text(project).replace(entry.history[0].build_id, GONE)  # an edited history
+    (project / "templates.lock").write_text(edited)
+    tags_before = emu.count("assign_tags")
+    r = run(project, "rollback", "minimal")
+    err = r.stderr.strip().splitlines()
+    assert r.exit_code == 1 and len(err) == 1, r.output
+    assert err[0] == (f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: cannot roll back "
+                      "to its previous build; nothing was changed")
+    assert _lock_text(project) == edited and emu.count("assign_tags") == tags_before
+    assert not (project / "logs" / "build.log").exists() or "rollback" not in (project / "logs/build.log").read_text()
+
+
+@pytest.mark.parametrize("command", [["promote", "minimal", "--channel", "stable"], ["promote", "minimal"]])
+def test_promote_of_a_build_e2b_no_longer_has_changes_nothing(project, emu, command):
+    assert run(project, "build", "minimal").exit_code == 0
+    edited = _lock_text(project).replace(
+        __import__("e2b_matrix.lock", fromlist=["x"]).TemplateLock.load(project / "templates.lock")
+        .entry("minimal").build_id, GONE)
+    (project / "templates.lock").write_text(edited)
+    r = run(project, *command)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip() == (f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: "
+                                f"{command[-1] if len(command) > 2 else 'default'} cannot point at it; "
+                                "nothing was changed")
+    assert _lock_text(project) == edited and emu.count("assign_tags") == 0
+
+
+def test_promote_of_several_checks_every_target_before_moving_any(project, emu):
+    assert run(project, "build", "minimal", "pinned").exit_code == 0
+    from e2b_matrix.lock import TemplateLock
+
+    pinned = TemplateLock.load(project / "templates.lock").entry("pinned")
+    edited = _lock_text(project).replace(pinned.build_id, GONE)
+    (project / "templates.lock").write_text(edited)
+    r = run(project, "promote", "minimal", "pinned", "--channel", "stable")
+    assert r.exit_code == 1 and "nexus-sandbox-pinned: build" in r.stderr
+    assert _lock_text(project) == edited and emu.count("assign_tags") == 0
+
+
+def test_a_build_that_failed_on_e2b_is_no_target_either(project, emu):
+    assert run(project, "build", "minimal").exit_code == 0
+    emu.configure("nexus-sandbox-minimal", fail_at_step=1)
+    assert run(project, "build", "minimal", "--force").exit_code == 1  # its build ID never reached the lock
+    failed = next(b.build_id for b in emu.builds if b.status == "error")
+    from e2b_matrix.lock import TemplateLock
+
+    current = TemplateLock.load(project / "templates.lock").entry("minimal").build_id
+    (project / "templates.lock").write_text(_lock_text(project).replace(current, failed))
+    r = run(project, "promote", "minimal")
+    assert r.exit_code == 1 and f"build {failed} is error on E2B, not ready" in r.stderr
+
+
+# ------------------------------------------------------------------ 9. found by reading the code
+
+@pytest.mark.parametrize("status,message,drift", [
+    (400, "logsOffset and limit must be integers", False),   # another 400: not "gone"
+    (404, "Not found", False),                                # another 404: not "gone"
+    (400, f"Build '{GONE}' not found", True),                 # E2B's own words: gone
+])
+def test_only_e2bs_own_not_found_is_gone(project, emu, status, message, drift):
+    assert run(project, "build", "minimal").exit_code == 0
+    emu.inject("status", status, body={"code": status, "message": message})
+    r = run(project, "status", "minimal", "--json")
+    assert r.exit_code == 1
+    if drift:
+        assert json.loads(r.stdout)[0]["state"] == "gone"
+    else:  # an error says what E2B said; no false drift is reported
+        assert r.stdout == "" and r.stderr.strip() == f"e2b-matrix: error: {status}: {message}"
+
+
+def test_a_template_gone_is_gone_and_another_404_is_not(project, emu):
+    assert run(project, "build", "minimal").exit_code == 0
+    emu.inject("get_tags", 404, body={"code": 404, "message": "no such route"})
+    r = run(project, "status", "minimal")
+    assert r.exit_code == 1 and r.stderr.strip() == "e2b-matrix: error: 404: no such route"
+
+
+@pytest.mark.parametrize("exc,transient", [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (TimeoutError("timed out"), True),
+    (OSError(__import__("errno").ENETUNREACH, "Network is unreachable"), True),
+    (FileNotFoundError(2, "No such file or directory", "/tmp/x/requirements.txt"), False),
+    (PermissionError(13, "Permission denied"), False),
+    (OSError(__import__("errno").ENOSPC, "No space left on device"), False),
+    (IsADirectoryError(21, "Is a directory"), False),
+])
+def test_only_network_errors_are_retried(exc, transient):
+    from e2b_matrix.backends.e2b import _classify
+    from e2b_matrix.errors import BuildError, TransientError
+
+    with pytest.raises(TransientError if transient else BuildError) as info:
+        with _classify():
+            raise exc
+    assert type(info.value) is (TransientError if transient else BuildError)
+
+
+def test_a_refused_key_at_verify_stops_the_run_once(project, emu):
+    """A 401 when the sandbox is created is the key, not the build: one stop, not a failed check per variant."""
+    assert run(project, "build", "minimal", "pinned").exit_code == 0
+    emu.inject("create_sandbox", 401, count=20)
+    r = run(project, "verify", "minimal")
+    assert r.exit_code == 2 and r.stderr.strip().startswith("e2b-matrix: error: E2B refused the API key (401)")
+    assert "FAILED" not in r.stdout
+    r = run(project, "build", "minimal", "pinned", "--force", "--verify", "--json")
+    assert r.exit_code == 2, r.output
+    assert "E2B refused the API key" in r.stderr and "no sandbox" not in r.output
+    assert emu.count("create_sandbox") < 20
+
+
+def test_a_worker_whose_log_cannot_be_made_reaches_the_loop(tmp_path):
+    """With logs=None (a library call) a worker once failed before its try, its exception lost in the
+    future, and the run never ended. It ends now, each variant with its result."""
+    import threading
+
+    import fake_backend
+    from e2b_matrix.model import State
+    from e2b_matrix.runner import Job, Scheduler
+    from test_runner import spec
+
+    class Backend(fake_backend.FakeBackend):
+        def __init__(self):
+            super().__init__(None)
+
+        def shares_in_flight(self):
+            return True
+
+    (tmp_path / "state" / "locks").mkdir(parents=True)
+    scheduler = Scheduler(backend=Backend(), lock_path=tmp_path / "templates.lock", state_dir=tmp_path / "state",
+                          logs=None, jobs=2)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(scheduler.run([Job(spec("a", ["x"]), None, False),
+                                                                  Job(spec("b", ["y"]), None, False)])))
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the run never ended"
+    assert [r.status for r in out[0]] == [State.BUILT, State.BUILT]
+
+
+class FakeTime:
+    """One clock for the backend's waits and the emulator's builds: waiting moves it, nothing sleeps."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, event, timeout: float) -> bool:
+        self.t += timeout
+        return event.is_set()
+
+
+def test_status_polls_back_off_as_a_build_ages(project, monkeypatch):
+    """A three-minute build asked 900 times (every 0.2 s); now 0.2 s while young, then up to 2 s."""
+    import threading
+
+    from e2b_emulator import E2BEmulator
+    from e2b_matrix import workflow
+    from e2b_matrix.backends.e2b import E2BBackend
+    from e2b_matrix.settings import Settings
+
+    fake = FakeTime()
+    with E2BEmulator(api_key=KEY, clock=fake.now, default_duration=180.0) as emu:
+        for k, v in emu.env().items():
+            monkeypatch.setenv(k, v)
+        session = workflow.Session.open(workflow.Options(root=project, names=("minimal",)))
+        spec = workflow.planned(session)[2][0].spec
+        lines: list[str] = []
+        outcome = E2BBackend(Settings.from_env(), clock=fake).build(spec, force=False, log=lines.extend,
+                                                                    cancel=threading.Event())
+        polls = emu.count("status")
+    assert outcome.build_id and any("line 5/5" in line for line in lines)
+    assert 120 <= polls <= 160, polls   # 50 in the first 10 s, then growing to one every 2 s (900 before)
+
+
+def test_the_poll_schedule():
+    from e2b_matrix.backends.e2b import poll_delay
+
+    assert [poll_delay(a) for a in (0, 5, 9.9)] == [0.2, 0.2, 0.2]
+    assert poll_delay(10) == pytest.approx(0.2) and poll_delay(20) == pytest.approx(1.2)
+    assert [poll_delay(a) for a in (28, 60, 3600)] == [2.0, 2.0, 2.0]
+    assert poll_delay(100, first=0.05) == 2.0 and poll_delay(1, first=0.05) == 0.05
+
+
+def test_every_import_of_src_is_a_declared_dependency():
+    """rich and httpx were imported but not declared (they came with e2b)."""
+    import ast
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from conftest import ROOT
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    optional = {canonicalize_name(Requirement(r).name) for rs in project["optional-dependencies"].values() for r in rs}
+    dists = packages_distributions()
+    imported = set()
+    for path in (ROOT / "src" / "e2b_matrix").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            imported |= {n.split(".")[0] for n in names}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "e2b_matrix"}
+    for module in sorted(third_party):
+        owners = {canonicalize_name(d) for d in dists.get(module, [module])}
+        assert owners & (declared | optional), f"{module} is imported by src/ but no dependency declares it"
+    assert {"rich", "httpx"} <= {canonicalize_name(d) for m in third_party for d in dists.get(m, [])} & declared

@@ -22,7 +22,8 @@ from e2b_matrix.errors import BuildError, CredentialsError, SlotsFull, Transient
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.model import Base, BuildSpec, LockEntry, Outcome, State, Step, Variant
 from e2b_matrix.retry import RetryPolicy
-from e2b_matrix.runner import Clock, Job, Scheduler, Window, alias_lock_file, exit_code
+from e2b_matrix.clock import Clock
+from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file, exit_code
 
 WAIT = 20  # seconds a test waits for a thread before it fails (never reached when the code is right)
 

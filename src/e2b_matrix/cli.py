@@ -472,9 +472,9 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
 @pass_env
 def diff(env, name, old, new, backend, as_json):
     """Packages added, removed and changed between two builds (IDs, channels, previous, current)."""
-    from e2b_matrix import workflow
+    from e2b_matrix import release
 
-    d = workflow.diff(env.session(backend=backend), name, old, new)
+    d = release.diff(env.session(backend=backend), name, old, new)
     if as_json:
         click.echo(_json().dumps(d.to_json(), indent=2))
         return
@@ -513,10 +513,10 @@ def resolve(env, name, backend, bare, channel):
 @pass_env
 def promote(env, names, channel, backend):
     """Point a channel at each variant's locked build, and record it in the lock."""
-    from e2b_matrix import workflow
+    from e2b_matrix import release
     from e2b_matrix.progress import promoted
 
-    for e, moved in workflow.promote(env.session(backend=backend), names, channel):
+    for e, moved in release.promote(env.session(backend=backend), names, channel):
         click.echo(promoted(e, channel))
         if moved is not None:
             _print_diff(moved, "  ")
@@ -529,10 +529,10 @@ def promote(env, names, channel, backend):
 @pass_env
 def rollback(env, name, backend):
     """Return a variant to its previous build; channels promoted to the current one follow."""
-    from e2b_matrix import workflow
+    from e2b_matrix import release
     from e2b_matrix.progress import rolled_back
 
-    click.echo(rolled_back(*workflow.rollback(env.session(backend=backend), name)))
+    click.echo(rolled_back(*release.rollback(env.session(backend=backend), name)))
 
 
 @cli.command()
@@ -543,9 +543,9 @@ def rollback(env, name, backend):
 @pass_env
 def status(env, names, backend, as_json):
     """Compare the backend's channels with the lock (drift); exit 1 on any."""
-    from e2b_matrix import workflow
+    from e2b_matrix import release
 
-    drift = workflow.status(env.session(backend=backend), names)
+    drift = release.status(env.session(backend=backend), names)
     _print_drift(drift, as_json)
     if not all(d.ok for d in drift):
         sys.exit(1)
@@ -599,13 +599,13 @@ def lock_show(env, backend, as_json):
 @pass_env
 def lock_check(env, backend, offline, remote, as_json):
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
-    from e2b_matrix import workflow
+    from e2b_matrix import release, workflow
     from e2b_matrix.model import State
 
     session = env.session(backend=backend, offline=offline)
     items = workflow.check_lock(session)
     bad = [i for i in items if i.state is not State.FRESH]
-    drift = workflow.status(session) if remote else []
+    drift = release.status(session) if remote else []
     drifted = [d for d in drift if not d.ok]
     if as_json:
         click.echo(_json().dumps({"ok": not bad and not drifted, "items": [i.to_json() for i in items],

@@ -72,3 +72,7 @@ class NothingToDo(MatrixError):
     """A request that cannot be met, for a reason that is not bad input (rollback with no history)."""
 
     exit_code = 1
+
+
+class Gone(NothingToDo):
+    """What a command would act on is no longer on the backend (a build E2B does not have): nothing changed."""

@@ -68,9 +68,7 @@ def read_bytes(path: str | os.PathLike) -> bytes | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            mode = st.st_mode
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
-            raise FileError(f"is {kind}, not a regular file")
+            raise FileError(f"is {_kind(st.st_mode)}, not a regular file")
         if st.st_size > MAX_FILE_BYTES:
             raise too_large(st.st_size)
         with os.fdopen(fd, "rb", closefd=False) as f:
@@ -207,8 +205,9 @@ class Table:
 
 
 def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:
-    """FileError when ``path`` is a symbolic link (a dangling one too); ``in_place`` (a file written
-    where it is, not replaced): also when it has another hard link.
+    """FileError when ``path`` is a symbolic link (a dangling one too), or something other than a
+    regular file (a folder, a FIFO); ``in_place`` (a file written where it is, not replaced): also
+    when it has another hard link. Nothing at ``path`` is fine: it will be created.
 
     The check before a path is replaced (atomic_write) or handed to a library
     that opens it itself; files the tool opens itself also use O_NOFOLLOW.
@@ -222,9 +221,15 @@ def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:
     _refuse_linked(st, in_place)
 
 
+def _kind(mode: int) -> str:
+    return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+
+
 def _refuse_linked(st: os.stat_result, in_place: bool) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise FileError(LINKED)
+    if not stat.S_ISREG(st.st_mode):
+        raise FileError(f"is {_kind(st.st_mode)}, not a regular file")
     if in_place and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:  # the same file under another name
         raise FileError("has another hard link (e2b-matrix writes nothing through one)")
 
@@ -378,12 +383,19 @@ class FileLock:
         self.release()
 
 
-def check_writable_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> tuple[str, str] | None:
-    """(the path in the way, why) when files cannot be created in folder ``path`` (made if missing); else None.
+def check_writable_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None, *,
+                       create: bool = False) -> tuple[str, str] | None:
+    """(the path in the way, why) when files cannot be created in folder ``path``; else None.
 
     Every folder of ``path`` below ``inside`` (the project: the tool's own
     folders in it) must be a real folder, not a symbolic link: what is written
     there must not land elsewhere. The project folder itself may be a link.
+
+    Without ``create`` nothing is left on disk: a folder that does not exist yet
+    is judged by its nearest existing parent (a probe file is made there and
+    removed), so a command can check everything it will write before it writes
+    anything, and one that is refused leaves the project as it was. ``create``
+    makes the folder (what a writer calls at the moment it writes).
     """
     path = os.fspath(path)
     if inside is not None:
@@ -394,21 +406,34 @@ def check_writable_dir(path: str | os.PathLike, inside: str | os.PathLike | None
                 break
             if os.path.islink(p):
                 return str(Path(inside) / p.relative_to(top)), LINKED
+    existing = None
     for p in [path, *map(str, Path(path).parents)]:  # a file where a folder should be, at any depth
         if os.path.exists(p):
             if not os.path.isdir(p):
                 return p, "exists and is not a folder"
+            existing = p
             break
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        return path, f"cannot create it: {exc.strerror or exc}"
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            return path, f"cannot create it: {exc.strerror or exc}"
+        existing = path
+    if existing is None:
+        return path, "no folder above it exists"
     import tempfile  # writers only
 
     try:  # a real try: permissions, a read-only mount, a full disk (root ignores modes)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=path)  # O_EXCL: a new file, no link
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=existing)  # O_EXCL: a new file, no link
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        return path, f"cannot write in it: {exc.strerror or exc}"
+        return path, f"cannot {'write in it' if existing == path else 'create it'}: {exc.strerror or exc}"
     return None
+
+
+def ensure_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> None:
+    """Make folder ``path`` (check_writable_dir with ``create``); FileError saying why it cannot be."""
+    blocked = check_writable_dir(path, inside, create=True)
+    if blocked:
+        raise FileError(f"{blocked[0]}: {blocked[1]}")

@@ -155,7 +155,7 @@ def save(lock_path, inv: Inventory) -> Path:
     path = path_of(lock_path, inv.alias, inv.build_id)
     doc = {"schema": SCHEMA, **{f.name: (dict(v) if isinstance(v := getattr(inv, f.name), FrozenMap) else v)
                                 for f in attrs.fields(Inventory)}}
-    blocked = files.check_writable_dir(path.parent, inside=Path(lock_path).parent)  # no folder is a link
+    blocked = files.check_writable_dir(path.parent, inside=Path(lock_path).parent, create=True)  # no folder is a link
     if blocked:
         raise ConfigError(f"cannot write the inventory: {blocked[1]}", path=blocked[0])
     files.atomic_write(path, ("# Recorded by e2b-matrix verify; do not edit.\n" + tomli_w.dumps(doc)).encode())

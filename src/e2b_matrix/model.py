@@ -547,8 +547,9 @@ class LockEntry:
                             template_id=prev.template_id or self.template_id, inputs={},
                             channels=channels, history=self.history[1:])
 
-    def promoted(self, channel: str) -> LockEntry:
-        return attrs.evolve(self, channels={**self.channels, channel: self.build_id})
+    def promoted(self, channel: str, build_id: str | None = None) -> LockEntry:
+        """``channel`` recorded as pointing at ``build_id`` (default: this entry's build)."""
+        return attrs.evolve(self, channels={**self.channels, channel: build_id or self.build_id})
 
     def to_dict(self) -> dict:
         """The entry as plain data (without the alias, its key); empty optional fields left out."""

@@ -489,6 +489,7 @@ class Compiler(Committed):
         status = "unchanged" if content == current.content else "written"
         if status == "written":
             try:
+                files.ensure_dir((self.root / q.path).parent, inside=self.root)  # made with its first file
                 files.atomic_write(self.root / q.path, content, mode=0o644)  # never through a link
             except (files.FileError, OSError) as exc:
                 raise ConfigError(f"cannot write: {exc.strerror or exc}", path=q.path) from None

@@ -53,7 +53,8 @@ from pathlib import Path
 
 import attrs
 
-from e2b_matrix import files, resolve
+from e2b_matrix import files, release, resolve
+from e2b_matrix.clock import Clock
 from e2b_matrix.errors import (BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull,
                                TransientError)
 from e2b_matrix.events import Reporter, Silent
@@ -63,6 +64,10 @@ from e2b_matrix.names import printable
 from e2b_matrix.retry import RetryPolicy, gave_up
 
 log = logging.getLogger(__name__)
+
+_NO_LOG = logging.Logger("e2b_matrix.variant")  # a run without log files: outside the hierarchy, no handler
+_NO_LOG.addHandler(logging.NullHandler())
+_NO_LOG.propagate = False
 
 ALIAS_RECHECK_S = 0.5   # how often a job waiting for another process's build of its alias looks again
 TICK_S = 0.5            # the longest the loop sleeps without an event (an interrupt is always an event)
@@ -135,19 +140,6 @@ class Window:
         if self._ended >= self.size and self.size < self.most:
             self.size += 1
             self._ended = 0
-
-
-class Clock:
-    """The loop's time: now, and waiting for the next event (tests pass a fake one)."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def next_event(self, events: queue.Queue, timeout: float):
-        try:
-            return events.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 @attrs.define(eq=False)
@@ -312,8 +304,10 @@ class Scheduler:
         now = self.clock.now()
         if task.alias_checked and now < task.alias_checked + ALIAS_RECHECK_S:
             return ""
-        lock = files.FileLock(alias_lock_file(self.state_dir, task.spec.alias))
+        path = alias_lock_file(self.state_dir, task.spec.alias)
+        lock = files.FileLock(path)
         try:
+            files.ensure_dir(path.parent, inside=self.state_dir.parent)  # checked before the run: made now
             lock.acquire(wait=False)
         except files.Busy as busy:
             if not self.wait_for_alias:
@@ -367,15 +361,15 @@ class Scheduler:
 
     def _work(self, spec: BuildSpec, attempt: int) -> None:
         alias, put = spec.alias, self._events.put
-        vlog = self.logs.variant(alias)
+        try:  # everything, the log's setup too: an exception left in the future would never reach the loop
+            vlog = self.logs.variant(alias) if self.logs is not None else _NO_LOG
 
-        def sink(lines: list[str]) -> None:
-            lines = [printable(line) for line in lines]  # a backend's line is text from elsewhere: one line each
-            if lines:
-                vlog.info("\n".join(lines))
-                put(("log", alias, lines[-1]))
+            def sink(lines: list[str]) -> None:
+                lines = [printable(line) for line in lines]  # a backend's line is text from elsewhere: one line each
+                if lines:
+                    vlog.info("\n".join(lines))
+                    put(("log", alias, lines[-1]))
 
-        try:
             vlog.info("--- %s: build %s (attempt %d) ---", dt.datetime.now(dt.timezone.utc).isoformat(
                 timespec="seconds"), alias, attempt)
             outcome = self.backend.build(spec, force=self.force, log=sink, cancel=self.cancel,
@@ -388,8 +382,8 @@ class Scheduler:
                     raise BuildError(report.failure("lock entry not written"))
             put(("built", alias, outcome, report))
         except BaseException as exc:  # every end reaches the loop; the loop decides what it means
-            if isinstance(exc, TransientError):
-                vlog.info("transient error: %s", exc)
+            if isinstance(exc, TransientError) and self.logs is not None:
+                self.logs.variant(alias).info("transient error: %s", exc)
             put(("error", alias, exc))
 
     # -- events --------------------------------------------------------------------------
@@ -450,7 +444,7 @@ class Scheduler:
         elif isinstance(exc, MatrixError):
             self._end(task, State.FAILED, str(exc))
         elif isinstance(exc, Exception):  # a bug or an SDK surprise: one variant, not the run
-            self.logs.run.error("[%s] unexpected error", name, exc_info=exc)
+            (self.logs.run if self.logs is not None else log).error("[%s] unexpected error", name, exc_info=exc)
             self._end(task, State.FAILED, f"{type(exc).__name__}: {exc}")
         else:  # KeyboardInterrupt or SystemExit inside a worker
             self._end(task, State.CANCELLED, f"{type(exc).__name__}")
@@ -479,7 +473,7 @@ class Scheduler:
         its build failed after all (not recorded, not promoted)."""
         entries = [self._entry(task.spec, outcome) for task, outcome, _ in batch]
         try:
-            store.record_builds(self.lock_path, entries, self.backend.regenerate, self.secrets)
+            lock = store.record_builds(self.lock_path, entries, self.backend.regenerate, self.secrets)
         except MatrixError as exc:
             return {task.spec.alias: f"built as {outcome.build_id} but not recorded: {exc}"
                     for task, outcome, _ in batch}
@@ -490,12 +484,14 @@ class Scheduler:
             return {}
         for task, _, _ in batch:
             self._events.put(("state", task.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
-        try:
-            promote(self.backend, self.lock_path, [t.spec.alias for t, _, _ in batch], self.promote, self.secrets)
-        except MatrixError as exc:
-            return {t.spec.alias: f"built and recorded, but not promoted to {self.promote}: {exc}"
-                    for t, _, _ in batch}
-        return {}
+        errors = {}
+        for task, _, _ in batch:  # each moved, then recorded: a failure leaves the others promoted
+            try:
+                release.promote_entries(self.backend, self.lock_path, [lock.entries[task.spec.alias]], self.promote,
+                                        self.secrets)
+            except MatrixError as exc:
+                errors[task.spec.alias] = f"built and recorded, but not promoted to {self.promote}: {exc}"
+        return errors
 
     def _landed(self, batch: list, errors) -> None:
         """The writer is done with ``batch``: each build ends, built or (not recorded) failed."""
@@ -521,16 +517,17 @@ class Scheduler:
         when asked (one lock write), then finished as fresh."""
         if not found:
             return
-        error = ""
+        errors = {}
         if self.promote:
             for spec, entry, _ in found:
                 self.reporter.progress(spec.name, State.PROMOTING, f"{self.promote} -> {entry.build_id}")
-            try:
-                promote(self.backend, self.lock_path, [spec.alias for spec, _, _ in found], self.promote, self.secrets)
-            except MatrixError as exc:
-                error = f"not promoted to {self.promote}: {exc}"
+                try:
+                    release.promote_entries(self.backend, self.lock_path, [entry], self.promote, self.secrets)
+                except MatrixError as exc:
+                    errors[spec.alias] = f"not promoted to {self.promote}: {exc}"
         for spec, entry, task in found:
             self.reporter.progress(spec.name, State.FRESH, why)
+            error = errors.get(spec.alias, "")
             self._end(task or _Task(Job(spec, entry, True), spec), State.FAILED if error else State.FRESH, error,
                       Outcome(entry.template_id, entry.build_id, entry.image))
 
@@ -594,24 +591,6 @@ class Scheduler:
                          build_id=outcome.build_id, fingerprint=spec.fingerprint, layers=spec.layer_versions(),
                          built_at=now, domain=outcome.domain, api_url=outcome.api_url, image=outcome.image,
                          inputs=spec.inputs())
-
-
-def promote(backend, lock_path, aliases: Iterable[str], channel: str, secrets=()):
-    """Point ``channel`` at each alias's locked build on the backend and record it in the lock:
-    the one place a channel moves forward (``build --promote`` and ``promote`` alike).
-
-    Under the lock's file lock, so the build pointed at is the one recorded. The lock as written.
-    """
-    aliases = list(aliases)
-
-    def change(entries):
-        for alias in aliases:
-            entry = entries[alias]
-            backend.point(entry, channel, entry.build_id)
-            entries[alias] = entry.promoted(channel)
-        return entries
-
-    return store.update(lock_path, change, backend.regenerate, secrets)
 
 
 def exit_code(scheduler: Scheduler, results: list[BuildResult]) -> int:

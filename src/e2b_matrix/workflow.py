@@ -230,11 +230,14 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
 def build(options: Options, settings: Settings | None = None, reporter: Reporter | None = None) -> Summary:
     """Plan and build: the whole workflow, as ``e2b-matrix build`` runs it; ``reporter`` hears
     every event (events.Reporter)."""
+    from e2b_matrix import resolve
+
     reporter = reporter or Silent()
     session = Session.open(options, settings)
     session.backend.check()  # no key: stop before the package index is asked or its cache written
     project, lock, items = planned(session)
-    specs = [i.spec for i in items]
+    resolve.build_order(i.spec for i in items)  # the whole request is valid (no loop of parents) before
+    specs = [i.spec for i in items]             # anything is compiled, logged or locked
     compiled = pinned(session, project, lock, specs, reporter)
     return run(session, items if compiled is specs else plan(session, compiled, lock), reporter)
 
@@ -337,64 +340,6 @@ def verify(session: Session) -> Verified:
     return Verified(item, report, inventory.record(session.lock_path, item.alias, item.entry.build_id, report))
 
 
-@attrs.frozen
-class Diff:
-    """What changed between two builds of an alias, package by package (``diff``, ``promote``)."""
-
-    alias: str
-    before: str                     # build IDs
-    after: str
-    changes: tuple = ()             # inventory.Change, by kind then name
-
-    def counts(self) -> str:
-        whats = [c.what for c in self.changes]
-        return ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed")) or "no change"
-
-    def to_json(self) -> dict:
-        return {"alias": self.alias, "from": self.before, "to": self.after,
-                "changes": [c.to_json() for c in self.changes]}
-
-
-def diff(session: Session, name: str, old: str = "previous", new: str = "current") -> Diff:
-    """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
-    build ID, a channel, ``previous`` or ``current``. NothingToDo when either has no inventory."""
-    from e2b_matrix import inventory
-
-    entry = session.lock().entry(name)
-    before, after = _build_of(session, entry, old, "FROM"), _build_of(session, entry, new, "TO")
-    found = []
-    for build_id in (before, after):
-        inv = inventory.load(session.lock_path, entry.alias, build_id)
-        if inv is None:
-            raise NothingToDo(f"no inventory of {entry.alias} build {build_id}: verify records one "
-                              f"(e2b-matrix verify {entry.variant}, or build --verify)")
-        found.append(inv)
-    return Diff(entry.alias, before, after, tuple(inventory.diff(*found)))
-
-
-def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
-    """A build of ``entry`` named by ID, channel, ``previous`` or ``current``."""
-    from e2b_matrix import inventory, names
-
-    if ref == "current":
-        return entry.build_id
-    if ref == "previous":
-        if not entry.history:
-            raise NothingToDo(f"{entry.alias} has no previous build")
-        return entry.history[0].build_id
-    if ref in entry.channels:
-        return entry.channels[ref]
-    if ref in {entry.build_id, *(b.build_id for b in entry.history)}:
-        return ref
-    try:
-        if inventory.exists(session.lock_path, entry.alias, ref):  # an older build, beyond the history
-            return ref
-    except ValueError:
-        pass
-    raise ConfigError(f"{names.shown(ref)} is not a build ID, a channel, 'previous' or 'current' of {entry.alias}",
-                      key=key)
-
-
 def reference(session: Session, name: str | None = None, *, bare: bool = False, channel: str | None = None) -> str:
     """What ``resolve`` hands a shell. For a named variant or alias: always its lock entry (its pinned
     build; ``bare``: the template ID; ``channel``: ``<alias>:<channel>``). With no name: the server's
@@ -412,114 +357,3 @@ def reference(session: Session, name: str | None = None, *, bare: bool = False, 
     if channel is not None:
         return session.backend.channel_reference(entry, check_channel(channel, "--channel"))
     return entry.template_id if bare else session.backend.reference(entry)
-
-
-def entries_for(session: Session, names) -> list[LockEntry]:
-    """The lock entries of the named variants (by name or alias; all when none are named)."""
-    lock = session.lock()
-    if not names:
-        return list(lock)
-    return [lock.entry(n) for n in dict.fromkeys(names)]
-
-
-def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
-    """Point ``channel`` at each named variant's locked build (promote); with each, what the move
-    changes (the packages of what the channel pointed at against the build it now points at), when
-    both builds have an inventory. The run log records each move, or why it failed."""
-    from e2b_matrix import runner
-    from e2b_matrix.logs import RunLogReporter
-
-    check_channel(channel, "--channel")
-    entries = entries_for(session, names)
-    session.backend.check()
-    secrets = session.settings.secrets()
-    out = []
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
-        for e in entries:
-            before = e.channels.get(channel)
-            try:
-                after = runner.promote(session.backend, session.lock_path, [e.alias], channel, secrets).entries[e.alias]
-            except MatrixError as exc:
-                record.refused("promote", e.alias, exc)
-                raise
-            record.promoted(after, channel, before)
-            out.append((after, _moved(session, after, before)))
-    return out
-
-
-def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | None:
-    if before is None or before == entry.build_id:
-        return None
-    try:
-        return diff(session, entry.alias, before, entry.build_id)
-    except (NothingToDo, ConfigError):  # no inventory of one of them: nothing to show
-        return None
-
-
-def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
-    """Return the entry to its previous build, and move back every channel promoted to the current one.
-
-    (before, after); NothingToDo when there is no previous build. The run log records it, or why it failed.
-    """
-    from e2b_matrix.logs import RunLogReporter
-
-    before = session.lock().entry(name)
-    if not before.history:
-        raise NothingToDo(f"{before.alias} has no previous build to roll back to")
-    session.backend.check()
-    backend = session.backend
-    secrets = session.settings.secrets()
-
-    def change(entries):
-        current = entries[before.alias]
-        if current.build_id != before.build_id:
-            raise NothingToDo(f"{before.alias} changed while rolling back (now build {current.build_id}); try again")
-        after = current.rolled_back()
-        for channel, build_id in current.channels.items():
-            if build_id == current.build_id:
-                backend.point(current, channel, after.build_id)
-        entries[before.alias] = after
-        return entries
-
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
-        try:
-            after = store.update(session.lock_path, change, backend.regenerate, secrets).entries[before.alias]
-        except MatrixError as exc:
-            record.refused("rollback", before.alias, exc)
-            raise
-        record.rolled_back(before, after)
-    return before, after
-
-
-@attrs.frozen
-class Drift:
-    """How an alias on the backend compares with its lock entry (``status``)."""
-
-    alias: str
-    variant: str
-    state: str                      # "in sync", "channel moved", "gone"
-    details: tuple[str, ...] = ()
-    channels: Mapping = attrs.field(factory=dict)  # channel -> build ID on the backend
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "in sync"
-
-
-def status(session: Session, names=()) -> list[Drift]:
-    """Ask the backend where each channel points and whether each pinned build still exists."""
-    entries = entries_for(session, names)
-    session.backend.check()
-    out = []
-    for e in entries:
-        state, gone = session.backend.channels(e)
-        remote = {c.channel: c.build_id for c in state}
-        if gone:
-            out.append(Drift(e.alias, e.variant, "gone", (gone,), remote))
-            continue
-        moved = tuple(f"{ch} points at {remote.get(ch) or 'nothing'}; the lock says {bid}"
-                      for ch, bid in e.channels.items() if remote.get(ch) != bid)
-        out.append(Drift(e.alias, e.variant, "channel moved" if moved else "in sync", moved, remote))
-    return out

@@ -95,6 +95,10 @@ class Backend(Protocol):
     def staleness(self, entry: LockEntry) -> str | None:
         """Why a lock entry no longer stands for what this backend would serve, or None."""
 
+    def gone(self, entry: LockEntry, build_id: str) -> str | None:
+        """Why build ``build_id`` of the entry's alias cannot run here (it is gone), or None: it is
+        there. An error that leaves it unknown (no answer) is raised, never taken for "gone"."""
+
     def shares_in_flight(self) -> bool:
         """Does the engine run an identical step of concurrent builds once (BuildKit)? Then every
         build starts at once; else a build waits for the steps another is building (runner.py: sharing)."""

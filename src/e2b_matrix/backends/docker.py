@@ -2,8 +2,10 @@
 
 For trying a template before pushing it to E2B, and for the end-to-end tests
 here. Results go to templates.docker.lock: ``template_id`` is the image ID,
-``image`` the tag ``e2b-matrix/<alias>:<fingerprint prefix>`` (the pinned
-reference), and a channel is the image tag ``e2b-matrix/<alias>:<channel>``.
+``image`` the tag ``e2b-matrix/<alias>:<build_id>`` (the pinned reference: a
+tag no later build moves, so a rebuild of the same spec with --force leaves
+the locked image where it is, and rollback and promote act on the image the
+lock records), and a channel is the image tag ``e2b-matrix/<alias>:<channel>``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from e2b_matrix import files, render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.backends import docker_engine
-from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerTimeout
+from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 from e2b_matrix.settings import BUILD_TIMEOUT
@@ -25,8 +27,9 @@ from e2b_matrix.verify import VerifyReport, first_line, judge, run
 REPOSITORY = "e2b-matrix"
 
 
-def image_tag(spec: BuildSpec) -> str:
-    return f"{REPOSITORY}/{spec.alias}:{spec.fingerprint.removeprefix('sha256:')[:12]}"
+def image_tag(spec: BuildSpec, build_id: str) -> str:
+    """The tag of one build: never moved, never reused (build IDs are random)."""
+    return f"{REPOSITORY}/{spec.alias}:{build_id}"
 
 
 def _read_ca(path: str) -> tuple[str, bytes]:
@@ -79,13 +82,23 @@ class DockerBackend:
                               key="--backend docker")
 
     def staleness(self, entry: LockEntry) -> str | None:
-        """Fresh only while the locked image is still there."""
+        """Fresh only while the locked image is still there; ConfigError when the daemon cannot say
+        (a daemon that did not answer is not an image that is gone)."""
+        return self.gone(entry, entry.build_id)
+
+    def gone(self, entry: LockEntry, build_id: str) -> str | None:
+        """Why the image of build ``build_id`` of the entry is not there (gone, or its tag moved to
+        another image), or None; ConfigError when the daemon cannot say."""
+        image, image_id = self._image_of(entry, build_id)
         try:
-            if entry.image and self.engine.image_id(entry.image) == entry.template_id:
+            if image and self.engine.image_id(image) == image_id:
                 return None
-        except DockerError:
+        except DockerNotFound:
             pass
-        return f"image {entry.image or entry.template_id} is gone"
+        except DockerError as exc:
+            raise ConfigError(f"cannot ask the Docker daemon about image {image}: {first_line(exc)}",
+                              key="--backend docker") from None
+        return f"image {image or image_id} of build {build_id} is gone"
 
     def reference(self, entry: LockEntry) -> str:
         return entry.image or entry.template_id
@@ -103,7 +116,8 @@ class DockerBackend:
               progress=None) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
-        tag = image_tag(spec)
+        build_id = uuid.uuid4().hex[:16]
+        tag = image_tag(spec, build_id)
         labels = {"e2b-matrix.alias": spec.alias, "e2b-matrix.variant": spec.name,
                   "e2b-matrix.fingerprint": spec.fingerprint}
         try:
@@ -120,7 +134,7 @@ class DockerBackend:
                              f"({BUILD_TIMEOUT}); the docker build was stopped") from None
         except DockerError as exc:
             raise BuildError(f"docker build failed: {exc}") from None
-        return Outcome(template_id=image_id, build_id=uuid.uuid4().hex[:16], image=tag)
+        return Outcome(template_id=image_id, build_id=build_id, image=tag)
 
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
         def one(check: Check):
@@ -132,37 +146,37 @@ class DockerBackend:
 
     # -- channels: image tags ------------------------------------------------------
 
-    def _image_of(self, entry: LockEntry, build_id: str) -> str:
+    def _image_of(self, entry: LockEntry, build_id: str) -> tuple[str, str]:
+        """(the tag, the image ID) the lock records for build ``build_id`` of the entry."""
         if build_id == entry.build_id:
-            return entry.image
+            return entry.image, entry.template_id
         for b in entry.history:
             if b.build_id == build_id and b.image:
-                return b.image
+                return b.image, b.template_id or entry.template_id
         raise ConfigError(f"no image of build {build_id} is recorded", key=entry.alias)
 
     def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
+        """Tag the image of that build by its ID: what the lock recorded, whatever a tag says now."""
         try:
-            self.engine.tag_image(self._image_of(entry, build_id), self.channel_reference(entry, channel))
+            self.engine.tag_image(self._image_of(entry, build_id)[1], self.channel_reference(entry, channel))
         except DockerError as exc:
             raise BuildError(f"docker tag failed: {first_line(exc)}") from None
 
     def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
-        if self.staleness(entry):
-            return [], f"image {entry.image} is gone"
-        images = {b.image: b.build_id for b in entry.history if b.image}
-        images[entry.image] = entry.build_id
-        ids = {}
-        for image, build_id in images.items():
-            try:
-                ids[self.engine.image_id(image)] = build_id
-            except DockerError:
-                continue
+        gone = self.gone(entry, entry.build_id)
+        if gone:
+            return [], gone
+        ids = {b.template_id or entry.template_id: b.build_id for b in reversed(entry.history)}
+        ids[entry.template_id] = entry.build_id
         state = []
         for channel in entry.channels:
             try:
                 image_id = self.engine.image_id(self.channel_reference(entry, channel))
-            except DockerError:
+            except DockerNotFound:
                 state.append(ChannelState(channel, None))
                 continue
+            except DockerError as exc:
+                raise ConfigError(f"cannot ask the Docker daemon about channel {channel}: {first_line(exc)}",
+                                  key="--backend docker") from None
             state.append(ChannelState(channel, ids.get(image_id, image_id)))
         return state, None

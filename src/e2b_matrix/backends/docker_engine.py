@@ -50,6 +50,7 @@ import attrs
 __all__ = [
     "DockerError",
     "DockerCancelled",
+    "DockerNotFound",
     "DockerCLI",
     "Discovery",
     "discover",
@@ -75,6 +76,10 @@ class DockerError(Exception):
         super().__init__(f"{message}\n{output}" if output else message)
         self.output = output
         self.returncode = returncode
+
+
+class DockerNotFound(DockerError):
+    """The daemon answered: it has no such image (not a daemon that did not answer)."""
 
 
 class DockerCancelled(DockerError):
@@ -143,6 +148,9 @@ def _first_line(proc: subprocess.CompletedProcess | None) -> str:
     return f"exit {proc.returncode}"
 
 
+# What the docker CLI prints when the daemon has no such image: "Error: No such image: x" (CLI 20.10),
+# "Error response from daemon: No such image: x" (newer); anything else (no daemon) is not that.
+_NO_SUCH_IMAGE = re.compile(r"No such image", re.IGNORECASE)
 _BUILDKIT_PROGRESS = re.compile(r"^#\d+ ")  # BuildKit's plain progress: "#1 [internal] load build definition"
 
 
@@ -381,20 +389,25 @@ class DockerCLI:
         return proc.returncode == 0 and bool(proc.stdout.strip())
 
     def _inspect(self, ref: str, template: str) -> str:
+        """DockerNotFound when the daemon says it has no such image; DockerError when it cannot say."""
         proc = self._docker("image", "inspect", "--format", template, ref, check=False)
         if proc.returncode != 0:
-            raise DockerError(f"no image {ref!r}", output=proc.stderr.strip(), returncode=proc.returncode)
+            error = DockerNotFound if _NO_SUCH_IMAGE.search(proc.stderr) else DockerError
+            raise error(f"no image {ref!r}" if error is DockerNotFound else f"cannot inspect image {ref!r}",
+                        output=proc.stderr.strip(), returncode=proc.returncode)
         return proc.stdout.strip()
 
     def image_exists(self, tag: str) -> bool:
-        """Is there a local image with this tag (or ID)?"""
+        """Is there a local image with this tag (or ID)? DockerError when the daemon cannot say."""
         try:
-            return self._docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).returncode == 0
-        except DockerError:
+            self._inspect(tag, "{{.Id}}")
+        except DockerNotFound:
             return False
+        return True
 
     def image_id(self, tag: str) -> str:
-        """The image's ID (``sha256:…``); DockerError when there is no such image."""
+        """The image's ID (``sha256:…``); DockerNotFound when there is no such image, DockerError when
+        the daemon cannot say."""
         return self._inspect(tag, "{{.Id}}")
 
     def image_size(self, ref: str) -> int:

@@ -19,20 +19,32 @@ a build without tags would move ``default``, the channel a bare alias means.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 
 from e2b_matrix import render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
+from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
 from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
 
 PAGE = 100  # log entries E2B returns at most per status call
+# Status requests: every POLL_FIRST_S while a build is young (its log arrives live), then less
+# often as it ages, to one every POLL_MAX_S: 20 builds of 3 minutes ask about 2,900 times, not 18,000.
+POLL_FIRST_S, POLL_YOUNG_S, POLL_MAX_S = 0.2, 10.0, 2.0
+
+
+def poll_delay(age: float, first: float = POLL_FIRST_S) -> float:
+    """The pause before the next status request of a build ``age`` seconds old: ``first`` for its first
+    POLL_YOUNG_S seconds, then a tenth of a second more for each second after, up to POLL_MAX_S."""
+    if age < POLL_YOUNG_S:
+        return first
+    return max(first, min(POLL_MAX_S, first + (age - POLL_YOUNG_S) / 10))
 
 
 def build_tag(spec: BuildSpec) -> str:
@@ -47,10 +59,11 @@ class E2BBackend:
     render_format = REGISTRY[name].render_format
     options = REGISTRY[name].options
 
-    def __init__(self, settings, poll_interval: float = 0.2):
+    def __init__(self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None):
         self.settings = settings
         self.domain = settings.domain
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # the first pause between status requests (poll_delay)
+        self.clock = clock or Clock()
         self._key: str | None = None
 
     # -- what a spec is, here -----------------------------------------------------
@@ -109,7 +122,8 @@ class E2BBackend:
             raise Cancelled("cancelled before it started")
         api = self._api()
         timeout = self.settings.build_timeout
-        deadline = time.monotonic() + timeout
+        started = self.clock.now()
+        deadline = started + timeout
         with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
                 render.to_template(spec, context), spec.alias, tags=[build_tag(spec), *spec.variant.tags],
@@ -146,12 +160,13 @@ class E2BBackend:
                 reason = status.reason
                 step = f" at step {reason.step}" if reason and reason.step else ""
                 raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
-            left = deadline - time.monotonic()
+            now = self.clock.now()
+            left = deadline - now
             if left <= 0:
                 raise BuildError(f"build {info.build_id} was still {status.status.value} after {timeout:g}s "
                                  f"({BUILD_TIMEOUT}); E2B may still finish it")
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
-                cancel.wait(min(self.poll_interval, left))
+                self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), left))
 
     # -- verify ----------------------------------------------------------------
 
@@ -166,10 +181,12 @@ class E2BBackend:
                                   "pip install 'e2b-matrix[verify]'") from None
             sandbox_factory = Sandbox.create
         try:
-            sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
-        except Exception as exc:  # E2B said no: every check failed, for one stated reason
-            why = f"no sandbox: {first_line(exc)}"
-            return VerifyReport(failed(c, why) for c in checks)
+            with _classify("sandbox"):
+                sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
+        except CredentialsError:  # the key, not this build: one stop for the run, not a failed check per variant
+            raise
+        except MatrixError as exc:  # E2B said no: every check failed, for one stated reason
+            return VerifyReport(failed(c, f"no sandbox: {exc}") for c in checks)
         try:
             return run(checks, lambda c: _cells(sandbox, c) if c.stateful else _shell(sandbox, c))
         finally:
@@ -186,29 +203,37 @@ class E2BBackend:
         with _classify():
             Template.assign_tags(f"{entry.alias}:{build_id}", [channel], **self._api())
 
+    def gone(self, entry: LockEntry, build_id: str) -> str | None:
+        """Why build ``build_id`` of the entry's template cannot run (E2B no longer has it, or it is not
+        ready), or None: it is there. One status request; any other error is raised as it is."""
+        from e2b import Template
+        from e2b.template.types import BuildInfo, TemplateBuildStatus
+
+        try:
+            with _classify():
+                status = Template.get_build_status(BuildInfo(entry.template_id, build_id, entry.alias, entry.alias),
+                                                   logs_offset=0, **self._api())
+        except BuildError as exc:
+            what = _gone(exc)
+            if what is None:
+                raise
+            return f"{what} {entry.template_id if what == 'template' else build_id} is gone from E2B"
+        if status.status != TemplateBuildStatus.READY:
+            return f"build {build_id} is {status.status.value} on E2B, not ready"
+        return None
+
     def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
         """Where E2B's tags of the alias point, and whether the pinned build is gone."""
         from e2b import Template
-        from e2b.template.types import BuildInfo
 
-        api = self._api()
         try:
             with _classify():
-                tags = Template.get_tags(entry.template_id, **api)
+                tags = Template.get_tags(entry.template_id, **self._api())
         except BuildError as exc:
-            if _is_gone(exc):
+            if _gone(exc) == "template":
                 return [], f"template {entry.template_id} is gone"
             raise
-        state = [ChannelState(t.tag, t.build_id) for t in tags]
-        try:
-            with _classify():
-                Template.get_build_status(BuildInfo(entry.template_id, entry.build_id, entry.alias, entry.alias),
-                                          logs_offset=0, **api)
-        except BuildError as exc:
-            if _is_gone(exc):
-                return state, f"build {entry.build_id} is gone"
-            raise
-        return state, None
+        return [ChannelState(t.tag, t.build_id) for t in tags], self.gone(entry, entry.build_id)
 
 
 class LogProgress:
@@ -274,8 +299,19 @@ def _shell(sandbox, check: Check) -> CheckResult:
         return judge(check, exc.exit_code, (exc.stdout or "") + (exc.stderr or ""))
 
 
-def _is_gone(exc: Exception) -> bool:
-    return getattr(exc, "status", None) in (400, 404) or "not found" in str(exc).lower()
+# What E2B answers for what it does not have, exactly (any other 400 or 404 is not "gone"):
+# an unknown build's status is 400 "Build '<id>' not found", a build ID that is no UUID 400
+# "Invalid build id" (e2b-dev/infra packages/api/internal/handlers/template_build_status.go);
+# an unknown template's tags 404 "template '<id>' not found" (packages/api/internal/cache/
+# templates/errors.go, ToAPIError). The SDK raises them as "<status>: <message>".
+_GONE = {"build": re.compile(r"400: (Build '[0-9a-fA-F-]+' not found|Invalid build id)"),
+         "template": re.compile(r"404: template '[^']*' not found")}
+
+
+def _gone(exc: Exception) -> str | None:
+    """"build" or "template" when ``exc`` is E2B saying it has no such build or template; else None."""
+    message = str(exc)
+    return next((what for what, pattern in _GONE.items() if pattern.fullmatch(message)), None)
 
 
 # E2B's 429 when the team's concurrent builds are all taken (its limit counted at the build
@@ -313,9 +349,7 @@ class _classify:
             raise TransientError(message) from None
         if status == 408 or _is_network(exc):
             raise TransientError(f"{type(exc).__name__}: {message}") from None
-        error = BuildError(message)
-        error.status = status
-        raise error from None
+        raise BuildError(message) from None
 
 
 def _unreadable(exc: BaseException) -> str | None:
@@ -370,10 +404,21 @@ def _status_of(exc, message: str) -> int | None:
     return int(head) if head.isdigit() and len(head) == 3 else None
 
 
+# What a network fault raises as an OSError: worth another attempt. Any other OSError (a file
+# the SDK could not read, a full disk) is not, and fails the build at once.
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+                             errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+                             errno.EADDRNOTAVAIL})
+
+
 def _is_network(exc) -> bool:
+    import socket
+
     import httpx
 
-    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError, OSError))
+    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
 
 
 def _line(entry) -> str:

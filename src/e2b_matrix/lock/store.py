@@ -53,16 +53,20 @@ def lock_file(path) -> str:
 
 
 def preflight(path) -> None:
-    """Fail now, before any build, if the lock at ``path`` could not be written later."""
+    """Fail now, before any build or request, if the lock at ``path`` could not be written later.
+    Writes nothing (not even the file lock's sidecar): a command refused here leaves no trace."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     blocked = files.check_writable_dir(folder)
     if blocked:
         raise LockError(f"cannot write the lock: {blocked[1]}", path=blocked[0])
+    for p, in_place in ((path, False), (lock_file(path), True)):
+        try:
+            files.refuse_link(p, in_place=in_place)
+        except files.FileError as exc:
+            raise LockError(str(exc), path=p) from None
     try:
-        files.refuse_link(path)
-        with files.FileLock(lock_file(path)):
-            text = files.read_text(path)
+        text = files.read_text(path)
     except files.FileError as exc:
         raise LockError(str(exc), path=path) from None
     if text is not None:

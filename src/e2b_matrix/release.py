@@ -1,0 +1,258 @@
+"""Releases: promote, rollback, status, diff. Each alias is moved on the backend, then recorded.
+
+One rule for every move: the network first, then the lock. ``backend.point`` moves a channel
+(E2B's tag API, or a Docker tag), and only then is that alias's move recorded, at once, with one
+locked write (``store.update``): no network call is ever made while the lock's file lock is held,
+so a reader or writer of the lock never waits on E2B, and a failure at the third alias leaves the
+first two moved and recorded (``status`` agrees with the lock).
+
+Before anything moves, the build each move targets must still be on the backend
+(``backend.gone``): a rollback or promote to a build that is gone (an edited history, a build
+E2B no longer has) is one line, exit 1, and nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
+from e2b_matrix.lock import store
+from e2b_matrix.model import LockEntry
+
+if TYPE_CHECKING:
+    from e2b_matrix.workflow import Session
+
+
+def entries_for(session: Session, names: Iterable[str]) -> list[LockEntry]:
+    """The lock entries of the named variants (by name or alias; all when none are named)."""
+    lock = session.lock()
+    names = list(names)
+    if not names:
+        return list(lock)
+    return [lock.entry(n) for n in dict.fromkeys(names)]
+
+
+def check_present(backend, targets: Iterable[tuple[LockEntry, str]], what: str) -> None:
+    """Gone (exit 1, one line) when any (entry, build ID) is no longer on the backend: ``what`` acts on it."""
+    for entry, build_id in targets:
+        why = backend.gone(entry, build_id)
+        if why:
+            raise Gone(f"{entry.alias}: {why}: {what}; nothing was changed")
+
+
+def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=()) -> LockEntry:
+    """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
+
+    The lock's entry is read again under its file lock: a build that landed meanwhile keeps its
+    place, and the channel is recorded where the backend now points it.
+    """
+    backend.point(entry, channel, build_id)
+
+    def record(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        current = entries.get(entry.alias)
+        if current is None:
+            raise NothingToDo(f"{entry.alias} left the lock while {channel} was moved to build {build_id}; "
+                              f"build it again or move {channel} back")
+        entries[entry.alias] = current.promoted(channel, build_id)
+        return entries
+
+    return store.update(lock_path, record, backend.regenerate, secrets).entries[entry.alias]
+
+
+def promote_entries(backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=()) -> list[LockEntry]:
+    """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
+    the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
+    return [move_channel(backend, lock_path, e, channel, e.build_id, secrets) for e in entries]
+
+
+# -- the commands ------------------------------------------------------------------------
+
+@attrs.frozen
+class Diff:
+    """What changed between two builds of an alias, package by package (``diff``, ``promote``)."""
+
+    alias: str
+    before: str                     # build IDs
+    after: str
+    changes: tuple = ()             # inventory.Change, by kind then name
+
+    def counts(self) -> str:
+        whats = [c.what for c in self.changes]
+        return ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed")) or "no change"
+
+    def to_json(self) -> dict:
+        return {"alias": self.alias, "from": self.before, "to": self.after,
+                "changes": [c.to_json() for c in self.changes]}
+
+
+def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
+    """Point ``channel`` at each named variant's locked build (promote); with each, what the move
+    changes (the packages of what the channel pointed at against the build it now points at), when
+    both builds have an inventory. Every target is checked first: one that is gone moves nothing.
+    The run log records each move, or why it failed."""
+    from e2b_matrix.logs import RunLogReporter
+    from e2b_matrix.workflow import check_channel, logs_folder, run_logs
+
+    check_channel(channel, "--channel")
+    entries = entries_for(session, names)
+    store.preflight(session.lock_path)  # the lock can be written: else nothing moves
+    backend = session.backend
+    backend.check()
+    check_present(backend, [(e, e.build_id) for e in entries], f"{channel} cannot point at it")
+    secrets = session.settings.secrets()
+    out = []
+    with run_logs(session, logs_folder(session)) as logs:
+        record = RunLogReporter(logs)
+        for e in entries:
+            try:
+                after = move_channel(backend, session.lock_path, e, channel, e.build_id, secrets)
+            except MatrixError as exc:
+                record.refused("promote", e.alias, exc)
+                raise
+            before = e.channels.get(channel)
+            record.promoted(after, channel, before)
+            out.append((after, _moved(session, after, before)))
+    return out
+
+
+def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
+    """Return the entry to its previous build, and move back every channel promoted to the current one.
+
+    (before, after); NothingToDo when there is no previous build, Gone when E2B no longer has it.
+    The channels move first; then, at once, the lock. A build that landed meanwhile is not undone:
+    the channels stay recorded where they now point, and NothingToDo says so. The run log records
+    it, or why it failed.
+    """
+    from e2b_matrix.logs import RunLogReporter
+    from e2b_matrix.workflow import logs_folder, run_logs
+
+    before = session.lock().entry(name)
+    if not before.history:
+        raise NothingToDo(f"{before.alias} has no previous build to roll back to")
+    store.preflight(session.lock_path)
+    backend = session.backend
+    backend.check()
+    previous = before.history[0].build_id
+    check_present(backend, [(before, previous)], "cannot roll back to its previous build")
+    secrets = session.settings.secrets()
+    moved = [ch for ch, build_id in before.channels.items() if build_id == before.build_id]
+    done: list[str] = []
+    landed: list[str] = []
+
+    def record_moves(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        current = entries[before.alias]
+        entries[before.alias] = attrs.evolve(current, channels={**current.channels, **{ch: previous for ch in done}})
+        return entries
+
+    def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
+        current = entries[before.alias]
+        if current.build_id != before.build_id:  # another build landed: record where the channels point now
+            landed.append(current.build_id)
+            return record_moves(entries)
+        entries[before.alias] = current.rolled_back()
+        return entries
+
+    with run_logs(session, logs_folder(session)) as logs:
+        record = RunLogReporter(logs)
+        try:
+            try:
+                for ch in moved:
+                    backend.point(before, ch, previous)
+                    done.append(ch)
+            except MatrixError:
+                if done:  # what moved is recorded, even when a later channel could not move
+                    store.update(session.lock_path, record_moves, backend.regenerate, secrets)
+                raise
+            after = store.update(session.lock_path, change, backend.regenerate, secrets).entries[before.alias]
+            if landed:
+                raise NothingToDo(f"{before.alias} changed while rolling back (now build {landed[0]}); its "
+                                  f"channels {', '.join(moved)} point at {previous} as recorded; try again")
+        except MatrixError as exc:
+            record.refused("rollback", before.alias, exc)
+            raise
+        record.rolled_back(before, after)
+    return before, after
+
+
+@attrs.frozen
+class Drift:
+    """How an alias on the backend compares with its lock entry (``status``)."""
+
+    alias: str
+    variant: str
+    state: str                      # "in sync", "channel moved", "gone"
+    details: tuple[str, ...] = ()
+    channels: Mapping = attrs.field(factory=dict)  # channel -> build ID on the backend
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "in sync"
+
+
+def status(session: Session, names=()) -> list[Drift]:
+    """Ask the backend where each channel points and whether each pinned build still exists."""
+    entries = entries_for(session, names)
+    session.backend.check()
+    out = []
+    for e in entries:
+        state, gone = session.backend.channels(e)
+        remote = {c.channel: c.build_id for c in state}
+        if gone:
+            out.append(Drift(e.alias, e.variant, "gone", (gone,), remote))
+            continue
+        moved = tuple(f"{ch} points at {remote.get(ch) or 'nothing'}; the lock says {bid}"
+                      for ch, bid in e.channels.items() if remote.get(ch) != bid)
+        out.append(Drift(e.alias, e.variant, "channel moved" if moved else "in sync", moved, remote))
+    return out
+
+
+def diff(session: Session, name: str, old: str = "previous", new: str = "current") -> Diff:
+    """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
+    build ID, a channel, ``previous`` or ``current``. NothingToDo when either has no inventory."""
+    from e2b_matrix import inventory
+
+    entry = session.lock().entry(name)
+    before, after = _build_of(session, entry, old, "FROM"), _build_of(session, entry, new, "TO")
+    found = []
+    for build_id in (before, after):
+        inv = inventory.load(session.lock_path, entry.alias, build_id)
+        if inv is None:
+            raise NothingToDo(f"no inventory of {entry.alias} build {build_id}: verify records one "
+                              f"(e2b-matrix verify {entry.variant}, or build --verify)")
+        found.append(inv)
+    return Diff(entry.alias, before, after, tuple(inventory.diff(*found)))
+
+
+def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
+    """A build of ``entry`` named by ID, channel, ``previous`` or ``current``."""
+    from e2b_matrix import inventory, names
+
+    if ref == "current":
+        return entry.build_id
+    if ref == "previous":
+        if not entry.history:
+            raise NothingToDo(f"{entry.alias} has no previous build")
+        return entry.history[0].build_id
+    if ref in entry.channels:
+        return entry.channels[ref]
+    if ref in {entry.build_id, *(b.build_id for b in entry.history)}:
+        return ref
+    try:
+        if inventory.exists(session.lock_path, entry.alias, ref):  # an older build, beyond the history
+            return ref
+    except ValueError:
+        pass
+    raise ConfigError(f"{names.shown(ref)} is not a build ID, a channel, 'previous' or 'current' of {entry.alias}",
+                      key=key)
+
+
+def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | None:
+    if before is None or before == entry.build_id:
+        return None
+    try:
+        return diff(session, entry.alias, before, entry.build_id)
+    except (NothingToDo, ConfigError):  # no inventory of one of them: nothing to show
+        return None
