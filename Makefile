@@ -11,7 +11,7 @@ TESTS   ?=
 # so 4 workers on 2 cores take a third of a serial run's time.
 TEST_WORKERS ?= 4
 
-.PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up
+.PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up docs
 
 help:
 	@echo "make build-all [BACKEND=e2b|docker]   build every variant, update the lock"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-lowest                      the suite at the lowest versions pyproject allows"
 	@echo "make e2e                              real Docker builds (starts dockerd)"
 	@echo "make bench                            benchmarks -> .bench/results.json"
+	@echo "make docs                             the documentation site -> site/ (mkdocs, strict)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "e2b-matrix needs Python >= 3.11 (set PYTHON=...)"; exit 2; }
@@ -50,6 +51,22 @@ e2e: $(STAMP) docker-up
 	PYTHON=$(PYTHON) bash scripts/nexus-venv.sh
 	$(BIN)/python -m pytest -q -s -m "docker or nexus" -p no:cacheprovider
 
+# The documentation site, in its own venv (.venv-docs): the `docs` extra of pyproject.toml, not the
+# project itself (the site never imports it), so .venv keeps only what `make test` needs. Strict:
+# a broken link or anchor, or a page outside the nav, fails the build (.ci/run runs it).
+DOCS_VENV  ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+
+$(DOCS_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make docs needs Python >= 3.11 (set PYTHON=...)"; exit 2; }
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(PYTHON) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))' >$(DOCS_VENV)/requirements.txt
+	$(DOCS_VENV)/bin/python -m pip install -q -r $(DOCS_VENV)/requirements.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(DOCS_VENV)/bin/python -m mkdocs build --strict --clean --site-dir site
+
 bench: $(STAMP) compile
 	$(BIN)/python bench/run.py
 
@@ -70,4 +87,4 @@ lock-check: $(STAMP)
 	$(BIN)/e2b-matrix lock check --backend $(BACKEND) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-nexus .venv-lowest .venv-lowest-uv logs .bench .e2b-matrix .pytest_cache
+	rm -rf $(VENV) $(DOCS_VENV) .venv-nexus .venv-lowest .venv-lowest-uv logs .bench .e2b-matrix .pytest_cache site

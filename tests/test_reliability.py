@@ -164,7 +164,7 @@ def test_fault_matrix(project, emu, monkeypatch, fault):
     if fault.startswith("429"):
         # --jobs 1: one client at a time, so each 429 is followed by its own retry. The SDK
         # retries 3 times as Retry-After says; when it gives up, ours retries with its own
-        # backoff (the SDK's public API does not hand the header on: README says so).
+        # backoff (the SDK's public API does not hand the header on: docs/scheduling.md says so).
         gaps = [later[0] - t for (t, _, status), later in zip(stamps, stamps[1:]) if status == 429]
         print(f"[fault {fault}] waits after 429 (Retry-After {RETRY_AFTER}s): "
               + ", ".join(f"{g:.2f}s" for g in gaps))
