@@ -583,3 +583,130 @@ def test_every_import_of_src_is_a_declared_dependency():
         owners = {canonicalize_name(d) for d in dists.get(module, [module])}
         assert owners & (declared | optional), f"{module} is imported by src/ but no dependency declares it"
     assert {"rich", "httpx"} <= {canonicalize_name(d) for m in third_party for d in dists.get(m, [])} & declared
+
+
+class FakeEngine:
+    """The docker CLI as the Docker backend asks it: images by tag and by ID; ``down`` makes every
+    call fail as a daemon that does not answer does."""
+
+    def __init__(self):
+        self.images: dict[str, str] = {}   # tag -> image ID
+        self.down = False
+
+    def image_id(self, ref: str) -> str:
+        from e2b_matrix.backends.docker_engine import DockerError, DockerNotFound
+
+        if self.down:
+            raise DockerError("`docker image inspect` failed (exit 1)",
+                              output="Cannot connect to the Docker daemon at unix:///var/run/docker.sock.")
+        if ref in self.images.values():
+            return ref
+        if ref not in self.images:
+            raise DockerNotFound(f"no image {ref!r}", output=f"Error: No such image: {ref}")
+        return self.images[ref]
+
+    def tag_image(self, source: str, target: str) -> None:
+        self.images[target] = self.image_id(source)
+
+
+def _docker_backend(engine: FakeEngine):
+    from e2b_matrix.backends.docker import DockerBackend
+    from e2b_matrix.settings import Settings
+
+    backend = DockerBackend(Settings.from_env())
+    backend._engine = engine
+    return backend
+
+
+def _docker_entry(**changes):
+    from e2b_matrix.model import Build, LockEntry
+
+    at = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    fields = dict(alias="a", variant="a", template_id="sha256:new", build_id="b2",
+                  fingerprint="sha256:" + "1" * 64, layers={"base": "1"}, built_at=at, image="e2b-matrix/a:b2",
+                  channels={"stable": "b2"},
+                  history=[Build("b1", "sha256:" + "1" * 64, at, {"base": "1"}, "e2b-matrix/a:b1", "sha256:old")])
+    return LockEntry(**{**fields, **changes})
+
+
+def test_docker_channels_move_to_the_image_the_lock_records_not_to_a_moved_tag():
+    """After a --force rebuild of the same spec the fingerprint tag moved; rollback and promote act on
+    the image each build recorded (its ID), whatever a tag says now."""
+    engine = FakeEngine()
+    engine.images = {"e2b-matrix/a:b1": "sha256:old", "e2b-matrix/a:b2": "sha256:new"}
+    backend, entry = _docker_backend(engine), _docker_entry()
+    assert backend.gone(entry, "b1") is None and backend.gone(entry, "b2") is None
+    backend.point(entry, "stable", "b1")   # rollback moving stable back
+    assert engine.images["e2b-matrix/a:stable"] == "sha256:old"
+    engine.images["e2b-matrix/a:b1"] = "sha256:new"  # a tag moved by something else: the build's image is gone
+    assert backend.gone(entry, "b1") == "image e2b-matrix/a:b1 of build b1 is gone"
+
+
+def test_each_docker_build_has_a_tag_of_its_own():
+    from e2b_matrix.backends.docker import image_tag
+
+    class Spec:
+        alias = "a"
+
+    assert image_tag(Spec(), "0f1c2d3e4f5a6b7c") == "e2b-matrix/a:0f1c2d3e4f5a6b7c"
+
+
+def test_a_docker_daemon_that_does_not_answer_is_not_an_image_gone():
+    from e2b_matrix.errors import ConfigError
+
+    engine = FakeEngine()
+    engine.images = {"e2b-matrix/a:b2": "sha256:new"}
+    backend, entry = _docker_backend(engine), _docker_entry()
+    assert backend.staleness(entry) is None
+    engine.down = True
+    with pytest.raises(ConfigError, match="cannot ask the Docker daemon about image e2b-matrix/a:b2: "):
+        backend.staleness(entry)
+    with pytest.raises(ConfigError, match="cannot ask the Docker daemon"):
+        backend.channels(entry)
+    engine.down = False
+    del engine.images["e2b-matrix/a:b2"]
+    assert backend.staleness(entry) == "image e2b-matrix/a:b2 of build b2 is gone"
+
+
+def test_a_slow_tag_request_holds_up_no_reader_and_no_writer_of_the_lock(project, emu, monkeypatch):
+    """promote moves the channel on E2B, then records it: while E2B is slow to answer, the lock's
+    flock is free, so `resolve` and another writer go on."""
+    import subprocess
+    import sys
+    import threading
+
+    from e2b_matrix import release, workflow
+    from e2b_matrix.backends.e2b import E2BBackend
+    from e2b_matrix.lock import TemplateLock, store
+
+    assert run(project, "build", "minimal", "pinned").exit_code == 0
+    entered, answer = threading.Event(), threading.Event()
+    real_point = E2BBackend.point
+
+    def slow_point(self, entry, channel, build_id):
+        entered.set()
+        assert answer.wait(60)
+        real_point(self, entry, channel, build_id)
+
+    monkeypatch.setattr(E2BBackend, "point", slow_point)
+    session = workflow.Session.open(workflow.Options(root=project))
+    promoted: list = []
+    t = threading.Thread(target=lambda: promoted.append(release.promote(session, ["minimal"], "stable")))
+    t.start()
+    try:
+        assert entered.wait(60)
+        p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "resolve", "pinned"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.startswith("nexus-sandbox-pinned:")
+        wrote = threading.Event()
+        writer = threading.Thread(target=lambda: (store.update(project / "templates.lock", lambda e: {
+            **e, "nexus-sandbox-pinned": e["nexus-sandbox-pinned"].promoted("edge")}), wrote.set()))
+        writer.start()
+        assert wrote.wait(30), "a lock writer waited on E2B"
+        assert t.is_alive()  # the tag request still has no answer
+    finally:
+        answer.set()
+        t.join(60)
+    lock = TemplateLock.load(project / "templates.lock")
+    assert lock.entry("minimal").channels["stable"] == lock.entry("minimal").build_id
+    assert "edge" in lock.entry("pinned").channels  # both writes landed
