@@ -504,7 +504,7 @@ def test_a_worker_whose_log_cannot_be_made_reaches_the_loop(tmp_path):
                           logs=None, jobs=2)
     out: list = []
     t = threading.Thread(target=lambda: out.append(scheduler.run([Job(spec("a", ["x"]), None, False),
-                                                                  Job(spec("b", ["y"]), None, False)])))
+                                                                  Job(spec("b", ["y"]), None, False)]).results))
     t.start()
     t.join(60)
     assert not t.is_alive(), "the run never ended"

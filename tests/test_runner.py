@@ -7,6 +7,7 @@ same rules end to end against the E2B emulator.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import queue
 import signal
@@ -23,8 +24,10 @@ from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.model import Base, BuildSpec, LockEntry, Outcome, State, Step, Variant
 from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.clock import Clock
-from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file, exit_code
+from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file
+from e2b_matrix.runner.writer import entry_of
 
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 WAIT = 20  # seconds a test waits for a thread before it fails (never reached when the code is right)
 
 
@@ -189,7 +192,7 @@ def make(tmp_path):
 
 def run_in_thread(scheduler, jobs):
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("results", scheduler.run(jobs)), daemon=True)
+    t = threading.Thread(target=lambda: out.setdefault("results", scheduler.run(jobs).results), daemon=True)
     t.start()
     return t, out
 
@@ -219,11 +222,12 @@ def test_a_parent_that_fails_skips_its_child_which_never_starts(make):
     backend = Backend()
     backend.script["t-base"] = [BuildError("E2B build failed")]
     s = make(backend)
-    results = {r.name: r for r in s.run([job(spec("base", ["a"])), job(spec("child", parent="base"), parent="base")])}
+    outcome = s.run([job(spec("base", ["a"])), job(spec("child", parent="base"), parent="base")])
+    results = {r.name: r for r in outcome.results}
     assert backend.started == ["t-base"]
     assert results["child"].status is State.SKIPPED
     assert results["child"].error == "not started: its base template t-base did not build"
-    assert exit_code(s, list(results.values())) == 1
+    assert outcome.exit_code == 1
 
 
 def test_a_build_waiting_for_its_shared_prefix_holds_no_slot(make):
@@ -272,7 +276,7 @@ def test_a_retry_waits_without_its_slot_and_counts_attempts(make):
     clock = FakeClock()
     s = make(backend, jobs=1, clock=clock, retry=RetryPolicy(attempts=3, base_s=1, total_s=300))
     start = clock.t
-    results = {r.name: r for r in s.run([job(spec("x", ["x"])), job(spec("y", ["y"]))])}
+    results = {r.name: r for r in s.run([job(spec("x", ["x"])), job(spec("y", ["y"]))]).results}
     assert backend.started == ["t-x", "t-y", "t-x"]
     assert results["x"].status is State.BUILT and results["x"].attempts == 2
     assert clock.t - start >= 30
@@ -283,7 +287,7 @@ def test_retries_are_bounded_by_the_policy(make):
     backend = Backend()
     backend.script["t-x"] = [TransientError("503")] * 5
     s = make(backend, retry=RetryPolicy(attempts=3, base_s=1))
-    (r,) = s.run([job(spec("x", ["x"]))])
+    (r,) = s.run([job(spec("x", ["x"]))]).results
     assert r.status is State.FAILED and r.error == "gave up after 3 attempts: 503" and r.attempts == 3
 
 
@@ -294,7 +298,7 @@ def test_when_the_team_is_full_the_run_lowers_its_concurrency_instead_of_retryin
     backend.capacity = 3
     names = [f"v{i}" for i in range(12)]
     s = make(backend, jobs=8)
-    results = s.run([job(spec(n, [n])) for n in names])
+    results = s.run([job(spec(n, [n])) for n in names]).results
     assert {r.status for r in results} == {State.BUILT}
     assert all(r.attempts == 1 for r in results)
     assert backend.peak <= 3
@@ -320,7 +324,7 @@ def test_fail_fast_cancels_what_runs_and_starts_nothing_more(make):
     backend.script["t-bad"] = [BuildError("E2B build failed")]
     s = make(backend, jobs=2, fail_fast=True)
     results = {r.name: r for r in s.run([job(spec("slow", ["s"])), job(spec("bad", ["b"])),
-                                         job(spec("later", ["l"]))])}
+                                         job(spec("later", ["l"]))]).results}
     assert results["bad"].status is State.FAILED
     assert results["slow"].status is State.CANCELLED
     assert results["later"].status is State.SKIPPED and "t-later" not in backend.started
@@ -331,9 +335,10 @@ def test_a_refused_key_stops_the_run_with_its_exit_code(make):
     backend = Backend()
     backend.script["t-a"] = [CredentialsError("E2B refused the API key (401)")]
     s = make(backend, jobs=1)
-    results = s.run([job(spec("a", ["a"])), job(spec("b", ["b"]))])
+    outcome = s.run([job(spec("a", ["a"])), job(spec("b", ["b"]))])
+    results = outcome.results
     assert [r.status for r in results] == [State.FAILED, State.SKIPPED]
-    assert exit_code(s, results) == 2 and s.fatal is not None
+    assert outcome.exit_code == 2 and outcome.fatal is not None
 
 
 def test_an_interrupt_is_one_event_finished_builds_stay_in_the_lock(make, tmp_path):
@@ -351,14 +356,15 @@ def test_an_interrupt_is_one_event_finished_builds_stay_in_the_lock(make, tmp_pa
                 os.kill(os.getpid(), signal.SIGINT)
                 done.set()
 
-    s.reporter = Interrupting()
-    results = {r.name: r for r in s.run([job(spec("slow", ["s"])), job(spec("quick", ["q"])),
-                                         job(spec("after", ["a"], parent="quick"), parent="quick")])}
+    s = attrs.evolve(s, reporter=Interrupting())
+    outcome = s.run([job(spec("slow", ["s"])), job(spec("quick", ["q"])),
+                     job(spec("after", ["a"], parent="quick"), parent="quick")])
+    results = {r.name: r for r in outcome.results}
     assert done.is_set()
     assert results["quick"].status is State.BUILT
     assert results["slow"].status is State.CANCELLED
     assert results["after"].status is State.SKIPPED
-    assert exit_code(s, list(results.values())) == 130
+    assert outcome.exit_code == 130
     assert TemplateLock.load(tmp_path / "templates.lock").entries["t-quick"].build_id == results["quick"].build_id
     assert ("stopped", "interrupted") in s.reporter.events
 
@@ -383,7 +389,7 @@ def test_no_wait_fails_an_alias_another_process_builds(make, tmp_path):
     other.acquire()
     try:
         backend = Backend()
-        (r,) = make(backend, wait_for_alias=False).run([job(spec("a", ["a"]))])
+        (r,) = make(backend, wait_for_alias=False).run([job(spec("a", ["a"]))]).results
     finally:
         other.release()
     assert r.status is State.FAILED and r.error.endswith("(--no-wait)") and backend.started == []
@@ -396,7 +402,7 @@ def test_a_spec_another_run_built_meanwhile_is_fresh_not_built_again(make, tmp_p
     backend = Backend()
     s = make(backend)
     t, out = run_in_thread(s, [job(s_a)])
-    entry = Scheduler._entry(s_a, Outcome("tpl-t-a", str(uuid.uuid4())))
+    entry = entry_of(s_a, Outcome("tpl-t-a", str(uuid.uuid4())), NOW)
     store.record_build(tmp_path / "templates.lock", entry)
     other.release()
     results = finish(t, out)
@@ -408,7 +414,7 @@ def test_every_build_lands_in_the_lock_and_a_failure_touches_nothing(make, tmp_p
     backend = Backend()
     backend.script["t-bad"] = [BuildError("no")]
     names = ["a", "b", "c", "bad"]
-    results = make(backend, jobs=4).run([job(spec(n, [n])) for n in names])
+    results = make(backend, jobs=4).run([job(spec(n, [n])) for n in names]).results
     lock = TemplateLock.load(tmp_path / "templates.lock")
     assert sorted(lock.entries) == ["t-a", "t-b", "t-c"]
     for r in results:
@@ -418,11 +424,11 @@ def test_every_build_lands_in_the_lock_and_a_failure_touches_nothing(make, tmp_p
 
 def test_promote_moves_the_channel_of_built_and_fresh_variants_in_one_place(make, tmp_path):
     s_old = spec("old", ["o"])
-    entry = Scheduler._entry(s_old, Outcome("tpl-t-old", str(uuid.uuid4())))
+    entry = entry_of(s_old, Outcome("tpl-t-old", str(uuid.uuid4())), NOW)
     store.record_build(tmp_path / "templates.lock", entry)
     backend = Backend()
     s = make(backend, promote="stable")
-    results = {r.name: r for r in s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))])}
+    results = {r.name: r for r in s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))]).results}
     assert results["old"].status is State.FRESH and results["new"].status is State.BUILT
     assert sorted(backend.points) == sorted([("t-old", "stable", entry.build_id),
                                              ("t-new", "stable", results["new"].build_id)])
@@ -433,10 +439,10 @@ def test_promote_moves_the_channel_of_built_and_fresh_variants_in_one_place(make
 
 def test_each_variant_hears_started_then_finished_once_and_a_fresh_one_finished_alone(make, tmp_path):
     s_old = spec("old", ["o"])
-    entry = Scheduler._entry(s_old, Outcome("tpl-t-old", str(uuid.uuid4())))
+    entry = entry_of(s_old, Outcome("tpl-t-old", str(uuid.uuid4())), NOW)
     backend = Backend()
     s = make(backend)
-    s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))])
+    s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))]).results
     assert s.reporter.of("old") == [("finished", "old", State.FRESH)] or \
         [e[0] for e in s.reporter.of("old")] == ["progress", "finished"]
     kinds = [e[0] for e in s.reporter.of("new")]
@@ -447,7 +453,7 @@ def test_each_variant_hears_started_then_finished_once_and_a_fresh_one_finished_
 def test_a_lock_that_cannot_be_written_fails_the_build_and_says_so(make, tmp_path):
     (tmp_path / "templates.lock").write_text("not toml [")
     backend = Backend()
-    (r,) = make(backend).run([job(spec("a", ["a"]))])
+    (r,) = make(backend).run([job(spec("a", ["a"]))]).results
     assert r.status is State.FAILED and r.error.startswith("built as ") and "not recorded" in r.error
 
 

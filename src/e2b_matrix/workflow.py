@@ -219,12 +219,11 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
                                  fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=settings.retry,
                                  verify=o.verify, promote=o.promote, share=o.share, secrets=secrets)
     try:
-        results = scheduler.run(jobs)
+        outcome = scheduler.run(jobs)
     finally:
         if logs is not None:
             logs.close()
-    return Summary(tuple(results), runner.exit_code(scheduler, results),
-                   str(scheduler.fatal) if scheduler.fatal else None)
+    return Summary(outcome.results, outcome.exit_code, str(outcome.fatal) if outcome.fatal else None)
 
 
 def build(options: Options, settings: Settings | None = None, reporter: Reporter | None = None) -> Summary:
