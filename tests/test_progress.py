@@ -154,8 +154,23 @@ def test_the_live_table_midway_and_as_it_ends():
         midway = io.StringIO()
         Console(file=midway, width=110).print(live.render())
         play(live, EVENTS[10:], clock)
-    assert lines_of(midway.getvalue()) == TABLE_MIDWAY  # a log line's brackets are text, not markup
-    assert lines_of(screen.getvalue()) == TABLE_END
+    assert_table(lines_of(midway.getvalue()), TABLE_MIDWAY)  # a log line's brackets are text, not markup
+    assert_table(lines_of(screen.getvalue()), TABLE_END)
+
+
+def assert_table(lines: list[str], expected: list[str]) -> None:
+    """The table as expected; a cell rich cut with "…" may keep one character more or less (rich 14.0,
+    our floor, cuts one character later than rich 15)."""
+    def cut(line: str) -> str:
+        return line.split("…")[0]
+
+    assert len(lines) == len(expected), lines
+    for line, want in zip(lines, expected):
+        if "…" in want and "…" in line:
+            got, wanted = cut(line), cut(want)
+            assert (got.startswith(wanted) or wanted.startswith(got)) and abs(len(got) - len(wanted)) <= 1, (line, want)
+        else:
+            assert line == want
 
 
 def test_a_run_where_all_is_fresh_imports_no_rich_and_prints_nothing():
