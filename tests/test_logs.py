@@ -112,7 +112,7 @@ def write_latest(project, **changes) -> None:
 
     from conftest import fp
     from e2b_matrix.lock import store
-    from e2b_matrix.model import Build, LockEntry
+    from e2b_matrix.lock.model import Build, LockEntry
 
     at = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     fields = dict(alias="nexus-sandbox-latest", variant="latest", template_id="fake-latest", build_id="b2",

@@ -21,7 +21,8 @@ from e2b_matrix import progress
 from e2b_matrix.cli import cli
 from e2b_matrix.events import Broadcast
 from e2b_matrix.logs import RunLogReporter, RunLogs
-from e2b_matrix.model import BuildResult, LockEntry, State
+from e2b_matrix.model import BuildResult, State
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.secrets import Redactor
 from e2b_matrix.verify import CheckResult, VerifyReport
 

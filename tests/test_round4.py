@@ -619,7 +619,7 @@ def _docker_backend(engine: FakeEngine):
 
 
 def _docker_entry(**changes):
-    from e2b_matrix.model import Build, LockEntry
+    from e2b_matrix.lock.model import Build, LockEntry
 
     at = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
     fields = dict(alias="a", variant="a", template_id="sha256:new", build_id="b2",

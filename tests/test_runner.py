@@ -21,7 +21,8 @@ import pytest
 from e2b_matrix import files, resolve
 from e2b_matrix.errors import BuildError, CredentialsError, SlotsFull, TransientError
 from e2b_matrix.lock import TemplateLock, store
-from e2b_matrix.model import Base, BuildSpec, LockEntry, Outcome, State, Step, Variant
+from e2b_matrix.model import Base, BuildSpec, Outcome, State, Step, Variant
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.clock import Clock
 from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file

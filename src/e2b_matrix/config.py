@@ -36,12 +36,6 @@ MAX_MEMORY_MB = 2**31 - 2
 _MULTILINE = re.compile(r"(steps\[\d+\]\.run|checks\[\d+\]\.command|(variant|layer)\.description)")
 
 
-def _close_matches(word: str, possibilities, n: int = 1) -> list[str]:
-    import difflib  # only on the error path
-
-    return difflib.get_close_matches(word, list(possibilities), n=n)
-
-
 @attrs.frozen
 class Project:
     """A project directory: its layers and its (expanded, validated) variants."""
@@ -57,8 +51,8 @@ class Project:
         for v in self.variants:
             if name in (v.name, v.alias):
                 return v
-        close = _close_matches(name, self.names() + [v.alias for v in self.variants])
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = names.near(name, self.names() + [v.alias for v in self.variants])
+        hint = f"; did you mean {close!r}?" if close else ""
         raise UnknownNameError(f"no variant named {names.shown(name)} (known: {', '.join(self.names()) or 'none'})"
                                f"{hint}", path=self.root / "variants")
 
@@ -150,9 +144,7 @@ def _unknown(keys: Iterable[str], allowed: Iterable[str], shown: str, prefix: st
     allowed = sorted(allowed)
     for key in keys:
         if key not in allowed:
-            close = _close_matches(key, allowed)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            raise ConfigError(f"unknown key{hint}", path=shown, key=f"{prefix}{key}")
+            raise ConfigError(f"unknown key{names.did_you_mean(key, allowed)}", path=shown, key=f"{prefix}{key}")
 
 
 def _table(doc: Mapping, key: str, shown: str, prefix: str = "", required: bool = False) -> dict:
@@ -258,9 +250,8 @@ def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, La
     seen: set[str] = set()
     for ln in layer_names:
         if ln not in layers:
-            close = _close_matches(ln, layers)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(layers))})"
-            raise ConfigError(f"unknown layer {ln!r}{hint}", path=shown, key="variant.layers")
+            raise ConfigError(f"unknown layer {ln!r}{names.did_you_mean(ln, layers)}", path=shown,
+                              key="variant.layers")
         if ln in seen:
             raise ConfigError(f"layer {ln!r} is listed twice", path=shown, key="variant.layers")
         seen.add(ln)

@@ -26,6 +26,15 @@ class ConfigError(MatrixError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class FieldError(ValueError):
+    """A model field that failed its check: the field's name (``layers.nexus``) and what is wrong, as
+    fields; a reader adds its file and table to them, never parsing them back from text."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class LockError(ConfigError):
     """A lock file that cannot be read or written: bad TOML, wrong type, newer schema, a secret."""
 

@@ -172,15 +172,8 @@ class Table:
 
     def only(self, allowed: Set[str]) -> None:
         """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
-        if self.doc.keys() <= allowed:
-            return
-        for k in self.doc:
-            if k not in allowed:
-                import difflib  # the error path only
-
-                close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
-                raise self.error(f"unknown key{hint}", names.show_key(k))
+        for k in self.doc.keys() - allowed:
+            raise self.error(f"unknown key{names.did_you_mean(k, allowed)}", names.show_key(k))
 
     def get(self, key: str, kind: type, default=None):
         """The value of ``key``, of type ``kind`` (a date-time: with a timezone); ``default`` when absent

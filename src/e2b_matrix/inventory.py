@@ -21,7 +21,8 @@ import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import ConfigError, MatrixError
-from e2b_matrix.model import FrozenMap, _frozen_map, _map_of, _valid
+from e2b_matrix.errors import FieldError
+from e2b_matrix.model import FrozenMap, frozen_map, map_of, valid
 
 SCHEMA = 1
 KINDS = ("python", "pip", "apt")
@@ -29,19 +30,19 @@ KINDS = ("python", "pip", "apt")
 PIP_LIST = "python3 -m pip list --format=json --disable-pip-version-check 2>/dev/null"
 APT_LIST = "dpkg-query -W -f='${Package}\\t${Version}\\n' 2>/dev/null"
 
-_PACKAGES = _map_of(names.check_package_name, names.check_package_version)
+_PACKAGES = map_of(names.check_package_name, names.check_package_version)
 
 
 @attrs.frozen
 class Inventory:
     """The packages one build of an alias holds."""
 
-    alias: str = attrs.field(validator=_valid(names.check_alias))
-    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
-    recorded_at: dt.datetime = attrs.field(validator=_valid(names.check_timestamp))
-    python: str = attrs.field(default="", validator=_valid(lambda v: v == "" or names.check_package_version(v)))
-    pip: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)
-    apt: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_PACKAGES)
+    alias: str = attrs.field(validator=valid(names.check_alias))
+    build_id: str = attrs.field(validator=valid(names.check_lock_id))
+    recorded_at: dt.datetime = attrs.field(validator=valid(names.check_timestamp))
+    python: str = attrs.field(default="", validator=valid(lambda v: v == "" or names.check_package_version(v)))
+    pip: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
+    apt: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
 
     def packages(self, kind: str) -> dict[str, str]:
         if kind == "python":
@@ -180,9 +181,8 @@ def load(lock_path, alias: str, build_id: str) -> Inventory | None:
         inv = Inventory(alias=t.get("alias", str), build_id=t.get("build_id", str),
                         recorded_at=t.get("recorded_at", dt.datetime), python=t.get("python", str, ""),
                         pip=t.strings("pip"), apt=t.strings("apt"))
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        raise ConfigError(message or field, path=path, key=field if message else None) from None
+    except FieldError as exc:
+        raise ConfigError(exc.message, path=path, key=exc.field) from None
     if (inv.alias, inv.build_id) != (alias, build_id):
         raise ConfigError(f"holds {inv.alias} build {inv.build_id}, not {alias} build {build_id}", path=path)
     return inv

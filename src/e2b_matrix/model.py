@@ -1,23 +1,21 @@
 """The data model: frozen attrs classes, the only shapes data flows through.
 
-files -> Variant/Layer -> BuildSpec (resolved) -> backend -> BuildResult -> LockEntry.
-Nothing here imports e2b or click; the lock reader (and so the Nexus
-server) imports this module, so it stays light.
+files -> Variant/Layer -> BuildSpec (resolved) -> backend -> BuildResult -> LockEntry (lock/model.py).
+Nothing here imports e2b or click, nor the lock (the lock depends on the model, never the
+reverse); the lock reader (and so the Nexus server) imports this module, so it stays light.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 import attrs
 
 from e2b_matrix import names
-
-HISTORY_LIMIT = 5  # builds a lock entry remembers for rollback
+from e2b_matrix.errors import FieldError
 
 
 def _tuple(value) -> tuple:
@@ -28,33 +26,115 @@ def _tuple(value) -> tuple:
     return tuple(value)
 
 
-class Pairs(tuple):
-    """A frozen mapping: sorted (key, value) pairs, told apart from a frozen list."""
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable mapping of str keys, kept sorted; its values frozen too (a dict becomes a
+    FrozenMap, a list a tuple). The one frozen mapping of the model: parameters, a step's keywords,
+    a lock entry's layers, inputs and channels."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()):
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._d = {str(k): freeze(v) for k, v in sorted(pairs, key=lambda kv: str(kv[0]))}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._d.get(key, default)
+
+    def keys(self) -> KeysView[str]:  # the dict's read-only views: Mapping's generic ones look every key up again
+        return self._d.keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._d.values()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self._d.items()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __eq__(self, other: object) -> bool:
+        return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._d.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._d)
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        return FrozenMap, (self._d,)
 
 
-def _frozen_mapping(value) -> Pairs:
-    """A mapping as sorted (key, value) pairs: hashable, order-free."""
-    if value is None:
-        return Pairs()
-    items = value.items() if isinstance(value, Mapping) else value
-    return Pairs(sorted((str(k), _freeze(v)) for k, v in items))
-
-
-def _freeze(value):
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return _frozen_mapping(value)
+def freeze(value: Any) -> Any:
+    """A value as the model keeps it: lists as tuples, tables as FrozenMaps (hashable, order-free)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
+        return FrozenMap(value)
     return value
 
 
-def thaw(value):
-    """The inverse of freezing: Pairs -> dict, tuple -> list (what the SDK's calls take)."""
-    if isinstance(value, Pairs):
-        return {k: thaw(v) for k, v in value}
+def frozen_map(value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> FrozenMap:
+    """The converter of a FrozenMap field."""
+    return value if type(value) is FrozenMap else FrozenMap(value or {})
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of freezing: FrozenMap -> dict, tuple -> list (what the SDK's calls take)."""
+    if isinstance(value, FrozenMap):
+        return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [thaw(v) for v in value]
     return value
+
+
+# -- validators: a names.check_* made an attrs validator, its error a FieldError ------------
+
+Check_ = Callable[[Any], Any]
+
+
+def valid(check: Check_) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An attrs validator from a names.check_*: its ValueError becomes a FieldError naming the field."""
+
+    def validate(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise FieldError(attribute.name, str(exc)) from None
+
+    return validate
+
+
+def optional(check: Check_) -> Check_:
+    """``check`` for a field whose empty string means "not set"."""
+    return lambda value: value if value == "" else check(value)
+
+
+def map_of(key_check: Check_, value_check: Check_) -> Callable[[Any, attrs.Attribute, FrozenMap], None]:
+    """A validator of a str -> str FrozenMap: each key and value by its check, the error naming ``field.key``."""
+
+    def validate(inst: Any, attribute: attrs.Attribute, value: FrozenMap) -> None:
+        for k, v in value.items():
+            where = f"{attribute.name}.{names.show_key(k)}"
+            try:
+                key_check(k)
+            except ValueError as exc:
+                raise FieldError(where, f"bad key: {exc}") from None
+            try:
+                value_check(v)
+            except ValueError as exc:
+                raise FieldError(where, str(exc)) from None
+
+    return validate
 
 
 @attrs.frozen(slots=False)
@@ -68,16 +148,16 @@ class Step:
     """
 
     call: str
-    args: tuple = attrs.field(default=(), converter=_freeze)
-    kwargs: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_frozen_mapping)
+    args: tuple[Any, ...] = attrs.field(default=(), converter=freeze)
+    kwargs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map)
 
     @property
     def kw(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
-    def call_args(self) -> tuple[tuple, dict[str, Any]]:
+    def call_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """(args, kwargs) as the SDK builder method takes them."""
-        return tuple(thaw(a) for a in self.args), {k: thaw(v) for k, v in self.kwargs}
+        return tuple(thaw(a) for a in self.args), thaw(self.kwargs)
 
 
 def run(command: str, user: str | None = None) -> Step:
@@ -207,22 +287,19 @@ class Variant:
     cpu_count: int = 2
     memory_mb: int = 2048
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    # {layer: {param: value}} as sorted pairs, values as written
-    params: tuple = attrs.field(default=(), converter=_frozen_mapping)
+    # {layer: {param: value}}, values as written
+    params: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map)
     description: str = ""
     source: str = ""  # the file it came from
 
     def params_for(self, layer: str) -> dict[str, Any]:
-        for name, pairs in self.params:
-            if name == layer:
-                return dict(pairs)
-        return {}
+        return dict(self.params.get(layer, {}))
 
 
 @attrs.frozen(slots=False)
 class ResolvedLayer:
     layer: Layer
-    params: tuple = attrs.field(converter=_frozen_mapping)
+    params: FrozenMap = attrs.field(converter=frozen_map)
 
     @property
     def name(self) -> str:
@@ -303,7 +380,7 @@ class BuildSpec:
         out = {"base": self.base.describe(), "cpu_count": str(self.variant.cpu_count),
                "memory_mb": str(self.variant.memory_mb), "tags": ",".join(self.variant.tags)}
         for rl in self.layers:
-            for key, value in rl.params:
+            for key, value in rl.params.items():
                 out[f"{rl.name}.{key}"] = value if isinstance(value, str) else json.dumps(value)
         for r in self.requirements:
             out[r.key] = f"{r.path}@{r.digest[:12] or '(missing)'}"
@@ -370,203 +447,3 @@ class Outcome:
     image: str = ""
     domain: str = ""
     api_url: str = ""  # E2B_API_URL, when the build went there
-
-
-# -- the lock's values -----------------------------------------------------------
-
-class FrozenMap(Mapping):
-    """A read-only, hashable str -> str mapping, its keys sorted."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, items=()):
-        pairs = items.items() if type(items) is dict or isinstance(items, Mapping) else items
-        self._d = dict(sorted(pairs))
-
-    def __getitem__(self, key):
-        return self._d[key]
-
-    def __contains__(self, key) -> bool:
-        return key in self._d
-
-    def get(self, key, default=None):
-        return self._d.get(key, default)
-
-    def keys(self):  # the dict's read-only views: Mapping's generic ones look every key up again
-        return self._d.keys()
-
-    def values(self):
-        return self._d.values()
-
-    def items(self):
-        return self._d.items()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __eq__(self, other):
-        return self._d == dict(other) if isinstance(other, Mapping) else NotImplemented
-
-    def __hash__(self):
-        return hash(tuple(self._d.items()))
-
-    def __repr__(self):
-        return repr(self._d)
-
-    def __reduce__(self):
-        return FrozenMap, (self._d,)
-
-
-def _frozen_map(value) -> FrozenMap:
-    return value if type(value) is FrozenMap else FrozenMap(value or {})
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    try:
-        return names.check_timestamp(value)
-    except ValueError as exc:
-        raise ValueError(f"built_at: {exc}") from None
-
-
-_show_key = names.show_key
-
-
-def _valid(check: Callable[[Any], Any]):
-    """An attrs validator from a names.check_*: its ValueError is prefixed with the field's name."""
-
-    def validate(inst, attribute, value) -> None:
-        try:
-            check(value)
-        except ValueError as exc:
-            raise ValueError(f"{attribute.name}: {exc}") from None
-
-    return validate
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: value if value == "" else check(value)
-
-
-def _map_of(key_check: Callable[[Any], Any], value_check: Callable[[Any], Any]):
-    """A validator of a str -> str map: each key and value by its check, the error naming ``field.key``."""
-
-    def validate(inst, attribute, value: FrozenMap) -> None:
-        for k, v in value.items():
-            try:
-                key_check(k)
-            except ValueError as exc:
-                raise ValueError(f"{attribute.name}.{_show_key(k)}: bad key: {exc}") from None
-            try:
-                value_check(v)
-            except ValueError as exc:
-                raise ValueError(f"{attribute.name}.{_show_key(k)}: {exc}") from None
-
-    return validate
-
-
-# Every value a lock may hold, checked by the rules the project's own files are checked by
-# (names.py): whatever a lock says reaches a build step, a shell or a terminal only through these.
-_LAYERS = _map_of(names.check_layer_name, names.check_layer_version)
-_INPUTS = _map_of(names.check_input_key, names.check_text)
-_CHANNELS = _map_of(names.check_tag, names.check_lock_id)
-
-
-@attrs.frozen(slots=False)
-class Build:
-    """A previous build of a lock entry's alias: what rollback returns to.
-
-    ``template_id`` only when it differs from the entry's (a Docker image ID does; an E2B one does not).
-    """
-
-    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
-    fingerprint: str = attrs.field(validator=_valid(names.check_fingerprint))
-    built_at: dt.datetime = attrs.field(converter=_utc)
-    layers: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_LAYERS)
-    image: str = attrs.field(default="", validator=_valid(_optional(names.check_image)))
-    template_id: str = attrs.field(default="", validator=_valid(_optional(names.check_lock_id)))
-
-
-@attrs.frozen(slots=False)
-class LockEntry:
-    """One built template, as the lock records it under ``[templates.<alias>]``.
-
-    ``reference`` is the pinned build (``<template_id>:<build_id>``): what the
-    Nexus server hands to ``Sandbox.create``. ``channels`` maps each E2B tag
-    this tool promoted to the build ID it points at; ``history`` holds the
-    previous builds, newest first.
-    """
-
-    alias: str = attrs.field(validator=_valid(names.check_alias))
-    variant: str = attrs.field(validator=_valid(names.check_name))
-    template_id: str = attrs.field(validator=_valid(names.check_lock_id))
-    build_id: str = attrs.field(validator=_valid(names.check_lock_id))
-    fingerprint: str = attrs.field(validator=_valid(names.check_fingerprint))
-    layers: FrozenMap = attrs.field(converter=_frozen_map, validator=_LAYERS)
-    built_at: dt.datetime = attrs.field(converter=_utc)
-    # the E2B domain; empty for Docker builds
-    domain: str = attrs.field(default="", validator=_valid(_optional(names.check_host)))
-    # E2B_API_URL when the build went there instead of https://api.<domain> (an emulator, a proxy)
-    api_url: str = attrs.field(default="", validator=_valid(_optional(names.check_http_url)))
-    # the Docker image tag; empty for E2B builds
-    image: str = attrs.field(default="", validator=_valid(_optional(names.check_image)))
-    inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_INPUTS)
-    channels: FrozenMap = attrs.field(factory=FrozenMap, converter=_frozen_map, validator=_CHANNELS)
-    history: tuple[Build, ...] = attrs.field(default=(), converter=tuple,
-                                             validator=attrs.validators.deep_iterable(
-                                                 attrs.validators.instance_of(Build)))
-
-    @property
-    def reference(self) -> str:
-        """The pinned build: ``<alias>:<build_id>``.
-
-        E2B resolves the name, then matches a UUID "tag" against the build IDs of the template's
-        tag assignments (e2b-dev/infra, packages/db/queries/templates/get_template_with_build_by_tag.sql):
-        exactly this build. The alias keeps the Nexus server's fast path, which skips its 10-15 s
-        mount-time dependency checks only for a reference holding ``nexus-sandbox`` (nexi-lab/nexus,
-        src/nexus/bricks/sandbox/sandbox_manager.py, ``preinstalled_templates``); a bare template
-        ID never does.
-        """
-        return f"{self.alias}:{self.build_id}"
-
-    def replaced_by(self, new: LockEntry) -> LockEntry:
-        """``new`` with this build pushed onto its history; channels stay where they point."""
-        this = Build(self.build_id, self.fingerprint, self.built_at, self.layers, self.image,
-                     self.template_id if self.template_id != new.template_id else "")
-        history = (this, *self.history) if self.build_id != new.build_id else self.history
-        return attrs.evolve(new, channels=self.channels, history=history[:HISTORY_LIMIT])
-
-    def rolled_back(self) -> LockEntry:
-        """Back to the previous build; channels that pointed at this build follow it back."""
-        prev = self.history[0]
-        channels = {ch: (prev.build_id if bid == self.build_id else bid) for ch, bid in self.channels.items()}
-        return attrs.evolve(self, build_id=prev.build_id, fingerprint=prev.fingerprint, layers=prev.layers,
-                            built_at=prev.built_at, image=prev.image or self.image,
-                            template_id=prev.template_id or self.template_id, inputs={},
-                            channels=channels, history=self.history[1:])
-
-    def promoted(self, channel: str, build_id: str | None = None) -> LockEntry:
-        """``channel`` recorded as pointing at ``build_id`` (default: this entry's build)."""
-        return attrs.evolve(self, channels={**self.channels, channel: build_id or self.build_id})
-
-    def to_dict(self) -> dict:
-        """The entry as plain data (without the alias, its key); empty optional fields left out."""
-        return _plain(self)
-
-
-def _plain(value) -> dict:
-    """A lock value's fields as plain data, in field order; empty optional ones left out."""
-    out = {}
-    for f in attrs.fields(type(value)):
-        v = getattr(value, f.name)
-        if f.name == "alias":
-            continue
-        if isinstance(v, FrozenMap):
-            v = dict(v)
-        elif isinstance(v, tuple):
-            v = [_plain(x) for x in v]
-        if v or f.default is attrs.NOTHING:
-            out[f.name] = v
-    return out

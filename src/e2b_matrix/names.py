@@ -9,6 +9,7 @@ whole with ``fullmatch``: ``$`` would let a trailing newline through.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 ALIAS = re.compile(r"[a-z0-9-_]+")                 # E2B template names
 TAG = re.compile(r"[a-z0-9-_.]+")                  # E2B tags
@@ -86,6 +87,31 @@ def show_key(key) -> str:
 
         return json.dumps(key)
     return repr(key)
+
+
+def near(word: object, choices: Iterable[str]) -> str | None:
+    """The choice nearest ``word`` when one is near enough to be a typo of it: the one did-you-mean."""
+    import difflib  # the error path only
+
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def listing(choices: Iterable[str], limit: int = 25) -> str:
+    """Choices as an error lists them: sorted, comma separated, at most ``limit`` of them."""
+    items = sorted(set(choices))
+    more = f", … ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """What an error about an unknown ``word`` adds: "; did you mean 'x'?" for a near match among
+    ``choices``, else " (known: a, b, ...)", else "" when there are none."""
+    choices = list(choices)
+    close = near(word, choices)
+    if close is not None:
+        return f"; did you mean {close!r}?"
+    return f" (known: {listing(choices)})" if choices else ""
 
 
 def shown(value, limit: int = 60) -> str:

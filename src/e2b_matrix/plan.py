@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import re
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from e2b_matrix.model import BuildSpec, LockEntry, State
+from e2b_matrix.model import BuildSpec, State
+
+if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
+    from e2b_matrix.lock.model import LockEntry
+
 
 
 @attrs.frozen(slots=False)

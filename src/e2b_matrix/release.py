@@ -20,7 +20,7 @@ import attrs
 
 from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
 from e2b_matrix.lock import store
-from e2b_matrix.model import LockEntry
+from e2b_matrix.lock.model import LockEntry
 
 if TYPE_CHECKING:
     from e2b_matrix.workflow import Session

@@ -14,12 +14,17 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.model import BuildSpec, Context, Layer, LockEntry, ResolvedLayer, Variant
+from e2b_matrix.model import BuildSpec, Context, Layer, ResolvedLayer, Variant
 from e2b_matrix.render import instructions
+
+if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
+    from e2b_matrix.lock.model import LockEntry
 
 FINGERPRINT_SCHEMA = 1
 _RANK = {name: i for i, name in enumerate(SHIPPED)}  # base, fuse, nexus, extra-tools

@@ -25,7 +25,8 @@ from e2b_matrix import backends, files
 from e2b_matrix.errors import ConfigError, MatrixError, NothingToDo
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.events import Reporter, Silent
-from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, State
+from e2b_matrix.model import BuildResult, BuildSpec, State
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.names import check_tag, printable
 from e2b_matrix.settings import Settings
 

@@ -26,7 +26,9 @@ from e2b_matrix.errors import ConfigError
 if TYPE_CHECKING:  # the protocol's annotations only: the registry imports no model
     import threading
 
-    from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+    from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+
+    from e2b_matrix.lock.model import LockEntry
 
 LogSink = Callable[[list[str]], None]
 

@@ -20,7 +20,8 @@ from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.backends import docker_engine
 from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
-from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.settings import BUILD_TIMEOUT
 from e2b_matrix.verify import VerifyReport, first_line, judge, run
 

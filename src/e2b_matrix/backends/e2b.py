@@ -29,7 +29,8 @@ from e2b_matrix import render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
-from e2b_matrix.model import Base, BuildSpec, Check, LockEntry, Outcome
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
 

@@ -12,7 +12,7 @@ the writer (tomli-w) and the resolver load when first used.
 
 from e2b_matrix.errors import LockError, UnknownNameError
 from e2b_matrix.lock.format import SCHEMA, TemplateLock, dumps, loads
-from e2b_matrix.model import Build, LockEntry
+from e2b_matrix.lock.model import Build, LockEntry
 
 __all__ = ["SCHEMA", "Build", "LockEntry", "LockError", "TemplateLock", "TemplateResolver", "UnknownNameError",
            "dumps", "loads", "record_build", "update", "update_lock"]

@@ -32,8 +32,9 @@ from collections.abc import Iterable, Iterator, Mapping
 import attrs
 
 from e2b_matrix import files, names, secrets
-from e2b_matrix.errors import LockError, UnknownNameError
-from e2b_matrix.model import Build, LockEntry, _frozen_map, _show_key
+from e2b_matrix.errors import FieldError, LockError, UnknownNameError
+from e2b_matrix.model import frozen_map
+from e2b_matrix.lock.model import Build, LockEntry
 
 SCHEMA = 2
 READS = (1, 2)
@@ -47,7 +48,7 @@ def _kinds(cls) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], froz
     fields = [f for f in attrs.fields(cls) if f.name != "alias"]
     required = tuple(f.name for f in fields if f.default is attrs.NOTHING)
     strings = tuple(f.name for f in fields if f.type in ("str", str))
-    maps = tuple(f.name for f in fields if f.converter is _frozen_map)
+    maps = tuple(f.name for f in fields if f.converter is frozen_map)
     return required, strings, maps, frozenset(f.name for f in fields)
 
 
@@ -59,7 +60,7 @@ _MAX_LISTED = 25  # names listed in an unknown-name message
 
 
 _type_name = files.toml_type
-_key = _show_key
+_key = names.show_key
 
 
 class _Table(files.Table):
@@ -77,9 +78,8 @@ def _build(doc, path: str, where: str) -> Build:
     try:
         return Build(**{k: t.get(k, str, "") for k in _BUILD_STRINGS}, **{k: t.strings(k) for k in _BUILD_MAPS},
                      built_at=t.get("built_at", dt.datetime))
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        raise t.error(message, field) from None
+    except FieldError as exc:
+        raise t.error(exc.message, exc.field) from None
 
 
 def _entry(alias: str, doc, path: str) -> LockEntry:
@@ -96,11 +96,10 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
         return LockEntry(alias=alias, **fields, built_at=t.get("built_at", dt.datetime),
                          **{k: t.strings(k) for k in _MAPS},
                          history=[_build(h, path, f"{t.where}.history[{i}]") for i, h in enumerate(history)])
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        if field == "alias":  # the table's own name
-            raise LockError(message, path=path, key=t.where) from None
-        raise t.error(message, field) from None
+    except FieldError as exc:
+        if exc.field == "alias":  # the table's own name
+            raise LockError(exc.message, path=path, key=t.where) from None
+        raise t.error(exc.message, exc.field) from None
 
 
 class Parsed:
@@ -316,10 +315,6 @@ class TemplateLock:
         known = self.names()
         if not known:
             return f"{self.path}: no template {names.shown(name)}: the lock has no templates (build the templates first)"
-        listed = ", ".join(known[:_MAX_LISTED]) + (f", … ({len(known) - _MAX_LISTED} more)"
-                                                   if len(known) > _MAX_LISTED else "")
-        import difflib  # the error path only
-
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        return (f"{self.path}: no template {names.shown(name)} in the lock; known: {listed}"
-                + (f"; did you mean {close[0]!r}?" if close else ""))
+        close = names.near(name, known)
+        return (f"{self.path}: no template {names.shown(name)} in the lock; known: {names.listing(known, _MAX_LISTED)}"
+                + (f"; did you mean {close!r}?" if close else ""))

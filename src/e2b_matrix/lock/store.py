@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from e2b_matrix import files
 from e2b_matrix.errors import LockError
 from e2b_matrix.lock.format import DEFAULT_REGENERATE, EMPTY, Parsed, TemplateLock, dumps, parse
-from e2b_matrix.model import LockEntry
+from e2b_matrix.lock.model import LockEntry
 
 Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from e2b_matrix import files
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import store
-from e2b_matrix.model import BuildSpec, LockEntry
+from e2b_matrix.model import BuildSpec
+from e2b_matrix.lock.model import LockEntry
 
 
 def alias_lock_file(state_dir: Path, alias: str) -> Path:

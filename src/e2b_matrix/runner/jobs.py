@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from e2b_matrix import resolve
-from e2b_matrix.model import BuildSpec, LockEntry, State
+from e2b_matrix.model import BuildSpec, State
+from e2b_matrix.lock.model import LockEntry
 
 if TYPE_CHECKING:
     from e2b_matrix.plan import Node, PlanItem

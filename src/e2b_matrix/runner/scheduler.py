@@ -34,7 +34,8 @@ from e2b_matrix import files, release, resolve
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.events import Reporter, Silent
-from e2b_matrix.model import BuildResult, BuildSpec, LockEntry, Outcome, State
+from e2b_matrix.model import BuildResult, BuildSpec, Outcome, State
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.runner import policy
 from e2b_matrix.runner.aliases import AliasLocks, built_meanwhile

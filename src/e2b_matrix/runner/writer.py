@@ -17,7 +17,8 @@ from pathlib import Path
 from e2b_matrix import inventory, release
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import store
-from e2b_matrix.model import BuildSpec, LockEntry, Outcome, State
+from e2b_matrix.model import BuildSpec, Outcome, State
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.runner.events import Event, Landed, Landing, Progress
 
 
