@@ -2,15 +2,17 @@
 
 ``version = "latest"`` is resolved to a concrete release when a build is
 planned: E2B caches a step by its text, so an unpinned install would be
-served from cache forever. "latest" means the newest release the base's
-Python can run; a pinned release it cannot run is an error naming both.
-Offline (``--offline``), "latest" is the version in the lock, else the
-newest in the index cache of any age.
+served from cache forever. "latest" is the newest release the base's Python
+can run, as uv answers it with the run's index settings (index.py); a pinned
+version is checked the same way: not a release, or one the base's Python
+cannot run, is an error naming both versions. Offline (``--offline``),
+"latest" is the version in the lock, else what uv's cache answers.
 """
 
-from e2b_matrix import names, versions
-from e2b_matrix.errors import ConfigError
+from e2b_matrix import names
+from e2b_matrix.index import UvFailed
 from e2b_matrix.model import Check, Layer, Param, pip
+from e2b_matrix.pins import PLATFORM
 
 PACKAGE = "nexus-ai-fs"
 KEY = "params.nexus.version"
@@ -31,25 +33,31 @@ def _resolve(params, ctx, resolver):
         locked = resolver.locked_layer_version("nexus") if resolver.offline else None
         if locked is not None:  # the lock is input: a version reaches a build step only as a version
             try:
-                names.check_version(locked)
+                return {**params, "version": names.check_version(locked)}
             except ValueError as exc:
                 raise resolver.error(f"the lock's nexus version: {exc}", KEY) from None
-        newest = locked or versions.newest_for(resolver.index, PACKAGE, python)
+        try:
+            newest = resolver.index.newest(PACKAGE, python, PLATFORM)
+        except UvFailed as exc:
+            raise resolver.error(_unanswered(exc, f"the newest {PACKAGE} for Python {python}"), KEY) from None
         if newest is None:
             raise resolver.error(f"no {PACKAGE} release runs on the base's Python {python}", KEY)
         return {**params, "version": newest}
     try:
-        release = versions.find(resolver.index, PACKAGE, wanted)
-    except ConfigError:
-        if resolver.offline:  # nothing cached to check against: the lock or the build will tell
+        problem = resolver.index.problem(PACKAGE, wanted, python, PLATFORM)
+    except UvFailed as exc:
+        if exc.offline_miss:  # nothing cached to check against: the lock or the build will tell
             return params
-        raise
-    if release is None:
-        raise resolver.error(f"{PACKAGE} {wanted} is not a release in the package index", KEY)
-    if not versions.admits(release.requires_python, python):
-        raise resolver.error(f"{PACKAGE} {wanted} requires Python {release.requires_python}, "
-                             f"but the base's Python is {python}", KEY)
+        raise resolver.error(_unanswered(exc, f"{PACKAGE} {wanted} for Python {python}"), KEY) from None
+    if problem:
+        raise resolver.error(problem, KEY)
     return params
+
+
+def _unanswered(exc: UvFailed, question: str) -> str:
+    if exc.offline_miss:
+        return f"uv's cache cannot say {question}, and --offline forbids asking the package index"
+    return f"uv cannot say {question}: {exc.reason}; --offline reuses the version in the lock"
 
 
 LAYER = Layer(
