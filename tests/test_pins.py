@@ -420,3 +420,114 @@ def test_a_file_is_judged_without_uv():
     ]:
         assert problem in pins.judge(q, content).problem, content
     assert pins.judge(q, None).problem == "is missing"
+
+
+# -- the files are input: read through no link, bounded, whole -----------------------------------
+
+PINNED = "requirements/nexus-6d8c650bd2d9.txt"  # pinned's nexus step (test_the_shipped_variants_ship_...)
+CANARY = "canary-in-a-file-outside-the-project"
+READERS = [["plan", "--format", "markdown"], ["lock", "check"], ["compile", "--check"], ["build-all", "--locked"]]
+
+
+def _outside_file(project: Path, tmp: Path) -> None:
+    (tmp / "outside.txt").write_text(f"SECRET={CANARY}\n")
+    (project / PINNED).unlink()
+    (project / PINNED).symlink_to(tmp / "outside.txt")
+
+
+def _environ(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    (project / PINNED).symlink_to("/proc/self/environ")
+
+
+def _linked_folder(project: Path, tmp: Path) -> None:
+    shutil.move(project / "requirements", tmp / "requirements")  # the same files, elsewhere
+    (project / "requirements").symlink_to(tmp / "requirements")
+
+
+def _fifo(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    os.mkfifo(project / PINNED)
+
+
+def _folder(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    (project / PINNED).mkdir()
+
+
+def _oversize(project: Path, tmp: Path) -> None:
+    with open(project / PINNED, "r+b") as f:
+        f.truncate(pins.MAX_BYTES + 1)
+
+
+REFUSED = [
+    (_outside_file, f"{PINNED}: is a symbolic link"), (_environ, f"{PINNED}: is a symbolic link"),
+    (_linked_folder, ".txt: is in a linked folder: requirements is a symbolic link"),
+    (_fifo, f"{PINNED}: is a FIFO, not a regular file"), (_folder, f"{PINNED}: is a folder, not a regular file"),
+    (_oversize, f"{PINNED}: is larger than 4 MiB"),
+]
+
+
+@pytest.mark.parametrize("make,expected", REFUSED, ids=[m.__name__.strip("_") for m, _ in REFUSED])
+def test_a_requirements_file_that_is_not_a_file_of_the_project_is_refused(project, emu, tmp_path_factory,
+                                                                          monkeypatch, make, expected):
+    """Never read through a link (the file or its folder), never a FIFO, never past the bound: exit 2,
+    one line naming the file, and nothing of what it points at is shown."""
+    from test_reliability import assert_refused
+
+    monkeypatch.setenv("E2B_MATRIX_TEST_CANARY", CANARY)  # what /proc/self/environ would show
+    make(project, tmp_path_factory.mktemp("elsewhere"))
+    for args in READERS:
+        line = assert_refused(project, emu, args, expected)
+        assert CANARY not in line
+
+
+def _cut_at_a_line(project: Path) -> None:
+    text = (project / PINNED).read_text()
+    (project / PINNED).write_text(text[:text.index("\nnexus-ai-fs==") + 1])  # every line after: gone
+
+
+def _edited_pin(project: Path) -> None:
+    text = (project / PINNED).read_text()
+    (project / PINNED).write_text(text.replace("aiofile==3.12.3", "aiofile==3.12.4"))  # still looks pinned
+
+
+def _no_digest(project: Path) -> None:
+    lines = (project / PINNED).read_text().splitlines(keepends=True)
+    (project / PINNED).write_text("".join(line for line in lines if not line.startswith(pins.DIGEST)))
+
+
+def _empty(project: Path) -> None:
+    (project / PINNED).write_bytes(b"")
+
+
+BROKEN = [(_cut_at_a_line, "is cut short or edited: its body does not match its digest"),
+          (_edited_pin, "is cut short or edited: its body does not match its digest"),
+          (_no_digest, "has no digest of its body in its header"), (_empty, "has no digest of its body in its header")]
+
+
+@pytest.mark.parametrize("make,problem", BROKEN, ids=[m.__name__.strip("_") for m, _ in BROKEN])
+def test_a_requirements_file_not_whole_is_named_and_never_installed(project, emu, no_compile, make, problem):
+    """A file cut short at a line boundary still parses: its digest says it is not what compile wrote.
+    plan and lock check name it, compile --check fails, build --locked refuses; nothing is built."""
+    make(project)
+    said = f"{PINNED} {problem}: run `e2b-matrix compile pinned`"
+    plan = {i["name"]: i for i in json.loads(run(project, "plan", "--json").stdout)["variants"]}
+    assert plan["pinned"]["reasons"] == ["not in the lock", said]
+    assert said in run(project, "plan", "--format", "markdown").stdout
+    r = run(project, "lock", "check")
+    assert r.exit_code == 1 and f"nexus-sandbox-pinned: unbuilt: not in the lock; {said}\n" in r.stdout
+    r = run(project, "compile", "--check", "--json")
+    assert r.exit_code == 1 and [c["status"] for c in json.loads(r.stdout) if c["path"] == PINNED] == [problem]
+    before = snapshot(project)
+    one_line_error(run(project, "build", "pinned", "--locked"), 2, f"--locked: pinned: {PINNED} {problem}")
+    assert snapshot(project) == before and emu.request_count == 0
+
+
+def test_compile_makes_a_broken_file_whole_again(project):
+    _cut_at_a_line(project)
+    r = run(project, "compile", "pinned", "--json")
+    assert r.exit_code == 0 and {c["path"]: c["status"] for c in json.loads(r.stdout)}[PINNED] == "written"
+    content = (project / PINNED).read_bytes()
+    assert pins.unsealed(content) == "" and b"\nnexus-ai-fs==0.5.6 \\\n" in content
+    assert pins_of(project / PINNED)["tinydep"] == "2.0"  # uv's answer from the tests' index, whole

@@ -142,7 +142,7 @@ class Uv:
                 log.info("%s: uv said:\n%s", label, stderr.rstrip())
             if code != 0:
                 raise UvFailed(uv_reason(stderr), resolving=code == 1, stderr=stderr)
-            return _answer(work / "requirements.txt", limit, seed)
+            return _answer(work, limit, seed)
 
     def _run(self, cmd: list[str], work: Path) -> tuple[int, str]:
         """uv's exit status and the tail of its stderr; uv is stopped on a time-out or any exception."""
@@ -200,12 +200,12 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _answer(path: Path, limit: int, seed: bytes | None) -> str:
-    """The answer uv wrote: it exists (and is not the seed left as it was), at most ``limit`` bytes,
-    UTF-8; else UvFailed."""
+def _answer(work: Path, limit: int, seed: bytes | None) -> str:
+    """The answer uv wrote in ``work``: it exists (and is not the seed left as it was), a regular file
+    and no link, at most ``limit`` bytes, UTF-8; else UvFailed."""
     try:
-        unwritten = seed is not None and os.stat(path).st_mtime_ns == 0
-        data = None if unwritten else files.read_bytes(path, limit)
+        unwritten = seed is not None and os.lstat(work / "requirements.txt").st_mtime_ns == 0
+        data = None if unwritten else files.read_inside(work, "requirements.txt", limit)
     except FileNotFoundError:
         data = None
     except OSError as exc:  # files.FileError: not a regular file, too large, unreadable
