@@ -162,7 +162,7 @@ def test_an_answer_left_as_the_seed_is_no_answer(project, tmp_path_factory, monk
 def test_an_answer_to_latest_is_one_pin(project, emu, tmp_path_factory, monkeypatch, answer, expected):
     exe = fake_uv.script(tmp_path_factory.mktemp("fake-uv"), f"open('requirements.txt', 'w').write({answer!r})")
     monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
-    assert_refused(project, emu, ["plan"], f"params.nexus.version: uv cannot say the newest nexus-ai-fs for Python "
+    assert_refused(project, emu, ["plan"], "params.nexus.version: uv cannot say the newest nexus-ai-fs for Python "
                                            f"3.13: uv's answer to nexus-ai-fs is not one pin of nexus-ai-fs: {expected}")
 
 
@@ -248,3 +248,13 @@ def test_the_signal_handlers_are_put_back_after_uv(bare):
     assert {s: signal.getsignal(s) for s in before} == before
     for path in (bare / "requirements").iterdir():  # and what uv answered is whole
         assert pins.unsealed(path.read_bytes()) == ""
+
+
+def test_offline_passes_offline_to_uv(project, recorded):
+    """The CLI's --offline is uv's: every question asked of uv carries it (and is answered here: the
+    tests' index is a file:// one, which needs no network)."""
+    assert run(project, "plan", "--offline").exit_code == 0
+    assert run(project, "plan").exit_code == 0
+    offline, online = fake_uv.calls(recorded)[:2], fake_uv.calls(recorded)[2:]
+    assert len(offline) == len(online) == 2  # "latest" and 0.5.6 for Python 3.13, each once
+    assert all("--offline" in c for c in offline) and not any("--offline" in c for c in online)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import attrs
 
-from e2b_matrix import files
+from e2b_matrix import files, names
 from e2b_matrix.errors import CompileError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def uv_reason(stderr: str) -> str:
     start = next((i for i, line in enumerate(lines) if line.startswith(("error:", "No solution found"))), None)
     if start is None:
         return lines[-1][:300] if lines else "no output"
-    kept = []
+    kept: list[str] = []
     for line in lines[start:]:
         if line.startswith("hint:") or (kept and line.startswith("warning:")):
             break
@@ -118,31 +118,25 @@ class Uv:
                "--no-header", "--python-version", python, "--python-platform", platform,
                "--python", sys.executable, "--no-python-downloads"]
         for flag, wanted in (("--generate-hashes", hashes), ("--no-deps", no_deps), ("--offline", self.offline),
-                             ("--upgrade", upgrade)):
-            if wanted:
+                             ("--upgrade", upgrade), ("--constraint=constraints.txt", bool(constraints)),
+                             ("--prerelease=disallow", final and not self._sets("--prerelease"))):
+            if wanted:  # uv's default --prerelease takes one when a package has no final release
                 cmd.append(flag)
-        if constraints:
-            cmd += ["--constraint", "constraints.txt"]
-        if final and not any(a.partition("=")[0] == "--prerelease" for a in self.args):
-            cmd += ["--prerelease", "disallow"]  # uv's default takes one when there is no final release
-        for p in sorted(packages):
-            cmd += ["--upgrade-package", p]
+        cmd += [f"--upgrade-package={p}" for p in sorted(packages)]
         log.info("%s: %s%s", label, " ".join(cmd[1:]), " + E2B_MATRIX_UV_ARGS" if self.args else "")
-        cmd += self.args  # not logged: an index URL may carry a password
         with _signals_stop_uv(), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
             work = Path(tmp)
-            (work / "requirements.in").write_text("".join(f"{a}\n" for a in asks))
-            if constraints:
-                (work / "constraints.txt").write_text("".join(f"{c}\n" for c in constraints))
-            if seed is not None:
-                (work / "requirements.txt").write_bytes(seed)
-                os.utime(work / "requirements.txt", ns=(0, 0))  # uv's answer has a time: _answer tells them apart
-            code, stderr = self._run(cmd, work)
+            _ask(work, asks, constraints, seed)
+            code, stderr = self._run(cmd + list(self.args), work)  # the args unlogged: a URL may hold a password
             if stderr.strip():
                 log.info("%s: uv said:\n%s", label, stderr.rstrip())
             if code != 0:
                 raise UvFailed(uv_reason(stderr), resolving=code == 1, stderr=stderr)
             return _answer(work, limit, seed)
+
+    def _sets(self, option: str) -> bool:
+        """Whether E2B_MATRIX_UV_ARGS sets ``option`` (``--opt value`` or ``--opt=value``)."""
+        return any(a.partition("=")[0] == option for a in self.args)
 
     def _run(self, cmd: list[str], work: Path) -> tuple[int, str]:
         """uv's exit status and the tail of its stderr; uv is stopped on a time-out or any exception."""
@@ -161,7 +155,7 @@ class Uv:
             _stop(proc)
 
 
-def _tail(proc: subprocess.Popen, deadline: float) -> str:
+def _tail(proc: subprocess.Popen[bytes], deadline: float) -> str:
     """What ``proc`` prints on stderr until it closes it, its last MAX_STDERR bytes; TimeoutExpired
     past ``deadline`` (time.monotonic)."""
     kept = bytearray()
@@ -186,7 +180,7 @@ def _tail(proc: subprocess.Popen, deadline: float) -> str:
     return kept.decode("utf-8", errors="replace")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     """uv and what it started (its process group) stopped: SIGTERM, then SIGKILL after STOP_S."""
     if proc.poll() is not None:
         return
@@ -198,6 +192,17 @@ def _stop(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _ask(work: Path, asks: Iterable[str], constraints: tuple[str, ...], seed: bytes | None) -> None:
+    """The question's files in ``work``: what it asks, its constraints, and the seed as the output file,
+    dated 1970 (uv's answer has a time: ``_answer`` tells the two apart)."""
+    (work / "requirements.in").write_text("".join(f"{a}\n" for a in asks))
+    if constraints:
+        (work / "constraints.txt").write_text("".join(f"{c}\n" for c in constraints))
+    if seed is not None:
+        (work / "requirements.txt").write_bytes(seed)
+        os.utime(work / "requirements.txt", ns=(0, 0))
 
 
 def _answer(work: Path, limit: int, seed: bytes | None) -> str:
@@ -305,7 +310,10 @@ class PackageIndex:
         if problem or version is None or len(pins) != 1:
             raise UvFailed(f"uv's answer to {ask} is not one pin of {package}: "
                            f"{problem or 'it pins ' + (', '.join(sorted(pins)) or 'nothing')}")
-        return version
+        try:  # the version is a layer's, recorded in the lock
+            return names.check_layer_version(version)
+        except ValueError as exc:
+            raise UvFailed(f"uv's answer to {ask}: {exc}") from None
 
 
 def _not_found(exc: UvFailed, package: str) -> bool:

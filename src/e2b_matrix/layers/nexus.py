@@ -9,26 +9,35 @@ cannot run, is an error naming both versions. Offline (``--offline``),
 "latest" is the version in the lock, else what uv's cache answers.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from e2b_matrix import names
 from e2b_matrix.index import UvFailed
-from e2b_matrix.model import Check, Layer, Param, pip
+from e2b_matrix.model import Check, Context, Layer, Param, Step, pip
 from e2b_matrix.pins import PLATFORM
+
+if TYPE_CHECKING:
+    from e2b_matrix.resolve import Resolver
 
 PACKAGE = "nexus-ai-fs"
 KEY = "params.nexus.version"
 
 
-def _steps(params, ctx):
+def _steps(params: Mapping[str, Any], ctx: Context) -> tuple[Step, ...]:
     return (pip((f"{PACKAGE}=={params['version']}",)),)
 
 
-def _checks(params, ctx):
+def _checks(params: Mapping[str, Any], ctx: Context) -> tuple[Check, ...]:
     return (Check("nexus --version", command="nexus --version", expect=params["version"]),)
 
 
-def _resolve(params, ctx, resolver):
+def _resolve(params: dict[str, Any], ctx: Context, resolver: Resolver) -> dict[str, Any]:
     """Pin the version for the base's Python (``resolver`` knows the index and the lock)."""
-    wanted, python = params["version"], ctx.python
+    wanted, python, index = params["version"], ctx.python, resolver.index
+    assert index is not None, "resolving nexus needs a package index (resolve.build_spec's index)"
     if wanted == "latest":
         locked = resolver.locked_layer_version("nexus") if resolver.offline else None
         if locked is not None:  # the lock is input: a version reaches a build step only as a version
@@ -37,14 +46,14 @@ def _resolve(params, ctx, resolver):
             except ValueError as exc:
                 raise resolver.error(f"the lock's nexus version: {exc}", KEY) from None
         try:
-            newest = resolver.index.newest(PACKAGE, python, PLATFORM)
+            newest = index.newest(PACKAGE, python, PLATFORM)
         except UvFailed as exc:
             raise resolver.error(_unanswered(exc, f"the newest {PACKAGE} for Python {python}"), KEY) from None
         if newest is None:
             raise resolver.error(f"no {PACKAGE} release runs on the base's Python {python}", KEY)
         return {**params, "version": newest}
     try:
-        problem = resolver.index.problem(PACKAGE, wanted, python, PLATFORM)
+        problem = index.problem(PACKAGE, wanted, python, PLATFORM)
     except UvFailed as exc:
         if exc.offline_miss:  # nothing cached to check against: the lock or the build will tell
             return params
