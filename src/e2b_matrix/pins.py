@@ -161,7 +161,9 @@ def pin_steps(variant: Variant, layered: Iterable[tuple[str, Step]], base: Base,
 def install(dest: str, g: bool = True) -> Step:
     """The pip step of a requirements file: each pinned, hashed package alone (``--no-deps``: the file
     has them all), then ``pip check`` (a file cut short, or a base that does not hold together with
-    it, fails the build). As the SDK's ``pip_install`` runs: as root, or ``--user`` when not ``g``."""
+    it, fails the build). As the SDK's ``pip_install`` runs: as root, or ``--user`` when not ``g``.
+    ``pip check`` sees the base's packages too: code-interpreter-v1 has them from pip's own resolver
+    (e2b-dev/code-interpreter template/template.py: ``pip_install("-r requirements.txt")``)."""
     command = f"pip install{'' if g else ' --user'} --require-hashes --no-deps -r {dest}"
     return Step("run_cmd", ((command, "pip check"),), {"user": "root"} if g else {})
 
