@@ -42,6 +42,7 @@ import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import CompileError, ConfigError
+from e2b_matrix.pins import canonical_name, parse
 
 log = logging.getLogger(__name__)
 
@@ -291,18 +292,11 @@ class PackageIndex:
             except UvFailed as exc:
                 if not exc.resolving or exc.offline_miss:
                     raise
-                needs = _NEEDS_PYTHON.search(" ".join(exc.stderr.split()))
-                self._answers[key] = (
-                    f"{package} {version} requires Python {needs.group(1)}, but the base's Python is {python}"
-                    if needs else f"{package} {version} is not a release in the package index"
-                    if "no version of" in exc.reason or _not_found(exc, package)
-                    else f"{package} {version} cannot be installed on Python {python}: {exc.reason}")
+                self._answers[key] = _why_not(exc, package, version, python)
         return self._answers[key] or ""
 
     def _pinned(self, ask: str, package: str, python: str, platform: str, final: bool = False) -> str:
         """The version uv pins ``package`` at when asked for ``ask`` alone (no dependencies)."""
-        from e2b_matrix.pins import canonical_name, parse
-
         text = self.uv.compile((ask,), python, platform, label=f"{ask} for Python {python}", limit=MAX_LATEST_BYTES,
                                hashes=False, no_deps=True, final=final)
         pins, _, problem = parse(text, hashed=False)
@@ -311,9 +305,20 @@ class PackageIndex:
             raise UvFailed(f"uv's answer to {ask} is not one pin of {package}: "
                            f"{problem or 'it pins ' + (', '.join(sorted(pins)) or 'nothing')}")
         try:  # the version is a layer's, recorded in the lock
-            return names.check_layer_version(version)
+            names.check_layer_version(version)
         except ValueError as exc:
             raise UvFailed(f"uv's answer to {ask}: {exc}") from None
+        return version
+
+
+def _why_not(exc: UvFailed, package: str, version: str, python: str) -> str:
+    """What uv's "cannot resolve" says of ``package==version`` on ``python``, in one line."""
+    needs = _NEEDS_PYTHON.search(" ".join(exc.stderr.split()))
+    if needs:
+        return f"{package} {version} requires Python {needs.group(1)}, but the base's Python is {python}"
+    if "no version of" in exc.reason or _not_found(exc, package):
+        return f"{package} {version} is not a release in the package index"
+    return f"{package} {version} cannot be installed on Python {python}: {exc.reason}"
 
 
 def _not_found(exc: UvFailed, package: str) -> bool:
