@@ -162,8 +162,8 @@ def test_an_answer_left_as_the_seed_is_no_answer(project, tmp_path_factory, monk
 def test_an_answer_to_latest_is_one_pin(project, emu, tmp_path_factory, monkeypatch, answer, expected):
     exe = fake_uv.script(tmp_path_factory.mktemp("fake-uv"), f"open('requirements.txt', 'w').write({answer!r})")
     monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
-    assert_refused(project, emu, ["plan"], "params.nexus.version: uv cannot say the newest nexus-ai-fs for Python "
-                                           f"3.13: uv's answer to nexus-ai-fs is not one pin of nexus-ai-fs: {expected}")
+    said = "params.nexus.version: uv cannot say the newest nexus-ai-fs for Python 3.13: uv's answer to nexus-ai-fs"
+    assert_refused(project, emu, ["plan"], f"{said} is not one pin of nexus-ai-fs: {expected}")
 
 
 # -- uv stopped on every signal ------------------------------------------------------------
