@@ -5,9 +5,9 @@ Every figure comes from the real code paths: the real CLI run as a
 subprocess (`.venv/bin/e2b-matrix ...`, or `python -m e2b_matrix` where
 `-X importtime` is needed) in temporary project directories, building
 through the real e2b SDK against the E2B API emulator (tests/e2b_emulator.py)
-started in this process on 127.0.0.1. No traffic leaves 127.0.0.1: the
-package index is the tests' one (E2B_MATRIX_PYPI_URL=file://.../tests/data/index),
-uv resolves from the tests' tiny wheels (E2B_MATRIX_UV_ARGS, tests/wheelhouse.py),
+started in this process on 127.0.0.1. No traffic leaves 127.0.0.1: uv
+answers "latest" and compiles from the tests' package index, tiny wheels and
+a file:// simple index of them (E2B_MATRIX_UV_ARGS, tests/wheelhouse.py),
 HOME and XDG_CACHE_HOME point into a temporary directory, and no proxy is used.
 Each project's requirements files are compiled when it is made, before any
 figure is taken; the shipped variants build from their committed files (--locked).
@@ -81,10 +81,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,13 +91,12 @@ OUT = ROOT / ".bench"
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "e2b-matrix")
 PY = sys.executable
-INDEX_URL = (TESTS / "data" / "index").as_uri()
 API_KEY = "e2b_" + "0123456789abcdef" * 2 + "01234567"
 
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
 from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
-from wheelhouse import shipped  # noqa: E402
+from wheelhouse import SimpleIndex, index_url, shipped  # noqa: E402
 import scale  # noqa: E402  (bench/scale.py)
 
 GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share", "scale")
@@ -157,8 +154,8 @@ class Bench:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("E2B_", "PYTHON")) and k.lower() not in (
                    "http_proxy", "https_proxy", "all_proxy")}
-        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache), E2B_MATRIX_PYPI_URL=INDEX_URL,
-                   E2B_MATRIX_UV_ARGS=f"--no-index --find-links {self.wheels}",
+        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache),
+                   E2B_MATRIX_UV_ARGS=f"--index-url {index_url(self.wheels)}",
                    PYTHONPYCACHEPREFIX=str(OUT / "pycache"), NO_PROXY="127.0.0.1,localhost",
                    no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
         if emu is not None:
@@ -280,11 +277,11 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
     imported = sorted({line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
                        if line.startswith("import time:")})
 
-    # The same with the index served over HTTP on 127.0.0.1 (as PyPI is): the
-    # index is then read from its on-disk cache (15 min), not through urllib.
+    # The same with the index served over HTTP on 127.0.0.1 (as a registry is): uv asks it with
+    # its cache (it revalidates what the index does not say is fresh).
     http_versions, http_noops = [], []
-    with _index_server() as url:
-        http_env = b.env(emu, E2B_MATRIX_PYPI_URL=url, XDG_CACHE_HOME=str(b.workdir / "http-cache"))
+    with SimpleIndex(b.wheels) as url:
+        http_env = b.env(emu, E2B_MATRIX_UV_ARGS=f"--index-url {url}", XDG_CACHE_HOME=str(b.workdir / "http-cache"))
         timed(noop_cmd, http_env)  # fills the index cache
         emu.reset_counters()
         for _ in range(runs):
@@ -298,31 +295,11 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
              noop_minus_version_ms=round((med(noops) - med(versions)) * 1000, 1),
              http_index_noop_ratio=round(med(http_noops) / med(http_versions), 3),
              http_index_noop_s=round(med(http_noops), 4), logs_written=logs_written,
-             note="the real path every time: load 8 variants, resolve them, compare with the lock; index as "
-                  "file:// (tests' index) for the headline; http_index_*: index over HTTP on 127.0.0.1 with "
-                  "its warm on-disk cache, as with PyPI")
+             note="the real path every time: load 8 variants, resolve them (uv checks their pinned nexus "
+                  "version), compare with the lock; the tests' index as file:// for the headline; "
+                  "http_index_*: the index over HTTP on 127.0.0.1, uv's cache warm")
     b.record("noop_requests", requests, runs * 2)
     b.record("noop_imports_e2b", "e2b" in imported, 1, top_level_imports=imported)
-
-
-@contextmanager
-def _index_server():
-    """The tests' package index as a JSON API over HTTP on 127.0.0.1."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(TESTS / "data")))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # What a command that builds nothing must not import: the build machinery and the backends it does not use.
@@ -355,7 +332,6 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
     for n in range(1, 9):
         emu.configure(f"start-{n}", duration=0.2, log_lines=5)
     env = b.env(emu, PYTHONPATH=str(ROOT / "src"))  # this checkout's code, whatever the venv installed
-    del env["E2B_MATRIX_UV_ARGS"]  # as a user runs them: the files are compiled, and nothing here runs uv
     timed([CLI, "-C", str(proj), "build-all", "--json"], env)
     lock = proj / "templates.lock"
     commands = {"version": ["--version"], "list": ["-C", str(proj), "list"], "plan": ["-C", str(proj), "plan"],

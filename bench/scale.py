@@ -48,7 +48,7 @@ SHAPES = ("prefix", "independent")
 LIMIT = BUILD_LIMIT  # the team's concurrent builds (E2B's default), as the emulator models it
 HELD = 8  # slots another process of the team holds in the held run
 HELD_SIZE = 60
-# Ten releases in the tests' package index (tests/data/index/nexus-ai-fs/json) that run on the
+# Ten releases in the tests' package index (tests/wheelhouse.py: NEXUS) that run on the
 # base's Python 3.13; tests/wheelhouse.py `shipped` makes a wheel of each, so `compile` pins them.
 NEXUS = ("0.1.2", "0.3.9", "0.5.5", "0.5.6", "0.6.0", "0.6.4", "0.7.0", "0.9.0", "0.9.9", "0.9.25")
 TIMEOUT = 900.0

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated project directory and an injected package index."""
+"""Shared fixtures: an isolated project directory and a local package index that uv reads."""
 
 from __future__ import annotations
 
@@ -14,23 +14,28 @@ from click.testing import CliRunner
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 DATA = TESTS / "data"
-INDEX_URL = (DATA / "index").as_uri()
 sys.path.insert(0, str(TESTS))  # the emulator and helpers are plain modules here
 
 
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory) -> Path:
-    """A folder of tiny wheels: what the shipped layers' pip steps ask for (tests/wheelhouse.py)."""
+    """The tests' package index: tiny wheels of what the shipped layers' pip steps ask for, and a
+    simple index of them (tests/wheelhouse.py)."""
     from wheelhouse import shipped
 
     return shipped(tmp_path_factory.mktemp("wheels"))
 
 
-def uv_args(wheels: Path) -> str:
-    """E2B_MATRIX_UV_ARGS that make uv resolve from ``wheels`` only: no index, no network."""
+def uv_args(folder: Path) -> str:
+    """E2B_MATRIX_UV_ARGS that make uv answer from ``folder`` only, no network: its simple index when
+    it has one (wheelhouse.simple), else the folder of wheels itself (--find-links)."""
     import shlex
 
-    return f"--no-index --find-links {shlex.quote(str(wheels))}"
+    from wheelhouse import index_url
+
+    if (folder / "simple").is_dir():
+        return f"--index-url {shlex.quote(index_url(folder))}"
+    return f"--no-index --find-links {shlex.quote(str(folder))}"
 
 
 # For the end-to-end builds: uv resolves from the real index (pip inside the image installs what it pinned).
@@ -39,9 +44,10 @@ REAL_INDEX = {"E2B_MATRIX_UV_ARGS": ""}
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path_factory, wheels):
-    """No test touches the network, the user's cache or real credentials (uv resolves from ``wheels``)."""
-    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", INDEX_URL)
+    """No test touches the network, the user's cache or real credentials (uv answers from ``wheels``)."""
     monkeypatch.setenv("E2B_MATRIX_UV_ARGS", uv_args(wheels))
+    for var in ("E2B_MATRIX_UV", *(v for v in os.environ if v.startswith("UV_"))):  # uv's own settings
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     for var in ("E2B_API_KEY", "E2B_TEMPLATE_ID", "E2B_MATRIX_LOCK", "E2B_DOMAIN", "E2B_API_URL"):

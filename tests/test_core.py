@@ -1,29 +1,35 @@
-"""The pure core: layers, variants, matrix, order, versions, fingerprints (no CLI)."""
+"""The pure core: layers, variants, matrix, order, "latest", fingerprints (no CLI)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 
 import attrs
 import pytest
 
-from conftest import ROOT, write
-from e2b_matrix import backends, render, versions
+from conftest import ROOT, uv_args, write
+from e2b_matrix import backends, render
 from e2b_matrix.config import load_project
 from e2b_matrix.errors import ConfigError
+from e2b_matrix.index import PackageIndex, Uv, UvFailed
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.pins import Committed
+from e2b_matrix.pins import PLATFORM, Committed
 from e2b_matrix.resolve import build_spec, canonical, fingerprint, layer_order, name_safe
 from e2b_matrix.settings import Settings
-
-INDEX = versions.StaticIndex({"nexus-ai-fs": {
-    "0.5.5": ">=3.11", "0.5.6": ">=3.11", "0.6.4": ">=3.13", "0.9.26": ">=3.12", "0.9.38": ">=3.14",
-    "0.10.1": ">=3.14", "0.11.0rc1": ">=3.11"}})
+from wheelhouse import shipped, simple, wheel
 
 
-def specs(root=ROOT, backend="e2b", index=INDEX, offline=False, lock=None):
+def index_of(offline: bool = False) -> PackageIndex:
+    """The package index as a run asks it: uv with the environment's E2B_MATRIX_UV_ARGS (the tests' index)."""
+    s = Settings.from_env()
+    return PackageIndex(Uv(s.uv, s.uv_args, offline))
+
+
+def specs(root=ROOT, backend="e2b", index=None, offline=False, lock=None):
     p = load_project(root)
     target = backends.make(backend, Settings())
+    index = index or index_of(offline)
     return {v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None,
                                pins=Committed(root)) for v in p.variants}
 
@@ -60,38 +66,72 @@ def test_checks_follow_the_design_table():
     assert nexus_check.expect == "0.9.26" and nexus_check.layer == "nexus"
 
 
-# -- versions ------------------------------------------------------------------
+# -- "latest": uv's answer -----------------------------------------------------
 
-@pytest.mark.parametrize("spec,py,ok", [
-    (">=3.12", "3.12", True), (">=3.12", "3.11", False), (">=3.14", "3.12", False), ("<3.13,>=3.11", "3.12", True),
-    ("<3.13,>=3.11", "3.13", False), ("~=3.11", "3.12", True), ("==3.12.*", "3.12", True), ("!=3.12", "3.12", False),
-    (None, "3.12", True), ("", "3.11", True), (">=3.10.0", "3.11", True),
-    # what the hand-rolled parser got wrong: ~= bounds the last-but-one part; a clause it
-    # cannot read admits nothing (a guess could pick a release that does not install)
-    ("~=3.11.0", "3.12", False), ("~=3.11.0", "3.11", True), ("<3.12.0rc1", "3.12", False),
-    ("<3.12.0rc1", "3.11", True), (">=3.12,<3.12.0", "3.12", False), ("not a specifier", "3.12", False),
-])
-def test_requires_python(spec, py, ok):
-    assert versions.admits(spec, py) is ok
+# Requires-Python as uv reads it from the index (index.py): a release is one a Python runs when its
+# lower bound admits it; upper bounds are ignored (uv's docs/pip/compatibility.md), where the
+# hand-written filter this replaced refused (marked "upper"). Each case is a package whose 1.0 any
+# Python runs and whose 2.0 has the Requires-Python of the case.
+REQUIRES_PYTHON = [
+    (">=3.12", "3.12", "2.0"), (">=3.12", "3.11", "1.0"), (">=3.14", "3.12", "1.0"), ("<3.13,>=3.11", "3.12", "2.0"),
+    ("~=3.11", "3.12", "2.0"), ("==3.12.*", "3.12", "2.0"), (">=3.10.0", "3.11", "2.0"), ("~=3.11.0", "3.11", "2.0"),
+    ("<3.12.0rc1", "3.11", "2.0"), ("!=3.12.*", "3.13", "2.0"), (">=3.12.0rc1", "3.12", "2.0"),
+    (">=3.12.1", "3.12", "1.0"), ("not a specifier", "3.12", "1.0"),
+    ("<3.13,>=3.11", "3.13", "2.0 upper"), ("~=3.11.0", "3.12", "2.0 upper"), ("<3.12.0rc1", "3.12", "2.0 upper"),
+    ("!=3.12.*", "3.12", "2.0 upper"), ("==3.12.*", "3.13", "2.0 upper"), (">=3.12,<3.12.0", "3.12", "2.0 upper"),
+]
 
 
-def test_post_releases_are_releases_and_pre_releases_and_yanked_are_not():
-    idx = versions.StaticIndex({"p": {"1.0": None, "1.0.post1": None, "1.1rc1": None, "1.1.dev3": None,
-                                      "not-a-version": None}})
-    assert versions.newest_for(idx, "p", "3.12") == "1.0.post1"
-    yanked = versions.parse_releases({"releases": {"1.0": [{"requires_python": ">=3.8"}],
-                                                   "2.0": [{"yanked": True, "requires_python": ">=3.8"}],
-                                                   "3.0": []}}, "u")
-    assert [(r.version, r.yanked) for r in yanked] == [("1.0", False), ("2.0", True)]
-    assert versions.find(idx, "p", "1.0.0").version == "1.0"  # equal versions are one release
+@pytest.fixture(scope="module")
+def cases_index(tmp_path_factory) -> PackageIndex:
+    folder = tmp_path_factory.mktemp("requires-python")
+    for i, (spec, _, _) in enumerate(REQUIRES_PYTHON):
+        wheel(folder, f"case{i}", "1.0", requires_python=">=3.8")
+        wheel(folder, f"case{i}", "2.0", requires_python=spec)
+    simple(folder)
+    return PackageIndex(Uv(args=tuple(shlex.split(uv_args(folder)))))
+
+
+@pytest.mark.parametrize("i", range(len(REQUIRES_PYTHON)),
+                         ids=[f"{spec} on {py}" for spec, py, _ in REQUIRES_PYTHON])
+def test_requires_python_as_uv_reads_it(cases_index, i):
+    spec, python, newest = REQUIRES_PYTHON[i]
+    assert cases_index.newest(f"case{i}", python, PLATFORM) == newest.split()[0]
+
+
+def test_post_releases_are_releases_and_pre_releases_and_yanked_are_not(tmp_path):
+    for version in ("1.0", "1.0.post1", "1.1rc1", "1.1.dev3", "1.2"):
+        wheel(tmp_path, "p", version)
+    wheel(tmp_path, "q", "2.0rc1")
+    simple(tmp_path, yanked=["p-1.2-py3-none-any.whl"])
+    idx = PackageIndex(Uv(args=tuple(shlex.split(uv_args(tmp_path)))))
+    assert idx.newest("p", "3.12", PLATFORM) == "1.0.post1"
+    assert idx.newest("q", "3.12", PLATFORM) is None  # only a pre-release: none is "latest"
+    assert idx.problem("p", "1.0.0", "3.12", PLATFORM) == ""  # equal versions are one release
+    assert idx.problem("p", "1.2", "3.12", PLATFORM) == ""  # an exact pin may name a yanked file (PEP 592)
+    assert idx.problem("p", "1.1rc1", "3.12", PLATFORM) == ""  # and a pre-release
+    assert idx.problem("p", "1.3", "3.12", PLATFORM) == "p 1.3 is not a release in the package index"
+    with pytest.raises(UvFailed, match="nosuch was not found"):
+        idx.newest("nosuch", "3.12", PLATFORM)
 
 
 def test_latest_respects_the_base_python():
-    assert versions.newest_for(INDEX, "nexus-ai-fs", "3.11") == "0.5.6"   # not the rc, not 0.9
-    assert versions.newest_for(INDEX, "nexus-ai-fs", "3.12") == "0.9.26"  # not 0.9.38 (3.14), not 0.6 (3.13)
-    assert versions.newest_for(INDEX, "nexus-ai-fs", "3.13") == "0.9.26"
-    assert versions.newest_for(INDEX, "nexus-ai-fs", "3.14") == "0.10.1"
-    assert versions.newest_for(INDEX, "nexus-ai-fs", "3.10") is None
+    idx = index_of()
+    assert idx.newest("nexus-ai-fs", "3.11", PLATFORM) == "0.5.6"   # not the rc, not 0.9
+    assert idx.newest("nexus-ai-fs", "3.12", PLATFORM) == "0.9.26"  # not 0.9.27 (yanked), not 0.9.38 (3.14)
+    assert idx.newest("nexus-ai-fs", "3.13", PLATFORM) == "0.9.26"
+    assert idx.newest("nexus-ai-fs", "3.14", PLATFORM) == "0.10.1"
+    assert idx.newest("nexus-ai-fs", "3.10", PLATFORM) is None
+
+
+def test_each_question_is_asked_of_uv_once_per_run(tmp_path_factory, monkeypatch):
+    import fake_uv
+
+    exe, log = fake_uv.recording(tmp_path_factory.mktemp("fake-uv"))
+    monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
+    specs()  # four variants: three ask for "latest", one for 0.5.6, all on 3.13
+    asked = [c[c.index("--python-version") + 1] for c in fake_uv.calls(log)]
+    assert asked == ["3.13", "3.13"] and all("--no-deps" in c and "--offline" not in c for c in fake_uv.calls(log))
 
 
 def test_latest_is_pinned_in_the_spec():
@@ -101,7 +141,7 @@ def test_latest_is_pinned_in_the_spec():
     nexus = s.requirements[-1]
     assert nexus.asks == ("nexus-ai-fs==0.9.26",) and "nexus-ai-fs==0.9.26" in nexus.pinned
     assert copy == {"type": "COPY", "args": [nexus.path, f"/opt/e2b-matrix/requirements/{nexus.path[13:]}", "root", ""]}
-    assert install["args"][0] == f"pip install --require-hashes --no-deps -r {copy['args'][1]}"
+    assert install["args"][0] == f"pip install --require-hashes --no-deps -r {copy['args'][1]} && pip check"
     docker = specs(backend="docker")
     assert docker["latest"].layer_versions()["nexus"] == "0.9.26"
 
@@ -121,7 +161,8 @@ def test_offline_reuses_the_locked_version(tmp_path):
     from e2b_matrix.lock import TemplateLock
 
     lock = TemplateLock.loads(LOCK_WITH_LATEST)
-    offline = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, offline=True)
+    # an index uv cannot reach, and nothing of it in uv's cache
+    offline = PackageIndex(Uv(args=("--index-url", "http://127.0.0.1:9/simple"), offline=True))
     p = load_project(ROOT)
     e2b = backends.make("e2b", Settings())
 
@@ -130,8 +171,10 @@ def test_offline_reuses_the_locked_version(tmp_path):
 
     assert spec("latest", lock).layer_versions()["nexus"] == "0.5.5"
     assert spec("pinned", lock).layer_versions()["nexus"] == "0.5.6"  # nothing cached to check it against
-    with pytest.raises(ConfigError, match="not in the index cache and --offline forbids asking"):
+    with pytest.raises(ConfigError) as e:
         spec("full", lock)  # no lock entry, no cache
+    assert str(e.value) == ("variants/full.toml: params.nexus.version: uv's cache cannot say the newest nexus-ai-fs "
+                            "for Python 3.13, and --offline forbids asking the package index")
 
 
 LOCK_WITH_LATEST = """schema = 1
@@ -146,41 +189,34 @@ domain = "e2b.app"
 """
 
 
-def test_index_file_url_and_cache(tmp_path, monkeypatch):
-    idx = versions.PyPIIndex(url=(ROOT / "tests/data/index").as_uri())
-    rel = {r.version: r for r in idx.releases("nexus-ai-fs")}
-    assert rel["0.9.26"].requires_python == ">=3.12" and rel["0.9.27"].yanked
-    assert versions.newest_for(idx, "nexus-ai-fs", "3.12") == "0.9.26"
-    # an http index is cached on disk for ttl seconds
-    calls = []
-    monkeypatch.setattr(versions.PyPIIndex, "_fetch",
-                        lambda self, pkg: calls.append(pkg) or [versions.Release("1.0")])
-    a = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60)
-    assert a.releases("x") == [versions.Release("1.0")]
-    b = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60)
-    assert b.releases("x") == [versions.Release("1.0")] and calls == ["x"]
-    c = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=0)
-    c.releases("x")
-    assert calls == ["x", "x"]
-    # a corrupt cache file is discarded and the index asked again, not an error until its TTL
-    for cache in tmp_path.glob("pypi-*.json"):
-        cache.write_text("[1]")
-    assert versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, ttl=60).releases("x") == [
-        versions.Release("1.0")]
-    assert calls == ["x", "x", "x"]
+def test_offline_answers_from_uvs_cache(wheels, monkeypatch):
+    """An index over HTTP, asked once: --offline then answers from uv's cache, the index gone."""
+    from wheelhouse import SimpleIndex
+
+    server = SimpleIndex(wheels)
+    with server as url:
+        monkeypatch.setenv("E2B_MATRIX_UV_ARGS", f"--index-url {url}")
+        online = {n: s.layer_versions()["nexus"] for n, s in specs().items()}
+        assert server.requests > 0
+    asked = server.requests
+    offline = {n: s.layer_versions()["nexus"] for n, s in specs(offline=True).items()}
+    assert offline == online == {"full": "0.9.26", "latest": "0.9.26", "minimal": "0.9.26", "pinned": "0.5.6"}
+    assert server.requests == asked
 
 
-@pytest.mark.parametrize("answer", [{"releases": ["0.5.6"]}, [1], {"releases": {"1.0": "x"}}, {"info": {}}])
-def test_an_index_answer_of_the_wrong_shape_names_the_url(answer):
+def test_an_index_uv_cannot_read_is_one_line_naming_the_variant(tmp_path_factory, monkeypatch):
+    import fake_uv
+
+    exe = fake_uv.script(tmp_path_factory.mktemp("fake-uv"), """
+sys.stderr.write("error: Failed to fetch: `https://127.0.0.1:9/simple/nexus-ai-fs/`\\n"
+                 "  Caused by: Connection refused (os error 111)\\n")
+sys.exit(2)""")
+    monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
     with pytest.raises(ConfigError) as e:
-        versions.parse_releases(answer, "http://127.0.0.1:9/pypi/nexus-ai-fs/json")
-    assert str(e.value).startswith("http://127.0.0.1:9/pypi/nexus-ai-fs/json: ")
-
-
-def test_unreachable_index_is_a_clear_error(tmp_path):
-    idx = versions.PyPIIndex(url="http://127.0.0.1:9/pypi", cache_dir=tmp_path, timeout=2)
-    with pytest.raises(ConfigError, match="cannot read the package index for nexus-ai-fs .*--offline"):
-        idx.releases("nexus-ai-fs")
+        specs()
+    assert str(e.value) == ("variants/full.toml: params.nexus.version: uv cannot say the newest nexus-ai-fs for "
+                            "Python 3.13: Failed to fetch: `https://127.0.0.1:9/simple/nexus-ai-fs/` Connection "
+                            "refused (os error 111); --offline reuses the version in the lock")
 
 
 # -- order ---------------------------------------------------------------------
@@ -286,10 +322,14 @@ def test_fingerprint_covers_start_ready_and_files():
     assert fingerprint(attrs.evolve(s, parent_build="b1")) != fingerprint(attrs.evolve(s, parent_build="b2"))
 
 
-def test_new_index_release_changes_only_latest_variants():
-    newer = versions.StaticIndex({"nexus-ai-fs": {**{r.version: r.requires_python for r in INDEX.releases(
-        "nexus-ai-fs")}, "0.9.30": ">=3.12"}})
-    a, b = specs(), specs(index=newer)
+def test_new_index_release_changes_only_latest_variants(tmp_path, monkeypatch):
+    a = specs()
+    folder = shipped(tmp_path / "newer")
+    wheel(folder, "nexus-ai-fs", "0.9.30", ["tinydep>=1.0"], ">=3.12")
+    simple(folder, yanked=["nexus_ai_fs-0.9.27-py3-none-any.whl"])
+    monkeypatch.setenv("E2B_MATRIX_UV_ARGS", uv_args(folder))
+    b = specs()
+    assert b["latest"].layer_versions()["nexus"] == "0.9.30"
     assert b["latest"].fingerprint != a["latest"].fingerprint
     assert b["pinned"].fingerprint == a["pinned"].fingerprint
 

@@ -25,7 +25,7 @@ def live_key(monkeypatch):
     if not LIVE_KEY:
         pytest.skip("set E2B_MATRIX_LIVE_API_KEY to build on real E2B")
     monkeypatch.setenv("E2B_API_KEY", LIVE_KEY)
-    monkeypatch.delenv("E2B_MATRIX_PYPI_URL", raising=False)  # the real index
+    monkeypatch.delenv("E2B_MATRIX_UV_ARGS", raising=False)  # the real index, for "latest" and compile
 
 
 def test_build_and_verify_minimal_on_e2b(project, live_key):

@@ -1,17 +1,20 @@
 """Hash-pinned requirements (pins.py): `e2b-matrix compile`, the files, and how builds, plan and lock
-check use them. uv resolves from tiny wheels (tests/wheelhouse.py): no test needs the network."""
+check use them, and the files as input (never through a link, bounded, whole). uv resolves from tiny
+wheels (tests/wheelhouse.py): no test needs the network."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
+import fake_uv
 from conftest import ROOT, cli_runner, snapshot, uv_args, write
 from e2b_matrix import pins, render, workflow
 from e2b_matrix.cli import cli
@@ -57,12 +60,12 @@ def bare(tmp_path) -> Path:
 
 
 @pytest.fixture
-def no_uv(monkeypatch):
-    """Fails the test if anything tries to run uv."""
-    def refuse():
-        raise AssertionError("uv was run")
-
-    monkeypatch.setattr(pins, "find_uv", refuse)
+def no_compile(tmp_path_factory, monkeypatch):
+    """Fails the test if anything compiles (uv still answers "latest", through E2B_MATRIX_UV)."""
+    exe, log = fake_uv.recording(tmp_path_factory.mktemp("fake-uv"), compile_ok=False)
+    monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
+    yield log
+    assert not [c for c in fake_uv.calls(log) if "--generate-hashes" in c], "uv compiled"
 
 
 @pytest.fixture
@@ -214,7 +217,7 @@ def test_uv_failing_is_one_line_and_writes_nothing(bare):
     (["compile"], {"E2B_MATRIX_UV_ARGS": "--find-links 'unterminated"}, "E2B_MATRIX_UV_ARGS: cannot split it"),
     (["compile"], {"E2B_MATRIX_UV_ARGS": "--python-version=3.9"}, "E2B_MATRIX_UV_ARGS: --python-version is set by"),
 ])
-def test_bad_input_is_one_line_and_changes_nothing(project, no_uv, args, env, expected):
+def test_bad_input_is_one_line_and_changes_nothing(project, no_compile, args, env, expected):
     before = snapshot(project)
     one_line_error(run(project, *args, env=env), 2, expected)
     assert snapshot(project) == before
@@ -224,11 +227,17 @@ def test_nothing_is_written_through_a_link(bare, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (bare / "requirements").symlink_to(elsewhere)
-    one_line_error(run(bare, "compile", "minimal"), 2, "cannot write requirements files", "symbolic link")
+    one_line_error(run(bare, "compile", "minimal"), 2, "requirements is a symbolic link")
     assert list(elsewhere.iterdir()) == []
+    (bare / "requirements").unlink()  # a folder of its own, the file a link: replaced? never
+    (bare / "requirements").mkdir()
+    path = specs(bare, names=("minimal",))["minimal"].requirements[0].path
+    (bare / path).symlink_to(elsewhere / "victim")
+    one_line_error(run(bare, "compile", "minimal"), 2, f"{path}: is a symbolic link")
+    assert list(elsewhere.iterdir()) == [] and (bare / path).is_symlink()
 
 
-def test_check_says_what_compile_would_do_without_uv(project, no_uv):
+def test_check_says_what_compile_would_do_without_compiling(project, no_compile):
     r = run(project, "compile", "--check")
     assert r.exit_code == 0 and r.stdout.count("up to date") == 4
     path = specs(project)["minimal"].requirements[0].path
@@ -249,7 +258,7 @@ def test_a_build_copies_the_file_and_installs_it_with_require_hashes(project, em
     installs = [s["args"][0] for s in body["steps"] if s["args"][0].startswith("pip install")]
     assert [c["args"][:3] for c in copies] == [[r.path, f"{pins.DEST}/{r.path[13:]}", "root"]
                                                for r in spec.requirements]
-    assert installs == [f"pip install --require-hashes --no-deps -r {c['args'][1]}" for c in copies]
+    assert installs == [f"pip install --require-hashes --no-deps -r {c['args'][1]} && pip check" for c in copies]
     for c, req in zip(copies, spec.requirements):  # E2B got each file, as committed (a tar.gz per files hash)
         with tarfile.open(fileobj=io.BytesIO(emu.uploads[c["filesHash"]])) as tar:
             assert tar.extractfile(req.path).read() == (project / req.path).read_bytes()
@@ -257,11 +266,23 @@ def test_a_build_copies_the_file_and_installs_it_with_require_hashes(project, em
     assert entry.inputs["requirements.nexus"] == f"{spec.requirements[1].path}@{spec.requirements[1].digest[:12]}"
 
 
+def reseal(path: Path, text: str) -> None:
+    """Write ``text`` with the digest line its body now has (as if compile had written it)."""
+    head, sep, body = text.partition(pins.DIGEST)
+    body = body.split("\n", 1)[1]
+    path.write_text(f"{head}{sep}{hashlib.sha256(body.encode()).hexdigest()}\n{body}")
+
+
+def reviewed(path: Path) -> None:
+    """A file still whole and still the same answer, in other bytes: a comment above its digest."""
+    path.write_text(path.read_text().replace("# identity:", "# reviewed\n# identity:", 1))
+
+
 def test_the_fingerprint_covers_each_files_content(project):
     before = specs(project)["latest"]
     fuse = project / before.requirements[0].path
     assert (before.requirements[0].path, sha256(fuse)) in before.files
-    fuse.write_text(fuse.read_text() + "# reviewed\n")  # still a valid answer, but other bytes
+    reviewed(fuse)  # still a valid answer, but other bytes
     after = specs(project)["latest"]
     assert after.fingerprint != before.fingerprint and after.steps == before.steps
     assert json.loads(render.to_json(after))["steps"] != json.loads(render.to_json(before))["steps"]  # filesHash
@@ -276,11 +297,11 @@ def test_build_compiles_what_is_missing(bare, emu):
     assert json.loads(run(bare, "plan", "--json", "latest").stdout)["variants"][0]["state"] == "fresh"
 
 
-def test_plan_and_lock_check_name_a_changed_or_missing_file(project, emu, no_uv):
+def test_plan_and_lock_check_name_a_changed_or_missing_file(project, emu, no_compile):
     assert run(project, "build-all").exit_code == 0
     s = specs(project)
     fuse = project / s["latest"].requirements[0].path
-    fuse.write_text(fuse.read_text() + "# reviewed\n")
+    reviewed(fuse)
     (project / s["minimal"].requirements[0].path).unlink()
     plan = {i["name"]: i for i in json.loads(run(project, "plan", "--json").stdout)["variants"]}
     for name in ("latest", "pinned", "full"):
@@ -293,18 +314,18 @@ def test_plan_and_lock_check_name_a_changed_or_missing_file(project, emu, no_uv)
     assert f"nexus-sandbox-minimal: stale: {minimal} is missing: run `e2b-matrix compile minimal`\n" in r.stdout
 
 
-def test_lock_check_fails_on_an_out_of_date_file(project, emu, no_uv):
+def test_lock_check_fails_on_an_out_of_date_file(project, emu, no_compile):
     assert run(project, "build", "pinned").exit_code == 0
     path = specs(project)["pinned"].requirements[1].path
     text = (project / path).read_text()
-    (project / path).write_text(text.replace("nexus-ai-fs==0.5.6", "nexus-ai-fs==0.5.5"))
+    reseal(project / path, text.replace("nexus-ai-fs==0.5.6", "nexus-ai-fs==0.5.5"))  # whole, but another answer
     r = run(project, "lock", "check")
     assert r.exit_code == 1
     assert f"{path} pins nexus-ai-fs 0.5.5, but the step asks for nexus-ai-fs==0.5.6" in r.stdout
     assert run(project, "compile", "--check", "pinned").exit_code == 1
 
 
-def test_build_locked_refuses_instead_of_compiling(project, emu, no_uv):
+def test_build_locked_refuses_instead_of_compiling(project, emu, no_compile):
     path = specs(project)["minimal"].requirements[0].path
     (project / path).unlink()
     before = snapshot(project)
@@ -314,7 +335,7 @@ def test_build_locked_refuses_instead_of_compiling(project, emu, no_uv):
     assert run(project, "build", "latest", "--locked").exit_code == 0  # its files are all there
 
 
-def test_offline_never_runs_uv(project, emu, no_uv):
+def test_offline_never_runs_uv(project, emu, no_compile):
     r = run(project, "build", "pinned", "--offline")  # the committed files: built, no index, no uv
     assert r.exit_code == 0, r.output
     path = specs(project)["pinned"].requirements[1].path
@@ -325,7 +346,7 @@ def test_offline_never_runs_uv(project, emu, no_uv):
     assert snapshot(project) == before
 
 
-def test_render_refuses_an_unpinned_variant(bare, no_uv):
+def test_render_refuses_an_unpinned_variant(bare, no_compile):
     one_line_error(run(bare, "render", "latest"), 2, "latest: requirements/fuse-", "is missing",
                    "run `e2b-matrix compile latest`")
 
@@ -348,12 +369,12 @@ def test_docker_builds_compile_for_their_own_base(project):
     for req in spec.requirements:
         dest = f"{pins.DEST}/{req.path[13:]}"
         assert f"COPY --chown=root {req.path} {dest}\n" in text
-        assert f"RUN pip install --require-hashes --no-deps -r {dest}\n" in text
+        assert f"RUN pip install --require-hashes --no-deps -r {dest} && pip check\n" in text
 
 
 # -- the shipped project -------------------------------------------------------------------------
 
-def test_the_shipped_variants_ship_their_requirements_files(no_uv):
+def test_the_shipped_variants_ship_their_requirements_files(no_compile):
     """Every pip step of the shipped variants (E2B) has its committed, current file: run
     `e2b-matrix compile` and commit requirements/ when this fails."""
     problems = [f"{s.name}: {r.path} {r.problem}" for s in specs(ROOT).values() for r in s.requirements if r.problem]
@@ -374,18 +395,139 @@ def test_the_base_packages_are_pins():
     assert set(INSTALLED.values()) == {"code-interpreter-v1.txt"}
 
 
+def sealed(q, body: str) -> bytes:
+    """The file compile writes for ``q`` with ``body``: the header, its digest of the body, the body."""
+    return (pins.header(q, body) + body).encode()
+
+
 def test_a_file_is_judged_without_uv():
     q = pins.question("x", "requirements.x", ["a==1.0"], "3.12", {"b": "2.0"})
-    good = pins.header(q) + "a==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n    # via -r requirements.in\n"
-    assert pins.judge(q, good.encode()).ok
-    for text, problem in [
-        (good.replace("a==1.0", "a>=1.0"), "is not a pinned requirement"),
-        (good + "b==2.0\n", "line 8: b has no hash"),
-        (good + "b==3.0 --hash=sha256:" + "1" * 64 + "\n", "pins b 3.0, but the base or an earlier step installs 2.0"),
-        (good + "--index-url https://example.invalid/simple\n", "is not a pinned requirement"),
-        (good + "c==1 --hash=md5:00\n", "is not a sha256 hash"),
-        (good.replace(q.identity, "0" * 64), "answers another question"),
-        (good.replace("a==1.0", "z==1.0"), "does not pin a"),
+    body = "a==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n    # via -r requirements.in\n"
+    assert pins.judge(q, sealed(q, body)).ok
+    for content, problem in [
+        (sealed(q, body.replace("a==1.0", "a>=1.0")), "is not a pinned requirement"),
+        (sealed(q, body + "b==2.0\n"), "line 9: b has no hash"),
+        (sealed(q, body + "b==3.0 --hash=sha256:" + "1" * 64 + "\n"),
+         "pins b 3.0, but the base or an earlier step installs 2.0"),
+        (sealed(q, body + "--index-url https://example.invalid/simple\n"), "is not a pinned requirement"),
+        (sealed(q, body + "c==1 --hash=md5:00\n"), "is not a sha256 hash"),
+        (sealed(q, body).replace(q.identity.encode(), b"0" * 64), "answers another question"),
+        (sealed(q, body.replace("a==1.0", "z==1.0")), "does not pin a"),
+        # whole: the digest in the header covers every byte after it
+        (sealed(q, body) + b"b==2.0 --hash=sha256:" + b"1" * 64 + b"\n", "cut short or edited"),
+        (sealed(q, body)[:-len("    # via -r requirements.in\n")], "its body does not match its digest"),
+        (sealed(q, body).replace(b"# body sha256: ", b"# body: "), "has no digest of its body"),
     ]:
-        assert problem in pins.judge(q, text.encode()).problem, text
+        assert problem in pins.judge(q, content).problem, content
     assert pins.judge(q, None).problem == "is missing"
+
+
+# -- the files are input: read through no link, bounded, whole -----------------------------------
+
+PINNED = "requirements/nexus-6d8c650bd2d9.txt"  # pinned's nexus step (test_the_shipped_variants_ship_...)
+CANARY = "canary-in-a-file-outside-the-project"
+READERS = [["plan", "--format", "markdown"], ["lock", "check"], ["compile", "--check"], ["build-all", "--locked"]]
+
+
+def _outside_file(project: Path, tmp: Path) -> None:
+    (tmp / "outside.txt").write_text(f"SECRET={CANARY}\n")
+    (project / PINNED).unlink()
+    (project / PINNED).symlink_to(tmp / "outside.txt")
+
+
+def _environ(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    (project / PINNED).symlink_to("/proc/self/environ")
+
+
+def _linked_folder(project: Path, tmp: Path) -> None:
+    shutil.move(project / "requirements", tmp / "requirements")  # the same files, elsewhere
+    (project / "requirements").symlink_to(tmp / "requirements")
+
+
+def _fifo(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    os.mkfifo(project / PINNED)
+
+
+def _folder(project: Path, tmp: Path) -> None:
+    (project / PINNED).unlink()
+    (project / PINNED).mkdir()
+
+
+def _oversize(project: Path, tmp: Path) -> None:
+    with open(project / PINNED, "r+b") as f:
+        f.truncate(pins.MAX_BYTES + 1)
+
+
+REFUSED = [
+    (_outside_file, f"{PINNED}: is a symbolic link"), (_environ, f"{PINNED}: is a symbolic link"),
+    (_linked_folder, ".txt: is in a linked folder: requirements is a symbolic link"),
+    (_fifo, f"{PINNED}: is a FIFO, not a regular file"), (_folder, f"{PINNED}: is a folder, not a regular file"),
+    (_oversize, f"{PINNED}: is larger than 4 MiB"),
+]
+
+
+@pytest.mark.parametrize("make,expected", REFUSED, ids=[m.__name__.strip("_") for m, _ in REFUSED])
+def test_a_requirements_file_that_is_not_a_file_of_the_project_is_refused(project, emu, tmp_path_factory,
+                                                                          monkeypatch, make, expected):
+    """Never read through a link (the file or its folder), never a FIFO, never past the bound: exit 2,
+    one line naming the file, and nothing of what it points at is shown."""
+    from test_reliability import assert_refused
+
+    monkeypatch.setenv("E2B_MATRIX_TEST_CANARY", CANARY)  # what /proc/self/environ would show
+    make(project, tmp_path_factory.mktemp("elsewhere"))
+    for args in READERS:
+        line = assert_refused(project, emu, args, expected)
+        assert CANARY not in line
+
+
+def _cut_at_a_line(project: Path) -> None:
+    text = (project / PINNED).read_text()
+    (project / PINNED).write_text(text[:text.index("\nnexus-ai-fs==") + 1])  # every line after: gone
+
+
+def _edited_pin(project: Path) -> None:
+    text = (project / PINNED).read_text()
+    (project / PINNED).write_text(text.replace("aiofile==3.12.3", "aiofile==3.12.4"))  # still looks pinned
+
+
+def _no_digest(project: Path) -> None:
+    lines = (project / PINNED).read_text().splitlines(keepends=True)
+    (project / PINNED).write_text("".join(line for line in lines if not line.startswith(pins.DIGEST)))
+
+
+def _empty(project: Path) -> None:
+    (project / PINNED).write_bytes(b"")
+
+
+BROKEN = [(_cut_at_a_line, "is cut short or edited: its body does not match its digest"),
+          (_edited_pin, "is cut short or edited: its body does not match its digest"),
+          (_no_digest, "has no digest of its body in its header"), (_empty, "has no digest of its body in its header")]
+
+
+@pytest.mark.parametrize("make,problem", BROKEN, ids=[m.__name__.strip("_") for m, _ in BROKEN])
+def test_a_requirements_file_not_whole_is_named_and_never_installed(project, emu, no_compile, make, problem):
+    """A file cut short at a line boundary still parses: its digest says it is not what compile wrote.
+    plan and lock check name it, compile --check fails, build --locked refuses; nothing is built."""
+    make(project)
+    said = f"{PINNED} {problem}: run `e2b-matrix compile pinned`"
+    plan = {i["name"]: i for i in json.loads(run(project, "plan", "--json").stdout)["variants"]}
+    assert plan["pinned"]["reasons"] == ["not in the lock", said]
+    assert said in run(project, "plan", "--format", "markdown").stdout
+    r = run(project, "lock", "check")
+    assert r.exit_code == 1 and f"nexus-sandbox-pinned: unbuilt: not in the lock; {said}\n" in r.stdout
+    r = run(project, "compile", "--check", "--json")
+    assert r.exit_code == 1 and [c["status"] for c in json.loads(r.stdout) if c["path"] == PINNED] == [problem]
+    before = snapshot(project)
+    one_line_error(run(project, "build", "pinned", "--locked"), 2, f"--locked: pinned: {PINNED} {problem}")
+    assert snapshot(project) == before and emu.request_count == 0
+
+
+def test_compile_makes_a_broken_file_whole_again(project):
+    _cut_at_a_line(project)
+    r = run(project, "compile", "pinned", "--json")
+    assert r.exit_code == 0 and {c["path"]: c["status"] for c in json.loads(r.stdout)}[PINNED] == "written"
+    content = (project / PINNED).read_bytes()
+    assert pins.unsealed(content) == "" and b"\nnexus-ai-fs==0.5.6 \\\n" in content
+    assert pins_of(project / PINNED)["tinydep"] == "2.0"  # uv's answer from the tests' index, whole

@@ -706,7 +706,6 @@ def test_a_file_nested_ten_thousand_deep_is_one_line(project, emu, where):
 
 
 ENV_CASES = [
-    ("E2B_MATRIX_INDEX_TTL", "abc"), ("E2B_MATRIX_INDEX_TTL", "-5"), ("E2B_MATRIX_INDEX_TTL", "inf"),
     ("E2B_MATRIX_RETRY_ATTEMPTS", "abc"), ("E2B_MATRIX_RETRY_ATTEMPTS", "-1"), ("E2B_MATRIX_RETRY_ATTEMPTS", "0"),
     ("E2B_MATRIX_RETRY_ATTEMPTS", "2.5"), ("E2B_MATRIX_RETRY_TOTAL_S", "nan"), ("E2B_MATRIX_RETRY_TOTAL_S", "0"),
     ("E2B_MATRIX_RETRY_BASE_S", "-0.1"), ("E2B_MATRIX_RETRY_MAX_DELAY_S", "1e400"),
@@ -714,7 +713,7 @@ ENV_CASES = [
     ("E2B_DOMAIN", "-e2b.app"), ("E2B_API_URL", "not a url"), ("E2B_API_URL", "ftp://127.0.0.1"),
     ("E2B_API_URL", "http://127.0.0.1:99999"), ("E2B_API_URL", "http://"), ("E2B_API_URL", "http://h/?q=1"),
     ("E2B_MATRIX_NO_LOG_FILES", "maybe"), ("E2B_MATRIX_DOCKER_BUILDKIT", "sometimes"),
-    ("E2B_MATRIX_PYPI_URL", "gopher://x"), ("E2B_TEMPLATE_ID", "tpl\nrm -rf"), ("E2B_MATRIX_LOCK", "a\x01b"),
+    ("E2B_TEMPLATE_ID", "tpl\nrm -rf"), ("E2B_MATRIX_LOCK", "a\x01b"),
 ]
 
 
@@ -723,42 +722,6 @@ def test_a_bad_environment_variable_is_one_line_naming_it(project, emu, monkeypa
     monkeypatch.setenv(variable, value)
     for command in (["build-all"], ["plan"], ["list"]):
         assert_refused(project, emu, command, f"e2b-matrix: error: {variable}: ")
-
-
-@pytest.mark.parametrize("answer", ['{"releases": ["0.5.6"]}', "[1]", '{"releases": {"0.5.6": "x"}}', "not json"])
-def test_an_index_answer_of_the_wrong_shape_is_one_line_naming_the_url(project, emu, monkeypatch, tmp_path, answer):
-    write(tmp_path / "index/nexus-ai-fs/json", answer)
-    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", (tmp_path / "index").as_uri())
-    assert_refused(project, emu, ["build-all"], f"{(tmp_path / 'index').as_uri()}/nexus-ai-fs/json: ")
-
-
-def test_a_corrupt_index_cache_is_discarded_and_asked_again(project, emu, monkeypatch, tmp_path):
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    from conftest import DATA
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("E2B_MATRIX_PYPI_URL", f"http://127.0.0.1:{server.server_address[1]}/index")
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
-        assert r.exit_code == 0 and "note: asked the package index" in r.stderr
-        for cache in (tmp_path / "cache").rglob("pypi-*.json"):
-            cache.write_text("[1]")
-        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
-        assert r.exit_code == 0, r.output
-        assert "note: asked the package index" in r.stderr  # discarded, asked again, cached anew
-        r = cli_runner().invoke(cli, ["-C", str(project), "plan"])
-        assert r.exit_code == 0 and "asked" not in r.stderr  # from the cache now
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("blocker,expected", [

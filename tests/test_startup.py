@@ -17,15 +17,13 @@ import sys
 
 import pytest
 
-from conftest import DATA
-
-# What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files, uv.
-BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "uv",
-                   "e2b_matrix.runner")
+# What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files.
+BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "e2b_matrix.runner")
+UV = ("uv",)  # plan asks uv for "latest"; nothing that resolves no variant finds it
 E2B_BACKEND = ("e2b_matrix.backends.e2b",)
 DOCKER_BACKEND = ("e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
 PROJECT = ("e2b_matrix.config", "e2b_matrix.layers", "e2b_matrix.resolve", "e2b_matrix.plan", "e2b_matrix.pins",
-           "e2b_matrix.versions")  # reading variants/ and resolving them
+           "e2b_matrix.index")  # reading variants/ and resolving them
 
 CHILD = """
 import sys
@@ -45,10 +43,8 @@ sys.exit(code)
 def modules_of(tmp_path, *args) -> list[str]:
     """Every module a CLI process running ``args`` imported."""
     out = tmp_path / "modules.json"
-    env = {k: v for k, v in os.environ.items() if k != "E2B_MATRIX_UV_ARGS"}  # as a user has it: when set,
-    env["E2B_MATRIX_PYPI_URL"] = (DATA / "index").as_uri()  # settings check it against the flags pins.py owns
-    p = subprocess.run([sys.executable, "-c", CHILD, str(out), *args], capture_output=True, text=True, env=env,
-                       timeout=60)
+    p = subprocess.run([sys.executable, "-c", CHILD, str(out), *args], capture_output=True, text=True,
+                       env={**os.environ}, timeout=60)  # E2B_MATRIX_UV_ARGS: the tests' index
     assert p.returncode == 0, p.stderr
     return json.loads(out.read_text())
 
@@ -67,12 +63,12 @@ def locked(project):
 
 
 @pytest.mark.parametrize("args, unused", [
-    (["--version"], BUILD_MACHINERY + E2B_BACKEND + DOCKER_BACKEND + PROJECT
+    (["--version"], BUILD_MACHINERY + UV + E2B_BACKEND + DOCKER_BACKEND + PROJECT
      + ("e2b_matrix.workflow", "e2b_matrix.lock", "e2b_matrix.settings", "e2b_matrix.logs", "attr", "attrs")),
-    (["list"], BUILD_MACHINERY + E2B_BACKEND + DOCKER_BACKEND + ("e2b_matrix.workflow", "e2b_matrix.lock")),
+    (["list"], BUILD_MACHINERY + UV + E2B_BACKEND + DOCKER_BACKEND + ("e2b_matrix.workflow", "e2b_matrix.lock")),
     (["plan", "--offline"], BUILD_MACHINERY + DOCKER_BACKEND),
-    (["plan", "--backend", "docker"], BUILD_MACHINERY + E2B_BACKEND),  # the index: tests/data, a file
-    (["resolve", "latest"], BUILD_MACHINERY + DOCKER_BACKEND + PROJECT),
+    (["plan", "--backend", "docker"], BUILD_MACHINERY + E2B_BACKEND),  # uv answers "latest" from the tests' index
+    (["resolve", "latest"], BUILD_MACHINERY + UV + DOCKER_BACKEND + PROJECT),
 ], ids=["version", "list", "plan", "plan-docker", "resolve"])
 def test_a_command_imports_only_what_it_uses(locked, tmp_path, args, unused):
     modules = modules_of(tmp_path, "-C", str(locked), *args)

@@ -15,13 +15,10 @@ Builds run through the CLI and the real e2b SDK against tests/e2b_emulator.py.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -156,38 +153,6 @@ def test_a_project_reached_through_a_link_builds(project, emu, tmp_path_factory)
     assert (project / "templates.lock").is_file() and (project / ".e2b-matrix" / "locks").is_dir()
 
 
-@pytest.fixture
-def http_index(monkeypatch, tmp_path):
-    """The test index served over HTTP (a file:// index is never cached); the cache in tmp_path/cache."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", f"http://127.0.0.1:{server.server_address[1]}/index")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield tmp_path / "cache"
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_linked_index_cache_file_is_never_written(project, outside, http_index, monkeypatch):
-    assert run(project, "plan").exit_code == 0
-    caches = list(http_index.rglob("pypi-*.json"))
-    assert caches
-    for i, cache in enumerate(caches):
-        (outside / f"victim{i}").write_bytes(PRECIOUS)
-        cache.unlink()
-        cache.symlink_to(outside / f"victim{i}")
-    monkeypatch.setenv("E2B_MATRIX_INDEX_TTL", "0")  # every cache entry stale: asked again, then stored
-    r = run(project, "plan")
-    assert r.exit_code == 0 and "note: asked the package index" in r.stderr, r.output
-    for i, cache in enumerate(caches):
-        assert cache.is_symlink() and (outside / f"victim{i}").read_bytes() == PRECIOUS
-
-
 def test_atomic_write_refuses_a_link_and_file_lock_never_truncates_through_one(tmp_path, outside):
     target = tmp_path / "data"
     target.symlink_to(outside / "victim")
@@ -237,23 +202,6 @@ def test_no_module_parses_toml_or_json_by_itself():
 def test_set_nested_deep_is_one_line(project, emu, value):
     assert_refused(project, emu, ["build-all", "--set", f"extra-tools.packages={value}"],
                    "--set: extra-tools.packages: nested more than 32 deep")
-
-
-@pytest.mark.parametrize("answer", ['{"releases": ' + "[" * DEEP + "]" * DEEP + "}",
-                                    '{"releases": {"0.5.6": [' + JSON_40 + "]}}"], ids=["100000", "40"])
-def test_an_index_answer_nested_deep_is_one_line(project, emu, monkeypatch, tmp_path, answer):
-    write(tmp_path / "index/nexus-ai-fs/json", answer)
-    monkeypatch.setenv("E2B_MATRIX_PYPI_URL", (tmp_path / "index").as_uri())
-    for command in (["build-all"], ["plan"]):
-        assert_refused(project, emu, command, "nested more than 32 deep")
-
-
-def test_an_index_cache_nested_deep_is_discarded_and_asked_again(project, http_index):
-    assert run(project, "plan").exit_code == 0
-    for cache in http_index.rglob("pypi-*.json"):
-        cache.write_text("[" * DEEP + "]" * DEEP)
-    r = run(project, "plan")
-    assert r.exit_code == 0 and "note: asked the package index" in r.stderr, r.output
 
 
 @pytest.mark.parametrize("text", ["[" * DEEP + "]" * DEEP, JSON_40], ids=["100000", "40"])

@@ -20,7 +20,7 @@ from e2b_matrix.verify import judge
 from e2b_matrix.settings import Settings
 from conftest import KEY, ROOT, cli_runner
 from test_build import lock_of
-from test_core import INDEX, specs
+from test_core import index_of, specs
 
 BUILT = Outcome("tpl", "b1")
 
@@ -234,5 +234,5 @@ def test_docker_verify_judges_the_image_python_the_same_way():
     assert [r.line() for r in report.failed] == [
         "python3 --version: the template has Python 3.11.2, the base declares 3.13"]
     project = apply_overrides(load_project(ROOT), ("base.image_python=3.11",))  # as the e2e tests set it
-    spec = build_spec(project.select(("pinned",))[0], project.layers, backend, INDEX, pins=Committed(ROOT))
+    spec = build_spec(project.select(("pinned",))[0], project.layers, backend, index_of(), pins=Committed(ROOT))
     assert backend.verify(spec, built).ok

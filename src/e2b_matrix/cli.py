@@ -156,7 +156,7 @@ def backend_own_options(f):
 
 
 offline_option = click.option("--offline", is_flag=True,
-                              help='Resolve "latest" from the lock, else the index cache; never ask the index.')
+                              help='Resolve "latest" from the lock, else uv\'s cache; never ask the index.')
 set_option = click.option("--set", "overrides", multiple=True, metavar="LAYER.PARAM=VALUE",
                           help="Override a layer parameter for this run (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
@@ -260,11 +260,6 @@ def _plan(env, names, backend, offline, overrides, backend_values):
     return session, workflow.planned(session)[2]
 
 
-def _index_note(session) -> None:
-    for url in session.index.asked:
-        click.echo(f"note: asked the package index: {url}", err=True)
-
-
 @cli.command()
 @common
 @click.argument("names", nargs=-1)
@@ -297,7 +292,6 @@ def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
             click.echo("\nsteps the variants share (a change rebuilds the variants below it):")
             for line in trie_lines(roots):
                 click.echo(f"  {line}")
-    _index_note(session)
 
 
 @cli.command()
@@ -327,7 +321,7 @@ def render(env, name, fmt, offline, overrides, **kwargs):
 @click.option("-P", "--upgrade-package", "packages", multiple=True, metavar="PKG",
               help="Re-resolve only PKG, keeping every other pin (repeatable).")
 @click.option("--check", is_flag=True,
-              help="Write nothing and never run uv: exit 1 when a file is missing or out of date (CI).")
+              help="Write nothing and compile nothing: exit 1 when a file is missing or out of date (CI).")
 @set_option
 @backend_own_options
 @json_option

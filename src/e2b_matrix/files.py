@@ -1,8 +1,11 @@
 """The file-system operations every module shares: read, parse, write atomically, lock.
 
 - ``read_bytes``/``read_text``: a regular file of at most ``MAX_FILE_BYTES``
-  or an error at once (a FIFO would block forever, a directory or device is
-  not input), ``None`` when it does not exist.
+  (or a smaller ``limit``) or an error at once (a FIFO would block forever, a
+  directory or device is not input), ``None`` when it does not exist.
+- ``read_inside``: the same for a file below a folder (the project), opened
+  one name at a time with ``O_NOFOLLOW``: neither the file nor a folder
+  between it and the root may be a symbolic link.
 - ``parse_toml``/``parse_json``: every TOML and JSON document the tool reads
   goes through one of them: a document or one line (ValueError), never a
   RecursionError, and never nested more than ``MAX_DEPTH`` deep.
@@ -38,6 +41,7 @@ STALE_TEMP_SECONDS = 1.0  # a temp file this old, found under the lock, was left
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the largest file (or index answer) the tool reads
 MAX_DEPTH = 32  # tables and arrays nested deeper than this in a TOML or JSON document are refused
 LINKED = "is a symbolic link (e2b-matrix writes nothing through one)"
+NOT_THROUGH = "(e2b-matrix reads no project file through one)"
 
 
 class FileError(OSError):
@@ -51,30 +55,35 @@ class TooDeep(ValueError):
         super().__init__(f"nested more than {MAX_DEPTH} deep")
 
 
-def too_large(size: int) -> FileError:
-    return FileError(f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most e2b-matrix reads "
-                     f"({size} bytes)")
+def too_large(size: int, limit: int = MAX_FILE_BYTES) -> FileError:
+    most = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
+    return FileError(f"is larger than {most}, the most e2b-matrix reads here ({size} bytes)")
 
 
-def read_bytes(path: str | os.PathLike) -> bytes | None:
+def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes | None:
     """The file's bytes, or None when it does not exist; FileError when it is not a readable regular file
-    of at most MAX_FILE_BYTES."""
+    of at most ``limit`` bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise FileError(f"cannot read: {exc.strerror or exc}") from None
+    return _read_fd(fd, limit)
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    """What the open file ``fd`` holds (closed after): a regular file of at most ``limit`` bytes, else FileError."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileError(f"is {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise too_large(st.st_size)
+        if st.st_size > limit:
+            raise too_large(st.st_size, limit)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_FILE_BYTES + 1)  # a file growing while read is bounded too
-        if len(data) > MAX_FILE_BYTES:
-            raise too_large(len(data))
+            data = f.read(limit + 1)  # a file growing while read is bounded too
+        if len(data) > limit:
+            raise too_large(len(data), limit)
         return data
     except FileError:
         raise
@@ -87,6 +96,52 @@ def read_bytes(path: str | os.PathLike) -> bytes | None:
 _BOMS = {b"\xef\xbb\xbf": "a UTF-8 byte-order mark (an invisible U+FEFF)",
          b"\xff\xfe": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)",
          b"\xfe\xff": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)"}
+
+
+def read_inside(root: str | os.PathLike, relative: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
+    """The bytes of ``relative`` (a/b/c.txt) below the folder ``root``, or None when it does not exist.
+
+    Each name below ``root`` is opened with ``O_NOFOLLOW`` from the folder before it, so neither the
+    file nor a folder on the way may be a symbolic link (FileError: the file, or the folder, "is a
+    symbolic link"); the file is then read as ``read_bytes`` reads (regular, at most ``limit``
+    bytes). ``root`` itself may be a link (a project reached through one).
+    """
+    parts = relative.split("/")
+    if not relative or any(p in ("", ".", "..") for p in parts):
+        raise FileError(f"is not a plain relative path ({names.shown(relative)})")
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FileError(f"cannot read: {exc.strerror or exc}") from None
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for i, name in enumerate(parts):
+        last = i == len(parts) - 1
+        try:
+            nxt = os.open(name, (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC) if last
+                          else folder_flags, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            linked = exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(name, fd))
+            os.close(fd)
+            if linked:
+                raise FileError(f"is a symbolic link {NOT_THROUGH}" if last else
+                                f"is in a linked folder: {'/'.join(parts[:i + 1])} is a symbolic link {NOT_THROUGH}"
+                                ) from None
+            raise FileError(f"cannot read: {exc.strerror or exc}") from None
+        os.close(fd)
+        fd = nxt
+    return _read_fd(fd, limit)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 def read_text(path: str | os.PathLike) -> str | None:

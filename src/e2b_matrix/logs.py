@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
-RUN_SOURCES = ("e2b_matrix.pins",)  # loggers whose records the run log keeps too (uv's output)
+RUN_SOURCES = ("e2b_matrix.pins", "e2b_matrix.index")  # loggers the run log keeps too (uv and its output)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -5,11 +5,12 @@ A layer's pip step (``model.pip(("nexus-ai-fs==0.5.6",))``) says what it asks fo
 serves the step from its cache by its text. So when a spec is resolved, each pip step becomes two:
 
     COPY requirements/nexus-<id>.txt /opt/e2b-matrix/requirements/nexus-<id>.txt   (as root)
-    RUN  pip install --require-hashes --no-deps -r /opt/e2b-matrix/requirements/nexus-<id>.txt
+    RUN  pip install --require-hashes --no-deps -r /opt/e2b-matrix/requirements/nexus-<id>.txt && pip check
 
-and ``e2b-matrix compile`` writes that file with ``uv pip compile --generate-hashes`` (uv, a
-dependency, found with ``uv.find_uv_bin()``): every transitive package pinned and hashed. E2B's
-cache key of a COPY step includes the file's hash, and so does the fingerprint (``spec.files``).
+and ``e2b-matrix compile`` writes that file with ``uv pip compile --generate-hashes`` (index.Uv, the
+one place uv runs): every transitive package pinned and hashed. E2B's cache key of a COPY step
+includes the file's hash, and so does the fingerprint (``spec.files``). ``pip check`` fails the
+step when what is installed does not hold together.
 
 The question a file answers names it: what the step asks for, for the base's Python on
 ``PLATFORM``, constrained by what the base (layers/base.py: ``installed``) and the variant's
@@ -18,11 +19,14 @@ earlier pip steps install. Its sha256 is the file's identity, and the file is
 same questions, so they copy byte-identical files and E2B's layer cache stays shared; a later
 step's question holds the earlier files' pins, so a chain is resolved in step order.
 
-Whether a file still answers its question is decided without uv: it exists, its ``# identity:``
-line is the question's, every requirement line is ``name==version`` with sha256 hashes and
-nothing else (no option or URL reaches pip), it pins what the step asks for, and it agrees with
-the constraints. Anything else is the requirement's ``problem``: ``plan`` and ``lock check`` name
-it, ``build`` compiles it, ``build --locked`` and ``--offline`` refuse.
+Whether a file still answers its question is decided without uv. The file is input: read below
+the project without a symbolic link on the way (files.read_inside), a regular file of at most
+``MAX_BYTES``. Its header's ``# body sha256:`` line is the digest of everything after it, so a
+file cut short (even at a line boundary) or edited is found; its ``# identity:`` line is the
+question's; every requirement line is ``name==version`` with sha256 hashes and nothing else (no
+option or URL reaches pip); it pins what the step asks for, and it agrees with the constraints.
+Anything else is the requirement's ``problem``: ``plan``, ``compile --check`` and ``lock check``
+name it, ``build`` compiles it, ``build --locked`` and ``--offline`` refuse.
 
 Two sources answer: ``Committed`` reads the files (plan, lock check, build); ``Compiler`` also
 runs uv where a file is missing, has a problem or is to be upgraded (``compile``, and ``build``
@@ -37,17 +41,18 @@ import hashlib
 import json
 import logging
 import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import CompileError, ConfigError
 from e2b_matrix.model import Base, BuildSpec, Requirements, Step, Variant
+
+if TYPE_CHECKING:
+    from e2b_matrix.index import Uv
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,11 @@ DEST = "/opt/e2b-matrix/requirements"    # in the template
 # python:3.x images are Debian (bookworm, or trixie with glibc 2.41, which runs the same wheels),
 # and so is the Docker backend's debootstrap base: one platform for every backend.
 PLATFORM = "x86_64-manylinux_2_36"
-UV_TIMEOUT_S = 900.0
-# What e2b-matrix passes uv itself: E2B_MATRIX_UV_ARGS may not set these.
-OWN_FLAGS = frozenset({"-o", "--output-file", "-c", "--constraint", "--constraints", "-r", "--requirement",
-                       "--requirements", "--generate-hashes", "--python-version", "--python-platform", "-p",
-                       "--python", "-U", "--upgrade", "-P", "--upgrade-package", "--no-header", "--universal"})
+# The most a requirements file (header and uv's answer) may hold: ten times the largest real one
+# (nexus-ai-fs 0.9.26's 207 packages with the hash of every wheel: 381 KB), a sixteenth of what
+# files.py reads at most.
+MAX_BYTES = 4 * 1024 * 1024
+DIGEST = "# body sha256: "  # the header's last line: the digest of every byte after it
 
 _REQUIREMENT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9._+!-]*)")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
@@ -84,21 +89,6 @@ def _same_version(a: str, b: str) -> bool:
         return Version(a) == Version(b)
     except InvalidVersion:
         return a == b
-
-
-def check_uv_args(text: str) -> tuple[str, ...]:
-    """E2B_MATRIX_UV_ARGS as words (shell quoting); ValueError when it cannot be split or sets our flags."""
-    import shlex
-
-    try:
-        words = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise ValueError(f"cannot split it into words: {exc}") from None
-    for word in words:
-        flag = word.split("=", 1)[0]
-        if flag in OWN_FLAGS:
-            raise ValueError(f"{flag} is set by e2b-matrix compile itself; give only index or resolver options")
-    return words
 
 
 def check_packages(upgrade: bool, packages: Iterable[str]) -> frozenset[str]:
@@ -164,9 +154,18 @@ def pin_steps(variant: Variant, layered: Iterable[tuple[str, Step]], base: Base,
             blocked = r.path
         out.append(r)
         dest = f"{DEST}/{PurePosixPath(r.path).name}"
-        steps += [Step("copy", (r.path, dest), {"user": "root"}),
-                  Step("pip_install", (("--require-hashes", "--no-deps", "-r", dest),), step.kwargs)]
+        steps += [Step("copy", (r.path, dest), {"user": "root"}), install(dest, step.kw.get("g", True))]
     return tuple(steps), tuple(out)
+
+
+def install(dest: str, g: bool = True) -> Step:
+    """The pip step of a requirements file: each pinned, hashed package alone (``--no-deps``: the file
+    has them all), then ``pip check`` (a file cut short, or a base that does not hold together with
+    it, fails the build). As the SDK's ``pip_install`` runs: as root, or ``--user`` when not ``g``.
+    ``pip check`` sees the base's packages too: code-interpreter-v1 has them from pip's own resolver
+    (e2b-dev/code-interpreter template/template.py: ``pip_install("-r requirements.txt")``)."""
+    command = f"pip install{'' if g else ' --user'} --require-hashes --no-deps -r {dest}"
+    return Step("run_cmd", ((command, "pip check"),), {"user": "root"} if g else {})
 
 
 def files_of(requirements: Iterable[Requirements]) -> tuple[tuple[str, str], ...]:
@@ -176,8 +175,9 @@ def files_of(requirements: Iterable[Requirements]) -> tuple[tuple[str, str], ...
 
 # -- the answer: a committed file, judged ----------------------------------------------
 
-def parse(text: str) -> tuple[dict[str, str], str | None, str]:
-    """(canonical name -> version, the identity line, the problem or "") of a requirements file."""
+def parse(text: str, hashed: bool = True) -> tuple[dict[str, str], str | None, str]:
+    """(canonical name -> version, the identity line, the problem or "") of a requirements file;
+    ``hashed``: every requirement has its sha256 hashes."""
     identity = None
     logical: list[tuple[int, list[str]]] = []
     words: list[str] = []
@@ -208,7 +208,7 @@ def parse(text: str) -> tuple[dict[str, str], str | None, str]:
         if bad is not None:
             return {}, identity, f"line {n}: {names.shown(bad)} is not a sha256 hash (--hash=sha256:...)"
         name = canonical_name(m.group(1))
-        if not hashes:
+        if hashed and not hashes:
             return {}, identity, f"line {n}: {name} has no hash"
         if name in pins:
             return {}, identity, f"line {n}: {name} is pinned twice"
@@ -232,6 +232,21 @@ def _agrees(q: Requirements, pins: Mapping[str, str]) -> str:
     return ""
 
 
+def unsealed(content: bytes) -> str:
+    """Why ``content`` is not a whole file as compile wrote it ("" when it is): the digest in its
+    header must be the sha256 of every byte after that line."""
+    start = 0
+    for line in content.splitlines(keepends=True):
+        if not line.startswith(b"#"):
+            break
+        start += len(line)
+        if line.startswith(DIGEST.encode()):
+            if line.rstrip(b"\r\n")[len(DIGEST):] != hashlib.sha256(content[start:]).hexdigest().encode():
+                return "is cut short or edited: its body does not match its digest"
+            return ""
+    return "has no digest of its body in its header"
+
+
 def judge(q: Requirements, content: bytes | None) -> Requirements:
     """The question with its committed answer: the content, its digest, its pins, or its problem."""
     if content is None:
@@ -241,6 +256,7 @@ def judge(q: Requirements, content: bytes | None) -> Requirements:
         pins, identity, problem = parse(content.decode("utf-8"))
     except UnicodeDecodeError:
         pins, identity, problem = {}, None, "is not UTF-8 text"
+    problem = unsealed(content) or problem  # cut short mid-line, a file is also unparsable: say why
     if not problem and identity != q.identity:
         problem = "answers another question (its identity line is not this step's): compile it again"
     problem = problem or _agrees(q, pins)
@@ -256,9 +272,11 @@ class Committed:
         self._read: dict[str, bytes | None] = {}
 
     def read(self, path: str) -> bytes | None:
+        """The file's bytes (None: missing); ConfigError when it is a link, below a linked folder, not
+        a regular file, or larger than MAX_BYTES."""
         if path not in self._read:
             try:
-                self._read[path] = files.read_bytes(self.root / path)  # a regular file, bounded
+                self._read[path] = files.read_inside(self.root, path, MAX_BYTES)
             except files.FileError as exc:
                 raise ConfigError(str(exc), path=path) from None
         return self._read[path]
@@ -357,77 +375,16 @@ def previous_files(before: Iterable[BuildSpec], entries: Mapping) -> dict[tuple[
     return out
 
 
-def header(q: Requirements) -> str:
+def header(q: Requirements, body: str) -> str:
+    """The header of the file that answers ``q`` with ``body``: what it answers, and (last) the digest
+    of the body, which every reader checks (``unsealed``)."""
     return (f"# Generated by e2b-matrix compile; do not edit. Regenerate: e2b-matrix compile "
             f"(--upgrade-package PKG moves one package)\n"
             f"# pip step of layer {q.layer}: {' '.join(q.asks)}\n"
             f"# for Python {q.python} on {q.platform}, constrained by {len(q.constraints)} packages "
             f"the base and earlier steps install\n"
-            f"# identity: {q.identity}\n")
-
-
-def find_uv() -> str:
-    """The uv binary of the installed ``uv`` package (its public API)."""
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except (ImportError, FileNotFoundError) as exc:
-        raise ConfigError(f"no uv binary ({exc}): install e2b-matrix's dependencies (pip install uv)",
-                          key="uv") from None
-
-
-def _uv_error(stderr: str) -> str:
-    """uv's reason in one line: its first ``error:`` and the first cause after it."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
-    if start is None:
-        return lines[-1][:300] if lines else "no output"
-    text = lines[start].removeprefix("error:").strip()
-    cause = next((line for line in lines[start + 1:] if line.startswith("cause:")), None)
-    if cause:
-        text += ": " + cause.removeprefix("cause:").strip()
-    return text[:400]
-
-
-def run_uv(q: Requirements, seed: bytes | None, uv_args: Iterable[str] = (), upgrade: bool = False,
-           packages: Iterable[str] = ()) -> str:
-    """uv's answer to ``q``: the pinned, hashed requirements (no header); CompileError when it has none.
-
-    Runs in a temporary folder (uv's annotations name only its own files); ``seed``, when
-    given, is the output file uv starts from: its pins are kept where still valid.
-    """
-    uv = find_uv()
-    with tempfile.TemporaryDirectory(prefix="e2b-matrix-compile-") as tmp:
-        work = Path(tmp)
-        (work / "requirements.in").write_text("".join(f"{a}\n" for a in q.asks))
-        cmd = [uv, "pip", "compile", "requirements.in", "--output-file", "requirements.txt", "--generate-hashes",
-               "--no-header", "--python-version", q.python, "--python-platform", q.platform,
-               "--python", sys.executable, "--no-python-downloads"]
-        if q.constraints:
-            (work / "constraints.txt").write_text("".join(f"{c}\n" for c in q.constraints))
-            cmd += ["--constraint", "constraints.txt"]
-        if seed is not None:
-            (work / "requirements.txt").write_bytes(seed)
-        if upgrade:
-            cmd.append("--upgrade")
-        for p in sorted(packages):
-            cmd += ["--upgrade-package", p]
-        log.info("%s: %s%s", q.path, " ".join(cmd[1:]), " + E2B_MATRIX_UV_ARGS" if uv_args else "")
-        cmd += list(uv_args)  # not logged: an index URL may carry a password
-        try:
-            proc = subprocess.run(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, errors="replace", timeout=UV_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise CompileError(f"{q.path}: uv pip compile ran past {UV_TIMEOUT_S:.0f}s and was stopped") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot run uv: {exc.strerror or exc}", key="uv") from None
-        if proc.stderr.strip():
-            log.info("%s: uv said:\n%s", q.path, proc.stderr.rstrip())
-        if proc.returncode != 0:
-            raise CompileError(f"{q.path}: uv cannot resolve {' '.join(q.asks)} for Python {q.python} on "
-                               f"{q.platform}: {_uv_error(proc.stderr)} (-v shows uv's output)")
-        return (work / "requirements.txt").read_text(encoding="utf-8")
+            f"# identity: {q.identity}\n"
+            f"{DIGEST}{hashlib.sha256(body.encode()).hexdigest()}\n")
 
 
 class Compiler(Committed):
@@ -438,10 +395,10 @@ class Compiler(Committed):
     per run; ``results`` says what happened to each, in order.
     """
 
-    def __init__(self, root: str | Path, uv_args: Iterable[str] = (), upgrade: bool = False,
-                 packages: Iterable[str] = (), previous: Mapping[tuple[str, str], list[str]] | None = None):
+    def __init__(self, root: str | Path, uv: Uv, upgrade: bool = False, packages: Iterable[str] = (),
+                 previous: Mapping[tuple[str, str], list[str]] | None = None):
         super().__init__(root)
-        self.uv_args = tuple(uv_args)
+        self.uv = uv
         self.upgrade = upgrade
         self.packages = frozenset(packages)
         self.previous = previous or {}
@@ -481,8 +438,19 @@ class Compiler(Committed):
         return None
 
     def _compile(self, q: Requirements, current: Requirements, alias: str | None) -> tuple[Requirements, Compiled]:
-        body = run_uv(q, self._seed(current, alias), self.uv_args, self.upgrade, self.packages)
-        content = (header(q) + body).encode()
+        """uv's answer to ``q``, judged as every reader will judge it, then written (when it changed)."""
+        from e2b_matrix.index import UvFailed
+
+        room = MAX_BYTES - len(header(q, "").encode())
+        try:
+            body = self.uv.compile(q.asks, q.python, q.platform, label=q.path, limit=room, constraints=q.constraints,
+                                   seed=self._seed(current, alias), upgrade=self.upgrade, packages=self.packages)
+        except UvFailed as exc:
+            if exc.resolving:
+                raise CompileError(f"{q.path}: uv cannot resolve {' '.join(q.asks)} for Python {q.python} on "
+                                   f"{q.platform}: {exc.reason} (-v shows uv's output)") from None
+            raise CompileError(f"{q.path}: {exc.reason}") from None
+        content = (header(q, body) + body).encode()
         answer = judge(q, content)
         if answer.problem:
             raise CompileError(f"{q.path}: uv's answer {answer.problem}")

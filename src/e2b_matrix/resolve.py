@@ -1,8 +1,8 @@
 """Variants -> BuildSpecs: matrix expansion, layer order, parameters, pinned versions, fingerprint.
 
-Pure given its inputs (the variant, the layers, the backend's rules, a
-package index, the lock entries): the same inputs give the same specs and
-fingerprints on every machine. Every ordering is graphlib's.
+Pure given its inputs (the variant, the layers, the backend's rules, the
+package index's answers, the lock entries): the same inputs give the same specs
+and fingerprints on every machine. Every ordering is graphlib's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
-
 from typing import TYPE_CHECKING
 
 import attrs
@@ -24,6 +23,7 @@ from e2b_matrix.model import BuildSpec, Context, Layer, ResolvedLayer, Variant
 from e2b_matrix.render import instructions
 
 if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
+    from e2b_matrix.index import PackageIndex
     from e2b_matrix.lock.model import LockEntry
 
 FINGERPRINT_SCHEMA = 1
@@ -147,10 +147,10 @@ def parent_alias(spec: BuildSpec, aliases: Iterable[str]) -> str | None:
 
 @attrs.frozen
 class Resolver:
-    """What layer ``resolve`` hooks may consult: the package index and the lock."""
+    """What layer ``resolve`` hooks may consult: the package index (asked through uv) and the lock."""
 
     variant: Variant
-    index: object = None
+    index: PackageIndex | None = None
     offline: bool = False
     locked: Mapping[str, str] = attrs.field(factory=dict)  # layer -> version in the lock
 
@@ -161,7 +161,8 @@ class Resolver:
         return ConfigError(message, path=self.variant.source, key=key)
 
 
-def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index=None, offline: bool = False,
+def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index: PackageIndex | None = None,
+               offline: bool = False,
                entries: Mapping[str, LockEntry] | None = None, *, pins) -> BuildSpec:
     """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,70 @@ def _path(text: str) -> str:
     return names.check_text(text)
 
 
-def _uv_args(text: str) -> tuple[str, ...]:
-    from e2b_matrix.pins import check_uv_args  # only when the variable is set
+# -- E2B_MATRIX_UV_ARGS: options for uv, and only options --------------------------
 
-    return check_uv_args(text)
+# What e2b-matrix passes uv itself (index.py): E2B_MATRIX_UV_ARGS may not set these.
+UV_OWN = frozenset({
+    "-o", "--output-file", "-c", "--constraint", "--constraints", "-r", "--requirement", "--requirements",
+    "--generate-hashes", "--python-version", "--python-platform", "-p", "--python", "-U", "--upgrade",
+    "-P", "--upgrade-package", "--no-header", "--universal", "--no-deps", "--offline", "--no-python-downloads"})
+# The `uv pip compile` options it may set (index, resolver, cache, output and config), each with
+# whether it takes a value. Anything else is refused: a word that is no option would be read by
+# uv as one more requirements file, and an option we do not know might take the next word as its
+# value or change what the answer means (--no-deps, --emit-index-url, --directory).
+UV_OPTIONS = {
+    **dict.fromkeys(("--index", "--default-index", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
+                     "--index-strategy", "--keyring-provider", "--allow-insecure-host", "--trusted-host",
+                     "--resolution", "--prerelease", "--exclude-newer", "--exclude-newer-package", "--no-binary",
+                     "--only-binary", "--no-build-isolation-package", "-C", "--config-setting", "-b",
+                     "--build-constraint", "--build-constraints", "--cache-dir", "--refresh-package", "--color",
+                     "--config-file"), True),
+    **dict.fromkeys(("--no-index", "--native-tls", "--system-certs", "--no-build", "--no-build-isolation",
+                     "--no-sources", "-n", "--no-cache", "--refresh", "-q", "--quiet", "-v", "--verbose",
+                     "--no-progress", "--no-config"), False),
+}
+_REPEATED = re.compile(r"-[qv]+")  # -qq, -vv
+
+
+def _uv_word(word: str) -> str:
+    """A word of E2B_MATRIX_UV_ARGS as an error shows it: never what a URL carries before its host."""
+    if "@" in word and "://" in word:
+        return f"{word.split('://', 1)[0]}://… (a URL)"
+    return names.shown(word)
+
+
+def _uv_args(text: str) -> tuple[str, ...]:
+    """E2B_MATRIX_UV_ARGS as words (shell quoting): options of UV_OPTIONS and their values, nothing
+    else; ValueError naming the first word that is not one."""
+    import shlex
+
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"cannot split it into words: {exc}") from None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        flag, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if flag in UV_OWN:
+            raise ValueError(f"{flag} is set by e2b-matrix itself; give only index, resolver or cache options")
+        if not word.startswith("-") or word == "-":
+            raise ValueError(f"{_uv_word(word)} is not an option, and uv would read it as one more requirements "
+                             f"file: give options only (a folder of wheels is --find-links FOLDER)")
+        takes = False if _REPEATED.fullmatch(flag) else UV_OPTIONS.get(flag)
+        if takes is None:
+            raise ValueError(f"{_uv_word(flag)} is not one of the index, resolver and cache options e2b-matrix "
+                             f"passes to uv (such as --index-url, --find-links, --exclude-newer)")
+        if not takes and eq:
+            raise ValueError(f"{flag} takes no value")
+        if takes and not eq:
+            if i + 1 == len(words) or words[i + 1].startswith("-"):
+                raise ValueError(f"{flag} needs a value")
+            i += 1
+        elif takes and not value:
+            raise ValueError(f"{flag} needs a value")
+        i += 1
+    return words
 
 
 def _key(text: str) -> str | None:
@@ -110,8 +171,6 @@ VARS = {v.name: v for v in (
     Var("E2B_API_URL", names.check_http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
     Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
     Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
-    Var("E2B_MATRIX_PYPI_URL", names.check_url, None, "the package index's JSON API base (a file:// folder works)"),
-    Var("E2B_MATRIX_INDEX_TTL", _number(float, 0, DAY * 30), 900.0, "seconds an index look-up is cached"),
     Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
     Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay"),
     Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay"),
@@ -123,7 +182,9 @@ VARS = {v.name: v for v in (
     Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
     Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
     Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
-    Var("E2B_MATRIX_UV_ARGS", _uv_args, (), "extra `uv pip compile` options for compile (an index, --exclude-newer)"),
+    Var("E2B_MATRIX_UV_ARGS", _uv_args, (),
+        "options for every uv question, compile and \"latest\" (an index, --exclude-newer); options only"),
+    Var("E2B_MATRIX_UV", _path, None, "the uv binary (default: the one of the installed uv package)"),
 )}
 
 
@@ -140,8 +201,6 @@ class Settings:
     domain: str = DEFAULT_DOMAIN
     api_url: str | None = None
     template_id: str | None = None
-    index_url: str | None = None
-    index_ttl: float = 900.0
     retry: RetryPolicy = RetryPolicy()
     build_timeout: float = 3600.0
     team_builds: int = 20
@@ -149,25 +208,23 @@ class Settings:
     docker_cli: str | None = None
     docker_buildkit: bool | None = None
     home: Path = attrs.field(factory=Path.home)
-    cache_dir: Path | None = None
     uv_args: tuple[str, ...] = ()
+    uv: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
         env = os.environ if environ is None else environ
         v = {name: var.read(env) for name, var in VARS.items()}
         home = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
-        cache = env.get("XDG_CACHE_HOME") or str(home / ".cache")
         return cls(
             api_key=v["E2B_API_KEY"], domain=v["E2B_DOMAIN"], api_url=v["E2B_API_URL"],
-            template_id=v["E2B_TEMPLATE_ID"], index_url=v["E2B_MATRIX_PYPI_URL"],
-            index_ttl=v["E2B_MATRIX_INDEX_TTL"],
+            template_id=v["E2B_TEMPLATE_ID"],
             retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
                               v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
             build_timeout=v[BUILD_TIMEOUT], team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
-            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, cache_dir=Path(cache) / "e2b-matrix",
-            uv_args=v["E2B_MATRIX_UV_ARGS"])
+            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, uv_args=v["E2B_MATRIX_UV_ARGS"],
+            uv=v["E2B_MATRIX_UV"])
 
     def key(self) -> str | None:
         """E2B_API_KEY, else ``teamApiKey`` in ~/.e2b/config.json; None when neither has one."""

@@ -69,7 +69,7 @@ class Session:
     options: Options
     settings: Settings
     backend: object
-    _index: object = None  # versions.PyPIIndex: the ``index`` property
+    _index: object = None  # index.PackageIndex: the ``index`` property
     _pins: object = None  # pins.Committed: the ``pins`` property
     logs: tuple | None = None  # (the logs folder or None), once preflight decided
 
@@ -85,12 +85,13 @@ class Session:
 
     @property
     def index(self):
-        """The package index (versions.PyPIIndex) this run asks for "latest"."""
+        """The package index as uv answers it (index.PackageIndex): "latest", and uv itself for compile
+        (``index.uv``), with the settings' uv and options and the run's --offline."""
         if self._index is None:
-            from e2b_matrix.versions import PyPIIndex
+            from e2b_matrix.index import PackageIndex, Uv
 
             s = self.settings
-            self._index = PyPIIndex(s.index_url, s.cache_dir, s.index_ttl, offline=self.options.offline)
+            self._index = PackageIndex(Uv(s.uv, s.uv_args, self.options.offline))
         return self._index
 
     @property
@@ -258,7 +259,7 @@ def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[B
     for s in unpinned:
         reporter.progress(s.name, State.COMPILING, pins.first_problem(s).path)
     compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, pins.Compiler(
-        o.root, session.settings.uv_args, previous=pins.previous_files(unpinned, lock.entries)))}
+        o.root, session.index.uv, previous=pins.previous_files(unpinned, lock.entries)))}
     return [compiled.get(s.alias, s) for s in specs]
 
 
@@ -282,7 +283,7 @@ def _compile(session: Session, project: Project, lock: TemplateLock, specs: list
 def compile_requirements(session: Session, upgrade: bool = False, packages=(), check: bool = False):
     """``e2b-matrix compile``: each selected variant's requirements files, compiled where missing or out
     of date (``upgrade``: every package re-resolved; ``packages``: only those). ``check``: nothing is
-    written and uv never runs. Returns (the specs, what happened to each file: pins.Compiled)."""
+    written and nothing compiled. Returns (the specs, what happened to each file: pins.Compiled)."""
     from e2b_matrix import pins
 
     if check and (upgrade or packages):
@@ -294,7 +295,7 @@ def compile_requirements(session: Session, upgrade: bool = False, packages=(), c
     if check:
         return before, pins.survey(before)
     pins.check_known(before, wanted)
-    compiler = pins.Compiler(session.options.root, session.settings.uv_args, upgrade, wanted,
+    compiler = pins.Compiler(session.options.root, session.index.uv, upgrade, wanted,
                              previous=pins.previous_files(before, lock.entries))
     return _compile(session, project, lock, before, compiler), list(compiler.results.values())
 
