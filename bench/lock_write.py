@@ -50,7 +50,8 @@ def measure(n: int, runs: int, folder: Path, batch: int = 1,
             profile: bool = False) -> tuple[list[float], list[float]]:
     path = folder / f"templates-{n}.lock"
     entries = realistic_entries(n)
-    store.update_lock(path, entries)
+    cache = store.ParseCache()  # one writer's, as the runner's lock writer keeps one per run
+    store.update_lock(path, entries, cache=cache)
     times, cpu = [], []
     prof = cProfile.Profile() if profile else None
     for k in range(runs):
@@ -59,9 +60,9 @@ def measure(n: int, runs: int, folder: Path, batch: int = 1,
         if prof is not None:
             prof.enable()
         if len(builds) == 1:
-            store.record_build(path, builds[0])
+            store.record_build(path, builds[0], cache=cache)
         else:
-            store.record_builds(path, builds)
+            store.record_builds(path, builds, cache=cache)
         if prof is not None:
             prof.disable()
         times.append((time.perf_counter() - t0) * 1000)

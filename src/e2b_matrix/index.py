@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import attrs
@@ -105,6 +105,14 @@ class Uv:
     binary: str | None = None
     args: tuple[str, ...] = ()
     offline: bool = False
+    # Where uv's command and output are recorded besides this module's log (the console at -v):
+    # the run log of a compile, handed in by the caller (no logger of the process is touched).
+    record: Callable[[str], None] | None = None
+
+    def say(self, message: str) -> None:
+        log.info("%s", message)
+        if self.record is not None:
+            self.record(message)
 
     def compile(self, asks: Iterable[str], python: str, platform: str, *, label: str, limit: int,
                 constraints: Iterable[str] = (), seed: bytes | None = None, upgrade: bool = False,
@@ -124,13 +132,13 @@ class Uv:
             if wanted:  # uv's default --prerelease takes one when a package has no final release
                 cmd.append(flag)
         cmd += [f"--upgrade-package={p}" for p in sorted(packages)]
-        log.info("%s: %s%s", label, " ".join(cmd[1:]), " + E2B_MATRIX_UV_ARGS" if self.args else "")
+        self.say(f"{label}: {' '.join(cmd[1:])}{' + E2B_MATRIX_UV_ARGS' if self.args else ''}")
         with _signals_stop_uv(), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
             work = Path(tmp)
             _ask(work, asks, constraints, seed)
             code, stderr = self._run(cmd + list(self.args), work)  # the args unlogged: a URL may hold a password
             if stderr.strip():
-                log.info("%s: uv said:\n%s", label, stderr.rstrip())
+                self.say(f"{label}: uv said:\n{stderr.rstrip()}")
             if code != 0:
                 raise UvFailed(uv_reason(stderr), resolving=code == 1, stderr=stderr)
             return _answer(work, limit, seed)

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
-RUN_SOURCES = ("e2b_matrix.pins", "e2b_matrix.index")  # loggers the run log keeps too (uv and its output)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -160,6 +159,7 @@ class _LazyFileHandler(logging.Handler):
     def close(self) -> None:
         with self._opening:
             inner, self._inner = self._inner, None
+            self._refused = True  # closed: a later record opens nothing
         if inner is not None:
             try:
                 inner.close()
@@ -168,58 +168,53 @@ class _LazyFileHandler(logging.Handler):
         super().close()
 
 
+def _private_logger(name: str, handler: logging.Handler) -> logging.Logger:
+    """A logger of one run only: made here, not through ``logging.getLogger``, so it is in no tree
+    of the process (no other run, host application or test sees it, nor it theirs), at INFO."""
+    logger = logging.Logger(name, logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger
+
+
 class RunLogs:
-    """The log files of one run; ``variant(alias)`` gives a variant's logger."""
+    """The log files of one run: ``run`` (logs/build.log) and ``variant(alias)`` (logs/<alias>.log).
+
+    Its loggers belong to it alone (``_private_logger``): two runs in one process write only their
+    own files, and nothing of the process's logging is changed. What other code wants in the run
+    log it is handed explicitly (uv's output: index.Uv.record).
+    """
 
     def __init__(self, directory: Path | None, redactor: Redactor | None = None):
         self.directory = directory
         self.redactor = redactor or Redactor()
-        self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
-        self._levels: list[tuple[logging.Logger, int]] = []
         self.broken = _Broken()
-        self.run = logging.getLogger(RUN_LOGGER)
-        self.run.setLevel(logging.INFO)
-        self.run.propagate = False  # the console shows the reporter, not this log (it tore the live table)
-        if directory is None:  # without a handler, logging's last resort would print its warnings on stderr
-            self._attach(self.run, logging.NullHandler())
-        else:
-            handler = _LazyFileHandler(directory / "build.log", self.redactor, "%(asctime)s %(levelname)s %(message)s",
-                                       self.broken)
-            self._attach(self.run, handler)
-            for name in RUN_SOURCES:  # at INFO while attached; the console handler keeps its own level
-                logger = logging.getLogger(name)
-                self._levels.append((logger, logger.level))
-                logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
-                self._attach(logger, handler)
+        self._handlers: list[logging.Handler] = []
+        self.run = _private_logger(RUN_LOGGER, self._handler("build.log", "%(asctime)s %(levelname)s %(message)s"))
+        self._variants: dict[str, logging.Logger] = {}
 
-    def _attach(self, logger: logging.Logger, handler: logging.Handler) -> None:
-        logger.addHandler(handler)
-        self._handlers.append((logger, handler))
+    def _handler(self, name: str, fmt: str) -> logging.Handler:
+        handler: logging.Handler = (logging.NullHandler() if self.directory is None else
+                                    _LazyFileHandler(self.directory / name, self.redactor, fmt, self.broken))
+        self._handlers.append(handler)
+        return handler
 
     def variant(self, alias: str) -> logging.Logger:
-        logger = logging.getLogger(f"e2b_matrix.variant.{alias}")
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # build output goes to its file, not the console
-        # once per run: another handler on the logger (a host application's,
-        # pytest's) must not stop this run from writing its file
-        if self.directory is not None and not any(lg is logger for lg, _ in self._handlers):
-            self._attach(logger, _LazyFileHandler(self.directory / f"{alias}.log", self.redactor, "%(message)s",
-                                                  self.broken))
-        return logger
+        """The logger of ``alias``'s build output (its own file), made once per run."""
+        if alias not in self._variants:
+            self._variants[alias] = _private_logger(f"e2b_matrix.variant.{alias}",
+                                                    self._handler(f"{alias}.log", "%(message)s"))
+        return self._variants[alias]
 
     def close(self) -> None:
-        for logger, handler in self._handlers:
-            logger.removeHandler(handler)
-            handler.close()  # twice for a handler on two loggers: closing is idempotent
+        for handler in self._handlers:
+            handler.close()
         self._handlers.clear()
-        for logger, level in self._levels:
-            logger.setLevel(level)
-        self._levels.clear()
 
     def __enter__(self) -> RunLogs:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> bool:
         self.close()
         return False
 

@@ -462,5 +462,5 @@ class Compiler(Committed):
             except (files.FileError, OSError) as exc:
                 raise ConfigError(f"cannot write: {exc.strerror or exc}", path=q.path) from None
             self._read[q.path] = content
-        log.info("%s: %s (%d packages)", q.path, status, len(answer.pinned))
+        self.uv.say(f"{q.path}: {status} ({len(answer.pinned)} packages)")
         return answer, Compiled(q.path, q.layer, status, len(answer.pinned), size=len(content))

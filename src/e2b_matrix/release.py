@@ -43,7 +43,8 @@ def check_present(backend, targets: Iterable[tuple[LockEntry, str]], what: str) 
             raise Gone(f"{entry.alias}: {why}: {what}; nothing was changed")
 
 
-def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=()) -> LockEntry:
+def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=(),
+                 cache: store.ParseCache | None = None) -> LockEntry:
     """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
 
     The lock's entry is read again under its file lock: a build that landed meanwhile keeps its
@@ -59,13 +60,15 @@ def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: s
         entries[entry.alias] = current.promoted(channel, build_id)
         return entries
 
-    return store.update(lock_path, record, backend.regenerate, secrets).entries[entry.alias]
+    return store.update(lock_path, record, backend.regenerate, secrets, cache).entries[entry.alias]
 
 
-def promote_entries(backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=()) -> list[LockEntry]:
+def promote_entries(backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=(),
+                    cache: store.ParseCache | None = None) -> list[LockEntry]:
     """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
     the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
-    return [move_channel(backend, lock_path, e, channel, e.build_id, secrets) for e in entries]
+    cache = cache or store.ParseCache()
+    return [move_channel(backend, lock_path, e, channel, e.build_id, secrets, cache) for e in entries]
 
 
 # -- the commands ------------------------------------------------------------------------
@@ -104,11 +107,12 @@ def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff
     check_present(backend, [(e, e.build_id) for e in entries], f"{channel} cannot point at it")
     secrets = session.settings.secrets()
     out = []
+    cache = store.ParseCache()
     with run_logs(session, logs_folder(session)) as logs:
         record = RunLogReporter(logs)
         for e in entries:
             try:
-                after = move_channel(backend, session.lock_path, e, channel, e.build_id, secrets)
+                after = move_channel(backend, session.lock_path, e, channel, e.build_id, secrets, cache)
             except MatrixError as exc:
                 record.refused("promote", e.alias, exc)
                 raise

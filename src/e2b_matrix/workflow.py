@@ -273,11 +273,9 @@ def _compile(session: Session, project: Project, lock: TemplateLock, specs: list
     blocked = files.check_writable_dir(root / DIR, inside=root)
     if blocked:
         raise ConfigError(f"cannot write requirements files: {blocked[1]}", path=blocked[0])
-    logs = run_logs(session, logs_folder(session))
-    try:
+    with run_logs(session, logs_folder(session)) as logs:  # uv's command and output are recorded there
+        compiler.uv = attrs.evolve(compiler.uv, record=logs.run.info)
         return resolve_specs(session, project, lock, pins=compiler, variants=[s.variant for s in specs])
-    finally:
-        logs.close()
 
 
 def compile_requirements(session: Session, upgrade: bool = False, packages=(), check: bool = False):

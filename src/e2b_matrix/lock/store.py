@@ -12,10 +12,12 @@ records every build that finished since the last write in one such write.
 
 What one write costs, as the lock grows: one tomllib parse of the rendering
 (the read-back) and one tomli-w rendering, each linear in the lock. The lock
-on disk is parsed too unless its bytes are exactly the last ones this process
-parsed (its own last write, read back): parsing is a function of the bytes.
-Only the entries whose table differs from the one parsed before are
-validated again (format.parse, ``known``).
+on disk is parsed too unless its bytes are exactly the last ones the caller's
+``ParseCache`` parsed (its own last write, read back): parsing is a function of
+the bytes. Only the entries whose table differs from the one parsed before are
+validated again (format.parse, ``known``). The cache is an object the writer
+keeps and hands in (the runner's lock writer keeps one per run); nothing is
+kept in the module.
 """
 
 from __future__ import annotations
@@ -30,21 +32,21 @@ from e2b_matrix.lock.model import LockEntry
 
 Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
 
-# The last lock text this process parsed, whole, and what it read: (text, Parsed). Set only from
-# format.parse's own result on exactly that text; replaced whole (one assignment: threads may write
-# other locks at the same time).
-_last: tuple[str, Parsed] | None = None
+class ParseCache:
+    """The last lock text parsed, whole, and what it read. Replaced whole (one assignment), so a
+    reader in another thread sees the old pair or the new one."""
 
+    def __init__(self) -> None:
+        self._last: tuple[str, Parsed] | None = None
 
-def _parse(text: str, path: str) -> Parsed:
-    """``text`` parsed; tomllib runs again unless ``text`` is exactly the last text parsed here."""
-    global _last
-    last = _last
-    if last is not None and last[0] == text:
-        return last[1]
-    parsed = parse(text, path, known=last[1] if last is not None else None)
-    _last = (text, parsed)
-    return parsed
+    def parse(self, text: str, path: str) -> Parsed:
+        """``text`` parsed; tomllib runs again unless ``text`` is exactly the last text parsed here."""
+        last = self._last
+        if last is not None and last[0] == text:
+            return last[1]
+        parsed = parse(text, path, known=last[1] if last is not None else None)
+        self._last = (text, parsed)
+        return parsed
 
 
 def lock_file(path) -> str:
@@ -52,7 +54,7 @@ def lock_file(path) -> str:
     return os.fspath(path) + ".lock"
 
 
-def preflight(path) -> None:
+def preflight(path, cache: ParseCache | None = None) -> None:
     """Fail now, before any build or request, if the lock at ``path`` could not be written later.
     Writes nothing (not even the file lock's sidecar): a command refused here leaves no trace."""
     path = os.fspath(path)
@@ -70,10 +72,10 @@ def preflight(path) -> None:
     except files.FileError as exc:
         raise LockError(str(exc), path=path) from None
     if text is not None:
-        _parse(text, path)
+        (cache or ParseCache()).parse(text, path)
 
 
-def read_entry(path, alias: str) -> LockEntry | None:
+def read_entry(path, alias: str, cache: ParseCache | None = None) -> LockEntry | None:
     """The entry of ``alias`` in the lock on disk now (None when there is none). Unless another
     process wrote the lock since, its bytes are what this process last wrote and parsed: no parse."""
     path = os.fspath(path)
@@ -81,24 +83,26 @@ def read_entry(path, alias: str) -> LockEntry | None:
         text = files.read_text(path)
     except files.FileError as exc:
         raise LockError(str(exc), path=path) from None
-    return None if text is None else _parse(text, path).entries.get(alias)
+    return None if text is None else (cache or ParseCache()).parse(text, path).entries.get(alias)
 
 
-def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
+def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = (),
+           cache: ParseCache | None = None) -> TemplateLock:
     """Apply ``change`` (entries by alias -> new entries by alias) to the lock on disk; the lock as written."""
     path = os.fspath(path)
+    cache = cache or ParseCache()
     try:
         with files.FileLock(lock_file(path)):
             files.refuse_link(path)
             files.remove_stale_temps(path)
             old_text = files.read_text(path)
-            old = _parse(old_text, path) if old_text is not None else EMPTY
+            old = cache.parse(old_text, path) if old_text is not None else EMPTY
             merged = dict(change(dict(old.entries)))
             try:
                 text = dumps(merged.values(), regenerate, secrets)
             except LockError as exc:
                 raise LockError(exc.bare, path=path, key=exc.key) from None
-            if _parse(text, path).entries != merged:  # never write what would not read back
+            if cache.parse(text, path).entries != merged:  # never write what would not read back
                 raise LockError("does not read back the same (not written)", path=path)
             if text != old_text:
                 files.atomic_write(path, text.encode("utf-8"))
@@ -110,7 +114,8 @@ def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: 
 
 
 def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = (), remove: Iterable[str] = (),
-                regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = ()) -> TemplateLock:
+                regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = (),
+                cache: ParseCache | None = None) -> TemplateLock:
     """Replace whole entries by alias and delete aliases (absent ones are ignored)."""
     items = list(upsert.values() if isinstance(upsert, Mapping) else upsert)
     for e in items:
@@ -123,11 +128,11 @@ def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = ()
         entries.update((e.alias, e) for e in items)
         return entries
 
-    return update(path, change, regenerate, secrets)
+    return update(path, change, regenerate, secrets, cache)
 
 
 def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE,
-                  secrets: Iterable[str] = ()) -> TemplateLock:
+                  secrets: Iterable[str] = (), cache: ParseCache | None = None) -> TemplateLock:
     """New builds, in one locked write: for each in turn, the previous build of its alias goes to its
     history and its channels stay put. One that cannot be written (a secret, ...) writes none of them."""
     builds = list(entries)
@@ -141,10 +146,10 @@ def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_
             current[e.alias] = old.replaced_by(e) if old is not None else e
         return current
 
-    return update(path, change, regenerate, secrets)
+    return update(path, change, regenerate, secrets, cache)
 
 
 def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
-                 secrets: Iterable[str] = ()) -> TemplateLock:
+                 secrets: Iterable[str] = (), cache: ParseCache | None = None) -> TemplateLock:
     """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
-    return record_builds(path, [entry], regenerate, secrets)
+    return record_builds(path, [entry], regenerate, secrets, cache)

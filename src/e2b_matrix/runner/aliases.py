@@ -54,7 +54,8 @@ class AliasLocks:
             self.release(alias)
 
 
-def built_meanwhile(lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend) -> LockEntry | None:
+def built_meanwhile(lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend,
+                    cache: store.ParseCache | None = None) -> LockEntry | None:
     """The lock's entry when another run built this very spec after ``before`` (the entry when the run
     started) and before this one took the alias; else None.
 
@@ -63,7 +64,7 @@ def built_meanwhile(lock_path: Path, spec: BuildSpec, before: LockEntry | None, 
     one spec.
     """
     try:
-        entry = store.read_entry(lock_path, spec.alias)
+        entry = store.read_entry(lock_path, spec.alias, cache)
     except MatrixError:
         return None  # the landing will say what is wrong with the lock
     if entry is None or (before is not None and entry.build_id == before.build_id):

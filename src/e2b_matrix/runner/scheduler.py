@@ -226,7 +226,8 @@ class Run:
             self.waiting(task, f"{alias} is being built by {holder}")
             return False
         self.elsewhere.discard(alias)
-        done = None if self.s.force else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend)
+        done = None if self.s.force else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend,
+                                                         self.writer.cache)
         if done is not None:
             self.finish_fresh([(task.spec, done, task)], f"built meanwhile by another run (build {done.build_id})")
             return False

@@ -38,6 +38,7 @@ class LockWriter:
         self.backend, self.lock_path, self.secrets, self.promote = backend, lock_path, tuple(secrets), promote
         self.tell = tell
         self.busy = False
+        self.cache = store.ParseCache()  # the run's lock, parsed again only when another process wrote it
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lock")
 
     def submit(self, batch: Sequence[Landing]) -> None:
@@ -54,7 +55,7 @@ class LockWriter:
         now = dt.datetime.now(dt.timezone.utc)
         try:
             lock = store.record_builds(self.lock_path, [entry_of(b.spec, b.outcome, now) for b in batch],
-                                       self.backend.regenerate, self.secrets)
+                                       self.backend.regenerate, self.secrets, self.cache)
         except MatrixError as exc:
             return {b.spec.alias: f"built as {b.outcome.build_id} but not recorded: {exc}" for b in batch}
         for b in batch:
@@ -65,7 +66,7 @@ class LockWriter:
             self.tell(Progress(b.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
             try:  # each moved, then recorded: a failure leaves the others promoted
                 release.promote_entries(self.backend, self.lock_path, [lock.entries[b.spec.alias]], self.promote,
-                                        self.secrets)
+                                        self.secrets, self.cache)
             except MatrixError as exc:
                 errors[b.spec.alias] = f"built and recorded, but not promoted to {self.promote}: {exc}"
         return errors
