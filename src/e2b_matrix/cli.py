@@ -1,35 +1,59 @@
-"""The command line: parse, call the workflow, print, map errors to exit codes. Nothing else.
+"""The command line: parse, call the library, print ``to_json()`` or lines, map errors to exit codes.
 
 Exit codes: 0 ok; 1 a build or check failed (or a stale lock, or drift); 2 bad
-input or configuration; 130 interrupted. e2b is imported only on paths that
-talk to E2B.
+input or configuration; 130 interrupted.
+
+Everything a command prints goes to the streams of its ``Env`` (its click context's object):
+stdout and stderr behind one redactor (secrets.RedactedStream), with a console log handler
+attached for the command's length only. Nothing here is kept in the module: two commands in one
+process never share a stream or a handler.
+
+Each command imports the library modules it calls when it runs: a measured choice, not a habit
+(``--version`` would otherwise pay for attrs, the model and the workflow: bench/run.py's
+version_ratio and resolve_ratio compare each command with click's own import).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
-from e2b_matrix import __version__
+from e2b_matrix import __version__, backends
 from e2b_matrix.errors import ConfigError, MatrixError
+from e2b_matrix.names import printable
+
+if TYPE_CHECKING:
+    from e2b_matrix.release import Diff, Drift
+    from e2b_matrix.secrets import Redactor
+    from e2b_matrix.settings import Settings
+    from e2b_matrix.workflow import Session
+
+F = Callable[..., Any]
+HTTP_LOGGERS = ("httpx", "httpcore", "h2", "hpack", "pyqwest", "urllib3")  # a line a request: only at -vv
 
 
 class Env:
-    """What every command shares: the project directory, verbosity and the settings."""
+    """One command's shared state: the project directory, verbosity, settings, and where it prints."""
 
-    def __init__(self):
-        from pathlib import Path  # a command's, not --version's
-
+    def __init__(self) -> None:
         self.root = Path(".")
         self.verbose = 0
         self.quiet = False
-        self._settings = None
-        self._redactor = None
+        self._settings: Settings | None = None
+        self._redactor: Redactor | None = None
+        self.out: TextIO = sys.stdout
+        self.err: TextIO = sys.stderr
+        self._handler: logging.Handler | None = None
 
     @property
-    def settings(self):
+    def settings(self) -> Settings:
         if self._settings is None:
             from e2b_matrix.settings import Settings
 
@@ -37,7 +61,7 @@ class Env:
         return self._settings
 
     @property
-    def redactor(self):
+    def redactor(self) -> Redactor:
         """One per command: the key is looked up once, not for every line printed."""
         if self._redactor is None:
             from e2b_matrix.secrets import Redactor
@@ -49,51 +73,96 @@ class Env:
             self._redactor = Redactor(secrets)
         return self._redactor
 
-    def session(self, **options):
+    def session(self, **options: Any) -> Session:
         from e2b_matrix.workflow import Options, Session
 
         return Session.open(Options(root=self.root, **options), self.settings)
+
+    # -- output ----------------------------------------------------------------------------
+
+    def echo(self, text: str = "", *, err: bool = False, nl: bool = True) -> None:
+        """Text as lines: control characters in it escaped, line breaks kept."""
+        click.echo(printable(text, lines=True), file=self.err if err else self.out, nl=nl)
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        """One line, whatever it holds (a path with a newline, a value)."""
+        click.echo(printable(text), file=self.err if err else self.out)
+
+    def json(self, data: object) -> None:
+        click.echo(json.dumps(data, indent=2), file=self.out)
+
+    def table(self, headers: list[str], rows: Iterable[Sequence[str]]) -> None:
+        from e2b_matrix.progress import print_table
+
+        print_table(headers, [list(r) for r in rows], file=self.out)
+
+    @contextlib.contextmanager
+    def console(self) -> Iterator[None]:
+        """For the command's length: stdout and stderr behind the redactor, and our log handler on stderr."""
+        from e2b_matrix.secrets import RedactedStream
+
+        self.out, self.err = RedactedStream(sys.stdout, self.redactor), RedactedStream(sys.stderr, self.redactor)
+        root = logging.getLogger()
+        saved = root.level, {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
+        self._handler = logging.StreamHandler(self.err)
+        root.addHandler(self._handler)
+        self.log_level()
+        try:
+            yield
+        finally:
+            root.removeHandler(self._handler)
+            root.setLevel(saved[0])
+            for name, level in saved[1].items():
+                logging.getLogger(name).setLevel(level)
+            self._handler = None
+            for stream in (self.out, self.err):
+                stream.flush()
+            self.out, self.err = sys.stdout, sys.stderr
+
+    def log_level(self) -> None:
+        """Our handler's level from -v and -q (an option after the command's name sets it again):
+        -v shows the tool's steps; -vv debug lines and each HTTP request."""
+        if self.quiet and self.verbose:
+            raise ConfigError("-q and -v ask for less and more output; give one", key="-q")
+        if self._handler is None:
+            return
+        from e2b_matrix.logs import RedactingFormatter
+
+        level = logging.WARNING if self.quiet else logging.DEBUG if self.verbose >= 2 else \
+            logging.INFO if self.verbose else logging.WARNING
+        self._handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", self.redactor,
+                                                      datefmt=None))
+        self._handler.setLevel(level)
+        logging.getLogger().setLevel(level)
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET if self.verbose >= 2 else logging.WARNING)
 
 
 pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
-def _json():
-    """The json module, imported by the commands that print JSON (not at every start)."""
-    import json
-
-    return json
-
-
 # -- options every command takes, before or after its name ---------------------------
 
-def _set_root(ctx, param, value):
+def _set_root(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        from pathlib import Path
-
         ctx.ensure_object(Env).root = Path(value)
 
 
-def _add_verbose(ctx, param, value):
+def _add_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
     if value:
         env = ctx.ensure_object(Env)
         env.verbose += value
-        _console_logging(env)
+        env.log_level()
 
 
-def _set_quiet(ctx, param, value):
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         env = ctx.ensure_object(Env)
         env.quiet = True
-        _console_logging(env)
+        env.log_level()
 
 
-def _check_verbosity(env: Env) -> None:
-    if env.quiet and env.verbose:
-        raise ConfigError("-q and -v ask for less and more output; give one", key="-q")
-
-
-def common(f):
+def common(f: F) -> F:
     for option in (
         click.option("-C", "directory", metavar="DIR", type=click.Path(file_okay=False), default=None,
                      expose_value=False, callback=_set_root,
@@ -110,45 +179,25 @@ def common(f):
 class RegistryChoice(click.ParamType):
     """One of the values a registry has when the command runs (a backend added later is known)."""
 
-    def __init__(self, name: str, values):
+    def __init__(self, name: str, values: Callable[[], list[str]]):
         self.name, self.values = name, values
 
-    def get_metavar(self, *args, **kwargs) -> str:
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
         return "[" + "|".join(self.values()) + "]"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value in self.values():
             return value
         self.fail(f"{value!r} is not one of {', '.join(self.values())}", param, ctx)
 
 
-def _backend_names():
-    from e2b_matrix import backends
-
-    return backends.names()
-
-
-def _render_formats():
-    from e2b_matrix import backends
-
-    return backends.formats()
-
-
-def _default_backend() -> str:
-    from e2b_matrix import backends
-
-    return backends.DEFAULT
-
-
-def backend_option(f):
-    return click.option("--backend", type=RegistryChoice("backend", _backend_names), default=_default_backend,
+def backend_option(f: F) -> F:
+    return click.option("--backend", type=RegistryChoice("backend", backends.names), default=backends.DEFAULT,
                         help="Where to build: on E2B (the default), or locally with Docker.")(f)
 
 
-def backend_own_options(f):
+def backend_own_options(f: F) -> F:
     """Each backend's own options (data in backends/), as click options."""
-    from e2b_matrix import backends
-
     for name, o in reversed(backends.all_options()):
         f = click.option(o.flag, o.dest, multiple=o.multiple, type=click.Path(dir_okay=False) if o.path else str,
                          help=f"{o.help} [--backend {name}]")(f)
@@ -162,73 +211,51 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="LAYER.PA
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
-def _backend_values(kwargs: dict) -> dict:
-    from e2b_matrix import backends
-
+def _backend_values(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {o.dest: kwargs.pop(o.dest) for _, o in backends.all_options() if o.dest in kwargs}
 
 
+def _error(exc: Exception | str, env: Env | None = None) -> None:
+    """The one line an error is."""
+    click.echo(f"e2b-matrix: error: {printable(str(exc))}", file=env.err if env else sys.stderr)
+
+
 class MatrixGroup(click.Group):
-    """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130.
+    """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130; a command
+    runs inside its Env's console (the redactor in front of everything it prints)."""
 
-    Everything a command prints (plain lines, the live table, JSON, errors, log lines) passes
-    one redactor: stdout and stderr are secrets.RedactedStream while it runs.
-    """
-
-    def make_context(self, info_name, args, parent=None, **extra):
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
         except MatrixError as exc:  # an option's own check, before any command ran (-v with -q)
             _error(exc)
             sys.exit(exc.exit_code)
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         env = ctx.ensure_object(Env)
-        with _redacted_output(env.redactor):
+        with env.console():
             try:
                 return super().invoke(ctx)
             except MatrixError as exc:
-                _error(exc)
+                _error(exc, env)
                 ctx.exit(exc.exit_code)
             except KeyboardInterrupt:
-                click.echo("e2b-matrix: interrupted", err=True)
+                env.line("e2b-matrix: interrupted", err=True)
                 ctx.exit(130)
-
-
-def _echo(text: str, err: bool = False) -> None:
-    """One line: control characters and line breaks in it (a path, a value) escaped."""
-    from e2b_matrix.names import printable
-
-    click.echo(printable(text), err=err)
-
-
-def _error(exc: Exception | str) -> None:
-    """The one line an error is."""
-    _echo(f"e2b-matrix: error: {exc}", err=True)
-
-
-@contextlib.contextmanager
-def _redacted_output(redactor):
-    from e2b_matrix.secrets import RedactedStream
-
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = RedactedStream(saved[0], redactor), RedactedStream(saved[1], redactor)
-    try:
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        sys.stdout, sys.stderr = saved
 
 
 @click.group(cls=MatrixGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @common
 @click.version_option(__version__, prog_name="e2b-matrix")
 @pass_env
-def cli(env):
+def cli(env: Env) -> None:
     """Build E2B sandbox template variants from layers and lock their builds."""
     env.settings  # noqa: B018 - every variable is validated before any command runs
-    _console_logging(env)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
 
 
 # -- reading the project -------------------------------------------------------------
@@ -237,27 +264,16 @@ def cli(env):
 @common
 @json_option
 @pass_env
-def list_cmd(env, as_json):
+def list_cmd(env: Env, as_json: bool) -> None:
     """List the variants and their layers."""
     from e2b_matrix.config import load_project
 
-    rows = [{"name": v.name, "alias": v.alias, "layers": list(v.layers), "cpu_count": v.cpu_count,
-             "memory_mb": v.memory_mb, "tags": list(v.tags), "file": v.source, "description": v.description}
-            for v in load_project(env.root, env.settings.secrets()).variants]
+    variants = load_project(env.root, env.settings.secrets()).variants
     if as_json:
-        click.echo(_json().dumps(rows, indent=2))
+        env.json([v.to_json() for v in variants])
         return
-    _table(["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"],
-           [[r["name"], r["alias"], ",".join(r["layers"]), str(r["cpu_count"]), f"{r['memory_mb']} MiB"]
-            for r in rows])
-
-
-def _plan(env, names, backend, offline, overrides, backend_values):
-    from e2b_matrix import workflow
-
-    session = env.session(names=names, backend=backend, offline=offline, overrides=overrides,
-                          backend_options=backend_values)
-    return session, workflow.planned(session)[2]
+    env.table(["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"],
+              [[v.name, v.alias, ",".join(v.layers), str(v.cpu_count), f"{v.memory_mb} MiB"] for v in variants])
 
 
 @cli.command()
@@ -271,46 +287,47 @@ def _plan(env, names, backend, offline, overrides, backend_values):
               help="A table and the shared steps (the default); JSON; or Markdown for a CI job summary.")
 @json_option
 @pass_env
-def plan(env, names, backend, offline, overrides, fmt, as_json, **kwargs):
+def plan(env: Env, names: tuple[str, ...], backend: str, offline: bool, overrides: tuple[str, ...],
+         fmt: str | None, as_json: bool, **kwargs: Any) -> None:
     """Show what would build and why (fresh, stale, unbuilt), without building."""
-    from e2b_matrix.plan import markdown, step_trie, trie_json, trie_lines
+    from e2b_matrix import workflow
+    from e2b_matrix.plan import markdown, trie_lines
 
     if as_json and fmt not in (None, "json"):
         raise ConfigError(f"--json and --format {fmt} ask for two outputs; give one", key="--json")
-    session, items = _plan(env, names, backend, offline, overrides, _backend_values(kwargs))
-    roots = step_trie(i.spec for i in items)
+    shown = workflow.show_plan(env.session(names=names, backend=backend, offline=offline, overrides=overrides,
+                                           backend_options=_backend_values(kwargs)))
     if as_json or fmt == "json":
-        click.echo(_json().dumps({"variants": [i.to_json() for i in items], "steps": [trie_json(r) for r in roots]},
-                              indent=2))
+        env.json(shown.to_json())
     elif fmt == "markdown":
-        click.echo(markdown(items, roots), nl=False)
+        env.echo(markdown(shown.items, shown.roots), nl=False)
     else:
-        _table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
-               [[i.name, i.alias, i.state.value, i.python or "", ",".join(f"{k}@{v}" for k, v in i.layers.items()),
-                 "; ".join(i.reasons)] for i in items])
+        env.table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+                  [[i.name, i.alias, i.state.value, i.python or "",
+                    ",".join(f"{k}@{v}" for k, v in i.layers.items()), "; ".join(i.reasons)] for i in shown.items])
         if not env.quiet:
-            click.echo("\nsteps the variants share (a change rebuilds the variants below it):")
-            for line in trie_lines(roots):
-                click.echo(f"  {line}")
+            env.echo("\nsteps the variants share (a change rebuilds the variants below it):")
+            for line in trie_lines(list(shown.roots)):
+                env.echo(f"  {line}")
 
 
 @cli.command()
 @common
 @click.argument("name")
-@click.option("--format", "fmt", type=RegistryChoice("format", _render_formats), default="json", show_default=True,
+@click.option("--format", "fmt", type=RegistryChoice("format", backends.formats), default="json", show_default=True,
               help="E2B's build API body (json) or a Dockerfile.")
 @offline_option
 @set_option
 @backend_own_options
 @pass_env
-def render(env, name, fmt, offline, overrides, **kwargs):
+def render(env: Env, name: str, fmt: str, offline: bool, overrides: tuple[str, ...], **kwargs: Any) -> None:
     """Print a variant as E2B's build API body (json) or as a Dockerfile."""
-    from e2b_matrix import backends, workflow
+    from e2b_matrix import workflow
 
     session = env.session(names=(name,), backend=backends.by_format(fmt), offline=offline, overrides=overrides,
                           backend_options=_backend_values(kwargs))
     text = workflow.render(session, name)
-    click.echo(text, nl=not text.endswith("\n"))
+    click.echo(text, file=env.out, nl=not text.endswith("\n"))
 
 
 @cli.command("compile")
@@ -326,28 +343,27 @@ def render(env, name, fmt, offline, overrides, **kwargs):
 @backend_own_options
 @json_option
 @pass_env
-def compile_cmd(env, names, backend, upgrade, packages, check, overrides, as_json, **kwargs):
+def compile_cmd(env: Env, names: tuple[str, ...], backend: str, upgrade: bool, packages: tuple[str, ...],
+                check: bool, overrides: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
     """Pin and hash every pip step's packages (uv) into committed requirements files."""
     from e2b_matrix import workflow
 
     session = env.session(names=names, backend=backend, overrides=overrides, backend_options=_backend_values(kwargs))
     _, results = workflow.compile_requirements(session, upgrade=upgrade, packages=packages, check=check)
     if as_json:
-        click.echo(_json().dumps([{"path": c.path, "layer": c.layer, "status": c.status, "ok": c.ok,
-                                "packages": c.packages, "bytes": c.size, "variants": c.variants}
-                               for c in results], indent=2))
+        env.json([c.to_json() for c in results])
     else:
-        _table(["FILE", "STATUS", "PACKAGES", "VARIANTS"],
-               [[c.path, c.status, str(c.packages) if c.ok else "", ",".join(c.variants)] for c in results])
+        env.table(["FILE", "STATUS", "PACKAGES", "VARIANTS"],
+                  [[c.path, c.status, str(c.packages) if c.ok else "", ",".join(c.variants)] for c in results])
         if not results:
-            click.echo("no pip steps: nothing to compile", err=True)
+            env.line("no pip steps: nothing to compile", err=True)
     if not all(c.ok for c in results):
-        sys.exit(1)
+        _exit(1)
 
 
 # -- building --------------------------------------------------------------------------
 
-def build_options(f):
+def build_options(f: F) -> F:
     """The options every build command takes."""
     for option in reversed([
         common, backend_option,
@@ -375,7 +391,7 @@ def build_options(f):
 @click.argument("names", nargs=-1, required=True)
 @build_options
 @pass_env
-def build(env, names, **options):
+def build(env: Env, names: tuple[str, ...], **options: Any) -> None:
     """Build the named variants concurrently and record them in the lock."""
     _build(env, names, **options)
 
@@ -383,13 +399,14 @@ def build(env, names, **options):
 @cli.command("build-all")
 @build_options
 @pass_env
-def build_all(env, **options):
+def build_all(env: Env, **options: Any) -> None:
     """Build every variant concurrently and record them in the lock."""
     _build(env, (), **options)
 
 
-def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote, no_share, locked, offline,
-           overrides, as_json, **kwargs):
+def _build(env: Env, names: tuple[str, ...], backend: str, jobs: int | None, force: bool, fail_fast: bool,
+           no_wait: bool, verify: bool, promote: str | None, no_share: bool, locked: bool, offline: bool,
+           overrides: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
     import signal
 
     from e2b_matrix import workflow
@@ -400,22 +417,22 @@ def _build(env, names, backend, jobs, force, fail_fast, no_wait, verify, promote
                                wait=not no_wait, verify=verify, promote=promote, share=not no_share, locked=locked)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with make_reporter(env.verbose, env.quiet, as_json) as reporter:
+        with make_reporter(env.verbose, env.quiet, as_json, out=env.out, err=env.err) as reporter:
             result = workflow.build(options, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:  # what the reporter heard finish, as the plain lines and the run log did
-        click.echo(_json().dumps(reporter.json(), indent=2))
+        env.json(reporter.json())
     else:
-        summary(result.results)
+        summary(list(result.results), out=env.out, err=env.err)
     if result.error:
-        _error(result.error)
+        _error(result.error, env)
     if result.exit_code == 130:
-        click.echo("e2b-matrix: interrupted; finished builds are in the lock", err=True)
-    sys.exit(result.exit_code)
+        env.line("e2b-matrix: interrupted; finished builds are in the lock", err=True)
+    _exit(result.exit_code)
 
 
-def _raise_interrupt(signum, frame):
+def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -428,7 +445,8 @@ def _raise_interrupt(signum, frame):
 @backend_own_options
 @json_option
 @pass_env
-def verify(env, name, backend, offline, overrides, as_json, **kwargs):
+def verify(env: Env, name: str, backend: str, offline: bool, overrides: tuple[str, ...], as_json: bool,
+           **kwargs: Any) -> None:
     """Run the variant's smoke checks against its locked build and record what it holds; exit 1 on any failure."""
     from e2b_matrix import workflow
     from e2b_matrix.model import State
@@ -438,22 +456,20 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
     done = workflow.verify(session)
     item, report, results = done.item, done.report, done.report.results
     if item.state is not State.FRESH:
-        click.echo(f"warning: {item.alias} is stale; the built template was checked against the current layers",
-                   err=True)
+        env.line(f"warning: {item.alias} is stale; the built template was checked against the current layers",
+                 err=True)
     if as_json:
-        click.echo(_json().dumps([{"check": r.name, "layer": r.layer, "ok": r.ok, "detail": r.detail,
-                                "duration_s": r.duration_s, "found": {r.fact: r.found} if r.found else {}}
-                               for r in results], indent=2))
+        env.json(report.to_json())
     else:
-        _table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-               [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results])
+        env.table(["CHECK", "LAYER", "RESULT", "DETAIL"],
+                  [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results])
         found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
-        click.echo(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
+        env.line(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
         inv = done.inventory
         if inv is not None:
-            click.echo(f"inventory of build {inv.build_id}: {len(inv.pip)} Python packages, {len(inv.apt)} apt packages")
+            env.line(f"inventory of build {inv.build_id}: {len(inv.pip)} Python packages, {len(inv.apt)} apt packages")
     if not report.ok:
-        sys.exit(1)
+        _exit(1)
 
 
 @cli.command()
@@ -464,21 +480,21 @@ def verify(env, name, backend, offline, overrides, as_json, **kwargs):
 @backend_option
 @json_option
 @pass_env
-def diff(env, name, old, new, backend, as_json):
+def diff(env: Env, name: str, old: str, new: str, backend: str, as_json: bool) -> None:
     """Packages added, removed and changed between two builds (IDs, channels, previous, current)."""
     from e2b_matrix import release
 
     d = release.diff(env.session(backend=backend), name, old, new)
     if as_json:
-        click.echo(_json().dumps(d.to_json(), indent=2))
+        env.json(d.to_json())
         return
-    _print_diff(d)
+    _print_diff(env, d)
 
 
-def _print_diff(d, indent: str = "") -> None:
-    click.echo(f"{indent}{d.alias}: build {d.before} -> {d.after}: {d.counts()}")
+def _print_diff(env: Env, d: Diff, indent: str = "") -> None:
+    env.line(f"{indent}{d.alias}: build {d.before} -> {d.after}: {d.counts()}")
     for c in d.changes:
-        click.echo(f"{indent}  {c.line()}")
+        env.line(f"{indent}  {c.line()}")
 
 
 # -- releases --------------------------------------------------------------------------
@@ -490,13 +506,13 @@ def _print_diff(d, indent: str = "") -> None:
 @click.option("--id", "bare", is_flag=True, help="The bare template ID (E2B: its default channel).")
 @click.option("--channel", metavar="CHANNEL", default=None, help="<alias>:<CHANNEL>: what CHANNEL points at.")
 @pass_env
-def resolve(env, name, backend, bare, channel):
+def resolve(env: Env, name: str | None, backend: str, bare: bool, channel: str | None) -> None:
     """Print a variant's pinned build from the lock, for shells (no NAME: latest, or E2B_TEMPLATE_ID)."""
     from e2b_matrix import workflow
 
-    click.echo(workflow.reference(env.session(backend=backend), name, bare=bare, channel=channel))
+    env.line(workflow.reference(env.session(backend=backend), name, bare=bare, channel=channel))
     if bare:
-        click.echo("note: a bare template ID means its default channel, not the pinned build", err=True)
+        env.line("note: a bare template ID means its default channel, not the pinned build", err=True)
 
 
 @cli.command()
@@ -505,15 +521,15 @@ def resolve(env, name, backend, bare, channel):
 @click.option("--channel", default="default", show_default=True, help="The channel (an E2B tag) to move.")
 @backend_option
 @pass_env
-def promote(env, names, channel, backend):
+def promote(env: Env, names: tuple[str, ...], channel: str, backend: str) -> None:
     """Point a channel at each variant's locked build, and record it in the lock."""
     from e2b_matrix import release
     from e2b_matrix.progress import promoted
 
     for e, moved in release.promote(env.session(backend=backend), names, channel):
-        click.echo(promoted(e, channel))
+        env.line(promoted(e, channel))
         if moved is not None:
-            _print_diff(moved, "  ")
+            _print_diff(env, moved, "  ")
 
 
 @cli.command()
@@ -521,12 +537,12 @@ def promote(env, names, channel, backend):
 @click.argument("name")
 @backend_option
 @pass_env
-def rollback(env, name, backend):
+def rollback(env: Env, name: str, backend: str) -> None:
     """Return a variant to its previous build; channels promoted to the current one follow."""
     from e2b_matrix import release
     from e2b_matrix.progress import rolled_back
 
-    click.echo(rolled_back(*release.rollback(env.session(backend=backend), name)))
+    env.line(rolled_back(*release.rollback(env.session(backend=backend), name)))
 
 
 @cli.command()
@@ -535,30 +551,29 @@ def rollback(env, name, backend):
 @backend_option
 @json_option
 @pass_env
-def status(env, names, backend, as_json):
+def status(env: Env, names: tuple[str, ...], backend: str, as_json: bool) -> None:
     """Compare the backend's channels with the lock (drift); exit 1 on any."""
     from e2b_matrix import release
 
     drift = release.status(env.session(backend=backend), names)
-    _print_drift(drift, as_json)
-    if not all(d.ok for d in drift):
-        sys.exit(1)
-
-
-def _print_drift(drift, as_json: bool) -> None:
     if as_json:
-        click.echo(_json().dumps([{"alias": d.alias, "variant": d.variant, "state": d.state, "ok": d.ok,
-                                "details": list(d.details), "channels": dict(d.channels)} for d in drift], indent=2))
-        return
-    _table(["ALIAS", "VARIANT", "STATE", "DETAILS"],
-           [[d.alias, d.variant, d.state, "; ".join(d.details)] for d in drift])
+        env.json([d.to_json() for d in drift])
+    else:
+        _drift_table(env, drift)
+    if not all(d.ok for d in drift):
+        _exit(1)
+
+
+def _drift_table(env: Env, drift: Iterable[Drift]) -> None:
+    env.table(["ALIAS", "VARIANT", "STATE", "DETAILS"], [[d.alias, d.variant, d.state, "; ".join(d.details)]
+                                                          for d in drift])
 
 
 # -- the lock --------------------------------------------------------------------------
 
 @cli.group("lock")
 @common
-def lock_group():
+def lock_group() -> None:
     """Read and check the lock file."""
 
 
@@ -567,21 +582,20 @@ def lock_group():
 @backend_option
 @json_option
 @pass_env
-def lock_show(env, backend, as_json):
+def lock_show(env: Env, backend: str, as_json: bool) -> None:
     """Show the lock's entries."""
     session = env.session(backend=backend)
     lock = session.lock()
     if as_json:
-        click.echo(_json().dumps({e.alias: _entry_json(e) for e in lock}, indent=2))
+        env.json(lock.to_json())
         return
     if not lock.exists:
-        _echo(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
+        env.line(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
         return
-    _table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
-           [[e.alias, e.variant, e.template_id, e.build_id,
-             ",".join(f"{k}@{v}" for k, v in e.layers.items()),
-             ",".join(f"{k}={v[:8]}" for k, v in e.channels.items()),
-             e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")] for e in lock])
+    env.table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
+              [[e.alias, e.variant, e.template_id, e.build_id, ",".join(f"{k}@{v}" for k, v in e.layers.items()),
+                ",".join(f"{k}={v[:8]}" for k, v in e.channels.items()), e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")]
+               for e in lock])
 
 
 @lock_group.command("check")
@@ -591,76 +605,25 @@ def lock_show(env, backend, as_json):
 @click.option("--remote", is_flag=True, help="Also ask the backend for drift (see status).")
 @json_option
 @pass_env
-def lock_check(env, backend, offline, remote, as_json):
+def lock_check(env: Env, backend: str, offline: bool, remote: bool, as_json: bool) -> None:
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
-    from e2b_matrix import release, workflow
-    from e2b_matrix.model import State
+    from e2b_matrix import workflow
 
     session = env.session(backend=backend, offline=offline)
-    items = workflow.check_lock(session)
-    bad = [i for i in items if i.state is not State.FRESH]
-    drift = release.status(session) if remote else []
-    drifted = [d for d in drift if not d.ok]
+    checked = workflow.check_lock(session, remote=remote)
     if as_json:
-        click.echo(_json().dumps({"ok": not bad and not drifted, "items": [i.to_json() for i in items],
-                               "drift": [{"alias": d.alias, "state": d.state, "details": list(d.details)}
-                                         for d in drift]}, indent=2))
+        env.json(checked.to_json())
     else:
-        for i in bad:
-            _echo(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
-        for d in drifted:
-            _echo(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
-        if not bad and not drifted:
-            _echo(f"{session.lock_path}: {len(items)} variants, all fresh" + (", in sync" if remote else ""))
-    if bad or drifted:
-        sys.exit(1)
+        for i in checked.bad:
+            env.line(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
+        for d in checked.drifted:
+            env.line(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
+        if checked.ok:
+            env.line(f"{session.lock_path}: {len(checked.items)} variants, all fresh" + (", in sync" if remote else ""))
+    if not checked.ok:
+        _exit(1)
 
 
-# -- helpers ---------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="e2b-matrix")
 
-def _entry_json(e) -> dict:
-    d = e.to_dict()
-    d["built_at"] = e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    d["reference"] = e.reference
-    for b in d.get("history", []):
-        b["built_at"] = b["built_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
-    return d
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    from e2b_matrix.progress import print_table
-
-    print_table(headers, rows)
-
-
-_console_handler = None  # logging.Handler, once -v or -q asked for one
-
-
-def _console_logging(env: Env) -> None:
-    """Our one stderr handler (replaced when -v/-q change), redacting secrets even at -vv.
-
-    -v shows the tool's steps; -vv debug lines and each HTTP request (a build polls E2B every 0.2 s).
-    """
-    global _console_handler
-    import logging
-
-    from e2b_matrix.logs import RedactingFormatter
-
-    _check_verbosity(env)
-
-    root = logging.getLogger()
-    if _console_handler is not None:
-        root.removeHandler(_console_handler)
-    _console_handler = logging.StreamHandler(sys.stderr)
-    _console_handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", env.redactor,
-                                                     datefmt=None))
-    root.addHandler(_console_handler)
-    root.setLevel(logging.WARNING if env.quiet else logging.DEBUG if env.verbose >= 2 else
-                  logging.INFO if env.verbose else logging.WARNING)
-    _console_handler.setLevel(root.level)  # a logger a run log turns up (uv's output) still needs -v here
-    for name in ("httpx", "httpcore", "h2", "hpack", "pyqwest", "urllib3"):  # HTTP clients: a line a request
-        logging.getLogger(name).setLevel(logging.NOTSET if env.verbose >= 2 else logging.WARNING)
-
-
-def main(argv=None) -> None:
-    cli.main(args=argv, prog_name="e2b-matrix")

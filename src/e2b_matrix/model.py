@@ -295,6 +295,11 @@ class Variant:
     def params_for(self, layer: str) -> dict[str, Any]:
         return dict(self.params.get(layer, {}))
 
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "alias": self.alias, "layers": list(self.layers), "cpu_count": self.cpu_count,
+                "memory_mb": self.memory_mb, "tags": list(self.tags), "file": self.source,
+                "description": self.description}
+
 
 @attrs.frozen(slots=False)
 class ResolvedLayer:
@@ -436,6 +441,12 @@ class BuildResult:
     error: str = ""
     attempts: int = 0
     image: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """As --json prints it; ``error`` keeps its lines (one per failed smoke check)."""
+        return {"name": self.name, "alias": self.alias, "status": self.status.value,
+                "template_id": self.template_id, "build_id": self.build_id, "duration_s": self.duration_s,
+                "attempts": self.attempts, "image": self.image, "error": self.error}
 
 
 @attrs.frozen(slots=False)

@@ -334,6 +334,10 @@ class Compiled:
     def ok(self) -> bool:
         return self.status in ("written", "unchanged", "up to date")
 
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "layer": self.layer, "status": self.status, "ok": self.ok,
+                "packages": self.packages, "bytes": self.size, "variants": list(self.variants)}
+
 
 def survey(specs: Iterable[BuildSpec]) -> list[Compiled]:
     """Each requirements file of ``specs`` as committed: up to date, or its problem (no uv)."""

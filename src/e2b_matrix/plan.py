@@ -182,10 +182,22 @@ def segments(node: Node) -> tuple[list[Node], list[Node]]:
     return chain, chain[-1].children
 
 
-def trie_json(node: Node) -> dict:
+def trie_json(node: Node) -> dict[str, object]:
+    """A node as JSON: the run of steps the same variants share, and the branches after it."""
     chain, branches = segments(node)
     return {"steps": [n.text for n in chain], "variants": list(node.variants),
             "children": [trie_json(b) for b in branches]}
+
+
+@attrs.frozen
+class Plan:
+    """What ``plan`` says: each variant against the lock, and the steps they share (the step trie)."""
+
+    items: tuple[PlanItem, ...]
+    roots: tuple[Node, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"variants": [i.to_json() for i in self.items], "steps": [trie_json(r) for r in self.roots]}
 
 
 def trie_lines(roots: list[Node], width: int = 70) -> list[str]:

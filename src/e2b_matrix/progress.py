@@ -129,8 +129,9 @@ class LiveReporter:
     on stdout) and a monotonic clock, for tests.
     """
 
-    def __init__(self, console=None, clock=time.monotonic):
+    def __init__(self, console=None, clock=time.monotonic, stream=None):
         self.console = console
+        self.stream = stream  # where the default Console writes (the CLI's redacted stdout)
         self.clock = clock
         self.rows: dict[str, _Row] = {}  # in the order first heard of
         self.stop_reason = ""
@@ -142,7 +143,7 @@ class LiveReporter:
             from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(console=self.console or Console(), refresh_per_second=4, transient=False,
+            self.live = Live(console=self.console or Console(file=self.stream), refresh_per_second=4, transient=False,
                              get_renderable=self.render)
             self.live.start()
 
@@ -246,7 +247,7 @@ def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleR
     ``out``/``err`` default to sys.stdout/sys.stderr."""
     out, err = out or sys.stdout, err or sys.stderr
     if out.isatty() and not quiet and not as_json:
-        return ConsoleReporter(LiveReporter())
+        return ConsoleReporter(LiveReporter(stream=out))
     return ConsoleReporter(PlainReporter(verbose, quiet, stream=err if as_json else out), collect_json=as_json)
 
 
@@ -274,8 +275,6 @@ def summary(results: list[BuildResult], out=None, err=None) -> None:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out or sys.stdout)
 
 
-def results_json(results: list[BuildResult]) -> list[dict]:
-    """The results as --json prints them; ``error`` keeps its lines (one per failed smoke check)."""
-    return [{"name": r.name, "alias": r.alias, "status": r.status.value, "template_id": r.template_id,
-             "build_id": r.build_id, "duration_s": r.duration_s, "attempts": r.attempts, "image": r.image,
-             "error": r.error} for r in results]
+def results_json(results: list[BuildResult]) -> list[dict[str, object]]:
+    """The results as --json prints them."""
+    return [r.to_json() for r in results]

@@ -195,6 +195,11 @@ class Drift:
     def ok(self) -> bool:
         return self.state == "in sync"
 
+    def to_json(self) -> dict[str, object]:
+        """One shape wherever drift is printed (``status --json``, ``lock check --remote --json``)."""
+        return {"alias": self.alias, "variant": self.variant, "state": self.state, "ok": self.ok,
+                "details": list(self.details), "channels": dict(self.channels)}
+
 
 def status(session: Session, names=()) -> list[Drift]:
     """Ask the backend where each channel points and whether each pinned build still exists."""

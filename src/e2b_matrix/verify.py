@@ -41,6 +41,10 @@ class CheckResult:
         """The check and its detail on one line: how a failed build names each failed check."""
         return f"{self.name}: {self.reason[:200]}" if self.reason else self.name
 
+    def to_json(self) -> dict[str, object]:
+        return {"check": self.name, "layer": self.layer, "ok": self.ok, "detail": self.detail,
+                "duration_s": self.duration_s, "found": {self.fact: self.found} if self.found else {}}
+
 
 @attrs.frozen
 class VerifyReport:
@@ -72,6 +76,10 @@ class VerifyReport:
     def found(self) -> dict[str, str]:
         """fact -> the version found, e.g. ``{"python": "3.13.1"}`` (what an inventory records)."""
         return {r.fact: r.found for r in self.results if r.fact and r.found}
+
+    def to_json(self) -> list[dict[str, object]]:
+        """Each check's result, as ``verify --json`` prints them."""
+        return [r.to_json() for r in self.results]
 
     @property
     def captured(self) -> dict[str, str]:

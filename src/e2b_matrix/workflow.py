@@ -32,7 +32,8 @@ from e2b_matrix.settings import Settings
 
 if TYPE_CHECKING:  # a step imports what it uses: `resolve` reads the lock, never variants/ or the planner
     from e2b_matrix.config import Project
-    from e2b_matrix.plan import PlanItem
+    from e2b_matrix.plan import Plan, PlanItem
+    from e2b_matrix.release import Drift
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,46 @@ def render(session: Session, name: str) -> str:
 
 # -- reading the plan and the lock -------------------------------------------------
 
-def check_lock(session: Session) -> list[PlanItem]:
-    """Every variant against the lock, plus entries no longer defined (``lock check``)."""
+def show_plan(session: Session) -> Plan:
+    """``plan``: every selected variant against the lock, and the steps they share."""
+    from e2b_matrix.plan import Plan, step_trie
+
+    items = planned(session)[2]
+    return Plan(tuple(items), tuple(step_trie(i.spec for i in items)))
+
+
+@attrs.frozen
+class LockCheck:
+    """What ``lock check`` found: each variant against the lock (orphans too), and drift when asked."""
+
+    items: tuple[PlanItem, ...]
+    drift: tuple[Drift, ...] = ()
+
+    @property
+    def bad(self) -> list[PlanItem]:
+        return [i for i in self.items if i.state is not State.FRESH]
+
+    @property
+    def drifted(self) -> list[Drift]:
+        return [d for d in self.drift if not d.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad and not self.drifted
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "items": [i.to_json() for i in self.items], "drift": [d.to_json() for d in self.drift]}
+
+
+def check_lock(session: Session, remote: bool = False) -> LockCheck:
+    """Every variant against the lock, plus entries no longer defined (``lock check``); with ``remote``,
+    the backend's drift (``release.status``)."""
+    from e2b_matrix import release
     from e2b_matrix.plan import orphans
 
     project, lock, items = planned(session)
-    return items + orphans(lock.entries, [v.alias for v in project.variants])
+    items += orphans(lock.entries, [v.alias for v in project.variants])
+    return LockCheck(tuple(items), tuple(release.status(session)) if remote else ())
 
 
 @attrs.frozen

@@ -280,6 +280,10 @@ class TemplateLock:
     def __repr__(self):
         return f"TemplateLock({self.path!r}, {len(self)} templates)"
 
+    def to_json(self) -> dict[str, dict[str, object]]:
+        """Every entry by alias, as ``lock show --json`` prints them (LockEntry.to_json)."""
+        return {alias: e.to_json() for alias, e in self.entries.items()}
+
     def names(self) -> list[str]:
         """Every name a lookup accepts: aliases and variant names, sorted."""
         return sorted(set(self._index) | set(self._ambiguous))

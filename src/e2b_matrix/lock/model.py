@@ -111,9 +111,22 @@ class LockEntry:
         """``channel`` recorded as pointing at ``build_id`` (default: this entry's build)."""
         return attrs.evolve(self, channels={**self.channels, channel: build_id or self.build_id})
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The entry as plain data (without the alias, its key); empty optional fields left out."""
         return _plain(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``lock show --json`` prints it: the TOML's fields, times in ISO 8601, and the reference."""
+        d = self.to_dict()
+        d["built_at"] = _iso(self.built_at)
+        d["reference"] = self.reference
+        for b in d.get("history", []):
+            b["built_at"] = _iso(b["built_at"])
+        return d
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _plain(value: Any) -> dict[str, Any]:
