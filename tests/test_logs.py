@@ -210,3 +210,51 @@ def test_promote_and_rollback_work_when_the_logs_folder_cannot_be_written(fake):
     from e2b_matrix.lock import TemplateLock
 
     assert TemplateLock.load(fake / "templates.fake.lock").entry("latest").build_id == "b1"
+
+
+def test_two_runs_at_once_in_one_process_each_log_only_their_own(tmp_path, wheels):
+    """Loggers, caches and streams belong to a run: two library runs in one process, against two
+    projects and two E2B emulators, each write only their own run log and variant logs."""
+    import shutil
+    import threading
+
+    from conftest import KEY, ROOT, uv_args
+    from e2b_emulator import E2BEmulator
+    from e2b_matrix import workflow
+    from e2b_matrix.settings import Settings
+
+    projects = {}
+    for name in ("one", "two"):
+        root = tmp_path / name
+        shutil.copytree(ROOT / "variants", root / "variants")
+        shutil.copytree(ROOT / "requirements", root / "requirements")
+        projects[name] = root
+    chosen = {"one": "minimal", "two": "pinned"}
+    summaries: dict[str, workflow.Summary] = {}
+    failures: dict[str, BaseException] = {}
+    with E2BEmulator(api_key=KEY) as a, E2BEmulator(api_key=KEY) as b:
+        emulators = {"one": a, "two": b}
+
+        def build(name: str) -> None:
+            env = {"E2B_API_KEY": KEY, "E2B_API_URL": emulators[name].url, "HOME": str(tmp_path),
+                   "E2B_MATRIX_UV_ARGS": uv_args(wheels)}
+            try:
+                summaries[name] = workflow.build(workflow.Options(root=projects[name], names=(chosen[name],)),
+                                                 Settings.from_env(env))
+            except BaseException as exc:  # seen by the assertion below, not lost in the thread
+                import traceback
+                failures[name] = traceback.format_exc()
+
+        threads = [threading.Thread(target=build, args=(n,)) for n in projects]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not failures, failures
+    assert {n: s.exit_code for n, s in summaries.items()} == {"one": 0, "two": 0}
+    for name, root in projects.items():
+        other = chosen["two" if name == "one" else "one"]
+        run_log = (root / "logs" / "build.log").read_text()
+        assert f"[{chosen[name]}] built" in run_log and f"[{other}]" not in run_log, run_log
+        assert sorted(p.name for p in (root / "logs").glob("*.log")) == ["build.log",
+                                                                          f"nexus-sandbox-{chosen[name]}.log"]

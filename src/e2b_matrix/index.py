@@ -32,6 +32,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -45,6 +46,7 @@ from e2b_matrix.errors import CompileError, ConfigError
 from e2b_matrix.pins import canonical_name, parse
 
 log = logging.getLogger(__name__)
+sysconfig.get_config_vars()  # filled once, before two threads can race on it (find_uv)
 
 TEMP_PREFIX = "e2b-matrix-compile-"
 TIMEOUT_S = 900.0           # one uv run, resolution and downloads included
@@ -69,7 +71,12 @@ class UvFailed(CompileError):
 
 
 def find_uv() -> str:
-    """The uv binary of the installed ``uv`` package (its public API)."""
+    """The uv binary of the installed ``uv`` package (its public API).
+
+    ``find_uv_bin`` reads ``sysconfig.get_config_var``, whose first call fills the variables in
+    place and unguarded: a second thread may see them half made (None), as two runs in one process
+    did. They are filled here first, under the import lock that guards this module's import.
+    """
     try:
         from uv import find_uv_bin
 
