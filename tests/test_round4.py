@@ -143,8 +143,8 @@ def test_the_retry_attempts_of_the_example_are_refused(project, emu):
 
 @pytest.mark.parametrize("attempt", [1, 5, 64, 1025, 10**6])
 def test_a_retry_delay_never_overflows(attempt):
-    policy = RetryPolicy(attempts=100, base_s=3600.0, max_delay_s=3600.0, total_s=86400.0)
-    delay = policy.delay(attempt, None, rng=lambda: 1.0)
+    policy = RetryPolicy(attempts=100, base_s=3600.0, max_delay_s=3600.0, total_s=86400.0, rng=lambda: 1.0)
+    delay = policy.delay(attempt)
     assert math.isfinite(delay) and 0 <= delay <= 3600.0
 
 

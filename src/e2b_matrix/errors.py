@@ -61,11 +61,8 @@ class CompileError(MatrixError):
 
 
 class TransientError(MatrixError):
-    """Worth another attempt: 429, 5xx, a reset connection, a timeout."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+    """Worth another attempt: 429, 5xx, a reset connection, a timeout (the SDK has already honoured
+    any Retry-After before it gave up)."""
 
 
 class SlotsFull(TransientError):

@@ -399,8 +399,8 @@ class State(enum.Enum):
     the results share.
 
     In a plan: fresh, stale, unbuilt (orphan: in the lock, no longer defined). While a run
-    goes: compiling, queued, waiting, building, retrying, verifying, promoting. How it ended
-    (``final``): fresh (unchanged since its lock entry, nothing done), built, failed,
+    goes: compiling, queued, waiting, building, retrying, verifying, promoting. How it ended:
+    fresh (unchanged since its lock entry, nothing done), built, failed,
     cancelled, skipped (not started: fail-fast, an interrupt, its parent failed).
     """
 
@@ -424,10 +424,6 @@ class State(enum.Enum):
     def ok(self) -> bool:
         return self in (State.FRESH, State.BUILT)
 
-    @property
-    def final(self) -> bool:
-        """How a run ended for a variant."""
-        return self in (State.FRESH, State.BUILT, State.FAILED, State.CANCELLED, State.SKIPPED)
 
 
 @attrs.frozen(slots=False)

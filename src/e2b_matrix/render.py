@@ -126,18 +126,6 @@ def to_json(spec: BuildSpec) -> str:
         return Template.to_json(to_template(spec, context))
 
 
-def api_body(spec: BuildSpec) -> dict:
-    """The build body computed without e2b (same shape as ``to_json``, minus force flags)."""
-    body: dict = {"steps": [{**i, "force": False} for i in instructions(spec.steps)], "force": False}
-    body["fromTemplate" if spec.base.kind == "template" else "fromImage"] = (
-        template_source(spec) if spec.base.kind == "template" else spec.base.ref)
-    if spec.start_cmd:
-        body["startCmd"] = spec.start_cmd
-    if spec.ready_cmd or spec.start_cmd:
-        body["readyCmd"] = spec.ready_cmd or "sleep 20"
-    return body
-
-
 # -- Docker --------------------------------------------------------------------
 
 def _json_array(words: list[str]) -> str:

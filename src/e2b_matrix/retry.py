@@ -10,6 +10,7 @@ build of the alias.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,27 +25,24 @@ T = TypeVar("T")
 
 @attrs.frozen
 class RetryPolicy:
-    """Bounded twice: in attempts and in total time."""
+    """Bounded twice: in attempts and in total time. ``rng`` draws the jitter (a test's is fixed)."""
 
     attempts: int = 5
     base_s: float = 1.0
-    max_delay_s: float = 30.0   # caps the backoff, never a Retry-After the server gave
+    max_delay_s: float = 30.0
     total_s: float = 300.0
+    rng: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
 
-    def delay(self, attempt: int, retry_after: float | None, rng=None) -> float:
-        if rng is None:
-            import random
-
-            rng = random.random
+    def delay(self, attempt: int) -> float:
+        """The backoff after attempt ``attempt`` (counted from 1): exponential, capped, full jitter."""
         # the exponent is capped: 2.0 ** 1024 overflows, and any cap past max_delay_s gives the same delay
-        backoff = min(self.max_delay_s, self.base_s * 2.0 ** min(attempt - 1, 64)) * (0.5 + rng() / 2)
-        return max(backoff, retry_after or 0.0)
+        return min(self.max_delay_s, self.base_s * 2.0 ** min(attempt - 1, 64)) * (0.5 + self.rng() / 2)
 
-    def next_delay(self, attempt: int, exc: TransientError, started: float, now: float) -> float | None:
-        """The wait before another attempt after attempt ``attempt`` (counted from 1) failed with
-        ``exc``, or None: give up (every attempt made, or the wait would pass ``total_s`` since
-        ``started``). The one rule both ``retrying`` and the runner's scheduler follow."""
-        delay = self.delay(attempt, exc.retry_after)
+    def next_delay(self, attempt: int, started: float, now: float) -> float | None:
+        """The wait before another attempt after attempt ``attempt`` failed, or None: give up (every
+        attempt made, or the wait would pass ``total_s`` since ``started``). The one rule both
+        ``retrying`` and the runner's policy follow."""
+        delay = self.delay(attempt)
         if attempt >= self.attempts or now + delay > started + self.total_s:
             return None
         return delay
@@ -68,7 +66,7 @@ def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Ev
         try:
             return call(attempt)
         except TransientError as exc:
-            delay = policy.next_delay(attempt, exc, started, time.monotonic())
+            delay = policy.next_delay(attempt, started, time.monotonic())
             if delay is None:
                 raise BuildError(gave_up(attempt, exc)) from None
             on_retry(attempt, exc, delay)

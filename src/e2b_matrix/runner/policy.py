@@ -149,7 +149,7 @@ def after_error(exc: BaseException, *, attempts: int, first_start: float, now: f
         return Next(Then.REQUEUE, State.WAITING, f"for a team build slot ({running} of ours running; E2B says "
                                                  "the rest are taken)", window=running)
     if isinstance(exc, TransientError):
-        delay = None if stopped else retry.next_delay(attempts, exc, first_start, now)
+        delay = None if stopped else retry.next_delay(attempts, first_start, now)
         if delay is not None:
             return Next(Then.RETRY, State.RETRYING, f"{exc}; retry {attempts} in {delay:.1f}s", now + delay,
                         window=1 if isinstance(exc, SlotsFull) else None)
