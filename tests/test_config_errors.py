@@ -96,7 +96,7 @@ CASES = [
     ("placeholder-no-matrix", {"variants/x.toml": variant(alias='"nexus-{v}"')},
      "variant.alias: unknown matrix axis {v} (axes: none: this file has no [matrix])"),
     ("matrix-empty-axis", {"variants/x.toml": V + "[matrix]\nv = []\n"},
-     "variants/x.toml: matrix.v: expected a non-empty list of values, got a list"),
+     "variants/x.toml: matrix.v: expected a non-empty list of values, got an array"),
     ("matrix-axis-table", {"variants/x.toml": V + "[matrix.v]\na = 1\n"},
      "variants/x.toml: matrix.v: expected a non-empty list of values, got a table"),
 ]

@@ -637,7 +637,7 @@ CONTROL = [
                                             'env = { A = "x\\nUSER root" }\n'},
      "layers/a.toml: steps[0].env.A: contains a control character (\\n)"),
     ("layer-env-name", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nenv = { "A B" = "x" }\n'},
-     "layers/a.toml: steps[0].env.A B: 'A B' is not an environment variable name"),
+     "layers/a.toml: steps[0].env.\"A B\": 'A B' is not an environment variable name"),
     ("layer-user-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nuser = "root\\n"\n'},
      "layers/a.toml: steps[0].user: contains a control character (\\n)"),
     ("layer-apt-bad", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\napt = ["vim && id"]\n'},

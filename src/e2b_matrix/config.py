@@ -20,7 +20,6 @@ from e2b_matrix import files, names, resolve
 from e2b_matrix.errors import ConfigError, UnknownNameError
 from e2b_matrix.layers import SHIPPED
 from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
-from e2b_matrix.names import type_name
 from e2b_matrix.secrets import looks_secret
 
 VARIANT_KEYS = {"name", "alias", "layers", "cpu_count", "memory_mb", "tags", "description"}
@@ -124,7 +123,8 @@ def check_strings(value, shown: str, key: str = "", secrets: tuple[str, ...] = (
             raise ConfigError(SECRET_REFUSED, path=shown, key=key)
 
 
-def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> dict:
+def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> files.Table:
+    """A project file as a table: read bounded, through no link, parsed, every string checked."""
     shown = _display(path, root)
     try:
         text = files.read_text(path)
@@ -137,156 +137,114 @@ def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = (
     except ValueError as exc:
         raise ConfigError(str(exc), path=shown) from None
     check_strings(doc, shown, secrets=secrets)
-    return doc
-
-
-def _unknown(keys: Iterable[str], allowed: Iterable[str], shown: str, prefix: str) -> None:
-    allowed = sorted(allowed)
-    for key in keys:
-        if key not in allowed:
-            raise ConfigError(f"unknown key{names.did_you_mean(key, allowed)}", path=shown, key=f"{prefix}{key}")
-
-
-def _table(doc: Mapping, key: str, shown: str, prefix: str = "", required: bool = False) -> dict:
-    if key not in doc:
-        if required:
-            raise ConfigError("missing table", path=shown, key=f"{prefix}{key}")
-        return {}
-    value = doc[key]
-    if not isinstance(value, dict):
-        raise ConfigError(f"expected a table, got {type_name(value)}", path=shown, key=f"{prefix}{key}")
-    return value
-
-
-def _checked(check, value, shown: str, key: str):
-    try:
-        return check(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc), path=shown, key=key) from None
-
-
-def _string_list(value, shown, key, check=None) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ConfigError(f"expected a list of strings, got {type_name(value)}", path=shown, key=key)
-    return tuple(_checked(check, x, shown, key) if check else x for x in value)
+    return files.Table(doc, shown)
 
 
 # -- variants ----------------------------------------------------------------------
 
 def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None = None,
                       secrets: tuple[str, ...] = ()) -> list[Variant]:
-    shown = _display(path, root)
     doc = read_toml(path, root, secrets)
-    _unknown(doc, TOP_KEYS, shown, "")
-    spec = _table(doc, "variant", shown, required=True)
-    params = _table(doc, "params", shown)
-    for layer_name, table in params.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"expected a table, got {type_name(table)}", path=shown, key=f"params.{layer_name}")
-    axes = _parse_matrix(_table(doc, "matrix", shown), shown)
-    for key in REQUIRED_VARIANT_KEYS:
-        if key not in spec:
-            raise ConfigError("missing key", path=shown, key=f"variant.{key}")
-    _unknown(spec, VARIANT_KEYS, shown, "variant.")
-
+    doc.only(TOP_KEYS)
+    spec = doc.table("variant", required=True)
+    params = doc.table("params")
+    for layer_name in params.doc:
+        params.table(layer_name)  # each a table
+    axes = _parse_matrix(doc.table("matrix"))
+    spec.require(*REQUIRED_VARIANT_KEYS)
+    spec.only(VARIANT_KEYS)
     out: list[Variant] = []
-    seen: dict[str, dict] = {}
-    for case in _checked(resolve.matrix_cases, axes, shown, "matrix"):
-        v = _build_variant(spec, params, case, layers, shown)
+    seen: dict[str, dict[str, Any]] = {}
+    for case in doc.value_of(axes, resolve.matrix_cases, "matrix"):
+        v = _build_variant(spec, params, case, layers)
         if v.name in seen:
-            raise ConfigError(f"matrix cases {seen[v.name]} and {case} both expand to the name {v.name!r}",
-                              path=shown, key="matrix")
+            raise doc.error(f"matrix cases {seen[v.name]} and {case} both expand to the name {v.name!r}", "matrix")
         seen[v.name] = case
         out.append(v)
     check_namespace(out)
     return out
 
 
-def _parse_matrix(matrix: dict, shown: str) -> dict[str, tuple]:
+def _parse_matrix(matrix: files.Table) -> dict[str, tuple[Any, ...]]:
     axes = {}
-    for axis in sorted(matrix):
-        values = matrix[axis]
-        key = f"matrix.{axis}"
-        _checked(names.check_axis, axis, shown, key)
+    for axis in sorted(matrix.doc):
+        values = matrix.doc[axis]
+        matrix.value_of(axis, names.check_axis, axis)
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"expected a non-empty list of values, got {type_name(values)}", path=shown, key=key)
+            raise matrix.error(f"expected a non-empty list of values, got {names.type_name(values)}", axis)
         for value in values:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ConfigError(f"values must be strings or numbers, got {type_name(value)}", path=shown, key=key)
+                raise matrix.error(f"values must be strings or numbers, got {names.type_name(value)}", axis)
         if len(set(map(str, values))) != len(values):
-            raise ConfigError("repeated value", path=shown, key=key)
+            raise matrix.error("repeated value", axis)
         axes[axis] = tuple(values)
     return axes
 
 
-def _substitute(value, case: dict, shown: str, key: str, for_name: bool = False):
+def _substitute(value: Any, case: Mapping[str, Any], table: files.Table, key: str, for_name: bool = False) -> Any:
     try:
         return resolve.substitute(value, case, for_name)
     except KeyError as exc:
         axes = ", ".join(sorted(case)) or "none: this file has no [matrix]"
-        raise ConfigError(f"unknown matrix axis {{{exc.args[0]}}} (axes: {axes})", path=shown, key=key) from None
+        raise table.error(f"unknown matrix axis {{{exc.args[0]}}} (axes: {axes})", key) from None
 
 
-def _build_variant(spec: dict, params: dict, case: dict, layers: Mapping[str, Layer], shown: str) -> Variant:
-    s = {k: _substitute(v, case, shown, f"variant.{k}", for_name=k in ("name", "alias", "tags"))
-         for k, v in spec.items()}
-    name = _checked(names.check_name, s["name"], shown, "variant.name")
-    alias = _checked(names.check_alias, s["alias"], shown, "variant.alias")
-    layer_names = _string_list(s["layers"], shown, "variant.layers")
+def _build_variant(spec: files.Table, params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer]
+                   ) -> Variant:
+    v = files.Table({k: _substitute(x, case, spec, k, for_name=k in ("name", "alias", "tags"))
+                     for k, x in spec.doc.items()}, spec.path, spec.where)
+    layer_names = v.string_list("layers")
     if not layer_names:
-        raise ConfigError("a variant needs at least one layer", path=shown, key="variant.layers")
-    tags = _string_list(s.get("tags", []), shown, "variant.tags", names.check_variant_tag)
-    cpu = _int(s.get("cpu_count", 2), shown, "variant.cpu_count")
+        raise v.error("a variant needs at least one layer", "layers")
+    _check_layers(v, layer_names, layers)
+    cpu = v.get("cpu_count", int, 2)
     if not (cpu == 1 or (cpu % 2 == 0 and 2 <= cpu <= 32)):
-        raise ConfigError(f"E2B takes 1 or an even number up to 32, got {names.shown(cpu, 30)}", path=shown,
-                          key="variant.cpu_count")
-    mem = _int(s.get("memory_mb", 2048), shown, "variant.memory_mb")
+        raise v.error(f"E2B takes 1 or an even number up to 32, got {names.shown(cpu, 30)}", "cpu_count")
+    mem = v.get("memory_mb", int, 2048)
     if mem < 128 or mem % 2 or mem > MAX_MEMORY_MB:
-        raise ConfigError(f"E2B takes an even number of MiB from 128 to {MAX_MEMORY_MB}, got {names.shown(mem, 30)}",
-                          path=shown, key="variant.memory_mb")
-    description = _checked(lambda d: names.check_text(d, multiline=True), s.get("description", ""), shown,
-                           "variant.description")
+        raise v.error(f"E2B takes an even number of MiB from 128 to {MAX_MEMORY_MB}, got {names.shown(mem, 30)}",
+                      "memory_mb")
+    return Variant(name=v.value("name", names.check_name), alias=v.value("alias", names.check_alias),
+                   layers=layer_names, cpu_count=cpu, memory_mb=mem,
+                   tags=v.string_list("tags", names.check_variant_tag, ()),
+                   params=_params(params, case, layers, set(layer_names)),
+                   description=v.value("description", lambda d: names.check_text(d, multiline=True), ""),
+                   source=str(spec.path))
 
+
+def _check_layers(v: files.Table, layer_names: tuple[str, ...], layers: Mapping[str, Layer]) -> None:
+    """Each layer known, listed once, and every layer it requires listed too."""
     seen: set[str] = set()
     for ln in layer_names:
         if ln not in layers:
-            raise ConfigError(f"unknown layer {ln!r}{names.did_you_mean(ln, layers)}", path=shown,
-                              key="variant.layers")
+            raise v.error(f"unknown layer {ln!r}{names.did_you_mean(ln, layers)}", "layers")
         if ln in seen:
-            raise ConfigError(f"layer {ln!r} is listed twice", path=shown, key="variant.layers")
+            raise v.error(f"layer {ln!r} is listed twice", "layers")
         seen.add(ln)
     for ln in layer_names:
         for req in layers[ln].requires:
             if req not in seen:
-                raise ConfigError(f"layer {ln!r} requires {req!r}, which is not listed", path=shown,
-                                  key="variant.layers")
+                raise v.error(f"layer {ln!r} requires {req!r}, which is not listed", "layers")
 
-    resolved_params: dict[str, dict[str, Any]] = {}
-    for ln, table in params.items():
-        key = f"params.{ln}"
+
+def _params(params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer], chosen: set[str]
+            ) -> dict[str, dict[str, Any]]:
+    """``[params.<layer>]``: each parameter known to its layer and checked by it (matrix values in)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ln in params.doc:
         if ln not in layers:
-            raise ConfigError(f"unknown layer {ln!r}", path=shown, key=key)
-        if ln not in seen:
-            raise ConfigError(f"layer {ln!r} is not in this variant's layers", path=shown, key=key)
-        layer = layers[ln]
-        values = {}
-        for pname, raw in table.items():
+            raise params.error(f"unknown layer {ln!r}", ln)
+        if ln not in chosen:
+            raise params.error(f"layer {ln!r} is not in this variant's layers", ln)
+        table, layer, values = params.table(ln), layers[ln], {}
+        for pname, raw in table.doc.items():
             p = layer.param(pname)
             if p is None:
                 known = ", ".join(x.name for x in layer.params) or "none"
-                raise ConfigError(f"unknown parameter (layer {ln} takes: {known})", path=shown, key=f"{key}.{pname}")
-            value = _substitute(raw, case, shown, f"{key}.{pname}")
-            values[pname] = _checked(p.convert, value, shown, f"{key}.{pname}")
-        resolved_params[ln] = values
-
-    return Variant(name=name, alias=alias, layers=layer_names, cpu_count=cpu, memory_mb=mem, tags=tags,
-                   params=resolved_params, description=description, source=shown)
-
-
-def _int(value, shown, key) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"expected an integer, got {type_name(value)}", path=shown, key=key)
-    return value
+                raise table.error(f"unknown parameter (layer {ln} takes: {known})", pname)
+            values[pname] = table.value_of(_substitute(raw, case, table, pname), p.convert, pname)
+        out[ln] = values
+    return out
 
 
 def check_namespace(variants: list[Variant]) -> None:
@@ -329,74 +287,54 @@ def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
 
 
 def load_layer_file(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> Layer:
-    shown = _display(path, root)
     doc = read_toml(path, root, secrets)
-    _unknown(doc, {"layer", "steps", "checks"}, shown, "")
-    spec = _table(doc, "layer", shown, required=True)
-    _unknown(spec, LAYER_KEYS, shown, "layer.")
-    for key in ("name", "version"):
-        if not isinstance(spec.get(key), str) or not spec.get(key).strip():
-            raise ConfigError("missing key" if key not in spec else "expected a non-empty string",
-                              path=shown, key=f"layer.{key}")
-    name = _checked(names.check_layer_name, spec["name"], shown, "layer.name")
-    requires = _string_list(spec.get("requires", ["base"]), shown, "layer.requires")
-    description = _checked(lambda d: names.check_text(d, multiline=True), spec.get("description", ""), shown,
-                           "layer.description")
-    steps = tuple(_parse_step(s, shown, f"steps[{i}]") for i, s in enumerate(_array(doc, "steps", shown)))
-    checks = tuple(_parse_check(c, shown, f"checks[{i}]", name) for i, c in enumerate(_array(doc, "checks", shown)))
-    return Layer(name=name, version=spec["version"], requires=requires, description=description,
-                 steps=lambda p, c, s=steps: s, checks=lambda p, c, k=checks: k, source=shown)
+    doc.only({"layer", "steps", "checks"})
+    spec = doc.table("layer", required=True)
+    spec.only(LAYER_KEYS)
+    name = spec.value("name", _nonempty)
+    spec.value("version", _nonempty)
+    name = spec.value("name", names.check_layer_name)
+    steps = tuple(_parse_step(s) for s in doc.tables("steps"))
+    checks = tuple(_parse_check(c, name) for c in doc.tables("checks"))
+    return Layer(name=name, version=spec.doc["version"], requires=spec.string_list("requires", default=("base",)),
+                 description=spec.value("description", lambda d: names.check_text(d, multiline=True), ""),
+                 steps=lambda p, c, s=steps: s, checks=lambda p, c, k=checks: k, source=str(doc.path))
 
 
-def _array(doc, key, shown) -> list[dict]:
-    items = doc.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-        raise ConfigError(f"expected an array of tables ([[{key}]])", path=shown, key=key)
-    return items
+def _nonempty(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
 
 
-def _parse_step(s: dict, shown: str, key: str) -> Step:
+def _parse_step(s: files.Table) -> Step:
     # "user" is a step of its own, or the user a "run" step runs as
-    kinds = [k for k in s if k in STEP_KINDS and not (k == "user" and "run" in s)]
+    kinds = [k for k in s.doc if k in STEP_KINDS and not (k == "user" and "run" in s.doc)]
     if len(kinds) != 1:
-        raise ConfigError(f"a step has exactly one of {', '.join(sorted(STEP_KINDS))}", path=shown, key=key)
+        raise s.Error(f"a step has exactly one of {', '.join(sorted(STEP_KINDS))}", path=s.path, key=s.where)
     kind = kinds[0]
-    _unknown(s, {kind, "user"} if kind == "run" else {kind}, shown, f"{key}.")
-    value = s[kind]
-    where = f"{key}.{kind}"
+    s.only({kind, "user"} if kind == "run" else {kind})
     if kind in ("apt", "pip"):
-        pkgs = _string_list(value, shown, where, names.check_package)
+        pkgs = s.string_list(kind, names.check_package)
         return apt(pkgs) if kind == "apt" else pip(pkgs)
     if kind == "env":
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError("expected a table of strings", path=shown, key=where)
-        for k in value:
-            _checked(names.check_env_name, k, shown, f"{where}.{k}")
-        return Step("set_envs", (value,))
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError("expected a non-empty string", path=shown, key=where)
+        env = s.strings("env")
+        for k in env:
+            s.table("env").value_of(k, names.check_env_name, k)
+        return Step("set_envs", (env,))
+    value = s.value(kind, _nonempty)
     if kind == "run":
-        user = s.get("user")
-        if user is not None:
-            _checked(names.check_user, user, shown, f"{key}.user")
-        return run(value, user=user)
+        return run(value, user=s.value("user", names.check_user, None))
     if kind == "user":
-        return Step("set_user", (_checked(names.check_user, value, shown, where),))
+        return Step("set_user", (s.value("user", names.check_user),))
     return Step("set_workdir", (value,))
 
 
-def _parse_check(c: dict, shown: str, key: str, layer: str) -> Check:
-    _unknown(c, CHECK_KEYS, shown, f"{key}.")
-    for k in ("name", "command"):
-        if not isinstance(c.get(k), str) or not c[k].strip():
-            raise ConfigError("missing key" if k not in c else "expected a non-empty string", path=shown,
-                              key=f"{key}.{k}")
-    for k in ("expect", "user"):
-        if k in c and not isinstance(c[k], str):
-            raise ConfigError("expected a string", path=shown, key=f"{key}.{k}")
-    if "user" in c:
-        _checked(names.check_user, c["user"], shown, f"{key}.user")
-    return Check(c["name"], command=c["command"], expect=c.get("expect"), user=c.get("user", "user"), layer=layer)
+def _parse_check(c: files.Table, layer: str) -> Check:
+    c.only(CHECK_KEYS)
+    name, command = c.value("name", _nonempty), c.value("command", _nonempty)
+    return Check(name, command=command, expect=c.get("expect", str, None), user=c.value("user", names.check_user, "user"),
+                 layer=layer)
 
 
 # -- command-line overrides (precedence: defaults -> file -> command line) -----------

@@ -33,6 +33,7 @@ import stat
 import time
 from collections.abc import Callable, Set
 from pathlib import Path
+from typing import Any
 
 from e2b_matrix import names
 from e2b_matrix.errors import ConfigError
@@ -203,53 +204,99 @@ def _bounded(doc):
     return doc
 
 
-def toml_type(value) -> str:
-    """What a TOML value is, as an error message says it."""
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return "a local date-time (no timezone)"
-    return {bool: "a boolean", str: "a string", int: "an integer", float: "a float", dict: "a table",
-            list: "an array", dt.datetime: "a date-time", dt.date: "a date", dt.time: "a time"}.get(
-        type(value), type(value).__name__)
+REQUIRED: Any = object()  # a default meaning: the key must be there
 
 
 class Table:
-    """A TOML table being read (from parse_toml): typed access whose errors (``Error``) name the file and the key."""
+    """A TOML table being read (from parse_toml): typed access whose errors (``Error``) name the file and
+    the key. The one table reader of the project files, the lock and the inventories."""
 
     Error: type[ConfigError] = ConfigError
 
-    def __init__(self, doc, path, where: str = ""):
+    def __init__(self, doc: object, path: str | os.PathLike[str], where: str = ""):
         if type(doc) is not dict:
-            raise self.Error(f"expected a table, got {toml_type(doc)}", path=path, key=where)
-        self.doc, self.path, self.where = doc, path, where
+            raise self.Error(f"expected a table, got {names.type_name(doc)}", path=path, key=where or None)
+        self.doc: dict[str, Any] = doc
+        self.path, self.where = path, where
+
+    def key(self, key: str) -> str:
+        """``key`` as an error names it: below this table, quoted when it is no bare TOML key."""
+        return f"{self.where}.{names.show_key(key)}" if self.where else names.show_key(key)
 
     def error(self, message: str, key: str) -> ConfigError:
-        return self.Error(message, path=self.path, key=f"{self.where}.{key}" if self.where else key)
+        """An error about ``key`` (a key of this table, as written)."""
+        return self.Error(message, path=self.path, key=self.key(key))
+
+    def error_at(self, message: str, path: str) -> ConfigError:
+        """An error about ``path`` below this table, already shown (``layers.nexus``: a FieldError's field)."""
+        return self.Error(message, path=self.path, key=f"{self.where}.{path}" if self.where else path)
 
     def only(self, allowed: Set[str]) -> None:
         """Every key is one the model knows: an unknown one is an error naming it (with a near match)."""
-        for k in self.doc.keys() - allowed:
-            raise self.error(f"unknown key{names.did_you_mean(k, allowed)}", names.show_key(k))
+        for k in sorted(self.doc.keys() - allowed):
+            raise self.error(f"unknown key{names.did_you_mean(k, allowed)}", k)
 
-    def get(self, key: str, kind: type, default=None):
-        """The value of ``key``, of type ``kind`` (a date-time: with a timezone); ``default`` when absent
-        (None: it is required)."""
+    def require(self, *keys: str) -> None:
+        """Each of ``keys`` is there ("missing key" naming the first that is not)."""
+        for key in keys:
+            if key not in self.doc:
+                raise self.error("missing key", key)
+
+    def get(self, key: str, kind: type, default: Any = REQUIRED) -> Any:
+        """The value of ``key``, of type ``kind`` (a date-time: with a timezone); ``default`` when absent."""
         if key not in self.doc:
-            if default is None:
-                raise self.error("missing", names.show_key(key))
+            if default is REQUIRED:
+                raise self.error("missing table" if kind is dict else "missing key", key)
             return default
         value = self.doc[key]
         if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
             want = {str: "a string", dict: "a table", list: "an array of tables", int: "an integer",
                     dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)"}[kind]
-            raise self.error(f"expected {want}, got {toml_type(value)}", names.show_key(key))
+            raise self.error(f"expected {want}, got {names.type_name(value)}", key)
         return value
+
+    def table(self, key: str, required: bool = False) -> Table:
+        """The sub-table ``key`` (empty when absent and not ``required``)."""
+        return type(self)(self.get(key, dict, REQUIRED if required else {}), self.path, self.key(key))
+
+    def tables(self, key: str) -> list[Table]:
+        """The array of tables ``[[key]]`` (empty when absent)."""
+        items = self.doc.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            raise self.error(f"expected an array of tables ([[{key}]])", key)
+        return [type(self)(item, self.path, f"{self.key(key)}[{i}]") for i, item in enumerate(items)]
 
     def strings(self, key: str) -> dict[str, str]:
         """The sub-table ``key`` (empty when absent), every value a string."""
-        table = type(self)(self.get(key, dict, {}), self.path, f"{self.where}.{key}" if self.where else key)
+        table = self.table(key)
         for k in table.doc:
             table.get(k, str)
         return table.doc
+
+    def value(self, key: str, check: Callable[[Any], Any], default: Any = REQUIRED) -> Any:
+        """``check`` (a names.check_*) of the value of ``key``: its ValueError names the key."""
+        if key not in self.doc:
+            if default is REQUIRED:
+                raise self.error("missing key", key)
+            return default
+        return self.value_of(self.doc[key], check, key)
+
+    def string_list(self, key: str, check: Callable[[str], Any] | None = None, default: Any = REQUIRED
+                    ) -> tuple[str, ...]:
+        """The list of strings ``key``, each through ``check`` when given."""
+        value = self.doc.get(key, default)
+        if value is REQUIRED:
+            raise self.error("missing key", key)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise self.error(f"expected a list of strings, got {names.type_name(value)}", key)
+        return tuple(self.value_of(x, check, key) for x in value) if check else tuple(value)
+
+    def value_of(self, raw: Any, check: Callable[[Any], Any], key: str) -> Any:
+        """``check`` of a value found under ``key`` (a substituted one): its ValueError names the key."""
+        try:
+            return check(raw)
+        except ValueError as exc:
+            raise self.error(str(exc), key) from None
 
 
 def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:

@@ -49,9 +49,15 @@ def printable(text: str, lines: bool = False) -> str:
     return pattern.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def type_name(value) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a float",
-            list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+def type_name(value: object) -> str:
+    """What a value read from TOML (or JSON) is, as an error message says it."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return "a local date-time (no timezone)"
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a float", list: "an array",
+            tuple: "an array", dict: "a table", dt.datetime: "a date-time", dt.date: "a date",
+            dt.time: "a time"}.get(type(value), type(value).__name__)
 
 
 def control_char(value: str, multiline: bool = False) -> str | None:

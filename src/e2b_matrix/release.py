@@ -126,9 +126,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     """Return the entry to its previous build, and move back every channel promoted to the current one.
 
     (before, after); NothingToDo when there is no previous build, Gone when E2B no longer has it.
-    The channels move first; then, at once, the lock. A build that landed meanwhile is not undone:
-    the channels stay recorded where they now point, and NothingToDo says so. The run log records
-    it, or why it failed.
+    The run log records it, or why it failed.
     """
     from e2b_matrix.logs import RunLogReporter
     from e2b_matrix.workflow import logs_folder, run_logs
@@ -137,11 +135,25 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     if not before.history:
         raise NothingToDo(f"{before.alias} has no previous build to roll back to")
     store.preflight(session.lock_path)
-    backend = session.backend
-    backend.check()
+    session.backend.check()
+    check_present(session.backend, [(before, before.history[0].build_id)], "cannot roll back to its previous build")
+    with run_logs(session, logs_folder(session)) as logs:
+        record = RunLogReporter(logs)
+        try:
+            after = _roll_back(session.backend, session.lock_path, before, session.settings.secrets())
+        except MatrixError as exc:
+            record.refused("rollback", before.alias, exc)
+            raise
+        record.rolled_back(before, after)
+    return before, after
+
+
+def _roll_back(backend, lock_path, before: LockEntry, secrets: Iterable[str]) -> LockEntry:
+    """The channels promoted to ``before``'s build move back to the previous build, then the lock
+    records it at once. What moved is recorded even when a later channel could not move; a build
+    that landed meanwhile is not undone (the channels are recorded where they now point, and
+    NothingToDo says so)."""
     previous = before.history[0].build_id
-    check_present(backend, [(before, previous)], "cannot roll back to its previous build")
-    secrets = session.settings.secrets()
     moved = [ch for ch, build_id in before.channels.items() if build_id == before.build_id]
     done: list[str] = []
     landed: list[str] = []
@@ -152,33 +164,25 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
         return entries
 
     def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
-        current = entries[before.alias]
-        if current.build_id != before.build_id:  # another build landed: record where the channels point now
-            landed.append(current.build_id)
+        if entries[before.alias].build_id != before.build_id:
+            landed.append(entries[before.alias].build_id)
             return record_moves(entries)
-        entries[before.alias] = current.rolled_back()
+        entries[before.alias] = entries[before.alias].rolled_back()
         return entries
 
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
-        try:
-            try:
-                for ch in moved:
-                    backend.point(before, ch, previous)
-                    done.append(ch)
-            except MatrixError:
-                if done:  # what moved is recorded, even when a later channel could not move
-                    store.update(session.lock_path, record_moves, backend.regenerate, secrets)
-                raise
-            after = store.update(session.lock_path, change, backend.regenerate, secrets).entries[before.alias]
-            if landed:
-                raise NothingToDo(f"{before.alias} changed while rolling back (now build {landed[0]}); its "
-                                  f"channels {', '.join(moved)} point at {previous} as recorded; try again")
-        except MatrixError as exc:
-            record.refused("rollback", before.alias, exc)
-            raise
-        record.rolled_back(before, after)
-    return before, after
+    try:
+        for ch in moved:
+            backend.point(before, ch, previous)
+            done.append(ch)
+    except MatrixError:
+        if done:
+            store.update(lock_path, record_moves, backend.regenerate, secrets)
+        raise
+    after = store.update(lock_path, change, backend.regenerate, secrets).entries[before.alias]
+    if landed:
+        raise NothingToDo(f"{before.alias} changed while rolling back (now build {landed[0]}); its channels "
+                          f"{', '.join(moved)} point at {previous} as recorded; try again")
+    return after
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ import errno
 import os
 import re
 import threading
+from typing import Any
 from collections.abc import Callable
 
 from e2b_matrix import render
@@ -115,36 +116,28 @@ class E2BBackend:
     def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
               progress: Callable[[int], None] | None = None) -> Outcome:
         from e2b import Template
-        from e2b.template.types import TemplateBuildStatus
-
-        from e2b_matrix.retry import retrying
 
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         api = self._api()
-        timeout = self.settings.build_timeout
-        started = self.clock.now()
-        deadline = started + timeout
         with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
                 render.to_template(spec, context), spec.alias, tags=[build_tag(spec), *spec.variant.tags],
                 cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
                 on_build_logs=lambda entry: log([_line(entry)]), **api)
         log([f"build {info.build_id} of template {info.template_id} started"])
-        published = LogProgress(progress)
-        offset = 0
+        return self._follow(info, log, cancel, LogProgress(progress))
 
-        def poll(_attempt: int):
-            with _classify("build status"):
-                return Template.get_build_status(info, logs_offset=offset, **api)
+    def _follow(self, info: Any, log: LogSink, cancel: threading.Event, published: LogProgress) -> Outcome:
+        """Poll the build's status until it ends (more often while it is young), its log lines to ``log``."""
+        from e2b.template.types import TemplateBuildStatus
 
+        started = self.clock.now()
+        deadline, offset = started + self.settings.build_timeout, 0
         while True:
             if cancel.is_set():
                 raise Cancelled(f"stopped waiting for build {info.build_id} (E2B may still finish it)")
-            # A blip while polling is retried in place: submitting again would
-            # make E2B supersede this (healthy) build of the alias.
-            status = retrying(poll, self.settings.retry, cancel, lambda n, exc, delay: log(
-                [f"status check failed ({exc}); retrying in {delay:.1f}s"]))
+            status = self._status(info, offset, log, cancel)
             entries = status.log_entries
             offset += len(entries)
             if entries:
@@ -155,19 +148,38 @@ class E2BBackend:
             # E2B reads a build's status before its logs, in one answer (e2b-dev/infra packages/api/
             # internal/handlers/template_build_status.go), so the logs of an ended build are whole.
             if status.status in (TemplateBuildStatus.READY, TemplateBuildStatus.ERROR) and len(entries) < PAGE:
-                if status.status == TemplateBuildStatus.READY:
-                    return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain,
-                                   api_url=self.settings.api_url or "")
-                reason = status.reason
-                step = f" at step {reason.step}" if reason and reason.step else ""
-                raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
+                return self._ended(info, status)
             now = self.clock.now()
-            left = deadline - now
-            if left <= 0:
-                raise BuildError(f"build {info.build_id} was still {status.status.value} after {timeout:g}s "
-                                 f"({BUILD_TIMEOUT}); E2B may still finish it")
+            if now >= deadline:
+                raise BuildError(f"build {info.build_id} was still {status.status.value} after "
+                                 f"{self.settings.build_timeout:g}s ({BUILD_TIMEOUT}); E2B may still finish it")
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
-                self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), left))
+                self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), deadline - now))
+
+    def _status(self, info: Any, offset: int, log: LogSink, cancel: threading.Event) -> Any:
+        """One status answer. A blip is retried in place: submitting again would make E2B supersede
+        this (healthy) build of the alias."""
+        from e2b import Template
+
+        from e2b_matrix.retry import retrying
+
+        def poll(_attempt: int) -> Any:
+            with _classify("build status"):
+                return Template.get_build_status(info, logs_offset=offset, **self._api())
+
+        return retrying(poll, self.settings.retry, cancel,
+                        lambda n, exc, delay: log([f"status check failed ({exc}); retrying in {delay:.1f}s"]))
+
+    def _ended(self, info: Any, status: Any) -> Outcome:
+        """The outcome of a build that ended ready; BuildError naming E2B's reason when it failed."""
+        from e2b.template.types import TemplateBuildStatus
+
+        if status.status == TemplateBuildStatus.READY:
+            return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain,
+                           api_url=self.settings.api_url or "")
+        reason = status.reason
+        step = f" at step {reason.step}" if reason and reason.step else ""
+        raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
 
     # -- verify ----------------------------------------------------------------
 

@@ -59,7 +59,7 @@ _TOP = frozenset({"schema", "templates"})
 _MAX_LISTED = 25  # names listed in an unknown-name message
 
 
-_type_name = files.toml_type
+_type_name = names.type_name
 _key = names.show_key
 
 
@@ -74,12 +74,12 @@ def _build(doc, path: str, where: str) -> Build:
     t.only(_BUILD_FIELDS)
     for k in _BUILD_REQUIRED:
         if k not in doc:
-            raise t.error("missing", k)
+            raise t.error("missing key", k)
     try:
         return Build(**{k: t.get(k, str, "") for k in _BUILD_STRINGS}, **{k: t.strings(k) for k in _BUILD_MAPS},
                      built_at=t.get("built_at", dt.datetime))
     except FieldError as exc:
-        raise t.error(exc.message, exc.field) from None
+        raise t.error_at(exc.message, exc.field) from None
 
 
 def _entry(alias: str, doc, path: str) -> LockEntry:
@@ -87,7 +87,7 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
     t.only(_FIELDS)
     for k in _REQUIRED:
         if k not in doc:
-            raise t.error("missing", k)
+            raise t.error("missing key", k)
     fields = {k: t.get(k, str, "") for k in _STRINGS}
     if not fields["template_id"]:
         raise t.error("must not be empty", "template_id")
@@ -99,7 +99,7 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
     except FieldError as exc:
         if exc.field == "alias":  # the table's own name
             raise LockError(exc.message, path=path, key=t.where) from None
-        raise t.error(exc.message, exc.field) from None
+        raise t.error_at(exc.message, exc.field) from None
 
 
 class Parsed:
