@@ -7,7 +7,8 @@ references resolved by Sandbox.create, layers reused.  Two things the SDK's
 high-level calls cannot do are done below its level: the log entries' ``step``
 field is read with the SDK's generated client (Template drops it), and a build
 is requested without being started with a plain HTTP request in the SDK's shape
-(to see a waiting build superseded).
+(to see a build wait, and a waiting build superseded). A test that reads a build
+midway runs the emulator on a clock it moves (``still``): nothing sleeps.
 """
 
 from __future__ import annotations
