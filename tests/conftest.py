@@ -6,7 +6,11 @@ import inspect
 import os
 import shutil
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from click.testing import CliRunner
@@ -63,6 +67,32 @@ def fp(seed) -> str:
     import hashlib
 
     return "sha256:" + hashlib.sha256(str(seed).encode()).hexdigest()
+
+
+T = TypeVar("T")
+WAIT_S = 20.0  # how long wait_for looks before it fails the test (never reached when the code is right)
+_NEVER = threading.Event()  # never set: wait_for's pause between two looks
+
+
+def wait_for(condition: Callable[[], T], *, what: str | Callable[[], str], timeout: float = WAIT_S) -> T:
+    """Look at ``condition`` until it returns something true, and return that; fail the test with
+    ``what`` (a text, or a function that makes one then, e.g. with a log's tail) after ``timeout`` s.
+
+    The one way a test waits for a state it cannot be told about (the emulator's builds, a file a
+    child process writes, a lock another process fills): a bounded poll of that state, never a fixed
+    delay before an assertion. The pause between two looks grows from 1 ms to 50 ms, so a state
+    reached at once costs nothing and a long wait costs little CPU. An exception the condition
+    raises (an assertion that a child is still alive) ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while not (value := condition()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"waited {timeout:g}s for {what() if callable(what) else what}", pytrace=False)
+        _NEVER.wait(min(pause, left))
+        pause = min(pause * 2, 0.05)
+    return value
 
 
 def sigint_default() -> None:

@@ -23,7 +23,7 @@ from e2b_matrix.backends import docker_engine as engine
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 
 FAKE = r'''
-import json, os, sys, time
+import json, os, signal, sys
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
@@ -70,8 +70,10 @@ elif args[:1] == ["build"] or args[:2] == ["buildx", "build"]:
                                         "Successfully built 0123456789ab"]))
     if conf.get("build_exit") and not opt("-t").startswith("e2b-matrix-probe/"):
         sys.exit(conf["build_exit"])
-    if conf.get("build_sleep") and not opt("-t").startswith("e2b-matrix-probe/"):
-        time.sleep(conf["build_sleep"])  # a build that hangs
+    if conf.get("build_hang") and not opt("-t").startswith("e2b-matrix-probe/"):
+        # a build that hangs until it is stopped (SIGTERM); after build_hang s SIGALRM ends it, a failure
+        signal.alarm(conf["build_hang"])
+        signal.pause()
     image = "sha256:" + "ab" * 32
     Path(opt("--iidfile")).write_text(image)
     if not conf.get("lose_image"):

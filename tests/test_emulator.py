@@ -7,7 +7,8 @@ references resolved by Sandbox.create, layers reused.  Two things the SDK's
 high-level calls cannot do are done below its level: the log entries' ``step``
 field is read with the SDK's generated client (Template drops it), and a build
 is requested without being started with a plain HTTP request in the SDK's shape
-(to see a waiting build superseded).
+(to see a build wait, and a waiting build superseded). A test that reads a build
+midway runs the emulator on a clock it moves (``still``): nothing sleeps.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from e2b.api.client.api.templates import get_templates_template_id_builds_build_
 from e2b.api.client_sync import get_api_client
 from e2b.connection_config import ConnectionConfig
 
+from conftest import wait_for
 from e2b_emulator import E2BEmulator
 
 API_KEY = "e2b_test_key"
@@ -48,6 +50,35 @@ PREFIX = "["  # emulator log lines look like "[name] line i/N"
 def emu(monkeypatch):
     """A running emulator the SDK talks to through the environment."""
     with E2BEmulator(api_key=API_KEY, default_step_cost=0.05, default_log_lines=3) as emulator:
+        for key, value in emulator.env().items():
+            monkeypatch.setenv(key, value)
+        yield emulator
+
+
+class StillClock:
+    """The emulator's monotonic clock in a test that moves it: time stands still between two
+    ``advance`` calls, so a test reads a build at exactly the instant of its course it chose."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock():
+    return StillClock()
+
+
+@pytest.fixture
+def still(monkeypatch, clock):
+    """The ``emu`` fixture's emulator on ``clock``: a build moves only when the test advances it.
+    A test on it starts builds with build_in_background (Template.build would wait forever)."""
+    with E2BEmulator(api_key=API_KEY, default_step_cost=0.05, default_log_lines=3, clock=clock) as emulator:
         for key, value in emulator.env().items():
             monkeypatch.setenv(key, value)
         yield emulator
@@ -142,34 +173,34 @@ def test_250_log_lines_are_paged_fully_in_order(emu):
     assert Template.get_build_status(info, logs_offset=250).log_entries == []
 
 
-def test_logs_appear_progressively_while_building(emu):
-    emu.configure("slow", duration=1.0, log_lines=10)
+def test_logs_appear_progressively_while_building(still, clock):
+    still.configure("slow", duration=1.0, log_lines=10)
 
     info = Template.build_in_background(simple_template(), "slow")
-    early = Template.get_build_status(info, logs_offset=0)
-    assert early.status == TemplateBuildStatus.BUILDING
-    assert 1 <= len(early.log_entries) < 10
+    first = Template.get_build_status(info, logs_offset=0)
+    assert first.status == TemplateBuildStatus.BUILDING
+    assert [e.message for e in first.log_entries] == ["[slow] line 1/10"]  # one line at once, one every 0.1 s
+    clock.advance(0.55)
+    middle = Template.get_build_status(info, logs_offset=0)
+    assert middle.status == TemplateBuildStatus.BUILDING
+    assert [e.message for e in middle.log_entries] == [f"[slow] line {i}/10" for i in range(1, 7)]
 
-    time.sleep(1.05)
+    clock.advance(0.45)
     done = Template.get_build_status(info, logs_offset=0)
     assert done.status == TemplateBuildStatus.READY
     assert len(done.log_entries) == 10
 
 
-def test_status_is_waiting_until_triggered(emu):
-    emu.inject("trigger", delay=0.6)  # hold the trigger so the build stays "waiting"
-    worker = threading.Thread(target=Template.build_in_background, args=(simple_template(), "held"))
-    worker.start()
-    try:
-        deadline = time.monotonic() + 3
-        while not emu.builds and time.monotonic() < deadline:
-            time.sleep(0.01)
-        build = emu.builds[0]
-        info = BuildInfo(template_id=build.template_id, build_id=build.build_id, name="held", alias="held")
-        assert Template.get_build_status(info).status == TemplateBuildStatus.WAITING
-    finally:
-        worker.join(5)
-    assert emu.build(build.build_id).status == "building"
+def test_status_is_waiting_until_triggered(still, clock):
+    # requested in the SDK's shape, not started: it waits as long as the test likes (see request())
+    requested = request(still, "held")
+    info = info_of(requested, "held")
+    clock.advance(60)
+    assert Template.get_build_status(info).status == TemplateBuildStatus.WAITING
+    assert start(still, requested)[0] == 202
+    assert Template.get_build_status(info).status == TemplateBuildStatus.BUILDING
+    clock.advance(1)
+    assert Template.get_build_status(info).status == TemplateBuildStatus.READY
 
 
 def test_copy_step_uploads_once_then_reports_present(emu, tmp_path):
@@ -191,7 +222,7 @@ def test_copy_step_uploads_once_then_reports_present(emu, tmp_path):
     assert "Skipping upload of 'app.txt', already cached" in messages
 
 
-def test_concurrent_builds_take_about_one_duration(emu):
+def test_concurrent_builds_run_at_once(emu):
     names = [f"conc-{i}" for i in range(4)]
     for name in names:
         emu.configure(name, duration=1.0, log_lines=5)
@@ -204,16 +235,15 @@ def test_concurrent_builds_take_about_one_duration(emu):
             errors.append(exc)
 
     threads = [threading.Thread(target=build, args=(n,)) for n in names]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    elapsed = time.monotonic() - start
 
     assert not errors
-    assert elapsed < 2.5, f"4 concurrent 1 s builds took {elapsed:.2f} s"
     assert sorted(b.name for b in emu.builds if b.status == "ready") == names
+    # they ran at once: each was started before any other ended (4 clients, none waiting for another)
+    assert max(b.triggered_at for b in emu.builds) < min(b.finished_at for b in emu.builds)
 
 
 # --------------------------------------------------------------------------- failures
@@ -250,9 +280,7 @@ def test_starting_a_newer_build_cancels_the_running_one(emu):
 
     worker = threading.Thread(target=older)
     worker.start()
-    deadline = time.monotonic() + 3
-    while not any(b.status == "building" for b in emu.builds) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: any(b.status == "building" for b in emu.builds), what="the older build to start")
     emu.configure("dup", duration=0.2)
     newer = Template.build(simple_template(), "dup")
     worker.join(3)
@@ -265,13 +293,14 @@ def test_starting_a_newer_build_cancels_the_running_one(emu):
     assert new.build_id == newer.build_id and new.status == "ready" and not new.cancelled
 
 
-def test_other_tag_of_same_name_is_not_cancelled(emu):
-    emu.configure("tagged", duration=0.5)
+def test_other_tag_of_same_name_is_not_cancelled(still, clock):
+    still.configure("tagged", duration=0.5)
     first = Template.build_in_background(simple_template(), "tagged:v1")
-    Template.build(simple_template(), "tagged:v2")
-    time.sleep(0.1)
-    assert Template.get_build_status(first).status == TemplateBuildStatus.READY
-    assert not any(b.cancelled for b in emu.builds)
+    clock.advance(0.1)
+    second = Template.build_in_background(simple_template(), "tagged:v2")  # started while the first runs
+    clock.advance(0.5)
+    assert [Template.get_build_status(b).status for b in (first, second)] == [TemplateBuildStatus.READY] * 2
+    assert not any(b.cancelled for b in still.builds)
 
 
 def test_unknown_build_status_is_400(emu):
@@ -436,7 +465,7 @@ def test_env_binding_and_clean_stop():
 
         slow = threading.Thread(target=slow_request)
         slow.start()
-        time.sleep(0.1)
+        wait_for(lambda: emulator.pending_faults == 0, what="the slow request to reach the emulator")
     finally:
         start = time.monotonic()
         emulator.stop()
@@ -593,16 +622,20 @@ def test_a_superseded_build_started_late_still_cancels_the_running_one(emu):
     assert cancelled.log_entries[-1].message == "Build failed: build was cancelled"
 
 
-def test_a_cancelled_build_keeps_the_layers_it_finished(emu):
-    emu.set_step_cost("echo one", 0.1)
-    emu.set_step_cost("echo slow", 5.0)
+def test_a_cancelled_build_keeps_the_layers_it_finished(still, clock):
+    still.set_step_cost("echo one", 0.1)
+    still.set_step_cost("echo slow", 5.0)
     one = Template().from_image("python:3.11").run_cmd("echo one")
     older = Template.build_in_background(one.run_cmd("echo slow"), "cx")
-    time.sleep(0.3)  # inside the slow step
-    newer = Template.build(Template().from_image("python:3.11").run_cmd("echo one").run_cmd("echo fast"), "cx")
+    clock.advance(0.3)  # inside the slow step
+    assert outcomes(still, older.build_id) == ["built", "built", "built"]  # the last one running
+    newer = Template.build_in_background(Template().from_image("python:3.11").run_cmd("echo one").run_cmd("echo fast"),
+                                         "cx")
+    clock.advance(0.1)
+    assert Template.get_build_status(newer).status == TemplateBuildStatus.READY
 
-    assert outcomes(emu, older.build_id) == ["built", "built", "cancelled"]
-    assert outcomes(emu, newer.build_id) == ["cached", "cached", "built"]
+    assert outcomes(still, older.build_id) == ["built", "built", "cancelled"]
+    assert outcomes(still, newer.build_id) == ["cached", "cached", "built"]
     assert Template.get_build_status(older).reason.message == "build was cancelled"
     assert step_logs(older)[-1] == (None, "error", "Build failed: build was cancelled")
 
@@ -717,11 +750,10 @@ def three_steps(image="python:3.11-slim"):
     return Template().from_image(image).run_cmd("echo one").run_cmd("echo two").run_cmd("echo three")
 
 
-def wait_ready(info, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while Template.get_build_status(info).status != TemplateBuildStatus.READY:
-        assert time.monotonic() < deadline, "build did not finish"
-        time.sleep(0.02)
+def wait_ready(info):
+    """Wait (on the real clock) until E2B says the build is ready."""
+    wait_for(lambda: Template.get_build_status(info).status == TemplateBuildStatus.READY,
+             what=f"build {info.build_id} to be ready")
 
 
 def outcomes(emu, build_id):
@@ -733,9 +765,8 @@ def test_an_identical_template_hits_the_cache_at_every_step(emu):
     assert outcomes(emu, first.build_id) == ["built"] * 4  # the base (FROM) and three steps
     assert (emu.steps_executed, emu.cache_hits) == (4, 0)
 
-    start_time = time.monotonic()
     second = Template.build(three_steps(), "c-two", cpu_count=8, memory_mb=4096)
-    assert time.monotonic() - start_time < 0.5  # nothing ran
+    assert emu.build(second.build_id).finished_at == emu.build(second.build_id).triggered_at  # nothing ran
     # the cache is the team's, across templates; CPU and memory are not in the keys
     assert outcomes(emu, second.build_id) == ["cached"] * 4
     assert (emu.steps_executed, emu.cache_hits) == (4, 4)
@@ -787,23 +818,27 @@ def test_copy_steps_are_keyed_by_their_files(emu, tmp_path):
     assert outcomes(emu, changed.build_id) == ["cached", "built"]
 
 
-def test_status_and_logs_progress_step_by_step(emu):
+def test_status_and_logs_progress_step_by_step(still, clock):
+    emu = still
     emu.configure("prog", log_lines=4)
     emu.set_step_cost("echo one", 0.5)
     emu.set_step_cost(lambda step: step.text == "RUN echo two", 0.5)
     info = Template.build_in_background(three_steps(), "prog")
 
-    time.sleep(0.2)  # inside step 1
+    clock.advance(0.2)  # inside step 1
     assert Template.get_build_status(info).status == TemplateBuildStatus.BUILDING
     early = step_logs(info)
     assert {step for step, _, _ in early} == {None, "base", "1"}
     assert any(step == "1" and m.startswith("[builder 1/3] RUN echo one [") for step, _, m in early)
-    time.sleep(0.5)  # inside step 2
+    clock.advance(0.5)  # inside step 2
     assert Template.get_build_status(info).status == TemplateBuildStatus.BUILDING
     middle = step_logs(info)
     assert "2" in {step for step, _, _ in middle} and "3" not in {step for step, _, _ in middle}
     assert middle[: len(early)] == early  # history never changes
-    wait_ready(info)
+    clock.advance(0.34)  # the end is at 1.05 s: 0.01 s before it
+    assert Template.get_build_status(info).status == TemplateBuildStatus.BUILDING
+    clock.advance(0.01)
+    assert Template.get_build_status(info).status == TemplateBuildStatus.READY
     entries = step_logs(info)
     assert entries[0] == (None, "info", f"Building template {info.template_id}/{info.build_id}")
     lines = [(step, m) for step, _, m in entries if m.startswith("[prog] ")]
@@ -827,34 +862,30 @@ def test_identical_steps_running_at_once_are_not_deduplicated(emu):
     assert second.triggered_at < first.finished_at  # they overlapped
 
 
-def test_a_layer_hits_once_uploaded_while_its_build_goes_on(monkeypatch):
+def test_a_layer_hits_once_uploaded_while_its_build_goes_on(monkeypatch, clock):
     # E2B: layer_executor.go publishes a layer's hash -> build mapping after its upload ("Saved: <id>")
-    with E2BEmulator(api_key=API_KEY, default_step_cost=0.0, upload_delay=0.4) as emu:
+    with E2BEmulator(api_key=API_KEY, default_step_cost=0.0, upload_delay=0.4, clock=clock) as emu:
         for key, value in emu.env().items():
             monkeypatch.setenv(key, value)
         emu.set_step_cost("echo one", 0.2)
         emu.set_step_cost("echo two", 1.0)
         origin = Template.build_in_background(three_steps(), "up-a")
-        t0 = emu.build(origin.build_id).triggered_at
         # base published at t0+0.4; step 1 done at t0+0.2, published at t0+0.6; step 2 runs to t0+1.2
 
-        sleep_until(t0 + 0.42)
+        clock.advance(0.42)
         early = Template.build_in_background(three_steps(), "up-b")
-        sleep_until(t0 + 0.75)
+        clock.advance(0.33)  # t0+0.75
         late = Template.build_in_background(three_steps(), "up-c")
 
         assert outcomes(emu, early.build_id)[:2] == ["cached", "built"]  # step 1 finished, not yet uploaded
         assert outcomes(emu, late.build_id)[:3] == ["cached", "cached", "built"]  # step 2 still running
         assert emu.build(origin.build_id).status == "building"
-        wait_ready(origin)
+        clock.advance(0.85)  # t0+1.6: step 3 (no cost) ended at 1.2, its layer published at 1.6
+        assert Template.get_build_status(origin).status == TemplateBuildStatus.READY
         first = {r.step: r for r in emu.step_records if r.build_id == origin.build_id}
         assert round(first["1"].published_at - first["1"].finished_at, 2) == 0.4
         # the build ends once its last layer is published
         assert emu.build(origin.build_id).finished_at == pytest.approx(first["3"].published_at)
-
-
-def sleep_until(wall):
-    time.sleep(max(0.0, wall - time.time()))
 
 
 def test_force_skips_lookups(emu):

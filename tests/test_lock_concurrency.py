@@ -133,9 +133,8 @@ def test_sixteen_processes_of_updates_all_land(tmp_path):
             lock = TemplateLock.load(path)
         except LockError as exc:  # pragma: no cover - the failure this test looks for
             pytest.fail(f"a concurrent reader failed to parse the lock: {exc}")
-        reads += 1
+        reads += 1  # as fast as it can, as the torn-read reader above: the more reads, the stronger
         sizes = max(sizes, len(lock))
-        time.sleep(0.001)
     for p in procs:
         p.join(30)
     elapsed = time.monotonic() - t0
@@ -162,15 +161,21 @@ def _state_of(lock: TemplateLock) -> int:
     return int(states.pop().removeprefix("S"))
 
 
-def _looping_writer(path: str, ready_fd: int, k: int) -> None:
-    """Writes whole states k+1, k+2, ... until killed (k: the state the parent just read whole)."""
-    first = True
+def _looping_writer(path: str, events_fd: int, k: int) -> None:
+    """Writes whole states k+1, k+2, ... until killed (k: the state the parent just read whole),
+    and says where it is, one byte on events_fd each: "f" as it syncs a file (the temp file, before
+    the rename that publishes it; the folder, after), "w" when a write returned."""
+    sync = os.fsync
+
+    def telling_fsync(fd: int) -> None:
+        os.write(events_fd, b"f")
+        sync(fd)
+
+    os.fsync = telling_fsync  # in this forked process only
     while True:
         k += 1
         update_lock(path, make_entries(N_KILL_ENTRIES, f"S{k}", pad=40))
-        if first:
-            os.write(ready_fd, b"r")
-            first = False
+        os.write(events_fd, b"w")
 
 
 def test_sigkilled_writers_leave_a_whole_lock(tmp_path):
@@ -185,11 +190,15 @@ def test_sigkilled_writers_leave_a_whole_lock(tmp_path):
         p = FORK.Process(target=_looping_writer, args=(path, w, last))
         p.start()
         os.close(w)
-        ready, _, _ = select.select([r], [], [], 20)
-        assert ready and os.read(r, 1) == b"r", f"writer {i} never completed its first write"
-        os.close(r)
-        time.sleep(rng.uniform(0, 0.03))
+        # killed after its first whole write, at a point of its loop drawn at random: the m-th thing
+        # it tells after that write (a sync of its next temp file, of the folder, a write's end)
+        m, told = rng.randint(0, 5), b""
+        while b"w" not in told or len(told) - told.index(b"w") - 1 < m:
+            ready, _, _ = select.select([r], [], [], 20)
+            assert ready, f"writer {i} told nothing for 20 s after {told!r}"
+            told += os.read(r, 1)
         os.kill(p.pid, signal.SIGKILL)
+        os.close(r)
         p.join(10)
         assert p.exitcode == -signal.SIGKILL
         state = _state_of(TemplateLock.load(path, missing_ok=False))  # parses, one whole state

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, unavailable
+from conftest import ROOT, unavailable, wait_for
 from e2b_matrix.lock import TemplateLock
 
 pytestmark = pytest.mark.nexus
@@ -131,18 +131,16 @@ def nexus_serve(tmp: Path, label: str, emu, template_id: str):
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"nexus serve exited with {proc.returncode}:\n{_tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if json.loads(r.read()).get("status") == "healthy":
-                    return
+                return json.loads(r.read()).get("status") == "healthy"
         except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"nexus serve did not answer /health within {START_TIMEOUT_S}s:\n{_tail(log)}")
+            return False
+
+    wait_for(healthy, timeout=START_TIMEOUT_S, what=lambda: f"nexus serve to answer /health:\n{_tail(log)}")
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -188,10 +186,13 @@ def bare_build(emu, alias: str) -> str:
     assert made["tags"] == ["default"], made
     tid, bid = made["templateID"], made["buildID"]
     emu_api(emu, "POST", f"/v2/templates/{tid}/builds/{bid}", {"fromTemplate": "code-interpreter-v1", "steps": []})
-    deadline = time.monotonic() + 30
-    while (status := emu_api(emu, "GET", f"/templates/{tid}/builds/{bid}/status")["status"]) != "ready":
-        assert status in ("waiting", "building") and time.monotonic() < deadline, status
-        time.sleep(0.05)
+
+    def ready() -> bool:
+        status = emu_api(emu, "GET", f"/templates/{tid}/builds/{bid}/status")["status"]
+        assert status in ("waiting", "building", "ready"), status
+        return status == "ready"
+
+    wait_for(ready, timeout=30, what=f"the bare build {bid} of {alias} to be ready")
     return bid
 
 

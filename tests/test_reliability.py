@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_runner, sigint_default, snapshot, write
+from conftest import cli_runner, sigint_default, snapshot, wait_for, write
 from e2b_emulator import E2BEmulator
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
@@ -240,11 +240,14 @@ def test_fault_build_failing_at_a_step(project, emu):
     assert lock_aliases(project) == set(ALIASES.values())  # the successes, and the failure's old entry
 
 
+VICTIM_S = 30.0  # the victim's own length: a run that ends before it saw the cancel, on any machine
+
+
 def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
     """Another machine builds our alias with our build tag while we build it: E2B cancels ours when it
     starts its own (a tag they share); ours is not resubmitted and the rest land."""
     victim = ALIASES["latest"]
-    emu.configure(victim, duration=3.0)
+    emu.configure(victim, duration=VICTIM_S)
     intruder: list[str] = []
     problems: list[str] = []
 
@@ -258,12 +261,12 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
     def intrude() -> None:
         """Wait for our build of the victim to run, then request and start a build of the same alias
         with the same tags through the API (as a second e2b-matrix on another machine would)."""
-        deadline = time.monotonic() + 10
-        while not (ours := [b for b in emu.builds if b.name == victim and b.status == "building"]):
-            if time.monotonic() > deadline:
-                problems.append("our build of the victim never started")
-                return
-            time.sleep(0.02)
+        try:
+            ours = wait_for(lambda: [b for b in emu.builds if b.name == victim and b.status == "building"],
+                            timeout=10, what="our build of the victim to start")
+        except pytest.fail.Exception as failed:  # this thread cannot fail the test: the test reports it
+            problems.append(str(failed))
+            return
         made = api("/v3/templates", {"name": victim, "tags": ours[0].tags, "cpuCount": 2, "memoryMB": 1024})
         api(f"/v2/templates/{made['templateID']}/builds/{made['buildID']}",
             {"fromTemplate": "code-interpreter-v1", "steps": []})
@@ -287,7 +290,7 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
     assert len(ours) == 1 and ours[0].cancelled, "ours was cancelled and not resubmitted"
     assert "build was cancelled" in results["latest"]["error"]
     assert results["latest"]["attempts"] == 1
-    assert elapsed < 3.0, "the cancel was seen before the victim's own end"
+    assert elapsed < VICTIM_S, "the cancel was seen before the victim's own end"
     assert_lock_is_the_successes(project, results)
     assert victim not in lock_aliases(project)
 
@@ -297,10 +300,15 @@ def test_a_bare_build_of_our_alias_elsewhere_cancels_nothing_and_moves_no_pin(pr
     victim = ALIASES["minimal"]
     emu.configure(victim, duration=1.0)
     done = threading.Event()
+    problems: list[str] = []
 
     def intrude() -> None:
-        while not any(b.name == victim and b.status == "building" for b in emu.builds):
-            time.sleep(0.02)
+        try:
+            wait_for(lambda: any(b.name == victim and b.status == "building" for b in emu.builds),
+                     timeout=10, what="our build of the victim to start")
+        except pytest.fail.Exception as failed:  # this thread cannot fail the test: the test reports it
+            problems.append(str(failed))
+            return
         body = json.dumps({"name": victim, "cpuCount": 2, "memoryMB": 1024}).encode()
         req = urllib.request.Request(f"{emu.url}/v3/templates", method="POST", data=body,
                                      headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
@@ -315,6 +323,7 @@ def test_a_bare_build_of_our_alias_elsewhere_cancels_nothing_and_moves_no_pin(pr
     thread.start()
     r, _ = invoke(project, "build", "minimal", "--json")
     thread.join(15)
+    assert not problems, problems
     assert done.is_set() and r.exit_code == 0, r.output
     assert TemplateLock.load(project / "templates.lock").entry("minimal").build_id == statuses(r)["minimal"]["build_id"]
 
@@ -516,11 +525,11 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
                          preexec_fn=sigint_default)
     try:
-        deadline = time.monotonic() + 30
-        while not (lock.exists() and fast in lock_aliases(project)):
+        def fast_landed() -> bool:
             assert p.poll() is None, p.communicate()
-            assert time.monotonic() < deadline, "the fast build never reached the lock"
-            time.sleep(0.05)
+            return lock.exists() and fast in lock_aliases(project)
+
+        wait_for(fast_landed, timeout=30, what="the fast build to reach the lock")
         assert any(b.status == "building" for b in emu.builds if b.name != fast)
         sent = time.monotonic()
         p.send_signal(sig)

@@ -12,7 +12,6 @@ import os
 import queue
 import signal
 import threading
-import time
 import uuid
 
 import attrs
@@ -27,6 +26,8 @@ from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.clock import Clock
 from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file
 from e2b_matrix.runner.writer import entry_of
+
+from conftest import wait_for
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 WAIT = 20  # seconds a test waits for a thread before it fails (never reached when the code is right)
@@ -461,25 +462,31 @@ def test_a_lock_that_cannot_be_written_fails_the_build_and_says_so(make, tmp_pat
 def test_a_job_waiting_for_a_slot_after_its_alias_was_busy_does_not_spin_the_loop(make, tmp_path):
     """a found its alias busy, then waits for the one slot b holds: the loop sleeps until
     something happens, it does not wake without pause to look at an alias check that is past."""
-    zero_waits = []
+    turns = 20
 
     class Counting(FakeClock):
+        def __init__(self):
+            super().__init__()
+            self.timeouts: list[float] = []  # of every wait of the loop, in order
+
         def next_event(self, events, timeout):
-            if timeout == 0:
-                zero_waits.append(self.t)
+            self.timeouts.append(timeout)
             return super().next_event(events, timeout)
 
     backend = Backend()
     backend.hold("b")
     other = files.FileLock(alias_lock_file(tmp_path / "state", "t-a"))
     other.acquire()
-    s = make(backend, jobs=1, clock=Counting())
+    clock = Counting()
+    s = make(backend, jobs=1, clock=clock)
     t, out = run_in_thread(s, [job(spec("a", ["a"])), job(spec("b", ["b"]))])
     backend.wait_started("b")
     other.release()
-    time.sleep(0.3)
-    waits_while_b_builds = len(zero_waits)
+    seen = len(clock.timeouts)
+    wait_for(lambda: len(clock.timeouts) >= seen + turns, what=f"{turns} turns of the loop while b builds")
+    zero_waits = clock.timeouts[seen:seen + turns].count(0)
     backend.release("b")
     results = finish(t, out)
     assert {r.status for r in results.values()} == {State.BUILT}
-    assert waits_while_b_builds <= 2, f"the loop woke {waits_while_b_builds} times at once while a slot was taken"
+    # a turn moves the fake clock by its wait: 20 turns of a loop that pauses span 10 s, 20 alias-check periods
+    assert zero_waits <= 2, f"the loop woke {zero_waits} times of {turns} at once while a slot was taken"

@@ -13,7 +13,7 @@ import pytest
 
 from e2b_matrix.runner import share_gates
 from e2b_matrix.cli import cli
-from conftest import cli_runner, sigint_default
+from conftest import cli_runner, sigint_default, wait_for
 
 ALIASES = {"full": "nexus-sandbox-full", "latest": "nexus-sandbox-latest", "minimal": "nexus-sandbox-minimal",
            "pinned": "nexus-sandbox-pinned"}
@@ -135,10 +135,12 @@ def test_ctrl_c_while_waiting_for_shared_steps_exits_130_and_keeps_what_finished
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
                          preexec_fn=sigint_default)
     lock = project / "templates.lock"
-    deadline = time.monotonic() + 30
-    while not (lock.exists() and len(TemplateLock.load(lock)) == 3):
-        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
-        time.sleep(0.05)
+
+    def three_landed() -> bool:
+        assert p.poll() is None, p.communicate()
+        return lock.exists() and len(TemplateLock.load(lock)) == 3
+
+    wait_for(three_landed, timeout=30, what="the three builds that share full's steps to land")
     sent = time.monotonic()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=20)

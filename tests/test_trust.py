@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FP, cli_runner, sigint_default, snapshot, write
+from conftest import FP, cli_runner, sigint_default, snapshot, wait_for, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 from test_reliability import assert_refused
@@ -181,7 +180,7 @@ def test_two_build_alls_at_once_build_each_variant_once(project, emu):
     cmd = [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--json"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=sigint_default)
-    time.sleep(0.5)
+    wait_for(lambda: emu.builds, what="the first run's first build request")  # it holds that alias now
     second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                               preexec_fn=sigint_default)
     outs = [p.communicate(timeout=120) for p in (first, second)]

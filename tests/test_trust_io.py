@@ -456,7 +456,7 @@ def test_a_docker_build_past_the_deadline_is_stopped_and_fails(project, monkeypa
 
     from e2b_matrix.backends import docker_engine
 
-    fake = Fake(tmp_path / "cli", {**DOCKER_IO, "build_sleep": 60})
+    fake = Fake(tmp_path / "cli", {**DOCKER_IO, "build_hang": 60})
     monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))
     monkeypatch.setenv("E2B_MATRIX_BUILD_TIMEOUT_S", "1")
     monkeypatch.setattr(docker_engine, "SYSTEM_DOCKER", str(tmp_path / "absent" / "docker"))
