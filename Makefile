@@ -5,7 +5,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 BACKEND ?= e2b
 VARIANT ?=
+ENV     ?=
 ARGS    ?=
+# --env NAME when ENV is given: an environment of e2b-matrix.toml (docs/environments.md)
+ENV_FLAG = $(if $(ENV),--env $(ENV))
 TESTS   ?=
 # Test processes: the suite mostly waits (emulated builds, subprocesses, file locks),
 # so 4 workers on 2 cores take a third of a serial run's time.
@@ -14,7 +17,7 @@ TEST_WORKERS ?= 4
 .PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up docs
 
 help:
-	@echo "make build-all [BACKEND=e2b|docker]   build every variant, update the lock"
+	@echo "make build-all [BACKEND=e2b|docker] [ENV=prod]   build every variant, update its lock"
 	@echo "make build VARIANT=name               build one variant"
 	@echo "make plan                             what would build and why (offline)"
 	@echo "make test                             the test suite (starts its own E2B emulator)"
@@ -71,20 +74,20 @@ bench: $(STAMP) compile
 	$(BIN)/python bench/run.py
 
 plan: $(STAMP) compile
-	$(BIN)/e2b-matrix plan --backend $(BACKEND) $(ARGS)
+	$(BIN)/e2b-matrix plan --backend $(BACKEND) $(ENV_FLAG) $(ARGS)
 
 build-all: $(STAMP) compile
-	$(BIN)/e2b-matrix build-all --backend $(BACKEND) $(ARGS)
+	$(BIN)/e2b-matrix build-all --backend $(BACKEND) $(ENV_FLAG) $(ARGS)
 
 build: $(STAMP) compile
 	@test -n "$(VARIANT)" || { echo "usage: make build VARIANT=name (see: $(BIN)/e2b-matrix list)"; exit 2; }
-	$(BIN)/e2b-matrix build $(VARIANT) --backend $(BACKEND) $(ARGS)
+	$(BIN)/e2b-matrix build $(VARIANT) --backend $(BACKEND) $(ENV_FLAG) $(ARGS)
 
 # GNU make exits 2 whenever a recipe fails, whatever its code: the tool's own code
 # (1 stale or unbuilt, 2 bad configuration) is the "Error N" of make's last line.
 # CI runs `e2b-matrix lock check` itself to get the code as it is.
 lock-check: $(STAMP)
-	$(BIN)/e2b-matrix lock check --backend $(BACKEND) $(ARGS)
+	$(BIN)/e2b-matrix lock check --backend $(BACKEND) $(ENV_FLAG) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(DOCS_VENV) .venv-nexus .venv-lowest .venv-lowest-uv logs .bench .e2b-matrix .pytest_cache site

@@ -44,6 +44,7 @@ class Env:
 
     def __init__(self) -> None:
         self.root = Path(".")
+        self.environment: str | None = None  # --env
         self.verbose = 0
         self.quiet = False
         self._settings: Settings | None = None
@@ -76,7 +77,7 @@ class Env:
     def session(self, **options: Any) -> Session:
         from e2b_matrix.workflow import Options, Session
 
-        return Session.open(Options(root=self.root, **options), self.settings)
+        return Session.open(Options(root=self.root, environment=self.environment, **options), self.settings)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -148,6 +149,11 @@ def _set_root(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         ctx.ensure_object(Env).root = Path(value)
 
 
+def _set_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Env).environment = value
+
+
 def _add_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
     if value:
         env = ctx.ensure_object(Env)
@@ -167,6 +173,9 @@ def common(f: F) -> F:
         click.option("-C", "directory", metavar="DIR", type=click.Path(file_okay=False), default=None,
                      expose_value=False, callback=_set_root,
                      help="Project directory (variants/, the lock, logs/). Default: here."),
+        click.option("--env", "environment", metavar="NAME", default=None, expose_value=False,
+                     callback=_set_environment,
+                     help="The environment of e2b-matrix.toml (default: E2B_MATRIX_ENV, else its default)."),
         click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbose,
                      help="More output (-vv for debug)."),
         click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
@@ -266,8 +275,10 @@ def _exit(code: int) -> NoReturn:
 @pass_env
 def list_cmd(env: Env, as_json: bool) -> None:
     """List the variants and their layers."""
+    from e2b_matrix import environments
     from e2b_matrix.config import load_project
 
+    environments.load(env.root).select(env.environment or env.settings.environment)  # a bad --env is refused here too
     variants = load_project(env.root, env.settings.secrets()).variants
     if as_json:
         env.json([v.to_json() for v in variants])
@@ -412,7 +423,8 @@ def _build(env: Env, names: tuple[str, ...], backend: str, jobs: int | None, for
     from e2b_matrix import workflow
     from e2b_matrix.progress import make_reporter, summary
 
-    options = workflow.Options(root=env.root, names=names, backend=backend, backend_options=_backend_values(kwargs),
+    options = workflow.Options(root=env.root, environment=env.environment, names=names, backend=backend,
+                               backend_options=_backend_values(kwargs),
                                overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
                                wait=not no_wait, verify=verify, promote=promote, share=not no_share, locked=locked)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -478,13 +490,15 @@ def verify(env: Env, name: str, backend: str, offline: bool, overrides: tuple[st
 @click.argument("old", metavar="[FROM", required=False, default="previous")
 @click.argument("new", metavar="[TO]]", required=False, default="current")
 @backend_option
+@click.option("--against", metavar="ENV", default=None,
+              help="Compare the current build in environment ENV with this environment's current build.")
 @json_option
 @pass_env
-def diff(env: Env, name: str, old: str, new: str, backend: str, as_json: bool) -> None:
+def diff(env: Env, name: str, old: str, new: str, backend: str, against: str | None, as_json: bool) -> None:
     """Packages added, removed and changed between two builds (IDs, channels, previous, current)."""
     from e2b_matrix import release
 
-    d = release.diff(env.session(backend=backend), name, old, new)
+    d = release.diff(env.session(backend=backend), name, old, new, against=against)
     if as_json:
         env.json(d.to_json())
         return
@@ -603,14 +617,16 @@ def lock_show(env: Env, backend: str, as_json: bool) -> None:
 @backend_option
 @offline_option
 @click.option("--remote", is_flag=True, help="Also ask the backend for drift (see status).")
+@click.option("--same-as", "same_as", metavar="ENV", default=None,
+              help="Also exit 1 when a variant was built from other inputs in environment ENV.")
 @json_option
 @pass_env
-def lock_check(env: Env, backend: str, offline: bool, remote: bool, as_json: bool) -> None:
+def lock_check(env: Env, backend: str, offline: bool, remote: bool, same_as: str | None, as_json: bool) -> None:
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
     from e2b_matrix import workflow
 
     session = env.session(backend=backend, offline=offline)
-    checked = workflow.check_lock(session, remote=remote)
+    checked = workflow.check_lock(session, remote=remote, same_as=same_as)
     if as_json:
         env.json(checked.to_json())
     else:
@@ -618,8 +634,11 @@ def lock_check(env: Env, backend: str, offline: bool, remote: bool, as_json: boo
             env.line(f"{i.alias}: {i.state.value}: {'; '.join(i.reasons)}")
         for d in checked.drifted:
             env.line(f"{d.alias}: {d.state}: {'; '.join(d.details)}")
+        for m in checked.unlike:
+            env.line(m.line())
         if checked.ok:
-            env.line(f"{session.lock_path}: {len(checked.items)} variants, all fresh" + (", in sync" if remote else ""))
+            env.line(f"{session.lock_path}: {len(checked.items)} variants, all fresh" + (", in sync" if remote else "")
+                     + (f", built from the same inputs as in {same_as}" if same_as else ""))
     if not checked.ok:
         _exit(1)
 

@@ -14,10 +14,12 @@ E2B no longer has) is one line, exit 1, and nothing changed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
+from e2b_matrix import inventory, names
 from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
 from e2b_matrix.lock import store
 from e2b_matrix.lock.model import LockEntry
@@ -81,14 +83,16 @@ class Diff:
     before: str                     # build IDs
     after: str
     changes: tuple = ()             # inventory.Change, by kind then name
+    before_environment: str = ""    # where each build was made (diff --against: two environments)
+    after_environment: str = ""
 
     def counts(self) -> str:
         whats = [c.what for c in self.changes]
         return ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed")) or "no change"
 
-    def to_json(self) -> dict:
-        return {"alias": self.alias, "from": self.before, "to": self.after,
-                "changes": [c.to_json() for c in self.changes]}
+    def to_json(self) -> dict[str, object]:
+        return {"alias": self.alias, "from": self.before, "to": self.after, "from_environment": self.before_environment,
+                "to_environment": self.after_environment, "changes": [c.to_json() for c in self.changes]}
 
 
 def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
@@ -222,26 +226,35 @@ def status(session: Session, names=()) -> list[Drift]:
     return out
 
 
-def diff(session: Session, name: str, old: str = "previous", new: str = "current") -> Diff:
+def diff(session: Session, name: str, old: str = "previous", new: str = "current", against: str | None = None
+         ) -> Diff:
     """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
-    build ID, a channel, ``previous`` or ``current``. NothingToDo when either has no inventory."""
-    from e2b_matrix import inventory
+    build ID, a channel, ``previous`` or ``current``; with ``against`` (an environment), from that
+    environment's current build to this one's ``new``. NothingToDo when either has no inventory."""
+    from e2b_matrix import workflow
 
+    other = workflow.other_lock(session, against, "--against") if against is not None else None
     entry = session.lock().entry(name)
-    before, after = _build_of(session, entry, old, "FROM"), _build_of(session, entry, new, "TO")
-    found = []
-    for build_id in (before, after):
-        inv = inventory.load(session.lock_path, entry.alias, build_id)
-        if inv is None:
-            raise NothingToDo(f"no inventory of {entry.alias} build {build_id}: verify records one "
-                              f"(e2b-matrix verify {entry.variant}, or build --verify)")
-        found.append(inv)
-    return Diff(entry.alias, before, after, tuple(inventory.diff(*found)))
+    here = session.settings.environment or ""
+    if other is not None:
+        before = (Path(other.path), other.entry(entry.alias).build_id, str(against))
+    else:
+        before = (session.lock_path, _build_of(session, entry, old, "FROM"), here)
+    after = (session.lock_path, _build_of(session, entry, new, "TO"), here)
+    found = [_inventory(lock_path, entry, build_id) for lock_path, build_id, _ in (before, after)]
+    return Diff(entry.alias, before[1], after[1], tuple(inventory.diff(*found)), before[2], after[2])
+
+
+def _inventory(lock_path: Path, entry: LockEntry, build_id: str) -> inventory.Inventory:
+    inv = inventory.load(lock_path, entry.alias, build_id)
+    if inv is None:
+        raise NothingToDo(f"no inventory of {entry.alias} build {build_id} beside {lock_path.name}: verify records "
+                          f"one (e2b-matrix verify {entry.variant}, or build --verify)")
+    return inv
 
 
 def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
     """A build of ``entry`` named by ID, channel, ``previous`` or ``current``."""
-    from e2b_matrix import inventory, names
 
     if ref == "current":
         return entry.build_id

@@ -169,6 +169,10 @@ VARS = {v.name: v for v in (
     Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
     Var("E2B_DOMAIN", names.check_host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"),
     Var("E2B_API_URL", names.check_http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
+    Var("E2B_SANDBOX_URL", names.check_http_url, None,
+        "one URL for all sandbox traffic (the SDK's; a local E2B's sandbox proxy)"),
+    Var("E2B_MATRIX_ENV", lambda text: names.check_name(text.strip()), None,
+        "the environment of e2b-matrix.toml every command uses (--env wins)"),
     Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
     Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
     Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
@@ -210,6 +214,11 @@ class Settings:
     home: Path = attrs.field(factory=Path.home)
     uv_args: tuple[str, ...] = ()
     uv: str | None = None
+    sandbox_url: str | None = None
+    environment: str | None = None          # E2B_MATRIX_ENV; then the environment applied (environments.py)
+    key_var: str = "E2B_API_KEY"            # the variable the key comes from
+    key_file: bool = True                   # may ~/.e2b/config.json answer when that variable is unset
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)  # the process's, as read
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
@@ -224,11 +233,19 @@ class Settings:
             build_timeout=v[BUILD_TIMEOUT], team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
             docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, uv_args=v["E2B_MATRIX_UV_ARGS"],
-            uv=v["E2B_MATRIX_UV"])
+            uv=v["E2B_MATRIX_UV"], sandbox_url=v["E2B_SANDBOX_URL"], environment=v["E2B_MATRIX_ENV"],
+            environ=dict(env))
+
+    def with_key_from(self, var: str, config_file: bool) -> Settings:
+        """These settings with the key from variable ``var`` only (and the e2b CLI's config when
+        ``config_file``); a key with something odd inside is one line naming ``var``."""
+        return attrs.evolve(self, api_key=Var(var, _key, None, "").read(self.environ), key_var=var,
+                            key_file=config_file)
 
     def key(self) -> str | None:
-        """E2B_API_KEY, else ``teamApiKey`` in ~/.e2b/config.json; None when neither has one."""
-        if self.api_key:
+        """The key variable's (E2B_API_KEY, or an environment's own), else ``teamApiKey`` in
+        ~/.e2b/config.json when allowed; None when neither has one."""
+        if self.api_key or not self.key_file:
             return self.api_key
         path = self.home / ".e2b" / "config.json"
         where = f"{path}: teamApiKey"
@@ -255,12 +272,19 @@ class Settings:
     def require_key(self) -> str:
         key = self.key()
         if not key:
+            if self.key_var != "E2B_API_KEY" or self.environment:
+                raise CredentialsError(f"no E2B API key: {self.key_var} is not set (environment "
+                                       f"{self.environment} takes its key from it)")
             raise CredentialsError(f"no E2B API key: {HOW_TO_LOGIN}")
         return key
 
     def secrets(self) -> list[str]:
-        """What must never be printed or stored: the key, wherever it came from."""
+        """What must never be printed or stored: the key, wherever it came from, and the value of every
+        variable whose name says it is a secret (each environment's key variable among them)."""
+        from e2b_matrix.secrets import SECRET_NAME, MIN_SECRET_LEN
+
+        named = [v.strip() for k, v in self.environ.items() if SECRET_NAME.search(k) and len(v.strip()) >= MIN_SECRET_LEN]
         try:
-            return [k for k in (self.api_key, self.key()) if k]
+            return [k for k in (self.api_key, self.key(), *named) if k]
         except ConfigError:
-            return [self.api_key] if self.api_key else []
+            return [k for k in (self.api_key, *named) if k]

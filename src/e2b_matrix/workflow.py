@@ -59,6 +59,7 @@ class Options:
     promote: str | None = None
     share: bool = True  # wait for the steps another build of the run computes (runner.py); False: all at once
     locked: bool = False  # refuse to build a variant whose requirements files are missing or out of date
+    environment: str | None = None  # --env: an environment of e2b-matrix.toml (None: E2B_MATRIX_ENV, else the default)
 
 
 @attrs.define
@@ -76,13 +77,23 @@ class Session:
 
     @classmethod
     def open(cls, options: Options, settings: Settings | None = None) -> Session:
+        """The run's session: its settings in the environment chosen (--env, E2B_MATRIX_ENV, else the
+        default of e2b-matrix.toml), and the backend that builds there."""
+        from e2b_matrix import environments
+
         settings = settings or Settings.from_env()
         if options.promote is not None:
             check_channel(options.promote, "--promote")
+        chosen = environments.load(options.root).select(
+            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV")
+        if backends.registered(options.backend).in_environments:
+            settings = environments.apply(settings, chosen)
+        backend = backends.make(options.backend, settings, options.backend_options, chosen,
+                                explicit=options.environment is not None)
         if options.jobs is not None and not 1 <= options.jobs <= settings.team_builds:
             raise ConfigError(f"{options.jobs} builds at once: the team has {settings.team_builds} "
-                              "(E2B_MATRIX_TEAM_BUILDS, its tier's concurrent builds)", key="--jobs")
-        return cls(options, settings, backends.make(options.backend, settings, options.backend_options))
+                              "(E2B_MATRIX_TEAM_BUILDS, or the environment's team_builds)", key="--jobs")
+        return cls(options, settings, backend)
 
     @property
     def index(self):
@@ -319,11 +330,44 @@ def show_plan(session: Session) -> Plan:
 
 
 @attrs.frozen
+class Unlike:
+    """A variant built from other inputs in another environment (``lock check --same-as``)."""
+
+    alias: str
+    variant: str
+    environment: str
+    here: str           # the fingerprint in this environment's lock ("": not built here)
+    there: str          # the fingerprint in the other's ("": not built there)
+
+    def line(self) -> str:
+        if not self.there:
+            return f"{self.alias}: not built in {self.environment}"
+        if not self.here:
+            return f"{self.alias}: built in {self.environment}, not here"
+        return f"{self.alias}: built from other inputs in {self.environment} ({self.there[:19]}…, here {self.here[:19]}…)"
+
+    def to_json(self) -> dict[str, object]:
+        return {"alias": self.alias, "variant": self.variant, "environment": self.environment, "here": self.here,
+                "there": self.there}
+
+
+def same_inputs(a: LockEntry, b: LockEntry) -> bool:
+    """Built from the same inputs: the same fingerprint, or, for a variant built on a parent template
+    of this project (whose build ID differs between environments), the same inputs but that one."""
+    if a.fingerprint == b.fingerprint:
+        return True
+    strip = [{k: v for k, v in e.inputs.items() if k != "parent_build"} for e in (a, b)]
+    return "parent_build" in a.inputs and bool(strip[0]) and strip[0] == strip[1]
+
+
+@attrs.frozen
 class LockCheck:
-    """What ``lock check`` found: each variant against the lock (orphans too), and drift when asked."""
+    """What ``lock check`` found: each variant against the lock (orphans too), drift when asked, and the
+    variants built from other inputs in another environment (``--same-as``)."""
 
     items: tuple[PlanItem, ...]
     drift: tuple[Drift, ...] = ()
+    unlike: tuple[Unlike, ...] = ()
 
     @property
     def bad(self) -> list[PlanItem]:
@@ -335,21 +379,40 @@ class LockCheck:
 
     @property
     def ok(self) -> bool:
-        return not self.bad and not self.drifted
+        return not self.bad and not self.drifted and not self.unlike
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": self.ok, "items": [i.to_json() for i in self.items], "drift": [d.to_json() for d in self.drift]}
+        return {"ok": self.ok, "items": [i.to_json() for i in self.items], "drift": [d.to_json() for d in self.drift],
+                "unlike": [u.to_json() for u in self.unlike]}
 
 
-def check_lock(session: Session, remote: bool = False) -> LockCheck:
+def check_lock(session: Session, remote: bool = False, same_as: str | None = None) -> LockCheck:
     """Every variant against the lock, plus entries no longer defined (``lock check``); with ``remote``,
-    the backend's drift (``release.status``)."""
+    the backend's drift (``release.status``); with ``same_as``, each variant built from other inputs in
+    that environment (no request: its lock is read)."""
     from e2b_matrix import release
     from e2b_matrix.plan import orphans
 
+    other = other_lock(session, same_as, "--same-as") if same_as else None
     project, lock, items = planned(session)
     items += orphans(lock.entries, [v.alias for v in project.variants])
-    return LockCheck(tuple(items), tuple(release.status(session)) if remote else ())
+    unlike = []
+    for v in project.select(session.options.names) if other is not None else ():
+        here, there = lock.entries.get(v.alias), other.entries.get(v.alias)
+        if here is None or there is None or not same_inputs(here, there):
+            unlike.append(Unlike(v.alias, v.name, str(same_as), here.fingerprint if here else "",
+                                 there.fingerprint if there else ""))
+    return LockCheck(tuple(items), tuple(release.status(session)) if remote else (), tuple(unlike))
+
+
+def other_lock(session: Session, name: str, flag: str) -> TemplateLock:
+    """The lock of environment ``name`` of this project (``flag`` names it in an error)."""
+    from e2b_matrix import environments
+
+    env = environments.load(session.options.root).select(name, flag)
+    if env.lock == session.backend.lock_file:
+        raise ConfigError(f"{name!r} is the environment this command runs in: name another", key=flag)
+    return TemplateLock.load(session.options.root / env.lock)
 
 
 @attrs.frozen

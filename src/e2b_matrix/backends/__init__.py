@@ -52,11 +52,12 @@ class Registered(NamedTuple):
     regenerate: str                   # the lock header's "Regenerate:" command
     render_format: str                # what `render --format` calls its rendering
     options: tuple[Option, ...] = ()
+    in_environments: bool = False     # builds in an environment of e2b-matrix.toml (--env): its endpoint and key
 
 
 REGISTRY = {
     "e2b": Registered("e2b_matrix.backends.e2b:E2BBackend", lock_file="templates.lock",
-                      regenerate="make build-all", render_format="json"),
+                      regenerate="make build-all", render_format="json", in_environments=True),
     "docker": Registered("e2b_matrix.backends.docker:DockerBackend", lock_file="templates.docker.lock",
                          regenerate="make build-all BACKEND=docker", render_format="dockerfile",
                          options=(Option("--ca-cert", "ca_certs",
@@ -163,8 +164,10 @@ def all_options() -> list[tuple[str, Option]]:
     return [(name, o) for name in names() for o in REGISTRY[name].options]
 
 
-def make(name: str, settings, values: Mapping[str, Any] | None = None):
-    """An instance of backend ``name`` for this run; options of other backends are refused."""
+def make(name: str, settings, values: Mapping[str, Any] | None = None, environment=None, explicit: bool = False):
+    """An instance of backend ``name`` for this run; options of other backends are refused. A backend that
+    builds in environments (``in_environments``: E2B) gets the ``environment`` (environments.py) and its
+    settings; another refuses one named explicitly (--env)."""
     mine = {o.dest for o in registered(name).options}
     kwargs = {}
     for other, o in all_options():
@@ -174,4 +177,9 @@ def make(name: str, settings, values: Mapping[str, Any] | None = None):
         if o.dest not in mine:
             raise ConfigError(f"applies to --backend {other} only", key=o.flag)
         kwargs[o.dest] = value
+    if environment is not None and registered(name).in_environments:
+        kwargs["environment"] = environment
+    elif explicit and environment is not None and environment.declared:
+        raise ConfigError(f"environments are E2B deployments; --backend {name} builds here "
+                          f"({REGISTRY[name].lock_file})", key="--env")
     return backend_class(name)(settings, **kwargs)

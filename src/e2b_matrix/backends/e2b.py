@@ -61,9 +61,13 @@ class E2BBackend:
     render_format = REGISTRY[name].render_format
     options = REGISTRY[name].options
 
-    def __init__(self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None):
+    def __init__(self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None,
+                 environment: Any = None):
         self.settings = settings
         self.domain = settings.domain
+        if environment is not None:  # its own lock, and what the lock's header says to run
+            self.lock_file = environment.lock
+            self.regenerate = REGISTRY[self.name].regenerate + environment.make_suffix
         self.poll_interval = poll_interval  # the first pause between status requests (poll_delay)
         self.clock = clock or Clock()
         self._key: str | None = None
@@ -102,10 +106,14 @@ class E2BBackend:
     def channel_reference(self, entry: LockEntry, channel: str) -> str:
         return f"{entry.alias}:{channel}"
 
-    def _api(self) -> dict:
-        api = {"api_key": self._key or self.settings.require_key(), "domain": self.domain}
-        if self.settings.api_url:
-            api["api_url"] = self.settings.api_url
+    def _api(self) -> dict[str, Any]:
+        """The SDK's connection options, every one explicit: the SDK would otherwise read E2B_API_URL,
+        E2B_DOMAIN or E2B_SANDBOX_URL from the process (e2b/connection_config.py, ConnectionConfig), and
+        one environment's key could reach another's endpoint."""
+        api = {"api_key": self._key or self.settings.require_key(), "domain": self.domain,
+               "api_url": self.settings.api_url or f"https://api.{self.domain}"}
+        if self.settings.sandbox_url:
+            api["sandbox_url"] = self.settings.sandbox_url
         return api
 
     # -- build -----------------------------------------------------------------
