@@ -506,7 +506,11 @@ def diff(env: Env, name: str, old: str, new: str, backend: str, against: str | N
 
 
 def _print_diff(env: Env, d: Diff, indent: str = "") -> None:
-    env.line(f"{indent}{d.alias}: build {d.before} -> {d.after}: {d.counts()}")
+    if d.before_environment != d.after_environment:  # diff --against: say which build is whose
+        moved = f"{d.before_environment} build {d.before} -> {d.after_environment} build {d.after}"
+    else:
+        moved = f"build {d.before} -> {d.after}"
+    env.line(f"{indent}{d.alias}: {moved}: {d.counts()}")
     for c in d.changes:
         env.line(f"{indent}  {c.line()}")
 

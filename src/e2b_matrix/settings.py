@@ -272,7 +272,7 @@ class Settings:
     def require_key(self) -> str:
         key = self.key()
         if not key:
-            if self.key_var != "E2B_API_KEY" or self.environment:
+            if self.key_var != "E2B_API_KEY" or not self.key_file:
                 raise CredentialsError(f"no E2B API key: {self.key_var} is not set (environment "
                                        f"{self.environment} takes its key from it)")
             raise CredentialsError(f"no E2B API key: {HOW_TO_LOGIN}")
