@@ -34,7 +34,9 @@ A build that ends at a leaf step (a step with no child) is counted until its
 layer is published: ``upload_s`` more. A runner can reuse a slot only once it
 has seen the build end, which it learns from a status poll: each variant's
 build counts ``poll_s`` more (the E2B backend's poll interval for a young
-build), charged to the variant's last step.
+build), charged to the variant's last step. That one models the client, not
+E2B: a poll that happens to land just after a build's end sees it sooner, so
+bench/scale.py also gives the bound with ``poll_s = 0``, which no client beats.
 
 The bound is the larger of two lower bounds, each minimised over every choice
 of continuations (so it holds whatever the runner chooses):

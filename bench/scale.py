@@ -245,8 +245,9 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
             got = measure(b, setup, projects[(n, shape)], tries[(n, shape)], b.workdir / f"scale-run-{i}", n, hold)
             (held if hold else runs[(n, shape)]).append(got)
             print(f"    run {i + 1}: {n} {shape}{f' ({hold} slots held)' if hold else ''}: wall {got.wall_s:.2f} s, "
-                  f"bound {got.bound_s:.2f} s (before: {got.old_bound_s:.2f} s), steps {got.executed}/{got.distinct}, peak {got.peak}, "
-                  f"429s {got.refusals}, CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s", flush=True)
+                  f"bound {got.bound_s:.2f} s (before: {got.old_bound_s:.2f} s), "
+                  f"steps {got.executed}/{got.distinct}, peak {got.peak}, 429s {got.refusals}, "
+                  f"CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s", flush=True)
 
     def rounded(xs, digits=3):
         return [round(x, digits) for x in xs]
