@@ -20,8 +20,12 @@ max over steps s of (the earliest start of s + the slot time of every step
 that cannot start earlier than s / the team's limit), each build's layer upload
 and one status poll (``Setup.poll_s``, the E2B backend's poll interval for a
 young build) counted as slot time. No runner that runs each distinct step once
-can finish sooner. The trie's step costs are checked against the emulator's
-records after each run (the same steps, the same costs), so the two cannot drift.
+and sees a build's end by polling can finish sooner; the same bound without the
+polls (``without_polls_*`` in the detail) holds for any client. The trie's step
+costs are checked against the emulator's records after each run (the same steps,
+the same costs), so the two cannot drift. Where the wall time goes beyond it, the
+detail says per run: ``refill_s``, how long a slot a build freed stayed empty
+(``refills``), and ``submit_s``, a build's request to its start.
 
 From the emulator's records (as bench_share): wall is the first build request to
 the last build ready; the bound before (kept in the detail, ``old_*``) was
@@ -158,6 +162,8 @@ class Run:
     refusals: int        # 429s answered for the team's limit
     cpu_s: float         # the CLI process's user + system CPU time
     process_s: float     # the CLI process's wall time
+    refill_s: float | None  # median of refills(): how long a freed slot stayed empty (None: no refill)
+    submit_s: float      # median of a build's request to its start (the SDK's calls before the build runs)
 
     @property
     def old_bound_s(self) -> float:
@@ -212,11 +218,24 @@ def measure(b, setup: Setup, project: Path, trie: Trie, copy: Path, n: int, hold
     chain: dict[str, float] = {}
     for r in steps:
         chain[r.build_id] = chain.get(r.build_id, 0.0) + r.cost
+    gaps = refills([x.requested_at for x in builds], [x.finished_at for x in builds], LIMIT - hold)
     return Run(wall_s=max(x.finished_at for x in builds) - min(x.requested_at for x in builds),
                bound_s=(trie.held if hold else trie.release).bound_s, critical_s=max(chain.values()) + setup.upload_s,
                distinct_s=sum(cost.values()), distinct=len(cost),
                executed=sum(r.executed for r in steps), peak=peak, refusals=refusals, cpu_s=cpu,
-               process_s=seconds)
+               process_s=seconds, refill_s=_med(gaps) if gaps else None,
+               submit_s=_med([x.triggered_at - x.requested_at for x in builds]))
+
+
+def refills(requested: list[float], ended: list[float], slots: int) -> list[float]:
+    """For each build request after the first ``slots``, the time since the end that made room for it.
+
+    At most ``slots`` builds count at once, so when the k-th request (0-based, in time order) is made, at least
+    k - slots + 1 builds have ended: its gap is measured from the (k - slots)-th end. A runner that refills a slot
+    at once has gaps near 0; a gap also holds any wait for a shared prefix's release.
+    """
+    requested, ended = sorted(requested), sorted(ended)
+    return [requested[k] - ended[k - slots] for k in range(slots, len(requested))]
 
 
 def _med(xs) -> float:
@@ -247,7 +266,9 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
             print(f"    run {i + 1}: {n} {shape}{f' ({hold} slots held)' if hold else ''}: wall {got.wall_s:.2f} s, "
                   f"bound {got.bound_s:.2f} s (before: {got.old_bound_s:.2f} s), "
                   f"steps {got.executed}/{got.distinct}, peak {got.peak}, 429s {got.refusals}, "
-                  f"CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s", flush=True)
+                  + ("" if got.refill_s is None else f"refill {got.refill_s:.2f} s, ")
+                  + f"submit {got.submit_s:.2f} s, CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s",
+                  flush=True)
 
     def rounded(xs, digits=3):
         return [round(x, digits) for x in xs]
@@ -266,13 +287,19 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
                  distinct_step_s=round(first.distinct_s, 3),
                  process_s=rounded(g.process_s for g in got), cli_cpu_s=rounded(g.cpu_s for g in got),
                  peak_builds=[g.peak for g in got], limit_429s=[g.refusals for g in got],
+                 refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in got],
+                 submit_s=rounded(g.submit_s for g in got),
                  note="wall: first build request to last build ready (the emulator's clock); bound: bench/bound.py's "
                       "release-time bound of the step trie (plan --json) with bench's step costs: max(critical path "
                       "with each follower waiting for its prefix's release, max over t of t + slot time of the steps "
                       f"that cannot start before t / {LIMIT}), each build's upload and one poll "
                       f"({setup.poll_s} s) counted as slot time (bound_release_*: that t and slot time; "
                       "without_polls_*: no poll counted); old_*: wall / max(the longest chain of step costs one "
-                      f"variant needs plus one upload, distinct step cost / {LIMIT}), the bound before")
+                      f"variant needs plus one upload, distinct step cost / {LIMIT}), the bound before; refill_s: "
+                      "per run, the median time a slot a build freed stayed empty (scale.refills: the k-th request "
+                      f"after the first {LIMIT} against the (k - {LIMIT})-th end; the bound counts one poll); "
+                      "submit_s: per run, "
+                      "the median of a build's request to its start (the SDK's calls: request, file links, start)")
         b.record(f"scale_steps_ratio_{n}_{shape}", round(_med([g.executed / g.distinct for g in got]), 3), len(got),
                  distinct_steps=first.distinct, executed=[g.executed for g in got],
                  note="steps a build ran (cache misses, cut short included) / distinct steps (the FROM base excluded)")
@@ -288,6 +315,7 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
                  bound_s=round(held[0].bound_s, 3), old_bound_s=round(held[0].old_bound_s, 3),
                  wall_bound=round(_med([g.wall_s / g.bound_s for g in held]), 3), peak_builds=[g.peak for g in held],
                  process_s=rounded(g.process_s for g in held),
+                 refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in held],
                  note=f"{HELD_SIZE} prefix variants while another process of the team holds {HELD} of {LIMIT} "
                       "slots: build requests the emulator answered 429 for the limit / variants; bound_s: the "
                       f"release-time bound on the {LIMIT - HELD} slots left (wall_bound: wall / it)")

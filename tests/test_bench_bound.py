@@ -8,12 +8,21 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "bench" / "bound.py"
-_SPEC = importlib.util.spec_from_file_location("bench_bound", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-bound = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = bound  # dataclasses look their module up
-_SPEC.loader.exec_module(bound)
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load(name: str):
+    """bench/<name>.py as the module ``name`` (bench/ is no package: bench/run.py puts it on sys.path)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up; scale.py imports "bound"
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+bound = load("bound")
 Step = bound.Step
 
 
@@ -133,3 +142,11 @@ def test_from_plan_expands_segments_and_counts_the_variants_ending_at_each_step(
 def test_a_limit_below_one_is_refused():
     with pytest.raises(ValueError, match="limit"):
         bound.release_bound(fan(1.0, 1, 1.0), limit=0, upload_s=0.0, poll_s=0.0)
+
+
+def test_refills_measure_each_request_from_the_end_that_made_room_for_it():
+    scale = load("scale")  # it imports the emulator from tests/, on sys.path here as when bench/run.py runs
+    # 2 slots: requests at 0, 0, then 3.5 and 4.0; ends at 3.0, 3.25, 6, 7. The third request came 0.5 s after
+    # the first end, the fourth 0.75 s after the second.
+    assert scale.refills([0.0, 4.0, 0.0, 3.5], [3.25, 3.0, 6.0, 7.0], 2) == [0.5, 0.75]
+    assert scale.refills([0.0, 0.1], [1.0, 1.1], 2) == []
