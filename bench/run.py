@@ -51,7 +51,14 @@ interleaved. The table goes to stdout and the results to .bench/results.json:
                       (10 nexus versions x N/10 flavours sharing base, fuse and
                       nexus) and independent (sharing no step after the base)
   scale_wall_bound_<N>_<shape>  wall (first request to last build ready) /
-                      max(critical path of distinct steps, their total cost / 20)
+                      the release-time bound (bench/bound.py), from the step trie
+                      and the step costs, before any run: the larger of the
+                      critical path (a follower's steps start once its prefix is
+                      published) and max over steps s of (earliest start of s +
+                      the slot time of the steps that cannot start earlier / 20),
+                      each build's upload and one status poll counted as slot
+                      time; the bound before, max(critical path, distinct step
+                      cost / 20), stays in the detail (old_*)
   scale_steps_ratio_<N>_<shape>  steps executed / distinct steps
   scale_peak_builds   the most builds counted against the limit at once, over
                       every scale run
@@ -121,7 +128,7 @@ GOALS = {  # name: (unit, goal text, check)
     "logging_ratio": ("x", "<= 1.10", lambda v: v <= 1.10),
     "e2b_steps_ratio": ("x", "== 1.0", lambda v: v == 1.0),
     "e2b_share_wall_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
-    **{f"scale_wall_bound_{n}_{shape}": ("x", "<= 1.15", lambda v: v <= 1.15)
+    **{f"scale_wall_bound_{n}_{shape}": ("x", "<= 1.10", lambda v: v <= 1.10)
        for n in scale.SIZES for shape in scale.SHAPES},
     **{f"scale_steps_ratio_{n}_{shape}": ("x", "== 1.0", lambda v: v == 1.0)
        for n in scale.SIZES for shape in scale.SHAPES},
@@ -134,6 +141,12 @@ GOALS = {  # name: (unit, goal text, check)
 STEP_COSTS = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
               "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
 STEP_S, UPLOAD_S = 0.3, 0.2
+
+
+def step_cost(text: str, base: bool) -> float:
+    """What cold_emulator's emulator runs a step for (E2BEmulator.set_step_cost: the latest rule whose text is in
+    the step's wins, else STEP_S, the base 0); scale.py checks it against the emulator's records."""
+    return next((s for t, s in reversed(STEP_COSTS.items()) if t in text), 0.0 if base else STEP_S)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -634,7 +647,9 @@ def cold_emulator() -> E2BEmulator:
 
 def bench_scale(b: Bench, emu: E2BEmulator) -> None:
     """build-all at team scale: bench/scale.py."""
-    scale.bench(b, scale.Setup(CLI, cold_emulator, UPLOAD_S), b.scale_sizes)
+    from e2b_matrix.backends.e2b import POLL_FIRST_S  # the poll interval of a young build (no e2b import)
+
+    scale.bench(b, scale.Setup(CLI, cold_emulator, UPLOAD_S, step_cost, POLL_FIRST_S), b.scale_sizes)
 
 
 # --------------------------------------------------------------------------- main
