@@ -107,9 +107,9 @@ def sandboxes(monkeypatch):
     """What the next sandboxes hold: set ``state["pip"]`` before a verify."""
     import e2b_code_interpreter
 
-    state = {"pip": {"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "anyio": "4.4.0"}}
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
-                        staticmethod(lambda template, **kw: FakeSandbox(template, pip=dict(state["pip"]))))
+    state = {"pip": {"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "anyio": "4.4.0"}, "disk": 800 * 1024}
+    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(
+        lambda template, **kw: FakeSandbox(template, pip=dict(state["pip"]), disk_kib=state["disk"])))
     return state
 
 
@@ -120,12 +120,14 @@ def test_verify_records_an_inventory_and_diff_compares_two_builds(project, emu, 
     assert path.exists()
     recorded = inventory.load(project / "templates.lock", first.alias, first.build_id)
     assert recorded.python == "3.13.2" and recorded.pip["nexus-ai-fs"] == "0.5.5" and recorded.apt["fuse"]
+    assert recorded.disk_used_kib == 800 * 1024  # df's "Used" column of the sandbox's root
     assert "templates.inventory" not in (project / "templates.lock").read_text()  # not inside the lock
     r = run(project, "diff", "latest")
     assert r.exit_code == 1 and "has no previous build" in r.stderr
 
     assert run(project, "promote", "latest", "--channel", "stable").exit_code == 0
     sandboxes["pip"] = {"nexus-ai-fs": "0.5.6", "httpx": "0.28.1", "sniffio": "1.3.1"}
+    sandboxes["disk"] = 887 * 1024
     assert run(project, "build", "latest", "--force").exit_code == 0  # built, not verified: no inventory yet
     r = run(project, "diff", "latest")
     assert r.exit_code == 1 and "no inventory of nexus-sandbox-latest build" in r.stderr
@@ -140,11 +142,14 @@ def test_verify_records_an_inventory_and_diff_compares_two_builds(project, emu, 
         assert r.exit_code == 0, r.output
         lines = r.stdout.splitlines()
         assert lines[0] == (f"nexus-sandbox-latest: build {first.build_id} -> {second.build_id}: "
-                            "1 added, 1 removed, 2 changed")
+                            "1 added, 1 removed, 2 changed; size 800 MiB -> 887 MiB (+87 MiB)")
         assert [x.strip() for x in lines[1:]] == sorted(expected, key=lambda x: x.split()[2])
     data = json.loads(run(project, "diff", "latest", "--json").stdout)
     assert data["from"] == first.build_id and {c["name"]: c["change"] for c in data["changes"]} == {
         "anyio": "removed", "httpx": "changed", "nexus-ai-fs": "changed", "sniffio": "added"}
+    assert data["disk_used_kib"] == {"from": 800 * 1024, "to": 887 * 1024}
+    summary = run(project, "plan", "--format", "markdown").stdout  # each variant's last known size
+    assert "| latest | `nexus-sandbox-latest` | **fresh** | 887 MiB |" in summary
     assert run(project, "diff", "latest", "current", "previous").stdout.count("+ pip anyio 4.4.0") == 1
 
     # promote prints what the move changes: stable pointed at the first build
@@ -195,3 +200,23 @@ def test_an_inventory_is_never_written_through_a_link(project, emu, sandboxes, t
     assert list(outside.iterdir()) == []
     r = run(project, "verify", "latest")
     assert r.exit_code == 2 and "symbolic link" in r.stderr and list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("text,kib", [("overlay 10255636 812345 9443291 8% /\n", 812345),
+                                      ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+                                       "/dev/vda 263174212 23011852 226718260 10% /\n", 23011852),
+                                      ("", 0)])
+def test_df_lines_give_the_used_kib(text, kib):
+    assert inventory.parse_df(text) == kib
+
+
+@pytest.mark.parametrize("text", ["no df here", "overlay x used 1 2% /", f"overlay 1 {2**60} 1 1% /"])
+def test_a_df_line_that_is_not_one_is_an_error(text):
+    with pytest.raises(ValueError):
+        inventory.parse_df(text)
+
+
+def test_sizes_read_as_people_read_them():
+    assert inventory.size(812345) == "793 MiB" and inventory.size(3 * 1024 * 1024) == "3.0 GiB"
+    assert inventory.size_change(800 * 1024, 700 * 1024) == "800 MiB -> 700 MiB (-100 MiB)"
+    assert inventory.size_change(0, 700) == ""

@@ -39,9 +39,11 @@ class FakeSandbox:
 
     instances: list = []
 
-    def __init__(self, template_id, fail=(), explode=False, python="3.13.2", pip=None, apt=None, **kw):
+    def __init__(self, template_id, fail=(), explode=False, python="3.13.2", pip=None, apt=None, disk_kib=812_345,
+                 **kw):
         self.template_id, self.fail, self.explode, self.killed, self.ns = template_id, fail, explode, False, {}
         self.python = python
+        self.disk_kib = disk_kib
         self.pip = {"nexus-ai-fs": "0.9.26", "Jupyter_Server": "2.14.2"} if pip is None else pip
         self.apt = {"bash": "5.2.15-2+b7", "fuse": "2.9.9-6+b1"} if apt is None else apt
         self.commands = types.SimpleNamespace(run=self._run)
@@ -59,6 +61,8 @@ class FakeSandbox:
             out = json.dumps([{"name": n, "version": v} for n, v in self.pip.items()])
         elif command.startswith("dpkg-query"):
             out = "".join(f"{n}\t{v}\n" for n, v in self.apt.items())
+        elif command.startswith("df -Pk /"):
+            out = f"overlay 10255636 {self.disk_kib} 9443291 8% /\n"
         else:
             out = {"nexus": "nexus, version 0.9.26\n", "python3": f"Python {self.python}\n"}.get(command.split()[0],
                                                                                                  "ok\n")
@@ -121,9 +125,9 @@ def test_verify_on_e2b_prints_one_line_per_failed_check_not_a_traceback(project,
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     failed = [line for line in r.stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 5 and all("no sandbox: 500: sandbox could not start" in line
+    assert len(failed) == 6 and all("no sandbox: 500: sandbox could not start" in line
                                     for line in failed)
-    assert "0/5 checks passed" in r.stdout
+    assert "0/6 checks passed" in r.stdout
 
 
 def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, monkeypatch):
@@ -138,13 +142,13 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
     statuses = {x["name"]: x for x in json.loads(r.stdout)}
     assert statuses["minimal"]["status"] == "built"
     assert statuses["latest"]["status"] == "failed"
-    assert statuses["latest"]["error"].startswith("smoke checks failed (1 of 9); lock entry not written:\n"
+    assert statuses["latest"]["error"].startswith("smoke checks failed (1 of 10); lock entry not written:\n"
                                                   "user_allow_other: ")
     assert [e.alias for e in lock_of(project)] == ["nexus-sandbox-minimal"]
     # verify NAME on E2B reads the lock and reports each check
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 0, r.output
-    assert "5/5 checks passed" in r.stdout
+    assert "6/6 checks passed" in r.stdout
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "latest"])
     assert r.exit_code == 2 and "not built yet" in r.stderr
 
@@ -198,7 +202,7 @@ def test_cli_verify_names_both_pythons_in_one_line_and_reports_the_found_one(pro
     assert r.exit_code == 1, r.output
     lines = [line for line in r.stdout.splitlines() if "3.12.8" in line]
     assert len(lines) == 2 and "the template has Python 3.12.8, the base declares 3.13" in lines[0]
-    assert lines[1] == "minimal: 4/5 checks passed; python 3.12.8"
+    assert lines[1] == "minimal: 5/6 checks passed; python 3.12.8"
     python[0] = "3.13.5"
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal", "--json"])
     assert r.exit_code == 0, r.output
@@ -215,7 +219,7 @@ def test_build_verify_fails_on_another_python_naming_both(project, emu, monkeypa
     r = cli_runner().invoke(cli, ["-C", str(project), "build", "minimal", "--verify", "--json"])
     assert r.exit_code == 1, r.output
     error = json.loads(r.stdout)[0]["error"]
-    assert error == ("smoke checks failed (1 of 5); lock entry not written:\n"
+    assert error == ("smoke checks failed (1 of 6); lock entry not written:\n"
                      "python3 --version: the template has Python 3.12.8, the base declares 3.13")
     assert not (project / "templates.lock").exists()
 

@@ -311,7 +311,10 @@ def plan(env: Env, names: tuple[str, ...], backend: str, offline: bool, override
     if as_json or fmt == "json":
         env.json(shown.to_json())
     elif fmt == "markdown":
-        env.echo(markdown(shown.items, shown.roots), nl=False)
+        from e2b_matrix.inventory import size
+
+        env.echo(markdown(shown.items, list(shown.roots), {a: size(k) for a, k in shown.disk_used_kib.items()}),
+                 nl=False)
     else:
         env.table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
                   [[i.name, i.alias, i.state.value, i.python or "",

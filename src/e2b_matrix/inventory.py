@@ -29,6 +29,9 @@ KINDS = ("python", "pip", "apt")
 # The base layer's inventory checks: their output is recorded, not judged (stderr is not part of it).
 PIP_LIST = "python3 -m pip list --format=json --disable-pip-version-check 2>/dev/null"
 APT_LIST = "dpkg-query -W -f='${Package}\\t${Version}\\n' 2>/dev/null"
+# The used size of the root file system, in KiB (POSIX df: "Filesystem 1024-blocks Used Available ...").
+DISK_USED = "df -Pk / 2>/dev/null | tail -n 1"
+MAX_DISK_KIB = 2**50  # a petabyte and more: no template is that big
 
 _PACKAGES = map_of(names.check_package_name, names.check_package_version)
 
@@ -43,6 +46,7 @@ class Inventory:
     python: str = attrs.field(default="", validator=valid(lambda v: v == "" or names.check_package_version(v)))
     pip: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
     apt: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
+    disk_used_kib: int = attrs.field(default=0, validator=valid(lambda v: _kib(v)))  # 0: not recorded
 
     def packages(self, kind: str) -> dict[str, str]:
         if kind == "python":
@@ -51,6 +55,28 @@ class Inventory:
 
 
 _KEYS = frozenset({"schema", *(f.name for f in attrs.fields(Inventory))})
+
+
+def _kib(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DISK_KIB:
+        raise ValueError(f"expected a size in KiB from 0 to {MAX_DISK_KIB}, got {names.shown(value)}")
+    return value
+
+
+def size(kib: int) -> str:
+    """A size as people read it: 812 MiB, 1.4 GiB."""
+    if kib < 1024 * 1024:
+        return f"{kib / 1024:.0f} MiB"
+    return f"{kib / 1024 / 1024:.1f} GiB"
+
+
+def size_change(before: int, after: int) -> str:
+    """``1.2 GiB -> 1.3 GiB (+87 MiB)``, or "" when either size is not recorded."""
+    if not before or not after:
+        return ""
+    delta = after - before
+    sign = "+" if delta >= 0 else "-"
+    return f"{size(before)} -> {size(after)} ({sign}{size(abs(delta))})"
 
 
 @attrs.frozen
@@ -96,7 +122,8 @@ def from_report(alias: str, build_id: str, report) -> Inventory | None:
         return None
     try:
         return Inventory(alias=alias, build_id=build_id, recorded_at=_now(), python=report.found.get("python", ""),
-                         pip=parse_pip(captured.get("pip", "")), apt=parse_apt(captured.get("apt", "")))
+                         pip=parse_pip(captured.get("pip", "")), apt=parse_apt(captured.get("apt", "")),
+                         disk_used_kib=parse_df(captured.get("disk", "")))
     except ValueError as exc:
         raise MatrixError(f"cannot record the inventory of {alias} build {build_id}: {exc}") from None
 
@@ -120,6 +147,16 @@ def parse_pip(text: str) -> dict[str, str]:
                                              and isinstance(r.get("version"), str) for r in rows):
         raise ValueError("pip list: expected a JSON list of {name, version}")
     return {canonicalize_name(r["name"]): r["version"] for r in rows}
+
+
+def parse_df(text: str) -> int:
+    """``df -Pk /``'s last line -> the KiB used (its third column); 0 when nothing was captured."""
+    if not text.strip():
+        return 0
+    fields = text.strip().splitlines()[-1].split()
+    if len(fields) < 6 or not fields[2].isdigit():
+        raise ValueError(f"df: expected a POSIX line (filesystem, size, used, ...), got {names.shown(text.strip())}")
+    return _kib(int(fields[2]))
 
 
 def parse_apt(text: str) -> dict[str, str]:
@@ -180,7 +217,7 @@ def load(lock_path, alias: str, build_id: str) -> Inventory | None:
     try:
         inv = Inventory(alias=t.get("alias", str), build_id=t.get("build_id", str),
                         recorded_at=t.get("recorded_at", dt.datetime), python=t.get("python", str, ""),
-                        pip=t.strings("pip"), apt=t.strings("apt"))
+                        pip=t.strings("pip"), apt=t.strings("apt"), disk_used_kib=t.get("disk_used_kib", int, 0))
     except FieldError as exc:
         raise ConfigError(exc.message, path=path, key=exc.field) from None
     if (inv.alias, inv.build_id) != (alias, build_id):

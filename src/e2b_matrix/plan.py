@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 from typing import TYPE_CHECKING
 
@@ -191,10 +192,12 @@ def trie_json(node: Node) -> dict[str, object]:
 
 @attrs.frozen
 class Plan:
-    """What ``plan`` says: each variant against the lock, and the steps they share (the step trie)."""
+    """What ``plan`` says: each variant against the lock, the steps they share (the step trie), and the
+    used disk of each locked build whose inventory says it (KiB, by alias)."""
 
     items: tuple[PlanItem, ...]
     roots: tuple[Node, ...]
+    disk_used_kib: Mapping[str, int] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {"variants": [i.to_json() for i in self.items], "steps": [trie_json(r) for r in self.roots]}
@@ -220,10 +223,13 @@ def trie_lines(roots: list[Node], width: int = 70) -> list[str]:
     return lines
 
 
-def markdown(items, roots: list[Node]) -> str:
-    """The plan for a pull request's job summary: a table and the step tree."""
-    rows = ["| variant | alias | state | why |", "|---|---|---|---|"]
-    rows += [f"| {i.name} | `{i.alias}` | **{i.state.value}** | {'; '.join(i.reasons) or '-'} |" for i in items]
+def markdown(items, roots: list[Node], sizes: Mapping[str, str] | None = None) -> str:
+    """The plan for a pull request's job summary: a table (each variant's last known size, from the
+    inventory of its locked build) and the step tree."""
+    sizes = sizes or {}
+    rows = ["| variant | alias | state | size | why |", "|---|---|---|---|---|"]
+    rows += [f"| {i.name} | `{i.alias}` | **{i.state.value}** | {sizes.get(i.alias, '-')} | "
+             f"{'; '.join(i.reasons) or '-'} |" for i in items]
     changed = sum(i.state is not State.FRESH for i in items)
     head = f"### e2b-matrix plan: {changed} of {len(items)} variants would build\n"
     tree = "\n".join(trie_lines(roots))

@@ -85,14 +85,19 @@ class Diff:
     changes: tuple = ()             # inventory.Change, by kind then name
     before_environment: str = ""    # where each build was made (diff --against: two environments)
     after_environment: str = ""
+    before_kib: int = 0             # each build's used disk (0: not recorded)
+    after_kib: int = 0
 
     def counts(self) -> str:
         whats = [c.what for c in self.changes]
-        return ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed")) or "no change"
+        counted = ", ".join(f"{whats.count(w)} {w}" for w in ("added", "removed", "changed"))
+        grew = inventory.size_change(self.before_kib, self.after_kib)
+        return counted + (f"; size {grew}" if grew else "")
 
     def to_json(self) -> dict[str, object]:
         return {"alias": self.alias, "from": self.before, "to": self.after, "from_environment": self.before_environment,
-                "to_environment": self.after_environment, "changes": [c.to_json() for c in self.changes]}
+                "to_environment": self.after_environment, "changes": [c.to_json() for c in self.changes],
+                "disk_used_kib": {"from": self.before_kib, "to": self.after_kib}}
 
 
 def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
@@ -242,7 +247,8 @@ def diff(session: Session, name: str, old: str = "previous", new: str = "current
         before = (session.lock_path, _build_of(session, entry, old, "FROM"), here)
     after = (session.lock_path, _build_of(session, entry, new, "TO"), here)
     found = [_inventory(lock_path, entry, build_id) for lock_path, build_id, _ in (before, after)]
-    return Diff(entry.alias, before[1], after[1], tuple(inventory.diff(*found)), before[2], after[2])
+    return Diff(entry.alias, before[1], after[1], tuple(inventory.diff(*found)), before[2], after[2],
+                found[0].disk_used_kib, found[1].disk_used_kib)
 
 
 def _inventory(lock_path: Path, entry: LockEntry, build_id: str) -> inventory.Inventory:

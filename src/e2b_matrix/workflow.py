@@ -322,11 +322,18 @@ def render(session: Session, name: str) -> str:
 # -- reading the plan and the lock -------------------------------------------------
 
 def show_plan(session: Session) -> Plan:
-    """``plan``: every selected variant against the lock, and the steps they share."""
+    """``plan``: every selected variant against the lock, the steps they share, and the last known
+    size of each locked build (its inventory's)."""
+    from e2b_matrix import inventory
     from e2b_matrix.plan import Plan, step_trie
 
     items = planned(session)[2]
-    return Plan(tuple(items), tuple(step_trie(i.spec for i in items)))
+    sizes = {}
+    for i in items:
+        recorded = inventory.load(session.lock_path, i.alias, i.entry.build_id) if i.entry else None
+        if recorded is not None and recorded.disk_used_kib:
+            sizes[i.alias] = recorded.disk_used_kib
+    return Plan(tuple(items), tuple(step_trie(i.spec for i in items)), sizes)
 
 
 @attrs.frozen
