@@ -75,5 +75,11 @@ class FakeBackend:
     def point(self, entry, channel: str, build_id: str) -> None:
         CHANNELS[(entry.alias, channel)] = build_id
 
+    def leftovers(self, lock, defined):
+        return []
+
+    def remove(self, ref):
+        return None
+
     def channels(self, entry):
         return [ChannelState(ch, bid) for (alias, ch), bid in CHANNELS.items() if alias == entry.alias], None

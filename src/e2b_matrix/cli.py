@@ -590,6 +590,33 @@ def _drift_table(env: Env, drift: Iterable[Drift]) -> None:
                                                           for d in drift])
 
 
+@cli.command()
+@common
+@click.option("--yes", is_flag=True, help="Remove what is listed (default: only list it, and why).")
+@offline_option
+@json_option
+@pass_env
+def prune(env: Env, yes: bool, offline: bool, as_json: bool) -> None:
+    """List what no one needs any more (requirements files, inventories, images, templates) and, with
+    --yes, remove it; exit 0 when the project is clean."""
+    from e2b_matrix import prune as pruning
+
+    done = pruning.prune(env.session(offline=offline), yes)
+    if as_json:
+        env.json(done.to_json())
+    else:
+        for line in pruning.lines(done):
+            env.line(line)
+        for note in done.notes:
+            env.line(f"note: {note}", err=True)
+        if done.clean:
+            env.line("nothing to prune")
+        elif not done.applied:
+            env.line(f"{len(done.removals)} to remove: run again with --yes", err=True)
+    if not done.ok:
+        _exit(1)
+
+
 # -- the lock --------------------------------------------------------------------------
 
 @cli.group("lock")

@@ -271,6 +271,13 @@ class RunLogReporter:
 
         self.logger.info("rollback: %s", progress.rolled_back(before, after))
 
+    def pruned(self, kind: str, target: str, why: str, why_not: str) -> None:
+        """prune removed ``target`` (``why`` no one needs it), or could not (``why_not``)."""
+        if why_not:
+            self.logger.error("prune: %s %s not removed: %s", kind, target, why_not)
+        else:
+            self.logger.info("prune: removed %s %s: %s", kind, target, why)
+
     def refused(self, command: str, name: str, error: Exception) -> None:
         """``command`` (promote, rollback) failed for ``name``, for ``error`` (what the CLI shows).
         Bad input (a ConfigError: exit 2) is not written: it changes nothing on disk, this log included."""

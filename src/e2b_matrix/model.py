@@ -446,6 +446,21 @@ class BuildResult:
 
 
 @attrs.frozen(slots=False)
+class Removal:
+    """One thing prune would remove (prune.py): what kind, which, and why it is no longer needed."""
+
+    kind: str                 # "requirements file", "inventory", or a backend's leftover ("docker image")
+    target: str               # a path relative to the project, an image, a template
+    why: str
+    backend: str = ""         # the backend that removes it (a leftover); "" for a file of the project
+    ref: str = ""             # what that backend removes it by (an image ID, a template ID)
+    alias: str = ""           # the lock entry that goes with it, once it is removed
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "target": self.target, "why": self.why}
+
+
+@attrs.frozen(slots=False)
 class Outcome:
     """What a backend built: the template (or image) and the build."""
 

@@ -26,7 +26,8 @@ from e2b_matrix.errors import ConfigError
 if TYPE_CHECKING:  # the protocol's annotations only: the registry imports no model
     import threading
 
-    from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+    from e2b_matrix.lock import TemplateLock
+    from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 
     from e2b_matrix.lock.model import LockEntry
 
@@ -120,6 +121,13 @@ class Backend(Protocol):
         """What runs the pinned build (E2B: ``<alias>:<build_id>``)."""
 
     def channel_reference(self, entry: LockEntry, channel: str) -> str: ...
+
+    def leftovers(self, lock: TemplateLock, defined: set[str]) -> list[Removal]:
+        """What this backend built that ``lock`` no longer needs (prune): never a build of the lock, of
+        its history, or behind a channel. ``defined``: the aliases of the project's variants."""
+
+    def remove(self, ref: str) -> str | None:
+        """Remove one leftover (its ``ref``); None when it is gone, else why not (the run goes on)."""
 
     def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
         """Point ``channel`` of the entry's alias at one of its builds."""

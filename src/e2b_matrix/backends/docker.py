@@ -11,8 +11,10 @@ lock records), and a channel is the image tag ``e2b-matrix/<alias>:<channel>``.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import uuid
+from typing import Any
 from pathlib import Path
 
 from e2b_matrix import files, render
@@ -20,12 +22,19 @@ from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.backends import docker_engine
 from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
-from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.settings import BUILD_TIMEOUT
 from e2b_matrix.verify import VerifyReport, first_line, judge, run
 
 REPOSITORY = "e2b-matrix"
+
+
+_BUILD_TAG = re.compile(r"[0-9a-f]{16}")  # a build's own tag (image_tag); a channel's is its name
+
+
+def _is_build_tag(tag: str) -> bool:
+    return bool(_BUILD_TAG.fullmatch(tag.rpartition(":")[2]))
 
 
 def image_tag(spec: BuildSpec, build_id: str) -> str:
@@ -146,6 +155,25 @@ class DockerBackend:
         return run((c for c in spec.checks if self.runs(c)), one)
 
     # -- channels: image tags ------------------------------------------------------
+
+    def leftovers(self, lock: Any, defined: set[str]) -> list[Removal]:
+        """The images this backend built (repository e2b-matrix) that no build of the lock, of its history
+        or behind a channel tag holds; ConfigError when no daemon answers."""
+        if not self.engine.daemon_available():
+            raise ConfigError("no Docker daemon answers: its images were not looked at", key="--backend docker")
+        kept = {b.template_id or e.template_id for e in lock for b in e.history} | {e.template_id for e in lock}
+        tags = self.engine.images(REPOSITORY)
+        kept |= {image_id for tag, image_id in tags if not _is_build_tag(tag)}  # behind a channel tag
+        return [Removal("docker image", tag, "its build is in neither templates.docker.lock nor its history", ref=tag)
+                for tag, image_id in tags if image_id not in kept and _is_build_tag(tag)]
+
+    def remove(self, ref: str) -> str | None:
+        """Remove image tag ``ref`` (the image goes with its last tag); None when it is gone."""
+        try:
+            self.engine.remove_image(ref)
+        except DockerError as exc:
+            return first_line(exc)
+        return None
 
     def _image_of(self, entry: LockEntry, build_id: str) -> tuple[str, str]:
         """(the tag, the image ID) the lock records for build ``build_id`` of the entry."""

@@ -422,6 +422,17 @@ class DockerCLI:
             raise DockerError(f"could not remove image {tag!r}", output=proc.stderr.strip(),
                               returncode=proc.returncode)
 
+    def images(self, repository: str) -> list[tuple[str, str]]:
+        """(``repository/name:tag``, image ID) of every tagged image whose repository is ``repository`` or
+        below it (``e2b-matrix`` holds ``e2b-matrix/<alias>:<tag>``)."""
+        proc = self._docker("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+        out = []
+        for line in proc.stdout.splitlines():
+            ref, _, image_id = line.strip().rpartition(" ")
+            if ref.startswith(f"{repository}/") and not ref.endswith(":<none>"):
+                out.append((ref, image_id))
+        return out
+
     def tag_image(self, source: str, target: str) -> None:
         """Give the image ``source`` (a tag or ID) the tag ``target`` (``docker tag``)."""
         self._docker("tag", source, target)

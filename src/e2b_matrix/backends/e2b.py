@@ -30,7 +30,7 @@ from e2b_matrix import render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
-from e2b_matrix.model import Base, BuildSpec, Check, Outcome
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
@@ -241,6 +241,26 @@ class E2BBackend:
             return f"{what} {entry.template_id if what == 'template' else build_id} is gone from E2B"
         if status.status != TemplateBuildStatus.READY:
             return f"build {build_id} is {status.status.value} on E2B, not ready"
+        return None
+
+    def leftovers(self, lock: Any, defined: set[str]) -> list[Removal]:
+        """The templates of aliases the lock records whose variant is gone from variants/ (no request:
+        the lock says). E2B deletes only whole templates; a template of a defined variant keeps
+        every build, since its history's may be rollback targets."""
+        return [Removal("e2b template", f"{e.alias} ({e.template_id})",
+                        f"its variant {e.variant} is gone from variants/", ref=e.template_id, alias=e.alias)
+                for e in lock if e.alias not in defined]
+
+    def remove(self, ref: str) -> str | None:
+        """Delete template ``ref`` on E2B; None when it is gone (or was), else E2B's reason (it refuses
+        while sandboxes of it run or are paused: e2b-dev/infra handlers/template_delete.go)."""
+        from e2b import Template
+
+        try:
+            with _classify():
+                Template.delete(ref, **self._api())  # False (404): gone already
+        except BuildError as exc:
+            return str(exc)
         return None
 
     def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
