@@ -326,7 +326,7 @@ def test_main_builds_verified_and_promotes_staging_one_build_at_a_time():
         assert runs_when(job, step) == [("push", "")]
         concurrency = job["concurrency"]
         assert concurrency["cancel-in-progress"] is False
-        assert "${{" not in concurrency["group"]  # one group for every run: E2B aliases are global
+        assert "${{" not in concurrency["group"]  # one group for every run, whatever it was started with
         assert job["env"]["LOCK"] == staging.lock
     assert workflow["on"]["push"]["branches"] == ["main"]
 
