@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2b_emulator import BUILD_LIMIT  # tests/: on sys.path when bench/run.py imports this module
+from e2b_matrix.emulator import BUILD_LIMIT
 
 SIZES = (20, 60, 150)
 SHAPES = ("prefix", "independent")

@@ -80,7 +80,7 @@ def emu(monkeypatch, request):
     A test may pass the emulator's own settings through indirect parametrization:
     ``@pytest.mark.parametrize("emu", [{"upload_delay": 1.0}], indirect=True)``.
     """
-    from e2b_emulator import E2BEmulator
+    from e2b_matrix.emulator import E2BEmulator
 
     with E2BEmulator(api_key=KEY, **getattr(request, "param", {})) as e:
         for k, v in e.env().items():

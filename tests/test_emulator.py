@@ -38,7 +38,7 @@ from e2b.api.client.api.templates import get_templates_template_id_builds_build_
 from e2b.api.client_sync import get_api_client
 from e2b.connection_config import ConnectionConfig
 
-from e2b_emulator import E2BEmulator
+from e2b_matrix.emulator import E2BEmulator
 
 API_KEY = "e2b_test_key"
 PREFIX = "["  # emulator log lines look like "[name] line i/N"
