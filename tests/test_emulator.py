@@ -421,7 +421,9 @@ def test_env_binding_and_clean_stop():
     emulator = E2BEmulator(api_key="k").start()
     try:
         assert emulator.url.startswith("http://127.0.0.1:")
-        assert emulator.env() == {"E2B_API_URL": emulator.url, "E2B_API_KEY": "k"}
+        assert emulator.sandbox_url.startswith("http://127.0.0.1:") and emulator.sandbox_url != emulator.url
+        assert emulator.env() == {"E2B_API_URL": emulator.url, "E2B_SANDBOX_URL": emulator.sandbox_url,
+                                  "E2B_API_KEY": "k"}
         host, port = emulator._server.server_address
         assert host == "127.0.0.1"
         idle = socket.create_connection((host, port))  # an idle keep-alive client

@@ -164,7 +164,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from e2b_matrix.emulator.http import Handler, Server
@@ -203,6 +203,7 @@ from e2b_matrix.emulator.timing import (
     Behaviour,
     Build,
     Failure,
+    LiveCourse,
     PlannedStep,
     StepRecord,
     StepSimulation,
@@ -210,6 +211,11 @@ from e2b_matrix.emulator.timing import (
     Timeline,
     whole_build_timeline,
 )
+
+if TYPE_CHECKING:
+    from e2b_matrix.emulator.docker_mode import DockerMode
+    from e2b_matrix.emulator.docker_steps import Image
+    from e2b_matrix.emulator.sandboxes import LiveSandbox
 
 __all__ = ["E2BEmulator", "BuildSnapshot", "SandboxSnapshot", "StepRecord", "StepSpec", "ROUTES", "BUILD_LIMIT"]
 
@@ -331,6 +337,8 @@ class _Sandbox:
     sandbox_id: str
     created: float
     killed: float | None = None
+    live: LiveSandbox | None = None  # what the sandbox proxy serves
+    expiry: threading.Timer | None = None  # the Docker mode: the sandbox's timeout
 
 
 @dataclass(frozen=True)
@@ -371,6 +379,9 @@ class E2BEmulator:
         each with one ready ``default`` build) that references may use.
     :param build_limit: the team's concurrent builds (waiting and building)
         past which a build request is answered 429 (E2B's default: 20).
+    :param docker: the Docker mode (``DockerMode.prepare()``): step-timed builds run their
+        steps in Docker and sandboxes are containers serving envd's process API and the
+        code interpreter; None (default): the timing mode, where sandboxes run nothing.
     """
 
     def __init__(
@@ -384,6 +395,7 @@ class E2BEmulator:
         forbidden_keys: tuple[str, ...] = (),
         public_templates: tuple[str, ...] = ("base", "code-interpreter-v1"),
         build_limit: int = BUILD_LIMIT,
+        docker: DockerMode | None = None,
     ):
         if default_step_cost < 0 or upload_delay < 0:
             raise ValueError("default_step_cost and upload_delay must be >= 0")
@@ -422,6 +434,10 @@ class E2BEmulator:
         self._holds: list[tuple[float, int]] = []  # (monotonic time, slots taken (+) or given back (-))
         self._limit_refusals = 0
         self._counted_since = time.monotonic()  # peak_builds looks back to here (reset_counters)
+        self._docker = docker
+        self._images: dict[str, Image] = {}  # build ID -> its image, for a build the Docker mode ran
+        self._proxy_server: Server | None = None
+        self._proxy_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -438,20 +454,48 @@ class E2BEmulator:
             daemon=True,
         )
         self._serve_thread.start()
+        from e2b_matrix.emulator.sandboxes import SandboxProxy
+
+        proxy = SandboxProxy(self._live_sandbox, None if self._docker is None else self._docker.cli)
+        self._proxy_server = Server(proxy.handle, name="e2b-emulator-sandbox")
+        self._proxy_thread = threading.Thread(
+            target=self._proxy_server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="e2b-emulator-sandbox",
+            daemon=True,
+        )
+        self._proxy_thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close every open connection and join all threads."""
+        """Stop serving, close every open connection and join all threads; in the Docker mode,
+        remove every sandbox's container and every container a build left."""
         server, self._server = self._server, None
         if server is None:
             return
         self._stop_event.set()  # wakes delayed answers
-        server.shutdown()
-        if self._serve_thread is not None:
-            self._serve_thread.join(timeout)
-            self._serve_thread = None
-        server.close_all_connections(timeout)
-        server.server_close()
+        proxy, self._proxy_server = self._proxy_server, None
+        for srv, thread in ((server, self._serve_thread), (proxy, self._proxy_thread)):
+            if srv is None:
+                continue
+            srv.shutdown()
+            if thread is not None:
+                thread.join(timeout)
+            srv.close_all_connections(timeout)
+            srv.server_close()
+        self._serve_thread = self._proxy_thread = None
+        if self._docker is not None:
+            with self._lock:
+                running = [s for s in self._sandboxes.values() if s.killed is None]
+                for s in running:
+                    s.killed = time.monotonic()
+            for s in running:
+                self._stop_sandbox(s)
+            with self._lock:
+                live = [b.live for b in self._builds.values() if b.live is not None]
+            for course in live:
+                course.cancel(time.monotonic())
+            self._docker.close()
 
     def __enter__(self) -> E2BEmulator:
         return self.start()
@@ -466,9 +510,21 @@ class E2BEmulator:
             raise RuntimeError("emulator not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def sandbox_url(self) -> str:
+        """Base URL of the sandbox proxy (``E2B_SANDBOX_URL``), e.g. ``http://127.0.0.1:54322``."""
+        if self._proxy_server is None:
+            raise RuntimeError("emulator not started")
+        return f"http://127.0.0.1:{self._proxy_server.server_address[1]}"
+
+    @property
+    def mode(self) -> str:
+        """``docker`` (steps and sandboxes run in Docker) or ``timing``."""
+        return "timing" if self._docker is None else "docker"
+
     def env(self) -> dict[str, str]:
         """Environment variables pointing the SDK (or a subprocess) at this emulator."""
-        return {"E2B_API_URL": self.url, "E2B_API_KEY": self.api_key}
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.sandbox_url, "E2B_API_KEY": self.api_key}
 
     # -- configuration -----------------------------------------------------------
 
@@ -805,6 +861,8 @@ class E2BEmulator:
                     )
                 elif b.triggered is None:
                     continue
+                elif b.live is not None:
+                    courses[b.build_id] = b.live.timeline
                 elif b.behaviour.duration is not None:
                     courses[b.build_id] = whole_build_timeline(b)
                 else:
@@ -1050,6 +1108,10 @@ class E2BEmulator:
     def _dispatch(self, route: str, params: dict[str, str], query: str, body: bytes) -> tuple[int, bytes]:
         if route == "upload":
             return self._upload(params["hash"], body)
+        if route == "create_sandbox":  # these take the lock themselves: a container starts or stops meanwhile
+            return self._create_sandbox(self._parse_json(body))
+        if route == "kill_sandbox":
+            return self._kill_sandbox(params["sid"])
         now = time.monotonic()
         with self._lock:  # every route sees (and changes) the state at one instant
             if route == "request_build":
@@ -1068,10 +1130,6 @@ class E2BEmulator:
                 return self._get_tags(params["tid"])
             if route == "alias":
                 return self._alias(params["alias"], now)
-            if route == "create_sandbox":
-                return self._create_sandbox(self._parse_json(body), now)
-            if route == "kill_sandbox":
-                return self._kill_sandbox(params["sid"], now)
         raise _Reply(404, "Not found")
 
     @staticmethod
@@ -1178,6 +1236,8 @@ class E2BEmulator:
                 and self._tags_of(other.build_id) & tags
             ):
                 other.cancelled = now
+                if other.live is not None:
+                    other.live.cancel(now)
                 self._changed()
         if self._state(build, now) != "waiting":
             raise _Reply(400, "build is not in waiting state")
@@ -1197,6 +1257,8 @@ class E2BEmulator:
         build.start_body, build.triggered = copy.deepcopy(start), now
         if build.failure is None and build.behaviour.duration is None:
             build.plan, build.upload_delay = self._plan(build, start), self._upload_delay
+            if self._docker is not None:
+                self._run_in_docker(build, start)
         self._changed()
         if source_error is not None:
             raise _Reply(500, f"Error when starting template build: {source_error}")
@@ -1326,56 +1388,121 @@ class E2BEmulator:
 
     # -- sandbox routes ----------------------------------------------------------------
 
-    def _create_sandbox(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
-        """POST /v2/sandboxes: resolve the reference to a ready build and start a sandbox on it."""
+    def _create_sandbox(self, req: dict[str, Any]) -> tuple[int, bytes]:
+        """POST /v2/sandboxes: resolve the reference to a ready build and start a sandbox on it
+        (in the Docker mode, a container of the build's image)."""
+        from e2b_matrix.emulator.sandboxes import LiveSandbox
+
         reference = req.get("templateID")
         if not isinstance(reference, str):
             raise _Reply(400, "Error when parsing request: templateID is required")
-        template_id, build_id = self._resolve_reference(reference, now, "Invalid template reference")
+        envs = req.get("envVars") or {}
+        if not isinstance(envs, dict):
+            raise _Reply(400, "Error when parsing request: envVars must be an object")
+        with self._lock:
+            now = time.monotonic()
+            template_id, build_id = self._resolve_reference(reference, now, "Invalid template reference")
+            public_names = {tid: name for name, tid in self._public_ids.items()}
+            name = self._names.get(template_id) or public_names[template_id]
+            image = None
+            if self._docker is not None:
+                image = self._images.get(build_id) or (
+                    self._docker.public.get(name) if template_id in self._public_builds else None)
+                if image is None:
+                    raise _Reply(500, f"Failed to create sandbox: the emulator has no image of build {build_id} "
+                                      "(built in its timing mode, or a public template it has no stand-in of)")
+            build = self._builds.get(build_id)
         sandbox_id = "i" + uuid.uuid4().hex[:20]
-        self._sandboxes[sandbox_id] = _Sandbox(reference, template_id, build_id, sandbox_id, now)
-        public_names = {tid: name for name, tid in self._public_ids.items()}
+        live = LiveSandbox(sandbox_id, image, envs={str(k): str(v) for k, v in envs.items()})
+        if self._docker is not None:
+            from e2b_matrix.backends.docker_engine import DockerError
+            from e2b_matrix.emulator.sandboxes import start_sandbox
+
+            try:
+                start_sandbox(self._docker.cli, live, owner=self._docker.owner, devices=self._docker.devices,
+                              cpus=build.cpu_count if build else DEFAULT_CPU,
+                              memory_mb=build.memory_mb if build else DEFAULT_MEMORY_MB)
+            except DockerError as exc:
+                self._docker.cli.remove_container(f"e2b-emulator-sandbox-{sandbox_id}")
+                raise _Reply(500, f"Failed to create sandbox: {' '.join(str(exc).split())[:300]}") from None
+        with self._lock:
+            sandbox = _Sandbox(reference, template_id, build_id, sandbox_id, time.monotonic(), live=live)
+            self._sandboxes[sandbox_id] = sandbox
+            timeout = req.get("timeout", 15)  # E2B's API default (openapi.yml: NewSandbox.timeout)
+            if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
+                sandbox.expiry = threading.Timer(max(timeout, 0), self._expire, (sandbox_id,))
+                sandbox.expiry.daemon = True
+                sandbox.expiry.start()
         return 201, json_bytes(
             {
                 "templateID": template_id,
                 "sandboxID": sandbox_id,
                 "clientID": CLIENT_ID,
                 "envdVersion": ENVD_VERSION,
-                "alias": self._names.get(template_id) or public_names[template_id],
+                "alias": name,
                 "domain": None,
             }
         )
 
-    def _kill_sandbox(self, sandbox_id: str, now: float) -> tuple[int, bytes]:
-        """DELETE /sandboxes/{id}: kill a running sandbox (204), else 404."""
+    def _kill_sandbox(self, sandbox_id: str) -> tuple[int, bytes]:
+        """DELETE /sandboxes/{id}: kill a running sandbox (204; its container is removed), else 404."""
         parts = sandbox_id.split("-")
         if len(parts) > 2 or not SANDBOX_ID_RE.fullmatch(parts[0]):
             raise _Reply(400, "Invalid sandbox ID")
-        sandbox = self._sandboxes.get(parts[0])
-        if sandbox is None or sandbox.killed is not None:
-            raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
-        sandbox.killed = now
+        with self._lock:
+            sandbox = self._sandboxes.get(parts[0])
+            if sandbox is None or sandbox.killed is not None:
+                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+            sandbox.killed = time.monotonic()
+        self._stop_sandbox(sandbox)
         return 204, b""
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the emulator by itself (to try builds without an account) until Ctrl-C."""
-    import argparse
-    import secrets
+    def _expire(self, sandbox_id: str) -> None:
+        """The sandbox's timeout passed: E2B kills it."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.killed is not None:
+                return
+            sandbox.killed = time.monotonic()
+        self._stop_sandbox(sandbox)
 
-    parser = argparse.ArgumentParser(description="An emulator of E2B's API on 127.0.0.1.")
-    parser.add_argument("--api-key", default="e2b_" + secrets.token_hex(20), help="the key it accepts")
-    parser.add_argument("--step-cost", type=float, default=0.05, help="seconds a step that misses the cache takes")
-    args = parser.parse_args(argv)
-    with E2BEmulator(api_key=args.api_key, default_step_cost=args.step_cost) as emu:
-        for key, value in emu.env().items():
-            print(f"export {key}={value}")
-        print("# serving on 127.0.0.1 until Ctrl-C", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
+    def _stop_sandbox(self, sandbox: _Sandbox) -> None:
+        if sandbox.expiry is not None:
+            sandbox.expiry.cancel()
+        if self._docker is not None and sandbox.live is not None:
+            from e2b_matrix.emulator.sandboxes import stop_sandbox
 
+            stop_sandbox(self._docker.cli, sandbox.live)
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def _live_sandbox(self, sandbox_id: str) -> LiveSandbox | None:
+        """The running sandbox the proxy serves for ``sandbox_id`` (None when unknown or killed)."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            return sandbox.live if sandbox is not None and sandbox.killed is None else None
+
+    # -- the Docker mode -------------------------------------------------------------------
+
+    def _run_in_docker(self, build: Build, start: dict[str, Any]) -> None:
+        """Start executing ``build``'s steps (caller holds the lock; the plan is made)."""
+        from e2b_matrix.emulator.docker_steps import Job
+
+        assert self._docker is not None
+        parent = None
+        if build.parent_build_id is not None:
+            tid = next((t for t, b in self._public_builds.items() if b == build.parent_build_id), None)
+            public_names = {t: n for n, t in self._public_ids.items()}
+            parent = (self._docker.public.get(public_names[tid]) if tid is not None
+                      else self._images.get(build.parent_build_id))
+        course = LiveCourse(build, self._lock, self._epoch)
+        build.live = course
+
+        def done(image: Image, build_id: str = build.build_id) -> None:
+            with self._lock:
+                self._images[build_id] = image
+
+        def upload(files_hash: str) -> bytes | None:
+            with self._lock:
+                return self._uploads.get(files_hash)
+
+        self._docker.steps.start(Job(course, build.plan, copy.deepcopy(start), parent, upload,
+                                     build.cpu_count, build.memory_mb, done))

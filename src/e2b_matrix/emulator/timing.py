@@ -11,6 +11,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -131,6 +133,7 @@ class Build:
     parent_build_id: str | None = None
     failure: Failure | None = None
     cancelled: float | None = None
+    live: LiveCourse | None = None  # the Docker mode runs its steps: its course as it happens
 
     def line(self, i: int) -> str:
         """The i-th (0-based) emulated output line."""
@@ -171,6 +174,61 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- build courses
+
+
+class LiveCourse:
+    """The timeline of a build whose steps really run (the Docker mode), filled as they do.
+
+    The executor's thread calls :meth:`log`, :meth:`record` and :meth:`finish`; the API
+    reads :attr:`timeline` (its ``end`` is infinite until the build ends) under the same
+    lock. Once the build ended or was cancelled (:meth:`cancel`, by a newer build of the
+    template), nothing more is added: :attr:`stopped` tells the executor to stop.
+    """
+
+    def __init__(self, build: Build, lock: threading.RLock, epoch: float):
+        assert build.triggered is not None
+        self.build, self._lock, self._epoch = build, lock, epoch
+        self.timeline = Timeline(end=math.inf, ok=False, entries=[
+            Entry(build.triggered, "info", f"Building template {build.template_id}/{build.build_id}", None)])
+        self.stopped = threading.Event()
+
+    @property
+    def ended(self) -> bool:
+        with self._lock:
+            return math.isfinite(self.timeline.end)
+
+    def log(self, level: str, message: str, step: str | None) -> None:
+        """A log entry now (dropped once the build ended)."""
+        with self._lock:
+            if not self.ended:
+                self.timeline.entries.append(Entry(time.monotonic(), level, message, step))
+
+    def record(self, index: int, step: str, text: str, key: str, outcome: str, started: float,
+               layer: str | None = None) -> None:
+        """What happened to one step, ``started`` (monotonic) until now: a :class:`StepRecord`."""
+        now = time.monotonic()
+        with self._lock:
+            if self.ended:
+                return
+            self.timeline.records.append(StepRecord(
+                build_id=self.build.build_id, template=self.build.base_name, index=index, step=step, text=text,
+                key=key, outcome=outcome, cost=round(now - started, 3), started_at=started + self._epoch,
+                finished_at=now + self._epoch, published_at=now + self._epoch if layer else None, layer_id=layer))
+
+    def finish(self, ok: bool, reason: tuple[str, str | None] | None = None) -> None:
+        """The build ends now: ready, or failed for ``reason`` (message, step)."""
+        with self._lock:
+            if not self.ended:
+                self.timeline.end, self.timeline.ok, self.timeline.reason = time.monotonic(), ok, reason
+            self.stopped.set()
+
+    def cancel(self, at: float) -> None:
+        """A newer build of the template cancels this one at ``at`` (E2B: "build was cancelled")."""
+        with self._lock:
+            if not self.ended:
+                self.timeline.cancel(at)
+            self.stopped.set()
+
 
 
 def whole_build_timeline(b: Build) -> Timeline:
