@@ -419,8 +419,13 @@ class E2BEmulator:
         self._template_ids: dict[str, str] = {}  # name -> template ID, this team's
         self._names: dict[str, str] = {}  # template ID -> name, this team's
         self._public_ids = {name: template_id_for(f"public/{name}") for name in public_templates}
-        self._public_builds = {  # template ID -> its one (ready) build ID
-            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}")) for tid in self._public_ids.values()
+        # template ID -> its one (ready) build ID; in the Docker mode a stand-in's build ID follows its image,
+        # so layers built on an older stand-in are not found in the cache (their keys hash the parent's build ID)
+        standins = {} if docker is None else {name: image.image for name, image in docker.public.items()}
+        self._public_builds = {
+            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}"
+                                + (f"/{standins[name]}" if name in standins else "")))
+            for name, tid in self._public_ids.items()
         }
         self._builds: dict[str, Build] = {}  # build ID -> build, in request order
         self._assignments: list[_Assignment] = []  # oldest first

@@ -8,7 +8,9 @@ stand-in starts from Debian trixie made with debootstrap (``make docker-up``:
 ``e2b-matrix/debian-base:trixie``; trixie's python3 is 3.13) and holds what the
 steps built on it depend on:
 
-- Python 3.13 with pip, and the 37 packages the compiled requirements files
+- Python 3.13 with pip in /usr/local (Debian's python3-pip and the Python packages
+  it brings removed: nothing in the image is a Python package pip cannot replace),
+  and the 37 packages the compiled requirements files
   assume are installed (``layers/code-interpreter-v1.txt``), installed from the
   package registry with their dependencies (ipykernel and jupyter-client among
   them: the sandbox proxy runs Python cells in a real IPython kernel);
@@ -41,12 +43,18 @@ LABEL = "e2b-emulator.standin"
 # What its steps and sandboxes run with (template.py: set_envs, set_user("user"), set_workdir("/home/user")).
 USER = "user"
 WORKDIR = "/home/user"
+# pip from the package registry in /usr/local, as python:3.13 has it, in place of Debian's python3-pip
+# (and the python3-packaging and python3-wheel it brings, which pip could not upgrade: Debian keeps no
+# RECORD of their files). The release trixie ships.
+PIP = "25.1.1"
 ENVS = (("PIP_DEFAULT_TIMEOUT", "100"), ("PIP_DISABLE_PIP_VERSION_CHECK", "1"), ("PIP_NO_CACHE_DIR", "1"))
 
 _DOCKERFILE = """\
 FROM {base}
 USER root
-{ca}COPY requirements.txt /tmp/e2b-emulator/requirements.txt
+{ca}RUN python3 -m pip install --no-cache-dir --disable-pip-version-check --ignore-installed pip=={pip} \\
+ && dpkg --purge python3-pip python3-wheel python3-packaging && rm -f /usr/bin/pip
+COPY requirements.txt /tmp/e2b-emulator/requirements.txt
 RUN python3 -m pip install --no-cache-dir --disable-pip-version-check -r /tmp/e2b-emulator/requirements.txt \\
  && rm -rf /tmp/e2b-emulator
 RUN id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}; \\
@@ -87,7 +95,7 @@ def code_interpreter(cli: DockerCLI, on_log: Callable[[str], None] | None = None
     if not cli.image_exists(base):
         raise StandinError(f"no Debian trixie base image {base}: run `make docker-up` (scripts/docker-up.sh)")
     certificates = {f"ca/{p.name}": p.read_bytes() for p in host_ca_certificates()}
-    dockerfile = _DOCKERFILE.format(base=base, ca=_CA if certificates else "", user=USER)
+    dockerfile = _DOCKERFILE.format(base=base, ca=_CA if certificates else "", user=USER, pip=PIP)
     digest = hashlib.sha256(cli.image_id(base).encode())
     for name, data in sorted({"Dockerfile": dockerfile.encode(), "requirements.txt": requirements(),
                               **certificates}.items()):
