@@ -132,6 +132,24 @@ def docker_required():
     return docker
 
 
+def docker_mode_required():
+    """The E2B emulator's Docker mode (its stand-in of code-interpreter-v1 made, once: minutes), for make e2e.
+    Skips without a Docker daemon and the Debian bases, except in CI (CI=true), where that fails."""
+    from e2b_matrix.emulator.docker_mode import DockerMode, DockerUnavailable
+
+    docker = docker_required()
+    try:
+        return DockerMode.prepare(docker, on_log=lambda line: print(f"[emulator] {line}"))
+    except DockerUnavailable as exc:
+        unavailable(str(exc), ".ci/run must start dockerd and make the base images (make docker-up)")
+
+
+@pytest.fixture(scope="session")
+def docker_mode():
+    """The Docker mode, prepared once per session (a fresh emulator per module or test uses it)."""
+    return docker_mode_required()
+
+
 def unavailable(reason: str, in_ci: str) -> None:
     """Skip for want of something a test needs, except in CI (CI=true), where its absence is a failure."""
     if os.environ.get("CI") == "true":

@@ -33,6 +33,9 @@ from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
 
 PAGE = 100  # log entries E2B returns at most per status call
+# A sandbox lives 15 s unless asked (e2b-dev/infra spec/openapi.yml: NewSandbox.timeout); verify's checks
+# (a kernel's start, nexus --version) may take longer. It is killed when they end.
+VERIFY_SANDBOX_S = 300
 
 
 def build_tag(spec: BuildSpec) -> str:
@@ -166,7 +169,7 @@ class E2BBackend:
                                   "pip install 'e2b-matrix[verify]'") from None
             sandbox_factory = Sandbox.create
         try:
-            sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
+            sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S, **self._api())
         except Exception as exc:  # E2B said no: every check failed, for one stated reason
             why = f"no sandbox: {first_line(exc)}"
             return VerifyReport(failed(c, why) for c in checks)

@@ -18,6 +18,7 @@ in it)::
     GET    /templates/{templateID}/tags                  -> 200 [TemplateTag]
     GET    /templates/aliases/{alias}                    -> 200 TemplateAliasResponse
     POST   /v2/sandboxes          {templateID, ...}      -> 201 Sandbox
+    POST   /v2/sandboxes/{sandboxID}/connect {timeout}   -> 200 Sandbox
     DELETE /sandboxes/{sandboxID}                        -> 204
 
 Errors carry E2B's body ``{"code": <status>, "message": "..."}``, which
@@ -127,7 +128,8 @@ may still change them; what is in the past never changes.
 
 Public API (besides the HTTP routes): ``E2BEmulator(api_key, default_duration=,
 default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=,
-build_limit=)``, ``start``/``stop``/context manager, ``url``, ``env()``;
+build_limit=, docker=)``, ``start``/``stop``/context manager, ``url``, ``sandbox_url``,
+``env()``, ``mode``;
 configuration: ``configure``, ``set_step_cost``, ``forbid``, ``inject``,
 ``clear_faults``, ``set_build_limit``, ``hold_slots``, ``release_slots``;
 observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
@@ -135,7 +137,8 @@ observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
 ``pending_faults``, ``http_versions``, ``connection_count``, ``builds`` /
 ``build(id)`` (:class:`BuildSnapshot`), ``template_id(name)``, ``uploads``,
 ``upload_count``, ``step_records`` (:class:`StepRecord`), ``steps_executed``,
-``cache_hits``, ``sandboxes`` (:class:`SandboxSnapshot`).
+``cache_hits``, ``sandboxes`` (:class:`SandboxSnapshot`); the Docker mode's
+``image_of(build_id)`` and ``container_of(sandbox_id)``.
 
 Usage::
 
@@ -147,8 +150,18 @@ Usage::
         Template.build(template, "my-other-template", api_url=emu.url, api_key=emu.api_key)
         assert emu.steps_executed == emu.cache_hits  # the second build ran nothing
 
-The module uses the standard library only and must not import ``e2b_matrix``.
-The server listens on 127.0.0.1 only, on a free port chosen by the kernel.
+Modes.  In the timing mode (the default) nothing runs: builds follow the timing
+model above and sandboxes are records (the sandbox proxy answers that nothing
+listens in them).  In the Docker mode (``docker=DockerMode.prepare()``) a
+step-timed build's steps run in Docker as E2B's orchestrator runs them, its
+log, status and layer cache are what happened (docker_steps.py), and every
+sandbox is a container of its build's image behind the sandbox proxy
+(sandboxes.py); builds with a configured ``duration`` stay timed, and
+``fail_at_step`` and step costs apply to timed builds only.
+
+Without the Docker mode this module needs the standard library only.  The servers
+listen on 127.0.0.1 only, on free ports chosen by the kernel: the API at
+:attr:`E2BEmulator.url`, the sandbox proxy at :attr:`E2BEmulator.sandbox_url`.
 """
 
 from __future__ import annotations
@@ -231,6 +244,7 @@ ROUTES = (
     "get_tags",
     "alias",
     "create_sandbox",
+    "connect_sandbox",
     "kill_sandbox",
 )
 
@@ -245,6 +259,7 @@ _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "trigger", re.compile(r"^/v2/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)$")),
     ("GET", "status", re.compile(r"^/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)/status$")),
     ("POST", "create_sandbox", re.compile(r"^/v2/sandboxes/?$")),
+    ("POST", "connect_sandbox", re.compile(r"^(?:/v2)?/sandboxes/(?P<sid>[^/]+)/connect$")),
     ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
 )
 
@@ -439,7 +454,7 @@ class E2BEmulator:
         self._holds: list[tuple[float, int]] = []  # (monotonic time, slots taken (+) or given back (-))
         self._limit_refusals = 0
         self._counted_since = time.monotonic()  # peak_builds looks back to here (reset_counters)
-        self._docker = docker
+        self._docker = None if docker is None else docker.fork()  # its own containers: removed when it stops
         self._images: dict[str, Image] = {}  # build ID -> its image, for a build the Docker mode ran
         self._proxy_server: Server | None = None
         self._proxy_thread: threading.Thread | None = None
@@ -809,6 +824,21 @@ class E2BEmulator:
                 for s in self._sandboxes.values()
             ]
 
+    def image_of(self, build_id: str) -> str | None:
+        """The Docker mode: the image ID a build's sandboxes run (None until it is ready, or when
+        the timing mode built it)."""
+        with self._lock:
+            image = self._images.get(build_id)
+        return None if image is None else image.image
+
+    def container_of(self, sandbox_id: str) -> str | None:
+        """The Docker mode: the name of a running sandbox's container (None when killed or timed)."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.killed is not None or sandbox.live is None:
+                return None
+            return sandbox.live.container
+
     @property
     def uploads(self) -> dict[str, bytes]:
         """Uploaded archives by files hash."""
@@ -1117,6 +1147,8 @@ class E2BEmulator:
             return self._create_sandbox(self._parse_json(body))
         if route == "kill_sandbox":
             return self._kill_sandbox(params["sid"])
+        if route == "connect_sandbox":
+            return self._connect_sandbox(params["sid"], self._parse_json(body or b"{}"))
         now = time.monotonic()
         with self._lock:  # every route sees (and changes) the state at one instant
             if route == "request_build":
@@ -1435,9 +1467,7 @@ class E2BEmulator:
             self._sandboxes[sandbox_id] = sandbox
             timeout = req.get("timeout", 15)  # E2B's API default (openapi.yml: NewSandbox.timeout)
             if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
-                sandbox.expiry = threading.Timer(max(timeout, 0), self._expire, (sandbox_id,))
-                sandbox.expiry.daemon = True
-                sandbox.expiry.start()
+                self._set_expiry(sandbox, timeout)
         return 201, json_bytes(
             {
                 "templateID": template_id,
@@ -1448,6 +1478,40 @@ class E2BEmulator:
                 "domain": None,
             }
         )
+
+    def _connect_sandbox(self, sandbox_id: str, req: dict[str, Any]) -> tuple[int, bytes]:
+        """POST /v2/sandboxes/{id}/connect: a running sandbox, its timeout set anew (200); else 404
+        (handlers/sandbox_connect.go: KeepAliveFor; paused sandboxes are not modelled)."""
+        parts = sandbox_id.split("-")
+        if len(parts) > 2 or not SANDBOX_ID_RE.fullmatch(parts[0]):
+            raise _Reply(400, "Invalid sandbox ID")
+        with self._lock:
+            sandbox = self._sandboxes.get(parts[0])
+            if sandbox is None or sandbox.killed is not None:
+                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+            timeout = req.get("timeout")
+            if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
+                self._set_expiry(sandbox, timeout)
+            public_names = {tid: name for name, tid in self._public_ids.items()}
+            return 200, json_bytes(
+                {
+                    "templateID": sandbox.template_id,
+                    "sandboxID": sandbox.sandbox_id,
+                    "clientID": CLIENT_ID,
+                    "envdVersion": ENVD_VERSION,
+                    "alias": self._names.get(sandbox.template_id) or public_names[sandbox.template_id],
+                    "domain": None,
+                }
+            )
+
+    def _set_expiry(self, sandbox: _Sandbox, seconds: int) -> None:
+        """The sandbox is killed ``seconds`` from now, as E2B kills it when its timeout passes
+        (caller holds the lock; the Docker mode: its container is removed)."""
+        if sandbox.expiry is not None:
+            sandbox.expiry.cancel()
+        sandbox.expiry = threading.Timer(max(seconds, 0), self._expire, (sandbox.sandbox_id,))
+        sandbox.expiry.daemon = True
+        sandbox.expiry.start()
 
     def _kill_sandbox(self, sandbox_id: str) -> tuple[int, bytes]:
         """DELETE /sandboxes/{id}: kill a running sandbox (204; its container is removed), else 404."""

@@ -47,9 +47,17 @@ class DockerMode:
         except standin.StandinError as exc:
             raise DockerUnavailable(str(exc)) from None
         image = Image(made.image, Context(made.user, made.workdir, made.envs), None, made.code_interpreter)
+        return cls._made(cli, {made.template: image}, (FUSE,) if os.path.exists(FUSE) else ())
+
+    @classmethod
+    def _made(cls, cli: DockerCLI, public: dict[str, Image], devices: tuple[str, ...]) -> DockerMode:
         owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        devices = (FUSE,) if os.path.exists(FUSE) else ()
-        return cls(cli, {made.template: image}, owner, devices, DockerSteps(cli, owner, devices))
+        return cls(cli, public, owner, devices, DockerSteps(cli, owner, devices))
+
+    def fork(self) -> DockerMode:
+        """The same daemon and stand-ins under a new owner: what one emulator uses (E2BEmulator
+        forks the mode it is given), so stopping it removes its own containers only."""
+        return self._made(self.cli, self.public, self.devices)
 
     def close(self) -> None:
         """Remove every container this emulator made that is still there."""
