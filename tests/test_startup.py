@@ -21,7 +21,7 @@ from conftest import DATA
 
 # What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files, uv.
 BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "uv",
-                   "e2b_matrix.runner")
+                   "e2b_matrix.runner", "e2b_matrix.emulator")  # the emulator: only e2b-matrix emulate loads it
 E2B_BACKEND = ("e2b_matrix.backends.e2b",)
 DOCKER_BACKEND = ("e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
 PROJECT = ("e2b_matrix.config", "e2b_matrix.layers", "e2b_matrix.resolve", "e2b_matrix.plan", "e2b_matrix.pins",
