@@ -230,7 +230,7 @@ if TYPE_CHECKING:
     from e2b_matrix.emulator.docker_steps import Image
     from e2b_matrix.emulator.sandboxes import LiveSandbox
 
-__all__ = ["E2BEmulator", "BuildSnapshot", "SandboxSnapshot", "StepRecord", "StepSpec", "ROUTES", "BUILD_LIMIT"]
+__all__ = ["BUILD_LIMIT", "ROUTES", "BuildSnapshot", "E2BEmulator", "SandboxSnapshot", "StepRecord", "StepSpec"]
 
 #: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
 ROUTES = (
@@ -517,10 +517,10 @@ class E2BEmulator:
                 course.cancel(time.monotonic())
             self._docker.close()
 
-    def __enter__(self) -> E2BEmulator:
+    def __enter__(self) -> E2BEmulator:  # noqa: PYI034 - start() returns the emulator itself
         return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -974,9 +974,9 @@ class E2BEmulator:
             public = self._public_builds[template_id]
             return public if tag == DEFAULT_TAG or build_id == public else None
         for a in reversed(self._assignments):
-            if a.template_id == template_id and (a.tag == tag or a.build_id == build_id):
-                if self._state(self._builds[a.build_id], now) == "ready":
-                    return a.build_id
+            if (a.template_id == template_id and (a.tag == tag or a.build_id == build_id)
+                    and self._state(self._builds[a.build_id], now) == "ready"):
+                return a.build_id
         return None
 
     def _resolve_reference(self, reference: str, now: float, invalid: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+
 class Server(ThreadingHTTPServer):
     """ThreadingHTTPServer on 127.0.0.1 that tracks its connection threads; ``handle`` answers
     each request (it is given the :class:`Handler`).
@@ -39,7 +40,7 @@ class Server(ThreadingHTTPServer):
         self.connection_count = 0
         super().__init__(("127.0.0.1", 0), Handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D401 - socketserver hook
+    def process_request(self, request: Any, client_address: Any) -> None:
         """Serve each connection on its own tracked thread."""
         thread = threading.Thread(
             target=self._serve_connection,
@@ -55,7 +56,7 @@ class Server(ThreadingHTTPServer):
     def _serve_connection(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
-        except Exception:  # a client going away mid-request is not our failure
+        except Exception:  # noqa: BLE001, S110 - a client going away mid-request is not our failure
             pass
         finally:
             self.shutdown_request(request)
@@ -102,12 +103,12 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "e2b-emulator/1.0"
     server: Server
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         self.server.handle(self)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr logging."""
 
     # -- helpers used by the emulator -----------------------------------------

@@ -43,7 +43,7 @@ def result(main: bool, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from jupyter_client.manager import start_new_kernel  # in the sandbox's Python
+    from jupyter_client.manager import start_new_kernel  # type: ignore[import-not-found]  # the sandbox's Python has it
 
     cwd = sys.argv[1] if len(sys.argv) > 1 else os.getcwd()
     manager, client = start_new_kernel(kernel_name="python3", cwd=cwd)
@@ -57,7 +57,7 @@ def main() -> None:
             request = json.loads(line)
             envs = request.get("env_vars") or {}
             if envs:
-                client.execute("import os; os.environ.update(%r)" % (dict(envs),), silent=True)
+                client.execute(f"import os; os.environ.update({dict(envs)!r})", silent=True)
             msg_id = client.execute(request["code"], store_history=True, allow_stdin=False, stop_on_error=True)
             errored = False
             while True:
@@ -78,7 +78,7 @@ def main() -> None:
                 elif kind == "status" and content["execution_state"] == "idle":
                     break
             if envs:
-                client.execute("import os\nfor _k in %r: os.environ.pop(_k, None)" % (list(envs),), silent=True)
+                client.execute(f"import os\nfor _k in {list(envs)!r}: os.environ.pop(_k, None)", silent=True)
             emit({"type": "end_of_execution"})
     finally:
         manager.shutdown_kernel(now=True)

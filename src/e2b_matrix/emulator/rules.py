@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # E2B's patterns (packages/shared/pkg/id/id.go), matched whole: a trailing newline is refused.
@@ -130,4 +130,4 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat()
+    return datetime.fromtimestamp(wall, UTC).isoformat()

@@ -34,7 +34,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from e2b_matrix.backends.docker_engine import DockerCLI, DockerError, host_ca_certificates
+from e2b_matrix.backends.docker_engine import (
+    DockerCLI,
+    DockerError,
+    host_ca_certificates,
+)
 
 DEBIAN_BASE = "e2b-matrix/debian-base:trixie"  # scripts/docker-up.sh (E2B_MATRIX_EMULATOR_BASE)
 REPOSITORY = "e2b-emulator/code-interpreter-v1"

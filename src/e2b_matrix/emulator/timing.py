@@ -20,6 +20,7 @@ from typing import Any
 
 from e2b_matrix.emulator.rules import CANCELLED_MESSAGE, go_seconds, iso
 
+
 @dataclass(frozen=True)
 class StepSpec:
     """One step of a build as :meth:`E2BEmulator.set_step_cost` predicates see it.
