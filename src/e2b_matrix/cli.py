@@ -550,9 +550,15 @@ def _print_drift(drift, as_json: bool) -> None:
 
 # -- a local E2B -----------------------------------------------------------------------
 
+def _emulator_modes():
+    from e2b_matrix.emulator.serve import MODES  # when the option is parsed: emulate's, not list's
+
+    return MODES
+
+
 @cli.command()
 @common
-@click.option("--mode", type=click.Choice(["auto", "docker", "timing"]), default="auto", show_default=True,
+@click.option("--mode", type=RegistryChoice("mode", lambda: _emulator_modes()), default="auto", show_default=True,
               help="docker: run each build's steps and each sandbox in Docker; timing: model build times only; "
                    "auto: docker when a daemon answers.")
 @click.option("--step-cost", type=click.FloatRange(min=0), default=0.05, show_default=True,

@@ -602,9 +602,10 @@ class DockerCLI:
 
     def image_config(self, ref: str) -> dict:
         """The image's configuration (``Labels``, ``Env``, ``User``, ...); DockerError when there is no such image."""
-        import json
+        from e2b_matrix import files
 
-        return json.loads(self._inspect(ref, "{{json .Config}}")) or {}
+        config = files.parse_json(self._inspect(ref, "{{json .Config}}"))
+        return config if isinstance(config, dict) else {}
 
 def _stream(args: list[str], env: Mapping[str, str], tail: collections.deque,
             on_log: Callable[[str], None] | None, timeout: float | None,

@@ -167,7 +167,6 @@ listen on 127.0.0.1 only, on free ports chosen by the kernel: the API at
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import threading
@@ -180,6 +179,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from e2b_matrix import files
 from e2b_matrix.emulator.http import Handler, Server
 from e2b_matrix.emulator.rules import (
     ACTIVE_BUILD_WINDOW,
@@ -1082,7 +1082,7 @@ class E2BEmulator:
         if fault is not None and fault.truncate:
             payload = payload[: len(payload) // 2]
         elif fault is not None and fault.reshape is not None and 200 <= status < 300 and payload:
-            payload = json_bytes(fault.reshape(json.loads(payload)))
+            payload = json_bytes(fault.reshape(files.parse_json(payload)))
         self._answer(h, path, route, status, payload)
 
     def _take_fault(self, route: str) -> _Fault | None:
@@ -1172,7 +1172,7 @@ class E2BEmulator:
     @staticmethod
     def _parse_json(body: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(body or b"null")
+            data = files.parse_json(body or b"null")
         except ValueError:
             raise _Reply(400, "Invalid request body: invalid JSON") from None
         if not isinstance(data, dict):

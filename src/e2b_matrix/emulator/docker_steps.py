@@ -55,6 +55,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from e2b_matrix import files
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import containers
 from e2b_matrix.emulator.rules import go_seconds
@@ -93,7 +94,7 @@ class Context:
 
     @classmethod
     def from_label(cls, text: str) -> Context:
-        data = json.loads(base64.urlsafe_b64decode(text.encode()))
+        data = files.parse_json(base64.urlsafe_b64decode(text.encode()))
         return cls(str(data["user"]), data["workdir"], tuple((str(k), str(v)) for k, v in data["envs"]))
 
 

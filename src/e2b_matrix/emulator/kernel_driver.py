@@ -5,8 +5,9 @@ while a Jupyter kernel runs the code (e2b-dev/code-interpreter template/server:
 main.py, messaging.py, stream.py). The sandbox proxy (sandboxes.py) runs this
 file in the sandbox's container with its Python (``python3 -c``): it starts an
 IPython kernel (ipykernel, which the stand-in of code-interpreter-v1 holds, with
-jupyter-client), reads one request per line on stdin (``{"code": ...,
-"env_vars": {...}}``) and writes what the server would stream for it, one JSON
+jupyter-client), reads requests on stdin (a line ``<code bytes> <env bytes>``, then
+the code, then the cell's environment as NUL-separated ``KEY=value``: no parsing
+but counting) and writes what the server would stream for each, one JSON
 object per line, ending with ``{"type": "end_of_execution"}``: the kernel's
 ``execute_input`` as ``number_of_executions``, ``stream`` as ``stdout`` /
 ``stderr``, ``execute_result`` and ``display_data`` as results (the main one for
@@ -52,13 +53,15 @@ def main() -> None:
     def emit(obj: dict[str, Any]) -> None:  # dates as the server's JSON encoder writes them
         out.write(json.dumps(obj, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)) + "\n")
 
+    stdin = sys.stdin.buffer
     try:
-        for line in sys.stdin:
-            request = json.loads(line)
-            envs = request.get("env_vars") or {}
+        while header := stdin.readline():
+            sizes = [int(n) for n in header.split()]
+            code = stdin.read(sizes[0]).decode()
+            envs = dict(kv.split("=", 1) for kv in stdin.read(sizes[1]).decode().split("\0") if kv)
             if envs:
                 client.execute(f"import os; os.environ.update({dict(envs)!r})", silent=True)
-            msg_id = client.execute(request["code"], store_history=True, allow_stdin=False, stop_on_error=True)
+            msg_id = client.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
             errored = False
             while True:
                 msg = client.get_iopub_msg()
@@ -79,7 +82,7 @@ def main() -> None:
                     break
             if envs:
                 client.execute(f"import os\nfor _k in {list(envs)!r}: os.environ.pop(_k, None)", silent=True)
-            emit({"type": "end_of_execution"})
+            out.write('{"type": "end_of_execution"}\n')  # byte for byte: the proxy looks for this line
     finally:
         manager.shutdown_kernel(now=True)
 

@@ -42,9 +42,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.resources import files
+from importlib import resources
 from typing import Any
 
+from e2b_matrix import files
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import containers
 from e2b_matrix.emulator.docker_steps import OWNER_LABEL, READY_INTERVAL, Image
@@ -57,6 +58,7 @@ MAX_BODY = 8 * 1024 * 1024
 CONNECT_JSON = "application/connect+json"
 _END_STREAM = 0x02  # Connect's end-of-stream envelope flag
 _KEEPALIVE_HEADER = "Keepalive-Ping-Interval"  # e2b/connection_config.py: KEEPALIVE_PING_HEADER
+END_OF_EXECUTION = b'{"type": "end_of_execution"}'  # kernel_driver.py writes it so, as the server does
 
 
 @dataclass
@@ -226,7 +228,7 @@ class SandboxProxy:
         if path != "/execute" or h.command != "POST":
             return h.send(404, f"{path}: not modelled by the E2B emulator\n".encode(), "text/plain; charset=utf-8")
         try:
-            request = json.loads(body or b"null")
+            request = files.parse_json(body or b"null")
             if not isinstance(request, dict) or not isinstance(request.get("code"), str):
                 raise ValueError("code is required")  # noqa: TRY004 - answered 422, as FastAPI does
         except ValueError as exc:
@@ -246,7 +248,8 @@ class SandboxProxy:
             kernel = sandbox.kernel
         try:
             h.start_stream(200, "application/json")
-            kernel.execute({"code": request["code"], "env_vars": request.get("env_vars") or {}},
+            envs = request.get("env_vars") or {}
+            kernel.execute(request["code"], {str(k): str(v) for k, v in envs.items()} if isinstance(envs, dict) else {},
                            lambda line: h.write_chunk(line + b"\n"))
             h.end_stream()
         except OSError:
@@ -257,7 +260,7 @@ class Kernel:
     """The sandbox's code interpreter: kernel_driver.py in its container, one execution at a time."""
 
     def __init__(self, cli: DockerCLI, container: str, image: Image, envs: dict[str, str]):
-        source = files("e2b_matrix.emulator").joinpath("kernel_driver.py").read_text(encoding="utf-8")
+        source = resources.files("e2b_matrix.emulator").joinpath("kernel_driver.py").read_text(encoding="utf-8")
         workdir = "/home/user"  # template/server/main.py: every context starts there
         self._proc = cli.exec_process(container, ["python3", "-u", "-c", source, workdir], user="root",
                                       workdir=workdir, env={**image.context.env(), **envs}, stdin=True)
@@ -273,25 +276,29 @@ class Kernel:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def execute(self, request: dict[str, Any], write: Callable[[bytes], None]) -> None:
-        """Run one cell; each JSON line the code interpreter would stream goes to ``write``."""
+    def execute(self, code: str, envs: dict[str, str], write: Callable[[bytes], None]) -> None:
+        """Run one cell (``envs`` set for it); each JSON line the code interpreter would stream goes
+        to ``write``, the last one ``{"type": "end_of_execution"}`` (template/server/stream.py)."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        source = code.encode()
+        environment = "\0".join(f"{k}={v}" for k, v in envs.items() if k and "=" not in k and "\0" not in k + v)
         with self._lock:
             try:
-                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+                self._proc.stdin.write(f"{len(source)} {len(environment.encode())}\n".encode() + source
+                                       + environment.encode())
                 self._proc.stdin.flush()
             except OSError:
                 pass
             for raw in iter(self._proc.stdout.readline, b""):
                 line = raw.rstrip(b"\n")
                 write(line)
-                if json.loads(line).get("type") == "end_of_execution":
+                if line == END_OF_EXECUTION:
                     return
             why = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
             write(json.dumps({"type": "error", "name": "UnexpectedEndOfExecution",  # template/server/messaging.py
                               "value": "Connection to the execution was closed before the execution was finished"
                                        + (f" ({why[-1]})" if why else ""), "traceback": ""}).encode())
-            write(b'{"type": "end_of_execution"}')
+            write(END_OF_EXECUTION)
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -318,7 +325,7 @@ def _unframe(body: bytes) -> dict[str, Any]:
     flags, length = struct.unpack(">BI", body[:5])
     if flags & 0x01:
         raise ValueError("compressed messages are not accepted (identity only, as the SDK sends)")
-    message = json.loads(body[5:5 + length])
+    message = files.parse_json(body[5:5 + length])
     if not isinstance(message, dict):
         raise ValueError("expected a JSON object")  # noqa: TRY004 - bad input, like the rest
     return message
