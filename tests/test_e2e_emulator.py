@@ -239,8 +239,17 @@ def test_start_and_ready_commands_run_as_e2b_runs_them(sdk, emulator):
 
 
 def test_what_docker_cannot_express_is_named(sdk, emulator):
-    """A build from an image the daemon does not have fails at its base, saying the mode never pulls."""
+    """Registry credentials (the Docker mode never pulls) are named in one line of the log, not used
+    silently; a build from an image the daemon does not have fails at its base, saying why."""
     tag = nonce()
+    lines: list = []
+    secret = f"pw-{tag}"
+    build(Template().from_image(DOCKER_BASE, username="someone", password=secret).run_cmd(f"echo {tag}"),
+          f"registry-{tag}", lines)
+    named = [e for e in lines if "fromImageRegistry" in e.message]
+    assert [(e.level, e.message) for e in named] == [
+        ("warn", "emulator: fromImageRegistry ignored (registry credentials: the Docker mode never pulls an image)")]
+    assert not any(secret in e.message for e in lines)
     with pytest.raises(BuildException, match="never pulls"):
         Template.build(Template().from_image(f"e2b-emulator/absent-{tag}:latest").run_cmd("true"), f"absent-{tag}")
 
