@@ -14,9 +14,10 @@ TESTS   ?=
 # so 4 workers on 2 cores take a third of a serial run's time.
 TEST_WORKERS ?= 4
 
-.PHONY: help venv compile test test-lowest e2e bench plan build build-all lock-check clean docker-up docs
+.PHONY: help venv compile demo test test-lowest e2e bench plan build build-all lock-check clean docker-up docs
 
 help:
+	@echo "make demo                             the whole flow against a local E2B (no account needed)"
 	@echo "make build-all [BACKEND=e2b|docker] [ENV=prod]   build every variant, update its lock"
 	@echo "make build VARIANT=name               build one variant"
 	@echo "make plan                             what would build and why (offline)"
@@ -38,6 +39,11 @@ compile: $(STAMP)
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 venv: $(STAMP)
+
+# The whole flow (build-all, plan, resolve, promote, a second build, diff, rollback) against
+# `e2b-matrix emulate` in its timing mode, in a scratch copy of the project.
+demo: $(STAMP) compile
+	bash scripts/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)

@@ -7,7 +7,7 @@ costs the bench gives the emulator, never from a run, so no runner can beat it:
 it holds for every runner that runs each distinct step once (the bench's
 ``scale_steps_ratio`` goal of 1.0) on a team of ``limit`` concurrent builds.
 
-The model (tests/e2b_emulator.py, after E2B's orchestrator):
+The model (e2b_matrix.emulator, after E2B's orchestrator):
 
 - a build runs its steps one after the other; a step that misses the layer
   cache runs for its cost; its layer is published ``upload_s`` after it ends;

@@ -4,7 +4,7 @@
 Every figure comes from the real code paths: the real CLI run as a
 subprocess (`.venv/bin/e2b-matrix ...`, or `python -m e2b_matrix` where
 `-X importtime` is needed) in temporary project directories, building
-through the real e2b SDK against the E2B API emulator (tests/e2b_emulator.py)
+through the real e2b SDK against the E2B API emulator (e2b_matrix.emulator)
 started in this process on 127.0.0.1. No traffic leaves 127.0.0.1: uv
 answers "latest" and compiles from the tests' package index, tiny wheels and
 a file:// simple index of them (E2B_MATRIX_UV_ARGS, tests/wheelhouse.py),
@@ -102,7 +102,7 @@ API_KEY = "e2b_" + "0123456789abcdef" * 2 + "01234567"
 
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
-from e2b_emulator import E2BEmulator  # noqa: E402  (a plain module in tests/)
+from e2b_matrix.emulator import E2BEmulator  # noqa: E402
 from wheelhouse import SimpleIndex, index_url, shipped  # noqa: E402
 import scale  # noqa: E402  (bench/scale.py)
 

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import bound  # bench/bound.py: bench/ is on sys.path when bench/run.py runs
-from e2b_emulator import BUILD_LIMIT  # tests/: on sys.path when bench/run.py imports this module
+from e2b_matrix.emulator import BUILD_LIMIT
 
 SIZES = (20, 60, 150)
 SHAPES = ("prefix", "independent")

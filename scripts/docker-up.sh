@@ -11,13 +11,15 @@
 #                 discovery the Docker backend runs (a tiny probe build); when it finds
 #                 only the legacy builder and apt offers a buildx plugin package, that
 #                 package is installed and the discovery runs again
-#   4. base image a Debian image made with debootstrap and `docker import`
-#                 (no image registry is needed), unless its tag already exists
+#   4. base images Debian images made with debootstrap and `docker import` (no image
+#                 registry is needed), unless their tags already exist: bookworm for the
+#                 Docker backend's e2e tests, trixie for the E2B emulator's Docker mode
 #
 # Idempotent: a second run finds everything in place and changes nothing (about a
 # second). On failure it exits non-zero with one line starting "docker-up: error:".
 # Needs root. Settings (environment):
 #   E2B_MATRIX_DOCKER_BASE            base image tag (default e2b-matrix/debian-base:bookworm)
+#   E2B_MATRIX_EMULATOR_BASE          the trixie base tag (default e2b-matrix/debian-base:trixie)
 #   E2B_MATRIX_DOCKER_STORAGE_DRIVER  force a storage driver (default: overlay2 when an
 #                                     overlay mount works here, else vfs)
 #   E2B_MATRIX_DEBIAN_MIRROR          Debian mirror for debootstrap (default: read from
@@ -33,7 +35,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SYSTEM_DOCKER=/usr/bin/docker   # docker.io's CLI: drives the daemon's BuildKit
 
 BASE_TAG="${E2B_MATRIX_DOCKER_BASE:-e2b-matrix/debian-base:bookworm}"
-SUITE=bookworm
+EMULATOR_BASE_TAG="${E2B_MATRIX_EMULATOR_BASE:-e2b-matrix/debian-base:trixie}"
 LOG_DIR="${E2B_MATRIX_DOCKER_LOG_DIR:-/tmp/e2b-matrix-docker}"
 DOCKERD_LOG="$LOG_DIR/dockerd.log"
 DOCKERD_PID="$LOG_DIR/dockerd.pid"
@@ -295,35 +297,57 @@ cleanup_rootfs() {
 }
 trap cleanup_rootfs EXIT
 
-start=$(now)
-if docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
-    phase_done base-image "$start" "$BASE_TAG already exists ($(docker image inspect --format '{{.Id}}' "$BASE_TAG" | cut -c1-19))"
-else
-    mirror="${E2B_MATRIX_DEBIAN_MIRROR:-$(mirror_from_host | head -n 1)}"
-    [ -n "$mirror" ] || die "no Debian mirror for $SUITE in the host's apt sources; set E2B_MATRIX_DEBIAN_MIRROR"
+host_suite() {  # the host's own Debian release (the suite its apt sources certainly name)
+    local codename=""
+    [ -r /etc/os-release ] && codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    echo "${codename:-bookworm}"
+}
+
+image_sources() {  # suite -> the host's apt sources, each naming that suite instead of the host's own
+    local suite=$1 hsuite f
+    hsuite=$(host_suite)
+    rm -f "$ROOTFS/etc/apt/sources.list"
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        if [ "$suite" = "$hsuite" ]; then
+            cp "$f" "$ROOTFS$f"
+        else  # bookworm -> trixie, bookworm-updates -> trixie-updates, bookworm-security -> trixie-security
+            sed -E "s/\\<$hsuite(-[a-z]+)?\\>/$suite\\1/g" "$f" >"$ROOTFS$f"
+        fi
+    done
+}
+
+make_base() {  # suite tag what-for
+    local suite=$1 tag=$2 what=$3 mirror image python size t start
+    start=$(now)
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        phase_done "$suite" "$start" "$tag already exists ($(docker image inspect --format '{{.Id}}' "$tag" | cut -c1-19))"
+        return
+    fi
+    # The mirror that serves the host's own suite serves the others too.
+    mirror="${E2B_MATRIX_DEBIAN_MIRROR:-$(SUITE=$suite mirror_from_host | head -n 1)}"
+    [ -n "$mirror" ] || mirror=$(SUITE=$(host_suite) mirror_from_host | head -n 1)
+    [ -n "$mirror" ] || die "no Debian mirror for $suite in the host's apt sources; set E2B_MATRIX_DEBIAN_MIRROR"
     ROOTFS=$(mktemp -d /var/tmp/e2b-matrix-rootfs.XXXXXX)
-    log "debootstrap --variant=minbase $SUITE from $mirror (log: $LOG_DIR/debootstrap.log)"
+    log "debootstrap --variant=minbase $suite from $mirror (log: $LOG_DIR/debootstrap-$suite.log)"
     t=$(now)
-    if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$mirror" \
-        >"$LOG_DIR/debootstrap.log" 2>&1; then
-        tail -n 20 "$LOG_DIR/debootstrap.log" >&2
+    if ! debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$ROOTFS" "$mirror" \
+        >"$LOG_DIR/debootstrap-$suite.log" 2>&1; then
+        tail -n 20 "$LOG_DIR/debootstrap-$suite.log" >&2
         [ -f "$ROOTFS/debootstrap/debootstrap.log" ] && tail -n 20 "$ROOTFS/debootstrap/debootstrap.log" >&2
-        die "debootstrap failed (log: $LOG_DIR/debootstrap.log)"
+        die "debootstrap $suite failed (log: $LOG_DIR/debootstrap-$suite.log)"
     fi
     log "  debootstrap: $(elapsed "$t")s"
 
     t=$(now)
-    # apt inside the image uses the host's sources (same mirror, same suites) ...
-    rm -f "$ROOTFS/etc/apt/sources.list"
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] && cp "$f" "$ROOTFS$f"
-    done
+    # apt inside the image uses the host's sources (same mirror), for its own suite ...
+    image_sources "$suite"
     # ... which may be a dated snapshot whose Release files have expired.
-    cat >"$ROOTFS/etc/apt/apt.conf.d/99e2b-matrix" <<'EOF'
+    cat >"$ROOTFS/etc/apt/apt.conf.d/99e2b-matrix" <<'EOF2'
 // e2b-matrix: the mirror may serve a dated snapshot; do not reject it as expired.
 Acquire::Check-Valid-Until "false";
 Acquire::Check-Date "false";
-EOF
+EOF2
     # Plain `pip install` works, as on E2B's images (no PEP 668 marker).
     rm -f "$ROOTFS"/usr/lib/python3*/EXTERNALLY-MANAGED
     [ -e "$ROOTFS/usr/bin/pip" ] || ln -s pip3 "$ROOTFS/usr/bin/pip"
@@ -340,16 +364,24 @@ EOF
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'ENV DEBIAN_FRONTEND=noninteractive' \
-        --change 'LABEL org.opencontainers.image.description="Debian bookworm minbase with Python 3 and pip, made by e2b-matrix scripts/docker-up.sh"' \
+        --change "LABEL org.opencontainers.image.description=\"Debian $suite minbase with Python 3 and pip, made by e2b-matrix scripts/docker-up.sh ($what)\"" \
         --change 'CMD ["/bin/bash"]' \
-        --message "debootstrap --variant=minbase $SUITE" \
-        - "$BASE_TAG") || die "docker import of $BASE_TAG failed"
+        --message "debootstrap --variant=minbase $suite" \
+        - "$tag") || die "docker import of $tag failed"
     log "  import: $(elapsed "$t")s"
-    python=$(docker run --rm --network host "$BASE_TAG" python3 --version 2>&1) ||
-        die "the new image $BASE_TAG does not run python3: $python"
-    size=$(docker image inspect --format '{{.Size}}' "$BASE_TAG")
-    phase_done base-image "$start" "made $BASE_TAG (${image:0:19}, $((size / 1024 / 1024)) MB, $python)"
-fi
+    cleanup_rootfs
+    ROOTFS=""
+    python=$(docker run --rm --network host "$tag" python3 --version 2>&1) ||
+        die "the new image $tag does not run python3: $python"
+    size=$(docker image inspect --format '{{.Size}}' "$tag")
+    phase_done "$suite" "$start" "made $tag (${image:0:19}, $((size / 1024 / 1024)) MB, $python)"
+}
+
+# bookworm (Python 3.11): the Docker backend's base in the e2e tests. trixie (Python 3.13, the
+# Python of E2B's code-interpreter-v1): what the E2B emulator's Docker mode builds its stand-in
+# of that template on (e2b_matrix/emulator/standin.py).
+make_base bookworm "$BASE_TAG" "the Docker backend's e2e base"
+make_base trixie "$EMULATOR_BASE_TAG" "the E2B emulator's Docker mode"
 
 log "ready:"
 for line in "${SUMMARY[@]}"; do log "  $line"; done

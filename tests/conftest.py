@@ -116,7 +116,7 @@ def emu(monkeypatch, request):
     A test may pass the emulator's own settings through indirect parametrization:
     ``@pytest.mark.parametrize("emu", [{"upload_delay": 1.0}], indirect=True)``.
     """
-    from e2b_emulator import E2BEmulator
+    from e2b_matrix.emulator import E2BEmulator
 
     with E2BEmulator(api_key=KEY, **getattr(request, "param", {})) as e:
         for k, v in e.env().items():
@@ -172,6 +172,24 @@ def docker_required():
     if reason:
         unavailable(reason, ".ci/run must start dockerd and make the base image")
     return docker
+
+
+def docker_mode_required():
+    """The E2B emulator's Docker mode (its stand-in of code-interpreter-v1 made, once: minutes), for make e2e.
+    Skips without a Docker daemon and the Debian bases, except in CI (CI=true), where that fails."""
+    from e2b_matrix.emulator.docker_mode import DockerMode, DockerUnavailable
+
+    docker = docker_required()
+    try:
+        return DockerMode.prepare(docker, on_log=lambda line: print(f"[emulator] {line}"))
+    except DockerUnavailable as exc:
+        unavailable(str(exc), ".ci/run must start dockerd and make the base images (make docker-up)")
+
+
+@pytest.fixture(scope="session")
+def docker_mode():
+    """The Docker mode, prepared once per session (a fresh emulator per module or test uses it)."""
+    return docker_mode_required()
 
 
 def unavailable(reason: str, in_ci: str) -> None:

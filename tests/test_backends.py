@@ -79,7 +79,7 @@ def test_no_backend_name_is_compared_outside_backends():
     src = Path(__file__).parent.parent / "src" / "e2b_matrix"
     offenders = []
     for path in src.rglob("*.py"):
-        if "backends" in path.parts:
+        if "backends" in path.parts or "emulator" in path.parts:  # the emulator's "docker" is its own mode
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"""["'](e2b|docker)["']""", line):

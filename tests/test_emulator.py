@@ -40,7 +40,7 @@ from e2b.api.client_sync import get_api_client
 from e2b.connection_config import ConnectionConfig
 
 from conftest import wait_for
-from e2b_emulator import E2BEmulator
+from e2b_matrix.emulator import E2BEmulator
 
 API_KEY = "e2b_test_key"
 PREFIX = "["  # emulator log lines look like "[name] line i/N"
@@ -450,7 +450,9 @@ def test_env_binding_and_clean_stop():
     emulator = E2BEmulator(api_key="k").start()
     try:
         assert emulator.url.startswith("http://127.0.0.1:")
-        assert emulator.env() == {"E2B_API_URL": emulator.url, "E2B_API_KEY": "k"}
+        assert emulator.sandbox_url.startswith("http://127.0.0.1:") and emulator.sandbox_url != emulator.url
+        assert emulator.env() == {"E2B_API_URL": emulator.url, "E2B_SANDBOX_URL": emulator.sandbox_url,
+                                  "E2B_API_KEY": "k"}
         host, port = emulator._server.server_address
         assert host == "127.0.0.1"
         idle = socket.create_connection((host, port))  # an idle keep-alive client

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KEY, cli_runner, snapshot, uv_args, write
-from e2b_emulator import E2BEmulator
+from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 from test_reliability import assert_refused

@@ -219,7 +219,7 @@ def test_two_runs_at_once_in_one_process_each_log_only_their_own(tmp_path, wheel
     import threading
 
     from conftest import KEY, ROOT, uv_args
-    from e2b_emulator import E2BEmulator
+    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix import workflow
     from e2b_matrix.settings import Settings
 

@@ -1,4 +1,4 @@
-"""The real Nexus server picks its template from the lock (make e2e).
+"""The real Nexus server picks its template from the lock, and runs commands in its sandboxes (make e2e).
 
 nexus-ai-fs 0.5.6 (the newest release Python 3.11 runs) lives in its own venv,
 .venv-nexus (scripts/nexus-venv.sh; VENV_NEXUS elsewhere), with the e2b SDK its
@@ -7,19 +7,34 @@ E2B provider imports (Nexus declares no dependency on e2b; its error says
 E2B_TEMPLATE_ID in its environment, driven through Nexus's own client
 (RemoteNexusFS.sandbox_create -> JSON-RPC -> NexusFS.sandbox_create ->
 SandboxManager.create_sandbox -> E2BSandboxProvider.create -> e2b's
-AsyncSandbox.create), against the E2B emulator. Nothing of Nexus is reimplemented.
+AsyncSandbox.create), against the E2B emulator in its Docker mode: the builds' steps
+run, and each sandbox is a container in which Nexus runs commands (sandbox_run ->
+SandboxManager.run_code -> E2BSandboxProvider.run_code: AsyncSandbox.connect, then
+commands.run; nexus-ai-fs 0.5.6 core/sandbox_e2b_provider.py, whose mount_nexus checks a
+sandbox the same way, with `which nexus`). Nothing of Nexus is reimplemented.
 
-The scenario: build `latest` with e2b-matrix, E2B_TEMPLATE_ID=$(e2b-matrix resolve
-latest), a sandbox from Nexus gets the locked build; someone builds the alias
-bare (moving its `default` tag); Nexus's next sandbox still gets the locked
-build, while a Nexus configured with the bare alias (the seed's setting) gets
-the newer one. Timings and the requests Nexus made are printed: run with -s.
+The first scenario: build `latest` with e2b-matrix, E2B_TEMPLATE_ID=$(e2b-matrix resolve
+latest), a sandbox from Nexus gets the locked build and Nexus runs a command in it;
+someone builds the alias bare (moving its `default` tag); Nexus's next sandbox still gets
+the locked build, while a Nexus configured with the bare alias (the seed's setting) gets
+the newer one.
+
+The second: a promote without a restart. Nexus reads E2B_TEMPLATE_ID once, when it makes its
+sandbox manager (0.5.6 core/nexus_fs.py: _ensure_sandbox_manager), but a request that names
+``template_id`` is sent to E2B as it is, and stored (core/sandbox_manager.py: create_sandbox;
+core/sandbox_e2b_provider.py: ``template = template_id or self.default_template``; develop's
+bricks/sandbox/sandbox_manager.py reads the stored value for its preinstalled-template fast
+path). So a caller passes ``template_id=TemplateResolver(...).resolve(NAME)`` with each
+request: create, build and promote another release, create again on the same running
+server, and the second sandbox runs the new build; the server's default still serves the
+first until it restarts. Timings and the requests Nexus made are printed: run with -s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,10 +46,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, unavailable, wait_for
-from e2b_matrix.lock import TemplateLock
+from conftest import KEY, ROOT, unavailable, wait_for, write
+from e2b_matrix.emulator import E2BEmulator
+from e2b_matrix.lock import TemplateLock, TemplateResolver
 
-pytestmark = pytest.mark.nexus
+pytestmark = [pytest.mark.nexus, pytest.mark.docker]
 
 NEXUS_VERSION = os.environ.get("NEXUS_VERSION") or "0.5.6"
 NEXUS_VENV = ROOT / (os.environ.get("VENV_NEXUS") or ".venv-nexus")
@@ -42,12 +58,32 @@ ALIAS = "nexus-sandbox-latest"
 CLI = Path(sys.executable).with_name("e2b-matrix")  # this venv's e2b-matrix, as a shell would run it
 START_TIMEOUT_S = 120
 
-# Nexus's own client, in Nexus's venv: one sandbox_create call, its answer as JSON.
+# Nexus's own client, in Nexus's venv: one sandbox_create call (with a template_id when given), its
+# answer as JSON.
 CLIENT = """
 import json, sys
 from nexus.remote import RemoteNexusFS
-url, name = sys.argv[1], sys.argv[2]
-print(json.dumps(RemoteNexusFS(url).sandbox_create(name=name, provider="e2b")))
+url, name, template_id = sys.argv[1], sys.argv[2], (sys.argv[3:] or [None])[0]
+print(json.dumps(RemoteNexusFS(url).sandbox_create(name=name, provider="e2b", template_id=template_id)))
+"""
+# ... and one sandbox_run: a shell command in the sandbox, run by Nexus's server.
+RUN = """
+import json, sys
+from nexus.remote import RemoteNexusFS
+url, sandbox_id, command = sys.argv[1:4]
+print(json.dumps(RemoteNexusFS(url).sandbox_run(sandbox_id, "bash", command, timeout=120)))
+"""
+# Two releases that install from wheels on the stand-in's Python 3.13 and print their own version
+# (tests/test_e2e_e2b_path.py says why not the shipped ones).
+FIRST, SECOND = "0.9.19", "0.9.20"
+PINNED = """
+[variant]
+name = "pinned"
+alias = "nexus-sandbox-pinned"
+layers = ["base", "fuse", "nexus"]
+
+[params.nexus]
+version = "{version}"
 """
 PROBE = """
 import json, e2b, nexus
@@ -59,6 +95,17 @@ print(json.dumps({p: version(p) for p in ("nexus-ai-fs", "e2b")}))
 @pytest.fixture
 def nexus() -> dict[str, str]:
     return nexus_required()
+
+
+@pytest.fixture
+def emu(docker_mode, monkeypatch):
+    """The emulator in its Docker mode, e2b-matrix pointed at it, pins resolved with the real index."""
+    with E2BEmulator(api_key=KEY, docker=docker_mode) as e:
+        for k, v in e.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("E2B_MATRIX_UV_ARGS", "")  # blank is unset: uv asks the package index
+        monkeypatch.delenv("E2B_MATRIX_PYPI_URL")
+        yield e
 
 
 def nexus_required() -> dict[str, str]:
@@ -147,15 +194,25 @@ def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def nexus_sandbox_create(emu, url: str, name: str, log: Path) -> tuple[dict, list, float]:
-    """Nexus's client asks Nexus's server for a sandbox: (Nexus's answer, the E2B requests
-    made meanwhile, seconds)."""
+def nexus_sandbox_create(emu, url: str, name: str, log: Path, template_id: str | None = None
+                         ) -> tuple[dict, list, float]:
+    """Nexus's client asks Nexus's server for a sandbox (of ``template_id`` when given): (Nexus's
+    answer, the E2B requests made meanwhile, seconds)."""
     before, start = len(emu.requests), time.monotonic()
-    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", CLIENT, url, name],
+    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", CLIENT, url, name, *([template_id] if template_id else [])],
                        capture_output=True, text=True, env=_clean_env(), timeout=120)
     took = time.monotonic() - start
     assert r.returncode == 0, f"sandbox_create failed:\n{r.stderr[-3000:]}\nserver log:\n{_tail(log)}"
     return json.loads(r.stdout.strip().splitlines()[-1]), emu.requests[before:], took
+
+
+def nexus_sandbox_run(url: str, sandbox_id: str, command: str, log: Path) -> dict:
+    """Nexus's client asks Nexus's server to run ``command`` in the sandbox: Nexus's answer
+    (stdout, stderr, exit_code, execution_time)."""
+    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", RUN, url, sandbox_id, command],
+                       capture_output=True, text=True, env=_clean_env(), timeout=180)
+    assert r.returncode == 0, f"sandbox_run failed:\n{r.stderr[-3000:]}\nserver log:\n{_tail(log)}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def the_sandbox(emu, sandbox_id: str):
@@ -165,7 +222,7 @@ def the_sandbox(emu, sandbox_id: str):
 
 
 def e2b_matrix(project: Path, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(CLI), "-C", str(project), *args], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(CLI), "-C", str(project), *args], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"e2b-matrix {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -192,7 +249,7 @@ def bare_build(emu, alias: str) -> str:
         assert status in ("waiting", "building", "ready"), status
         return status == "ready"
 
-    wait_for(ready, timeout=30, what=f"the bare build {bid} of {alias} to be ready")
+    wait_for(ready, timeout=120, what=f"the bare build {bid} of {alias} to be ready")
     return bid
 
 
@@ -233,6 +290,16 @@ def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(nexus, proj
         made = the_sandbox(emu, first["sandbox_id"])
         assert (made.reference, made.template_id, made.build_id) == (ref, entry.template_id, entry.build_id)
         assert f"Created E2B sandbox: {first['sandbox_id']} (template={ref})" in pinned_log.read_text()
+        assert emu.container_of(first["sandbox_id"]) is not None  # a container of the locked build's image
+
+        # ... and runs a command in it, as it checks a sandbox (mount_nexus: `which nexus`)
+        before, start = len(emu.requests), time.monotonic()
+        ran = nexus_sandbox_run(pinned_url, first["sandbox_id"], "which nexus && nexus --version", pinned_log)
+        timings["sandbox_run #1 (which nexus)"] = time.monotonic() - start
+        print(f"Nexus sandbox_run #1 -> {ran} (E2B requests {emu.requests[before:]})")
+        assert ran["exit_code"] == 0, ran
+        assert ran["stdout"].splitlines()[0].endswith("/bin/nexus") and "nexus, version" in ran["stdout"]
+        assert emu.requests[before:] == [("POST", f"/v2/sandboxes/{first['sandbox_id']}/connect", 200)]
 
         # (4) a newer build of the alias, outside the lock: it moves `default`
         lock_before = lock_file.read_bytes()
@@ -262,5 +329,56 @@ def test_nexus_server_gets_the_locked_build_even_after_a_newer_build(nexus, proj
 
     for s in emu.sandboxes:
         print(f"  sandbox {s.sandbox_id}: reference {s.reference!r} -> build {s.build_id}")
+    for what, seconds in timings.items():
+        print(f"  {what:40} {seconds:6.2f}s")
+
+
+def test_a_promote_reaches_a_running_nexus_through_a_per_request_template_id(nexus, emu, tmp_path):
+    """Create, build and promote another release, create again on the same server: the second sandbox
+    runs the new build (the caller resolves the name for each request); the server's default
+    (E2B_TEMPLATE_ID, read once) still serves the first build until Nexus restarts."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "requirements", project / "requirements")
+    write(project / "variants/pinned.toml", PINNED.format(version=FIRST))
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    e2b_matrix(project, "build", "pinned")
+    e2b_matrix(project, "promote", "pinned")
+    timings[f"build + promote pinned ({FIRST})"] = time.monotonic() - start
+    resolver = TemplateResolver(project / "templates.lock")  # the caller's, one object for every request
+    first_ref = resolver.resolve("pinned")
+    first_build = TemplateLock.load(project / "templates.lock").entry("pinned").build_id
+    assert first_ref == f"nexus-sandbox-pinned:{first_build}"
+
+    with nexus_serve(tmp_path, "promote", emu, first_ref) as (url, proc, log):
+        wait_healthy(url, proc, log)
+        one, _, _ = nexus_sandbox_create(emu, url, "one", log, template_id=resolver.resolve("pinned"))
+        assert the_sandbox(emu, one["sandbox_id"]).build_id == first_build
+        assert one["template_id"] == first_ref  # Nexus stored what it was given
+        assert nexus_sandbox_run(url, one["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
+            f"nexus, version {FIRST}"
+
+        # another release, built and promoted while the same Nexus runs
+        write(project / "variants/pinned.toml", PINNED.format(version=SECOND))
+        start = time.monotonic()
+        e2b_matrix(project, "build", "pinned")
+        promoted = e2b_matrix(project, "promote", "pinned").stdout
+        timings[f"build + promote pinned ({SECOND})"] = time.monotonic() - start
+        second_build = TemplateLock.load(project / "templates.lock").entry("pinned").build_id
+        assert second_build != first_build and "nexus-sandbox-pinned" in promoted
+        second_ref = resolver.resolve("pinned")  # the resolver saw the lock change: no restart of anything
+        assert second_ref == f"nexus-sandbox-pinned:{second_build}"
+
+        two, _, _ = nexus_sandbox_create(emu, url, "two", log, template_id=second_ref)
+        assert the_sandbox(emu, two["sandbox_id"]).build_id == second_build
+        assert two["template_id"] == second_ref
+        assert nexus_sandbox_run(url, two["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
+            f"nexus, version {SECOND}"
+
+        # the route that needs a restart: no template_id, E2B_TEMPLATE_ID as Nexus read it at its start
+        three, _, _ = nexus_sandbox_create(emu, url, "three", log)
+        assert the_sandbox(emu, three["sandbox_id"]).build_id == first_build
+        assert nexus_sandbox_run(url, three["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
+            f"nexus, version {FIRST}"
     for what, seconds in timings.items():
         print(f"  {what:40} {seconds:6.2f}s")

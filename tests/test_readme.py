@@ -29,21 +29,3 @@ def test_nexus_server_sample_runs(tmp_path):
                        env={"PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["tpl123", "tpl123", "0.9.26 2026-11-26T17:00:00+00:00", "nexus-sandbox-latest:b1"]
-
-
-def test_the_emulator_runs_by_itself_as_the_docs_say(project):
-    """`python tests/e2b_emulator.py` prints the exports, and a build against it works."""
-    import os
-
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "e2b_emulator.py")], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        exports = dict(proc.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(2))
-        assert set(exports) == {"E2B_API_URL", "E2B_API_KEY"} and exports["E2B_API_URL"].startswith("http://127.0.0.1:")
-        p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal"],
-                           env={**os.environ, **exports}, capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        assert "1 built" in p.stdout
-    finally:
-        proc.terminate()
-        proc.wait(10)

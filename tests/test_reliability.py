@@ -1,7 +1,7 @@
 """The reliability suite: faults, bad input, secrets and signals.
 
 1. A fault matrix: each fault the E2B API can throw at a run (through the real
-   e2b SDK against tests/e2b_emulator.py, through the CLI) with its expected
+   e2b SDK against the E2B emulator (e2b_matrix.emulator), through the CLI) with its expected
    outcome; after each, the lock holds exactly the variants that built.
 2. A corpus of bad lock files and bad ``--set`` parameters: exit 2, one line
    naming the file and the key, no traceback, nothing written, no API call.
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_runner, sigint_default, snapshot, wait_for, write
-from e2b_emulator import E2BEmulator
+from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 

@@ -529,7 +529,7 @@ def test_status_polls_back_off_as_a_build_ages(project, monkeypatch):
     """A three-minute build asked 900 times (every 0.2 s); now 0.2 s while young, then up to 2 s."""
     import threading
 
-    from e2b_emulator import E2BEmulator
+    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix import workflow
     from e2b_matrix.backends.e2b import E2BBackend
     from e2b_matrix.settings import Settings
@@ -573,7 +573,9 @@ def test_every_import_of_src_is_a_declared_dependency():
     optional = {canonicalize_name(Requirement(r).name) for rs in project["optional-dependencies"].values() for r in rs}
     dists = packages_distributions()
     imported = set()
-    for path in (ROOT / "src" / "e2b_matrix").rglob("*.py"):
+    # kernel_driver.py runs inside a sandbox's container (its Python, its jupyter-client), never here
+    shipped = [p for p in (ROOT / "src" / "e2b_matrix").rglob("*.py") if p.name != "kernel_driver.py"]
+    for path in shipped:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])

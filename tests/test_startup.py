@@ -17,8 +17,9 @@ import sys
 
 import pytest
 
-# What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files.
-BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "e2b_matrix.runner")
+# What only a build needs: the SDK, the live table, HTTP, the runner's threads, rotating log files, the emulator.
+BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent.futures", "concurrent_log_handler", "e2b_matrix.runner",
+                   "e2b_matrix.emulator")  # the emulator: only e2b-matrix emulate loads it
 UV = ("uv",)  # plan asks uv for "latest"; nothing that resolves no variant finds it
 E2B_BACKEND = ("e2b_matrix.backends.e2b",)
 DOCKER_BACKEND = ("e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")

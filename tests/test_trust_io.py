@@ -10,7 +10,7 @@ B. Every TOML and JSON the tool reads is bounded: nesting (RecursionError
 C. A messy project (editor files) and flaky answers from E2B (torn or
    wrong-shaped status answers, a build that never finishes).
 
-Builds run through the CLI and the real e2b SDK against tests/e2b_emulator.py.
+Builds run through the CLI and the real e2b SDK against the E2B emulator (e2b_matrix.emulator).
 """
 
 from __future__ import annotations

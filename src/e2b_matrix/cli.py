@@ -617,6 +617,39 @@ def prune(env: Env, yes: bool, offline: bool, as_json: bool) -> None:
         _exit(1)
 
 
+# -- a local E2B -----------------------------------------------------------------------
+
+def _emulator_modes():
+    from e2b_matrix.emulator.serve import MODES  # when the option is parsed: emulate's, not list's
+
+    return MODES
+
+
+@cli.command()
+@common
+@click.option("--mode", type=RegistryChoice("mode", lambda: _emulator_modes()), default="auto", show_default=True,
+              help="docker: run each build's steps and each sandbox in Docker; timing: model build times only; "
+                   "auto: docker when a daemon answers.")
+@click.option("--step-cost", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Seconds a build step that misses the cache takes [timing mode].")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the export lines to this file once serving (for scripts).")
+@pass_env
+def emulate(env, mode, step_cost, env_file):
+    """Run a local E2B on 127.0.0.1 until Ctrl-C; print the variables to export (docs/emulator.md)."""
+    from pathlib import Path
+
+    from e2b_matrix.emulator.serve import ModeUnavailable, serve
+
+    settings = env.settings
+    try:
+        serve(mode, step_cost=step_cost, env_file=None if env_file is None else Path(env_file),
+              say=lambda line: click.echo(line, err=True), out=click.echo,
+              docker_cli=settings.docker_cli, buildkit=settings.docker_buildkit)
+    except ModeUnavailable as exc:
+        raise ConfigError(str(exc), key="--mode docker") from None
+
+
 # -- the lock --------------------------------------------------------------------------
 
 @cli.group("lock")

@@ -560,6 +560,77 @@ class DockerCLI:
         return proc.returncode, proc.stdout
 
 
+    # -------------------------------------------------------------- long-lived containers
+    # What the E2B emulator's Docker mode runs a build's steps and its sandboxes in
+    # (e2b_matrix/emulator): a container kept running, commands executed in it one by
+    # one as E2B's envd runs them, its state committed as an image.
+
+    def start_container(self, image: str, name: str, *, labels: Mapping[str, str] = _EMPTY,
+                        devices: Iterable[str] = (), network: str | None = "host",
+                        cpus: float | None = None, memory_mb: int | None = None,
+                        command: tuple[str, ...] = ("sleep", "infinity")) -> str:
+        """Start ``command`` (the entrypoint is replaced: it keeps the container up) in a new
+        container of ``image`` named ``name``; its ID. The image is never pulled. ``devices``
+        are passed through with CAP_SYS_ADMIN, as for :meth:`run_in_container`; ``cpus`` and
+        ``memory_mb`` limit what it may use."""
+        args = ["run", "--detach", "--name", name, "--pull", "never", "--entrypoint", command[0]]
+        if network:
+            args += ["--network", network]
+        if cpus is not None:
+            args += ["--cpus", f"{cpus:g}"]
+        if memory_mb is not None:
+            args += ["--memory", f"{memory_mb}m"]
+        devices = tuple(devices)
+        for device in devices:
+            args += ["--device", device]
+        if devices:
+            args += ["--cap-add", "SYS_ADMIN"]
+        for key, value in sorted(labels.items()):
+            args += ["--label", f"{key}={value}"]
+        return self._docker(*args, image, *command[1:], timeout=120).stdout.strip()
+
+    def exec_process(self, container: str, argv: Iterable[str], *, user: str | None = None,
+                     workdir: str | None = None, env: Mapping[str, str] = _EMPTY,
+                     stdin: bool = False) -> subprocess.Popen[bytes]:
+        """``docker exec`` of ``argv`` in a running container, as a process the caller reads
+        (binary stdout and stderr pipes; stdin a pipe when asked) and waits for. The exit code
+        of the process is the command's (125-127: docker could not run it)."""
+        args = [self.binary, "exec", *(["--interactive"] if stdin else [])]
+        if user:
+            args += ["--user", user]
+        if workdir:
+            args += ["--workdir", workdir]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        try:
+            return subprocess.Popen([*args, container, *argv], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise DockerError(f"no docker CLI: {args[0]!r} cannot run ({exc.strerror or exc})") from None
+
+    def commit_container(self, container: str, tag: str, *, labels: Mapping[str, str] = _EMPTY) -> str:
+        """Save the container's filesystem as the image ``tag`` (with ``labels``); its ID."""
+        changes = [a for key, value in sorted(labels.items()) for a in ("--change", f"LABEL {key}={value}")]
+        return self._docker("commit", *changes, container, tag, timeout=600).stdout.strip()
+
+    def remove_container(self, name: str) -> None:
+        """Stop and remove a container (``rm --force``); no error when it is already gone."""
+        proc = self._docker("rm", "--force", name, check=False, timeout=120)
+        if proc.returncode != 0 and "no such container" not in proc.stderr.lower():
+            raise DockerError(f"could not remove container {name!r}", output=proc.stderr.strip(),
+                              returncode=proc.returncode)
+
+    def containers(self, label: str) -> list[str]:
+        """The IDs of the containers, running or not, that carry ``label`` (``key`` or ``key=value``)."""
+        return self._docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.split()
+
+    def image_config(self, ref: str) -> dict:
+        """The image's configuration (``Labels``, ``Env``, ``User``, ...); DockerError when there is no such image."""
+        from e2b_matrix import files
+
+        config = files.parse_json(self._inspect(ref, "{{json .Config}}"))
+        return config if isinstance(config, dict) else {}
+
 def _stream(args: list[str], env: Mapping[str, str], tail: collections.deque,
             on_log: Callable[[str], None] | None, timeout: float | None,
             cancel: threading.Event | None, skip: Iterable[str] = (),

@@ -48,6 +48,10 @@ def poll_delay(age: float, first: float = POLL_FIRST_S) -> float:
         return first
     return max(first, min(POLL_MAX_S, first + (age - POLL_YOUNG_S) / 10))
 
+# A sandbox lives 15 s unless asked (e2b-dev/infra spec/openapi.yml: NewSandbox.timeout); verify's checks
+# (a kernel's start, nexus --version) may take longer. It is killed when they end.
+VERIFY_SANDBOX_S = 300
+
 
 def build_tag(spec: BuildSpec) -> str:
     """The tag every build of this spec is requested with: moves no channel, names the spec."""
@@ -203,7 +207,8 @@ class E2BBackend:
             sandbox_factory = Sandbox.create
         try:
             with _classify("sandbox"):
-                sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", **self._api())
+                sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S,
+                                          **self._api())
         except CredentialsError:  # the key, not this build: one stop for the run, not a failed check per variant
             raise
         except MatrixError as exc:  # E2B said no: every check failed, for one stated reason

@@ -18,6 +18,7 @@ in it)::
     GET    /templates/{templateID}/tags                  -> 200 [TemplateTag]
     GET    /templates/aliases/{alias}                    -> 200 TemplateAliasResponse
     POST   /v2/sandboxes          {templateID, ...}      -> 201 Sandbox
+    POST   /v2/sandboxes/{sandboxID}/connect {timeout}   -> 200 Sandbox
     DELETE /sandboxes/{sandboxID}                        -> 204
 
 Errors carry E2B's body ``{"code": <status>, "message": "..."}``, which
@@ -127,7 +128,8 @@ may still change them; what is in the past never changes.
 
 Public API (besides the HTTP routes): ``E2BEmulator(api_key, default_duration=,
 default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=,
-build_limit=)``, ``start``/``stop``/context manager, ``url``, ``env()``;
+build_limit=, docker=)``, ``start``/``stop``/context manager, ``url``, ``sandbox_url``,
+``env()``, ``mode``;
 configuration: ``configure``, ``set_step_cost``, ``forbid``, ``inject``,
 ``clear_faults``, ``set_build_limit``, ``hold_slots``, ``release_slots``;
 observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
@@ -135,7 +137,8 @@ observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
 ``pending_faults``, ``http_versions``, ``connection_count``, ``builds`` /
 ``build(id)`` (:class:`BuildSnapshot`), ``template_id(name)``, ``uploads``,
 ``upload_count``, ``step_records`` (:class:`StepRecord`), ``steps_executed``,
-``cache_hits``, ``sandboxes`` (:class:`SandboxSnapshot`).
+``cache_hits``, ``sandboxes`` (:class:`SandboxSnapshot`); the Docker mode's
+``image_of(build_id)`` and ``container_of(sandbox_id)``.
 
 Usage::
 
@@ -147,34 +150,87 @@ Usage::
         Template.build(template, "my-other-template", api_url=emu.url, api_key=emu.api_key)
         assert emu.steps_executed == emu.cache_hits  # the second build ran nothing
 
-The module uses the standard library only and must not import ``e2b_matrix``.
-The server listens on 127.0.0.1 only, on a free port chosen by the kernel.
+Modes.  In the timing mode (the default) nothing runs: builds follow the timing
+model above and sandboxes are records (the sandbox proxy answers that nothing
+listens in them).  In the Docker mode (``docker=DockerMode.prepare()``) a
+step-timed build's steps run in Docker as E2B's orchestrator runs them, its
+log, status and layer cache are what happened (docker_steps.py), and every
+sandbox is a container of its build's image behind the sandbox proxy
+(sandboxes.py); builds with a configured ``duration`` stay timed, and
+``fail_at_step`` and step costs apply to timed builds only.
+
+Without the Docker mode this module needs the standard library only.  The servers
+listen on 127.0.0.1 only, on free ports chosen by the kernel: the API at
+:attr:`E2BEmulator.url`, the sandbox proxy at :attr:`E2BEmulator.sandbox_url`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import heapq
-import itertools
-import json
 import math
 import re
-import socket
-import struct
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["E2BEmulator", "BuildSnapshot", "SandboxSnapshot", "StepRecord", "StepSpec", "ROUTES"]
+from e2b_matrix import files
+from e2b_matrix.emulator.http import Handler, Server
+from e2b_matrix.emulator.rules import (
+    ACTIVE_BUILD_WINDOW,
+    BUILD_LIMIT,
+    CLIENT_ID,
+    DEFAULT_CPU,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TAG,
+    DISK_SIZE_MB,
+    ENVD_VERSION,
+    FILES_HASH_RE,
+    INDEX_VERSION,
+    MAX_BODY_BYTES,
+    MAX_LOG_PAGE,
+    MAX_REQUEST_RECORDS,
+    MAX_UPLOAD_BYTES,
+    NAME_RE,
+    NO_ROWS,
+    PROVISION_VERSION,
+    SANDBOX_ID_RE,
+    SUPERSEDED_MESSAGE,
+    as_uuid,
+    build_limit_message,
+    check_limit,
+    error_body,
+    hash_keys,
+    iso,
+    json_bytes,
+    parse_reference,
+    template_id_for,
+    validate_tags,
+)
+from e2b_matrix.emulator.timing import (
+    Behaviour,
+    Build,
+    Failure,
+    LiveCourse,
+    PlannedStep,
+    StepRecord,
+    StepSimulation,
+    StepSpec,
+    Timeline,
+    whole_build_timeline,
+)
+
+if TYPE_CHECKING:
+    from e2b_matrix.emulator.docker_mode import DockerMode
+    from e2b_matrix.emulator.docker_steps import Image
+    from e2b_matrix.emulator.sandboxes import LiveSandbox
+
+__all__ = ["BUILD_LIMIT", "ROUTES", "BuildSnapshot", "E2BEmulator", "SandboxSnapshot", "StepRecord", "StepSpec"]
 
 #: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
 ROUTES = (
@@ -188,46 +244,9 @@ ROUTES = (
     "get_tags",
     "alias",
     "create_sandbox",
+    "connect_sandbox",
     "kill_sandbox",
 )
-
-# E2B's patterns (packages/shared/pkg/id/id.go), matched whole: a trailing newline is refused.
-NAME_RE = re.compile(r"[a-z0-9-_]+")
-TAG_RE = re.compile(r"[a-z0-9-_.]+")
-# What Go's uuid.Parse accepts among strings a tag may be (tags "cannot be a UUID").
-UUID_LIKE_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
-FILES_HASH_RE = re.compile(r"[0-9a-f]{64}")
-SANDBOX_ID_RE = re.compile(r"[a-z0-9]+")
-
-DEFAULT_TAG = "default"
-DEFAULT_CPU = 2
-DEFAULT_MEMORY_MB = 1024
-MAX_LOG_PAGE = 100  # E2B's status endpoint returns at most 100 log entries per call
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-MAX_REQUEST_RECORDS = 100_000
-MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON bodies; uploads use MAX_UPLOAD_BYTES
-ENVD_VERSION = "0.6.13"  # packages/envd/pkg/version.go
-CLIENT_ID = "6532622b"  # packages/shared/pkg/consts/sandboxes.go, kept for compatibility
-SUPERSEDED_MESSAGE = "The build was canceled because it was superseded by a newer one."
-CANCELLED_MESSAGE = "build was cancelled"  # orchestrator builderrors.ErrCanceled
-NO_ROWS = "no rows in result set"  # what E2B's lookups report in their 404 messages
-BUILD_LIMIT = 20  # tiers.concurrent_template_builds' default: the team's concurrent builds
-ACTIVE_BUILD_WINDOW = 86400.0  # get_inprogress_builds.sql counts active rows of the last day only
-
-
-def build_limit_message(limit: int) -> str:
-    """E2B's 429 message for a team at its concurrent-build limit (register_build.go)."""
-    return (
-        f"you have reached the maximum number of concurrent template builds ({limit}). "
-        "Please wait for existing builds to complete or contact support if you need more concurrent builds."
-    )
-
-# Inputs of the base layer's key that E2B takes from its own configuration
-# (phases/base/hash.go): the hashing version, a provision-script version and the
-# team's disk size.  Constants here, so only the image or parent build varies.
-_INDEX_VERSION = "v2"
-_PROVISION_VERSION = "e2b-emulator"
-_DISK_SIZE_MB = "10240"
 
 _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "request_build", re.compile(r"^/v3/templates/?$")),
@@ -240,140 +259,10 @@ _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "trigger", re.compile(r"^/v2/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)$")),
     ("GET", "status", re.compile(r"^/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)/status$")),
     ("POST", "create_sandbox", re.compile(r"^/v2/sandboxes/?$")),
+    ("POST", "connect_sandbox", re.compile(r"^(?:/v2)?/sandboxes/(?P<sid>[^/]+)/connect$")),
     ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
 )
 
-
-# --------------------------------------------------------------------------- E2B's helpers
-
-
-def _parse_reference(value: str) -> tuple[str, str | None]:
-    """E2B's ``id.ParseName`` of ``name[:tag]`` or ``template_id[:tag]``.
-
-    Returns (identifier, tag), the tag None for ``default``; raises ValueError
-    with E2B's wording.  Namespaces (``team/name``) are not modelled.
-    """
-    identifier, sep, tag = value.partition(":")
-    if sep and not TAG_RE.fullmatch(tag):
-        raise ValueError(f"invalid tag: {tag}")
-    if not NAME_RE.fullmatch(identifier):
-        raise ValueError(f"invalid template ID: {identifier}")
-    return identifier, (tag if sep and tag != DEFAULT_TAG else None)
-
-
-def _validate_tags(tags: Iterable[Any]) -> list[str]:
-    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); ValueError if one is bad."""
-    valid: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
-        if UUID_LIKE_RE.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': tag cannot be a UUID")
-        if tag not in valid:
-            valid.append(tag)
-    return valid
-
-
-def _as_uuid(value: str) -> str | None:
-    """``value`` as a canonical UUID string, or None (PostgreSQL's try_cast_uuid)."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
-def _template_id_for(name: str) -> str:
-    """A stable template ID: E2B's are 20 lowercase alphanumerics."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/{name}").hex[:20]
-
-
-def _hash_keys(base: str, *keys: str) -> str:
-    """E2B's layer-cache key: sha256 of ``base`` and each key, each after a ';'."""
-    sha = hashlib.sha256(base.encode())
-    for key in keys:
-        sha.update(b";" + key.encode())
-    return sha.hexdigest()
-
-
-def _go_seconds(seconds: float) -> str:
-    """A duration truncated to seconds, formatted as Go's time.Duration.String()."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def _check_limit(limit: Any) -> None:
-    """A team's limit is a positive integer (E2B's tiers_concurrent_template_builds_check)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"build_limit must be an integer >= 1, got {limit!r}")
-
-
-def _error_body(status: int, message: str) -> bytes:
-    """E2B's error body shape (model ``Error``: code, message)."""
-    return json.dumps({"code": status, "message": message}).encode()
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def _iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat()
-
-
-# --------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """One step of a build as :meth:`E2BEmulator.set_step_cost` predicates see it.
-
-    ``step`` is E2B's step name ("base" for the FROM step, then "1", "2", ...);
-    ``type`` is "FROM" for the base; ``text`` is how E2B's log shows the step,
-    e.g. ``FROM python:3.11``, ``FROM TEMPLATE parent:v1``, ``RUN echo hi``.
-    """
-
-    template: str
-    step: str
-    type: str
-    args: tuple[str, ...]
-    text: str
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What happened to one step of one step-timed build (:attr:`E2BEmulator.step_records`).
-
-    ``outcome`` is "built" (a cache miss that ran), "cached" (a hit: no cost),
-    "inherited" (the base of a fromTemplate build: always cached, takes its
-    cost), "failed" (ran and failed) or "cancelled" (running when the build was
-    cancelled).  ``cost`` is the step's configured cost, whatever the outcome.
-    Times are wall-clock; ``published_at`` is when the layer entered the cache
-    (None unless built); ``layer_id`` is the built layer's ID (as in E2B's
-    "Saved: <id>" log line).
-    """
-
-    build_id: str
-    template: str
-    index: int
-    step: str
-    text: str
-    key: str
-    outcome: str
-    cost: float
-    started_at: float
-    finished_at: float
-    published_at: float | None
-    layer_id: str | None
-
-    @property
-    def executed(self) -> bool:
-        """True if the step ran (a miss), whether it finished, failed or was cut short."""
-        return self.outcome in ("built", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -428,28 +317,6 @@ class SandboxSnapshot:
     killed_at: float | None
 
 
-@dataclass(frozen=True)
-class _Behaviour:
-    """How builds of one template name behave (see :meth:`E2BEmulator.configure`)."""
-
-    duration: float | None  # None: step timing
-    log_lines: int
-    fail_at_step: int | str | None = None
-    fail_message: str | None = None
-
-    @property
-    def failed_step(self) -> str | None:
-        """E2B's name of the failing step: "base" is FROM, steps are numbered from 1."""
-        step = self.fail_at_step
-        if step is None:
-            return None
-        return str(step + 1) if isinstance(step, int) else step
-
-    def failure_message(self, name: str) -> str:
-        """The reason message of a configured failure of build ``name``."""
-        return self.fail_message or f"emulated failure of {name!r} at step {self.failed_step}"
-
-
 @dataclass
 class _Fault:
     """One pending injected fault; ``remaining`` counts down as requests consume it."""
@@ -466,28 +333,6 @@ class _Fault:
 
 
 @dataclass(frozen=True)
-class _PlannedStep:
-    """A step of a step-timed build, fixed when the build starts."""
-
-    spec: StepSpec
-    key: str
-    cost: float
-    force: bool
-    inherited: bool  # the base of a fromTemplate build
-    lines: tuple[int, ...]  # indexes of the build's log lines printed while it runs
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A build that failed before running: superseded, or refused when started."""
-
-    at: float
-    message: str
-    step: str | None
-    superseded: bool
-
-
-@dataclass(frozen=True)
 class _Assignment:
     """A row of E2B's env_build_assignments: ``tag`` points at ``build_id``."""
 
@@ -495,66 +340,6 @@ class _Assignment:
     build_id: str
     tag: str
     created: float  # monotonic
-
-
-@dataclass
-class _Build:
-    """Mutable internal state of one build (guarded by the emulator's lock); times are monotonic."""
-
-    name: str  # as requested: "name" or "name:tag"
-    base_name: str
-    template_id: str
-    build_id: str
-    tags: list[str]
-    cpu_count: int
-    memory_mb: int
-    request_body: dict[str, Any]
-    behaviour: _Behaviour
-    requested: float
-    start_body: dict[str, Any] | None = None
-    triggered: float | None = None
-    plan: tuple[_PlannedStep, ...] = ()
-    upload_delay: float = 0.0
-    parent_build_id: str | None = None
-    failure: _Failure | None = None
-    cancelled: float | None = None
-
-    def line(self, i: int) -> str:
-        """The i-th (0-based) emulated output line."""
-        return f"[{self.name}] line {i + 1}/{self.behaviour.log_lines}"
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One build log entry (BuildLogEntry) at monotonic ``time``."""
-
-    time: float
-    level: str
-    message: str
-    step: str | None
-
-    def to_json(self, epoch: float) -> dict[str, Any]:
-        entry: dict[str, Any] = {"timestamp": _iso(self.time + epoch), "level": self.level, "message": self.message}
-        if self.step is not None:
-            entry["step"] = self.step
-        return entry
-
-
-@dataclass
-class _Timeline:
-    """A started build's whole course: when it ends, how, and what it logs."""
-
-    end: float
-    ok: bool
-    reason: tuple[str, str | None] | None = None  # (message, step)
-    entries: list[_Entry] = field(default_factory=list)
-    records: list[StepRecord] = field(default_factory=list)
-
-    def cancel(self, at: float) -> None:
-        """Cut the course at ``at``: E2B fails a cancelled build with "build was cancelled"."""
-        self.entries = [e for e in self.entries if e.time <= at]
-        self.entries.append(_Entry(at, "error", f"Build failed: {CANCELLED_MESSAGE}", None))
-        self.end, self.ok, self.reason = at, False, (CANCELLED_MESSAGE, None)
 
 
 @dataclass
@@ -567,6 +352,8 @@ class _Sandbox:
     sandbox_id: str
     created: float
     killed: float | None = None
+    live: LiveSandbox | None = None  # what the sandbox proxy serves
+    expiry: threading.Timer | None = None  # the Docker mode: the sandbox's timeout
 
 
 @dataclass(frozen=True)
@@ -589,328 +376,6 @@ class _Reply(Exception):
         self.message = message
 
 
-# --------------------------------------------------------------------------- build courses
-
-
-def _whole_build_timeline(b: _Build) -> _Timeline:
-    """Whole-build timing: ``duration`` seconds, the log lines spread evenly over it."""
-    assert b.triggered is not None and b.behaviour.duration is not None
-    behaviour, start, duration = b.behaviour, b.triggered, b.behaviour.duration
-    failed = behaviour.failed_step
-    message = behaviour.failure_message(b.name)
-    lines = behaviour.log_lines
-    total = lines + (failed is not None)  # a failure adds its error line
-    steps = len((b.start_body or {}).get("steps") or [])
-    entries = []
-    for i in range(total):
-        # the first at once, all before the end; a build that never ends prints them all at once
-        at = start + (duration * i / total if math.isfinite(duration) else 0.0)
-        if i < lines:
-            owner = i * (steps + 1) // lines  # spread over "base" and steps 1..steps
-            entries.append(_Entry(at, "info", b.line(i), "base" if owner == 0 else str(owner)))
-        else:
-            entries.append(_Entry(at, "error", message, failed))
-    timeline = _Timeline(
-        end=start + duration,
-        ok=failed is None,
-        reason=None if failed is None else (message, failed),
-        entries=entries,
-    )
-    if b.cancelled is not None and b.cancelled < timeline.end:
-        timeline.cancel(b.cancelled)
-    return timeline
-
-
-def _layer_id(build_id: str, index: int) -> str:
-    """The ID of the layer step ``index`` of ``build_id`` builds (stable across simulations)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/{build_id}/{index}"))
-
-
-_PUBLISH, _REACH = 0, 1  # at equal times, a layer is published before a lookup happens
-
-
-class _StepSimulation:
-    """Runs every started step-timed build through the team's layer cache, in time order.
-
-    A queue holds, per build, when it reaches its next step, and per built
-    layer, when it is published.  A lookup sees only layers published at or
-    before it, so a step two builds run at once is run by both.  Events in the
-    past depend only on the past: re-running the simulation after a build
-    starts or is cancelled never rewrites history.
-    """
-
-    def __init__(self, builds: Iterable[_Build], epoch: float):
-        self._epoch = epoch
-        self._builds = {b.build_id: b for b in builds}
-        self._published: dict[str, float] = {}  # cache key -> when it entered the cache
-        self._uploaded: dict[str, float] = {}  # build ID -> when its last publication so far is due
-        self._queue: list[tuple[float, int, int, str, int]] = []
-        self._order = itertools.count()
-        self.timelines: dict[str, _Timeline] = {}
-        for b in self._builds.values():
-            assert b.triggered is not None
-            start = _Entry(b.triggered, "info", f"Building template {b.template_id}/{b.build_id}", None)
-            self.timelines[b.build_id] = _Timeline(end=math.inf, ok=False, entries=[start])
-            self._uploaded[b.build_id] = b.triggered
-            self._push(b.triggered, _REACH, b.build_id, 0)
-
-    def run(self) -> dict[str, _Timeline]:
-        """Process every event; return each build's timeline (entries in time order)."""
-        while self._queue:
-            at, kind, _, build_id, index = heapq.heappop(self._queue)
-            b = self._builds[build_id]
-            if kind == _PUBLISH:
-                self._publish(at, b, index)
-            elif index == len(b.plan):
-                self._finish(at, b)
-            else:
-                self._step(at, b, index)
-        for timeline in self.timelines.values():
-            timeline.entries.sort(key=lambda e: e.time)  # stable: equal times keep their order
-        return self.timelines
-
-    def _push(self, at: float, kind: int, build_id: str, index: int) -> None:
-        heapq.heappush(self._queue, (at, kind, next(self._order), build_id, index))
-
-    def _step(self, at: float, b: _Build, index: int) -> None:
-        """Build ``b`` reaches step ``index`` at ``at``: look the cache up, run or skip it."""
-        timeline = self.timelines[b.build_id]
-        if b.cancelled is not None and b.cancelled <= at:
-            timeline.cancel(b.cancelled)
-            return
-        step = b.plan[index]
-        name = step.spec.step
-        if name == b.behaviour.failed_step:
-            outcome = "failed"
-        elif step.inherited:
-            outcome = "inherited"
-        elif not step.force and self._published.get(step.key, math.inf) <= at:
-            outcome = "cached"
-        else:
-            outcome = "built"
-        cost = 0.0 if outcome == "cached" else step.cost
-        end = at + cost
-        prefix = "base" if index == 0 else f"builder {index}/{len(b.plan) - 1}"
-        cached = "CACHED " if outcome in ("cached", "inherited") else ""
-        timeline.entries.append(_Entry(at, "info", f"{cached}[{prefix}] {step.spec.text} [{step.key}]", name))
-        if outcome in ("built", "failed"):  # the command's output, while it runs
-            for k, line in enumerate(step.lines):
-                timeline.entries.append(_Entry(at + cost * k / len(step.lines), "info", b.line(line), name))
-        if b.cancelled is not None and b.cancelled < end:  # cut short
-            outcome, end = "cancelled", b.cancelled
-        built = outcome == "built"
-        layer_id = _layer_id(b.build_id, index) if built else None
-        published = end + b.upload_delay if built else None
-        timeline.records.append(
-            StepRecord(
-                build_id=b.build_id,
-                template=b.base_name,
-                index=index,
-                step=name,
-                text=step.spec.text,
-                key=step.key,
-                outcome=outcome,
-                cost=step.cost,
-                started_at=at + self._epoch,
-                finished_at=end + self._epoch,
-                published_at=None if published is None else published + self._epoch,
-                layer_id=layer_id,
-            )
-        )
-        if outcome == "cancelled":
-            timeline.cancel(end)
-        elif outcome == "failed":
-            self._fail(end, b, name)
-        else:
-            if published is not None:  # E2B's layer executor: cache locally, upload in the background
-                timeline.entries.append(_Entry(end, "debug", f"Adding layer to cache: {layer_id}", name))
-                timeline.entries.append(_Entry(end, "debug", f"Uploading layer: {layer_id}", name))
-                self._uploaded[b.build_id] = max(self._uploaded[b.build_id], published)
-                self._push(published, _PUBLISH, b.build_id, index)
-            self._push(end, _REACH, b.build_id, index + 1)
-
-    def _publish(self, at: float, b: _Build, index: int) -> None:
-        """The layer of step ``index`` of ``b`` is uploaded: its key now hits ("Saved: <layer>")."""
-        step = b.plan[index]
-        self._published.setdefault(step.key, at)
-        if b.cancelled is None or at <= b.cancelled:
-            self.timelines[b.build_id].entries.append(
-                _Entry(at, "debug", f"Saved: {_layer_id(b.build_id, index)}", step.spec.step)
-            )
-
-    def _finish(self, at: float, b: _Build) -> None:
-        """Every step of ``b`` is done at ``at``: the build ends once its layers are published."""
-        timeline = self.timelines[b.build_id]
-        if b.cancelled is not None and b.cancelled <= at:
-            timeline.cancel(b.cancelled)
-            return
-        if b.behaviour.failed_step is not None:  # a step the build does not have, e.g. "finalize"
-            self._fail(at, b, b.behaviour.failed_step)
-            return
-        end = max(at, self._uploaded[b.build_id])
-        if b.cancelled is not None and b.cancelled < end:
-            timeline.cancel(b.cancelled)
-            return
-        assert b.triggered is not None
-        timeline.end, timeline.ok = end, True
-        timeline.entries.append(_Entry(end, "info", f"Build finished, took {_go_seconds(end - b.triggered)}", None))
-
-    def _fail(self, at: float, b: _Build, step: str) -> None:
-        """Step ``step`` of ``b`` fails at ``at``; the build ends once its uploads are done."""
-        timeline = self.timelines[b.build_id]
-        message = b.behaviour.failure_message(b.name)
-        timeline.entries.append(_Entry(at, "error", message, step))
-        end = max(at, self._uploaded[b.build_id])
-        if b.cancelled is not None and b.cancelled < end:
-            timeline.cancel(b.cancelled)
-            return
-        timeline.end, timeline.ok, timeline.reason = end, False, (message, step)
-        timeline.entries.append(_Entry(end, "error", f"Build failed: {message}", None))
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer on 127.0.0.1 that tracks its connection threads.
-
-    Tracking lets :meth:`E2BEmulator.stop` close idle keep-alive connections
-    (the SDK pools them for minutes) and join every thread it started.
-    """
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, emulator: "E2BEmulator"):
-        self.emulator = emulator
-        self._conn_lock = threading.Lock()
-        self._connections: dict[threading.Thread, socket.socket] = {}
-        self._aborted: set[int] = set()  # ids of sockets to close with RST
-        self.connection_count = 0
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D401 - socketserver hook
-        """Serve each connection on its own tracked thread."""
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address),
-            name="e2b-emulator-conn",
-            daemon=True,
-        )
-        with self._conn_lock:
-            self._connections[thread] = request
-            self.connection_count += 1
-        thread.start()
-
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:  # a client going away mid-request is not our failure
-            pass
-        finally:
-            self.shutdown_request(request)
-            with self._conn_lock:
-                self._connections.pop(threading.current_thread(), None)
-
-    def abort_on_close(self, sock: socket.socket) -> None:
-        """Make closing ``sock`` send a TCP RST instead of a FIN."""
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with self._conn_lock:
-            self._aborted.add(id(sock))
-
-    def shutdown_request(self, request: Any) -> None:
-        """Close a connection: gracefully, or with a reset if it was aborted."""
-        with self._conn_lock:
-            aborted = id(request) in self._aborted
-            self._aborted.discard(id(request))
-        if aborted:
-            try:
-                request.close()
-            except OSError:
-                pass
-        else:
-            super().shutdown_request(request)
-
-    def close_all_connections(self, timeout: float) -> None:
-        """Wake every connection thread by shutting its socket down, then join them."""
-        with self._conn_lock:
-            items = list(self._connections.items())
-        for _, sock in items:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + timeout
-        for thread, _ in items:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Parses one HTTP/1.1 request at a time and hands it to the emulator."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "e2b-emulator/1.0"
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        self.server.emulator._handle(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Silence the default per-request stderr logging."""
-
-    # -- helpers used by the emulator -----------------------------------------
-
-    def read_body(self, limit: int) -> bytes | None:
-        """Read the whole request body (Content-Length or chunked); None if over ``limit``."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                line = self.rfile.readline(65537)
-                n = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if n == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                size += n
-                if size > limit:
-                    return None
-                chunks.append(self.rfile.read(n))
-                self.rfile.readline(3)  # CRLF after the chunk
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def send(
-        self,
-        status: int,
-        body: bytes = b"",
-        content_type: str | None = "application/json",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer with a complete response carrying an exact Content-Length (none on 204)."""
-        self.send_response(status)
-        if body and content_type:
-            self.send_header("Content-Type", content_type)
-        if status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):  # RFC 9110 8.6
-            self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
-        self.wfile.flush()
-
-
-
-
 # --------------------------------------------------------------------------- emulator
 
 
@@ -931,6 +396,9 @@ class E2BEmulator:
         past which a build request is answered 429 (E2B's default: 20).
     :param clock: the monotonic clock every build's course is computed from; a test passes a
         fake one that it moves, so a three-minute build is followed in milliseconds.
+    :param docker: the Docker mode (``DockerMode.prepare()``): step-timed builds run their
+        steps in Docker and sandboxes are containers serving envd's process API and the
+        code interpreter; None (default): the timing mode, where sandboxes run nothing.
     """
 
     def __init__(
@@ -945,12 +413,13 @@ class E2BEmulator:
         public_templates: tuple[str, ...] = ("base", "code-interpreter-v1"),
         build_limit: int = BUILD_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        docker: DockerMode | None = None,
     ):
         if default_step_cost < 0 or upload_delay < 0:
             raise ValueError("default_step_cost and upload_delay must be >= 0")
-        _check_limit(build_limit)
+        check_limit(build_limit)
         self.api_key = api_key
-        self._default = _Behaviour(
+        self._default = Behaviour(
             duration=None if default_duration is None else float(default_duration),
             log_lines=int(default_log_lines),
         )
@@ -960,21 +429,26 @@ class E2BEmulator:
         self._epoch = time.time() - clock()  # wall-clock = monotonic + epoch
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None
         self._forbidden: set[str] = set(forbidden_keys)
-        self._behaviours: dict[str, _Behaviour] = {}
+        self._behaviours: dict[str, Behaviour] = {}
         self._cost_rules: list[tuple[Callable[[StepSpec], bool], float]] = []
         self._faults: list[_Fault] = []
         self._template_ids: dict[str, str] = {}  # name -> template ID, this team's
         self._names: dict[str, str] = {}  # template ID -> name, this team's
-        self._public_ids = {name: _template_id_for(f"public/{name}") for name in public_templates}
-        self._public_builds = {  # template ID -> its one (ready) build ID
-            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}")) for tid in self._public_ids.values()
+        self._public_ids = {name: template_id_for(f"public/{name}") for name in public_templates}
+        # template ID -> its one (ready) build ID; in the Docker mode a stand-in's build ID follows its image,
+        # so layers built on an older stand-in are not found in the cache (their keys hash the parent's build ID)
+        standins = {} if docker is None else {name: image.image for name, image in docker.public.items()}
+        self._public_builds = {
+            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}"
+                                + (f"/{standins[name]}" if name in standins else "")))
+            for name, tid in self._public_ids.items()
         }
-        self._builds: dict[str, _Build] = {}  # build ID -> build, in request order
+        self._builds: dict[str, Build] = {}  # build ID -> build, in request order
         self._assignments: list[_Assignment] = []  # oldest first
-        self._timelines: dict[str, _Timeline] | None = None  # memo, dropped on every change
+        self._timelines: dict[str, Timeline] | None = None  # memo, dropped on every change
         self._sandboxes: dict[str, _Sandbox] = {}
         self._uploads: dict[str, bytes] = {}  # files hash -> uploaded body
         self._upload_counts: dict[str, int] = {}
@@ -984,6 +458,10 @@ class E2BEmulator:
         self._holds: list[tuple[float, int]] = []  # (monotonic time, slots taken (+) or given back (-))
         self._limit_refusals = 0
         self._counted_since = clock()  # peak_builds looks back to here (reset_counters)
+        self._docker = None if docker is None else docker.fork()  # its own containers: removed when it stops
+        self._images: dict[str, Image] = {}  # build ID -> its image, for a build the Docker mode ran
+        self._proxy_server: Server | None = None
+        self._proxy_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -992,7 +470,7 @@ class E2BEmulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
         self._stop_event.clear()
-        self._server = _Server(self)
+        self._server = Server(self._handle)
         self._serve_thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -1000,25 +478,53 @@ class E2BEmulator:
             daemon=True,
         )
         self._serve_thread.start()
+        from e2b_matrix.emulator.sandboxes import SandboxProxy
+
+        proxy = SandboxProxy(self._live_sandbox, None if self._docker is None else self._docker.cli)
+        self._proxy_server = Server(proxy.handle, name="e2b-emulator-sandbox")
+        self._proxy_thread = threading.Thread(
+            target=self._proxy_server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="e2b-emulator-sandbox",
+            daemon=True,
+        )
+        self._proxy_thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close every open connection and join all threads."""
+        """Stop serving, close every open connection and join all threads; in the Docker mode,
+        remove every sandbox's container and every container a build left."""
         server, self._server = self._server, None
         if server is None:
             return
         self._stop_event.set()  # wakes delayed answers
-        server.shutdown()
-        if self._serve_thread is not None:
-            self._serve_thread.join(timeout)
-            self._serve_thread = None
-        server.close_all_connections(timeout)
-        server.server_close()
+        proxy, self._proxy_server = self._proxy_server, None
+        for srv, thread in ((server, self._serve_thread), (proxy, self._proxy_thread)):
+            if srv is None:
+                continue
+            srv.shutdown()
+            if thread is not None:
+                thread.join(timeout)
+            srv.close_all_connections(timeout)
+            srv.server_close()
+        self._serve_thread = self._proxy_thread = None
+        if self._docker is not None:
+            with self._lock:
+                running = [s for s in self._sandboxes.values() if s.killed is None]
+                for s in running:
+                    s.killed = self._clock()
+            for s in running:
+                self._stop_sandbox(s)
+            with self._lock:
+                live = [b.live for b in self._builds.values() if b.live is not None]
+            for course in live:
+                course.cancel(self._clock())
+            self._docker.close()
 
-    def __enter__(self) -> E2BEmulator:
+    def __enter__(self) -> E2BEmulator:  # noqa: PYI034 - start() returns the emulator itself
         return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -1028,9 +534,21 @@ class E2BEmulator:
             raise RuntimeError("emulator not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def sandbox_url(self) -> str:
+        """Base URL of the sandbox proxy (``E2B_SANDBOX_URL``), e.g. ``http://127.0.0.1:54322``."""
+        if self._proxy_server is None:
+            raise RuntimeError("emulator not started")
+        return f"http://127.0.0.1:{self._proxy_server.server_address[1]}"
+
+    @property
+    def mode(self) -> str:
+        """``docker`` (steps and sandboxes run in Docker) or ``timing``."""
+        return "timing" if self._docker is None else "docker"
+
     def env(self) -> dict[str, str]:
         """Environment variables pointing the SDK (or a subprocess) at this emulator."""
-        return {"E2B_API_URL": self.url, "E2B_API_KEY": self.api_key}
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.sandbox_url, "E2B_API_KEY": self.api_key}
 
     # -- configuration -----------------------------------------------------------
 
@@ -1065,7 +583,7 @@ class E2BEmulator:
         if log_lines is not None and log_lines < 0:
             raise ValueError("log_lines must be >= 0")
         with self._lock:
-            self._behaviours[name] = _Behaviour(
+            self._behaviours[name] = Behaviour(
                 duration=self._default.duration if duration is None else float(duration),
                 log_lines=self._default.log_lines if log_lines is None else int(log_lines),
                 fail_at_step=fail_at_step,
@@ -1142,7 +660,7 @@ class E2BEmulator:
 
     def set_build_limit(self, limit: int) -> None:
         """The team's concurrent-build limit for requests from now on (E2B's default: 20)."""
-        _check_limit(limit)
+        check_limit(limit)
         with self._lock:
             self._build_limit = limit
 
@@ -1310,6 +828,21 @@ class E2BEmulator:
                 for s in self._sandboxes.values()
             ]
 
+    def image_of(self, build_id: str) -> str | None:
+        """The Docker mode: the image ID a build's sandboxes run (None until it is ready, or when
+        the timing mode built it)."""
+        with self._lock:
+            image = self._images.get(build_id)
+        return None if image is None else image.image
+
+    def container_of(self, sandbox_id: str) -> str | None:
+        """The Docker mode: the name of a running sandbox's container (None when killed or timed)."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.killed is not None or sandbox.live is None:
+                return None
+            return sandbox.live.container
+
     @property
     def uploads(self) -> dict[str, bytes]:
         """Uploaded archives by files hash."""
@@ -1323,7 +856,7 @@ class E2BEmulator:
                 return sum(self._upload_counts.values())
             return self._upload_counts.get(files_hash, 0)
 
-    def _snapshot(self, b: _Build, now: float) -> BuildSnapshot:
+    def _snapshot(self, b: Build, now: float) -> BuildSnapshot:
         timeline = self._course(b)
         reason = None if timeline is None or timeline.reason is None else timeline.reason[0]
         cancelled = b.cancelled is not None or (b.failure is not None and b.failure.superseded)
@@ -1355,34 +888,36 @@ class E2BEmulator:
 
     # -- build state (callers hold the lock) ------------------------------------------
 
-    def _courses(self) -> dict[str, _Timeline]:
+    def _courses(self) -> dict[str, Timeline]:
         """The timeline of every build that started or failed (memoized until the next change)."""
         if self._timelines is None:
-            courses: dict[str, _Timeline] = {}
+            courses: dict[str, Timeline] = {}
             stepped = []
             for b in self._builds.values():
                 if b.failure is not None:
-                    courses[b.build_id] = _Timeline(
+                    courses[b.build_id] = Timeline(
                         end=b.failure.at, ok=False, reason=(b.failure.message, b.failure.step)
                     )
                 elif b.triggered is None:
                     continue
+                elif b.live is not None:
+                    courses[b.build_id] = b.live.timeline
                 elif b.behaviour.duration is not None:
-                    courses[b.build_id] = _whole_build_timeline(b)
+                    courses[b.build_id] = whole_build_timeline(b)
                 else:
                     stepped.append(b)
-            courses.update(_StepSimulation(stepped, self._epoch).run())
+            courses.update(StepSimulation(stepped, self._epoch).run())
             self._timelines = courses
         return self._timelines
 
-    def _course(self, b: _Build) -> _Timeline | None:
+    def _course(self, b: Build) -> Timeline | None:
         return self._courses().get(b.build_id)
 
     def _changed(self) -> None:
         """A build started, failed or was cancelled: the timelines must be recomputed."""
         self._timelines = None
 
-    def _state(self, b: _Build, now: float) -> str:
+    def _state(self, b: Build, now: float) -> str:
         """E2B's status of ``b`` at monotonic ``now``: waiting, building, ready or error."""
         timeline = self._course(b)
         if timeline is None:
@@ -1391,12 +926,12 @@ class E2BEmulator:
             return "building"
         return "ready" if timeline.ok else "error"
 
-    def _active_until(self, b: _Build) -> float:
+    def _active_until(self, b: Build) -> float:
         """When ``b`` stops counting against the limit (its end; inf while it waits)."""
         timeline = self._course(b)
         return math.inf if timeline is None else timeline.end
 
-    def _counted(self, b: _Build, now: float) -> bool:
+    def _counted(self, b: Build, now: float) -> bool:
         """Does ``b`` count against the team's limit at ``now`` (an active_template_builds row)?"""
         return b.requested > now - ACTIVE_BUILD_WINDOW and now < self._active_until(b)
 
@@ -1438,14 +973,14 @@ class E2BEmulator:
         """The ID of the build of the newest assignment of ``tag`` (or a build ID) whose
         build is ready."""
         tag = tag or DEFAULT_TAG
-        build_id = _as_uuid(tag)
+        build_id = as_uuid(tag)
         if template_id in self._public_builds:
             public = self._public_builds[template_id]
             return public if tag == DEFAULT_TAG or build_id == public else None
         for a in reversed(self._assignments):
-            if a.template_id == template_id and (a.tag == tag or a.build_id == build_id):
-                if self._state(self._builds[a.build_id], now) == "ready":
-                    return a.build_id
+            if (a.template_id == template_id and (a.tag == tag or a.build_id == build_id)
+                    and self._state(self._builds[a.build_id], now) == "ready"):
+                return a.build_id
         return None
 
     def _resolve_reference(self, reference: str, now: float, invalid: str) -> tuple[str, str]:
@@ -1453,7 +988,7 @@ class E2BEmulator:
         fromTemplate lookups do: (template ID, build ID), or _Reply with E2B's status and
         message (``invalid`` prefixes the message for a malformed reference)."""
         try:
-            identifier, tag = _parse_reference(reference)
+            identifier, tag = parse_reference(reference)
         except ValueError as err:
             raise _Reply(400, f"{invalid}: {err}") from None
         template_id = self._template_of(identifier)
@@ -1464,14 +999,14 @@ class E2BEmulator:
             raise _Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")
         return template_id, build_id
 
-    def _find_build(self, template_id: str, build_id: str) -> _Build | None:
+    def _find_build(self, template_id: str, build_id: str) -> Build | None:
         """E2B's GetTemplateBuildWithTemplate: the build of that template *ID* with an assignment."""
         build = self._builds.get(build_id)
         if build is None or build.template_id != template_id or not self._tags_of(build_id):
             return None
         return build
 
-    def _plan(self, b: _Build, start: dict[str, Any]) -> tuple[_PlannedStep, ...]:
+    def _plan(self, b: Build, start: dict[str, Any]) -> tuple[PlannedStep, ...]:
         """The steps of a step-timed build: the base, then each received step, with keys and costs."""
         steps = start.get("steps") or []
         lines = b.behaviour.log_lines
@@ -1482,11 +1017,11 @@ class E2BEmulator:
         else:
             reference = str(start["fromImage"])
             source, text = reference, f"FROM {reference}"
-        key = _hash_keys(_INDEX_VERSION, _PROVISION_VERSION, _DISK_SIZE_MB, source)
+        key = hash_keys(INDEX_VERSION, PROVISION_VERSION, DISK_SIZE_MB, source)
         force = bool(start.get("force"))
         base = StepSpec(b.base_name, "base", "FROM", (reference,), text)
         plan = [
-            _PlannedStep(
+            PlannedStep(
                 base,
                 key,
                 self._cost(base, 0.0),
@@ -1499,10 +1034,10 @@ class E2BEmulator:
             kind, args = str(step.get("type", "")), tuple(str(a) for a in step.get("args") or ())
             force = force or bool(step.get("force"))  # a forced step forces every later one
             files_hash = step.get("filesHash")
-            key = _hash_keys(key, kind, " ".join(args), "<nil>" if files_hash is None else str(files_hash))
+            key = hash_keys(key, kind, " ".join(args), "<nil>" if files_hash is None else str(files_hash))
             spec = StepSpec(b.base_name, str(number), kind, args, f"{kind.upper()} {' '.join(args)}")
             lines_of = tuple(i for i, o in enumerate(owners) if o == number)
-            plan.append(_PlannedStep(spec, key, self._cost(spec, self._default_step_cost), force, False, lines_of))
+            plan.append(PlannedStep(spec, key, self._cost(spec, self._default_step_cost), force, False, lines_of))
         return tuple(plan)
 
     def _cost(self, spec: StepSpec, default: float) -> float:
@@ -1513,7 +1048,7 @@ class E2BEmulator:
 
     # -- request handling ----------------------------------------------------------
 
-    def _handle(self, h: _Handler) -> None:
+    def _handle(self, h: Handler) -> None:
         """Route one request: faults first, then auth, then the route handler."""
         split = urlsplit(h.path)
         path = split.path
@@ -1529,7 +1064,7 @@ class E2BEmulator:
         body = h.read_body(limit)
         if body is None:
             h.close_connection = True
-            return self._answer(h, path, route, 413, _error_body(413, "request body too large"))
+            return self._answer(h, path, route, 413, error_body(413, "request body too large"))
 
         if fault is not None:
             if fault.delay and self._stop_event.wait(fault.delay):
@@ -1547,11 +1082,11 @@ class E2BEmulator:
                 self._authenticate(h)
             status, payload = self._dispatch(route, params, split.query, body)
         except _Reply as reply:
-            status, payload = reply.status, _error_body(reply.status, reply.message)
+            status, payload = reply.status, error_body(reply.status, reply.message)
         if fault is not None and fault.truncate:
             payload = payload[: len(payload) // 2]
         elif fault is not None and fault.reshape is not None and 200 <= status < 300 and payload:
-            payload = _json(fault.reshape(json.loads(payload)))
+            payload = json_bytes(fault.reshape(files.parse_json(payload)))
         self._answer(h, path, route, status, payload)
 
     def _take_fault(self, route: str) -> _Fault | None:
@@ -1565,16 +1100,16 @@ class E2BEmulator:
                     return fault
         return None
 
-    def _answer_fault(self, h: _Handler, path: str, route: str, fault: _Fault) -> None:
+    def _answer_fault(self, h: Handler, path: str, route: str, fault: _Fault) -> None:
         status = int(fault.status)  # type: ignore[arg-type]
         if fault.body is None:
             try:
                 phrase = HTTPStatus(status).phrase
             except ValueError:
                 phrase = "error"
-            payload = _error_body(status, f"emulated {status} {phrase}")
+            payload = error_body(status, f"emulated {status} {phrase}")
         elif isinstance(fault.body, dict):
-            payload = _json(fault.body)
+            payload = json_bytes(fault.body)
         elif isinstance(fault.body, str):
             payload = fault.body.encode()
         else:
@@ -1584,7 +1119,7 @@ class E2BEmulator:
 
     def _answer(
         self,
-        h: _Handler,
+        h: Handler,
         path: str,
         route: str,
         status: int,
@@ -1595,12 +1130,12 @@ class E2BEmulator:
         self._record(h, path, route, status)
         h.send(status, payload, headers=headers)
 
-    def _record(self, h: _Handler, path: str, route: str, status: int) -> None:
+    def _record(self, h: Handler, path: str, route: str, status: int) -> None:
         with self._lock:
             self._request_count += 1
             self._records.append(_Record(h.command, path, status, route, h.request_version))
 
-    def _authenticate(self, h: _Handler) -> None:
+    def _authenticate(self, h: Handler) -> None:
         key = h.headers.get("X-API-KEY")
         with self._lock:
             forbidden = key in self._forbidden
@@ -1612,6 +1147,12 @@ class E2BEmulator:
     def _dispatch(self, route: str, params: dict[str, str], query: str, body: bytes) -> tuple[int, bytes]:
         if route == "upload":
             return self._upload(params["hash"], body)
+        if route == "create_sandbox":  # these take the lock themselves: a container starts or stops meanwhile
+            return self._create_sandbox(self._parse_json(body))
+        if route == "kill_sandbox":
+            return self._kill_sandbox(params["sid"])
+        if route == "connect_sandbox":
+            return self._connect_sandbox(params["sid"], self._parse_json(body or b"{}"))
         now = self._clock()
         with self._lock:  # every route sees (and changes) the state at one instant
             if route == "request_build":
@@ -1630,16 +1171,12 @@ class E2BEmulator:
                 return self._get_tags(params["tid"])
             if route == "alias":
                 return self._alias(params["alias"], now)
-            if route == "create_sandbox":
-                return self._create_sandbox(self._parse_json(body), now)
-            if route == "kill_sandbox":
-                return self._kill_sandbox(params["sid"], now)
         raise _Reply(404, "Not found")
 
     @staticmethod
     def _parse_json(body: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(body or b"null")
+            data = files.parse_json(body or b"null")
         except ValueError:
             raise _Reply(400, "Invalid request body: invalid JSON") from None
         if not isinstance(data, dict):
@@ -1661,11 +1198,11 @@ class E2BEmulator:
         if not isinstance(extra_tags, list):
             raise _Reply(400, "Invalid request body: tags must be a list of strings")
         try:
-            tags = _validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
+            tags = validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
         except ValueError as err:
             raise _Reply(400, f"Invalid tag: {err}") from None
         tags = tags or [DEFAULT_TAG]
-        template_id = self._template_ids.get(base) or _template_id_for(base)
+        template_id = self._template_ids.get(base) or template_id_for(base)
         self._check_build_limit(template_id, tags, now)
         cpu = req.get("cpuCount", DEFAULT_CPU)
         if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 1 or cpu > 32 or (cpu != 1 and cpu % 2):
@@ -1678,10 +1215,10 @@ class E2BEmulator:
         for old in self._builds.values():  # E2B's InvalidateUnstartedTemplateBuilds
             waiting = old.template_id == template_id and self._state(old, now) == "waiting"
             if waiting and self._tags_of(old.build_id) & set(tags):
-                old.failure = _Failure(now, SUPERSEDED_MESSAGE, None, superseded=True)
+                old.failure = Failure(now, SUPERSEDED_MESSAGE, None, superseded=True)
                 self._changed()
         build_id = str(uuid.uuid4())
-        self._builds[build_id] = _Build(
+        self._builds[build_id] = Build(
             name=name,
             base_name=base,
             template_id=template_id,
@@ -1694,7 +1231,7 @@ class E2BEmulator:
             requested=now,
         )
         self._assignments.extend(_Assignment(template_id, build_id, tag, now) for tag in tags)
-        return 202, _json(
+        return 202, json_bytes(
             {
                 "templateID": template_id,
                 "buildID": build_id,
@@ -1712,7 +1249,7 @@ class E2BEmulator:
         if template_id not in self._names:
             raise _Reply(404, f"Error when getting template: {NO_ROWS}")
         url = f"{self.url}/upload/{quote(files_hash, safe='')}"
-        return 201, _json({"present": files_hash in self._uploads, "url": url})
+        return 201, json_bytes({"present": files_hash in self._uploads, "url": url})
 
     def _upload(self, files_hash: str, body: bytes) -> tuple[int, bytes]:
         """PUT /upload/{hash}: store the archive (like a presigned bucket URL)."""
@@ -1726,7 +1263,7 @@ class E2BEmulator:
         steps = start.get("steps", [])
         if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
             raise _Reply(400, "Invalid request body: steps must be a list of objects")
-        if _as_uuid(build_id) is None:
+        if as_uuid(build_id) is None:
             raise _Reply(400, f"Invalid build ID: {build_id}")
         build = self._find_build(template_id, build_id)
         if build is None:
@@ -1740,6 +1277,8 @@ class E2BEmulator:
                 and self._tags_of(other.build_id) & tags
             ):
                 other.cancelled = now
+                if other.live is not None:
+                    other.live.cancel(now)
                 self._changed()
         if self._state(build, now) != "waiting":
             raise _Reply(400, "build is not in waiting state")
@@ -1748,17 +1287,19 @@ class E2BEmulator:
         if has_image == has_template:
             problem = "cannot specify both" if has_image else "must specify either"
             source_error = f"failed to set template source: {problem} fromImage or fromTemplate"
-            build.failure = _Failure(now, f"error when building env: {source_error}", None, superseded=False)
+            build.failure = Failure(now, f"error when building env: {source_error}", None, superseded=False)
         elif has_template:
             try:
                 _, build.parent_build_id = self._resolve_reference(
                     str(start["fromTemplate"]), now, "invalid template reference"
                 )
             except _Reply as refused:  # E2B accepts the start and fails the build at "base"
-                build.failure = _Failure(now, refused.message, "base", superseded=False)
+                build.failure = Failure(now, refused.message, "base", superseded=False)
         build.start_body, build.triggered = copy.deepcopy(start), now
         if build.failure is None and build.behaviour.duration is None:
             build.plan, build.upload_delay = self._plan(build, start), self._upload_delay
+            if self._docker is not None:
+                self._run_in_docker(build, start)
         self._changed()
         if source_error is not None:
             raise _Reply(500, f"Error when starting template build: {source_error}")
@@ -1766,7 +1307,7 @@ class E2BEmulator:
 
     def _status(self, template_id: str, build_id: str, query: dict[str, list[str]], now: float) -> tuple[int, bytes]:
         """GET .../status?logsOffset=N&limit=M: status and a page of log entries."""
-        canonical = _as_uuid(build_id)
+        canonical = as_uuid(build_id)
         if canonical is None:
             raise _Reply(400, "Invalid build id")
         build = self._find_build(template_id, canonical)
@@ -1787,7 +1328,7 @@ class E2BEmulator:
         }
         timeline = self._course(build)
         if status == "waiting" or timeline is None:
-            return 200, _json(info)
+            return 200, json_bytes(info)
         visible = [e for e in timeline.entries if e.time <= now]
         page = visible[offset : offset + limit]
         info["logEntries"] = [e.to_json(self._epoch) for e in page]
@@ -1800,7 +1341,7 @@ class E2BEmulator:
                     e.to_json(self._epoch) for e in page if e.step == step and e.level in ("warn", "error")
                 ]
             info["reason"] = reason
-        return 200, _json(info)
+        return 200, json_bytes(info)
 
     # -- tag and alias routes ----------------------------------------------------------
 
@@ -1812,7 +1353,7 @@ class E2BEmulator:
         if not tags:
             raise _Reply(400, "At least one tag is required")
         try:
-            identifier, tag = _parse_reference(target)
+            identifier, tag = parse_reference(target)
         except ValueError as err:
             raise _Reply(400, f"Invalid target template format: {err}") from None
         template_id = self._template_of(identifier)
@@ -1823,11 +1364,11 @@ class E2BEmulator:
             raise _Reply(404, f"Template '{target}' with tag '{tag or DEFAULT_TAG}' not found")
         self._owned(identifier)
         try:
-            valid = _validate_tags(tags)
+            valid = validate_tags(tags)
         except ValueError as err:
             raise _Reply(400, f"Invalid tag: {err}") from None
         self._assignments.extend(_Assignment(template_id, build_id, t, now) for t in valid)
-        return 201, _json({"tags": valid, "buildID": build_id})
+        return 201, json_bytes({"tags": valid, "buildID": build_id})
 
     def _remove_tags(self, req: dict[str, Any]) -> tuple[int, bytes]:
         """DELETE /templates/tags {name, tags}: delete every assignment of ``tags``."""
@@ -1835,7 +1376,7 @@ class E2BEmulator:
         if not isinstance(tags, list) or not isinstance(name, str):
             raise _Reply(400, "Invalid request body: name and tags are required")
         try:
-            valid = _validate_tags(tags)
+            valid = validate_tags(tags)
         except ValueError as err:
             raise _Reply(400, f"Invalid tag: {err}") from None
         if not valid:
@@ -1843,7 +1384,7 @@ class E2BEmulator:
         if DEFAULT_TAG in valid:
             raise _Reply(400, f"Cannot delete the '{DEFAULT_TAG}' tag")
         try:
-            identifier, tag = _parse_reference(name)
+            identifier, tag = parse_reference(name)
         except ValueError as err:
             raise _Reply(400, f"Invalid template name format: {err}") from None
         if tag is not None:
@@ -1855,7 +1396,7 @@ class E2BEmulator:
     def _get_tags(self, reference: str) -> tuple[int, bytes]:
         """GET /templates/{id or name}/tags: the newest assignment of each tag, by tag."""
         try:
-            identifier, _ = _parse_reference(reference)
+            identifier, _ = parse_reference(reference)
         except ValueError as err:
             raise _Reply(400, f"Invalid template reference: {err}") from None
         template_id = self._owned(identifier)
@@ -1863,9 +1404,9 @@ class E2BEmulator:
         for a in self._assignments:
             if a.template_id == template_id:
                 newest[a.tag] = a
-        return 200, _json(
+        return 200, json_bytes(
             [
-                {"tag": a.tag, "buildID": a.build_id, "createdAt": _iso(a.created + self._epoch)}
+                {"tag": a.tag, "buildID": a.build_id, "createdAt": iso(a.created + self._epoch)}
                 for a in sorted(newest.values(), key=lambda a: a.tag)
             ]
         )
@@ -1874,7 +1415,7 @@ class E2BEmulator:
         """GET /templates/aliases/{alias}: the template a name (or ID) stands for; with a
         tag, only if the tag resolves to a ready build."""
         try:
-            identifier, tag = _parse_reference(alias)
+            identifier, tag = parse_reference(alias)
         except ValueError as err:
             raise _Reply(400, f"Invalid alias format: {err}") from None
         template_id = self._template_of(identifier)
@@ -1884,61 +1425,157 @@ class E2BEmulator:
             raise _Reply(403, "You don't have access to this template alias")
         if ":" in alias and self._resolve(template_id, tag, now) is None:
             raise _Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")
-        return 200, _json({"templateID": template_id, "public": False})
+        return 200, json_bytes({"templateID": template_id, "public": False})
 
     # -- sandbox routes ----------------------------------------------------------------
 
-    def _create_sandbox(self, req: dict[str, Any], now: float) -> tuple[int, bytes]:
-        """POST /v2/sandboxes: resolve the reference to a ready build and start a sandbox on it."""
+    def _create_sandbox(self, req: dict[str, Any]) -> tuple[int, bytes]:
+        """POST /v2/sandboxes: resolve the reference to a ready build and start a sandbox on it
+        (in the Docker mode, a container of the build's image)."""
+        from e2b_matrix.emulator.sandboxes import LiveSandbox
+
         reference = req.get("templateID")
         if not isinstance(reference, str):
             raise _Reply(400, "Error when parsing request: templateID is required")
-        template_id, build_id = self._resolve_reference(reference, now, "Invalid template reference")
+        envs = req.get("envVars") or {}
+        if not isinstance(envs, dict):
+            raise _Reply(400, "Error when parsing request: envVars must be an object")
+        with self._lock:
+            now = self._clock()
+            template_id, build_id = self._resolve_reference(reference, now, "Invalid template reference")
+            public_names = {tid: name for name, tid in self._public_ids.items()}
+            name = self._names.get(template_id) or public_names[template_id]
+            image = None
+            if self._docker is not None:
+                image = self._images.get(build_id) or (
+                    self._docker.public.get(name) if template_id in self._public_builds else None)
+                if image is None:
+                    raise _Reply(500, f"Failed to create sandbox: the emulator has no image of build {build_id} "
+                                      "(built in its timing mode, or a public template it has no stand-in of)")
+            build = self._builds.get(build_id)
         sandbox_id = "i" + uuid.uuid4().hex[:20]
-        self._sandboxes[sandbox_id] = _Sandbox(reference, template_id, build_id, sandbox_id, now)
-        public_names = {tid: name for name, tid in self._public_ids.items()}
-        return 201, _json(
+        live = LiveSandbox(sandbox_id, image, envs={str(k): str(v) for k, v in envs.items()})
+        if self._docker is not None:
+            from e2b_matrix.backends.docker_engine import DockerError
+            from e2b_matrix.emulator.sandboxes import start_sandbox
+
+            try:
+                start_sandbox(self._docker.cli, live, owner=self._docker.owner, devices=self._docker.devices,
+                              cpus=build.cpu_count if build else DEFAULT_CPU,
+                              memory_mb=build.memory_mb if build else DEFAULT_MEMORY_MB)
+            except DockerError as exc:
+                self._docker.cli.remove_container(f"e2b-emulator-sandbox-{sandbox_id}")
+                raise _Reply(500, f"Failed to create sandbox: {' '.join(str(exc).split())[:300]}") from None
+        with self._lock:
+            sandbox = _Sandbox(reference, template_id, build_id, sandbox_id, self._clock(), live=live)
+            self._sandboxes[sandbox_id] = sandbox
+            timeout = req.get("timeout", 15)  # E2B's API default (openapi.yml: NewSandbox.timeout)
+            if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
+                self._set_expiry(sandbox, timeout)
+        return 201, json_bytes(
             {
                 "templateID": template_id,
                 "sandboxID": sandbox_id,
                 "clientID": CLIENT_ID,
                 "envdVersion": ENVD_VERSION,
-                "alias": self._names.get(template_id) or public_names[template_id],
+                "alias": name,
                 "domain": None,
             }
         )
 
-    def _kill_sandbox(self, sandbox_id: str, now: float) -> tuple[int, bytes]:
-        """DELETE /sandboxes/{id}: kill a running sandbox (204), else 404."""
+    def _connect_sandbox(self, sandbox_id: str, req: dict[str, Any]) -> tuple[int, bytes]:
+        """POST /v2/sandboxes/{id}/connect: a running sandbox, its timeout set anew (200); else 404
+        (handlers/sandbox_connect.go: KeepAliveFor; paused sandboxes are not modelled)."""
         parts = sandbox_id.split("-")
         if len(parts) > 2 or not SANDBOX_ID_RE.fullmatch(parts[0]):
             raise _Reply(400, "Invalid sandbox ID")
-        sandbox = self._sandboxes.get(parts[0])
-        if sandbox is None or sandbox.killed is not None:
-            raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
-        sandbox.killed = now
+        with self._lock:
+            sandbox = self._sandboxes.get(parts[0])
+            if sandbox is None or sandbox.killed is not None:
+                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+            timeout = req.get("timeout")
+            if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
+                self._set_expiry(sandbox, timeout)
+            public_names = {tid: name for name, tid in self._public_ids.items()}
+            return 200, json_bytes(
+                {
+                    "templateID": sandbox.template_id,
+                    "sandboxID": sandbox.sandbox_id,
+                    "clientID": CLIENT_ID,
+                    "envdVersion": ENVD_VERSION,
+                    "alias": self._names.get(sandbox.template_id) or public_names[sandbox.template_id],
+                    "domain": None,
+                }
+            )
+
+    def _set_expiry(self, sandbox: _Sandbox, seconds: int) -> None:
+        """The sandbox is killed ``seconds`` from now, as E2B kills it when its timeout passes
+        (caller holds the lock; the Docker mode: its container is removed)."""
+        if sandbox.expiry is not None:
+            sandbox.expiry.cancel()
+        sandbox.expiry = threading.Timer(max(seconds, 0), self._expire, (sandbox.sandbox_id,))
+        sandbox.expiry.daemon = True
+        sandbox.expiry.start()
+
+    def _kill_sandbox(self, sandbox_id: str) -> tuple[int, bytes]:
+        """DELETE /sandboxes/{id}: kill a running sandbox (204; its container is removed), else 404."""
+        parts = sandbox_id.split("-")
+        if len(parts) > 2 or not SANDBOX_ID_RE.fullmatch(parts[0]):
+            raise _Reply(400, "Invalid sandbox ID")
+        with self._lock:
+            sandbox = self._sandboxes.get(parts[0])
+            if sandbox is None or sandbox.killed is not None:
+                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+            sandbox.killed = self._clock()
+        self._stop_sandbox(sandbox)
         return 204, b""
 
+    def _expire(self, sandbox_id: str) -> None:
+        """The sandbox's timeout passed: E2B kills it."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.killed is not None:
+                return
+            sandbox.killed = self._clock()
+        self._stop_sandbox(sandbox)
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the emulator by itself (to try builds without an account) until Ctrl-C."""
-    import argparse
-    import secrets
+    def _stop_sandbox(self, sandbox: _Sandbox) -> None:
+        if sandbox.expiry is not None:
+            sandbox.expiry.cancel()
+        if self._docker is not None and sandbox.live is not None:
+            from e2b_matrix.emulator.sandboxes import stop_sandbox
 
-    parser = argparse.ArgumentParser(description="An emulator of E2B's API on 127.0.0.1.")
-    parser.add_argument("--api-key", default="e2b_" + secrets.token_hex(20), help="the key it accepts")
-    parser.add_argument("--step-cost", type=float, default=0.05, help="seconds a step that misses the cache takes")
-    args = parser.parse_args(argv)
-    with E2BEmulator(api_key=args.api_key, default_step_cost=args.step_cost) as emu:
-        for key, value in emu.env().items():
-            print(f"export {key}={value}")
-        print("# serving on 127.0.0.1 until Ctrl-C", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
+            stop_sandbox(self._docker.cli, sandbox.live)
 
+    def _live_sandbox(self, sandbox_id: str) -> LiveSandbox | None:
+        """The running sandbox the proxy serves for ``sandbox_id`` (None when unknown or killed)."""
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            return sandbox.live if sandbox is not None and sandbox.killed is None else None
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    # -- the Docker mode -------------------------------------------------------------------
+
+    def _run_in_docker(self, build: Build, start: dict[str, Any]) -> None:
+        """Start executing ``build``'s steps (caller holds the lock; the plan is made)."""
+        from e2b_matrix.emulator.docker_steps import Job
+
+        assert self._docker is not None
+        parent = None
+        if build.parent_build_id is not None:
+            tid = next((t for t, b in self._public_builds.items() if b == build.parent_build_id), None)
+            public_names = {t: n for n, t in self._public_ids.items()}
+            parent = (self._docker.public.get(public_names[tid]) if tid is not None
+                      else self._images.get(build.parent_build_id))
+        course = LiveCourse(build, self._lock, self._epoch)
+        build.live = course
+
+        def done(image: Image, build_id: str = build.build_id) -> None:
+            with self._lock:
+                self._images[build_id] = image
+
+        def upload(files_hash: str) -> bytes | None:
+            with self._lock:
+                return self._uploads.get(files_hash)
+
+        self._docker.steps.start(Job(course, build.plan, copy.deepcopy(start), parent, upload,
+                                     build.cpu_count, build.memory_mb, done))

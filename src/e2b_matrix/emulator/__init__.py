@@ -1,0 +1,31 @@
+"""A local E2B: an emulator of E2B's API (and, in its Docker mode, of its builds and sandboxes).
+
+For the tests and benchmarks, and for anyone without an E2B account
+(``e2b-matrix emulate``; docs/emulator.md says what it does not model). The
+*real* ``e2b`` SDK and ``e2b-code-interpreter`` client talk to it through
+``E2B_API_URL`` and ``E2B_SANDBOX_URL``. One module per job:
+
+- ``api``: the API server (templates, builds, tags, sandboxes), :class:`E2BEmulator`;
+- ``timing``: the timing model of builds (step costs, E2B's layer cache, logs);
+- ``rules``: E2B's rules it follows (names, tags, references, limits, cache keys);
+- ``http``: the HTTP/1.1 server both endpoints run on;
+- ``docker_steps``: the Docker mode's step executor (each step run as E2B runs it);
+- ``standin``: the images that stand for E2B's public templates in Docker mode;
+- ``sandboxes``: the sandbox proxy (envd's process API, the code interpreter's /execute);
+- ``serve``: ``e2b-matrix emulate``.
+
+Importing this package loads the API and its timing model only (standard library);
+the Docker mode loads when it is asked for.
+"""
+
+from e2b_matrix.emulator.api import (
+    BUILD_LIMIT,
+    ROUTES,
+    BuildSnapshot,
+    E2BEmulator,
+    SandboxSnapshot,
+    StepRecord,
+    StepSpec,
+)
+
+__all__ = ["BUILD_LIMIT", "ROUTES", "BuildSnapshot", "E2BEmulator", "SandboxSnapshot", "StepRecord", "StepSpec"]
