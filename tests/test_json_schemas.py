@@ -61,6 +61,7 @@ def test_every_json_output_matches_its_schema(built, emu):
         "status": run_json(built, "status", "--json"),
         "lock-check": run_json(built, "lock", "check", "--remote", "--json"),
         "lock-show": run_json(built, "lock", "show", "--json"),
+        "prune": run_json(built, "prune", "--json"),
     }
     assert {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} == set(outputs)
     for kind, data in outputs.items():

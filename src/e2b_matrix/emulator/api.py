@@ -246,6 +246,7 @@ ROUTES = (
     "create_sandbox",
     "connect_sandbox",
     "kill_sandbox",
+    "delete_template",
 )
 
 _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
@@ -261,6 +262,7 @@ _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "create_sandbox", re.compile(r"^/v2/sandboxes/?$")),
     ("POST", "connect_sandbox", re.compile(r"^(?:/v2)?/sandboxes/(?P<sid>[^/]+)/connect$")),
     ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
+    ("DELETE", "delete_template", re.compile(r"^/templates/(?P<tid>[^/]+)$")),
 )
 
 
@@ -365,6 +367,7 @@ class _Record:
     status: int  # 0 when the connection was reset without an answer
     route: str
     http_version: str
+    api_key: str | None = None  # the X-API-KEY it carried (an environment's key must reach only its own E2B)
 
 
 class _Reply(Exception):
@@ -436,6 +439,7 @@ class E2BEmulator:
         self._cost_rules: list[tuple[Callable[[StepSpec], bool], float]] = []
         self._faults: list[_Fault] = []
         self._template_ids: dict[str, str] = {}  # name -> template ID, this team's
+        self._deleted: set[str] = set()  # template IDs deleted (never built again)
         self._names: dict[str, str] = {}  # template ID -> name, this team's
         self._public_ids = {name: template_id_for(f"public/{name}") for name in public_templates}
         # template ID -> its one (ready) build ID; in the Docker mode a stand-in's build ID follows its image,
@@ -701,6 +705,12 @@ class E2BEmulator:
             return [(r.method, r.path, r.status) for r in self._records]
 
     @property
+    def api_keys(self) -> set[str]:
+        """Every API key requests carried (an upload to its presigned link carries none)."""
+        with self._lock:
+            return {r.api_key for r in self._records if r.api_key is not None}
+
+    @property
     def request_count(self) -> int:
         """Requests handled since start (or since :meth:`reset_counters`)."""
         with self._lock:
@@ -960,6 +970,14 @@ class E2BEmulator:
             return self._public_ids[identifier]
         return identifier if identifier in self._names or identifier in self._public_builds else None
 
+    def _new_template_id(self, name: str) -> str:
+        """A stable ID for a new template of ``name``; never one of a deleted template."""
+        template_id, n = template_id_for(name), 0
+        while template_id in self._deleted:
+            n += 1
+            template_id = template_id_for(f"{name}#{n}")
+        return template_id
+
     def _owned(self, identifier: str) -> str:
         """The ID of this team's template ``identifier``: _Reply 404 if none, 403 if public."""
         template_id = self._template_of(identifier)
@@ -1133,7 +1151,8 @@ class E2BEmulator:
     def _record(self, h: Handler, path: str, route: str, status: int) -> None:
         with self._lock:
             self._request_count += 1
-            self._records.append(_Record(h.command, path, status, route, h.request_version))
+            self._records.append(_Record(h.command, path, status, route, h.request_version,
+                                         h.headers.get("X-API-KEY")))
 
     def _authenticate(self, h: Handler) -> None:
         key = h.headers.get("X-API-KEY")
@@ -1171,6 +1190,8 @@ class E2BEmulator:
                 return self._get_tags(params["tid"])
             if route == "alias":
                 return self._alias(params["alias"], now)
+            if route == "delete_template":
+                return self._delete_template(params["tid"])
         raise _Reply(404, "Not found")
 
     @staticmethod
@@ -1202,7 +1223,7 @@ class E2BEmulator:
         except ValueError as err:
             raise _Reply(400, f"Invalid tag: {err}") from None
         tags = tags or [DEFAULT_TAG]
-        template_id = self._template_ids.get(base) or template_id_for(base)
+        template_id = self._template_ids.get(base) or self._new_template_id(base)
         self._check_build_limit(template_id, tags, now)
         cpu = req.get("cpuCount", DEFAULT_CPU)
         if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 1 or cpu > 32 or (cpu != 1 and cpu % 2):
@@ -1516,6 +1537,24 @@ class E2BEmulator:
         sandbox.expiry = threading.Timer(max(seconds, 0), self._expire, (sandbox.sandbox_id,))
         sandbox.expiry.daemon = True
         sandbox.expiry.start()
+
+    def _delete_template(self, identifier: str) -> tuple[int, bytes]:
+        """DELETE /templates/{id}: the whole template, its builds and tags (E2B has no per-build delete);
+        refused (400) while a sandbox of it runs (e2b-dev/infra packages/api/internal/handlers/
+        template_delete.go). Its ID is never built again: a new build of the name makes a new template."""
+        template_id = self._owned(identifier)
+        if any(s.template_id == template_id and s.killed is None for s in self._sandboxes.values()):
+            raise _Reply(400, f"cannot delete template '{identifier}' because there are running sandboxes using it")
+        name = self._names.pop(template_id, None)
+        if name is not None:
+            self._template_ids.pop(name, None)
+            self._deleted.add(template_id)
+        gone = {b for b, build in self._builds.items() if build.template_id == template_id}
+        for b in gone:
+            del self._builds[b]
+        self._assignments = [a for a in self._assignments if a.build_id not in gone]
+        self._changed()
+        return 204, b""
 
     def _kill_sandbox(self, sandbox_id: str) -> tuple[int, bytes]:
         """DELETE /sandboxes/{id}: kill a running sandbox (204; its container is removed), else 404."""
