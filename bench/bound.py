@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 EPS = 1e-9  # float sums of the same costs in another order: equal starts are equal
@@ -76,8 +76,8 @@ EPS = 1e-9  # float sums of the same costs in another order: equal starts are eq
 class Step:
     """One distinct step (a layer-cache key) of the step trie."""
 
-    cost: float                        # seconds it runs on a cache miss
-    ends: int = 0                      # variants whose last step this is
+    cost: float  # seconds it runs on a cache miss
+    ends: int = 0  # variants whose last step this is
     children: tuple[Step, ...] = ()
 
 
@@ -85,11 +85,11 @@ class Step:
 class Bound:
     """The bound and what it is made of (seconds)."""
 
-    bound_s: float       # max(critical_s, release_s)
-    critical_s: float    # the critical path, after releases
-    release_s: float     # max over t of t + W(t) / limit
-    at_s: float          # the t that gives release_s
-    work_s: float        # W(t) at that t
+    bound_s: float  # max(critical_s, release_s)
+    critical_s: float  # the critical path, after releases
+    release_s: float  # max over t of t + W(t) / limit
+    at_s: float  # the t that gives release_s
+    work_s: float  # W(t) at that t
 
 
 def from_plan(segments: Iterable[dict[str, Any]], cost: Callable[[str, bool], float]) -> tuple[Step, ...]:
@@ -103,8 +103,11 @@ def from_plan(segments: Iterable[dict[str, Any]], cost: Callable[[str, bool], fl
         below = {v for child in segment["children"] for v in child["variants"]}
         ends = len(set(segment["variants"]) - below)
         texts = segment["steps"]
-        step = Step(cost(texts[-1], first_is_base and len(texts) == 1), ends,
-                    tuple(chain(child, False) for child in segment["children"]))
+        step = Step(
+            cost(texts[-1], first_is_base and len(texts) == 1),
+            ends,
+            tuple(chain(child, False) for child in segment["children"]),
+        )
         for i in range(len(texts) - 2, -1, -1):
             step = Step(cost(texts[i], first_is_base and i == 0), 0, (step,))
         return step
@@ -118,8 +121,8 @@ class _Node:
     ends: int
     leaf: bool
     root: bool
-    path: float                 # the cost of the steps before it
-    hops: int                   # the steps before it (not a base) another build may have to wait for
+    path: float  # the cost of the steps before it
+    hops: int  # the steps before it (not a base) another build may have to wait for
     children: tuple[int, ...]
 
 
@@ -140,19 +143,18 @@ def _flatten(roots: Sequence[Step]) -> list[_Node]:
     return nodes
 
 
-def _least(nodes: list[_Node], roots: list[int], t: float, weight: Callable[[_Node], float],
-           upload_s: float) -> float:
+def _least(nodes: list[_Node], roots: list[int], t: float, weight: Callable[[_Node], float], upload_s: float) -> float:
     """The least total ``weight`` of the steps whose earliest start is ``t`` or later, over every choice
     of continuations. A step reached through ``waits`` releases starts at ``path + waits * upload_s``."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def least(i: int, waits: int) -> float:
         node = nodes[i]
         here = weight(node) if node.path + waits * upload_s >= t - EPS else 0.0
         if node.root:  # the base: every build has it at once
             return here + sum(least(c, waits) for c in node.children)
         released = [least(c, waits + 1) for c in node.children]
-        saved = max((r - least(c, waits) for c, r in zip(node.children, released)), default=0.0)
+        saved = max((r - least(c, waits) for c, r in zip(node.children, released, strict=True)), default=0.0)
         return here + sum(released) - saved
 
     return sum(least(r, 0) for r in roots)
@@ -196,6 +198,7 @@ def release_bound(roots: Sequence[Step], limit: int, upload_s: float, poll_s: fl
 def naive_bound(roots: Sequence[Step], limit: int, upload_s: float) -> float:
     """The bound bench/scale.py divided by before: max(the longest chain of steps plus one upload,
     the cost of every distinct step / limit), the bases excluded."""
+
     def chain(step: Step) -> float:
         return step.cost + max((chain(c) for c in step.children), default=0.0)
 

@@ -46,8 +46,7 @@ def new_build(entry, k: int):
     return attrs.evolve(entry, build_id=f"rebuild-{k}", channels={}, history=())
 
 
-def measure(n: int, runs: int, folder: Path, batch: int = 1,
-            profile: bool = False) -> tuple[list[float], list[float]]:
+def measure(n: int, runs: int, folder: Path, batch: int = 1, profile: bool = False) -> tuple[list[float], list[float]]:
     path = folder / f"templates-{n}.lock"
     entries = realistic_entries(n)
     cache = store.ParseCache()  # one writer's, as the runner's lock writer keeps one per run
@@ -84,9 +83,11 @@ def main() -> int:
         if args.profile:
             measure(args.profile, args.runs, Path(tmp), args.batch, profile=True)
             return 0
-        print(f"{'entries':>7}  {'wall ms':>8}  {'p90 ms':>7}  {'cpu ms':>7}  "
-              f"({'record_build' if args.batch == 1 else f'record_builds of {args.batch}'}, "
-              f"{args.runs} writes each; {SRC})")
+        print(
+            f"{'entries':>7}  {'wall ms':>8}  {'p90 ms':>7}  {'cpu ms':>7}  "
+            f"({'record_build' if args.batch == 1 else f'record_builds of {args.batch}'}, "
+            f"{args.runs} writes each; {SRC})"
+        )
         for n in map(int, args.sizes.split(",")):
             t, cpu = measure(n, args.runs, Path(tmp), args.batch)
             p90 = statistics.quantiles(t, n=10)[-1]

@@ -102,9 +102,10 @@ API_KEY = "e2b_" + "0123456789abcdef" * 2 + "01234567"
 
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT / "src"))
+import scale  # noqa: E402  (bench/scale.py)
+
 from e2b_matrix.emulator import E2BEmulator  # noqa: E402
 from wheelhouse import SimpleIndex, index_url, shipped  # noqa: E402
-import scale  # noqa: E402  (bench/scale.py)
 
 GROUPS = ("concurrency", "noop", "startup", "lock", "plan", "logging", "share", "scale")
 GOALS = {  # name: (unit, goal text, check)
@@ -128,18 +129,27 @@ GOALS = {  # name: (unit, goal text, check)
     "logging_ratio": ("x", "<= 1.10", lambda v: v <= 1.10),
     "e2b_steps_ratio": ("x", "== 1.0", lambda v: v == 1.0),
     "e2b_share_wall_ratio": ("x", "<= 1.15", lambda v: v <= 1.15),
-    **{f"scale_wall_bound_{n}_{shape}": ("x", "<= 1.10", lambda v: v <= 1.10)
-       for n in scale.SIZES for shape in scale.SHAPES},
-    **{f"scale_steps_ratio_{n}_{shape}": ("x", "== 1.0", lambda v: v == 1.0)
-       for n in scale.SIZES for shape in scale.SHAPES},
+    **{
+        f"scale_wall_bound_{n}_{shape}": ("x", "<= 1.10", lambda v: v <= 1.10)
+        for n in scale.SIZES
+        for shape in scale.SHAPES
+    },
+    **{
+        f"scale_steps_ratio_{n}_{shape}": ("x", "== 1.0", lambda v: v == 1.0)
+        for n in scale.SIZES
+        for shape in scale.SHAPES
+    },
     "scale_peak_builds": ("builds", f"<= {scale.LIMIT}", lambda v: v <= scale.LIMIT),
     "scale_429_per_variant_held": ("x", "<= 0.3", lambda v: v <= 0.3),
     "scale_cpu_ratio": ("x", "<= 1.3", lambda v: v <= 1.3),
 }
 # bench's step timings on the emulator (share, scale): E2B's slow steps, else STEP_S a step;
 # a built layer is published UPLOAD_S after its step
-STEP_COSTS = {"apt-get": 2.0, "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
-              "-r /opt/e2b-matrix/requirements/fuse-": 1.0}
+STEP_COSTS = {
+    "apt-get": 2.0,
+    "-r /opt/e2b-matrix/requirements/nexus-": 1.5,  # the hashed installs
+    "-r /opt/e2b-matrix/requirements/fuse-": 1.0,
+}
 STEP_S, UPLOAD_S = 0.3, 0.2
 
 
@@ -150,6 +160,7 @@ def step_cost(text: str, base: bool) -> float:
 
 
 # --------------------------------------------------------------------------- plumbing
+
 
 class Bench:
     def __init__(self, runs: int, workdir: Path):
@@ -164,13 +175,20 @@ class Bench:
 
     def env(self, emu: E2BEmulator | None = None, **extra: str) -> dict[str, str]:
         """A child's environment: local index, no credentials of the user, no proxy, pyc caching on."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("E2B_", "PYTHON")) and k.lower() not in (
-                   "http_proxy", "https_proxy", "all_proxy")}
-        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.cache),
-                   E2B_MATRIX_UV_ARGS=f"--index-url {index_url(self.wheels)}",
-                   PYTHONPYCACHEPREFIX=str(OUT / "pycache"), NO_PROXY="127.0.0.1,localhost",
-                   no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("E2B_", "PYTHON")) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+        }
+        env.update(
+            HOME=str(self.home),
+            XDG_CACHE_HOME=str(self.cache),
+            E2B_MATRIX_UV_ARGS=f"--index-url {index_url(self.wheels)}",
+            PYTHONPYCACHEPREFIX=str(OUT / "pycache"),
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            PYTHONUNBUFFERED="1",
+        )
         if emu is not None:
             env.update(emu.env())
         env.update(extra)
@@ -179,11 +197,11 @@ class Bench:
     def record(self, name: str, value, runs: int | None = None, **detail) -> None:
         unit, goal, check = GOALS[name]
         ok = None if check is None else bool(check(value))
-        self.results[name] = {"value": value, "unit": unit, "goal": goal, "ok": ok, "runs": runs,
-                              "detail": detail}
+        self.results[name] = {"value": value, "unit": unit, "goal": goal, "ok": ok, "runs": runs, "detail": detail}
         shown = f"{value:.3f}" if isinstance(value, float) else str(value).lower()
-        print(f"  {name} = {shown} {unit}" + ("" if ok is None else f"  ({'ok' if ok else 'MISSED'}: {goal})"),
-              flush=True)
+        print(
+            f"  {name} = {shown} {unit}" + ("" if ok is None else f"  ({'ok' if ok else 'MISSED'}: {goal})"), flush=True
+        )
 
     def project(self, name: str, files: dict[str, str]) -> Path:
         """A project of ``files``, its requirements files compiled (not timed)."""
@@ -198,11 +216,12 @@ class Bench:
 
 def timed(cmd: list[str], env: dict[str, str], check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     seconds = time.perf_counter() - start
     if check and proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n"
-                         f"{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"bench: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     return seconds, proc
 
 
@@ -213,8 +232,10 @@ def med(xs) -> float:
 def matrix_file(prefix: str, n: int) -> str:
     """A variants file whose [matrix] makes n variants of layers base + nexus."""
     values = ", ".join(str(i) for i in range(1, n + 1))
-    return (f'[variant]\nname = "{prefix}-{{n}}"\nalias = "{prefix}-{{n}}"\nlayers = ["base", "nexus"]\n\n'
-            f'[params.nexus]\nversion = "0.5.6"\n\n[matrix]\nn = [{values}]\n')
+    return (
+        f'[variant]\nname = "{prefix}-{{n}}"\nalias = "{prefix}-{{n}}"\nlayers = ["base", "nexus"]\n\n'
+        f'[params.nexus]\nversion = "0.5.6"\n\n[matrix]\nn = [{values}]\n'
+    )
 
 
 def build_statuses(proc: subprocess.CompletedProcess) -> list[str]:
@@ -222,6 +243,7 @@ def build_statuses(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 # --------------------------------------------------------------------------- benchmarks
+
 
 def bench_concurrency(b: Bench, emu: E2BEmulator) -> None:
     """8 variants at once vs one, and --jobs 1; every build takes T seconds on the emulator."""
@@ -236,9 +258,11 @@ def bench_concurrency(b: Bench, emu: E2BEmulator) -> None:
     timed([CLI, "-C", str(one), "build-all", "--force", "--json"], env)
     times: dict[str, list[float]] = {"one": [], "all": [], "seq": []}
     requests: dict[str, list[int]] = {k: [] for k in times}
-    cmds = {"one": [CLI, "-C", str(one), "build-all", "--force", "--json"],
-            "all": [CLI, "-C", str(eight), "build-all", "--force", "--json"],
-            "seq": [CLI, "-C", str(eight), "build-all", "--force", "--json", "--jobs", "1"]}
+    cmds = {
+        "one": [CLI, "-C", str(one), "build-all", "--force", "--json"],
+        "all": [CLI, "-C", str(eight), "build-all", "--force", "--json"],
+        "seq": [CLI, "-C", str(eight), "build-all", "--force", "--json", "--jobs", "1"],
+    }
     for _ in range(b.runs):
         for key, cmd in cmds.items():
             emu.reset_counters()
@@ -248,18 +272,28 @@ def bench_concurrency(b: Bench, emu: E2BEmulator) -> None:
             times[key].append(t)
             requests[key].append(emu.request_count)
     one_s, all_s, seq_s = med(times["one"]), med(times["all"]), med(times["seq"])
-    detail = {"build_seconds_T": T, "one_s": round(one_s, 3), "all8_s": round(all_s, 3),
-              "seq8_s": round(seq_s, 3), "times": {k: [round(x, 3) for x in v] for k, v in times.items()},
-              "requests_per_run": {k: med(v) for k, v in requests.items()},
-              "concurrency_overhead_s": round(all_s - one_s, 3)}
+    detail = {
+        "build_seconds_T": T,
+        "one_s": round(one_s, 3),
+        "all8_s": round(all_s, 3),
+        "seq8_s": round(seq_s, 3),
+        "times": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "requests_per_run": {k: med(v) for k, v in requests.items()},
+        "concurrency_overhead_s": round(all_s - one_s, 3),
+    }
     b.record("concurrency_ratio", round(all_s / one_s, 3), b.runs, **detail)
     # A process costs S (interpreter, imports incl. e2b, config) once, plus B
     # per build it waits for (T, submit, polling, the lock write): one = S + B,
     # --jobs 1 = S + 8 B, so the ratio is 8 only when S is small next to B.
     per_build = (seq_s - one_s) / 7
-    b.record("sequential_ratio", round(seq_s / one_s, 3), b.runs, per_build_s=round(per_build, 3),
-             startup_s=round(one_s - per_build, 3),
-             note="one = S + B, seq = S + 8 B: B = (seq - one) / 7 per build, S = one - B per process")
+    b.record(
+        "sequential_ratio",
+        round(seq_s / one_s, 3),
+        b.runs,
+        per_build_s=round(per_build, 3),
+        startup_s=round(one_s - per_build, 3),
+        note="one = S + B, seq = S + 8 B: B = (seq - one) / 7 per build, S = one - B per process",
+    )
 
 
 def bench_noop(b: Bench, emu: E2BEmulator) -> None:
@@ -287,8 +321,13 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
     requests = emu.request_count
     logs_written = (proj / "logs").exists() and any((proj / "logs").iterdir())
     _, proc = timed([PY, "-X", "importtime", "-m", "e2b_matrix", "-C", str(proj), "build-all", "--json"], env)
-    imported = sorted({line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-                       if line.startswith("import time:")})
+    imported = sorted(
+        {
+            line.rsplit("|", 1)[-1].strip().split(".")[0]
+            for line in proc.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+    )
 
     # The same with the index served over HTTP on 127.0.0.1 (as a registry is): uv asks it with
     # its cache (it revalidates what the index does not say is fresh).
@@ -304,20 +343,36 @@ def bench_noop(b: Bench, emu: E2BEmulator) -> None:
             http_noops.append(t)
         requests += emu.request_count
     ratio = med(noops) / med(versions)
-    b.record("noop_ratio", round(ratio, 3), runs, noop_s=round(med(noops), 4), version_s=round(med(versions), 4),
-             noop_minus_version_ms=round((med(noops) - med(versions)) * 1000, 1),
-             http_index_noop_ratio=round(med(http_noops) / med(http_versions), 3),
-             http_index_noop_s=round(med(http_noops), 4), logs_written=logs_written,
-             note="the real path every time: load 8 variants, resolve them (uv checks their pinned nexus "
-                  "version), compare with the lock; the tests' index as file:// for the headline; "
-                  "http_index_*: the index over HTTP on 127.0.0.1, uv's cache warm")
+    b.record(
+        "noop_ratio",
+        round(ratio, 3),
+        runs,
+        noop_s=round(med(noops), 4),
+        version_s=round(med(versions), 4),
+        noop_minus_version_ms=round((med(noops) - med(versions)) * 1000, 1),
+        http_index_noop_ratio=round(med(http_noops) / med(http_versions), 3),
+        http_index_noop_s=round(med(http_noops), 4),
+        logs_written=logs_written,
+        note="the real path every time: load 8 variants, resolve them (uv checks their pinned nexus "
+        "version), compare with the lock; the tests' index as file:// for the headline; "
+        "http_index_*: the index over HTTP on 127.0.0.1, uv's cache warm",
+    )
     b.record("noop_requests", requests, runs * 2)
     b.record("noop_imports_e2b", "e2b" in imported, 1, top_level_imports=imported)
 
 
 # What a command that builds nothing must not import: the build machinery and the backends it does not use.
-BUILD_MACHINERY = ("e2b", "rich", "httpx", "concurrent", "concurrent_log_handler", "uv", "e2b_matrix.runner",
-                   "e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
+BUILD_MACHINERY = (
+    "e2b",
+    "rich",
+    "httpx",
+    "concurrent",
+    "concurrent_log_handler",
+    "uv",
+    "e2b_matrix.runner",
+    "e2b_matrix.backends.docker",
+    "e2b_matrix.backends.docker_engine",
+)
 
 
 # The CLI's main(argv), then every module it imported (sys.modules: -X importtime misses importlib.import_module).
@@ -339,26 +394,36 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
     """Whole processes, side by side: `--version` / `python -c pass`, `resolve NAME` / a bare tomllib.load
     of the same lock; `list` and `plan`; and what each command imports (sys.modules at its end)."""
     runs = max(15, b.runs)
-    print(f"startup: --version vs python -c pass, resolve vs tomllib.load of its lock, list, plan "
-          f"({runs} runs each, interleaved)")
+    print(
+        f"startup: --version vs python -c pass, resolve vs tomllib.load of its lock, list, plan "
+        f"({runs} runs each, interleaved)"
+    )
     proj = b.project("startup", {"variants/conc.toml": matrix_file("start", 8)})
     for n in range(1, 9):
         emu.configure(f"start-{n}", duration=0.2, log_lines=5)
     env = b.env(emu, PYTHONPATH=str(ROOT / "src"))  # this checkout's code, whatever the venv installed
     timed([CLI, "-C", str(proj), "build-all", "--json"], env)
     lock = proj / "templates.lock"
-    commands = {"version": ["--version"], "list": ["-C", str(proj), "list"], "plan": ["-C", str(proj), "plan"],
-                "resolve": ["-C", str(proj), "resolve", "start-3"]}
-    cmds = {"pass": [PY, "-c", "pass"], "click": [PY, "-c", "import click"],  # what click alone costs
-            "tomllib": [PY, "-c", f"import tomllib; tomllib.load(open({str(lock)!r}, 'rb'))"],
-            **{name: [CLI, *args] for name, args in commands.items()}}
+    commands = {
+        "version": ["--version"],
+        "list": ["-C", str(proj), "list"],
+        "plan": ["-C", str(proj), "plan"],
+        "resolve": ["-C", str(proj), "resolve", "start-3"],
+    }
+    cmds = {
+        "pass": [PY, "-c", "pass"],
+        "click": [PY, "-c", "import click"],  # what click alone costs
+        "tomllib": [PY, "-c", f"import tomllib; tomllib.load(open({str(lock)!r}, 'rb'))"],
+        **{name: [CLI, *args] for name, args in commands.items()},
+    }
     imported = {}
     for name, args in commands.items():
         out = b.workdir / f"modules-{name}.json"
         timed([PY, "-c", MODULES_CHILD, str(out), *args], env)
         modules = json.loads(out.read_text())
-        heavy = sorted(m for m in modules if m.startswith(tuple(p + "." for p in BUILD_MACHINERY))
-                       or m in BUILD_MACHINERY)
+        heavy = sorted(
+            m for m in modules if m.startswith(tuple(p + "." for p in BUILD_MACHINERY)) or m in BUILD_MACHINERY
+        )
         imported[name] = {"e2b": "e2b" in modules, "modules": len(modules), "build_machinery": heavy}
     for cmd in cmds.values():  # warm-up: byte-code caches, the OS page cache (not measured)
         timed(cmd, env)
@@ -370,20 +435,37 @@ def bench_startup(b: Bench, emu: E2BEmulator) -> None:
         for name in order:
             times[name].append(timed(cmds[name], env)[0])
     t = {name: med(v) for name, v in times.items()}
-    b.record("version_ratio", round(t["version"] / t["pass"], 3), runs, version_s=round(t["version"], 4),
-             pass_s=round(t["pass"], 4), import_click_ratio=round(t["click"] / t["pass"], 3),
-             modules=imported["version"]["modules"],
-             build_machinery=imported["version"]["build_machinery"],
-             note="`e2b-matrix --version` / `python -c pass`, whole processes (the console script, as a user runs "
-                  "it); import_click_ratio: `python -c 'import click'` / `python -c pass`, the floor of any click CLI")
-    b.record("resolve_ratio", round(t["resolve"] / t["tomllib"], 3), runs, resolve_s=round(t["resolve"], 4),
-             tomllib_s=round(t["tomllib"], 4), lock_bytes=lock.stat().st_size,
-             modules=imported["resolve"]["modules"], build_machinery=imported["resolve"]["build_machinery"],
-             note="`e2b-matrix resolve NAME` / `python -c 'import tomllib; tomllib.load(open(LOCK, \"rb\"))'` "
-                  "on the same 8-entry lock, whole processes")
-    b.record("startup_imports_e2b", any(imported[n]["e2b"] for n in commands), 1,
-             **{f"{n}_imports": imported[n]["build_machinery"] for n in commands},
-             **{f"{n}_modules": imported[n]["modules"] for n in commands})
+    b.record(
+        "version_ratio",
+        round(t["version"] / t["pass"], 3),
+        runs,
+        version_s=round(t["version"], 4),
+        pass_s=round(t["pass"], 4),
+        import_click_ratio=round(t["click"] / t["pass"], 3),
+        modules=imported["version"]["modules"],
+        build_machinery=imported["version"]["build_machinery"],
+        note="`e2b-matrix --version` / `python -c pass`, whole processes (the console script, as a user runs "
+        "it); import_click_ratio: `python -c 'import click'` / `python -c pass`, the floor of any click CLI",
+    )
+    b.record(
+        "resolve_ratio",
+        round(t["resolve"] / t["tomllib"], 3),
+        runs,
+        resolve_s=round(t["resolve"], 4),
+        tomllib_s=round(t["tomllib"], 4),
+        lock_bytes=lock.stat().st_size,
+        modules=imported["resolve"]["modules"],
+        build_machinery=imported["resolve"]["build_machinery"],
+        note="`e2b-matrix resolve NAME` / `python -c 'import tomllib; tomllib.load(open(LOCK, \"rb\"))'` "
+        "on the same 8-entry lock, whole processes",
+    )
+    b.record(
+        "startup_imports_e2b",
+        any(imported[n]["e2b"] for n in commands),
+        1,
+        **{f"{n}_imports": imported[n]["build_machinery"] for n in commands},
+        **{f"{n}_modules": imported[n]["modules"] for n in commands},
+    )
     for name in ("list", "plan", "resolve"):
         b.record(f"{name}_s", round(t[name], 4), runs)
 
@@ -445,21 +527,41 @@ def realistic_entries(n: int):
     for i in range(n):
         name = f"nexus-{i:04d}"
         cpu, mem = (1, 2, 4, 8)[i % 4], 1024 + 2 * i
-        out.append(LockEntry(
-            alias=f"nexus-sandbox-{i:04d}", variant=name,
-            template_id="".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20)),
-            build_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            fingerprint="sha256:" + hashlib.sha256(name.encode()).hexdigest(),
-            layers={"base": "1", "fuse": "1", "nexus": "0.9.26"},
-            built_at=dt.datetime(2026, 11, 26, 17, i % 60, (7 * i) % 60, tzinfo=dt.timezone.utc),
-            domain="e2b.app",
-            inputs={"base": "template code-interpreter-v1", "base.image": "e2bdev/code-interpreter:latest",
-                    "base.image_python": "3.13", "base.python": "3.13", "base.ready_cmd": "",
-                    "base.start_cmd": "", "base.template": "code-interpreter-v1", "cpu_count": str(cpu),
-                    "memory_mb": str(mem), "nexus.version": "0.9.26", "tags": f"t{i % 10}"},
-            channels={"default": f"b-{i}-1", "stable": f"b-{i}-2"},
-            history=[Build(f"b-{i}-{k}", f"sha256:{k:064d}", dt.datetime(2026, 11, 20 + k, 9, 0, tzinfo=dt.timezone.utc),
-                           {"base": "1", "fuse": "1", "nexus": f"0.9.{20 + k}"}) for k in range(1, 6)]))
+        out.append(
+            LockEntry(
+                alias=f"nexus-sandbox-{i:04d}",
+                variant=name,
+                template_id="".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20)),
+                build_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                fingerprint="sha256:" + hashlib.sha256(name.encode()).hexdigest(),
+                layers={"base": "1", "fuse": "1", "nexus": "0.9.26"},
+                built_at=dt.datetime(2026, 11, 26, 17, i % 60, (7 * i) % 60, tzinfo=dt.UTC),
+                domain="e2b.app",
+                inputs={
+                    "base": "template code-interpreter-v1",
+                    "base.image": "e2bdev/code-interpreter:latest",
+                    "base.image_python": "3.13",
+                    "base.python": "3.13",
+                    "base.ready_cmd": "",
+                    "base.start_cmd": "",
+                    "base.template": "code-interpreter-v1",
+                    "cpu_count": str(cpu),
+                    "memory_mb": str(mem),
+                    "nexus.version": "0.9.26",
+                    "tags": f"t{i % 10}",
+                },
+                channels={"default": f"b-{i}-1", "stable": f"b-{i}-2"},
+                history=[
+                    Build(
+                        f"b-{i}-{k}",
+                        f"sha256:{k:064d}",
+                        dt.datetime(2026, 11, 20 + k, 9, 0, tzinfo=dt.UTC),
+                        {"base": "1", "fuse": "1", "nexus": f"0.9.{20 + k}"},
+                    )
+                    for k in range(1, 6)
+                ],
+            )
+        )
     return out
 
 
@@ -476,16 +578,20 @@ def bench_lock(b: Bench, emu: E2BEmulator) -> None:
     head = "schema = 2\n"  # written in reverse table order: the reader takes any TOML
 
     def write(target: Path, items) -> None:
-        target.write_text(dumps([]).replace(head, "") + head + "".join(
-            dumps([e]).split(head, 1)[1] for e in reversed(items)), encoding="utf-8")
+        target.write_text(
+            dumps([]).replace(head, "") + head + "".join(dumps([e]).split(head, 1)[1] for e in reversed(items)),
+            encoding="utf-8",
+        )
 
     def measure(target: Path) -> dict[str, float]:
         """Ours and the bare tomllib.load in fresh processes, interleaved: each one's import plus load."""
         children = {"ours": LOAD_CHILD, "tomllib": TOMLLIB_CHILD}
         for child in children.values():  # warm-up
             timed([PY, "-c", child, str(target)], env)
-        got: dict[str, list[float]] = {k: [] for k in ("ours", "tomllib", "import_ms", "attrs_ms", "load_ms",
-                                                        "tomllib_import_ms", "tomllib_load_ms")}
+        got: dict[str, list[float]] = {
+            k: []
+            for k in ("ours", "tomllib", "import_ms", "attrs_ms", "load_ms", "tomllib_import_ms", "tomllib_load_ms")
+        }
         for _ in range(runs):
             for key, child in children.items():
                 _, proc = timed([PY, "-c", child, str(target)], env)
@@ -505,22 +611,38 @@ def bench_lock(b: Bench, emu: E2BEmulator) -> None:
     young = path.with_name("young.lock")  # the same entries before any rebuild: no history yet
     write(young, [attrs.evolve(e, history=()) for e in entries])
     fresh = measure(young)
-    b.record("lock_load_ratio", full["ratio"], runs, bytes=path.stat().st_size, ours_ms=full["ours"],
-             tomllib_ms=full["tomllib"], import_ms=full["import_ms"], of_which_attrs_ms=full["attrs_ms"],
-             load_ms=full["load_ms"], tomllib_import_ms=full["tomllib_import_ms"],
-             tomllib_load_ms=full["tomllib_load_ms"], without_history_ratio=fresh["ratio"],
-             without_history_ms=fresh["ours"], without_history_tomllib_ms=fresh["tomllib"],
-             without_history_bytes=young.stat().st_size,
-             note="import e2b_matrix.lock + TemplateLock.load (tomllib + validation into attrs LockEntry) / "
-                  "import tomllib + tomllib.load of the same file, each timed inside its own fresh process, "
-                  "interleaved; 100 entries with 5 builds of history each, tables in reverse order; "
-                  "without_history_*: the same entries before any rebuild")
+    b.record(
+        "lock_load_ratio",
+        full["ratio"],
+        runs,
+        bytes=path.stat().st_size,
+        ours_ms=full["ours"],
+        tomllib_ms=full["tomllib"],
+        import_ms=full["import_ms"],
+        of_which_attrs_ms=full["attrs_ms"],
+        load_ms=full["load_ms"],
+        tomllib_import_ms=full["tomllib_import_ms"],
+        tomllib_load_ms=full["tomllib_load_ms"],
+        without_history_ratio=fresh["ratio"],
+        without_history_ms=fresh["ours"],
+        without_history_tomllib_ms=fresh["tomllib"],
+        without_history_bytes=young.stat().st_size,
+        note="import e2b_matrix.lock + TemplateLock.load (tomllib + validation into attrs LockEntry) / "
+        "import tomllib + tomllib.load of the same file, each timed inside its own fresh process, "
+        "interleaved; 100 entries with 5 builds of history each, tables in reverse order; "
+        "without_history_*: the same entries before any rebuild",
+    )
     _, proc = timed([PY, "-c", LOOKUP_CHILD, str(path)], env)
     r = json.loads(proc.stdout)
     tid, res = med(r["template_id_us"]), med(r["resolve_us"])
-    b.record("lock_lookup_us", round(max(tid, res), 3), 5, template_id_us=round(tid, 3),
-             resolve_us=round(res, 3), note="median of 5 batches of 100,000 calls; the slower of the two; "
-                                            "resolve() costs one os.stat per call")
+    b.record(
+        "lock_lookup_us",
+        round(max(tid, res), 3),
+        5,
+        template_id_us=round(tid, 3),
+        resolve_us=round(res, 3),
+        note="median of 5 batches of 100,000 calls; the slower of the two; resolve() costs one os.stat per call",
+    )
 
 
 def bench_plan(b: Bench, emu: E2BEmulator) -> None:
@@ -533,10 +655,12 @@ def bench_plan(b: Bench, emu: E2BEmulator) -> None:
     env = b.env()
     projects = {}
     for n, (c, m, t) in axes.items():
-        text = ('[variant]\nname = "grid-{cpu}-{mem}-{tag}"\nalias = "grid-{cpu}-{mem}-{tag}"\n'
-                'layers = ["base", "nexus"]\ncpu_count = "{cpu}"\nmemory_mb = "{mem}"\ntags = ["{tag}"]\n\n'
-                '[params.nexus]\nversion = "0.5.6"\n\n'
-                f"[matrix]\ncpu = {c}\nmem = {m}\ntag = {json.dumps(t)}\n")
+        text = (
+            '[variant]\nname = "grid-{cpu}-{mem}-{tag}"\nalias = "grid-{cpu}-{mem}-{tag}"\n'
+            'layers = ["base", "nexus"]\ncpu_count = "{cpu}"\nmemory_mb = "{mem}"\ntags = ["{tag}"]\n\n'
+            '[params.nexus]\nversion = "0.5.6"\n\n'
+            f"[matrix]\ncpu = {c}\nmem = {m}\ntag = {json.dumps(t)}\n"
+        )
         projects[n] = b.project(f"plan-{n}", {"variants/grid.toml": text})
         _, proc = timed([CLI, "-C", str(projects[n]), "plan", "--json"], env)
         assert len(json.loads(proc.stdout)["variants"]) == n
@@ -547,16 +671,22 @@ def bench_plan(b: Bench, emu: E2BEmulator) -> None:
     t = {n: med(v) for n, v in times.items()}
     for n in projects:
         b.record(f"plan_{n}_s", round(t[n], 4), runs, ms_per_variant=round(t[n] / n * 1000, 3))
-    b.record("plan_ms_per_variant", round((t[1000] - t[10]) / 990 * 1000, 3), runs,
-             marginal_10_to_100_ms=round((t[100] - t[10]) / 90 * 1000, 3),
-             marginal_100_to_1000_ms=round((t[1000] - t[100]) / 900 * 1000, 3),
-             note="marginal cost of one more variant; flat when the two marginals agree")
+    b.record(
+        "plan_ms_per_variant",
+        round((t[1000] - t[10]) / 990 * 1000, 3),
+        runs,
+        marginal_10_to_100_ms=round((t[100] - t[10]) / 90 * 1000, 3),
+        marginal_100_to_1000_ms=round((t[1000] - t[100]) / 900 * 1000, 3),
+        note="marginal cost of one more variant; flat when the two marginals agree",
+    )
 
 
 def bench_logging(b: Bench, emu: E2BEmulator) -> None:
     LINES, D = 20_000, 3.0
-    print(f"logging: 8 builds x {LINES} log lines (D = {D} s), log files on vs E2B_MATRIX_NO_LOG_FILES=1 "
-          f"({b.runs} runs each, interleaved)")
+    print(
+        f"logging: 8 builds x {LINES} log lines (D = {D} s), log files on vs E2B_MATRIX_NO_LOG_FILES=1 "
+        f"({b.runs} runs each, interleaved)"
+    )
     proj = b.project("logging", {"variants/logs.toml": matrix_file("logs", 8)})
     for n in range(1, 9):
         emu.configure(f"logs-{n}", duration=D, log_lines=LINES)
@@ -574,26 +704,39 @@ def bench_logging(b: Bench, emu: E2BEmulator) -> None:
             polls.append(emu.count("status"))
             if mode == "on":
                 on.append(t)
-                lines_per_file = {p.name: sum(1 for line in p.open(encoding="utf-8") if f"/{LINES}" in line)
-                                  for p in sorted(logs.glob("logs-*.log"))}
+                lines_per_file = {
+                    p.name: sum(1 for line in p.open(encoding="utf-8") if f"/{LINES}" in line)
+                    for p in sorted(logs.glob("logs-*.log"))
+                }
                 assert len(lines_per_file) == 8 and set(lines_per_file.values()) == {LINES}, lines_per_file
             else:
                 off.append(t)
                 assert not logs.exists() or not any(logs.iterdir()), "log files written with them off"
-    b.record("logging_ratio", round(med(on) / med(off), 3), b.runs, on_s=round(med(on), 3), off_s=round(med(off), 3),
-             on=[round(x, 3) for x in on], off=[round(x, 3) for x in off],
-             status_polls_per_build=round(med(polls) / 8, 1), min_polls_for_pages_of_100=LINES // 100,
-             log_lines_per_file=sorted(set(lines_per_file.values())),
-             note="each status poll returns at most 100 lines, written as one log record (runner.py: sink)")
+    b.record(
+        "logging_ratio",
+        round(med(on) / med(off), 3),
+        b.runs,
+        on_s=round(med(on), 3),
+        off_s=round(med(off), 3),
+        on=[round(x, 3) for x in on],
+        off=[round(x, 3) for x in off],
+        status_polls_per_build=round(med(polls) / 8, 1),
+        min_polls_for_pages_of_100=LINES // 100,
+        log_lines_per_file=sorted(set(lines_per_file.values())),
+        note="each status poll returns at most 100 lines, written as one log record (runner.py: sink)",
+    )
 
 
 def bench_share(b: Bench, emu: E2BEmulator) -> None:
     """A cold build-all of the shipped variants on E2B's layer cache: steps run and wall time."""
     costs, step, upload = STEP_COSTS, STEP_S, UPLOAD_S
-    print(f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
-          f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)")
-    figures: dict[str, dict[str, list]] = {m: {"steps": [], "wall": [], "process": [], "peak": [], "executed": []}
-                                           for m in ("share", "all-at-once")}
+    print(
+        f"share: cold build-all of the shipped variants, step costs {costs} (else {step} s), layers published "
+        f"{upload} s after a step; shared vs --no-share ({b.runs} runs each, interleaved)"
+    )
+    figures: dict[str, dict[str, list]] = {
+        m: {"steps": [], "wall": [], "process": [], "peak": [], "executed": []} for m in ("share", "all-at-once")
+    }
     critical = distinct = None
     for run in range(b.runs):
         for mode in figures:
@@ -602,7 +745,8 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
             shutil.copytree(ROOT / "requirements", proj / "requirements")
             with cold_emulator() as cold:
                 args = [CLI, "-C", str(proj), "build-all", "--json", "--locked"] + (
-                    ["--no-share"] if mode != "share" else [])
+                    ["--no-share"] if mode != "share" else []
+                )
                 t, proc = timed(args, b.env(cold))
                 assert build_statuses(proc) == ["built"] * 4, proc.stdout
                 records = cold.step_records
@@ -624,17 +768,30 @@ def bench_share(b: Bench, emu: E2BEmulator) -> None:
             f["process"].append(t)
             f["peak"].append(peak)
     share, aao = figures["share"], figures["all-at-once"]
-    b.record("e2b_steps_ratio", round(med(share["steps"]), 3), b.runs, distinct_steps=distinct,
-             executed=share["executed"], all_at_once_ratio=round(med(aao["steps"]), 3),
-             all_at_once_executed=aao["executed"],
-             note="steps a build ran (cache misses) / distinct steps of the shipped variants (the base excluded: "
-                  "a fromTemplate base is the parent's snapshot)")
-    b.record("e2b_share_wall_ratio", round(med(share["wall"]), 3), b.runs, critical_path_s=round(critical, 2),
-             all_at_once_ratio=round(med(aao["wall"]), 3), peak_concurrent_builds=share["peak"],
-             all_at_once_peak_concurrent_builds=aao["peak"],
-             process_s=round(med(share["process"]), 2), all_at_once_process_s=round(med(aao["process"]), 2),
-             note="wall: the first build request to the last build ready (the emulator's clock); critical path: "
-                  "the longest chain of steps one variant needs, plus one upload; process_s: the whole command")
+    b.record(
+        "e2b_steps_ratio",
+        round(med(share["steps"]), 3),
+        b.runs,
+        distinct_steps=distinct,
+        executed=share["executed"],
+        all_at_once_ratio=round(med(aao["steps"]), 3),
+        all_at_once_executed=aao["executed"],
+        note="steps a build ran (cache misses) / distinct steps of the shipped variants (the base excluded: "
+        "a fromTemplate base is the parent's snapshot)",
+    )
+    b.record(
+        "e2b_share_wall_ratio",
+        round(med(share["wall"]), 3),
+        b.runs,
+        critical_path_s=round(critical, 2),
+        all_at_once_ratio=round(med(aao["wall"]), 3),
+        peak_concurrent_builds=share["peak"],
+        all_at_once_peak_concurrent_builds=aao["peak"],
+        process_s=round(med(share["process"]), 2),
+        all_at_once_process_s=round(med(aao["process"]), 2),
+        note="wall: the first build request to the last build ready (the emulator's clock); critical path: "
+        "the longest chain of steps one variant needs, plus one upload; process_s: the whole command",
+    )
 
 
 def cold_emulator() -> E2BEmulator:
@@ -654,12 +811,17 @@ def bench_scale(b: Bench, emu: E2BEmulator) -> None:
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each build benchmark (at least 3)")
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups: {', '.join(GROUPS)}")
-    ap.add_argument("--scale-sizes", type=scale.sizes, default=scale.SIZES,
-                    help="the scale group's variant counts, of " + ",".join(map(str, scale.SIZES)))
+    ap.add_argument(
+        "--scale-sizes",
+        type=scale.sizes,
+        default=scale.SIZES,
+        help="the scale group's variant counts, of " + ",".join(map(str, scale.SIZES)),
+    )
     args = ap.parse_args(argv)
     runs = max(3, args.runs)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
@@ -681,12 +843,13 @@ def main(argv=None) -> int:
     for name, r in b.results.items():
         v = r["value"]
         shown = f"{v:.3f}" if isinstance(v, float) else str(v).lower()
-        rows.append((name, shown, r["unit"], r["goal"] or "-",
-                     "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")))
+        rows.append(
+            (name, shown, r["unit"], r["goal"] or "-", "-" if r["ok"] is None else ("yes" if r["ok"] else "NO"))
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     print()
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print(f"\n{len(b.results)} figures in {elapsed:.0f} s; medians of the runs given in .bench/results.json")
 
     results = b.results

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import bound  # bench/bound.py: bench/ is on sys.path when bench/run.py runs
+
 from e2b_matrix.emulator import BUILD_LIMIT
 
 SIZES = (20, 60, 150)
@@ -89,16 +90,20 @@ def variants_file(shape: str, n: int) -> str:
             raise ValueError(f"prefix: {n} variants is not a multiple of {len(NEXUS)} nexus versions")
         versions = ", ".join(f'"{v}"' for v in NEXUS)
         flavours = ", ".join(f'"f{k:02d}"' for k in range(1, n // len(NEXUS) + 1))
-        return ('[variant]\nname = "px-{nexus}-{flavour}"\nalias = "px-{nexus}-{flavour}"\n'
-                'layers = ["base", "fuse", "nexus", "extra-tools"]\n\n'
-                '[params.nexus]\nversion = "{nexus}"\n\n'
-                '[params.extra-tools]\npackages = ["flavour-{flavour}"]\n\n'
-                f"[matrix]\nnexus = [{versions}]\nflavour = [{flavours}]\n")
+        return (
+            '[variant]\nname = "px-{nexus}-{flavour}"\nalias = "px-{nexus}-{flavour}"\n'
+            'layers = ["base", "fuse", "nexus", "extra-tools"]\n\n'
+            '[params.nexus]\nversion = "{nexus}"\n\n'
+            '[params.extra-tools]\npackages = ["flavour-{flavour}"]\n\n'
+            f"[matrix]\nnexus = [{versions}]\nflavour = [{flavours}]\n"
+        )
     if shape == "independent":
         ids = ", ".join(f'"{k:03d}"' for k in range(1, n + 1))
-        return ('[variant]\nname = "ind-{n}"\nalias = "ind-{n}"\nlayers = ["base", "extra-tools"]\n\n'
-                '[params.extra-tools]\npackages = ["tool-{n}"]\n\n'
-                f"[matrix]\nn = [{ids}]\n")
+        return (
+            '[variant]\nname = "ind-{n}"\nalias = "ind-{n}"\nlayers = ["base", "extra-tools"]\n\n'
+            '[params.extra-tools]\npackages = ["tool-{n}"]\n\n'
+            f"[matrix]\nn = [{ids}]\n"
+        )
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -108,7 +113,7 @@ class Setup:
     the cost it gives a step, and the E2B backend's first poll interval."""
 
     cli: str
-    emulator: Callable[[], Any]   # () -> a new, unstarted E2BEmulator
+    emulator: Callable[[], Any]  # () -> a new, unstarted E2BEmulator
     upload_s: float
     cost: Callable[[str, bool], float]  # (a step's text, is it the base) -> seconds, as the emulator runs it
     poll_s: float
@@ -119,9 +124,9 @@ class Trie:
     """A project's step trie (``plan --json``) with bench's step costs, and its bounds."""
 
     roots: tuple[bound.Step, ...]
-    release: bound.Bound          # the bound, on the team's limit
-    strict: bound.Bound           # the same without the polls
-    held: bound.Bound             # on the slots left when another process holds HELD
+    release: bound.Bound  # the bound, on the team's limit
+    strict: bound.Bound  # the same without the polls
+    held: bound.Bound  # on the slots left when another process holds HELD
 
     @property
     def costs(self) -> list[float]:
@@ -143,27 +148,30 @@ def project_trie(b, setup: Setup, project: Path) -> Trie:
     """The step trie of ``project`` as ``e2b-matrix plan --json`` prints it, and its bounds."""
     _, _, stdout = run_cli([setup.cli, "-C", str(project), "plan", "--json"], b.env())
     roots = bound.from_plan(json.loads(stdout)["steps"], setup.cost)
-    return Trie(roots, bound.release_bound(roots, LIMIT, setup.upload_s, setup.poll_s),
-                bound.release_bound(roots, LIMIT, setup.upload_s, 0.0),
-                bound.release_bound(roots, LIMIT - HELD, setup.upload_s, setup.poll_s))
+    return Trie(
+        roots,
+        bound.release_bound(roots, LIMIT, setup.upload_s, setup.poll_s),
+        bound.release_bound(roots, LIMIT, setup.upload_s, 0.0),
+        bound.release_bound(roots, LIMIT - HELD, setup.upload_s, setup.poll_s),
+    )
 
 
 @dataclass(frozen=True)
 class Run:
     """One cold build-all, as the emulator and the OS saw it."""
 
-    wall_s: float        # first build request to last build ready (the emulator's clock)
-    bound_s: float       # the release-time bound of the project (Trie), on the slots the run had
-    critical_s: float    # the longest chain of step costs one variant needs, plus one upload
-    distinct_s: float    # the cost of every distinct step once
-    distinct: int        # distinct steps (cache keys), the FROM base excluded
-    executed: int        # steps that ran (cache misses), the FROM base excluded
-    peak: int            # the most builds counted against the team's limit at once (held slots included)
-    refusals: int        # 429s answered for the team's limit
-    cpu_s: float         # the CLI process's user + system CPU time
-    process_s: float     # the CLI process's wall time
+    wall_s: float  # first build request to last build ready (the emulator's clock)
+    bound_s: float  # the release-time bound of the project (Trie), on the slots the run had
+    critical_s: float  # the longest chain of step costs one variant needs, plus one upload
+    distinct_s: float  # the cost of every distinct step once
+    distinct: int  # distinct steps (cache keys), the FROM base excluded
+    executed: int  # steps that ran (cache misses), the FROM base excluded
+    peak: int  # the most builds counted against the team's limit at once (held slots included)
+    refusals: int  # 429s answered for the team's limit
+    cpu_s: float  # the CLI process's user + system CPU time
+    process_s: float  # the CLI process's wall time
     refill_s: float | None  # median of refills(): how long a freed slot stayed empty (None: no refill)
-    submit_s: float      # median of a build's request to its start (the SDK's calls before the build runs)
+    submit_s: float  # median of a build's request to its start (the SDK's calls before the build runs)
 
     @property
     def old_bound_s(self) -> float:
@@ -212,19 +220,29 @@ def measure(b, setup: Setup, project: Path, trie: Trie, copy: Path, n: int, hold
     ran = sorted(round(c, 9) for c in cost.values())
     bases = {round(r.cost, 9) for r in records if r.step == "base"}
     if ran != [round(c, 9) for c in trie.costs] or not bases <= {round(r.cost, 9) for r in trie.roots}:
-        raise SystemExit(f"bench: {copy.name}: the step trie of `plan --json` ({len(trie.costs)} distinct steps, "
-                         f"{sum(trie.costs):.2f} s) is not what the emulator ran ({len(ran)}, {sum(ran):.2f} s; "
-                         f"bases {sorted(bases)}): the bound would not be this project's")
+        raise SystemExit(
+            f"bench: {copy.name}: the step trie of `plan --json` ({len(trie.costs)} distinct steps, "
+            f"{sum(trie.costs):.2f} s) is not what the emulator ran ({len(ran)}, {sum(ran):.2f} s; "
+            f"bases {sorted(bases)}): the bound would not be this project's"
+        )
     chain: dict[str, float] = {}
     for r in steps:
         chain[r.build_id] = chain.get(r.build_id, 0.0) + r.cost
     gaps = refills([x.requested_at for x in builds], [x.finished_at for x in builds], LIMIT - hold)
-    return Run(wall_s=max(x.finished_at for x in builds) - min(x.requested_at for x in builds),
-               bound_s=(trie.held if hold else trie.release).bound_s, critical_s=max(chain.values()) + setup.upload_s,
-               distinct_s=sum(cost.values()), distinct=len(cost),
-               executed=sum(r.executed for r in steps), peak=peak, refusals=refusals, cpu_s=cpu,
-               process_s=seconds, refill_s=_med(gaps) if gaps else None,
-               submit_s=_med([x.triggered_at - x.requested_at for x in builds]))
+    return Run(
+        wall_s=max(x.finished_at for x in builds) - min(x.requested_at for x in builds),
+        bound_s=(trie.held if hold else trie.release).bound_s,
+        critical_s=max(chain.values()) + setup.upload_s,
+        distinct_s=sum(cost.values()),
+        distinct=len(cost),
+        executed=sum(r.executed for r in steps),
+        peak=peak,
+        refusals=refusals,
+        cpu_s=cpu,
+        process_s=seconds,
+        refill_s=_med(gaps) if gaps else None,
+        submit_s=_med([x.triggered_at - x.requested_at for x in builds]),
+    )
 
 
 def refills(requested: list[float], ended: list[float], slots: int) -> list[float]:
@@ -246,16 +264,25 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
     """The scale figures into ``b`` (run.py's Bench): projects made (requirements compiled), then the runs."""
     sizes = tuple(sorted(set(sizes)))
     held_on = HELD_SIZE in sizes
-    print(f"scale: cold build-all --json (default options) of {', '.join(map(str, sizes))} variants, shapes "
-          f"{' and '.join(SHAPES)}, team limit {LIMIT}" + (f"; {HELD_SIZE} prefix variants with {HELD} slots held"
-                                                          if held_on else "") + f" ({b.runs} runs each, interleaved)")
-    projects = {(n, shape): b.project(f"scale-{shape}-{n}", {"variants/scale.toml": variants_file(shape, n)})
-                for n in sizes for shape in SHAPES}
+    print(
+        f"scale: cold build-all --json (default options) of {', '.join(map(str, sizes))} variants, shapes "
+        f"{' and '.join(SHAPES)}, team limit {LIMIT}"
+        + (f"; {HELD_SIZE} prefix variants with {HELD} slots held" if held_on else "")
+        + f" ({b.runs} runs each, interleaved)"
+    )
+    projects = {
+        (n, shape): b.project(f"scale-{shape}-{n}", {"variants/scale.toml": variants_file(shape, n)})
+        for n in sizes
+        for shape in SHAPES
+    }
     tries = {key: project_trie(b, setup, project) for key, project in projects.items()}
     for (n, shape), t in tries.items():
         r = t.release
-        print(f"  {n} {shape}: bound {r.bound_s:.2f} s (critical path {r.critical_s:.2f} s; release-time "
-              f"{r.release_s:.2f} s: {r.work_s:.1f} slot-s after {r.at_s:.2f} s)", flush=True)
+        print(
+            f"  {n} {shape}: bound {r.bound_s:.2f} s (critical path {r.critical_s:.2f} s; release-time "
+            f"{r.release_s:.2f} s: {r.work_s:.1f} slot-s after {r.at_s:.2f} s)",
+            flush=True,
+        )
     runs: dict[tuple[int, str], list[Run]] = {key: [] for key in projects}
     held: list[Run] = []
     for i in range(b.runs):
@@ -263,12 +290,14 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
         for (n, shape), hold in todo:
             got = measure(b, setup, projects[(n, shape)], tries[(n, shape)], b.workdir / f"scale-run-{i}", n, hold)
             (held if hold else runs[(n, shape)]).append(got)
-            print(f"    run {i + 1}: {n} {shape}{f' ({hold} slots held)' if hold else ''}: wall {got.wall_s:.2f} s, "
-                  f"bound {got.bound_s:.2f} s (before: {got.old_bound_s:.2f} s), "
-                  f"steps {got.executed}/{got.distinct}, peak {got.peak}, 429s {got.refusals}, "
-                  + ("" if got.refill_s is None else f"refill {got.refill_s:.2f} s, ")
-                  + f"submit {got.submit_s:.2f} s, CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s",
-                  flush=True)
+            print(
+                f"    run {i + 1}: {n} {shape}{f' ({hold} slots held)' if hold else ''}: wall {got.wall_s:.2f} s, "
+                f"bound {got.bound_s:.2f} s (before: {got.old_bound_s:.2f} s), "
+                f"steps {got.executed}/{got.distinct}, peak {got.peak}, 429s {got.refusals}, "
+                + ("" if got.refill_s is None else f"refill {got.refill_s:.2f} s, ")
+                + f"submit {got.submit_s:.2f} s, CLI CPU {got.cpu_s:.2f} s, process {got.process_s:.2f} s",
+                flush=True,
+            )
 
     def rounded(xs, digits=3):
         return [round(x, digits) for x in xs]
@@ -276,49 +305,75 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
     for (n, shape), got in runs.items():
         first, bounds = got[0], tries[(n, shape)]
         r, strict = bounds.release, bounds.strict
-        b.record(f"scale_wall_bound_{n}_{shape}", round(_med([g.wall_s / g.bound_s for g in got]), 3), len(got),
-                 wall_s=rounded(g.wall_s for g in got), bound_s=round(r.bound_s, 3),
-                 bound_critical_path_s=round(r.critical_s, 3), bound_release_s=round(r.release_s, 3),
-                 bound_release_after_s=round(r.at_s, 3), bound_release_slot_s=round(r.work_s, 3),
-                 without_polls_bound_s=round(strict.bound_s, 3),
-                 without_polls_ratio=round(_med([g.wall_s / strict.bound_s for g in got]), 3),
-                 old_ratio=round(_med([g.wall_s / g.old_bound_s for g in got]), 3),
-                 old_bound_s=round(first.old_bound_s, 3), old_critical_path_s=round(first.critical_s, 3),
-                 distinct_step_s=round(first.distinct_s, 3),
-                 process_s=rounded(g.process_s for g in got), cli_cpu_s=rounded(g.cpu_s for g in got),
-                 peak_builds=[g.peak for g in got], limit_429s=[g.refusals for g in got],
-                 refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in got],
-                 submit_s=rounded(g.submit_s for g in got),
-                 note="wall: first build request to last build ready (the emulator's clock); bound: bench/bound.py's "
-                      "release-time bound of the step trie (plan --json) with bench's step costs: max(critical path "
-                      "with each follower waiting for its prefix's release, max over t of t + slot time of the steps "
-                      f"that cannot start before t / {LIMIT}), each build's upload and one poll "
-                      f"({setup.poll_s} s) counted as slot time (bound_release_*: that t and slot time; "
-                      "without_polls_*: no poll counted); old_*: wall / max(the longest chain of step costs one "
-                      f"variant needs plus one upload, distinct step cost / {LIMIT}), the bound before; refill_s: "
-                      "per run, the median time a slot a build freed stayed empty (scale.refills: the k-th request "
-                      f"after the first {LIMIT} against the (k - {LIMIT})-th end; the bound counts one poll); "
-                      "submit_s: per run, "
-                      "the median of a build's request to its start (the SDK's calls: request, file links, start)")
-        b.record(f"scale_steps_ratio_{n}_{shape}", round(_med([g.executed / g.distinct for g in got]), 3), len(got),
-                 distinct_steps=first.distinct, executed=[g.executed for g in got],
-                 note="steps a build ran (cache misses, cut short included) / distinct steps (the FROM base excluded)")
+        b.record(
+            f"scale_wall_bound_{n}_{shape}",
+            round(_med([g.wall_s / g.bound_s for g in got]), 3),
+            len(got),
+            wall_s=rounded(g.wall_s for g in got),
+            bound_s=round(r.bound_s, 3),
+            bound_critical_path_s=round(r.critical_s, 3),
+            bound_release_s=round(r.release_s, 3),
+            bound_release_after_s=round(r.at_s, 3),
+            bound_release_slot_s=round(r.work_s, 3),
+            without_polls_bound_s=round(strict.bound_s, 3),
+            without_polls_ratio=round(_med([g.wall_s / strict.bound_s for g in got]), 3),
+            old_ratio=round(_med([g.wall_s / g.old_bound_s for g in got]), 3),
+            old_bound_s=round(first.old_bound_s, 3),
+            old_critical_path_s=round(first.critical_s, 3),
+            distinct_step_s=round(first.distinct_s, 3),
+            process_s=rounded(g.process_s for g in got),
+            cli_cpu_s=rounded(g.cpu_s for g in got),
+            peak_builds=[g.peak for g in got],
+            limit_429s=[g.refusals for g in got],
+            refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in got],
+            submit_s=rounded(g.submit_s for g in got),
+            note="wall: first build request to last build ready (the emulator's clock); bound: bench/bound.py's "
+            "release-time bound of the step trie (plan --json) with bench's step costs: max(critical path "
+            "with each follower waiting for its prefix's release, max over t of t + slot time of the steps "
+            f"that cannot start before t / {LIMIT}), each build's upload and one poll "
+            f"({setup.poll_s} s) counted as slot time (bound_release_*: that t and slot time; "
+            "without_polls_*: no poll counted); old_*: wall / max(the longest chain of step costs one "
+            f"variant needs plus one upload, distinct step cost / {LIMIT}), the bound before; refill_s: "
+            "per run, the median time a slot a build freed stayed empty (scale.refills: the k-th request "
+            f"after the first {LIMIT} against the (k - {LIMIT})-th end; the bound counts one poll); "
+            "submit_s: per run, "
+            "the median of a build's request to its start (the SDK's calls: request, file links, start)",
+        )
+        b.record(
+            f"scale_steps_ratio_{n}_{shape}",
+            round(_med([g.executed / g.distinct for g in got]), 3),
+            len(got),
+            distinct_steps=first.distinct,
+            executed=[g.executed for g in got],
+            note="steps a build ran (cache misses, cut short included) / distinct steps (the FROM base excluded)",
+        )
     every = [g for got in runs.values() for g in got] + held
-    b.record("scale_peak_builds", max(g.peak for g in every), len(every),
-             by_run={f"{n}_{shape}": [g.peak for g in got] for (n, shape), got in runs.items()}
-             | ({f"{HELD_SIZE}_prefix_held_{HELD}": [g.peak for g in held]} if held else {}),
-             note=f"the most builds counted against the team's limit ({LIMIT}) at once, held slots included; the "
-                  "emulator answers 429 past the limit, so this shows how many slots a run filled")
+    b.record(
+        "scale_peak_builds",
+        max(g.peak for g in every),
+        len(every),
+        by_run={f"{n}_{shape}": [g.peak for g in got] for (n, shape), got in runs.items()}
+        | ({f"{HELD_SIZE}_prefix_held_{HELD}": [g.peak for g in held]} if held else {}),
+        note=f"the most builds counted against the team's limit ({LIMIT}) at once, held slots included; the "
+        "emulator answers 429 past the limit, so this shows how many slots a run filled",
+    )
     if held:
-        b.record("scale_429_per_variant_held", round(_med([g.refusals for g in held]) / HELD_SIZE, 3), len(held),
-                 limit_429s=[g.refusals for g in held], wall_s=rounded(g.wall_s for g in held),
-                 bound_s=round(held[0].bound_s, 3), old_bound_s=round(held[0].old_bound_s, 3),
-                 wall_bound=round(_med([g.wall_s / g.bound_s for g in held]), 3), peak_builds=[g.peak for g in held],
-                 process_s=rounded(g.process_s for g in held),
-                 refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in held],
-                 note=f"{HELD_SIZE} prefix variants while another process of the team holds {HELD} of {LIMIT} "
-                      "slots: build requests the emulator answered 429 for the limit / variants; bound_s: the "
-                      f"release-time bound on the {LIMIT - HELD} slots left (wall_bound: wall / it)")
+        b.record(
+            "scale_429_per_variant_held",
+            round(_med([g.refusals for g in held]) / HELD_SIZE, 3),
+            len(held),
+            limit_429s=[g.refusals for g in held],
+            wall_s=rounded(g.wall_s for g in held),
+            bound_s=round(held[0].bound_s, 3),
+            old_bound_s=round(held[0].old_bound_s, 3),
+            wall_bound=round(_med([g.wall_s / g.bound_s for g in held]), 3),
+            peak_builds=[g.peak for g in held],
+            process_s=rounded(g.process_s for g in held),
+            refill_s=[None if g.refill_s is None else round(g.refill_s, 3) for g in held],
+            note=f"{HELD_SIZE} prefix variants while another process of the team holds {HELD} of {LIMIT} "
+            "slots: build requests the emulator answered 429 for the limit / variants; bound_s: the "
+            f"release-time bound on the {LIMIT - HELD} slots left (wall_bound: wall / it)",
+        )
     if {SIZES[0], SIZES[-1]} <= set(sizes):
         lo, hi = SIZES[0], SIZES[-1]
 
@@ -326,12 +381,16 @@ def bench(b, setup: Setup, sizes=SIZES) -> None:
             return _med([g.cpu_s for g in runs[(n, shape)]]) / n
 
         ratios = {shape: round(per_variant(shape, hi) / per_variant(shape, lo), 3) for shape in SHAPES}
-        b.record("scale_cpu_ratio", max(ratios.values()), b.runs, by_shape=ratios,
-                 cli_cpu_s={f"{n}_{shape}": rounded((g.cpu_s for g in got), 2) for (n, shape), got in runs.items()},
-                 cpu_ms_per_variant={f"{n}_{shape}": round(per_variant(shape, n) * 1000, 1)
-                                     for (n, shape) in runs},
-                 note=f"the CLI's user + system CPU (os.wait4) per variant at {hi} / at {lo} (medians of the runs), "
-                      "the larger of the two shapes' ratios; the CPU includes the fixed start-up (imports) and "
-                      "status polling, which grows with the run's wall time")
+        b.record(
+            "scale_cpu_ratio",
+            max(ratios.values()),
+            b.runs,
+            by_shape=ratios,
+            cli_cpu_s={f"{n}_{shape}": rounded((g.cpu_s for g in got), 2) for (n, shape), got in runs.items()},
+            cpu_ms_per_variant={f"{n}_{shape}": round(per_variant(shape, n) * 1000, 1) for (n, shape) in runs},
+            note=f"the CLI's user + system CPU (os.wait4) per variant at {hi} / at {lo} (medians of the runs), "
+            "the larger of the two shapes' ratios; the CPU includes the fixed start-up (imports) and "
+            "status polling, which grows with the run's wall time",
+        )
     else:
         print(f"  scale_cpu_ratio: not measured (needs sizes {SIZES[0]} and {SIZES[-1]})")

@@ -143,6 +143,7 @@ def write(path: Path, text: str) -> Path:
 def snapshot(root: Path) -> dict[str, bytes | str]:
     """Every file under root with its bytes, every folder and link too: to prove nothing on disk changed
     (a refused command makes no folder, no lock file, no log)."""
+
     def content(p: Path) -> bytes | str:
         if p.is_symlink():
             return f"-> {os.readlink(p)}"

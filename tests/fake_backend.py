@@ -14,13 +14,17 @@ from e2b_matrix.model import Base, Outcome
 from e2b_matrix.render import instructions
 from e2b_matrix.verify import CheckResult, VerifyReport
 
-BUILT: dict[str, dict] = {}        # build ID -> {"alias", "flavour", "steps"}
+BUILT: dict[str, dict] = {}  # build ID -> {"alias", "flavour", "steps"}
 CHANNELS: dict[tuple[str, str], str] = {}  # (alias, channel) -> build ID
 
 # its registry line: the test puts it in backends.REGISTRY["fake"]
-REGISTERED = Registered("fake_backend:FakeBackend", lock_file="templates.fake.lock",
-                        regenerate="make build-all BACKEND=fake", render_format="fake-json",
-                        options=(Option("--fake-flavour", "flavour", "How the fake builds taste."),))
+REGISTERED = Registered(
+    "fake_backend:FakeBackend",
+    lock_file="templates.fake.lock",
+    regenerate="make build-all BACKEND=fake",
+    render_format="fake-json",
+    options=(Option("--fake-flavour", "flavour", "How the fake builds taste."),),
+)
 
 
 class FakeBackend:

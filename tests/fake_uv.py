@@ -30,13 +30,17 @@ def recording(folder: Path, compile_ok: bool = True) -> tuple[Path, Path]:
     """(a uv that runs the real one, the file each of its command lines is appended to as JSON);
     with ``compile_ok`` false, a compile (``--generate-hashes``) exits 99 instead."""
     log = folder / "uv-calls.jsonl"
-    exe = script(folder, f"""
+    exe = script(
+        folder,
+        f"""
 with open({str(log)!r}, "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 if {not compile_ok!r} and "--generate-hashes" in sys.argv:
     sys.exit(99)
 os.execv({REAL!r}, [{REAL!r}] + sys.argv[1:])
-""", name="uv-recording")
+""",
+        name="uv-recording",
+    )
     return exe, log
 
 

@@ -89,15 +89,13 @@ def test_a_variant_that_ends_inside_another_is_ready_only_after_the_release():
 def test_the_bound_is_never_below_what_scale_py_divided_by_before():
     for roots in (fan(1.0, 3, 2.0), fan(0.6, 150, 2.0), fan(4.8, 10, 1.8)):
         for limit in (1, 2, 20):
-            assert (bound.release_bound(roots, limit, 0.2, 0.2).bound_s
-                    >= bound.naive_bound(roots, limit, 0.2) - 1e-9)
+            assert bound.release_bound(roots, limit, 0.2, 0.2).bound_s >= bound.naive_bound(roots, limit, 0.2) - 1e-9
 
 
 def prefix(versions: int, flavours: int) -> tuple:
     """bench/scale.py's prefix shape with run.py's step costs: base USER/WORKDIR (0.3 s each), the fuse layer
     (apt 2.0, COPY 0.3, pip 1.0, 3 RUNs of 0.3), per version COPY 0.3 + pip 1.5, per flavour apt 2.0."""
-    nexus = tuple(Step(0.3, 0, (Step(1.5, 0, tuple(Step(2.0, 1) for _ in range(flavours))),))
-                  for _ in range(versions))
+    nexus = tuple(Step(0.3, 0, (Step(1.5, 0, tuple(Step(2.0, 1) for _ in range(flavours))),)) for _ in range(versions))
     step = Step(0.3, 0, nexus)
     for cost in (0.3, 0.3, 1.0, 0.3, 2.0, 0.3, 0.3):
         step = Step(cost, 0, (step,))
@@ -118,9 +116,19 @@ def test_the_60_variant_prefix_shape():
 
 
 def test_from_plan_expands_segments_and_counts_the_variants_ending_at_each_step():
-    plan = [{"steps": ["FROM code-interpreter-v1", "USER user"], "variants": ["a", "b", "c"], "children": [
-        {"steps": ["RUN apt-get install x", "RUN echo"], "variants": ["a", "b"], "children": [
-            {"steps": ["RUN apt-get install y"], "variants": ["a"], "children": []}]}]}]
+    plan = [
+        {
+            "steps": ["FROM code-interpreter-v1", "USER user"],
+            "variants": ["a", "b", "c"],
+            "children": [
+                {
+                    "steps": ["RUN apt-get install x", "RUN echo"],
+                    "variants": ["a", "b"],
+                    "children": [{"steps": ["RUN apt-get install y"], "variants": ["a"], "children": []}],
+                }
+            ],
+        }
+    ]
     seen: list[tuple[str, bool]] = []
 
     def cost(text: str, base: bool) -> float:
@@ -131,7 +139,7 @@ def test_from_plan_expands_segments_and_counts_the_variants_ending_at_each_step(
     assert ("FROM code-interpreter-v1", True) in seen and ("USER user", False) in seen
     assert (root.cost, root.ends) == (0.0, 0)
     (user,) = root.children
-    assert (user.cost, user.ends) == (0.3, 1)       # c ends after the base layer
+    assert (user.cost, user.ends) == (0.3, 1)  # c ends after the base layer
     (apt,) = user.children
     (echo,) = apt.children
     assert (apt.cost, apt.ends, echo.cost, echo.ends) == (2.0, 0, 0.3, 1)  # b ends at the echo

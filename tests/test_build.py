@@ -27,8 +27,12 @@ def test_build_all_records_every_variant(project, emu):
     results = {x["name"]: x for x in json.loads(r.stdout)}
     assert {x["status"] for x in results.values()} == {"built"}
     lock = lock_of(project)
-    assert sorted(e.alias for e in lock) == ["nexus-sandbox-full", "nexus-sandbox-latest", "nexus-sandbox-minimal",
-                                            "nexus-sandbox-pinned"]
+    assert sorted(e.alias for e in lock) == [
+        "nexus-sandbox-full",
+        "nexus-sandbox-latest",
+        "nexus-sandbox-minimal",
+        "nexus-sandbox-pinned",
+    ]
     latest = lock.entry("latest")
     assert latest.template_id == results["latest"]["template_id"]
     assert latest.domain == "e2b.app" and latest.layers["nexus"] == "0.9.26"
@@ -65,7 +69,8 @@ def test_one_failure_keeps_the_others_and_exits_1(project, emu):
     assert build(project, "build", "pinned").exit_code == 0
     old = lock_of(project).entry("pinned")
     (project / "variants/pinned.toml").write_text(
-        (project / "variants/pinned.toml").read_text().replace("memory_mb = 2048", "memory_mb = 4096"))
+        (project / "variants/pinned.toml").read_text().replace("memory_mb = 2048", "memory_mb = 4096")
+    )
     emu.configure("nexus-sandbox-pinned", fail_at_step=2, fail_message="apt-get exploded")
     r = build(project, "build-all", "--json")
     assert r.exit_code == 1
@@ -135,7 +140,7 @@ def test_401_stops_the_run_at_once(project, emu, monkeypatch):
     r = build(project, "build-all", "--jobs", "1")
     assert r.exit_code == 2
     assert "E2B refused the API key (401)" in r.stderr
-    assert len([b for b in emu.builds]) == 0
+    assert len(list(emu.builds)) == 0
     assert "wrongwrong" not in r.output
 
 
@@ -145,7 +150,8 @@ def test_missing_key_says_how_to_log_in(project, emu, monkeypatch):
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [
         "e2b-matrix: error: no E2B API key: set E2B_API_KEY, or run `e2b auth login` (it writes "
-        "~/.e2b/config.json); to build locally instead, use --backend docker (make build-all BACKEND=docker)"]
+        "~/.e2b/config.json); to build locally instead, use --backend docker (make build-all BACKEND=docker)"
+    ]
     assert emu.request_count == 0
 
 
@@ -186,9 +192,14 @@ def test_same_alias_across_processes_no_wait(project, emu):
 
 
 def run_cli_process(project, *args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=sigint_default)
+    return subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(project), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=sigint_default,
+    )
 
 
 def test_two_processes_building_different_variants_both_land(project, emu):
@@ -203,14 +214,17 @@ def test_two_processes_building_different_variants_both_land(project, emu):
 
 
 def test_a_variant_built_on_another_waits_for_it_and_tracks_its_build(project, emu):
-    write(project / "variants/child.toml", """
+    write(
+        project / "variants/child.toml",
+        """
 [variant]
 name = "child"
 alias = "nexus-sandbox-child"
 layers = ["base", "fuse"]
 [params.base]
 template = "nexus-sandbox-minimal"
-""")
+""",
+    )
     emu.configure("nexus-sandbox-minimal", duration=0.8)
     r = build(project, "build", "child", "minimal", "--json")
     assert r.exit_code == 0, r.output
@@ -231,14 +245,17 @@ template = "nexus-sandbox-minimal"
 
 
 def test_a_failed_parent_skips_its_child(project, emu):
-    write(project / "variants/child.toml", """
+    write(
+        project / "variants/child.toml",
+        """
 [variant]
 name = "child"
 alias = "nexus-sandbox-child"
 layers = ["base"]
 [params.base]
 template = "nexus-sandbox-minimal"
-""")
+""",
+    )
     emu.configure("nexus-sandbox-minimal", fail_at_step=0)
     r = build(project, "build", "child", "minimal", "--json")
     assert r.exit_code == 1

@@ -55,11 +55,13 @@ def dump(workflow: dict, path: Path) -> Path:
 
 
 def schema_check(path: Path, schema: str = "vendor.github-workflows") -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", schema, str(path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", schema, str(path)], capture_output=True, text=True, timeout=120
+    )
 
 
 # -- GitHub's workflow and action schemas ------------------------------------------------------
+
 
 def test_workflow_matches_githubs_schema():
     p = schema_check(WORKFLOW)
@@ -96,8 +98,9 @@ def _typed_input(a):  # an action's inputs are strings: they take no type
 
 
 SCHEMAS = [(WORKFLOW, "vendor.github-workflows"), (ACTION, "vendor.github-actions")]
-BROKEN = [(*SCHEMAS[0], b) for b in (_no_runs_on, _unknown_event, _bad_permission)] + \
-         [(*SCHEMAS[1], b) for b in (_no_shell, _not_composite, _typed_input)]
+BROKEN = [(*SCHEMAS[0], b) for b in (_no_runs_on, _unknown_event, _bad_permission)] + [
+    (*SCHEMAS[1], b) for b in (_no_shell, _not_composite, _typed_input)
+]
 
 
 @pytest.mark.parametrize("path, schema", SCHEMAS, ids=["workflow", "action"])
@@ -130,7 +133,7 @@ def invocations(script: str) -> list[list[str]]:
     for i, word in enumerate(words):
         if word == "e2b-matrix" or word.endswith("/e2b-matrix"):
             args = []
-            for w in words[i + 1:]:
+            for w in words[i + 1 :]:
                 if set(w) <= set(SHELL_OPERATORS):
                     break
                 args.append(w)
@@ -168,8 +171,8 @@ def parse(args: list[str]) -> tuple[tuple[str, ...], click.Context]:
             raise click.UsageError(f"no command after e2b-matrix {' '.join(path)}")
         name = rest.pop(0)
         if name not in command.commands:
-            raise click.UsageError(f"no such command: e2b-matrix {' '.join(path + (name,))}")
-        command, path, parent = command.commands[name], path + (name,), ctx
+            raise click.UsageError(f"no such command: e2b-matrix {' '.join((*path, name))}")
+        command, path, parent = command.commands[name], (*path, name), ctx
     return path, command.make_context(path[-1], rest, parent=parent)
 
 
@@ -219,7 +222,7 @@ def may_run(condition, event: str, action: str | None = None) -> bool:
     expr = re.sub(r"([\w.]+)\s*(==|!=)\s*'([^']*)'", compare, expr)
     expr = re.sub(r"!?\s*\w+\(\)", "True", expr)
     expr = expr.replace("||", " or ").replace("&&", " and ")
-    return bool(eval(expr, {"__builtins__": {}}, {}))  # noqa: S307 - only True/False/and/or/() remain
+    return bool(eval(expr, {"__builtins__": {}}, {}))
 
 
 def jobs_on(workflow: dict, event: str) -> list[str]:
@@ -235,8 +238,15 @@ def runs_when(job: dict, step: dict | None = None) -> list[tuple[str, str]]:
 def test_every_command_and_option_exists_in_the_cli():
     workflow = load()
     found = {path for _, _, path, _ in commands(workflow)}  # parse() raised on anything unknown
-    assert {("plan",), ("compile",), ("lock", "check"), ("lock", "show"), ("build-all",), ("promote",),
-            ("rollback",)} <= found
+    assert {
+        ("plan",),
+        ("compile",),
+        ("lock", "check"),
+        ("lock", "show"),
+        ("build-all",),
+        ("promote",),
+        ("rollback",),
+    } <= found
 
 
 def test_every_command_given_to_the_action_parses_and_holds_no_expression():
@@ -262,15 +272,18 @@ def assert_installs_first_without_a_key(workflow: dict) -> None:
         assert not any(invocations(s.get("run", "")) for s in job["steps"][:first]), jid
 
 
-@pytest.mark.parametrize("args, error", [
-    (["plan", "--format", "markdwn"], "markdwn"),
-    (["lock", "chek"], "lock chek"),
-    (["build-all", "--verfy"], "--verfy"),
-    (["rollback", "a", "b"], "unexpected extra argument"),
-    (["promote", "--channel"], "--channel"),
-    (["--env", "prod", "lock", "chek"], "lock chek"),
-    (["--env"], "--env"),
-])
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["plan", "--format", "markdwn"], "markdwn"),
+        (["lock", "chek"], "lock chek"),
+        (["build-all", "--verfy"], "--verfy"),
+        (["rollback", "a", "b"], "unexpected extra argument"),
+        (["promote", "--channel"], "--channel"),
+        (["--env", "prod", "lock", "chek"], "lock chek"),
+        (["--env"], "--env"),
+    ],
+)
 def test_the_command_check_catches_drift(args, error):
     with pytest.raises(click.UsageError) as exc:
         parse(args)
@@ -278,12 +291,17 @@ def test_the_command_check_catches_drift(args, error):
 
 
 def test_the_command_finder_reads_shell_as_the_shell_does():
-    script = ('set -euo pipefail\n# e2b-matrix nosuch\necho "e2b-matrix nosuch"\n'
-              'x=$(.venv/bin/e2b-matrix lock show --json)\n'
-              '.venv/bin/e2b-matrix plan \\\n  --format markdown | tee -a "$GITHUB_STEP_SUMMARY"\n'
-              'for n in "${names[@]}"; do .venv/bin/e2b-matrix rollback -- "$n"; done\n')
-    assert invocations(script) == [["lock", "show", "--json"], ["plan", "--format", "markdown"],
-                                   ["rollback", "--", "$n"]]
+    script = (
+        'set -euo pipefail\n# e2b-matrix nosuch\necho "e2b-matrix nosuch"\n'
+        "x=$(.venv/bin/e2b-matrix lock show --json)\n"
+        '.venv/bin/e2b-matrix plan \\\n  --format markdown | tee -a "$GITHUB_STEP_SUMMARY"\n'
+        'for n in "${names[@]}"; do .venv/bin/e2b-matrix rollback -- "$n"; done\n'
+    )
+    assert invocations(script) == [
+        ["lock", "show", "--json"],
+        ["plan", "--format", "markdown"],
+        ["rollback", "--", "$n"],
+    ]
 
 
 def test_the_environment_of_a_command_is_its_flag_else_the_variable_else_the_default():
@@ -308,16 +326,23 @@ def test_pull_requests_plan_and_check_without_building_or_secrets():
     assert not {path for path, _ in ran} & BUILDS
     for jid in pr_jobs:
         assert "secrets." not in json.dumps(workflow["jobs"][jid])
-    plan_steps = [s["run"] for jid in pr_jobs for _, _, s in steps({"jobs": {jid: workflow["jobs"][jid]}})
-                  if "plan --format markdown" in s.get("run", "")]
+    plan_steps = [
+        s["run"]
+        for jid in pr_jobs
+        for _, _, s in steps({"jobs": {jid: workflow["jobs"][jid]}})
+        if "plan --format markdown" in s.get("run", "")
+    ]
     assert plan_steps and all("$GITHUB_STEP_SUMMARY" in run for run in plan_steps)
 
 
 def test_main_builds_verified_and_promotes_staging_one_build_at_a_time():
     workflow = load()
     staging = ENVIRONMENTS.select(None)
-    builds = [(jid, step, ctx) for jid, step, path, ctx in commands(workflow)
-              if path == ("build-all",) and environment_of(workflow, jid, step, ctx) == staging]
+    builds = [
+        (jid, step, ctx)
+        for jid, step, path, ctx in commands(workflow)
+        if path == ("build-all",) and environment_of(workflow, jid, step, ctx) == staging
+    ]
     assert builds
     for jid, step, ctx in builds:
         job = workflow["jobs"][jid]
@@ -334,8 +359,11 @@ def test_main_builds_verified_and_promotes_staging_one_build_at_a_time():
 def test_a_manual_release_builds_the_same_inputs_in_prod_checks_them_then_promotes():
     workflow = load()
     prod = ENVIRONMENTS.select("prod")
-    in_prod = [(jid, step, path, ctx) for jid, step, path, ctx in commands(workflow)
-               if environment_of(workflow, jid, step, ctx) == prod]
+    in_prod = [
+        (jid, step, path, ctx)
+        for jid, step, path, ctx in commands(workflow)
+        if environment_of(workflow, jid, step, ctx) == prod
+    ]
     assert {jid for jid, *_ in in_prod} == {"release-prod"}  # nothing else touches prod
     job = workflow["jobs"]["release-prod"]
     assert runs_when(job) == [("workflow_dispatch", "release-prod")]
@@ -368,8 +396,11 @@ def test_dispatch_promotes_or_rolls_back_in_staging():
     assert inputs["channel"]["default"] == "default"
     assert inputs["variants"]["required"] is True
     for action in ("promote", "rollback"):
-        ran = [(jid, step, path, ctx) for jid, step, path, ctx in commands(workflow) if path == (action,)
-               and ("workflow_dispatch", action) in runs_when(workflow["jobs"][jid], step)]
+        ran = [
+            (jid, step, path, ctx)
+            for jid, step, path, ctx in commands(workflow)
+            if path == (action,) and ("workflow_dispatch", action) in runs_when(workflow["jobs"][jid], step)
+        ]
         assert ran, action
         for jid, step, _, ctx in ran:
             assert environment_of(workflow, jid, step, ctx).name == ENVIRONMENTS.default
@@ -386,15 +417,16 @@ def test_permissions_read_only_but_the_lock_commit():
         assert writes <= {"contents"}, jid
         if writes:
             assert "git push" in json.dumps(job), f"{jid} may write but pushes nothing"
-    assert "write" not in json.dumps({jid: workflow["jobs"][jid].get("permissions") for jid in
-                                      jobs_on(workflow, "pull_request")})
+    assert "write" not in json.dumps(
+        {jid: workflow["jobs"][jid].get("permissions") for jid in jobs_on(workflow, "pull_request")}
+    )
 
 
 def test_each_step_sees_only_the_key_of_the_environment_it_runs_in():
     """E2B_API_KEY reaches staging's build and release steps, E2B_API_KEY_PROD prod's, each from the
     secret of its name, in the step's own env; no other step, job or workflow env holds a key."""
     workflow = load()
-    assert KEYS == {"E2B_API_KEY", "E2B_API_KEY_PROD"}
+    assert {"E2B_API_KEY", "E2B_API_KEY_PROD"} == KEYS
     assert "secrets." not in json.dumps(workflow.get("env", {}))
     needing = {}
     for jid, job, step in steps(workflow):
@@ -429,37 +461,74 @@ def test_actions_pinned_to_a_major_version_and_scripts_fail_early():
 
 # -- the lock commit, run as written ---------------------------------------------------------
 
+
 def _step(job: str, name: str) -> dict:
     return next(s for jid, _, s in steps(load()) if jid == job and s.get("name") == name)
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", *args], cwd=cwd,
-                          check=True, capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def _lock(*entries: tuple) -> str:
     """A lock of (variant, build ID, channels[, fingerprint]) entries."""
-    when = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone.utc)
-    return dumps([LockEntry(alias=f"nexus-sandbox-{v}", variant=v, template_id="tpl" + v, build_id=b,
-                            fingerprint=f[0] if f else "sha256:" + "0" * 64, layers={"base": "1"}, built_at=when,
-                            domain="e2b.app", channels=ch) for v, b, ch, *f in entries])
+    when = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+    return dumps(
+        [
+            LockEntry(
+                alias=f"nexus-sandbox-{v}",
+                variant=v,
+                template_id="tpl" + v,
+                build_id=b,
+                fingerprint=f[0] if f else "sha256:" + "0" * 64,
+                layers={"base": "1"},
+                built_at=when,
+                domain="e2b.app",
+                channels=ch,
+            )
+            for v, b, ch, *f in entries
+        ]
+    )
 
 
 def _runner_env(temp: Path, **extra: str) -> dict[str, str]:
     """The environment a GitHub runner gives a step, with the installed e2b-matrix on PATH (the action
     puts it there)."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "RUNNER_TEMP": str(temp), "GITHUB_STEP_SUMMARY": str(temp / "summary.md"), "GITHUB_EVENT_NAME": "push",
-            "GITHUB_REF_NAME": "main", "ACTION": "", "VARIANTS": "", "CHANNEL": "",
-            "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "7", **extra}
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"),
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_REF_NAME": "main",
+        "ACTION": "",
+        "VARIANTS": "",
+        "CHANNEL": "",
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_RUN_ID": "7",
+        **extra,
+    }
 
 
 def run_step(job: str, name: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """A step of the workflow run as GitHub runs it (bash -eo pipefail), with its job's literal env."""
     literal = {k: str(v) for k, v in load()["jobs"][job].get("env", {}).items() if "${{" not in str(v)}
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", _step(job, name)["run"]],
-                          cwd=cwd, env={**env, **literal}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", _step(job, name)["run"]],
+        cwd=cwd,
+        env={**env, **literal},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def needs_git_and_jq() -> None:
@@ -489,7 +558,7 @@ def checkout(tmp_path):
 
 
 def test_an_unchanged_lock_is_not_committed(checkout):
-    work, origin, run = checkout
+    _work, origin, run = checkout
     head = _git(origin, "rev-parse", "main")
     for job in ("release", "release-prod"):
         assert run(job, "Record the lock before").returncode == 0
@@ -519,11 +588,18 @@ def test_a_build_is_committed_by_the_bot_saying_what_changed(checkout):
     p = run("release", "Commit the lock")
     assert p.returncode == 0, p.stdout + p.stderr
     log = _git(origin, "log", "-2", "--format=%an <%ae>%n%B%n--")
-    assert log.startswith("github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>\n"
-                          "templates.lock: build-all --verify --promote staging: latest pinned\n")
-    for line in ("latest (nexus-sandbox-latest): build b1 -> b2", "latest (nexus-sandbox-latest): staging -> b2",
-                 "pinned (nexus-sandbox-pinned): build (none) -> p1", "pinned (nexus-sandbox-pinned): staging -> p1",
-                 "Run: https://github.example/o/r/actions/runs/7", "docs"):
+    assert log.startswith(
+        "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>\n"
+        "templates.lock: build-all --verify --promote staging: latest pinned\n"
+    )
+    for line in (
+        "latest (nexus-sandbox-latest): build b1 -> b2",
+        "latest (nexus-sandbox-latest): staging -> b2",
+        "pinned (nexus-sandbox-pinned): build (none) -> p1",
+        "pinned (nexus-sandbox-pinned): staging -> p1",
+        "Run: https://github.example/o/r/actions/runs/7",
+        "docs",
+    ):
         assert line in log
     assert _git(origin, "show", "main:templates.lock") == (work / "templates.lock").read_text()
     assert _git(origin, "diff", "--name-only", "main~1", "main").split() == sorted([*inventories, "templates.lock"])
@@ -533,8 +609,14 @@ def test_a_dispatch_commit_names_the_command(checkout):
     work, origin, run = checkout
     assert run("release", "Record the lock before").returncode == 0
     (work / "templates.lock").write_text(_lock(("latest", "b1", {"default": "b1"})))
-    p = run("release", "Commit the lock", GITHUB_EVENT_NAME="workflow_dispatch", ACTION="promote",
-            VARIANTS="latest", CHANNEL="default")
+    p = run(
+        "release",
+        "Commit the lock",
+        GITHUB_EVENT_NAME="workflow_dispatch",
+        ACTION="promote",
+        VARIANTS="latest",
+        CHANNEL="default",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert _git(origin, "log", "-1", "--format=%s") == "templates.lock: promote latest --channel default\n"
     assert "latest (nexus-sandbox-latest): default -> b1" in _git(origin, "log", "-1", "--format=%b")
@@ -542,19 +624,26 @@ def test_a_dispatch_commit_names_the_command(checkout):
 
 def test_the_prod_release_commits_prods_lock_and_inventories_only(checkout):
     work, origin, run = checkout
-    dispatch = {"GITHUB_EVENT_NAME": "workflow_dispatch", "ACTION": "release-prod", "VARIANTS": "latest",
-                "CHANNEL": "default"}
+    dispatch = {
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "ACTION": "release-prod",
+        "VARIANTS": "latest",
+        "CHANNEL": "default",
+    }
     assert run("release-prod", "Record the lock before", **dispatch).returncode == 0
     (work / "templates.prod.lock").write_text(_lock(("latest", "p2", {"default": "p2"})))
     inventory = _inventory(work, "templates.prod.lock", "nexus-sandbox-latest", "p2")
     (work / "templates.lock").write_text(_lock(("latest", "b9", {})))  # staging's: not this job's to commit
     p = run("release-prod", "Commit the lock", **dispatch)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert _git(origin, "log", "-1", "--format=%s") == \
-        "templates.prod.lock: release-prod latest --channel default: latest\n"
+    assert (
+        _git(origin, "log", "-1", "--format=%s")
+        == "templates.prod.lock: release-prod latest --channel default: latest\n"
+    )
     body = _git(origin, "log", "-1", "--format=%b").splitlines()
-    assert {"latest (nexus-sandbox-latest): build p1 -> p2",
-            "latest (nexus-sandbox-latest): default -> p2"} <= set(body)
+    assert {"latest (nexus-sandbox-latest): build p1 -> p2", "latest (nexus-sandbox-latest): default -> p2"} <= set(
+        body
+    )
     assert _git(origin, "diff", "--name-only", "main~1", "main").split() == [inventory, "templates.prod.lock"]
     assert _git(work, "status", "--porcelain").split() == ["M", "templates.lock"]
     assert "### templates.prod.lock" in (work.parent / "runner-temp" / "summary.md").read_text()
@@ -577,8 +666,14 @@ def gate(project, tmp_path_factory):
         for env, builds in ((ENVIRONMENTS.select("staging"), staging), (ENVIRONMENTS.select("prod"), prod)):
             write(project / env.lock, _lock(*((v, f"{env.name}-{v}", {}, f) for v, f in builds.items())))
         env = _runner_env(temp, GITHUB_EVENT_NAME="workflow_dispatch", ACTION="release-prod")
-        plain = subprocess.run(["e2b-matrix", "lock", "check", "--env", "prod", "--same-as", "staging", "--offline"],
-                               cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        plain = subprocess.run(
+            ["e2b-matrix", "lock", "check", "--env", "prod", "--same-as", "staging", "--offline"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return run_step("release-prod", GATE, project, env), plain.returncode
 
     return run
@@ -594,16 +689,27 @@ def test_the_gate_passes_when_prod_built_what_staging_built(gate):
 
 
 def _other(alias: str, prod: str, staging: str) -> str:
-    return (f"::error::{alias}: built in prod, from other inputs than in staging "
-            f"(prod {prod[:19]}…, staging {staging[:19]}…)")
+    return (
+        f"::error::{alias}: built in prod, from other inputs than in staging "
+        f"(prod {prod[:19]}…, staging {staging[:19]}…)"
+    )
 
 
-@pytest.mark.parametrize("prod, expected", [
-    ({"latest": fp(1), "pinned": fp(9)}, [_other("nexus-sandbox-pinned", fp(9), fp(2))]),
-    ({"latest": fp(1), "minimal": fp(4)}, ["::error::nexus-sandbox-minimal: built in prod, never in staging"]),
-    ({"latest": fp(8), "minimal": fp(4)}, [_other("nexus-sandbox-latest", fp(8), fp(1)),
-                                           "::error::nexus-sandbox-minimal: built in prod, never in staging"]),
-], ids=["other-inputs", "not-in-staging", "both"])
+@pytest.mark.parametrize(
+    "prod, expected",
+    [
+        ({"latest": fp(1), "pinned": fp(9)}, [_other("nexus-sandbox-pinned", fp(9), fp(2))]),
+        ({"latest": fp(1), "minimal": fp(4)}, ["::error::nexus-sandbox-minimal: built in prod, never in staging"]),
+        (
+            {"latest": fp(8), "minimal": fp(4)},
+            [
+                _other("nexus-sandbox-latest", fp(8), fp(1)),
+                "::error::nexus-sandbox-minimal: built in prod, never in staging",
+            ],
+        ),
+    ],
+    ids=["other-inputs", "not-in-staging", "both"],
+)
 def test_the_gate_fails_naming_each_variant_prod_built_from_other_inputs(gate, prod, expected):
     p, plain = gate({"latest": fp(1), "pinned": fp(2)}, prod)
     assert (p.returncode, plain) == (1, 1), p.stdout + p.stderr
@@ -614,11 +720,13 @@ def test_the_gate_stops_on_bad_input_with_its_one_line(gate, project):
     write(project / environments.PROJECT_FILE, '[environments.prod]\ndomain = "e2b.app"\nkye = "X"\n')
     p, plain = gate({}, {})
     assert p.returncode == plain == 2
-    assert p.stderr.splitlines() == ["e2b-matrix: error: e2b-matrix.toml: environments.prod.kye: unknown key; "
-                                     "did you mean 'key'?"]
+    assert p.stderr.splitlines() == [
+        "e2b-matrix: error: e2b-matrix.toml: environments.prod.kye: unknown key; did you mean 'key'?"
+    ]
 
 
 # -- the action's own steps, run as written ----------------------------------------------------
+
 
 def action_step(name: str) -> dict:
     return next(s for s in load(ACTION)["runs"]["steps"] if name in (s.get("id"), s.get("name")))
@@ -627,13 +735,19 @@ def action_step(name: str) -> dict:
 def run_action_step(step: dict, cwd: Path, context: dict[str, str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """A run step of action.yml as the runner runs it: its expressions (inputs, step outputs) replaced
     by their values, in its working-directory, under bash -eo pipefail."""
+
     def value(text: str) -> str:
         return re.sub(r"\$\{\{\s*([\w.-]+)\s*\}\}", lambda m: context[m.group(1)], str(text))
 
     where = cwd / value(step.get("working-directory", "."))
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=where,
-                          env={**env, **{k: value(v) for k, v in step.get("env", {}).items()}},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=where,
+        env={**env, **{k: value(v) for k, v in step.get("env", {}).items()}},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _outputs(path: Path) -> dict[str, str]:
@@ -646,7 +760,9 @@ def test_the_action_installs_once_and_puts_only_e2b_matrix_on_path(tmp_path):
     the action in the job finds it installed."""
     temp, pip_log = tmp_path / "runner-temp", tmp_path / "pip.log"
     temp.mkdir()
-    stand_in = write(tmp_path / "python", textwrap.dedent("""\
+    stand_in = write(
+        tmp_path / "python",
+        textwrap.dedent("""\
         #!/bin/bash
         set -eu
         if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; exit 0; fi
@@ -654,10 +770,17 @@ def test_the_action_installs_once_and_puts_only_e2b_matrix_on_path(tmp_path):
         echo "${@: -1}" >>"$PIP_LOG"
         printf '#!/bin/sh\\necho e2b-matrix 0.0\\n' >"$(dirname "$0")/e2b-matrix"
         chmod +x "$(dirname "$0")/e2b-matrix"
-        """))
+        """),
+    )
     stand_in.chmod(0o755)
-    env = {**os.environ, "RUNNER_TEMP": str(temp), "GITHUB_ACTION_PATH": str(ROOT), "PIP_LOG": str(pip_log),
-           "GITHUB_OUTPUT": str(temp / "output"), "GITHUB_PATH": str(temp / "path")}
+    env = {
+        **os.environ,
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "PIP_LOG": str(pip_log),
+        "GITHUB_OUTPUT": str(temp / "output"),
+        "GITHUB_PATH": str(temp / "path"),
+    }
     context = {"inputs.python-version": "3.12", "steps.python.outputs.python-path": str(stand_in)}
 
     p = run_action_step(action_step("home"), tmp_path, context, env)
@@ -688,10 +811,12 @@ def installed(tmp_path):
     shutil.copytree(ROOT / "variants", tmp_path / "workspace" / "templates" / "variants")
 
     def run(command: str, working_directory: str = "templates") -> subprocess.CompletedProcess:
-        context = {"inputs.command": command, "inputs.working-directory": working_directory,
-                   "steps.home.outputs.dir": str(tmp_path / "home")}
-        return run_action_step(action_step("run"), tmp_path / "workspace",
-                               context, dict(os.environ))
+        context = {
+            "inputs.command": command,
+            "inputs.working-directory": working_directory,
+            "steps.home.outputs.dir": str(tmp_path / "home"),
+        }
+        return run_action_step(action_step("run"), tmp_path / "workspace", context, dict(os.environ))
 
     return run
 
@@ -703,11 +828,14 @@ def test_the_action_runs_its_command_in_the_working_directory(installed):
     assert installed("lock check --offline").returncode == 1  # its exit status is the step's: no lock yet
 
 
-@pytest.mark.parametrize("command, error", [
-    ("list --env '$HOME; touch pwned'", "e2b-matrix: error: --env: no environment '$HOME; touch pwned'"),
-    ('list "$(touch pwned)" `touch pwned` && touch pwned', "Got unexpected extra arguments ($(touch pwned) `touch"),
-    ("list 'unclosed", "e2b-matrix: error: the action input command: No closing quotation"),
-])
+@pytest.mark.parametrize(
+    "command, error",
+    [
+        ("list --env '$HOME; touch pwned'", "e2b-matrix: error: --env: no environment '$HOME; touch pwned'"),
+        ('list "$(touch pwned)" `touch pwned` && touch pwned', "Got unexpected extra arguments ($(touch pwned) `touch"),
+        ("list 'unclosed", "e2b-matrix: error: the action input command: No closing quotation"),
+    ],
+)
 def test_the_action_splits_its_command_into_words_and_runs_no_shell(installed, tmp_path, command, error):
     p = installed(command)
     assert p.returncode == 2 and error in p.stderr, p.stderr
@@ -715,6 +843,7 @@ def test_the_action_splits_its_command_into_words_and_runs_no_shell(installed, t
 
 
 # -- the example for other repositories ----------------------------------------------------------
+
 
 def test_the_documented_adoption_is_a_valid_workflow_whose_commands_parse(tmp_path):
     """docs/releasing.md shows another repository's workflow using the action: GitHub's schema accepts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from conftest import cli_runner, write
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock, dumps
@@ -24,7 +23,11 @@ def test_resolve_prints_only_the_id(project):
     assert r.stdout == "tpl-latest\n" and "bare template ID means its default channel" in r.stderr
     assert run(project, "resolve", "latest", "--channel", "stable").stdout == "nexus-sandbox-latest:stable\n"
     r = run(project, "resolve", "latest", "--channel", "Bad Tag")
-    assert r.exit_code == 2 and r.stderr.strip() == "e2b-matrix: error: --channel: 'Bad Tag' is not a valid E2B tag (must match ^[a-z0-9-_.]+$)"
+    assert (
+        r.exit_code == 2
+        and r.stderr.strip()
+        == "e2b-matrix: error: --channel: 'Bad Tag' is not a valid E2B tag (must match ^[a-z0-9-_.]+$)"
+    )
 
 
 def test_resolve_answers_for_the_name_given_and_the_environment_only_for_the_default(project):
@@ -47,9 +50,17 @@ def test_resolve_with_conflicting_flags_is_an_error(project):
 
 def test_an_unknown_name_is_exit_2_with_the_same_prefix_in_every_command(project):
     write(project / "templates.lock", lock_for({}))
-    for args in (["resolve", "lates"], ["render", "lates"], ["plan", "lates"], ["build", "lates"],
-                 ["verify", "lates"], ["promote", "lates"], ["rollback", "lates"], ["status", "lates"],
-                 ["resolve", "lates", "--id"]):
+    for args in (
+        ["resolve", "lates"],
+        ["render", "lates"],
+        ["plan", "lates"],
+        ["build", "lates"],
+        ["verify", "lates"],
+        ["promote", "lates"],
+        ["rollback", "lates"],
+        ["status", "lates"],
+        ["resolve", "lates", "--id"],
+    ):
         r = run(project, *args, env={"E2B_API_KEY": "e2b_" + "0" * 40})
         err = r.stderr.strip().splitlines()
         assert r.exit_code == 2, (args, r.output)

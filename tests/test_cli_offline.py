@@ -65,7 +65,8 @@ def test_plan_json_shows_the_base_python_and_each_layer_version_a_build_records(
         "full": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.9.26", "extra-tools": "1"}),
         "latest": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.9.26"}),  # 0.9.38+ need 3.14; 0.9.27 is yanked
         "minimal": ("3.13", {"base": "1", "nexus": "0.9.26"}),
-        "pinned": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.5.6"})}
+        "pinned": ("3.13", {"base": "1", "fuse": "1", "nexus": "0.5.6"}),
+    }
     # "latest" follows the base's Python: 3.11 cannot run 0.6+ (>=3.13) or 0.7-0.9 (>=3.12)
     r = run("plan", "--json", "latest", "--set", "base.python=3.11", project=project)
     assert [(i["python"], i["layers"]["nexus"]) for i in json.loads(r.stdout)["variants"]] == [("3.11", "0.5.6")]
@@ -74,8 +75,13 @@ def test_plan_json_shows_the_base_python_and_each_layer_version_a_build_records(
     # the table says it too
     r = run("plan", "latest", project=project)
     assert r.stdout.splitlines()[0].split()[:6] == ["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"]
-    assert r.stdout.splitlines()[1].split()[:5] == ["latest", "nexus-sandbox-latest", "unbuilt", "3.13",
-                                                    "base@1,fuse@1,nexus@0.9.26"]
+    assert r.stdout.splitlines()[1].split()[:5] == [
+        "latest",
+        "nexus-sandbox-latest",
+        "unbuilt",
+        "3.13",
+        "base@1,fuse@1,nexus@0.9.26",
+    ]
 
 
 def lock_for(items: dict) -> str:
@@ -87,10 +93,23 @@ def lock_for(items: dict) -> str:
 
     session = workflow.Session.open(workflow.Options(root=ROOT))
     specs = workflow.resolve_specs(session, workflow.load(session), TemplateLock())
-    now = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.timezone.utc)
-    return dumps([LockEntry(alias=s.alias, variant=s.name, template_id=f"tpl-{s.name}", build_id=f"b-{s.name}",
-                                  fingerprint=s.fingerprint, layers=s.layer_versions(), built_at=now,
-                                  domain="e2b.app", inputs=s.inputs()) for s in specs])
+    now = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.UTC)
+    return dumps(
+        [
+            LockEntry(
+                alias=s.alias,
+                variant=s.name,
+                template_id=f"tpl-{s.name}",
+                build_id=f"b-{s.name}",
+                fingerprint=s.fingerprint,
+                layers=s.layer_versions(),
+                built_at=now,
+                domain="e2b.app",
+                inputs=s.inputs(),
+            )
+            for s in specs
+        ]
+    )
 
 
 def files_hashes_shown(text: str) -> str:
@@ -118,7 +137,7 @@ def test_render_with_overrides_and_ca(project, tmp_path):
     debian = ["--set", "base.image=debian-base:bookworm", "--set", "base.image_python=3.11"]
     r = run("compile", "minimal", "--backend", "docker", *debian, "--json", project=project)
     assert r.exit_code == 0, r.output
-    nexus, = json.loads(r.stdout)  # another base, another question: its own file
+    (nexus,) = json.loads(r.stdout)  # another base, another question: its own file
     r = run("render", "minimal", "--format", "dockerfile", *debian, "--ca-cert", str(cert), project=project)
     assert r.exit_code == 0, r.output
     assert "FROM debian-base:bookworm" in r.stdout
@@ -132,33 +151,59 @@ def test_dash_C_from_elsewhere(project, tmp_path, monkeypatch):
     assert run("list", project=project).exit_code == 0
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["plan"], ["render"], ["compile"], ["build"], ["build-all"],
-                                     ["resolve"], ["lock"], ["lock", "show"], ["lock", "check"], ["verify"],
-                                     ["promote"], ["rollback"], ["status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["list"],
+        ["plan"],
+        ["render"],
+        ["compile"],
+        ["build"],
+        ["build-all"],
+        ["resolve"],
+        ["lock"],
+        ["lock", "show"],
+        ["lock", "check"],
+        ["verify"],
+        ["promote"],
+        ["rollback"],
+        ["status"],
+    ],
+)
 def test_every_command_has_one_line_help(command):
-    r = cli_runner().invoke(cli, command + ["--help"])
+    r = cli_runner().invoke(cli, [*command, "--help"])
     assert r.exit_code == 0, r.output
     cmd = cli
     for name in command:
         cmd = cmd.commands[name]
     text = cmd.help.strip()
-    assert text and "\n" not in text and text.endswith(")") or text.endswith(".")
+    assert (text and "\n" not in text and text.endswith(")")) or text.endswith(".")
     assert text in " ".join(r.stdout.split())
 
 
-@pytest.mark.parametrize("args", [["list"], ["plan"], ["render", "full", "--format", "dockerfile"],
-                                  ["resolve", "latest"], ["lock", "show"]])
+@pytest.mark.parametrize(
+    "args", [["list"], ["plan"], ["render", "full", "--format", "dockerfile"], ["resolve", "latest"], ["lock", "show"]]
+)
 def test_offline_commands_never_import_e2b(project, args):
     from e2b_matrix.lock import dumps
 
     (project / "templates.lock").write_text(dumps([]) if args[0] != "resolve" else lock_for({}))
     asks_uv = args[0] in ("plan", "render")  # they ask uv for "latest"; the others never run it
-    code = ("import sys\nfrom e2b_matrix.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
-            "assert 'e2b' not in sys.modules, 'e2b was imported'\n"
-            + ("" if asks_uv else "assert 'uv' not in sys.modules, 'uv was imported'\n") + "sys.exit(code)")
-    p = subprocess.run([sys.executable, "-c", code, "-C", str(project), *args], capture_output=True, text=True,
-                       env={**os.environ}, timeout=60)
+    code = (
+        "import sys\nfrom e2b_matrix.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "assert 'e2b' not in sys.modules, 'e2b was imported'\n"
+        + ("" if asks_uv else "assert 'uv' not in sys.modules, 'uv was imported'\n")
+        + "sys.exit(code)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "-C", str(project), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
 
 

@@ -30,11 +30,14 @@ def specs(root=ROOT, backend="e2b", index=None, offline=False, lock=None):
     p = load_project(root)
     target = backends.make(backend, Settings())
     index = index or index_of(offline)
-    return {v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None,
-                               pins=Committed(root)) for v in p.variants}
+    return {
+        v.name: build_spec(v, p.layers, target, index, offline, lock.entries if lock else None, pins=Committed(root))
+        for v in p.variants
+    }
 
 
 # -- layers --------------------------------------------------------------------
+
 
 def test_shipped_layers_declare_everything():
     assert list(SHIPPED) == ["base", "fuse", "nexus", "extra-tools"]
@@ -73,12 +76,25 @@ def test_checks_follow_the_design_table():
 # hand-written filter this replaced refused (marked "upper"). Each case is a package whose 1.0 any
 # Python runs and whose 2.0 has the Requires-Python of the case.
 REQUIRES_PYTHON = [
-    (">=3.12", "3.12", "2.0"), (">=3.12", "3.11", "1.0"), (">=3.14", "3.12", "1.0"), ("<3.13,>=3.11", "3.12", "2.0"),
-    ("~=3.11", "3.12", "2.0"), ("==3.12.*", "3.12", "2.0"), (">=3.10.0", "3.11", "2.0"), ("~=3.11.0", "3.11", "2.0"),
-    ("<3.12.0rc1", "3.11", "2.0"), ("!=3.12.*", "3.13", "2.0"), (">=3.12.0rc1", "3.12", "2.0"),
-    (">=3.12.1", "3.12", "1.0"), ("not a specifier", "3.12", "1.0"),
-    ("<3.13,>=3.11", "3.13", "2.0 upper"), ("~=3.11.0", "3.12", "2.0 upper"), ("<3.12.0rc1", "3.12", "2.0 upper"),
-    ("!=3.12.*", "3.12", "2.0 upper"), ("==3.12.*", "3.13", "2.0 upper"), (">=3.12,<3.12.0", "3.12", "2.0 upper"),
+    (">=3.12", "3.12", "2.0"),
+    (">=3.12", "3.11", "1.0"),
+    (">=3.14", "3.12", "1.0"),
+    ("<3.13,>=3.11", "3.12", "2.0"),
+    ("~=3.11", "3.12", "2.0"),
+    ("==3.12.*", "3.12", "2.0"),
+    (">=3.10.0", "3.11", "2.0"),
+    ("~=3.11.0", "3.11", "2.0"),
+    ("<3.12.0rc1", "3.11", "2.0"),
+    ("!=3.12.*", "3.13", "2.0"),
+    (">=3.12.0rc1", "3.12", "2.0"),
+    (">=3.12.1", "3.12", "1.0"),
+    ("not a specifier", "3.12", "1.0"),
+    ("<3.13,>=3.11", "3.13", "2.0 upper"),
+    ("~=3.11.0", "3.12", "2.0 upper"),
+    ("<3.12.0rc1", "3.12", "2.0 upper"),
+    ("!=3.12.*", "3.12", "2.0 upper"),
+    ("==3.12.*", "3.13", "2.0 upper"),
+    (">=3.12,<3.12.0", "3.12", "2.0 upper"),
 ]
 
 
@@ -92,10 +108,9 @@ def cases_index(tmp_path_factory) -> PackageIndex:
     return PackageIndex(Uv(args=tuple(shlex.split(uv_args(folder)))))
 
 
-@pytest.mark.parametrize("i", range(len(REQUIRES_PYTHON)),
-                         ids=[f"{spec} on {py}" for spec, py, _ in REQUIRES_PYTHON])
+@pytest.mark.parametrize("i", range(len(REQUIRES_PYTHON)), ids=[f"{spec} on {py}" for spec, py, _ in REQUIRES_PYTHON])
 def test_requires_python_as_uv_reads_it(cases_index, i):
-    spec, python, newest = REQUIRES_PYTHON[i]
+    _spec, python, newest = REQUIRES_PYTHON[i]
     assert cases_index.newest(f"case{i}", python, PLATFORM) == newest.split()[0]
 
 
@@ -117,7 +132,7 @@ def test_post_releases_are_releases_and_pre_releases_and_yanked_are_not(tmp_path
 
 def test_latest_respects_the_base_python():
     idx = index_of()
-    assert idx.newest("nexus-ai-fs", "3.11", PLATFORM) == "0.5.6"   # not the rc, not 0.9
+    assert idx.newest("nexus-ai-fs", "3.11", PLATFORM) == "0.5.6"  # not the rc, not 0.9
     assert idx.newest("nexus-ai-fs", "3.12", PLATFORM) == "0.9.26"  # not 0.9.27 (yanked), not 0.9.38 (3.14)
     assert idx.newest("nexus-ai-fs", "3.13", PLATFORM) == "0.9.26"
     assert idx.newest("nexus-ai-fs", "3.14", PLATFORM) == "0.10.1"
@@ -153,8 +168,10 @@ def test_pinned_version_the_base_cannot_run_names_both(project):
     write(project / "variants/pinned.toml", pinned.replace('"0.5.6"', '"0.10.1"'))
     with pytest.raises(ConfigError) as e:
         specs(project)
-    assert str(e.value) == ("variants/pinned.toml: params.nexus.version: nexus-ai-fs 0.10.1 requires Python "
-                            ">=3.14, but the base's Python is 3.13")
+    assert str(e.value) == (
+        "variants/pinned.toml: params.nexus.version: nexus-ai-fs 0.10.1 requires Python "
+        ">=3.14, but the base's Python is 3.13"
+    )
 
 
 def test_offline_reuses_the_locked_version(tmp_path):
@@ -173,8 +190,10 @@ def test_offline_reuses_the_locked_version(tmp_path):
     assert spec("pinned", lock).layer_versions()["nexus"] == "0.5.6"  # nothing cached to check it against
     with pytest.raises(ConfigError) as e:
         spec("full", lock)  # no lock entry, no cache
-    assert str(e.value) == ("variants/full.toml: params.nexus.version: uv's cache cannot say the newest nexus-ai-fs "
-                            "for Python 3.13, and --offline forbids asking the package index")
+    assert str(e.value) == (
+        "variants/full.toml: params.nexus.version: uv's cache cannot say the newest nexus-ai-fs "
+        "for Python 3.13, and --offline forbids asking the package index"
+    )
 
 
 LOCK_WITH_LATEST = """schema = 1
@@ -207,30 +226,42 @@ def test_offline_answers_from_uvs_cache(wheels, monkeypatch):
 def test_an_index_uv_cannot_read_is_one_line_naming_the_variant(tmp_path_factory, monkeypatch):
     import fake_uv
 
-    exe = fake_uv.script(tmp_path_factory.mktemp("fake-uv"), """
+    exe = fake_uv.script(
+        tmp_path_factory.mktemp("fake-uv"),
+        """
 sys.stderr.write("error: Failed to fetch: `https://127.0.0.1:9/simple/nexus-ai-fs/`\\n"
                  "  Caused by: Connection refused (os error 111)\\n")
-sys.exit(2)""")
+sys.exit(2)""",
+    )
     monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
     with pytest.raises(ConfigError) as e:
         specs()
-    assert str(e.value) == ("variants/full.toml: params.nexus.version: uv cannot say the newest nexus-ai-fs for "
-                            "Python 3.13: Failed to fetch: `https://127.0.0.1:9/simple/nexus-ai-fs/` Connection "
-                            "refused (os error 111); --offline reuses the version in the lock")
+    assert str(e.value) == (
+        "variants/full.toml: params.nexus.version: uv cannot say the newest nexus-ai-fs for "
+        "Python 3.13: Failed to fetch: `https://127.0.0.1:9/simple/nexus-ai-fs/` Connection "
+        "refused (os error 111); --offline reuses the version in the lock"
+    )
 
 
 # -- order ---------------------------------------------------------------------
 
+
 def test_layer_order_comes_from_requires_not_file_order(project):
-    write(project / "variants/full.toml", (ROOT / "variants/full.toml").read_text().replace(
-        '["base", "fuse", "nexus", "extra-tools"]', '["extra-tools", "nexus", "fuse", "base"]'))
+    write(
+        project / "variants/full.toml",
+        (ROOT / "variants/full.toml")
+        .read_text()
+        .replace('["base", "fuse", "nexus", "extra-tools"]', '["extra-tools", "nexus", "fuse", "base"]'),
+    )
     p = load_project(project)
     assert layer_order(p.variant("full").layers, p.layers) == ["base", "fuse", "nexus", "extra-tools"]
     assert specs(project)["full"].fingerprint == specs()["full"].fingerprint
 
 
 def test_project_layers_extend_the_shipped_ones(project):
-    write(project / "layers/node.toml", """
+    write(
+        project / "layers/node.toml",
+        """
 [layer]
 name = "node-tools"
 version = "2"
@@ -241,13 +272,17 @@ user = "root"
 [[checks]]
 name = "tsc"
 command = "tsc --version"
-""")
-    write(project / "variants/node.toml", """
+""",
+    )
+    write(
+        project / "variants/node.toml",
+        """
 [variant]
 name = "node"
 alias = "nexus-sandbox-node"
 layers = ["node-tools", "base", "extra-tools"]
-""")
+""",
+    )
     s = specs(project)["node"]
     assert [rl.name for rl in s.layers] == ["base", "extra-tools", "node-tools"]
     assert render.instructions(s.steps)[-1] == {"type": "RUN", "args": ["npm install -g typescript", "root"]}
@@ -256,8 +291,11 @@ layers = ["node-tools", "base", "extra-tools"]
 
 # -- matrix --------------------------------------------------------------------
 
+
 def test_matrix_expands_sorted_with_safe_names(project):
-    write(project / "variants/versions.toml", """
+    write(
+        project / "variants/versions.toml",
+        """
 [variant]
 name = "v-{nexus_version}-{cpu}"
 alias = "nexus-sandbox-{nexus_version}-c{cpu}"
@@ -270,7 +308,8 @@ version = "{nexus_version}"
 [matrix]
 nexus_version = ["0.5.6", "0.5.5"]
 cpu = [2, 4]
-""")
+""",
+    )
     p = load_project(project)
     m = [v for v in p.variants if v.name.startswith("v-")]
     assert [v.name for v in m] == ["v-0-5-5-2", "v-0-5-5-4", "v-0-5-6-2", "v-0-5-6-4"]
@@ -282,6 +321,7 @@ cpu = [2, 4]
 
 # -- fingerprints --------------------------------------------------------------
 
+
 def test_fingerprint_is_stable_and_shaped():
     a, b = specs(), specs()
     assert {n: s.fingerprint for n, s in a.items()} == {n: s.fingerprint for n, s in b.items()}
@@ -291,20 +331,23 @@ def test_fingerprint_is_stable_and_shaped():
 
 def test_fingerprint_ignores_toml_key_order(project):
     text = (project / "variants/full.toml").read_text()
-    reordered = text.replace('cpu_count = 2\nmemory_mb = 4096\n', 'memory_mb = 4096\ncpu_count = 2\n')
+    reordered = text.replace("cpu_count = 2\nmemory_mb = 4096\n", "memory_mb = 4096\ncpu_count = 2\n")
     assert reordered != text
     write(project / "variants/full.toml", reordered)
     assert specs(project)["full"].fingerprint == specs()["full"].fingerprint
 
 
-@pytest.mark.parametrize("change,affected", [
-    (lambda t: t.replace("cpu_count = 2", "cpu_count = 4"), "cpu"),
-    (lambda t: t.replace("memory_mb = 4096", "memory_mb = 8192"), "memory"),
-    (lambda t: t.replace('"curl"]', '"curl", "htop"]'), "packages"),
-    (lambda t: t.replace('layers = [', 'tags = ["stable"]\nlayers = ['), "tags"),
-    (lambda t: t + '\n[params.base]\ntemplate = "my-interpreter"\n', "base"),
-    (lambda t: t + '\n[params.nexus]\nversion = "0.5.6"\n', "nexus version"),
-])
+@pytest.mark.parametrize(
+    "change,affected",
+    [
+        (lambda t: t.replace("cpu_count = 2", "cpu_count = 4"), "cpu"),
+        (lambda t: t.replace("memory_mb = 4096", "memory_mb = 8192"), "memory"),
+        (lambda t: t.replace('"curl"]', '"curl", "htop"]'), "packages"),
+        (lambda t: t.replace("layers = [", 'tags = ["stable"]\nlayers = ['), "tags"),
+        (lambda t: t + '\n[params.base]\ntemplate = "my-interpreter"\n', "base"),
+        (lambda t: t + '\n[params.nexus]\nversion = "0.5.6"\n', "nexus version"),
+    ],
+)
 def test_fingerprint_changes_only_for_the_changed_variant(project, change, affected):
     before = specs(project)
     write(project / "variants/full.toml", change((project / "variants/full.toml").read_text()))
@@ -341,11 +384,13 @@ def test_canonical_spec_holds_no_secret_and_no_force():
 
 # -- render ----------------------------------------------------------------------
 
+
 def api_body(spec) -> dict:
     """The build body computed without e2b from render.instructions (the SDK's to_json, minus force flags)."""
     body: dict = {"steps": [{**i, "force": False} for i in render.instructions(spec.steps)], "force": False}
     body["fromTemplate" if spec.base.kind == "template" else "fromImage"] = (
-        render.template_source(spec) if spec.base.kind == "template" else spec.base.ref)
+        render.template_source(spec) if spec.base.kind == "template" else spec.base.ref
+    )
     if spec.start_cmd:
         body["startCmd"] = spec.start_cmd
     if spec.ready_cmd or spec.start_cmd:
@@ -368,10 +413,16 @@ def test_pure_instructions_equal_the_sdk(name):
 def test_every_step_kind_matches_the_sdk():
     from e2b_matrix.model import Step
 
-    steps = (Step("run_cmd", ("echo hi",)), Step("run_cmd", ("id",), {"user": "root"}),
-             Step("apt_install", (("vim", "git"),), {"no_install_recommends": True}),
-             Step("pip_install", (("numpy",),)), Step("pip_install", (("x",),), {"g": False}),
-             Step("set_envs", ({"A": "1", "B": "two words"},)), Step("set_user", ("root",)),
-             Step("set_workdir", ("/tmp",)), Step("make_dir", (("/a", "/b c"),), {"mode": 0o755}))
+    steps = (
+        Step("run_cmd", ("echo hi",)),
+        Step("run_cmd", ("id",), {"user": "root"}),
+        Step("apt_install", (("vim", "git"),), {"no_install_recommends": True}),
+        Step("pip_install", (("numpy",),)),
+        Step("pip_install", (("x",),), {"g": False}),
+        Step("set_envs", ({"A": "1", "B": "two words"},)),
+        Step("set_user", ("root",)),
+        Step("set_workdir", ("/tmp",)),
+        Step("make_dir", (("/a", "/b c"),), {"mode": 0o755}),
+    )
     s = attrs.evolve(specs()["minimal"], steps=steps)
     assert json.loads(render.to_json(s)) == api_body(s)

@@ -22,7 +22,7 @@ import pytest
 from e2b_matrix.backends import docker_engine as engine
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 
-FAKE = r'''
+FAKE = r"""
 import json, os, signal, sys
 from pathlib import Path
 
@@ -91,14 +91,14 @@ elif args[:2] == ["image", "rm"]:
     tags.write_text(json.dumps(known))
 else:
     out(f"fake docker: unexpected {args}", err=True); sys.exit(2)
-'''
+"""
 
 # The kinds of CLI met in the wild (see the module doc).
-DOCKER_IO = {"client": "20.10.24+dfsg1", "kit": "yes"}          # Debian's docker.io
-NO_BUILDX = {"client": "28.2.2", "kit": "refuse"}               # newer CLI, no buildx plugin
+DOCKER_IO = {"client": "20.10.24+dfsg1", "kit": "yes"}  # Debian's docker.io
+NO_BUILDX = {"client": "28.2.2", "kit": "refuse"}  # newer CLI, no buildx plugin
 WITH_BUILDX = {"client": "28.2.2", "kit": "refuse", "buildx": True}
 NO_DAEMON = {"client": "28.2.2", "kit": "refuse", "daemon": False}
-IGNORES_KIT = {"client": "4.9.3", "kit": "ignore"}              # e.g. a podman shim: its own builder
+IGNORES_KIT = {"client": "4.9.3", "kit": "ignore"}  # e.g. a podman shim: its own builder
 
 
 class Fake:
@@ -141,6 +141,7 @@ def machine(fake, monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------ choice
 
+
 def test_a_cli_that_drives_buildkit_is_preferred_to_the_first_on_path(machine):
     on_path, system = machine(NO_BUILDX, DOCKER_IO)
     docker = DockerCLI()
@@ -170,7 +171,7 @@ def test_the_buildx_plugin_counts_and_builds_go_through_it(machine):
 
 
 def test_legacy_builder_when_no_candidate_offers_buildkit(machine):
-    on_path, system = machine(NO_BUILDX, NO_BUILDX)
+    on_path, _system = machine(NO_BUILDX, NO_BUILDX)
     docker = DockerCLI()
     assert docker.binary == str(on_path.path)  # the first that answers
     assert docker.uses_buildkit() is False
@@ -216,6 +217,7 @@ def test_the_same_file_twice_is_one_candidate(machine, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ settings
+
 
 def test_a_named_binary_is_the_only_candidate(machine, fake):
     machine(DOCKER_IO, DOCKER_IO)
@@ -267,6 +269,7 @@ def test_our_environment_variables_are_not_read(machine, monkeypatch):
 
 # ------------------------------------------------------------------ failures
 
+
 def test_a_missing_binary_is_a_docker_error_not_a_crash(tmp_path):
     missing = str(tmp_path / "nowhere" / "docker")
     docker = DockerCLI(missing)
@@ -305,6 +308,7 @@ def test_a_file_that_is_not_executable_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------ caching
 
+
 def test_the_discovery_runs_once_per_process(machine):
     on_path, system = machine(NO_BUILDX, DOCKER_IO)
     DockerCLI().uses_buildkit()
@@ -315,7 +319,7 @@ def test_the_discovery_runs_once_per_process(machine):
 
 
 def test_concurrent_first_calls_probe_once(machine):
-    on_path, system = machine(NO_BUILDX, DOCKER_IO)
+    _on_path, system = machine(NO_BUILDX, DOCKER_IO)
     results: list[bool] = []
     threads = [threading.Thread(target=lambda: results.append(DockerCLI().uses_buildkit())) for _ in range(8)]
     for t in threads:
@@ -355,8 +359,14 @@ def test_a_buildkit_build_passes_each_step_line_as_printed(machine):
     lines: list[str] = []
     image = docker.build_image("FROM scratch\n", "t:1", on_log=lines.append, labels={"k": "v"})
     assert image == "sha256:" + "ab" * 32
-    assert lines == ["#1 [internal] load build definition from Dockerfile", "#1 DONE 0.0s",
-                     "#5 [2/2] RUN echo hello", "hello", "  indented", "#5 DONE 0.1s"]
+    assert lines == [
+        "#1 [internal] load build definition from Dockerfile",
+        "#1 DONE 0.0s",
+        "#5 [2/2] RUN echo hello",
+        "hello",
+        "  indented",
+        "#5 DONE 0.1s",
+    ]
     call = on_path.builds()[-1]
     args = call["args"]
     assert call["DOCKER_BUILDKIT"] == "1" and args[0] == "build"
@@ -367,9 +377,11 @@ def test_a_buildkit_build_passes_each_step_line_as_printed(machine):
 
 
 def test_a_legacy_build_skips_the_banner_and_removes_failed_containers(machine):
-    banner = ["DEPRECATED: The legacy builder is deprecated and will be removed in a future release.",
-              "            BuildKit is currently disabled; enable it by removing the DOCKER_BUILDKIT=0",
-              "            environment-variable."]
+    banner = [
+        "DEPRECATED: The legacy builder is deprecated and will be removed in a future release.",
+        "            BuildKit is currently disabled; enable it by removing the DOCKER_BUILDKIT=0",
+        "            environment-variable.",
+    ]
     on_path, _ = machine({**NO_BUILDX, "legacy_output": [*banner, "Step 1/1 : FROM scratch", "#5 0.1 kept"]}, None)
     docker = DockerCLI()
     lines: list[str] = []

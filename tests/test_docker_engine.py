@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOCKER_BASE as BASE, docker_required
+from conftest import DOCKER_BASE as BASE
+from conftest import docker_required
 from e2b_matrix.backends import docker_engine as engine
 from e2b_matrix.backends.docker_engine import DockerCLI
 from e2b_matrix.settings import Settings
@@ -70,8 +71,11 @@ def test_build_streams_log_and_returns_the_image_id(docker, tags):
     )
     lines: list[str] = []
     image = docker.build_image(
-        dockerfile, tag, context_files={"files/hello.txt": f"hello {nonce}\n".encode()},
-        on_log=lines.append, labels={"e2b-matrix.test": nonce},
+        dockerfile,
+        tag,
+        context_files={"files/hello.txt": f"hello {nonce}\n".encode()},
+        on_log=lines.append,
+        labels={"e2b-matrix.test": nonce},
     )
 
     assert image.startswith("sha256:")
@@ -83,8 +87,12 @@ def test_build_streams_log_and_returns_the_image_id(docker, tags):
     assert not any("DEPRECATED" in line for line in lines)  # the legacy builder's banner is dropped
     assert not any("\x1b" in line for line in lines)  # nor terminal colour codes
     assert any(line.strip() == f"to-stderr-{nonce}" for line in lines)  # stderr too
-    labels = subprocess.run([docker.binary, "image", "inspect", "--format", "{{index .Config.Labels \"e2b-matrix.test\"}}", tag],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    labels = subprocess.run(
+        [docker.binary, "image", "inspect", "--format", '{{index .Config.Labels "e2b-matrix.test"}}', tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert labels == nonce
 
     assert docker.run_in_container(tag, "cat /opt/hello.txt") == (0, f"hello {nonce}\n")
@@ -119,9 +127,9 @@ def test_concurrent_builds_do_not_interfere(docker, tags):
     def build(tag: str, nonce: str):
         try:
             results[tag] = docker.build_image(
-                f"FROM {BASE}\nCOPY n.txt /n.txt\nRUN cat /n.txt\n", tag,
-                context_files={"n.txt": nonce.encode()})
-        except BaseException as exc:  # noqa: BLE001 - reported below
+                f"FROM {BASE}\nCOPY n.txt /n.txt\nRUN cat /n.txt\n", tag, context_files={"n.txt": nonce.encode()}
+            )
+        except BaseException as exc:
             errors.append(exc)
 
     concurrently(build, jobs.items())
@@ -143,8 +151,9 @@ def test_cancel_stops_a_running_build(docker, tags):
 
     start = time.monotonic()
     with pytest.raises(engine.DockerCancelled):
-        docker.build_image(f"FROM {BASE}\nRUN echo sleeping-now && sleep 120\n", tag,
-                           on_log=on_log, no_cache=True, cancel=cancel)
+        docker.build_image(
+            f"FROM {BASE}\nRUN echo sleeping-now && sleep 120\n", tag, on_log=on_log, no_cache=True, cancel=cancel
+        )
     assert time.monotonic() - start < 60
     assert not docker.image_exists(tag)
 
@@ -176,8 +185,9 @@ def test_run_in_container_uses_the_host_network(docker):
 @pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse on this host")
 def test_run_in_container_passes_devices(docker):
     assert docker.run_in_container(BASE, "test -c /dev/fuse")[0] != 0
-    code, output = docker.run_in_container(BASE, "test -c /dev/fuse && grep CapEff /proc/self/status",
-                                           devices=["/dev/fuse"])
+    code, output = docker.run_in_container(
+        BASE, "test -c /dev/fuse && grep CapEff /proc/self/status", devices=["/dev/fuse"]
+    )
     assert code == 0, output
     assert int(output.split()[-1], 16) & (1 << 21)  # CAP_SYS_ADMIN, to mount a FUSE file system
 
@@ -185,8 +195,9 @@ def test_run_in_container_passes_devices(docker):
 def test_run_in_container_timeout_removes_the_container(docker):
     with pytest.raises(engine.DockerError, match="ran past"):
         docker.run_in_container(BASE, "echo started; sleep 60", timeout=3)
-    leftover = subprocess.run([docker.binary, "ps", "-aq", "--filter", "name=e2b-matrix-run-"],
-                              capture_output=True, text=True, check=True).stdout.split()
+    leftover = subprocess.run(
+        [docker.binary, "ps", "-aq", "--filter", "name=e2b-matrix-run-"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert leftover == []
 
 
@@ -204,7 +215,9 @@ def test_base_image_has_python_and_pip(docker):
     assert code == 0 and "python 3." in output, output
     code, output = docker.run_in_container(BASE, "ls /usr/lib/python3*/EXTERNALLY-MANAGED")
     assert code != 0, "plain pip install must work as on E2B's images"
-    code, output = docker.run_in_container(BASE, "sudo -n true && ps -p 1 -o comm= && update-ca-certificates --help >/dev/null")
+    code, output = docker.run_in_container(
+        BASE, "sudo -n true && ps -p 1 -o comm= && update-ca-certificates --help >/dev/null"
+    )
     assert code == 0, output
 
 
@@ -216,12 +229,13 @@ def test_pip_install_in_a_build_with_the_host_ca_certificates(docker, tags):
     lines = [f"FROM {BASE}"]
     if certs:
         lines += ["COPY ca/ /usr/local/share/ca-certificates/", "RUN update-ca-certificates"]
-    lines += [f"ENV PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE}",
-              "RUN pip install --no-cache-dir --no-deps six && python3 -c 'import six; print(\"six\", six.__version__)'"]
+    lines += [
+        f"ENV PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE}",
+        "RUN pip install --no-cache-dir --no-deps six && python3 -c 'import six; print(\"six\", six.__version__)'",
+    ]
     tag = tags("pip")
     log: list[str] = []
-    image = docker.build_image("\n".join(lines) + "\n", tag, context_files=context, on_log=log.append,
-                               no_cache=True)
+    image = docker.build_image("\n".join(lines) + "\n", tag, context_files=context, on_log=log.append, no_cache=True)
 
     assert image == docker.image_id(tag)
     assert any(line.startswith("Successfully installed six") for line in log), log[-20:]
@@ -260,6 +274,7 @@ def test_tag_image(docker, tags):
 
 # ------------------------------------------------------------------ shared steps
 
+
 def builder(buildkit: bool | None) -> DockerCLI:
     """A DockerCLI with the set CLI and the builder given (None: auto)."""
     return DockerCLI(Settings.from_env().docker_cli, buildkit)
@@ -282,7 +297,7 @@ def two_builds_sharing_a_step(docker: DockerCLI, tags) -> tuple[set[str], set[tu
         try:
             start.wait()
             docker.build_image(f"FROM {BASE}\n{shared}RUN echo {tail} > /y\n", tag, on_log=logs[tag].append)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     concurrently(build, jobs.items())

@@ -30,21 +30,29 @@ def engine():
 @pytest.fixture(scope="module")
 def e2e_project(tmp_path_factory, engine):
     root = tmp_path_factory.mktemp("e2e")
-    write(root / "variants/tools.toml", f"""
+    write(
+        root / "variants/tools.toml",
+        f"""
 [variant]
 name = "tools"
 alias = "e2e-tools"
 layers = ["base", "fuse", "extra-tools"]
-{BASE}""")
-    write(root / "variants/pinned.toml", f"""
+{BASE}""",
+    )
+    write(
+        root / "variants/pinned.toml",
+        f"""
 [variant]
 name = "pinned"
 alias = "e2e-pinned"
 layers = ["base", "nexus"]
 [params.nexus]
 version = "0.5.6"
-{BASE}""")
-    write(root / "layers/broken.toml", """
+{BASE}""",
+    )
+    write(
+        root / "layers/broken.toml",
+        """
 [layer]
 name = "broken"
 version = "1"
@@ -53,13 +61,17 @@ run = "echo built > /tmp/broken"
 [[checks]]
 name = "always fails"
 command = "test -f /nonexistent"
-""")
-    write(root / "variants/broken.toml", f"""
+""",
+    )
+    write(
+        root / "variants/broken.toml",
+        f"""
 [variant]
 name = "broken"
 alias = "e2e-broken"
 layers = ["base", "broken"]
-{BASE}""")
+{BASE}""",
+    )
     yield root
     for tag in {e.image for e in TemplateLock.load(root / "templates.docker.lock")}:
         engine.remove_image(tag, force=True)
@@ -120,7 +132,7 @@ def test_unchanged_variants_are_fresh_and_cached_rebuilds_are_fast(e2e_project):
         assert json.loads(r.stdout)[0]["status"] == "built"
         print(f"[e2e] cached rebuild {attempt} of pinned: {took:.1f}s")
     log = (e2e_project / "logs" / "e2e-pinned.log").read_text()
-    last = log[log.rindex("(attempt 1) ---"):]
+    last = log[log.rindex("(attempt 1) ---") :]
     nexus = next(line for line in last.splitlines() if "-r /opt/e2b-matrix/requirements/nexus-" in line)
     after = last.split(nexus, 1)[1].splitlines()[1]
     assert "Using cache" in after or "CACHED" in after, after  # the legacy builder's word, or BuildKit's
@@ -139,8 +151,10 @@ def test_docker_channels_are_image_tags(e2e_project, engine):
     assert r.stdout == "e2b-matrix/e2e-pinned:stable\n"
     assert cli_run(e2e_project, "resolve", "pinned", "--backend", "docker")[0].stdout == f"{first.image}\n"
     # a rebuild (another fingerprint) moves the lock, not the channel; rollback brings both back
-    write(e2e_project / "variants/pinned.toml",
-          (e2e_project / "variants/pinned.toml").read_text().replace('name = "pinned"', 'name = "pinned"\ncpu_count = 4'))
+    write(
+        e2e_project / "variants/pinned.toml",
+        (e2e_project / "variants/pinned.toml").read_text().replace('name = "pinned"', 'name = "pinned"\ncpu_count = 4'),
+    )
     r, _ = cli_run(e2e_project, "build", "pinned", "--backend", "docker", "--json")
     assert r.exit_code == 0, r.output
     second = TemplateLock.load(lock_path).entry("pinned")

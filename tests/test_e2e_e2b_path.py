@@ -56,7 +56,9 @@ def e2b(docker_mode, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2b-path")
     shutil.copytree(ROOT / "requirements", root / "requirements")
     write(root / "variants/pinned.toml", PINNED.format(version=FIRST))
-    write(root / "layers/broken.toml", """
+    write(
+        root / "layers/broken.toml",
+        """
 [layer]
 name = "broken"
 version = "1"
@@ -66,13 +68,17 @@ run = "echo about to fail; exit 3"
 [[checks]]
 name = "never reached"
 command = "true"
-""")
-    write(root / "variants/broken.toml", """
+""",
+    )
+    write(
+        root / "variants/broken.toml",
+        """
 [variant]
 name = "broken"
 alias = "nexus-sandbox-broken"
 layers = ["base", "broken"]
-""")
+""",
+    )
     with E2BEmulator(api_key=KEY, docker=docker_mode) as emu:
         yield root, emu
 
@@ -99,8 +105,15 @@ def test_build_pinned_verify_passes_every_check_of_every_layer(e2b):
     assert r.exit_code == 0, r.output
     checks = {c["check"]: c for c in json.loads(r.stdout)}
     assert all(c["ok"] for c in checks.values()), checks
-    assert {"stateful python", "python3 --version", "import fuse", "user_allow_other", "passwordless sudo",
-            "mount points", "nexus --version"} <= set(checks)
+    assert {
+        "stateful python",
+        "python3 --version",
+        "import fuse",
+        "user_allow_other",
+        "passwordless sudo",
+        "mount points",
+        "nexus --version",
+    } <= set(checks)
     assert checks["stateful python"]["detail"] == "50"  # x = 42, then x + 8, in the code interpreter
     assert checks["nexus --version"]["detail"] == f"nexus, version {FIRST}"
     print(f"[e2b-path] verify pinned: {len(checks)} checks in {took:.1f}s")
@@ -156,8 +169,9 @@ def test_a_failing_layer_shows_e2bs_error_and_the_lock_does_not_change(e2b):
     assert r.exit_code == 1, r.output
     result = json.loads(r.stdout)[0]
     assert result["status"] == "failed"
-    assert result["error"] == ("E2B build failed at step 3: failed to run command 'echo about to fail; exit 3': "
-                               "exit status 3")  # steps 1-2: base's USER and WORKDIR; 3: the broken layer's RUN
+    assert result["error"] == (
+        "E2B build failed at step 3: failed to run command 'echo about to fail; exit 3': exit status 3"
+    )  # steps 1-2: base's USER and WORKDIR; 3: the broken layer's RUN
     assert (root / "templates.lock").read_bytes() == before
     failed = next(b for b in emu.builds if b.base_name == "nexus-sandbox-broken")
     assert failed.status == "error" and failed.reason == result["error"].split(": ", 1)[1]
@@ -177,8 +191,9 @@ def test_a_second_build_at_another_release_diff_and_promote_name_exactly_that_ch
     change = f"~ pip nexus-ai-fs {FIRST} -> {SECOND}"
     r, _ = cli_run(e2b, "diff", "pinned", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["changes"] == [{"kind": "pip", "name": "nexus-ai-fs", "change": "changed",
-                                                "from": FIRST, "to": SECOND}]
+    assert json.loads(r.stdout)["changes"] == [
+        {"kind": "pip", "name": "nexus-ai-fs", "change": "changed", "from": FIRST, "to": SECOND}
+    ]
     r, _ = cli_run(e2b, "diff", "pinned")
     assert change in r.stdout
     r, _ = cli_run(e2b, "promote", "pinned")

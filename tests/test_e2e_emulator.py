@@ -64,16 +64,19 @@ def test_each_step_runs_as_e2b_runs_it(sdk, tmp_path):
     (tmp_path / "conf/sub/b.txt").write_text("beta\n")
     (tmp_path / "single.txt").write_text("single\n")
     tag = nonce()
-    template = (Template(file_context_path=str(tmp_path)).from_template("code-interpreter-v1")
-                .set_envs({"GREETING": f"hi-{tag}", "WHERE": "$HOME"})
-                .run_cmd("id -un > /tmp/run-as && pwd > /tmp/run-in", user="root")
-                .copy("conf", "/opt/conf/")
-                .copy("single.txt", "/opt/single.txt", user="root", mode=0o600)
-                .set_workdir("project")
-                .run_cmd("id -un > /tmp/user-as && pwd > /tmp/user-in")
-                .set_user("builder")
-                .set_workdir("/srv/work")
-                .run_cmd("id -un > whoami && pwd > where && echo $GREETING > greeting"))
+    template = (
+        Template(file_context_path=str(tmp_path))
+        .from_template("code-interpreter-v1")
+        .set_envs({"GREETING": f"hi-{tag}", "WHERE": "$HOME"})
+        .run_cmd("id -un > /tmp/run-as && pwd > /tmp/run-in", user="root")
+        .copy("conf", "/opt/conf/")
+        .copy("single.txt", "/opt/single.txt", user="root", mode=0o600)
+        .set_workdir("project")
+        .run_cmd("id -un > /tmp/user-as && pwd > /tmp/user-in")
+        .set_user("builder")
+        .set_workdir("/srv/work")
+        .run_cmd("id -un > whoami && pwd > where && echo $GREETING > greeting")
+    )
     lines: list = []
     info = build(template, f"steps-{tag}", lines)
     logged = messages(lines)
@@ -89,8 +92,11 @@ def test_each_step_runs_as_e2b_runs_it(sdk, tmp_path):
         assert run("cat whoami where greeting").stdout.split() == ["builder", "/srv/work", f"hi-{tag}"]
         assert run("echo $GREETING $WHERE").stdout.split() == [f"hi-{tag}", "/root"]  # expanded as root, once
         listing = run("stat -c '%U %a %n' /opt/conf/a.txt /opt/conf/sub/b.txt /opt/single.txt", user="root").stdout
-        assert listing.splitlines() == ["user 644 /opt/conf/a.txt", "user 644 /opt/conf/sub/b.txt",
-                                        "root 600 /opt/single.txt"]
+        assert listing.splitlines() == [
+            "user 644 /opt/conf/a.txt",
+            "user 644 /opt/conf/sub/b.txt",
+            "root 600 /opt/single.txt",
+        ]
         assert run("cat /opt/conf/a.txt /opt/conf/sub/b.txt", user="root").stdout == "alpha\nbeta\n"
         owners = run("stat -c %U /home/user/project /srv/work", user="root").stdout.split()
         assert owners == ["user", "builder"]  # WORKDIR makes it for the USER of the time
@@ -105,9 +111,12 @@ def test_a_cached_step_is_not_run_again(sdk, emulator):
     marker = f"/tmp/ran-{tag}"  # a new random value each time the first step runs
 
     def steps(last: str):
-        return (Template().from_template("code-interpreter-v1")
-                .run_cmd(f"od -An -N8 -tx1 /dev/urandom | tr -d ' \\n' > {marker}", user="root")
-                .run_cmd(f"echo {last} > /tmp/last-{tag}", user="root"))
+        return (
+            Template()
+            .from_template("code-interpreter-v1")
+            .run_cmd(f"od -An -N8 -tx1 /dev/urandom | tr -d ' \\n' > {marker}", user="root")
+            .run_cmd(f"echo {last} > /tmp/last-{tag}", user="root")
+        )
 
     def ran(name: str, build_id: str) -> str:
         sbx = Sandbox.create(timeout=120, template=f"{name}:{build_id}")
@@ -121,14 +130,23 @@ def test_a_cached_step_is_not_run_again(sdk, emulator):
     second = build(steps("a"), f"cache-b-{tag}", lines)
     logged = messages(lines)
     assert sum(m.startswith("CACHED [builder") for m in logged) == 2, logged
-    assert [r.outcome for r in emulator.step_records if r.build_id == second.build_id] == ["inherited", "cached",
-                                                                                         "cached"]
+    assert [r.outcome for r in emulator.step_records if r.build_id == second.build_id] == [
+        "inherited",
+        "cached",
+        "cached",
+    ]
     third = build(steps("b"), f"cache-c-{tag}")
-    assert [r.outcome for r in emulator.step_records if r.build_id == third.build_id] == ["inherited", "cached",
-                                                                                        "built"]
+    assert [r.outcome for r in emulator.step_records if r.build_id == third.build_id] == [
+        "inherited",
+        "cached",
+        "built",
+    ]
     forced = Template.build(steps("a"), f"cache-d-{tag}", skip_cache=True)
-    assert [r.outcome for r in emulator.step_records if r.build_id == forced.build_id] == ["inherited", "built",
-                                                                                         "built"]
+    assert [r.outcome for r in emulator.step_records if r.build_id == forced.build_id] == [
+        "inherited",
+        "built",
+        "built",
+    ]
     value = ran(f"cache-a-{tag}", first.build_id)
     assert len(value) == 16
     assert ran(f"cache-b-{tag}", second.build_id) == value == ran(f"cache-c-{tag}", third.build_id)  # never re-run
@@ -138,20 +156,26 @@ def test_a_cached_step_is_not_run_again(sdk, emulator):
 
 def test_a_failing_step_fails_the_build_with_e2bs_reason(sdk, emulator):
     tag = nonce()
-    template = (Template().from_template("code-interpreter-v1")
-                .run_cmd(f"echo before-{tag}")
-                .run_cmd("echo to stderr >&2; exit 3")
-                .run_cmd(f"echo never-{tag}"))
+    template = (
+        Template()
+        .from_template("code-interpreter-v1")
+        .run_cmd(f"echo before-{tag}")
+        .run_cmd("echo to stderr >&2; exit 3")
+        .run_cmd(f"echo never-{tag}")
+    )
     lines: list = []
     with pytest.raises(BuildException) as raised:
         Template.build(template, f"fails-{tag}", on_build_logs=lines.append)
     assert "failed to run command 'echo to stderr >&2; exit 3': exit status 3" in str(raised.value)
     build_id = next(b.build_id for b in emulator.builds if b.base_name == f"fails-{tag}")
-    status = build_status_api.sync_detailed(emulator.template_id(f"fails-{tag}"), build_id,
-                                            client=get_api_client(ConnectionConfig())).parsed
+    status = build_status_api.sync_detailed(
+        emulator.template_id(f"fails-{tag}"), build_id, client=get_api_client(ConnectionConfig())
+    ).parsed
     assert status.status.value == "error"
-    assert (status.reason.message, status.reason.step) == ("failed to run command 'echo to stderr >&2; exit 3': "
-                                                           "exit status 3", "2")
+    assert (status.reason.message, status.reason.step) == (
+        "failed to run command 'echo to stderr >&2; exit 3': exit status 3",
+        "2",
+    )
     logged = messages(lines)
     assert "[builder 2/3] [stderr]: to stderr" in logged
     assert not any(f"never-{tag}" in m and "[stdout]" in m for m in logged)  # the later step never ran
@@ -162,8 +186,14 @@ def test_sandbox_commands_as_envd_runs_them(sdk):
     sbx = Sandbox.create("code-interpreter-v1", timeout=120)
     try:
         out, err = [], []
-        r = sbx.commands.run("echo out; echo err >&2; pwd; id -un; echo $A", envs={"A": "b"}, cwd="/tmp",
-                             user="root", on_stdout=out.append, on_stderr=err.append)
+        r = sbx.commands.run(
+            "echo out; echo err >&2; pwd; id -un; echo $A",
+            envs={"A": "b"},
+            cwd="/tmp",
+            user="root",
+            on_stdout=out.append,
+            on_stderr=err.append,
+        )
         assert (r.exit_code, r.stdout, r.stderr) == (0, "out\n/tmp\nroot\nb\n", "err\n")
         assert "".join(out) == r.stdout and err == ["err\n"]
         assert sbx.commands.run("id -un && pwd").stdout == "user\n/home/user\n"  # the template's user and workdir
@@ -204,8 +234,11 @@ def test_containers_go_with_their_sandboxes(docker_mode, monkeypatch):
     with E2BEmulator(api_key=KEY, docker=docker_mode) as emu:
         for key, value in emu.env().items():
             monkeypatch.setenv(key, value)
-        owner = emu._docker.owner  # noqa: SLF001 - the label its containers carry
-        killed, kept = Sandbox.create("code-interpreter-v1", timeout=120), Sandbox.create("code-interpreter-v1", timeout=120)
+        owner = emu._docker.owner
+        killed, kept = (
+            Sandbox.create("code-interpreter-v1", timeout=120),
+            Sandbox.create("code-interpreter-v1", timeout=120),
+        )
         assert emu.container_of(killed.sandbox_id) is not None
         assert len(docker_mode.cli.containers(f"{OWNER_LABEL}={owner}")) == 2
         killed.kill()
@@ -219,10 +252,12 @@ def test_start_and_ready_commands_run_as_e2b_runs_them(sdk, emulator):
     """From a local image: E2B's default user (with passwordless sudo) is made; the start command runs
     in the background and the build waits for the ready command; a sandbox runs it again."""
     tag = nonce()
-    template = (Template().from_image(DOCKER_BASE)
-                .run_cmd(f"echo {tag} > /tmp/built", user="root")
-                .set_start_cmd(f"sleep 1 && echo started-{tag} > /tmp/started && sleep infinity",
-                               wait_for_file("/tmp/started")))
+    template = (
+        Template()
+        .from_image(DOCKER_BASE)
+        .run_cmd(f"echo {tag} > /tmp/built", user="root")
+        .set_start_cmd(f"sleep 1 && echo started-{tag} > /tmp/started && sleep infinity", wait_for_file("/tmp/started"))
+    )
     lines: list = []
     info = build(template, f"start-{tag}", lines)
     logged = messages(lines)
@@ -244,11 +279,15 @@ def test_what_docker_cannot_express_is_named(sdk, emulator):
     tag = nonce()
     lines: list = []
     secret = f"pw-{tag}"
-    build(Template().from_image(DOCKER_BASE, username="someone", password=secret).run_cmd(f"echo {tag}"),
-          f"registry-{tag}", lines)
+    build(
+        Template().from_image(DOCKER_BASE, username="someone", password=secret).run_cmd(f"echo {tag}"),
+        f"registry-{tag}",
+        lines,
+    )
     named = [e for e in lines if "fromImageRegistry" in e.message]
     assert [(e.level, e.message) for e in named] == [
-        ("warn", "emulator: fromImageRegistry ignored (registry credentials: the Docker mode never pulls an image)")]
+        ("warn", "emulator: fromImageRegistry ignored (registry credentials: the Docker mode never pulls an image)")
+    ]
     assert not any(secret in e.message for e in lines)
     with pytest.raises(BuildException, match="never pulls"):
         Template.build(Template().from_image(f"e2b-emulator/absent-{tag}:latest").run_cmd("true"), f"absent-{tag}")
@@ -259,4 +298,4 @@ def test_layers_are_images_keyed_by_e2bs_hash_chain(sdk, emulator):
     info = build(Template().from_template("code-interpreter-v1").run_cmd(f"echo {tag}"), f"keys-{tag}")
     key = next(r.key for r in emulator.step_records if r.build_id == info.build_id and r.step == "1")
     image = emulator.image_of(info.build_id)
-    assert image is not None and image == emulator._docker.cli.image_id(f"{LAYERS}:{key}")  # noqa: SLF001
+    assert image is not None and image == emulator._docker.cli.image_id(f"{LAYERS}:{key}")

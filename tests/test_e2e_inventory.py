@@ -54,9 +54,11 @@ def test_two_builds_their_inventories_and_the_diff(tmp_path, engine):
             code, out = engine.run_in_container(entry.image, inventory.PIP_LIST)
             assert code == 0 and inventory.parse_pip(out) == dict(inv.pip)
             recorded[version] = (entry, inv)
-            print(f"\n[inventory] nexus-ai-fs {version}: built and verified in {took:.1f}s; "
-                  f"{len(inv.pip)} Python packages, {len(inv.apt)} apt packages, "
-                  f"{inventory.path_of(lock_path, entry.alias, entry.build_id).stat().st_size} bytes")
+            print(
+                f"\n[inventory] nexus-ai-fs {version}: built and verified in {took:.1f}s; "
+                f"{len(inv.pip)} Python packages, {len(inv.apt)} apt packages, "
+                f"{inventory.path_of(lock_path, entry.alias, entry.build_id).stat().st_size} bytes"
+            )
         r, _ = cli_run(root, "diff", "pinned", "--backend", "docker")
         assert r.exit_code == 0, r.output
         assert "~ pip nexus-ai-fs 0.5.5 -> 0.5.6" in r.stdout

@@ -44,8 +44,12 @@ def ca_args() -> list[str]:
 
 def cold(engine: DockerCLI) -> None:
     """No build cache and none of the images these builds make; the base image stays."""
-    out = subprocess.run([engine.binary, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [engine.binary, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for tag in out:
         if tag.startswith(("e2b-matrix/nexus-sandbox-", "e2b-matrix-peer/")):
             engine.remove_image(tag, force=True)
@@ -58,8 +62,11 @@ def ours(tmp_path: Path, engine: DockerCLI, env: dict[str, str]) -> tuple[float,
     shutil.copytree(ROOT / "variants", project / "variants")
     cold(engine)
     start = time.monotonic()
-    r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--backend", "docker", "--json", *SETS, *ca_args()],
-                           env={**REAL_INDEX, **env})  # the Debian base's requirements files are compiled here
+    r = cli_runner().invoke(
+        cli,
+        ["-C", str(project), "build-all", "--backend", "docker", "--json", *SETS, *ca_args()],
+        env={**REAL_INDEX, **env},
+    )  # the Debian base's requirements files are compiled here
     took = time.monotonic() - start
     assert r.exit_code == 0, r.output
     assert {x["status"] for x in json.loads(r.stdout)} == {"built"}
@@ -78,8 +85,7 @@ def peer(tmp_path: Path, engine: DockerCLI) -> tuple[float, int]:
     shutil.copytree(project / "requirements", context / "requirements")
     dockerfiles = {}
     for name in VARIANTS:
-        r = cli_runner().invoke(cli, ["-C", str(project), "render", name, "--format", "dockerfile", *SETS,
-                                      *ca_args()])
+        r = cli_runner().invoke(cli, ["-C", str(project), "render", name, "--format", "dockerfile", *SETS, *ca_args()])
         assert r.exit_code == 0, r.output
         dockerfiles[name] = tmp_path / f"{name}.Dockerfile"
         dockerfiles[name].write_text(r.stdout)
@@ -87,9 +93,24 @@ def peer(tmp_path: Path, engine: DockerCLI) -> tuple[float, int]:
     outputs: dict[str, str] = {}
 
     def one(name: str) -> None:
-        proc = subprocess.run([engine.binary, "build", "--network", "host", "--progress", "plain",
-                               "-t", f"e2b-matrix-peer/{name}:e2e", "-f", str(dockerfiles[name]), str(context)],
-                              capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+        proc = subprocess.run(
+            [
+                engine.binary,
+                "build",
+                "--network",
+                "host",
+                "--progress",
+                "plain",
+                "-t",
+                f"e2b-matrix-peer/{name}:e2e",
+                "-f",
+                str(dockerfiles[name]),
+                str(context),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        )
         outputs[name] = proc.stdout + proc.stderr if proc.returncode == 0 else f"FAILED {proc.returncode}"
 
     start = time.monotonic()
@@ -115,20 +136,31 @@ def test_buildkit_runs_each_step_once_like_its_peer(tmp_path, engine):
         pytest.skip(f"no BuildKit here: {engine.describe()}")
     our_s, our_installs = ours(tmp_path, engine, {})
     peer_s, peer_installs = peer(tmp_path, engine)
-    print(f"\n[e2e share] {engine.describe()}\n[e2e share] ours: {our_s:.1f}s, pip install nexus-ai-fs ran "
-          f"{our_installs}x; peer (4 concurrent docker build): {peer_s:.1f}s, ran {peer_installs}x; "
-          f"ours/peer = {our_s / peer_s:.2f} (goal <= 1.1)")
-    record({"docker_buildkit": {"ours_s": round(our_s, 1), "peer_s": round(peer_s, 1),
-                                "ratio": round(our_s / peer_s, 3), "ours_installs": our_installs,
-                                "peer_installs": peer_installs}})
+    print(
+        f"\n[e2e share] {engine.describe()}\n[e2e share] ours: {our_s:.1f}s, pip install nexus-ai-fs ran "
+        f"{our_installs}x; peer (4 concurrent docker build): {peer_s:.1f}s, ran {peer_installs}x; "
+        f"ours/peer = {our_s / peer_s:.2f} (goal <= 1.1)"
+    )
+    record(
+        {
+            "docker_buildkit": {
+                "ours_s": round(our_s, 1),
+                "peer_s": round(peer_s, 1),
+                "ratio": round(our_s / peer_s, 3),
+                "ours_installs": our_installs,
+                "peer_installs": peer_installs,
+            }
+        }
+    )
     assert peer_installs == 2
     assert our_installs == 2
 
 
 def test_with_only_the_legacy_builder_the_trie_schedules(tmp_path, engine):
     legacy = DockerCLI(engine.binary, buildkit=False)
-    our_s, our_installs = ours(tmp_path, legacy, {"E2B_MATRIX_DOCKER_CLI": engine.binary,
-                                                  "E2B_MATRIX_DOCKER_BUILDKIT": "0"})
+    our_s, our_installs = ours(
+        tmp_path, legacy, {"E2B_MATRIX_DOCKER_CLI": engine.binary, "E2B_MATRIX_DOCKER_BUILDKIT": "0"}
+    )
     print(f"\n[e2e share] legacy builder: ours {our_s:.1f}s, pip install nexus-ai-fs ran {our_installs}x")
     record({"docker_legacy": {"ours_s": round(our_s, 1), "ours_installs": our_installs}})
     assert our_installs == 2

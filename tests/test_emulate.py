@@ -42,8 +42,13 @@ def wait_for_file(path, proc, timeout: float = 30) -> str:
 def test_emulate_prints_the_exports_and_a_build_works_through_them(project, tmp_path):
     env_file = tmp_path / "e2b.env"
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
-    proc = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "emulate", "--mode", "timing", "--env-file",
-                             str(env_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "emulate", "--mode", "timing", "--env-file", str(env_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         text = wait_for_file(env_file, proc)
         lines = [proc.stdout.readline() for _ in range(3)]
@@ -53,8 +58,13 @@ def test_emulate_prints_the_exports_and_a_build_works_through_them(project, tmp_
         assert exports["E2B_API_URL"].startswith("http://127.0.0.1:")
         assert exports["E2B_SANDBOX_URL"].startswith("http://127.0.0.1:")
         assert exports["E2B_API_KEY"].startswith("emulator-")  # its own key, not shaped like E2B's: never masked
-        p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal"],
-                           env={**os.environ, **exports}, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal"],
+            env={**os.environ, **exports},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         assert "1 built" in p.stdout
         proc.send_signal(signal.SIGTERM)
@@ -73,11 +83,17 @@ def test_emulate_says_why_when_the_docker_mode_cannot_run(tmp_path, monkeypatch)
     r = cli_runner().invoke(cli, ["emulate", "--mode", "docker"])
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [
-        "e2b-matrix: error: --mode docker: no Docker daemon answers `docker info` (make docker-up starts one)"]
+        "e2b-matrix: error: --mode docker: no Docker daemon answers `docker info` (make docker-up starts one)"
+    ]
     env_file = tmp_path / "e2b.env"
     env = {**os.environ, "E2B_MATRIX_DOCKER_CLI": str(tmp_path / "no-docker")}
-    proc = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "emulate", "--env-file", str(env_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "emulate", "--env-file", str(env_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         wait_for_file(env_file, proc)
         proc.send_signal(signal.SIGINT)

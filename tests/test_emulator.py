@@ -215,7 +215,7 @@ def test_copy_step_uploads_once_then_reports_present(emu, tmp_path):
     assert emu.upload_count(files_hash) == 1
     assert len(emu.uploads[files_hash]) > 0  # the tar archive the SDK sent
     assert emu.count("files") == 2 and emu.count("upload") == 1
-    first, second = emu.builds
+    first, _second = emu.builds
     assert first.steps[0]["type"] == "COPY" and first.steps[0]["filesHash"] == files_hash
     messages = [e.message for e in logs]
     assert "Uploaded 'app.txt'" in messages
@@ -315,7 +315,7 @@ def test_unknown_build_status_is_400(emu):
         with pytest.raises(BuildException, match=f"^400: Build '{build.build_id}' not found"):
             Template.get_build_status(build)
     bad_id = BuildInfo(template_id=info.template_id, build_id="not-a-uuid", name="known", alias="known")
-    with pytest.raises(BuildException, match="^400: Invalid build id"):
+    with pytest.raises(BuildException, match=r"^400: Invalid build id"):
         Template.get_build_status(bad_id)
     assert Template.get_build_status(info).status == TemplateBuildStatus.READY
 
@@ -349,7 +349,7 @@ def test_wrong_api_key_raises_authentication_exception(emu):
 
 def test_forbidden_api_key_is_403(emu):
     emu.forbid("e2b_other_team")
-    with pytest.raises(BuildException, match="^403: "):
+    with pytest.raises(BuildException, match=r"^403: "):
         Template.build(simple_template(), "secret", api_key="e2b_other_team")
 
 
@@ -405,7 +405,7 @@ def test_5xx_on_status_is_retried_and_503_exhausted_is_service_busy(emu):
 
 def test_500_is_not_retried(emu):
     emu.inject("trigger", status=500)
-    with pytest.raises(BuildException, match="^500: "):
+    with pytest.raises(BuildException, match=r"^500: "):
         Template.build(simple_template(), "fragile")
     assert emu.count("trigger") == 1
 
@@ -451,8 +451,11 @@ def test_env_binding_and_clean_stop():
     try:
         assert emulator.url.startswith("http://127.0.0.1:")
         assert emulator.sandbox_url.startswith("http://127.0.0.1:") and emulator.sandbox_url != emulator.url
-        assert emulator.env() == {"E2B_API_URL": emulator.url, "E2B_SANDBOX_URL": emulator.sandbox_url,
-                                  "E2B_API_KEY": "k"}
+        assert emulator.env() == {
+            "E2B_API_URL": emulator.url,
+            "E2B_SANDBOX_URL": emulator.sandbox_url,
+            "E2B_API_KEY": "k",
+        }
         host, port = emulator._server.server_address
         assert host == "127.0.0.1"
         idle = socket.create_connection((host, port))  # an idle keep-alive client
@@ -497,7 +500,7 @@ def test_a_build_gets_its_requested_tags_or_default(emu):
     assert tags_of("tg") == {"default": plain.build_id, "stable": tagged.build_id, "v1": tagged.build_id}
     assert tags_of(plain.template_id) == tags_of("tg")  # by ID or by name
     assert all(t.created_at.tzinfo is not None for t in listed)
-    with pytest.raises(TemplateException, match="^404: template 'nope' not found"):
+    with pytest.raises(TemplateException, match=r"^404: template 'nope' not found"):
         Template.get_tags("nope")
 
 
@@ -512,8 +515,11 @@ def test_assign_and_remove_tags(emu):
     assert Template.assign_tags("tg", "prod").build_id == first.build_id
     assert Template.assign_tags(f"tg:{first.build_id}", "pinned").build_id == first.build_id
     assert tags_of("tg") == {
-        "default": first.build_id, "v1": second.build_id, "canary": second.build_id,
-        "prod": first.build_id, "pinned": first.build_id,
+        "default": first.build_id,
+        "v1": second.build_id,
+        "canary": second.build_id,
+        "prod": first.build_id,
+        "pinned": first.build_id,
     }
 
     Template.remove_tags("tg", ["prod", "canary"])
@@ -547,7 +553,7 @@ def test_bad_tag_requests_are_refused_as_e2b_does(emu, call, message):
 
 def test_tags_in_build_requests_are_validated_whole(emu):
     for name, tags in [("tg:v1\n", None), ("tg", ["ok", "v2\n"]), ("tg", [str(uuid.uuid4())]), ("tg\n", None)]:
-        with pytest.raises(BuildException, match="^400: Invalid"):
+        with pytest.raises(BuildException, match=r"^400: Invalid"):
             Template.build(simple_template(), name, tags=tags)
     assert emu.builds == []
 
@@ -631,8 +637,9 @@ def test_a_cancelled_build_keeps_the_layers_it_finished(still, clock):
     older = Template.build_in_background(one.run_cmd("echo slow"), "cx")
     clock.advance(0.3)  # inside the slow step
     assert outcomes(still, older.build_id) == ["built", "built", "built"]  # the last one running
-    newer = Template.build_in_background(Template().from_image("python:3.11").run_cmd("echo one").run_cmd("echo fast"),
-                                         "cx")
+    newer = Template.build_in_background(
+        Template().from_image("python:3.11").run_cmd("echo one").run_cmd("echo fast"), "cx"
+    )
     clock.advance(0.1)
     assert Template.get_build_status(newer).status == TemplateBuildStatus.READY
 
@@ -677,9 +684,9 @@ def test_references_resolve_to_the_newest_ready_build(emu):
         Template.build(simple_template(), "ref:v1")
     Sandbox.create("ref:v1")
     assert emu.sandboxes[-1].build_id == slow.build_id
-    with pytest.raises(SandboxException, match="^404: template 'nope' not found"):
+    with pytest.raises(SandboxException, match=r"^404: template 'nope' not found"):
         Sandbox.create("nope")
-    with pytest.raises(SandboxException, match="^400: Invalid template reference"):
+    with pytest.raises(SandboxException, match=r"^400: Invalid template reference"):
         Sandbox.create("ref:Bad!")
 
 
@@ -692,9 +699,9 @@ def test_public_templates_are_usable_not_ownable(emu):
     assert emu.sandboxes[-1].build_id == public_build
     assert emu.sandboxes[-1].template_id not in {b.template_id for b in emu.builds}
     assert Template.exists("base")  # 403 on the alias: it exists, owned by another team
-    with pytest.raises(TemplateException, match="^403: "):
+    with pytest.raises(TemplateException, match=r"^403: "):
         Template.get_tags("base")
-    with pytest.raises(TemplateException, match="^403: "):
+    with pytest.raises(TemplateException, match=r"^403: "):
         Template.assign_tags("base", "mine")
     # a template of the team's own with that name takes precedence
     own = Template.build(simple_template(), "base")
@@ -706,10 +713,10 @@ def test_public_templates_are_usable_not_ownable(emu):
 def test_removing_a_tag_unresolves_it(emu):
     built = Template.build(simple_template(), "rm:v1")
     Template.remove_tags("rm", "v1")
-    with pytest.raises(SandboxException, match="^404: tag 'v1' does not exist"):
+    with pytest.raises(SandboxException, match=r"^404: tag 'v1' does not exist"):
         Sandbox.create("rm:v1")
     # its build has no assignment left: E2B's status lookup (a join on them) finds nothing
-    with pytest.raises(BuildException, match="^400: Build .* not found"):
+    with pytest.raises(BuildException, match=r"^400: Build .* not found"):
         Template.get_build_status(built)
 
 
@@ -735,7 +742,7 @@ def test_new_routes_take_injected_faults(emu):
     Template.build(simple_template(), "flt")
     emu.inject("get_tags", status=500)
     emu.inject("create_sandbox", status=503, count=10)
-    with pytest.raises(TemplateException, match="^500: "):
+    with pytest.raises(TemplateException, match=r"^500: "):
         Template.get_tags("flt")
     with pytest.raises(ServiceBusyException):
         Sandbox.create("flt")
@@ -754,8 +761,10 @@ def three_steps(image="python:3.11-slim"):
 
 def wait_ready(info):
     """Wait (on the real clock) until E2B says the build is ready."""
-    wait_for(lambda: Template.get_build_status(info).status == TemplateBuildStatus.READY,
-             what=f"build {info.build_id} to be ready")
+    wait_for(
+        lambda: Template.get_build_status(info).status == TemplateBuildStatus.READY,
+        what=f"build {info.build_id} to be ready",
+    )
 
 
 def outcomes(emu, build_id):
@@ -992,8 +1001,10 @@ def test_counters_give_executed_per_distinct_step_and_critical_path(emu):
 # get_inprogress_builds.sql (GetInProgressTemplateBuildsByTeam), active_template_builds.sql,
 # finish_template_build.sql, templates/create_template.sql (InvalidateUnstartedTemplateBuilds)
 
-LIMIT_MESSAGE = ("you have reached the maximum number of concurrent template builds (20). Please wait for existing "
-                 "builds to complete or contact support if you need more concurrent builds.")
+LIMIT_MESSAGE = (
+    "you have reached the maximum number of concurrent template builds (20). Please wait for existing "
+    "builds to complete or contact support if you need more concurrent builds."
+)
 
 
 def test_the_21st_build_is_429_while_20_wait_or_build(emu):

@@ -16,13 +16,18 @@ from test_build import lock_of
 from test_reliability import assert_refused
 from test_verify import FakeSandbox
 
-WHEN = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def inv(build_id="b1", python="3.13.2", pip=None, apt=None, alias="nexus-sandbox-pinned"):
-    return inventory.Inventory(alias=alias, build_id=build_id, recorded_at=WHEN, python=python,
-                               pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0"} if pip is None else pip,
-                               apt={"bash": "5.2.15-2+b7"} if apt is None else apt)
+    return inventory.Inventory(
+        alias=alias,
+        build_id=build_id,
+        recorded_at=WHEN,
+        python=python,
+        pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0"} if pip is None else pip,
+        apt={"bash": "5.2.15-2+b7"} if apt is None else apt,
+    )
 
 
 def run(project, *args):
@@ -31,12 +36,17 @@ def run(project, *args):
 
 # -- the model and the file -----------------------------------------------------------
 
+
 def test_diff_lists_added_removed_and_changed_by_kind_then_name():
     old = inv(pip={"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "gone": "1.0"}, python="3.13.1")
     new = inv(pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0", "fresh": "2.0"}, apt={"bash": "5.2.15-2+b7", "jq": "1.6"})
     assert [c.line() for c in inventory.diff(old, new)] == [
-        "~ python python 3.13.1 -> 3.13.2", "+ pip fresh 2.0", "- pip gone 1.0",
-        "~ pip nexus-ai-fs 0.5.5 -> 0.5.6", "+ apt jq 1.6"]
+        "~ python python 3.13.1 -> 3.13.2",
+        "+ pip fresh 2.0",
+        "- pip gone 1.0",
+        "~ pip nexus-ai-fs 0.5.5 -> 0.5.6",
+        "+ apt jq 1.6",
+    ]
     assert inventory.diff(new, new) == []
 
 
@@ -49,14 +59,17 @@ def test_an_inventory_is_saved_beside_the_lock_and_read_back(tmp_path):
     assert inventory.folder(tmp_path / "templates.docker.lock") == tmp_path / "templates.docker.inventory"
 
 
-@pytest.mark.parametrize("edit,key", [
-    (lambda t: t.replace('nexus-ai-fs = "0.5.6"', 'nexus-ai-fs = "0.5.6; curl x | sh"'), "pip.nexus-ai-fs: "),
-    (lambda t: t.replace("[apt]", "[apt]\n\"bad name\" = \"1\""), "apt"),
-    (lambda t: t + "\n[extra]\nx = 1\n", "extra: unknown key"),
-    (lambda t: t.replace("schema = 1", "schema = 9"), "schema"),
-    (lambda t: t.replace('build_id = "b1"', 'build_id = "b2"'), "holds nexus-sandbox-pinned build b2"),
-    (lambda t: t.replace("[pip]", "[pip]\n" + "x = " + "[" * 50 + "]" * 50), "nested"),
-])
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (lambda t: t.replace('nexus-ai-fs = "0.5.6"', 'nexus-ai-fs = "0.5.6; curl x | sh"'), "pip.nexus-ai-fs: "),
+        (lambda t: t.replace("[apt]", '[apt]\n"bad name" = "1"'), "apt"),
+        (lambda t: t + "\n[extra]\nx = 1\n", "extra: unknown key"),
+        (lambda t: t.replace("schema = 1", "schema = 9"), "schema"),
+        (lambda t: t.replace('build_id = "b1"', 'build_id = "b2"'), "holds nexus-sandbox-pinned build b2"),
+        (lambda t: t.replace("[pip]", "[pip]\n" + "x = " + "[" * 50 + "]" * 50), "nested"),
+    ],
+)
 def test_an_inventory_file_is_input_too(tmp_path, edit, key):
     lock = tmp_path / "templates.lock"
     path = inventory.save(lock, inv())
@@ -66,16 +79,23 @@ def test_an_inventory_file_is_input_too(tmp_path, edit, key):
     assert str(info.value).startswith(str(path)) and key in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda t: t.replace('[pip]\nhttpx = "0.27.0"\nnexus-ai-fs = "0.5.6"', 'pip = "x"'),
-     "pip: expected a table, got a string"),
-    (lambda t: t.replace('httpx = "0.27.0"', "httpx = 27"), "pip.httpx: expected a string, got an integer"),
-    (lambda t: t.replace('alias = "nexus-sandbox-pinned"\n', ""), "alias: missing"),
-    (lambda t: t.replace("python = ", "pyton = "), "pyton: unknown key; did you mean 'python'?"),
-    (lambda t: t.replace("schema = 1\n", ""), "schema: missing"),
-    (lambda t: t.replace("recorded_at = 2026-12-01 12:00:00+00:00", "recorded_at = 2026-12-01 12:00:00"),
-     "recorded_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), got a local date-time"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda t: t.replace('[pip]\nhttpx = "0.27.0"\nnexus-ai-fs = "0.5.6"', 'pip = "x"'),
+            "pip: expected a table, got a string",
+        ),
+        (lambda t: t.replace('httpx = "0.27.0"', "httpx = 27"), "pip.httpx: expected a string, got an integer"),
+        (lambda t: t.replace('alias = "nexus-sandbox-pinned"\n', ""), "alias: missing"),
+        (lambda t: t.replace("python = ", "pyton = "), "pyton: unknown key; did you mean 'python'?"),
+        (lambda t: t.replace("schema = 1\n", ""), "schema: missing"),
+        (
+            lambda t: t.replace("recorded_at = 2026-12-01 12:00:00+00:00", "recorded_at = 2026-12-01 12:00:00"),
+            "recorded_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), got a local date-time",
+        ),
+    ],
+)
 def test_an_inventory_file_is_read_as_the_lock_is(tmp_path, edit, message):
     """The lock's table reader (files.Table): each bad key named, with what it should be."""
     lock = tmp_path / "templates.lock"
@@ -89,18 +109,29 @@ def test_an_inventory_file_is_read_as_the_lock_is(tmp_path, edit, message):
 
 
 def test_from_report_reads_pip_json_and_dpkg_lines():
-    report = VerifyReport([
-        CheckResult("python3 --version", "base", True, fact="python", found="3.13.2"),
-        CheckResult("pip packages", "base", True, fact="pip",
-                    output=json.dumps([{"name": "Jupyter_Server", "version": "2.14.2"}])),
-        CheckResult("apt packages", "base", True, fact="apt", output="bash\t5.2\nlibc6\t2.36-9+deb12u4\n\n"),
-    ])
+    report = VerifyReport(
+        [
+            CheckResult("python3 --version", "base", True, fact="python", found="3.13.2"),
+            CheckResult(
+                "pip packages",
+                "base",
+                True,
+                fact="pip",
+                output=json.dumps([{"name": "Jupyter_Server", "version": "2.14.2"}]),
+            ),
+            CheckResult("apt packages", "base", True, fact="apt", output="bash\t5.2\nlibc6\t2.36-9+deb12u4\n\n"),
+        ]
+    )
     got = inventory.from_report("a", "b", report)
-    assert (got.python, dict(got.pip), dict(got.apt)) == ("3.13.2", {"jupyter-server": "2.14.2"},
-                                                          {"bash": "5.2", "libc6": "2.36-9+deb12u4"})
+    assert (got.python, dict(got.pip), dict(got.apt)) == (
+        "3.13.2",
+        {"jupyter-server": "2.14.2"},
+        {"bash": "5.2", "libc6": "2.36-9+deb12u4"},
+    )
 
 
 # -- through the CLI, on E2B with a stand-in sandbox -----------------------------------------
+
 
 @pytest.fixture
 def sandboxes(monkeypatch):
@@ -108,8 +139,11 @@ def sandboxes(monkeypatch):
     import e2b_code_interpreter
 
     state = {"pip": {"nexus-ai-fs": "0.5.5", "httpx": "0.27.0", "anyio": "4.4.0"}, "disk": 800 * 1024}
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(
-        lambda template, **kw: FakeSandbox(template, pip=dict(state["pip"]), disk_kib=state["disk"])))
+    monkeypatch.setattr(
+        e2b_code_interpreter.Sandbox,
+        "create",
+        staticmethod(lambda template, **kw: FakeSandbox(template, pip=dict(state["pip"]), disk_kib=state["disk"])),
+    )
     return state
 
 
@@ -135,18 +169,28 @@ def test_verify_records_an_inventory_and_diff_compares_two_builds(project, emu, 
     assert r.exit_code == 0 and "inventory of build" in r.stdout and "3 Python packages, 2 apt packages" in r.stdout
     second = lock_of(project).entry("latest")
 
-    expected = ["- pip anyio 4.4.0", "~ pip httpx 0.27.0 -> 0.28.1", "~ pip nexus-ai-fs 0.5.5 -> 0.5.6",
-                "+ pip sniffio 1.3.1"]
+    expected = [
+        "- pip anyio 4.4.0",
+        "~ pip httpx 0.27.0 -> 0.28.1",
+        "~ pip nexus-ai-fs 0.5.5 -> 0.5.6",
+        "+ pip sniffio 1.3.1",
+    ]
     for args in ([], ["previous", "current"], [first.build_id, second.build_id], ["stable", "current"]):
         r = run(project, "diff", "latest", *args)
         assert r.exit_code == 0, r.output
         lines = r.stdout.splitlines()
-        assert lines[0] == (f"nexus-sandbox-latest: build {first.build_id} -> {second.build_id}: "
-                            "1 added, 1 removed, 2 changed; size 800 MiB -> 887 MiB (+87 MiB)")
+        assert lines[0] == (
+            f"nexus-sandbox-latest: build {first.build_id} -> {second.build_id}: "
+            "1 added, 1 removed, 2 changed; size 800 MiB -> 887 MiB (+87 MiB)"
+        )
         assert [x.strip() for x in lines[1:]] == sorted(expected, key=lambda x: x.split()[2])
     data = json.loads(run(project, "diff", "latest", "--json").stdout)
     assert data["from"] == first.build_id and {c["name"]: c["change"] for c in data["changes"]} == {
-        "anyio": "removed", "httpx": "changed", "nexus-ai-fs": "changed", "sniffio": "added"}
+        "anyio": "removed",
+        "httpx": "changed",
+        "nexus-ai-fs": "changed",
+        "sniffio": "added",
+    }
     assert data["disk_used_kib"] == {"from": 800 * 1024, "to": 887 * 1024}
     summary = run(project, "plan", "--format", "markdown").stdout  # each variant's last known size
     assert "| latest | `nexus-sandbox-latest` | **fresh** | 887 MiB |" in summary
@@ -163,9 +207,11 @@ def test_diff_refuses_what_names_no_build(project, emu, sandboxes):
     assert run(project, "build", "latest", "--verify").exit_code == 0
     emu.reset_counters()
     before = snapshot(project)
-    for ref, expected in [("nope", "FROM: 'nope' is not a build ID, a channel, 'previous' or 'current'"),
-                          ("../../etc/passwd", "FROM: '../../etc/passwd' is not a build ID"),
-                          ("a\x1b[2J", "FROM: 'a\\x1b[2J' is not a build ID")]:
+    for ref, expected in [
+        ("nope", "FROM: 'nope' is not a build ID, a channel, 'previous' or 'current'"),
+        ("../../etc/passwd", "FROM: '../../etc/passwd' is not a build ID"),
+        ("a\x1b[2J", "FROM: 'a\\x1b[2J' is not a build ID"),
+    ]:
         line = assert_refused(project, emu, ["diff", "latest", ref, "current"], expected, before=before)
         assert "\x1b" not in line
     assert_refused(project, emu, ["diff", "lates"], "no template 'lates'", before=before)
@@ -174,8 +220,11 @@ def test_diff_refuses_what_names_no_build(project, emu, sandboxes):
 def test_a_build_verify_that_fails_records_no_inventory(project, emu, monkeypatch):
     import e2b_code_interpreter
 
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
-                        staticmethod(lambda template, **kw: FakeSandbox(template, fail=("fuse.conf",))))
+    monkeypatch.setattr(
+        e2b_code_interpreter.Sandbox,
+        "create",
+        staticmethod(lambda template, **kw: FakeSandbox(template, fail=("fuse.conf",))),
+    )
     assert run(project, "build", "latest", "--verify").exit_code == 1
     assert not (project / "templates.inventory").exists()
 
@@ -184,7 +233,7 @@ def test_a_bad_inventory_file_is_one_line(project, emu, sandboxes):
     assert run(project, "build", "latest", "--verify").exit_code == 0
     entry = lock_of(project).entry("latest")
     path = project / "templates.inventory" / entry.alias / f"{entry.build_id}.toml"
-    write(path, path.read_text().replace("[pip]", "[pip]\n\"x y\" = \"1\""))
+    write(path, path.read_text().replace("[pip]", '[pip]\n"x y" = "1"'))
     assert run(project, "build", "latest", "--force").exit_code == 0
     assert run(project, "verify", "latest").exit_code == 0
     emu.reset_counters()
@@ -202,10 +251,17 @@ def test_an_inventory_is_never_written_through_a_link(project, emu, sandboxes, t
     assert r.exit_code == 2 and "symbolic link" in r.stderr and list(outside.iterdir()) == []
 
 
-@pytest.mark.parametrize("text,kib", [("overlay 10255636 812345 9443291 8% /\n", 812345),
-                                      ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
-                                       "/dev/vda 263174212 23011852 226718260 10% /\n", 23011852),
-                                      ("", 0)])
+@pytest.mark.parametrize(
+    "text,kib",
+    [
+        ("overlay 10255636 812345 9443291 8% /\n", 812345),
+        (
+            "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 263174212 23011852 226718260 10% /\n",
+            23011852,
+        ),
+        ("", 0),
+    ],
+)
 def test_df_lines_give_the_used_kib(text, kib):
     assert inventory.parse_df(text) == kib
 

@@ -44,8 +44,11 @@ def built(project, emu, monkeypatch):
     from test_verify import FakeSandbox
 
     monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(lambda t, **kw: FakeSandbox(t)))
-    for args in (["build", "minimal", "latest", "--verify"], ["build", "minimal", "--force", "--verify"],
-                 ["promote", "minimal", "--channel", "stable"]):
+    for args in (
+        ["build", "minimal", "latest", "--verify"],
+        ["build", "minimal", "--force", "--verify"],
+        ["promote", "minimal", "--channel", "stable"],
+    ):
         assert cli_runner().invoke(cli, ["-C", str(project), *args]).exit_code == 0
     return project
 
@@ -79,8 +82,16 @@ def test_drift_has_one_shape_in_status_and_lock_check(built, emu):
 
 def test_a_field_the_schema_does_not_know_fails_it():
     """The check can fail: a result with one more field, or one missing, is not valid."""
-    row = {"name": "a", "alias": "a", "layers": ["base"], "cpu_count": 2, "memory_mb": 2048, "tags": [],
-           "file": "variants/a.toml", "description": ""}
+    row = {
+        "name": "a",
+        "alias": "a",
+        "layers": ["base"],
+        "cpu_count": 2,
+        "memory_mb": 2048,
+        "tags": [],
+        "file": "variants/a.toml",
+        "description": "",
+    }
     assert_valid("list", [row])
     assert list(schema("list").iter_errors([{**row, "new": 1}]))
     assert list(schema("list").iter_errors([{k: v for k, v in row.items() if k != "alias"}]))

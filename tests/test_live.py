@@ -12,9 +12,9 @@ import os
 
 import pytest
 
+from conftest import cli_runner
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
-from conftest import cli_runner
 
 pytestmark = pytest.mark.live
 LIVE_KEY = os.environ.get("E2B_MATRIX_LIVE_API_KEY")

@@ -22,7 +22,7 @@ from e2b_matrix.lock import format as lockformat
 from e2b_matrix.lock.store import record_build, record_builds
 
 DATA = Path(__file__).parent / "data"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WHEN = dt.datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
 
 
@@ -42,24 +42,56 @@ def ref(template_id: str, alias: str = "a") -> str:
 def shipped() -> list[LockEntry]:
     """The entries of tests/data/lock_expected.toml, deliberately out of order."""
     return [
-        entry("nexus-sandbox-pinned", "pinned", "p1nn3dp1nn3dp1nn3dp1",
-              build_id="0f1c2d3e-0000-4000-8000-000000000002", fingerprint="sha256:2222222222222222222222222222222222222222222222222222222222222222",
-              layers={"nexus": "0.5.6", "fuse": "1", "base": "1"}, domain="e2b.app",
-              built_at=dt.datetime(2026, 11, 26, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-              channels={"stable": "0f1c2d3e-0000-4000-8000-000000000002",
-                        "default": "0f1c2d3e-0000-4000-8000-000000000009"},
-              history=[Build("0f1c2d3e-0000-4000-8000-000000000009", "sha256:2221222122212221222122212221222122212221222122212221222122212221",
-                             dt.datetime(2026, 11, 20, 9, 0, tzinfo=UTC), {"base": "1", "nexus": "0.5.5"})]),
-        entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob",
-              build_id="0f1c2d3e-0000-4000-8000-000000000001", fingerprint="sha256:1111111111111111111111111111111111111111111111111111111111111111",
-              layers={"fuse": "1", "nexus": "0.5.6", "base": "1"}, domain="e2b.app",
-              inputs={"nexus.version": "latest", "memory_mb": "2048", "cpu_count": "2"}),
-        entry("nexus-sandbox-minimal", "minimal", "m1n1m4lm1n1m4lm1n1m4",
-              build_id="0f1c2d3e-0000-4000-8000-000000000003", fingerprint="sha256:3333333333333333333333333333333333333333333333333333333333333333",
-              layers={}, image="e2b-matrix/minimal:3333"),
-        entry("docs_example", "docs", "d0csd0csd0csd0csd0cs", build_id="b:uild/1@x+y",
-              fingerprint="sha256:4444444444444444444444444444444444444444444444444444444444444444", layers={"node-tools": "2.0.1+local", "base": "1"},
-              built_at=dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        entry(
+            "nexus-sandbox-pinned",
+            "pinned",
+            "p1nn3dp1nn3dp1nn3dp1",
+            build_id="0f1c2d3e-0000-4000-8000-000000000002",
+            fingerprint="sha256:2222222222222222222222222222222222222222222222222222222222222222",
+            layers={"nexus": "0.5.6", "fuse": "1", "base": "1"},
+            domain="e2b.app",
+            built_at=dt.datetime(2026, 11, 26, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            channels={
+                "stable": "0f1c2d3e-0000-4000-8000-000000000002",
+                "default": "0f1c2d3e-0000-4000-8000-000000000009",
+            },
+            history=[
+                Build(
+                    "0f1c2d3e-0000-4000-8000-000000000009",
+                    "sha256:2221222122212221222122212221222122212221222122212221222122212221",
+                    dt.datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+                    {"base": "1", "nexus": "0.5.5"},
+                )
+            ],
+        ),
+        entry(
+            "nexus-sandbox-latest",
+            "latest",
+            "yf6wfidzfb6i7n7iawob",
+            build_id="0f1c2d3e-0000-4000-8000-000000000001",
+            fingerprint="sha256:1111111111111111111111111111111111111111111111111111111111111111",
+            layers={"fuse": "1", "nexus": "0.5.6", "base": "1"},
+            domain="e2b.app",
+            inputs={"nexus.version": "latest", "memory_mb": "2048", "cpu_count": "2"},
+        ),
+        entry(
+            "nexus-sandbox-minimal",
+            "minimal",
+            "m1n1m4lm1n1m4lm1n1m4",
+            build_id="0f1c2d3e-0000-4000-8000-000000000003",
+            fingerprint="sha256:3333333333333333333333333333333333333333333333333333333333333333",
+            layers={},
+            image="e2b-matrix/minimal:3333",
+        ),
+        entry(
+            "docs_example",
+            "docs",
+            "d0csd0csd0csd0csd0cs",
+            build_id="b:uild/1@x+y",
+            fingerprint="sha256:4444444444444444444444444444444444444444444444444444444444444444",
+            layers={"node-tools": "2.0.1+local", "base": "1"},
+            built_at=dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        ),
     ]
 
 
@@ -75,6 +107,7 @@ def temps(folder: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- format
+
 
 def test_render_is_sorted_deterministic_and_matches_the_expected_file():
     expected = (DATA / "lock_expected.toml").read_text(encoding="utf-8")
@@ -94,16 +127,24 @@ def test_round_trip_and_entry_values():
     assert dict(pinned.layers) == {"base": "1", "fuse": "1", "nexus": "0.5.6"}
     assert list(pinned.layers) == ["base", "fuse", "nexus"]
     assert pinned.reference == "nexus-sandbox-pinned:0f1c2d3e-0000-4000-8000-000000000002"
-    assert pinned.channels["stable"] == pinned.build_id and pinned.history[0].fingerprint == "sha256:2221222122212221222122212221222122212221222122212221222122212221"
+    assert (
+        pinned.channels["stable"] == pinned.build_id
+        and pinned.history[0].fingerprint == "sha256:2221222122212221222122212221222122212221222122212221222122212221"
+    )
     assert hash(pinned) == hash(shipped()[0])  # frozen and hashable
-    with pytest.raises(Exception):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         pinned.template_id = "x"
     latest = lock.entry("latest")
-    assert latest.to_dict() == {"variant": "latest", "template_id": "yf6wfidzfb6i7n7iawob",
-                                "build_id": "0f1c2d3e-0000-4000-8000-000000000001", "fingerprint": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
-                                "layers": {"base": "1", "fuse": "1", "nexus": "0.5.6"},
-                                "built_at": WHEN, "domain": "e2b.app",
-                                "inputs": {"cpu_count": "2", "memory_mb": "2048", "nexus.version": "latest"}}
+    assert latest.to_dict() == {
+        "variant": "latest",
+        "template_id": "yf6wfidzfb6i7n7iawob",
+        "build_id": "0f1c2d3e-0000-4000-8000-000000000001",
+        "fingerprint": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+        "layers": {"base": "1", "fuse": "1", "nexus": "0.5.6"},
+        "built_at": WHEN,
+        "domain": "e2b.app",
+        "inputs": {"cpu_count": "2", "memory_mb": "2048", "nexus.version": "latest"},
+    }
     assert "domain" not in lock.entry("minimal").to_dict() and "image" not in pinned.to_dict()
 
 
@@ -175,7 +216,9 @@ def test_lock_files_per_backend():
     from e2b_matrix import backends
 
     assert {n: backends.backend_class(n).lock_file for n in backends.names()} == {
-        "e2b": "templates.lock", "docker": "templates.docker.lock"}
+        "e2b": "templates.lock",
+        "docker": "templates.docker.lock",
+    }
 
 
 def test_docker_header_and_empty_lock():
@@ -188,6 +231,7 @@ def test_docker_header_and_empty_lock():
 
 # --------------------------------------------------------------------------- lookups
 
+
 def test_lookup_by_alias_and_by_variant():
     lock = TemplateLock.loads(dumps(shipped()), "templates.lock")
     assert lock.template_id("latest") == "yf6wfidzfb6i7n7iawob"
@@ -199,16 +243,18 @@ def test_lookup_by_alias_and_by_variant():
     both = TemplateLock([entry("latest", "other", "T-ALIAS"), entry("x", "latest", "T-VARIANT")], "templates.lock")
     with pytest.raises(LockError) as info:
         both.template_id("latest")
-    assert str(info.value) == ("templates.lock: 'latest' could mean several templates (latest, x); "
-                               "use an alias that names one")
+    assert str(info.value) == (
+        "templates.lock: 'latest' could mean several templates (latest, x); use an alias that names one"
+    )
     assert info.value.exit_code == 2
     assert both.template_id("other") == "T-ALIAS" and both.template_id("x") == "T-VARIANT"
     # a variant name under two aliases (e.g. an alias renamed) is ambiguous: say so
     twice = TemplateLock([entry("old-alias", "v", "T1"), entry("new-alias", "v", "T2")], "templates.lock")
     with pytest.raises(LockError) as info:
         twice.entry("v")
-    assert str(info.value) == ("templates.lock: 'v' could mean several templates (new-alias, old-alias); "
-                               "use an alias that names one")
+    assert str(info.value) == (
+        "templates.lock: 'v' could mean several templates (new-alias, old-alias); use an alias that names one"
+    )
     assert twice.template_id("old-alias") == "T1" and "v" in twice
     same = TemplateLock([entry("x", "x", "TX")])  # a variant named as its alias is one template
     assert same.template_id("x") == "TX"
@@ -220,10 +266,13 @@ def test_unknown_name_lists_names_and_suggests_the_closest():
         lock.template_id("latets")
     assert str(info.value) == (
         "templates.lock: no template 'latets' in the lock; known: docs, docs_example, latest, minimal, "
-        "nexus-sandbox-latest, nexus-sandbox-minimal, nexus-sandbox-pinned, pinned; did you mean 'latest'?")
+        "nexus-sandbox-latest, nexus-sandbox-minimal, nexus-sandbox-pinned, pinned; did you mean 'latest'?"
+    )
     with pytest.raises(KeyError):  # UnknownNameError is also a KeyError
         lock.entry("zzzzzz")
-    assert "did you mean" not in str(pytest.raises(UnknownNameError, lock.entry, "zzzzzz").value)
+    with pytest.raises(UnknownNameError) as unknown:
+        lock.entry("zzzzzz")
+    assert "did you mean" not in str(unknown.value)
 
 
 def test_load_missing_file(tmp_path):
@@ -239,62 +288,104 @@ def test_load_missing_file(tmp_path):
 
 # --------------------------------------------------------------------------- validation
 
-GOOD = ('[templates.a]\nvariant = "a"\ntemplate_id = "t"\nbuild_id = "b"\nfingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\n'
-        'layers = { base = "1" }\nbuilt_at = 2026-11-26T17:00:00Z\n')
+GOOD = (
+    '[templates.a]\nvariant = "a"\ntemplate_id = "t"\nbuild_id = "b"\nfingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\n'
+    'layers = { base = "1" }\nbuilt_at = 2026-11-26T17:00:00Z\n'
+)
 
 BAD = {
-    "bad toml": ('schema = 2\n\n[templates.a\nvariant = "x"\n',
-                 "invalid TOML: Expected ']' at the end of a table declaration (at line 3, column 13)"),
+    "bad toml": (
+        'schema = 2\n\n[templates.a\nvariant = "x"\n',
+        "invalid TOML: Expected ']' at the end of a table declaration (at line 3, column 13)",
+    ),
     "missing schema": (GOOD, "schema: missing (is this an e2b-matrix lock file?)"),
-    "schema 3": ("schema = 3\n" + GOOD,
-                 "schema: written by a newer e2b-matrix (schema 3); this one reads schema 2 — upgrade e2b-matrix"),
+    "schema 3": (
+        "schema = 3\n" + GOOD,
+        "schema: written by a newer e2b-matrix (schema 3); this one reads schema 2 — upgrade e2b-matrix",
+    ),
     "schema string": ('schema = "1"\n' + GOOD, "schema: expected an integer, got a string"),
     "schema boolean": ("schema = true\n" + GOOD, "schema: expected an integer, got a boolean"),
     "schema 0": ("schema = 0\n", "schema: unsupported schema 0 (this one reads 1 to 2)"),
     "templates not a table": ('schema = 1\ntemplates = "x"\n', "templates: expected a table, got a string"),
     "entry not a table": ("schema = 1\ntemplates = { a = 1 }\n", "templates.a: expected a table, got an integer"),
-    "missing template_id": ("schema = 1\n" + GOOD.replace('template_id = "t"\n', ""),
-                            "templates.a.template_id: missing"),
-    "template_id int": ("schema = 1\n" + GOOD.replace('template_id = "t"', "template_id = 1"),
-                        "templates.a.template_id: expected a string, got an integer"),
-    "template_id empty": ("schema = 1\n" + GOOD.replace('template_id = "t"', 'template_id = ""'),
-                          "templates.a.template_id: must not be empty"),
-    "template_id newline": ("schema = 2\n" + GOOD.replace('template_id = "t"', 'template_id = "t\\nx"'),
-                            "templates.a.template_id: must be one word"),
-    "template_id spaces": ("schema = 2\n" + GOOD.replace('template_id = "t"', 'template_id = "   "'),
-                           "templates.a.template_id: must be one word"),
-    "build_id quote": ("schema = 2\n" + GOOD.replace('build_id = "b"', 'build_id = "b\\"; rm -rf /"'),
-                       "templates.a.build_id: must be one word"),
-    "build_id tab": ("schema = 2\n" + GOOD.replace('build_id = "b"', 'build_id = "b\\tc"'),
-                     "templates.a.build_id: must be one word"),
-    "layers not a table": ("schema = 1\n" + GOOD.replace('layers = { base = "1" }', 'layers = ["base"]'),
-                           "templates.a.layers: expected a table, got an array"),
-    "layer value not a string": ("schema = 1\n" + GOOD.replace('base = "1"', "base = 1"),
-                                 "templates.a.layers.base: expected a string, got an integer"),
-    "built_at string": ("schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", '"2026-11-26T17:00:00Z"'),
-                        "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), "
-                        "got a string"),
-    "built_at naive": ("schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", "2026-11-26T17:00:00"),
-                       "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), "
-                       "got a local date-time (no timezone)"),
-    "built_at date": ("schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", "2026-11-26"),
-                      "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), "
-                      "got a date"),
-    "domain not a string": ("schema = 1\n" + GOOD + "domain = 5\n",
-                            "templates.a.domain: expected a string, got an integer"),
-    "quoted alias": ("schema = 1\n" + GOOD.replace("[templates.a]", '[templates."a.b"]').replace(
-        'variant = "a"\n', ""), 'templates."a.b".variant: missing'),
-    "channels not a table": ("schema = 2\n" + GOOD + 'channels = "stable"\n',
-                             "templates.a.channels: expected a table, got a string"),
-    "channel build_id not a string": ("schema = 2\n" + GOOD + "channels = { stable = 3 }\n",
-                                      "templates.a.channels.stable: expected a string, got an integer"),
-    "history not an array": ("schema = 2\n" + GOOD + 'history = "x"\n',
-                             "templates.a.history: expected an array of tables, got a string"),
-    "history entry incomplete": ("schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b0"\n',
-                                 "templates.a.history[0].fingerprint: missing"),
-    "history build_id bad": ("schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b 0"\n'
-                             'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n',
-                             "templates.a.history[0].build_id: must be one word"),
+    "missing template_id": (
+        "schema = 1\n" + GOOD.replace('template_id = "t"\n', ""),
+        "templates.a.template_id: missing",
+    ),
+    "template_id int": (
+        "schema = 1\n" + GOOD.replace('template_id = "t"', "template_id = 1"),
+        "templates.a.template_id: expected a string, got an integer",
+    ),
+    "template_id empty": (
+        "schema = 1\n" + GOOD.replace('template_id = "t"', 'template_id = ""'),
+        "templates.a.template_id: must not be empty",
+    ),
+    "template_id newline": (
+        "schema = 2\n" + GOOD.replace('template_id = "t"', 'template_id = "t\\nx"'),
+        "templates.a.template_id: must be one word",
+    ),
+    "template_id spaces": (
+        "schema = 2\n" + GOOD.replace('template_id = "t"', 'template_id = "   "'),
+        "templates.a.template_id: must be one word",
+    ),
+    "build_id quote": (
+        "schema = 2\n" + GOOD.replace('build_id = "b"', 'build_id = "b\\"; rm -rf /"'),
+        "templates.a.build_id: must be one word",
+    ),
+    "build_id tab": (
+        "schema = 2\n" + GOOD.replace('build_id = "b"', 'build_id = "b\\tc"'),
+        "templates.a.build_id: must be one word",
+    ),
+    "layers not a table": (
+        "schema = 1\n" + GOOD.replace('layers = { base = "1" }', 'layers = ["base"]'),
+        "templates.a.layers: expected a table, got an array",
+    ),
+    "layer value not a string": (
+        "schema = 1\n" + GOOD.replace('base = "1"', "base = 1"),
+        "templates.a.layers.base: expected a string, got an integer",
+    ),
+    "built_at string": (
+        "schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", '"2026-11-26T17:00:00Z"'),
+        "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), got a string",
+    ),
+    "built_at naive": (
+        "schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", "2026-11-26T17:00:00"),
+        "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), "
+        "got a local date-time (no timezone)",
+    ),
+    "built_at date": (
+        "schema = 1\n" + GOOD.replace("2026-11-26T17:00:00Z", "2026-11-26"),
+        "templates.a.built_at: expected a date-time with a timezone (e.g. 2026-11-26T17:00:00Z), got a date",
+    ),
+    "domain not a string": (
+        "schema = 1\n" + GOOD + "domain = 5\n",
+        "templates.a.domain: expected a string, got an integer",
+    ),
+    "quoted alias": (
+        "schema = 1\n" + GOOD.replace("[templates.a]", '[templates."a.b"]').replace('variant = "a"\n', ""),
+        'templates."a.b".variant: missing',
+    ),
+    "channels not a table": (
+        "schema = 2\n" + GOOD + 'channels = "stable"\n',
+        "templates.a.channels: expected a table, got a string",
+    ),
+    "channel build_id not a string": (
+        "schema = 2\n" + GOOD + "channels = { stable = 3 }\n",
+        "templates.a.channels.stable: expected a string, got an integer",
+    ),
+    "history not an array": (
+        "schema = 2\n" + GOOD + 'history = "x"\n',
+        "templates.a.history: expected an array of tables, got a string",
+    ),
+    "history entry incomplete": (
+        "schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b0"\n',
+        "templates.a.history[0].fingerprint: missing",
+    ),
+    "history build_id bad": (
+        "schema = 2\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b 0"\n'
+        'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n',
+        "templates.a.history[0].build_id: must be one word",
+    ),
     "deeply nested": ("schema = 2\nx = " + "[" * 10000 + "]" * 10000 + "\n", "nested more than 32 deep"),
 }
 
@@ -320,14 +411,27 @@ def test_not_utf8_is_a_lock_error(tmp_path):
         TemplateLock.load(path)
 
 
-@pytest.mark.parametrize("text,key", [
-    ("schema = 1\nfuture = 3\n" + GOOD, "future: unknown key (known: schema, templates)"),
-    ("schema = 1\n" + GOOD + 'someday = { x = 1 }\n', "templates.a.someday: unknown key (known: "),
-    ("schema = 1\n" + GOOD + 'chanels = { stable = "b" }\n', "templates.a.chanels: unknown key; did you mean 'channels'?"),
-    ("schema = 1\n" + GOOD + '[[templates.a.history]]\nbuild_id = "b0"\nfingerprint = "sha256:' + "0" * 64 + '"\n'
-     'built_at = 2026-11-26T17:00:00Z\nvariant = "x"\n', "templates.a.history[0].variant: unknown key"),
-    ("schema = 1\n[templatse.a]\n", "templatse: unknown key; did you mean 'templates'?"),
-])
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("schema = 1\nfuture = 3\n" + GOOD, "future: unknown key (known: schema, templates)"),
+        ("schema = 1\n" + GOOD + "someday = { x = 1 }\n", "templates.a.someday: unknown key (known: "),
+        (
+            "schema = 1\n" + GOOD + 'chanels = { stable = "b" }\n',
+            "templates.a.chanels: unknown key; did you mean 'channels'?",
+        ),
+        (
+            "schema = 1\n"
+            + GOOD
+            + '[[templates.a.history]]\nbuild_id = "b0"\nfingerprint = "sha256:'
+            + "0" * 64
+            + '"\n'
+            'built_at = 2026-11-26T17:00:00Z\nvariant = "x"\n',
+            "templates.a.history[0].variant: unknown key",
+        ),
+        ("schema = 1\n[templatse.a]\n", "templatse: unknown key; did you mean 'templates'?"),
+    ],
+)
 def test_unknown_keys_are_errors_naming_them(text, key):
     """A misspelt table would be accepted, then erased by the next write: it is refused instead."""
     with pytest.raises(LockError) as info:
@@ -336,6 +440,7 @@ def test_unknown_keys_are_errors_naming_them(text, key):
 
 
 # --------------------------------------------------------------------------- update_lock
+
 
 def test_update_merges_with_what_is_on_disk(tmp_path):
     path = tmp_path / "templates.lock"
@@ -346,7 +451,7 @@ def test_update_merges_with_what_is_on_disk(tmp_path):
     result = update_lock(path, {"b": entry("b", "vb", "TB")})
     assert {e.alias: e.template_id for e in TemplateLock.load(path)} == {"a": "TA2", "b": "TB"}
     assert result == TemplateLock.load(path)
-    assert (tmp_path / "templates.lock.lock").exists()   # the sidecar, not the data file, is locked
+    assert (tmp_path / "templates.lock.lock").exists()  # the sidecar, not the data file, is locked
     assert temps(tmp_path) == []
     # upsert replaces the whole entry
     update_lock(path, [entry("a", "va", "TA3", layers={})])
@@ -355,12 +460,15 @@ def test_update_merges_with_what_is_on_disk(tmp_path):
 
 def test_update_remove_and_header(tmp_path):
     path = tmp_path / "templates.docker.lock"
-    update_lock(path, {"a": entry("a", "va", "TA"), "b": entry("b", "vb", "TB")},
-                regenerate="make build-all BACKEND=docker")
+    update_lock(
+        path, {"a": entry("a", "va", "TA"), "b": entry("b", "vb", "TB")}, regenerate="make build-all BACKEND=docker"
+    )
     lock = update_lock(path, remove=["a", "not-there"], regenerate="make build-all BACKEND=docker")
     assert [e.alias for e in lock] == ["b"]
-    assert path.read_text().splitlines()[0] == \
-        "# Generated by e2b-matrix; do not edit. Regenerate: make build-all BACKEND=docker"
+    assert (
+        path.read_text().splitlines()[0]
+        == "# Generated by e2b-matrix; do not edit. Regenerate: make build-all BACKEND=docker"
+    )
     assert [e.alias for e in TemplateLock.load(path)] == ["b"]
 
 
@@ -397,8 +505,11 @@ def test_hand_edited_lock_is_merged_as_toml_reads_it(tmp_path):
     # Hand-edited (a comment, another table order): merged as TOML reads it
     text = path.read_text()
     head = "schema = 2\n"
-    path.write_text("# edited by hand\n" + head + "".join(
-        dumps([e]).split(head, 1)[1] for e in reversed(TemplateLock.load(path).entries.values())))
+    path.write_text(
+        "# edited by hand\n"
+        + head
+        + "".join(dumps([e]).split(head, 1)[1] for e in reversed(TemplateLock.load(path).entries.values()))
+    )
     assert path.read_text() != text
     lock = update_lock(path, {"c": entry("c", "vc", "TC")})
     assert set(lock.entries) == {e.alias for e in shipped()} | {"z", "c"} and lock == TemplateLock.load(path)
@@ -418,15 +529,16 @@ def test_no_secret_gets_in(tmp_path):
     for key, bad in cases.items():
         with pytest.raises(LockError) as info:
             update_lock(path, {"b": bad}, secrets=known)
-        assert str(info.value) == (f"{path}: templates.b.{key}: looks like a secret; "
-                                   "the lock is not the place for it (not written)")
+        assert str(info.value) == (
+            f"{path}: templates.b.{key}: looks like a secret; the lock is not the place for it (not written)"
+        )
     assert path.read_bytes() == before
     # the entry fields are the only things written
     lock = update_lock(path, {"b": entry("b", "vb", "TB", domain="e2b.app", inputs={"cpu_count": "2"})})
     table = tomllib.loads(path.read_text())["templates"]["b"]
-    assert set(table) == {"variant", "template_id", "build_id", "fingerprint", "layers", "built_at", "domain",
-                          "inputs"}
+    assert set(table) == {"variant", "template_id", "build_id", "fingerprint", "layers", "built_at", "domain", "inputs"}
     from e2b_matrix.secrets import KEY_SHAPE, Redactor
+
     assert Redactor(known).redact(f"x {shaped} my-self-hosted-key-42") == "x e2b_*** ***"  # the same detector
     assert KEY_SHAPE.search(shaped)
     assert lock.entry("b").inputs == {"cpu_count": "2"}
@@ -459,7 +571,7 @@ def test_unchanged_update_does_not_rewrite(tmp_path):
 
 def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     path = tmp_path / "templates.lock"
-    old = tmp_path / ".templates.lock.deadbeef.tmp"      # what a SIGKILLed writer leaves
+    old = tmp_path / ".templates.lock.deadbeef.tmp"  # what a SIGKILLed writer leaves
     fresh = tmp_path / ".templates.lock.cafe.tmp"
     other = tmp_path / ".other.lock.dead.tmp"
     for p in (old, fresh, other):
@@ -481,8 +593,9 @@ def test_no_secret_in_history_or_in_a_key(tmp_path):
     old = Build("b0", fp(0), WHEN, {"base": "1"})
     cases = {
         "history[0].build_id": entry("b", "vb", "TB", history=[attrs.evolve(old, build_id=shaped)]),
-        "history[1].layers.nexus_token": entry("b", "vb", "TB", history=[old, attrs.evolve(
-            old, layers={"nexus_token": "1"})]),
+        "history[1].layers.nexus_token": entry(
+            "b", "vb", "TB", history=[old, attrs.evolve(old, layers={"nexus_token": "1"})]
+        ),
         "history[0].image": entry("b", "vb", "TB", history=[attrs.evolve(old, image="x/my-self-hosted-key-42")]),
         f"layers.{shaped}": entry("b", "vb", "TB", layers={shaped: "1"}),
         "inputs.my-self-hosted-key-42": entry("b", "vb", "TB", inputs={"my-self-hosted-key-42": ""}),
@@ -491,8 +604,9 @@ def test_no_secret_in_history_or_in_a_key(tmp_path):
     for key, bad in cases.items():
         with pytest.raises(LockError) as info:
             update_lock(path, {"b": bad}, secrets=["my-self-hosted-key-42"])
-        assert str(info.value) == (f"{path}: templates.b.{key}: looks like a secret; "
-                                   "the lock is not the place for it (not written)"), key
+        assert str(info.value) == (
+            f"{path}: templates.b.{key}: looks like a secret; the lock is not the place for it (not written)"
+        ), key
     assert path.read_bytes() == before
     # a name that says secret with nothing in it holds nothing (as before)
     update_lock(path, {"b": entry("b", "vb", "TB", inputs={"base.token": ""})})
@@ -500,9 +614,17 @@ def test_no_secret_in_history_or_in_a_key(tmp_path):
 
 def test_the_one_look_at_an_entry_misses_no_secret_a_field_holds(tmp_path):
     """Each string of a full entry (fields, keys, values, history) holding a secret in turn: refused, named."""
-    base = entry("b", "vb", "TB", domain="e2b.app", api_url="http://127.0.0.1:9", image="img/x:1",
-                 inputs={"cpu_count": "2", "nexus.version": "0.5.6"}, channels={"stable": "build-TB"},
-                 history=[Build("b0", fp(0), WHEN, {"base": "1"}, image="img/y:0", template_id="T0")])
+    base = entry(
+        "b",
+        "vb",
+        "TB",
+        domain="e2b.app",
+        api_url="http://127.0.0.1:9",
+        image="img/x:1",
+        inputs={"cpu_count": "2", "nexus.version": "0.5.6"},
+        channels={"stable": "build-TB"},
+        history=[Build("b0", fp(0), WHEN, {"base": "1"}, image="img/y:0", template_id="T0")],
+    )
     secret = "Sekr1tSekr1t"
     mutations = {
         "variant": lambda e: attrs.evolve(e, variant=f"v{secret.lower()}"),
@@ -515,10 +637,10 @@ def test_the_one_look_at_an_entry_misses_no_secret_a_field_holds(tmp_path):
         f"inputs.x{secret.lower()}": lambda e: attrs.evolve(e, inputs={**e.inputs, f"x{secret.lower()}": "1"}),
         "channels.stable": lambda e: attrs.evolve(e, channels={"stable": secret}),
         "history[0].build_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0], build_id=secret)]),
-        "history[0].template_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
-                                                                                  template_id=secret)]),
-        "history[0].layers.base": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0],
-                                                                                  layers={"base": secret})]),
+        "history[0].template_id": lambda e: attrs.evolve(e, history=[attrs.evolve(e.history[0], template_id=secret)]),
+        "history[0].layers.base": lambda e: attrs.evolve(
+            e, history=[attrs.evolve(e.history[0], layers={"base": secret})]
+        ),
     }
     dumps([base], known_secrets=[secret.lower()])  # the case-sensitive secret is in none of them yet
     for key, mutate in mutations.items():
@@ -537,10 +659,11 @@ def test_read_back_catches_a_rendering_that_reads_differently(tmp_path, monkeypa
     update_lock(path, {"a": entry("a", "va", "TA"), "z": entry("z", "vz", "TZ")})
     before = path.read_bytes()
     real = tomli_w.dumps
-    for wrong, error in [(lambda t: t.replace('"TA"', '"TA-other"'), "does not read back the same"),
-                         (lambda t: t.replace('"TZ"', '"T Z"'), r"templates\.z\.template_id: must be one word"),
-                         (lambda t: t.replace('[templates.b]\n', '[templates.b]\nextra = "1"\n'),
-                          r"templates\.b\.extra: unknown key")]:
+    for wrong, error in [
+        (lambda t: t.replace('"TA"', '"TA-other"'), "does not read back the same"),
+        (lambda t: t.replace('"TZ"', '"T Z"'), r"templates\.z\.template_id: must be one word"),
+        (lambda t: t.replace("[templates.b]\n", '[templates.b]\nextra = "1"\n'), r"templates\.b\.extra: unknown key"),
+    ]:
         monkeypatch.setattr(tomli_w, "dumps", lambda doc, wrong=wrong: wrong(real(doc)))
         with pytest.raises(LockError, match=error):
             update_lock(path, {"b": entry("b", "vb", "TB")})
@@ -554,11 +677,17 @@ def test_a_lock_changed_behind_the_writer_is_validated_again(tmp_path):
     path = tmp_path / "templates.lock"
     update_lock(path, shipped())
     text = path.read_text()
-    for edit, error in [(text.replace('"yf6wfidzfb6i7n7iawob"', '"two words"'),
-                         r"templates\.nexus-sandbox-latest\.template_id: must be one word"),
-                        (text.replace("nexus = \"0.5.6\"", "nexus = 5", 1),
-                         r"templates\.[a-z-]+\.layers\.nexus: expected a string, got an integer"),
-                        (text + "\n[templates.x]\nvariant = \"x\"\n", r"templates\.x\.template_id: missing")]:
+    for edit, error in [
+        (
+            text.replace('"yf6wfidzfb6i7n7iawob"', '"two words"'),
+            r"templates\.nexus-sandbox-latest\.template_id: must be one word",
+        ),
+        (
+            text.replace('nexus = "0.5.6"', "nexus = 5", 1),
+            r"templates\.[a-z-]+\.layers\.nexus: expected a string, got an integer",
+        ),
+        (text + '\n[templates.x]\nvariant = "x"\n', r"templates\.x\.template_id: missing"),
+    ]:
         write_atomic(path, edit)
         with pytest.raises(LockError, match=error):
             record_build(path, entry("nexus-sandbox-latest", "latest", "yf6wfidzfb6i7n7iawob", build_id="b2"))
@@ -567,16 +696,19 @@ def test_a_lock_changed_behind_the_writer_is_validated_again(tmp_path):
     assert record_build(path, entry("d", "vd", "TD")).entries.keys() == {e.alias for e in shipped()} | {"d"}
 
 
-@pytest.mark.parametrize("edit", [
-    lambda t: t,
-    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26T18:30:00+01:00"),  # the same instant
-    lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26 18:30:00"),  # a local time: an error
-    lambda t: t.replace('base = "1"', "base = 1", 1),
-    lambda t: t.replace('base = "1"', 'base = "2"', 1),
-    lambda t: t.replace('variant = "latest"', "variant = 'latest'  # by hand"),
-    lambda t: t.replace('domain = "e2b.app"', 'domain = "e2b.app"\nextra = true', 1),
-    lambda t: t.replace('[templates.nexus-sandbox-latest]', '[templates.nexus-sandbox-new]'),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t,
+        lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26T18:30:00+01:00"),  # the same instant
+        lambda t: t.replace("2026-11-26 17:30:00+00:00", "2026-11-26 18:30:00"),  # a local time: an error
+        lambda t: t.replace('base = "1"', "base = 1", 1),
+        lambda t: t.replace('base = "1"', 'base = "2"', 1),
+        lambda t: t.replace('variant = "latest"', "variant = 'latest'  # by hand"),
+        lambda t: t.replace('domain = "e2b.app"', 'domain = "e2b.app"\nextra = true', 1),
+        lambda t: t.replace("[templates.nexus-sandbox-latest]", "[templates.nexus-sandbox-new]"),
+    ],
+)
 def test_parse_with_known_tables_is_parse_without(edit):
     """``known`` only spares validating a table equal to one that validated: the result is always loads'."""
     text = dumps(shipped())
@@ -596,6 +728,7 @@ def test_parse_with_known_tables_is_parse_without(edit):
 
 # --------------------------------------------------------------------------- record_builds
 
+
 def test_record_builds_writes_several_builds_once_each_to_its_history(tmp_path, monkeypatch):
     path = tmp_path / "templates.lock"
     update_lock(path, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
@@ -603,8 +736,15 @@ def test_record_builds_writes_several_builds_once_each_to_its_history(tmp_path, 
     writes = []
     real = files.atomic_write
     monkeypatch.setattr(files, "atomic_write", lambda p, data, *a: (writes.append(p), real(p, data, *a)))
-    lock = record_builds(path, [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
-                                entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")])
+    lock = record_builds(
+        path,
+        [
+            entry("a", "va", "TA", build_id="a1"),
+            entry("b", "vb", "TB", build_id="b1"),
+            entry("c", "vc", "TC", build_id="c1"),
+            entry("a", "va", "TA", build_id="a2"),
+        ],
+    )
     assert writes == [str(path)]  # one write for the four builds
     assert lock == TemplateLock.load(path)
     a, b, c = (lock.entry(x) for x in "abc")
@@ -616,8 +756,12 @@ def test_record_builds_writes_several_builds_once_each_to_its_history(tmp_path, 
     other = tmp_path / "other.lock"
     update_lock(other, [entry("a", "va", "TA", build_id="a0"), entry("b", "vb", "TB", build_id="b0")])
     update_lock(other, [TemplateLock.load(other).entry("a").promoted("stable")])
-    for e in [entry("a", "va", "TA", build_id="a1"), entry("b", "vb", "TB", build_id="b1"),
-              entry("c", "vc", "TC", build_id="c1"), entry("a", "va", "TA", build_id="a2")]:
+    for e in [
+        entry("a", "va", "TA", build_id="a1"),
+        entry("b", "vb", "TB", build_id="b1"),
+        entry("c", "vc", "TC", build_id="c1"),
+        entry("a", "va", "TA", build_id="a2"),
+    ]:
         record_build(other, e)
     assert other.read_bytes() == path.read_bytes()
 
@@ -631,8 +775,9 @@ def test_record_builds_writes_none_when_one_cannot_be_written(tmp_path):
     with pytest.raises(LockError, match=r"templates\.c\.inputs\.x: looks like a secret"):
         record_builds(path, [*good, entry("c", "vc", "TC", inputs={"x": shaped})])
     with pytest.raises(LockError, match=r"templates\.c\.build_id: looks like a secret"):
-        record_builds(path, [*good, entry("c", "vc", "TC", build_id="my-self-hosted-key-42")],
-                      secrets=["my-self-hosted-key-42"])
+        record_builds(
+            path, [*good, entry("c", "vc", "TC", build_id="my-self-hosted-key-42")], secrets=["my-self-hosted-key-42"]
+        )
     with pytest.raises(TypeError, match="expected a LockEntry, got dict"):
         record_builds(path, [*good, {"alias": "c"}])
     assert path.read_bytes() == before and temps(tmp_path) == []
@@ -669,8 +814,13 @@ LATEST = "nexus-sandbox-latest"
 
 def test_resolver_sources_in_order(tmp_path, monkeypatch):
     path = tmp_path / "templates.lock"
-    update_lock(path, {"nexus-sandbox-latest": entry("nexus-sandbox-latest", "latest", "FROM-LOCK"),
-                       "nexus-sandbox-pinned": entry("nexus-sandbox-pinned", "pinned", "PINNED")})
+    update_lock(
+        path,
+        {
+            "nexus-sandbox-latest": entry("nexus-sandbox-latest", "latest", "FROM-LOCK"),
+            "nexus-sandbox-pinned": entry("nexus-sandbox-pinned", "pinned", "PINNED"),
+        },
+    )
     env = {"E2B_TEMPLATE_ID": "FROM-ENV"}
     # the server's default template: E2B_TEMPLATE_ID wins, then the lock
     assert TemplateResolver(path, environ=env).resolve() == "FROM-ENV"
@@ -681,8 +831,10 @@ def test_resolver_sources_in_order(tmp_path, monkeypatch):
     assert TemplateResolver(path, environ=env).resolve("pinned") == ref("PINNED", "nexus-sandbox-pinned")
     assert TemplateResolver(environ={"E2B_MATRIX_LOCK": str(path)}).resolve("latest") == ref("FROM-LOCK", LATEST)
     assert TemplateResolver(path, environ={}).resolve("nexus-sandbox-latest") == ref("FROM-LOCK", LATEST)
-    for resolver in (TemplateResolver(path, default="DEFAULT", environ={}),
-                     TemplateResolver(path, default="DEFAULT", environ=env)):
+    for resolver in (
+        TemplateResolver(path, default="DEFAULT", environ={}),
+        TemplateResolver(path, default="DEFAULT", environ=env),
+    ):
         with pytest.raises(UnknownNameError, match="did you mean 'latest'"):
             resolver.resolve("lates")
     with pytest.raises(UnknownNameError, match="no template 'nope'"):  # a default name the lock lacks
@@ -785,8 +937,9 @@ def test_resolver_keeps_the_last_good_lock_and_logs_once(tmp_path, caplog):
             assert r.resolve("latest") == ref("GOOD")
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].getMessage() == (f"{path}: templates.a.variant: expected a string, got an integer; "
-                                      "keeping the last good lock (1 templates)")
+    assert errors[0].getMessage() == (
+        f"{path}: templates.a.variant: expected a string, got an integer; keeping the last good lock (1 templates)"
+    )
     write_atomic(path, dumps([entry("a", "latest", "FIXED")]))  # update_lock refuses the corrupt file
     assert r.resolve("latest") == ref("FIXED")
 
@@ -828,9 +981,15 @@ def test_resolver_many_threads_while_the_lock_is_rewritten(tmp_path):
 
 # --------------------------------------------------------------------------- import cost
 
+
 def test_import_is_light():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import e2b_matrix.lock"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import e2b_matrix.lock"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "e2b_matrix.lock" in modules
     heavy = sorted(m for m in modules if m.split(".")[0] in {"e2b", "click", "rich", "tomli_w", "httpx", "uv"})
@@ -840,7 +999,9 @@ def test_import_is_light():
 def test_resolver_under_a_writer_that_is_not_atomic_logs_one_error_per_bad_spell(tmp_path, caplog):
     """A writer that truncates and rewrites in place passes through many bad states: one problem, one line."""
     path = tmp_path / "templates.lock"
-    texts = [dumps([entry("a", "latest", f"ID-{i}", layers={"base": "1"}, inputs={"pad": "x" * 300})]) for i in range(2)]
+    texts = [
+        dumps([entry("a", "latest", f"ID-{i}", layers={"base": "1"}, inputs={"pad": "x" * 300})]) for i in range(2)
+    ]
     path.write_text(texts[0])
     r = TemplateResolver(path, environ={})
     assert r.resolve("latest") == ref("ID-0")
@@ -850,7 +1011,7 @@ def test_resolver_under_a_writer_that_is_not_atomic_logs_one_error_per_bad_spell
             text = texts[i % 2]
             with open(path, "w") as f:  # truncate, then write in pieces, resolving in between
                 for k in range(0, len(text), 97):
-                    f.write(text[k:k + 97])
+                    f.write(text[k : k + 97])
                     f.flush()
                     got = r.resolve("latest")
                     assert got in (ref("ID-0"), ref("ID-1"))  # the last good lock, never an error

@@ -28,7 +28,7 @@ from e2b_matrix.lock import LockEntry, TemplateLock, dumps, update_lock
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fcntl and SIGKILL are POSIX")
 
-WHEN = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.UTC)
 FORK = multiprocessing.get_context("fork")
 
 
@@ -37,10 +37,17 @@ def make_entries(n: int, tag: str, pad: int = 0) -> dict[str, LockEntry]:
     out = {}
     for i in range(n):
         alias = f"variant-{i:03d}"
-        out[alias] = LockEntry(alias=alias, variant=f"v{i:03d}", template_id=f"{tag}-{i:03d}",
-                               build_id=f"build-{tag}-{i:03d}", fingerprint=fp(tag),
-                               layers={"base": "1", "nexus": tag}, built_at=WHEN, domain="e2b.app",
-                               inputs={"pad": tag * pad} if pad else {})
+        out[alias] = LockEntry(
+            alias=alias,
+            variant=f"v{i:03d}",
+            template_id=f"{tag}-{i:03d}",
+            build_id=f"build-{tag}-{i:03d}",
+            fingerprint=fp(tag),
+            layers={"base": "1", "nexus": tag},
+            built_at=WHEN,
+            domain="e2b.app",
+            inputs={"pad": tag * pad} if pad else {},
+        )
     return out
 
 
@@ -73,8 +80,19 @@ def test_no_torn_reads_while_another_process_rewrites(tmp_path):
     (tmp_path / "b.src").write_text(dumps(b.values()))
     update_lock(path, a)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(tmp_path / "a.src"),
-                             str(tmp_path / "b.src"), str(REWRITE_SECONDS)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            str(tmp_path / "a.src"),
+            str(tmp_path / "b.src"),
+            str(REWRITE_SECONDS),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     reads = {"A": 0, "B": 0}
     try:
         while proc.poll() is None and time.monotonic() - t0 < 60:
@@ -93,8 +111,10 @@ def test_no_torn_reads_while_another_process_rewrites(tmp_path):
     assert proc.returncode == 0
     writes = int(out)
     assert dict(TemplateLock.load(path).entries) == (a if writes % 2 == 0 else b)  # the last write's state
-    print(f"\n[torn reads] {writes} rewrites by another process in {elapsed:.2f}s; "
-          f"{sum(reads.values())} reads, all whole ({reads['A']} old/A, {reads['B']} new/B)")
+    print(
+        f"\n[torn reads] {writes} rewrites by another process in {elapsed:.2f}s; "
+        f"{sum(reads.values())} reads, all whole ({reads['A']} old/A, {reads['B']} new/B)"
+    )
     assert reads["A"] and reads["B"], "the reader never saw both contents: the test proved nothing"
     assert temp_files(tmp_path) == []
 
@@ -112,8 +132,20 @@ def _writer_of_distinct_aliases(path: str, worker: int, done, go) -> None:
         if j >= MIN_EACH and time.monotonic() > end:
             break
         alias = f"w{worker:02d}-{j:02d}"
-        update_lock(path, {alias: LockEntry(alias=alias, variant=alias, template_id=f"T-{worker:02d}-{j:02d}",
-                                            build_id="b", fingerprint=fp("f"), layers={}, built_at=WHEN)})
+        update_lock(
+            path,
+            {
+                alias: LockEntry(
+                    alias=alias,
+                    variant=alias,
+                    template_id=f"T-{worker:02d}-{j:02d}",
+                    build_id="b",
+                    fingerprint=fp("f"),
+                    layers={},
+                    built_at=WHEN,
+                )
+            },
+        )
         done[worker] = j + 1  # after update_lock returned: this one must be in the lock
 
 
@@ -143,9 +175,11 @@ def test_sixteen_processes_of_updates_all_land(tmp_path):
     lock = TemplateLock.load(path)
     expected = {f"w{w:02d}-{j:02d}": f"T-{w:02d}-{j:02d}" for w in range(workers) for j in range(counts[w])}
     assert {e.alias: e.template_id for e in lock} == expected  # every update that returned landed, no other
-    print(f"\n[writers] {workers} processes x {min(counts)}-{max(counts)} update_lock = {len(lock)} entries in "
-          f"{elapsed:.2f}s ({elapsed / sum(counts) * 1000:.1f} ms per update); concurrent reader: {reads} "
-          "parses, no failure")
+    print(
+        f"\n[writers] {workers} processes x {min(counts)}-{max(counts)} update_lock = {len(lock)} entries in "
+        f"{elapsed:.2f}s ({elapsed / sum(counts) * 1000:.1f} ms per update); concurrent reader: {reads} "
+        "parses, no failure"
+    )
     assert temp_files(tmp_path) == []
 
 
@@ -220,6 +254,8 @@ def test_sigkilled_writers_leave_a_whole_lock(tmp_path):
     update_lock(path, make_entries(N_KILL_ENTRIES, f"S{last + 1}", pad=40))
     assert temp_files(tmp_path) == []
     assert _state_of(TemplateLock.load(path)) == last + 1
-    print(f"\n[SIGKILL] {kills} writers killed mid-loop in {elapsed:.2f}s; {last} whole states written; "
-          f"{left_temp} kills left a temp file (max {max_temps} on disk at once, {before} at the end, "
-          "all removed by the next writer); the lock always parsed as one whole state")
+    print(
+        f"\n[SIGKILL] {kills} writers killed mid-loop in {elapsed:.2f}s; {last} whole states written; "
+        f"{left_temp} kills left a temp file (max {max_temps} on disk at once, {before} at the end, "
+        "all removed by the next writer); the lock always parsed as one whole state"
+    )

@@ -70,8 +70,10 @@ def test_no_directory_means_no_files(tmp_path):
 
 
 def test_importing_logs_does_not_import_the_file_handler():
-    code = ("import sys, e2b_matrix.logs as l; r = l.RunLogs(None); r.variant('x').info('y'); r.close(); "
-            "print('concurrent_log_handler' in sys.modules)")
+    code = (
+        "import sys, e2b_matrix.logs as l; r = l.RunLogs(None); r.variant('x').info('y'); r.close(); "
+        "print('concurrent_log_handler' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -109,6 +111,7 @@ def test_a_second_run_writes_its_file_even_with_foreign_handlers(tmp_path):
 
 # -- promote and rollback in the run log ------------------------------------------------------
 
+
 def write_latest(project, **changes) -> None:
     """The fake backend's lock: latest at build b2 with b1 before it, the channel ``old`` at b1."""
     import datetime as dt
@@ -117,10 +120,18 @@ def write_latest(project, **changes) -> None:
     from e2b_matrix.lock import store
     from e2b_matrix.lock.model import Build, LockEntry
 
-    at = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    fields = dict(alias="nexus-sandbox-latest", variant="latest", template_id="fake-latest", build_id="b2",
-                  fingerprint=fp(2), layers={"base": "1"}, built_at=at, channels={"old": "b1"},
-                  history=[Build("b1", fp(1), at, {"base": "1"})])
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    fields = {
+        "alias": "nexus-sandbox-latest",
+        "variant": "latest",
+        "template_id": "fake-latest",
+        "build_id": "b2",
+        "fingerprint": fp(2),
+        "layers": {"base": "1"},
+        "built_at": at,
+        "channels": {"old": "b1"},
+        "history": [Build("b1", fp(1), at, {"base": "1"})],
+    }
     store.update_lock(project / "templates.fake.lock", [LockEntry(**{**fields, **changes})])
 
 
@@ -148,22 +159,26 @@ def cli(project, *args, env=None):
 def run_log(project) -> list[str]:
     import re
 
-    return [re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", "", line)
-            for line in (project / "logs" / "build.log").read_text().splitlines()]
+    return [
+        re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", "", line)
+        for line in (project / "logs" / "build.log").read_text().splitlines()
+    ]
 
 
 def test_promote_and_rollback_are_in_the_run_log(fake):
     import fake_backend
 
-    steps = [(["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
-             (["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
-             (["promote", "latest", "--channel", "old"], "nexus-sandbox-latest: old -> b2"),
-             (["rollback", "latest"], "nexus-sandbox-latest: b2 -> b1 (channels moved back: old, stable)"),
-             (["promote", "nexus-sandbox-latest", "--channel", "edge"], "nexus-sandbox-latest: edge -> b1")]
+    steps = [
+        (["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
+        (["promote", "latest", "--channel", "stable"], "nexus-sandbox-latest: stable -> b2"),
+        (["promote", "latest", "--channel", "old"], "nexus-sandbox-latest: old -> b2"),
+        (["rollback", "latest"], "nexus-sandbox-latest: b2 -> b1 (channels moved back: old, stable)"),
+        (["promote", "nexus-sandbox-latest", "--channel", "edge"], "nexus-sandbox-latest: edge -> b1"),
+    ]
     for args, said in steps:
         r = cli(fake, *args)
         assert (r.exit_code, r.stdout, r.stderr) == (0, said + "\n", ""), r.output
-    assert fake_backend.CHANNELS == {("nexus-sandbox-latest", ch): "b1" for ch in ("stable", "old", "edge")}
+    assert {("nexus-sandbox-latest", ch): "b1" for ch in ("stable", "old", "edge")} == fake_backend.CHANNELS
     assert run_log(fake) == [
         "INFO promote: nexus-sandbox-latest: stable -> b2 (new)",
         "INFO promote: nexus-sandbox-latest: stable -> b2 (already there)",
@@ -185,11 +200,18 @@ def test_a_refused_promote_and_rollback_are_in_the_run_log_and_the_lock_stays(fa
     locked = (fake / "templates.fake.lock").read_bytes()
     for args in (["promote", "latest", "--channel", "edge"], ["rollback", "latest"]):
         r = cli(fake, *args, env={"E2B_API_KEY": KEY})
-        assert r.exit_code == 1 and r.stderr == "e2b-matrix: error: E2B refused the tag " + (
-            "edge" if args[0] == "promote" else "stable") + " (key ***)\n", r.output
+        assert (
+            r.exit_code == 1
+            and r.stderr
+            == "e2b-matrix: error: E2B refused the tag "
+            + ("edge" if args[0] == "promote" else "stable")
+            + " (key ***)\n"
+        ), r.output
     assert (fake / "templates.fake.lock").read_bytes() == locked
-    assert run_log(fake) == ["ERROR promote: nexus-sandbox-latest failed: E2B refused the tag edge (key ***)",
-                             "ERROR rollback: nexus-sandbox-latest failed: E2B refused the tag stable (key ***)"]
+    assert run_log(fake) == [
+        "ERROR promote: nexus-sandbox-latest failed: E2B refused the tag edge (key ***)",
+        "ERROR rollback: nexus-sandbox-latest failed: E2B refused the tag stable (key ***)",
+    ]
 
 
 def test_promote_and_rollback_work_without_log_files(fake):
@@ -204,8 +226,9 @@ def test_promote_and_rollback_work_when_the_logs_folder_cannot_be_written(fake):
     for args in (["promote", "latest"], ["rollback", "latest"]):
         r = cli(fake, *args)
         assert r.exit_code == 0, r.output
-        assert r.stderr == (f"WARNING e2b_matrix.workflow: {fake / 'logs'}: exists and is not a folder; "
-                            "writing no log files\n")
+        assert r.stderr == (
+            f"WARNING e2b_matrix.workflow: {fake / 'logs'}: exists and is not a folder; writing no log files\n"
+        )
     assert (fake / "logs").read_text() == "a file where the folder goes"
     from e2b_matrix.lock import TemplateLock
 
@@ -219,8 +242,8 @@ def test_two_runs_at_once_in_one_process_each_log_only_their_own(tmp_path, wheel
     import threading
 
     from conftest import KEY, ROOT, uv_args
-    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix import workflow
+    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix.settings import Settings
 
     projects = {}
@@ -236,13 +259,19 @@ def test_two_runs_at_once_in_one_process_each_log_only_their_own(tmp_path, wheel
         emulators = {"one": a, "two": b}
 
         def build(name: str) -> None:
-            env = {"E2B_API_KEY": KEY, "E2B_API_URL": emulators[name].url, "HOME": str(tmp_path),
-                   "E2B_MATRIX_UV_ARGS": uv_args(wheels)}
+            env = {
+                "E2B_API_KEY": KEY,
+                "E2B_API_URL": emulators[name].url,
+                "HOME": str(tmp_path),
+                "E2B_MATRIX_UV_ARGS": uv_args(wheels),
+            }
             try:
-                summaries[name] = workflow.build(workflow.Options(root=projects[name], names=(chosen[name],)),
-                                                 Settings.from_env(env))
-            except BaseException as exc:  # seen by the assertion below, not lost in the thread
+                summaries[name] = workflow.build(
+                    workflow.Options(root=projects[name], names=(chosen[name],)), Settings.from_env(env)
+                )
+            except BaseException:  # seen by the assertion below, not lost in the thread
                 import traceback
+
                 failures[name] = traceback.format_exc()
 
         threads = [threading.Thread(target=build, args=(n,)) for n in projects]
@@ -256,5 +285,7 @@ def test_two_runs_at_once_in_one_process_each_log_only_their_own(tmp_path, wheel
         other = chosen["two" if name == "one" else "one"]
         run_log = (root / "logs" / "build.log").read_text()
         assert f"[{chosen[name]}] built" in run_log and f"[{other}]" not in run_log, run_log
-        assert sorted(p.name for p in (root / "logs").glob("*.log")) == ["build.log",
-                                                                          f"nexus-sandbox-{chosen[name]}.log"]
+        assert sorted(p.name for p in (root / "logs").glob("*.log")) == [
+            "build.log",
+            f"nexus-sandbox-{chosen[name]}.log",
+        ]

@@ -162,9 +162,20 @@ def nexus_serve(tmp: Path, label: str, emu, template_id: str):
     env = _clean_env(**emu.env(), E2B_TEMPLATE_ID=template_id)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(NEXUS_VENV / "bin/nexus"), "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(tmp / f"nexus-data-{label}")],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
+            [
+                str(NEXUS_VENV / "bin/nexus"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp / f"nexus-data-{label}"),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
         )
     try:
         yield f"http://127.0.0.1:{port}", proc, log
@@ -194,13 +205,19 @@ def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def nexus_sandbox_create(emu, url: str, name: str, log: Path, template_id: str | None = None
-                         ) -> tuple[dict, list, float]:
+def nexus_sandbox_create(
+    emu, url: str, name: str, log: Path, template_id: str | None = None
+) -> tuple[dict, list, float]:
     """Nexus's client asks Nexus's server for a sandbox (of ``template_id`` when given): (Nexus's
     answer, the E2B requests made meanwhile, seconds)."""
     before, start = len(emu.requests), time.monotonic()
-    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", CLIENT, url, name, *([template_id] if template_id else [])],
-                       capture_output=True, text=True, env=_clean_env(), timeout=120)
+    r = subprocess.run(
+        [str(NEXUS_VENV / "bin/python"), "-c", CLIENT, url, name, *([template_id] if template_id else [])],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=120,
+    )
     took = time.monotonic() - start
     assert r.returncode == 0, f"sandbox_create failed:\n{r.stderr[-3000:]}\nserver log:\n{_tail(log)}"
     return json.loads(r.stdout.strip().splitlines()[-1]), emu.requests[before:], took
@@ -209,8 +226,13 @@ def nexus_sandbox_create(emu, url: str, name: str, log: Path, template_id: str |
 def nexus_sandbox_run(url: str, sandbox_id: str, command: str, log: Path) -> dict:
     """Nexus's client asks Nexus's server to run ``command`` in the sandbox: Nexus's answer
     (stdout, stderr, exit_code, execution_time)."""
-    r = subprocess.run([str(NEXUS_VENV / "bin/python"), "-c", RUN, url, sandbox_id, command],
-                       capture_output=True, text=True, env=_clean_env(), timeout=180)
+    r = subprocess.run(
+        [str(NEXUS_VENV / "bin/python"), "-c", RUN, url, sandbox_id, command],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=180,
+    )
     assert r.returncode == 0, f"sandbox_run failed:\n{r.stderr[-3000:]}\nserver log:\n{_tail(log)}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -229,9 +251,12 @@ def e2b_matrix(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 def emu_api(emu, method: str, path: str, body: dict | None = None):
     """A plain request to the emulator's E2B API (what a bare build elsewhere sends)."""
-    req = urllib.request.Request(emu.url + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        emu.url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         payload = resp.read()
         return json.loads(payload) if payload else None
@@ -355,8 +380,10 @@ def test_a_promote_reaches_a_running_nexus_through_a_per_request_template_id(nex
         one, _, _ = nexus_sandbox_create(emu, url, "one", log, template_id=resolver.resolve("pinned"))
         assert the_sandbox(emu, one["sandbox_id"]).build_id == first_build
         assert one["template_id"] == first_ref  # Nexus stored what it was given
-        assert nexus_sandbox_run(url, one["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
-            f"nexus, version {FIRST}"
+        assert (
+            nexus_sandbox_run(url, one["sandbox_id"], "nexus --version", log)["stdout"].strip()
+            == f"nexus, version {FIRST}"
+        )
 
         # another release, built and promoted while the same Nexus runs
         write(project / "variants/pinned.toml", PINNED.format(version=SECOND))
@@ -372,13 +399,17 @@ def test_a_promote_reaches_a_running_nexus_through_a_per_request_template_id(nex
         two, _, _ = nexus_sandbox_create(emu, url, "two", log, template_id=second_ref)
         assert the_sandbox(emu, two["sandbox_id"]).build_id == second_build
         assert two["template_id"] == second_ref
-        assert nexus_sandbox_run(url, two["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
-            f"nexus, version {SECOND}"
+        assert (
+            nexus_sandbox_run(url, two["sandbox_id"], "nexus --version", log)["stdout"].strip()
+            == f"nexus, version {SECOND}"
+        )
 
         # the route that needs a restart: no template_id, E2B_TEMPLATE_ID as Nexus read it at its start
         three, _, _ = nexus_sandbox_create(emu, url, "three", log)
         assert the_sandbox(emu, three["sandbox_id"]).build_id == first_build
-        assert nexus_sandbox_run(url, three["sandbox_id"], "nexus --version", log)["stdout"].strip() == \
-            f"nexus, version {FIRST}"
+        assert (
+            nexus_sandbox_run(url, three["sandbox_id"], "nexus --version", log)["stdout"].strip()
+            == f"nexus, version {FIRST}"
+        )
     for what, seconds in timings.items():
         print(f"  {what:40} {seconds:6.2f}s")

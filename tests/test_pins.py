@@ -82,14 +82,19 @@ def own_wheels(tmp_path, monkeypatch) -> Path:
 
 # -- compile ------------------------------------------------------------------------------------
 
+
 def test_compile_pins_and_hashes_every_package_of_every_pip_step(bare, wheels):
     r = run(bare, "compile", "--json")
     assert r.exit_code == 0, r.output
     results = json.loads(r.stdout)
     assert [c["status"] for c in results] == ["written"] * 4
-    assert {tuple(c["variants"]) for c in results} == {("full", "latest", "pinned"), ("full", "latest"), ("minimal",),
-                                                       ("pinned",)}
-    fuse, = (bare / c["path"] for c in results if c["layer"] == "fuse")
+    assert {tuple(c["variants"]) for c in results} == {
+        ("full", "latest", "pinned"),
+        ("full", "latest"),
+        ("minimal",),
+        ("pinned",),
+    }
+    (fuse,) = (bare / c["path"] for c in results if c["layer"] == "fuse")
     assert pins_of(fuse) == {"fusepy": "3.0.1"}
     assert f"--hash=sha256:{sha256(wheels / 'fusepy-3.0.1-py3-none-any.whl')}" in fuse.read_text()
     for c in results:
@@ -119,7 +124,7 @@ def test_variants_that_share_leading_steps_copy_the_same_file(bare):
     s = specs(bare)
     latest, full, pinned, minimal = s["latest"], s["full"], s["pinned"], s["minimal"]
     # latest is full's prefix, step for step, files and all; pinned shares its FUSE steps
-    assert full.steps[:len(latest.steps)] == latest.steps
+    assert full.steps[: len(latest.steps)] == latest.steps
     assert [r.path for r in full.requirements] == [r.path for r in latest.requirements]
     assert pinned.requirements[0] == latest.requirements[0]
     assert pinned.requirements[1].path != latest.requirements[1].path
@@ -127,11 +132,11 @@ def test_variants_that_share_leading_steps_copy_the_same_file(bare):
     assert minimal.requirements[0].path != latest.requirements[1].path
     # what E2B keys its cache on: the same COPY args and files hash in both builds
     sent = {n: json.loads(render.to_json(s[n]))["steps"] for n in ("latest", "full", "pinned")}
-    assert sent["full"][:len(sent["latest"])] == sent["latest"]
+    assert sent["full"][: len(sent["latest"])] == sent["latest"]
     copies = {n: [x for x in steps if x["type"] == "COPY"] for n, steps in sent.items()}
     assert copies["pinned"][0] == copies["latest"][0] and copies["pinned"][1] != copies["latest"][1]
     # the step tree the scheduler shares builds by: one node per shared COPY
-    root, = step_trie([latest, pinned, full])
+    (root,) = step_trie([latest, pinned, full])
     node = root
     while len(node.children) == 1:
         node = node.children[0]
@@ -179,8 +184,10 @@ def test_a_new_question_starts_from_the_file_the_step_had(bare, own_wheels):
 
 def test_exclude_newer_pins_an_older_version(bare, tmp_path, monkeypatch):
     folder = shipped(tmp_path / "index")
-    uploaded = {"tinydep-1.0-py3-none-any.whl": "2020-01-01T00:00:00Z",
-                "tinydep-2.0-py3-none-any.whl": "2024-01-01T00:00:00Z"}
+    uploaded = {
+        "tinydep-1.0-py3-none-any.whl": "2020-01-01T00:00:00Z",
+        "tinydep-2.0-py3-none-any.whl": "2024-01-01T00:00:00Z",
+    }
     with SimpleIndex(folder, uploaded) as url:
         monkeypatch.setenv("E2B_MATRIX_UV_ARGS", f"--default-index {url} --exclude-newer 2023-01-01T00:00:00Z")
         assert run(bare, "compile", "minimal").exit_code == 0
@@ -192,14 +199,19 @@ def test_exclude_newer_pins_an_older_version(bare, tmp_path, monkeypatch):
 
 
 def test_uv_failing_is_one_line_and_writes_nothing(bare):
-    write(bare / "layers/py-tools.toml", '[layer]\nname = "py-tools"\nversion = "1"\nrequires = ["base"]\n\n'
-                                         '[[steps]]\npip = ["nosuchpkg"]\n')
-    write(bare / "variants/tools.toml",
-          '[variant]\nname = "tools"\nalias = "nexus-tools"\nlayers = ["base", "py-tools"]\n')
+    write(
+        bare / "layers/py-tools.toml",
+        '[layer]\nname = "py-tools"\nversion = "1"\nrequires = ["base"]\n\n[[steps]]\npip = ["nosuchpkg"]\n',
+    )
+    write(
+        bare / "variants/tools.toml",
+        '[variant]\nname = "tools"\nalias = "nexus-tools"\nlayers = ["base", "py-tools"]\n',
+    )
     before = snapshot(bare)
     r = run(bare, "compile", "tools")
-    line = one_line_error(r, 1, "requirements/py-tools-", "uv cannot resolve nosuchpkg for Python 3.13",
-                          "-v shows uv's output")
+    line = one_line_error(
+        r, 1, "requirements/py-tools-", "uv cannot resolve nosuchpkg for Python 3.13", "-v shows uv's output"
+    )
     assert "nosuchpkg" in line.split(": uv cannot resolve", 1)[1]
     assert not (bare / "requirements").exists() or not any((bare / "requirements").iterdir())
     assert {k: v for k, v in snapshot(bare).items() if k != "logs" and not k.startswith("logs/")} == before
@@ -208,15 +220,18 @@ def test_uv_failing_is_one_line_and_writes_nothing(bare):
     assert verbose.exit_code == 1 and "No solution found" in verbose.stderr  # and to the console with -v
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["compile", "--upgrade", "--upgrade-package", "tinydep"], {}, "--upgrade-package: --upgrade re-resolves"),
-    (["compile", "--upgrade-package", "no such"], {}, "--upgrade-package: 'no such' is not a package name"),
-    (["compile", "--upgrade-package", "nosuchpkg"], {}, "--upgrade-package: nosuchpkg: no requirements file"),
-    (["compile", "--check", "--upgrade"], {}, "--check: --check writes nothing"),
-    (["compile", "nosuch"], {}, "no variant named 'nosuch'"),
-    (["compile"], {"E2B_MATRIX_UV_ARGS": "--find-links 'unterminated"}, "E2B_MATRIX_UV_ARGS: cannot split it"),
-    (["compile"], {"E2B_MATRIX_UV_ARGS": "--python-version=3.9"}, "E2B_MATRIX_UV_ARGS: --python-version is set by"),
-])
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["compile", "--upgrade", "--upgrade-package", "tinydep"], {}, "--upgrade-package: --upgrade re-resolves"),
+        (["compile", "--upgrade-package", "no such"], {}, "--upgrade-package: 'no such' is not a package name"),
+        (["compile", "--upgrade-package", "nosuchpkg"], {}, "--upgrade-package: nosuchpkg: no requirements file"),
+        (["compile", "--check", "--upgrade"], {}, "--check: --check writes nothing"),
+        (["compile", "nosuch"], {}, "no variant named 'nosuch'"),
+        (["compile"], {"E2B_MATRIX_UV_ARGS": "--find-links 'unterminated"}, "E2B_MATRIX_UV_ARGS: cannot split it"),
+        (["compile"], {"E2B_MATRIX_UV_ARGS": "--python-version=3.9"}, "E2B_MATRIX_UV_ARGS: --python-version is set by"),
+    ],
+)
 def test_bad_input_is_one_line_and_changes_nothing(project, no_compile, args, env, expected):
     before = snapshot(project)
     one_line_error(run(project, *args, env=env), 2, expected)
@@ -249,6 +264,7 @@ def test_check_says_what_compile_would_do_without_compiling(project, no_compile)
 
 # -- the files in builds, plan and lock check ---------------------------------------------------
 
+
 def test_a_build_copies_the_file_and_installs_it_with_require_hashes(project, emu):
     r = run(project, "build", "pinned")
     assert r.exit_code == 0, r.output
@@ -256,10 +272,13 @@ def test_a_build_copies_the_file_and_installs_it_with_require_hashes(project, em
     body = next(b.start_body for b in emu.builds if b.name == "nexus-sandbox-pinned")
     copies = [s for s in body["steps"] if s["type"] == "COPY"]
     installs = [s["args"][0] for s in body["steps"] if s["args"][0].startswith("pip install")]
-    assert [c["args"][:3] for c in copies] == [[r.path, f"{pins.DEST}/{r.path[13:]}", "root"]
-                                               for r in spec.requirements]
+    assert [c["args"][:3] for c in copies] == [
+        [r.path, f"{pins.DEST}/{r.path[13:]}", "root"] for r in spec.requirements
+    ]
     assert installs == [f"pip install --require-hashes --no-deps -r {c['args'][1]} && pip check" for c in copies]
-    for c, req in zip(copies, spec.requirements):  # E2B got each file, as committed (a tar.gz per files hash)
+    for c, req in zip(
+        copies, spec.requirements, strict=True
+    ):  # E2B got each file, as committed (a tar.gz per files hash)
         with tarfile.open(fileobj=io.BytesIO(emu.uploads[c["filesHash"]])) as tar:
             assert tar.extractfile(req.path).read() == (project / req.path).read_bytes()
     entry = TemplateLock.load(project / "templates.lock").entry("pinned")
@@ -347,8 +366,9 @@ def test_offline_never_runs_uv(project, emu, no_compile):
 
 
 def test_render_refuses_an_unpinned_variant(bare, no_compile):
-    one_line_error(run(bare, "render", "latest"), 2, "latest: requirements/fuse-", "is missing",
-                   "run `e2b-matrix compile latest`")
+    one_line_error(
+        run(bare, "render", "latest"), 2, "latest: requirements/fuse-", "is missing", "run `e2b-matrix compile latest`"
+    )
 
 
 def test_docker_builds_compile_for_their_own_base(project):
@@ -358,12 +378,16 @@ def test_docker_builds_compile_for_their_own_base(project):
     same = specs(project, backend="docker")["latest"]
     assert [r.path for r in same.requirements] == [r.path for r in specs(project)["latest"].requirements]
     debian = ["--set", "base.image=debian-base:bookworm", "--set", "base.image_python=3.11"]
-    one_line_error(run(project, "render", "latest", "--format", "dockerfile", *debian), 2,
-                   "run `e2b-matrix compile --backend docker latest`")
+    one_line_error(
+        run(project, "render", "latest", "--format", "dockerfile", *debian),
+        2,
+        "run `e2b-matrix compile --backend docker latest`",
+    )
     assert run(project, "compile", "--backend", "docker", "latest", *debian).exit_code == 0
-    session = workflow.Session.open(workflow.Options(root=project, backend="docker", names=("latest",),
-                                                     overrides=tuple(debian[1::2])))
-    spec, = workflow.resolve_specs(session, workflow.load(session), session.lock())
+    session = workflow.Session.open(
+        workflow.Options(root=project, backend="docker", names=("latest",), overrides=tuple(debian[1::2]))
+    )
+    (spec,) = workflow.resolve_specs(session, workflow.load(session), session.lock())
     assert spec.requirements[0].constraints == () and spec.requirements[0].python == "3.11"
     text = run(project, "render", "latest", "--format", "dockerfile", *debian).stdout
     for req in spec.requirements:
@@ -373,6 +397,7 @@ def test_docker_builds_compile_for_their_own_base(project):
 
 
 # -- the shipped project -------------------------------------------------------------------------
+
 
 def test_the_shipped_variants_ship_their_requirements_files(no_compile):
     """Every pip step of the shipped variants (E2B) has its committed, current file: run
@@ -407,15 +432,17 @@ def test_a_file_is_judged_without_uv():
     for content, problem in [
         (sealed(q, body.replace("a==1.0", "a>=1.0")), "is not a pinned requirement"),
         (sealed(q, body + "b==2.0\n"), "line 9: b has no hash"),
-        (sealed(q, body + "b==3.0 --hash=sha256:" + "1" * 64 + "\n"),
-         "pins b 3.0, but the base or an earlier step installs 2.0"),
+        (
+            sealed(q, body + "b==3.0 --hash=sha256:" + "1" * 64 + "\n"),
+            "pins b 3.0, but the base or an earlier step installs 2.0",
+        ),
         (sealed(q, body + "--index-url https://example.invalid/simple\n"), "is not a pinned requirement"),
         (sealed(q, body + "c==1 --hash=md5:00\n"), "is not a sha256 hash"),
         (sealed(q, body).replace(q.identity.encode(), b"0" * 64), "answers another question"),
         (sealed(q, body.replace("a==1.0", "z==1.0")), "does not pin a"),
         # whole: the digest in the header covers every byte after it
         (sealed(q, body) + b"b==2.0 --hash=sha256:" + b"1" * 64 + b"\n", "cut short or edited"),
-        (sealed(q, body)[:-len("    # via -r requirements.in\n")], "its body does not match its digest"),
+        (sealed(q, body)[: -len("    # via -r requirements.in\n")], "its body does not match its digest"),
         (sealed(q, body).replace(b"# body sha256: ", b"# body: "), "has no digest of its body"),
     ]:
         assert problem in pins.judge(q, content).problem, content
@@ -461,16 +488,19 @@ def _oversize(project: Path, tmp: Path) -> None:
 
 
 REFUSED = [
-    (_outside_file, f"{PINNED}: is a symbolic link"), (_environ, f"{PINNED}: is a symbolic link"),
+    (_outside_file, f"{PINNED}: is a symbolic link"),
+    (_environ, f"{PINNED}: is a symbolic link"),
     (_linked_folder, ".txt: is in a linked folder: requirements is a symbolic link"),
-    (_fifo, f"{PINNED}: is a FIFO, not a regular file"), (_folder, f"{PINNED}: is a folder, not a regular file"),
+    (_fifo, f"{PINNED}: is a FIFO, not a regular file"),
+    (_folder, f"{PINNED}: is a folder, not a regular file"),
     (_oversize, f"{PINNED}: is larger than 4 MiB"),
 ]
 
 
 @pytest.mark.parametrize("make,expected", REFUSED, ids=[m.__name__.strip("_") for m, _ in REFUSED])
-def test_a_requirements_file_that_is_not_a_file_of_the_project_is_refused(project, emu, tmp_path_factory,
-                                                                          monkeypatch, make, expected):
+def test_a_requirements_file_that_is_not_a_file_of_the_project_is_refused(
+    project, emu, tmp_path_factory, monkeypatch, make, expected
+):
     """Never read through a link (the file or its folder), never a FIFO, never past the bound: exit 2,
     one line naming the file, and nothing of what it points at is shown."""
     from test_reliability import assert_refused
@@ -484,7 +514,7 @@ def test_a_requirements_file_that_is_not_a_file_of_the_project_is_refused(projec
 
 def _cut_at_a_line(project: Path) -> None:
     text = (project / PINNED).read_text()
-    (project / PINNED).write_text(text[:text.index("\nnexus-ai-fs==") + 1])  # every line after: gone
+    (project / PINNED).write_text(text[: text.index("\nnexus-ai-fs==") + 1])  # every line after: gone
 
 
 def _edited_pin(project: Path) -> None:
@@ -501,9 +531,12 @@ def _empty(project: Path) -> None:
     (project / PINNED).write_bytes(b"")
 
 
-BROKEN = [(_cut_at_a_line, "is cut short or edited: its body does not match its digest"),
-          (_edited_pin, "is cut short or edited: its body does not match its digest"),
-          (_no_digest, "has no digest of its body in its header"), (_empty, "has no digest of its body in its header")]
+BROKEN = [
+    (_cut_at_a_line, "is cut short or edited: its body does not match its digest"),
+    (_edited_pin, "is cut short or edited: its body does not match its digest"),
+    (_no_digest, "has no digest of its body in its header"),
+    (_empty, "has no digest of its body in its header"),
+]
 
 
 @pytest.mark.parametrize("make,problem", BROKEN, ids=[m.__name__.strip("_") for m, _ in BROKEN])

@@ -20,17 +20,21 @@ from conftest import KEY, cli_runner, fp
 from e2b_matrix import progress
 from e2b_matrix.cli import cli
 from e2b_matrix.events import Broadcast
+from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.logs import RunLogReporter, RunLogs
 from e2b_matrix.model import BuildResult, State
-from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.secrets import Redactor
 from e2b_matrix.verify import CheckResult, VerifyReport
 
-CHECKS = VerifyReport([
-    CheckResult("fuse.conf", "fuse", False, "expected 'user_allow_other' in: #\n# /etc/fuse.conf\n#mount_max = 1000"),
-    CheckResult("nexus --version", "nexus", True, "nexus, version 0.5.6"),
-    CheckResult("python3 --version", "base", False, "the template has Python 3.12.8, the base declares 3.13"),
-])
+CHECKS = VerifyReport(
+    [
+        CheckResult(
+            "fuse.conf", "fuse", False, "expected 'user_allow_other' in: #\n# /etc/fuse.conf\n#mount_max = 1000"
+        ),
+        CheckResult("nexus --version", "nexus", True, "nexus, version 0.5.6"),
+        CheckResult("python3 --version", "base", False, "the template has Python 3.12.8, the base declares 3.13"),
+    ]
+)
 FAILED_CHECKS = [
     "smoke checks failed (2 of 3); lock entry not written:",
     "fuse.conf: expected 'user_allow_other' in: # # /etc/fuse.conf #mount_max = 1000",
@@ -63,11 +67,28 @@ EVENTS = [
     ("finished", BuildResult("tools", "nexus-tools", State.BUILT, "tmpl-t", "b-t1", 3.25, attempts=2)),
     ("progress", "latest", State.VERIFYING, "running smoke checks"),
     ("tick", 8.0),
-    ("finished", BuildResult("latest", "nexus-sandbox-latest", State.FAILED, duration_s=11.25,
-                             error=CHECKS.failure("lock entry not written"), attempts=1)),
+    (
+        "finished",
+        BuildResult(
+            "latest",
+            "nexus-sandbox-latest",
+            State.FAILED,
+            duration_s=11.25,
+            error=CHECKS.failure("lock entry not written"),
+            attempts=1,
+        ),
+    ),
     ("stopped", "--fail-fast: latest failed"),
-    ("finished", BuildResult("pinned", "nexus-sandbox-pinned", State.CANCELLED, duration_s=11.25,
-                             error="stopped while building (--fail-fast)")),
+    (
+        "finished",
+        BuildResult(
+            "pinned",
+            "nexus-sandbox-pinned",
+            State.CANCELLED,
+            duration_s=11.25,
+            error="stopped while building (--fail-fast)",
+        ),
+    ),
     ("finished", BuildResult("full", "nexus-sandbox-full", State.SKIPPED, error="not started: the run was stopped")),
 ]
 RESULTS = [e[1] for e in EVENTS if e[0] == "finished"]
@@ -111,12 +132,15 @@ PLAIN = [
 ]
 
 
-@pytest.mark.parametrize("verbose, quiet, expected", [
-    (0, False, [line for line in PLAIN if "log:" not in line]),
-    (1, False, PLAIN),
-    (2, False, PLAIN),
-    (0, True, PLAIN[13:16]),  # only the failure, each failed check on its own line
-])
+@pytest.mark.parametrize(
+    "verbose, quiet, expected",
+    [
+        (0, False, [line for line in PLAIN if "log:" not in line]),
+        (1, False, PLAIN),
+        (2, False, PLAIN),
+        (0, True, PLAIN[13:16]),  # only the failure, each failed check on its own line
+    ],
+)
 def test_plain_lines(verbose, quiet, expected):
     out = io.StringIO()
     play(progress.PlainReporter(verbose, quiet, stream=out))
@@ -162,11 +186,12 @@ def test_the_live_table_midway_and_as_it_ends():
 def assert_table(lines: list[str], expected: list[str]) -> None:
     """The table as expected; a cell rich cut with "…" may keep one character more or less (rich 14.0,
     our floor, cuts one character later than rich 15)."""
+
     def cut(line: str) -> str:
         return line.split("…")[0]
 
     assert len(lines) == len(expected), lines
-    for line, want in zip(lines, expected):
+    for line, want in zip(lines, expected, strict=True):
         if "…" in want and "…" in line:
             got, wanted = cut(line), cut(want)
             assert (got.startswith(wanted) or wanted.startswith(got)) and abs(len(got) - len(wanted)) <= 1, (line, want)
@@ -196,6 +221,7 @@ def test_a_run_where_all_is_fresh_imports_no_rich_and_prints_nothing():
 
 # -- --json -----------------------------------------------------------------------------
 
+
 def test_json_comes_from_the_events_and_plain_lines_go_to_stderr():
     out, err = io.StringIO(), io.StringIO()
     with progress.make_reporter(0, False, as_json=True, out=out, err=err) as reporter:
@@ -203,16 +229,61 @@ def test_json_comes_from_the_events_and_plain_lines_go_to_stderr():
     assert out.getvalue() == ""
     assert lines_of(err.getvalue()) == [line for line in PLAIN if "log:" not in line]
     assert reporter.json() == [
-        {"name": "minimal", "alias": "nexus-sandbox-minimal", "status": "fresh", "template_id": "tmpl-m",
-         "build_id": "b-m0", "duration_s": 0.0, "attempts": 0, "image": "", "error": ""},
-        {"name": "latest", "alias": "nexus-sandbox-latest", "status": "failed", "template_id": "", "build_id": "",
-         "duration_s": 11.25, "attempts": 1, "image": "", "error": "\n".join(FAILED_CHECKS)},
-        {"name": "pinned", "alias": "nexus-sandbox-pinned", "status": "cancelled", "template_id": "", "build_id": "",
-         "duration_s": 11.25, "attempts": 0, "image": "", "error": "stopped while building (--fail-fast)"},
-        {"name": "tools", "alias": "nexus-tools", "status": "built", "template_id": "tmpl-t", "build_id": "b-t1",
-         "duration_s": 3.25, "attempts": 2, "image": "", "error": ""},
-        {"name": "full", "alias": "nexus-sandbox-full", "status": "skipped", "template_id": "", "build_id": "",
-         "duration_s": 0.0, "attempts": 0, "image": "", "error": "not started: the run was stopped"},
+        {
+            "name": "minimal",
+            "alias": "nexus-sandbox-minimal",
+            "status": "fresh",
+            "template_id": "tmpl-m",
+            "build_id": "b-m0",
+            "duration_s": 0.0,
+            "attempts": 0,
+            "image": "",
+            "error": "",
+        },
+        {
+            "name": "latest",
+            "alias": "nexus-sandbox-latest",
+            "status": "failed",
+            "template_id": "",
+            "build_id": "",
+            "duration_s": 11.25,
+            "attempts": 1,
+            "image": "",
+            "error": "\n".join(FAILED_CHECKS),
+        },
+        {
+            "name": "pinned",
+            "alias": "nexus-sandbox-pinned",
+            "status": "cancelled",
+            "template_id": "",
+            "build_id": "",
+            "duration_s": 11.25,
+            "attempts": 0,
+            "image": "",
+            "error": "stopped while building (--fail-fast)",
+        },
+        {
+            "name": "tools",
+            "alias": "nexus-tools",
+            "status": "built",
+            "template_id": "tmpl-t",
+            "build_id": "b-t1",
+            "duration_s": 3.25,
+            "attempts": 2,
+            "image": "",
+            "error": "",
+        },
+        {
+            "name": "full",
+            "alias": "nexus-sandbox-full",
+            "status": "skipped",
+            "template_id": "",
+            "build_id": "",
+            "duration_s": 0.0,
+            "attempts": 0,
+            "image": "",
+            "error": "not started: the run was stopped",
+        },
     ]  # in the order the run first named them: the fresh one, then as started
     json.dumps(reporter.json())
 
@@ -222,12 +293,15 @@ class Tty(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("out, quiet, as_json, display", [
-    (Tty(), False, False, progress.LiveReporter),
-    (Tty(), True, False, progress.PlainReporter),
-    (Tty(), False, True, progress.PlainReporter),
-    (io.StringIO(), False, False, progress.PlainReporter),
-])
+@pytest.mark.parametrize(
+    "out, quiet, as_json, display",
+    [
+        (Tty(), False, False, progress.LiveReporter),
+        (Tty(), True, False, progress.PlainReporter),
+        (Tty(), False, True, progress.PlainReporter),
+        (io.StringIO(), False, False, progress.PlainReporter),
+    ],
+)
 def test_make_reporter_picks_the_table_only_for_a_terminal(out, quiet, as_json, display):
     reporter = progress.make_reporter(0, quiet, as_json, out=out, err=io.StringIO())
     assert type(reporter.display) is display
@@ -245,6 +319,7 @@ SUMMARY = [  # the table and the counts the scripted run ends with
     "full     nexus-sandbox-full     skipped",
     "1 built, 1 cancelled, 1 failed, 1 fresh, 1 skipped",
 ]
+
 
 def test_the_summary_shows_each_failed_check_on_its_own_line():
     out, err = io.StringIO(), io.StringIO()
@@ -305,15 +380,18 @@ def test_the_run_log_hears_the_same_events_beside_the_console(tmp_path):
 
 def test_the_run_log_records_an_interrupt_and_a_variant_fresh_after_waiting_and_redacts(tmp_path):
     with RunLogs(tmp_path / "logs", Redactor([KEY])) as logs:
-        play(RunLogReporter(logs), [
-            ("started", "a", "alias-a"),
-            ("started", "b", "alias-b"),
-            ("progress", "b", State.WAITING, "alias-b is being built by pid 42"),
-            ("progress", "a", State.BUILDING, f"submitting with {KEY}"),
-            ("stopped", "interrupted"),
-            ("finished", BuildResult("a", "alias-a", State.CANCELLED, error="interrupted while building")),
-            ("finished", BuildResult("b", "alias-b", State.FRESH, "t-b", "b-b7")),
-        ])
+        play(
+            RunLogReporter(logs),
+            [
+                ("started", "a", "alias-a"),
+                ("started", "b", "alias-b"),
+                ("progress", "b", State.WAITING, "alias-b is being built by pid 42"),
+                ("progress", "a", State.BUILDING, f"submitting with {KEY}"),
+                ("stopped", "interrupted"),
+                ("finished", BuildResult("a", "alias-a", State.CANCELLED, error="interrupted while building")),
+                ("finished", BuildResult("b", "alias-b", State.FRESH, "t-b", "b-b7")),
+            ],
+        )
     assert run_log_lines(tmp_path / "logs") == [
         "INFO [a] queued: alias alias-a",
         "INFO [b] queued: alias alias-b",
@@ -340,14 +418,27 @@ def test_without_log_files_the_run_log_prints_nothing(capfd):
 
 # -- -v: the tool's steps, not each HTTP request ---------------------------------------------
 
+
 def test_v_shows_no_http_request_and_vv_does(project, emu):
     """status asks E2B (through the SDK, over httpx) about a lock entry: httpx logs each request at INFO."""
     from e2b_matrix.lock import store
 
-    now = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    store.update_lock(project / "templates.lock", [LockEntry(
-        alias="nexus-sandbox-minimal", variant="minimal", template_id="tmplgone", build_id="b1", fingerprint=fp(1),
-        layers={"base": "1"}, built_at=now, domain="e2b.app")])
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    store.update_lock(
+        project / "templates.lock",
+        [
+            LockEntry(
+                alias="nexus-sandbox-minimal",
+                variant="minimal",
+                template_id="tmplgone",
+                build_id="b1",
+                fingerprint=fp(1),
+                layers={"base": "1"},
+                built_at=now,
+                domain="e2b.app",
+            )
+        ],
+    )
     runs = {flag: cli_runner().invoke(cli, ["-C", str(project), flag, "status"]) for flag in ("-v", "-vv")}
     for r in runs.values():
         assert r.exit_code == 1 and "template tmplgone is gone" in r.stdout, r.output
@@ -357,6 +448,7 @@ def test_v_shows_no_http_request_and_vv_does(project, emu):
 
 
 # -- the build command: what it prints of the events and the summary -----------------------------
+
 
 @pytest.fixture
 def scripted(monkeypatch):
@@ -386,15 +478,21 @@ def test_build_prints_lines_then_the_summary(project, scripted):
     r = cli_runner().invoke(cli, ["-C", str(project), "-q", "build-all"])
     assert r.exit_code == 1
     assert lines_of(r.stdout) == PLAIN[13:16] + SUMMARY
-    assert lines_of(r.stderr) == [f"latest: failed: {FAILED_CHECKS[0]}", f"  {FAILED_CHECKS[1]}",
-                                  f"  {FAILED_CHECKS[2]}", "pinned: cancelled: stopped while building (--fail-fast)",
-                                  "full: skipped: not started: the run was stopped"]
+    assert lines_of(r.stderr) == [
+        f"latest: failed: {FAILED_CHECKS[0]}",
+        f"  {FAILED_CHECKS[1]}",
+        f"  {FAILED_CHECKS[2]}",
+        "pinned: cancelled: stopped while building (--fail-fast)",
+        "full: skipped: not started: the run was stopped",
+    ]
 
 
 def test_an_interrupted_build_says_so_and_exits_130(project, scripted):
     scripted["exit"] = 130
     r = cli_runner().invoke(cli, ["-C", str(project), "build-all", "--json"])
     assert r.exit_code == 130 and len(json.loads(r.stdout)) == 5
-    assert r.stderr.endswith("stopped: --fail-fast: latest failed\n[pinned] cancelled: stopped while building "
-                             "(--fail-fast)\n[full] skipped: not started: the run was stopped\n"
-                             "e2b-matrix: interrupted; finished builds are in the lock\n")
+    assert r.stderr.endswith(
+        "stopped: --fail-fast: latest failed\n[pinned] cancelled: stopped while building "
+        "(--fail-fast)\n[full] skipped: not started: the run was stopped\n"
+        "e2b-matrix: interrupted; finished builds are in the lock\n"
+    )

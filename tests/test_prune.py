@@ -32,8 +32,12 @@ def lock(project: Path) -> TemplateLock:
 def cluttered(project, emu):
     """minimal built twice (its first build in the history) and promoted, pinned built then its
     variant deleted (an orphan template), a stale requirements file, an inventory of no build."""
-    for args in (["build", "minimal"], ["build", "minimal", "--force"], ["promote", "minimal", "--channel", "stable"],
-                 ["build", "pinned"]):
+    for args in (
+        ["build", "minimal"],
+        ["build", "minimal", "--force"],
+        ["promote", "minimal", "--channel", "stable"],
+        ["build", "pinned"],
+    ):
         assert run(project, *args).exit_code == 0
     (project / "variants" / "pinned.toml").unlink()
     write(project / STALE, "# a question no variant asks any more\n")
@@ -83,7 +87,7 @@ def test_yes_removes_it_all_and_keeps_every_build_the_lock_names(cluttered, emu)
     assert lock(cluttered).entry("minimal").channels == {"stable": minimal.build_id}
     log = (cluttered / "logs" / "build.log").read_text()
     for target in (STALE, f"nexus-sandbox-pinned ({pinned.template_id})"):
-        assert f"prune: removed " in log and target in log
+        assert "prune: removed " in log and target in log
     assert run(cluttered, "prune").exit_code == 0  # clean now
     assert run(cluttered, "resolve", "minimal").exit_code == 0
 
@@ -96,8 +100,9 @@ def test_a_template_with_a_running_sandbox_is_reported_and_the_run_goes_on(clutt
     r = run(cluttered, "prune", "--yes")
     assert r.exit_code == 1, r.output
     line = next(x for x in r.stdout.splitlines() if x.startswith("e2b template"))
-    assert line.endswith(f"not removed: 400: cannot delete template '{pinned.template_id}' because there are "
-                         "running sandboxes using it")
+    assert line.endswith(
+        f"not removed: 400: cannot delete template '{pinned.template_id}' because there are running sandboxes using it"
+    )
     assert not (cluttered / STALE).exists()  # the rest was removed
     assert lock(cluttered).entry("pinned") == pinned  # its entry stays with its template
     assert "ERROR prune: e2b template" in (cluttered / "logs" / "build.log").read_text()
@@ -108,13 +113,20 @@ def test_a_template_with_a_running_sandbox_is_reported_and_the_run_goes_on(clutt
 def test_an_interrupt_in_the_middle_leaves_a_valid_lock_and_prune_finishes_later(cluttered, emu):
     """SIGINT while E2B is slow to delete the template: the lock is whole, and a second prune ends it."""
     emu.inject("delete_template", delay=60)
-    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(cluttered), "prune", "--yes"],
-                         env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=sigint_default)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(cluttered), "prune", "--yes"],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_default,
+    )
     try:
         wait_for(lambda: not (cluttered / STALE).exists(), what="prune to remove the files first")
-        wait_for(lambda: "prune: removed inventory" in (cluttered / "logs" / "build.log").read_text(),
-                 what="prune to reach the template")
+        wait_for(
+            lambda: "prune: removed inventory" in (cluttered / "logs" / "build.log").read_text(),
+            what="prune to reach the template",
+        )
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     finally:
@@ -125,10 +137,13 @@ def test_an_interrupt_in_the_middle_leaves_a_valid_lock_and_prune_finishes_later
     assert run(cluttered, "prune", "--yes").exit_code == 0 and "nexus-sandbox-pinned" not in lock(cluttered)
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["prune", "--env", "nope"], "--env: no environment 'nope'"),
-    (["prune", "--yes", "--set", "x"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["prune", "--env", "nope"], "--env: no environment 'nope'"),
+        (["prune", "--yes", "--set", "x"], "No such option"),
+    ],
+)
 def test_bad_input_to_prune_is_one_line_and_nothing_changes(cluttered, emu, args, expected):
     emu.reset_counters()
     if "No such option" in expected:  # click's own usage error: exit 2, nothing run

@@ -19,13 +19,31 @@ def nexus_server_sample() -> str:
 
 
 def test_nexus_server_sample_runs(tmp_path):
-    when = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.timezone.utc)
-    (tmp_path / "templates.lock").write_text(dumps([LockEntry(
-        alias="nexus-sandbox-latest", variant="latest", template_id="tpl123", build_id="b1",
-        fingerprint="sha256:" + "0" * 64, layers={"base": "1", "fuse": "1", "nexus": "0.9.26"},
-        built_at=when, domain="e2b.app")]))
+    when = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.UTC)
+    (tmp_path / "templates.lock").write_text(
+        dumps(
+            [
+                LockEntry(
+                    alias="nexus-sandbox-latest",
+                    variant="latest",
+                    template_id="tpl123",
+                    build_id="b1",
+                    fingerprint="sha256:" + "0" * 64,
+                    layers={"base": "1", "fuse": "1", "nexus": "0.9.26"},
+                    built_at=when,
+                    domain="e2b.app",
+                )
+            ]
+        )
+    )
     code = nexus_server_sample() + "\nimport sys\nassert 'e2b' not in sys.modules and 'click' not in sys.modules\n"
-    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                       env={"PATH": "/usr/bin:/bin"})
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["tpl123", "tpl123", "0.9.26 2026-11-26T17:00:00+00:00", "nexus-sandbox-latest:b1"]

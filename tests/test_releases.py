@@ -46,8 +46,10 @@ def make_stale(project, name: str) -> None:
 
 
 def test_builds_carry_their_own_tag_and_never_move_default(project, emu):
-    write(project / "variants/tagged.toml",
-          '[variant]\nname = "tagged"\nalias = "nexus-tagged"\nlayers = ["base"]\ntags = ["edge"]\n')
+    write(
+        project / "variants/tagged.toml",
+        '[variant]\nname = "tagged"\nalias = "nexus-tagged"\nlayers = ["base"]\ntags = ["edge"]\n',
+    )
     r = run(project, "build-all", "--json")
     assert r.exit_code == 0, r.output
     for b in emu.builds:
@@ -67,8 +69,10 @@ def test_promote_rebuild_rollback_and_drift(project, emu):
     # promote: a channel points at the locked build, on E2B and in the lock
     r = run(project, "promote", "latest", "pinned", "--channel", "stable")
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines() == [f"nexus-sandbox-latest: stable -> {first.build_id}",
-                                     f"nexus-sandbox-pinned: stable -> {lock(project).entry('pinned').build_id}"]
+    assert r.stdout.splitlines() == [
+        f"nexus-sandbox-latest: stable -> {first.build_id}",
+        f"nexus-sandbox-pinned: stable -> {lock(project).entry('pinned').build_id}",
+    ]
     assert tags(first.alias)["stable"] == first.build_id
     assert lock(project).entry("latest").channels == {"stable": first.build_id}
     assert run(project, "promote", "latest").exit_code == 0  # default channel: what a bare alias means
@@ -95,8 +99,9 @@ def test_promote_rebuild_rollback_and_drift(project, emu):
     r = run(project, "rollback", "latest")
     took = time.monotonic() - start
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == (f"nexus-sandbox-latest: {second.build_id} -> {first.build_id} "
-                                "(channels moved back: staging)")
+    assert r.stdout.strip() == (
+        f"nexus-sandbox-latest: {second.build_id} -> {first.build_id} (channels moved back: staging)"
+    )
     back = lock(project).entry("latest")
     assert (back.build_id, back.fingerprint) == (first.build_id, first.fingerprint)
     assert back.channels == {"stable": first.build_id, "default": first.build_id, "staging": first.build_id}
@@ -108,7 +113,8 @@ def test_promote_rebuild_rollback_and_drift(project, emu):
     # nothing left to roll back to: exit 1, one line
     r = run(project, "rollback", "latest")
     assert r.exit_code == 1 and r.stderr.strip().splitlines() == [
-        "e2b-matrix: error: nexus-sandbox-latest has no previous build to roll back to"]
+        "e2b-matrix: error: nexus-sandbox-latest has no previous build to roll back to"
+    ]
 
     # a channel moved behind the tool's back: drift, named
     from e2b import Template
@@ -119,7 +125,8 @@ def test_promote_rebuild_rollback_and_drift(project, emu):
     drift = {d["alias"]: d for d in json.loads(r.stdout)}
     assert drift["nexus-sandbox-latest"]["state"] == "channel moved"
     assert drift["nexus-sandbox-latest"]["details"] == [
-        f"stable points at {second.build_id}; the lock says {first.build_id}"]
+        f"stable points at {second.build_id}; the lock says {first.build_id}"
+    ]
     assert drift["nexus-sandbox-pinned"]["state"] == "in sync"
     r = run(project, "lock", "check", "--remote")
     assert r.exit_code == 1 and "nexus-sandbox-latest: channel moved: stable points at" in r.stdout
@@ -146,8 +153,11 @@ def test_a_failed_check_is_never_promoted(project, emu, monkeypatch):
 
     from test_verify import FakeSandbox
 
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
-                        staticmethod(lambda template, **kw: FakeSandbox(template, fail=("fuse.conf",))))
+    monkeypatch.setattr(
+        e2b_code_interpreter.Sandbox,
+        "create",
+        staticmethod(lambda template, **kw: FakeSandbox(template, fail=("fuse.conf",))),
+    )
     r = run(project, "build", "latest", "minimal", "--verify", "--promote", "staging", "--json")
     assert r.exit_code == 1
     assert {x["name"]: x["status"] for x in json.loads(r.stdout)} == {"latest": "failed", "minimal": "built"}

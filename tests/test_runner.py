@@ -7,6 +7,7 @@ same rules end to end against the E2B emulator.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import queue
@@ -17,26 +18,29 @@ import uuid
 import attrs
 import pytest
 
+from conftest import wait_for
 from e2b_matrix import files, resolve
+from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, CredentialsError, SlotsFull, TransientError
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.model import Base, BuildSpec, Outcome, State, Step, Variant
-from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.retry import RetryPolicy
-from e2b_matrix.clock import Clock
 from e2b_matrix.runner import Job, Scheduler, Window, alias_lock_file
 from e2b_matrix.runner.writer import entry_of
 
-from conftest import wait_for
-
-NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 WAIT = 20  # seconds a test waits for a thread before it fails (never reached when the code is right)
 
 
 def spec(name: str, steps=(), parent: str | None = None) -> BuildSpec:
-    s = BuildSpec(Variant(name, f"t-{name}", ()), "fake", (),
-                  Base("template", f"t-{parent}" if parent else "code-interpreter-v1", "3.13"),
-                  tuple(Step("run_cmd", (c,)) for c in steps), ())
+    s = BuildSpec(
+        Variant(name, f"t-{name}", ()),
+        "fake",
+        (),
+        Base("template", f"t-{parent}" if parent else "code-interpreter-v1", "3.13"),
+        tuple(Step("run_cmd", (c,)) for c in steps),
+        (),
+    )
     return attrs.evolve(s, fingerprint=resolve.fingerprint(s))
 
 
@@ -53,14 +57,14 @@ class Backend:
     def __init__(self, shares: bool = False):
         self.shares = shares
         self.held: dict[str, threading.Event] = {}
-        self.script: dict[str, list] = {}   # alias -> exceptions to raise, one per attempt (None: build)
+        self.script: dict[str, list] = {}  # alias -> exceptions to raise, one per attempt (None: build)
         self.started: list[str] = []
         self.running: set[str] = set()
         self.peak = 0
         self.specs: dict[str, BuildSpec] = {}
         self.publish: dict[str, queue.Queue] = {}
         self.points: list[tuple[str, str, str]] = []
-        self.capacity: int | None = None    # the team's free slots: past it, SlotsFull
+        self.capacity: int | None = None  # the team's free slots: past it, SlotsFull
         self.refusals = 0
         self._lock = threading.Lock()
         self.began = threading.Condition(self._lock)
@@ -105,10 +109,8 @@ class Backend:
                     raise exc
             held = self.held.get(alias)
             while held is not None and not held.is_set():
-                try:  # a depth the test asks this build to publish
+                with contextlib.suppress(queue.Empty):  # a depth the test asks this build to publish
                     progress(self.publish[alias].get(timeout=0.01))
-                except queue.Empty:
-                    pass
                 if cancel.is_set():
                     from e2b_matrix.errors import Cancelled
 
@@ -185,8 +187,14 @@ class FakeClock(Clock):
 def make(tmp_path):
     def make(backend, **kw):
         kw.setdefault("reporter", Recorder())
-        return Scheduler(backend=backend, lock_path=tmp_path / "templates.lock", state_dir=tmp_path / "state",
-                         logs=Logs(), clock=kw.pop("clock", FakeClock()), **kw)
+        return Scheduler(
+            backend=backend,
+            lock_path=tmp_path / "templates.lock",
+            state_dir=tmp_path / "state",
+            logs=Logs(),
+            clock=kw.pop("clock", FakeClock()),
+            **kw,
+        )
 
     (tmp_path / "state" / "locks").mkdir(parents=True)
     return make
@@ -239,7 +247,11 @@ def test_a_build_waiting_for_its_shared_prefix_holds_no_slot(make):
     backend = Backend()
     backend.hold("owner", "indep")
     s = make(backend, jobs=2)
-    owner, follower, indep = spec("owner", ["a", "b", "c", "d"]), spec("follower", ["a", "b", "x"]), spec("indep", ["z"])
+    owner, follower, indep = (
+        spec("owner", ["a", "b", "c", "d"]),
+        spec("follower", ["a", "b", "x"]),
+        spec("indep", ["z"]),
+    )
     t, out = run_in_thread(s, [job(follower), job(owner), job(indep)])
     backend.wait_started("owner")
     backend.wait_started("indep")
@@ -325,8 +337,9 @@ def test_fail_fast_cancels_what_runs_and_starts_nothing_more(make):
     backend.hold("slow")
     backend.script["t-bad"] = [BuildError("E2B build failed")]
     s = make(backend, jobs=2, fail_fast=True)
-    results = {r.name: r for r in s.run([job(spec("slow", ["s"])), job(spec("bad", ["b"])),
-                                         job(spec("later", ["l"]))]).results}
+    results = {
+        r.name: r for r in s.run([job(spec("slow", ["s"])), job(spec("bad", ["b"])), job(spec("later", ["l"]))]).results
+    }
     assert results["bad"].status is State.FAILED
     assert results["slow"].status is State.CANCELLED
     assert results["later"].status is State.SKIPPED and "t-later" not in backend.started
@@ -359,8 +372,9 @@ def test_an_interrupt_is_one_event_finished_builds_stay_in_the_lock(make, tmp_pa
                 done.set()
 
     s = attrs.evolve(s, reporter=Interrupting())
-    outcome = s.run([job(spec("slow", ["s"])), job(spec("quick", ["q"])),
-                     job(spec("after", ["a"], parent="quick"), parent="quick")])
+    outcome = s.run(
+        [job(spec("slow", ["s"])), job(spec("quick", ["q"])), job(spec("after", ["a"], parent="quick"), parent="quick")]
+    )
     results = {r.name: r for r in outcome.results}
     assert done.is_set()
     assert results["quick"].status is State.BUILT
@@ -432,8 +446,9 @@ def test_promote_moves_the_channel_of_built_and_fresh_variants_in_one_place(make
     s = make(backend, promote="stable")
     results = {r.name: r for r in s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))]).results}
     assert results["old"].status is State.FRESH and results["new"].status is State.BUILT
-    assert sorted(backend.points) == sorted([("t-old", "stable", entry.build_id),
-                                             ("t-new", "stable", results["new"].build_id)])
+    assert sorted(backend.points) == sorted(
+        [("t-old", "stable", entry.build_id), ("t-new", "stable", results["new"].build_id)]
+    )
     lock = TemplateLock.load(tmp_path / "templates.lock")
     assert lock.entries["t-new"].channels == {"stable": results["new"].build_id}
     assert lock.entries["t-old"].channels == {"stable": entry.build_id}
@@ -444,9 +459,11 @@ def test_each_variant_hears_started_then_finished_once_and_a_fresh_one_finished_
     entry = entry_of(s_old, Outcome("tpl-t-old", str(uuid.uuid4())), NOW)
     backend = Backend()
     s = make(backend)
-    s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))]).results
-    assert s.reporter.of("old") == [("finished", "old", State.FRESH)] or \
-        [e[0] for e in s.reporter.of("old")] == ["progress", "finished"]
+    s.run([job(s_old, entry, fresh=True), job(spec("new", ["n"]))])
+    assert s.reporter.of("old") == [("finished", "old", State.FRESH)] or [e[0] for e in s.reporter.of("old")] == [
+        "progress",
+        "finished",
+    ]
     kinds = [e[0] for e in s.reporter.of("new")]
     assert kinds[0] == "started" and kinds[-1] == "finished" and kinds.count("finished") == 1
     assert ("log", "new", "built t-new") in s.reporter.events
@@ -484,7 +501,7 @@ def test_a_job_waiting_for_a_slot_after_its_alias_was_busy_does_not_spin_the_loo
     other.release()
     seen = len(clock.timeouts)
     wait_for(lambda: len(clock.timeouts) >= seen + turns, what=f"{turns} turns of the loop while b builds")
-    zero_waits = clock.timeouts[seen:seen + turns].count(0)
+    zero_waits = clock.timeouts[seen : seen + turns].count(0)
     backend.release("b")
     results = finish(t, out)
     assert {r.status for r in results.values()} == {State.BUILT}

@@ -11,12 +11,16 @@ import json
 
 import pytest
 
-from e2b_matrix.runner import share_gates
-from e2b_matrix.cli import cli
 from conftest import cli_runner, sigint_default, wait_for
+from e2b_matrix.cli import cli
+from e2b_matrix.runner import share_gates
 
-ALIASES = {"full": "nexus-sandbox-full", "latest": "nexus-sandbox-latest", "minimal": "nexus-sandbox-minimal",
-           "pinned": "nexus-sandbox-pinned"}
+ALIASES = {
+    "full": "nexus-sandbox-full",
+    "latest": "nexus-sandbox-latest",
+    "minimal": "nexus-sandbox-minimal",
+    "pinned": "nexus-sandbox-pinned",
+}
 
 
 @pytest.fixture
@@ -47,9 +51,11 @@ def test_the_plan_says_who_computes_what():
     gates = share_gates(s.values())
     # full has the most steps: it computes the whole shared prefix; the others wait for their part
     # (a pip step is two: the copy of its requirements file, and the hashed install)
-    assert gates == {"nexus-sandbox-latest": ("nexus-sandbox-full", 10),  # base, user, workdir, 6 fuse, 2 nexus
-                     "nexus-sandbox-pinned": ("nexus-sandbox-full", 8),   # base, user, workdir, 6 fuse
-                     "nexus-sandbox-minimal": ("nexus-sandbox-full", 2)}  # base, user, workdir
+    assert gates == {
+        "nexus-sandbox-latest": ("nexus-sandbox-full", 10),  # base, user, workdir, 6 fuse, 2 nexus
+        "nexus-sandbox-pinned": ("nexus-sandbox-full", 8),  # base, user, workdir, 6 fuse
+        "nexus-sandbox-minimal": ("nexus-sandbox-full", 2),
+    }  # base, user, workdir
 
 
 def test_each_distinct_step_runs_once(project, steps):
@@ -73,7 +79,7 @@ def test_each_distinct_step_runs_once(project, steps):
 # another cannot find the other's layers there, however loaded the machine is.
 @pytest.mark.parametrize("emu", [{"upload_delay": 1.0}], indirect=True)
 def test_without_sharing_every_build_runs_its_prefix(project, steps):
-    r, results = build_all(project, "--no-share")
+    r, _results = build_all(project, "--no-share")
     assert r.exit_code == 0, r.output
     triggered = sorted(b.triggered_at for b in steps.builds)
     assert len(triggered) == 4 and triggered[-1] - triggered[0] < 0.5, "all at once"
@@ -87,14 +93,18 @@ def test_if_the_owner_fails_the_waiting_builds_start_at_once_and_build_it_themse
     r, results = build_all(project)
     assert r.exit_code == 1
     assert {n: x["status"] for n, x in results.items()} == {
-        "full": "failed", "latest": "built", "minimal": "built", "pinned": "built"}
+        "full": "failed",
+        "latest": "built",
+        "minimal": "built",
+        "pinned": "built",
+    }
     assert "apt mirror down" in results["full"]["error"]
     builds = {b.name: b for b in steps.builds}
     assert builds[ALIASES["latest"]].requested_at >= builds[ALIASES["full"]].finished_at - 0.05
 
 
 def test_jobs_one_never_deadlocks_and_still_shares(project, steps):
-    r, results = build_all(project, "--jobs", "1")
+    r, _results = build_all(project, "--jobs", "1")
     assert r.exit_code == 0, r.output
     assert sorted(rec.key for rec in executed(steps)) == sorted(distinct(steps))
     order = [b.name for b in sorted(steps.builds, key=lambda b: b.requested_at)]
@@ -108,7 +118,8 @@ def test_fail_fast_stops_the_waiting_builds(project, steps):
     assert results["full"]["status"] == "failed"
     # they waited for steps full never published; --fail-fast stops them before they start
     assert {n: results[n]["status"] for n in ("latest", "pinned", "minimal")} == dict.fromkeys(
-        ("latest", "pinned", "minimal"), "skipped")
+        ("latest", "pinned", "minimal"), "skipped"
+    )
     assert [b.name for b in steps.builds] == [ALIASES["full"]]
 
 
@@ -131,9 +142,14 @@ def test_ctrl_c_while_waiting_for_shared_steps_exits_130_and_keeps_what_finished
     from e2b_matrix.lock import TemplateLock
 
     steps.set_step_cost("apt-get install -y git", 30)  # full's last step: the others are done long before
-    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
-                         preexec_fn=sigint_default)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        preexec_fn=sigint_default,
+    )
     lock = project / "templates.lock"
 
     def three_landed() -> bool:
@@ -143,7 +159,7 @@ def test_ctrl_c_while_waiting_for_shared_steps_exits_130_and_keeps_what_finished
     wait_for(three_landed, timeout=30, what="the three builds that share full's steps to land")
     sent = time.monotonic()
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=20)
+    _out, err = p.communicate(timeout=20)
     assert p.returncode == 130, err
     assert time.monotonic() - sent < 10
     assert {e.variant for e in TemplateLock.load(lock)} == {"latest", "minimal", "pinned"}

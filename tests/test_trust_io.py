@@ -58,8 +58,9 @@ def link(path: Path, target: Path, kind: str = "symlink") -> None:
 
 
 def warnings(r) -> list[str]:
-    return [line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line
-            or "Traceback" in line]
+    return [
+        line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line or "Traceback" in line
+    ]
 
 
 # --------------------------------------------------------------------------- A. links
@@ -113,8 +114,9 @@ def test_a_lock_reached_through_a_link_is_never_written_by_promote(project, emu,
     assert run(project, "resolve", "minimal").exit_code == 0, "reading through the link is fine"
 
 
-@pytest.mark.parametrize("where", ["logs", f"logs/{MINIMAL}.log", "logs/build.log", f"logs/.__{MINIMAL}.lock",
-                                   "logs/.__build.lock"])
+@pytest.mark.parametrize(
+    "where", ["logs", f"logs/{MINIMAL}.log", "logs/build.log", f"logs/.__{MINIMAL}.lock", "logs/.__build.lock"]
+)
 def test_a_linked_log_is_one_warning_and_never_written(project, emu, outside, where):
     link(project / where, outside if where == "logs" else outside / "victim")
     before = snapshot(outside)
@@ -184,7 +186,7 @@ def test_parse_toml_and_json_bound_nesting_at_the_root():
     for text in ("[" * (limit + 1) + "]" * (limit + 1), "[" * DEEP + "]" * DEEP, JSON_40, b"[" * DEEP):
         with pytest.raises(ValueError, match=f"nested more than {limit} deep"):
             files.parse_json(text)
-    with pytest.raises(ValueError, match="^invalid JSON: "):
+    with pytest.raises(ValueError, match=r"^invalid JSON: "):
         files.parse_json('{"a": ')
 
 
@@ -200,8 +202,12 @@ def test_no_module_parses_toml_or_json_by_itself():
 
 @pytest.mark.parametrize("value", [TOML_DEEP, TOML_40, "[" * 40 + '"git"' + "]" * 40])
 def test_set_nested_deep_is_one_line(project, emu, value):
-    assert_refused(project, emu, ["build-all", "--set", f"extra-tools.packages={value}"],
-                   "--set: extra-tools.packages: nested more than 32 deep")
+    assert_refused(
+        project,
+        emu,
+        ["build-all", "--set", f"extra-tools.packages={value}"],
+        "--set: extra-tools.packages: nested more than 32 deep",
+    )
 
 
 @pytest.mark.parametrize("text", ["[" * DEEP + "]" * DEEP, JSON_40], ids=["100000", "40"])
@@ -215,21 +221,34 @@ def test_the_e2b_config_nested_deep_is_one_line_naming_it(project, emu, monkeypa
 VARIANT = '[variant]\nname = "x"\nalias = "nexus-x"\nlayers = ["base"]\n'
 
 
-@pytest.mark.parametrize("where,text", [
-    ("variants/x.toml", VARIANT + "description = " + TOML_40 + "\n"),
-    ("variants/x.toml", VARIANT + f"[params.{'a.' * 40}b]\n"),
-    ("variants/x.toml", "x = " + TOML_DEEP + "\n"),
-    ("layers/x.toml", '[layer]\nname = "x"\nversion = "1"\n[[steps]]\nenv = ' + "{ a = " * 40 + '"v"' + " }" * 40 + "\n"),
-], ids=["array-40", "tables-40", "array-100000", "layer-inline-tables-40"])
+@pytest.mark.parametrize(
+    "where,text",
+    [
+        ("variants/x.toml", VARIANT + "description = " + TOML_40 + "\n"),
+        ("variants/x.toml", VARIANT + f"[params.{'a.' * 40}b]\n"),
+        ("variants/x.toml", "x = " + TOML_DEEP + "\n"),
+        (
+            "layers/x.toml",
+            '[layer]\nname = "x"\nversion = "1"\n[[steps]]\nenv = ' + "{ a = " * 40 + '"v"' + " }" * 40 + "\n",
+        ),
+    ],
+    ids=["array-40", "tables-40", "array-100000", "layer-inline-tables-40"],
+)
 def test_a_project_file_nested_deep_is_one_line(project, emu, where, text):
     write(project / where, text)
     for command in (["plan"], ["build-all"], ["list"]):
         assert_refused(project, emu, command, f"{where}: nested more than 32 deep")
 
 
-@pytest.mark.parametrize("extra", ["x = " + TOML_DEEP + "\n", "x = " + TOML_40 + "\n",
-                                   "[templates.a.inputs]\nb = " + "{ c = " * 40 + '"d"' + " }" * 40 + "\n"],
-                         ids=["100000", "40", "entry-40"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "x = " + TOML_DEEP + "\n",
+        "x = " + TOML_40 + "\n",
+        "[templates.a.inputs]\nb = " + "{ c = " * 40 + '"d"' + " }" * 40 + "\n",
+    ],
+    ids=["100000", "40", "entry-40"],
+)
 def test_a_lock_nested_deep_is_one_line(project, emu, extra):
     lock = project / "templates.lock"
     lock.write_text("schema = 2\n" + extra)
@@ -258,17 +277,25 @@ def test_a_file_larger_than_the_bound_is_refused_unread(project, emu, monkeypatc
     with open(path, "wb") as f:  # sparse: no 64 MiB written
         f.truncate(files.MAX_FILE_BYTES + 1)
     command = ["build", "minimal"] if where in ("templates.lock", "home-config") else ["plan"]
-    assert_refused(project, emu, command, f"{path if where in ('templates.lock', 'home-config') else where}: "
-                   "is larger than 64 MiB, the most e2b-matrix reads")
+    assert_refused(
+        project,
+        emu,
+        command,
+        f"{path if where in ('templates.lock', 'home-config') else where}: "
+        "is larger than 64 MiB, the most e2b-matrix reads",
+    )
 
 
 def test_a_matrix_of_a_hundred_million_cases_is_refused_before_expanding(project, emu):
     axes = "\n".join(f"a{i} = [{', '.join(str(v) for v in range(10))}]" for i in range(8))
-    write(project / "variants/big.toml", '[variant]\nname = "big-{a0}"\nalias = "nexus-big-{a0}"\n'
-                                         f'layers = ["base"]\n[matrix]\n{axes}\n')
+    write(
+        project / "variants/big.toml",
+        f'[variant]\nname = "big-{{a0}}"\nalias = "nexus-big-{{a0}}"\nlayers = ["base"]\n[matrix]\n{axes}\n',
+    )
     for command in (["list"], ["plan"], ["build-all"]):
-        assert_refused(project, emu, command, "variants/big.toml: matrix: expands to 100000000 cases; "
-                                              "the limit is 10000")
+        assert_refused(
+            project, emu, command, "variants/big.toml: matrix: expands to 100000000 cases; the limit is 10000"
+        )
 
 
 def test_the_matrix_bound_is_the_product_of_the_axes():
@@ -276,19 +303,19 @@ def test_the_matrix_bound_is_the_product_of_the_axes():
 
     assert MAX_MATRIX_CASES == 10_000
     assert len(matrix_cases({"a": tuple(range(100)), "b": tuple(range(100))})) == 10_000
-    with pytest.raises(ValueError, match="^expands to 10001 cases; the limit is 10000$"):
+    with pytest.raises(ValueError, match=r"^expands to 10001 cases; the limit is 10000$"):
         matrix_cases({"a": tuple(range(10_001))})
-    with pytest.raises(ValueError, match="^expands to 1000000000000 cases"):
+    with pytest.raises(ValueError, match=r"^expands to 1000000000000 cases"):
         matrix_cases({f"a{i}": tuple(range(1000)) for i in range(4)})
 
 
 # --------------------------------------------------------------------------- C. a messy project
 
 EDITOR_FILES = {
-    ".#latest.toml": None,                       # Emacs' lock: a dangling link
-    ".latest.toml.swp": b"\x00\x01vim swap",     # Vim
-    "latest.toml~": b"[variant]\nname = ",       # a backup, torn
-    "#latest.toml#": b"garbage",                 # Emacs' autosave
+    ".#latest.toml": None,  # Emacs' lock: a dangling link
+    ".latest.toml.swp": b"\x00\x01vim swap",  # Vim
+    "latest.toml~": b"[variant]\nname = ",  # a backup, torn
+    "#latest.toml#": b"garbage",  # Emacs' autosave
     ".hidden.toml": b'[variant]\nname = "hidden"\nalias = "nexus-hidden"\nlayers = ["base"]\n',
     ".draft.toml": b"not = [toml",
 }
@@ -323,6 +350,7 @@ def test_project_files_is_the_one_rule():
 
 # --------------------------------------------------------------------------- C. flaky answers
 
+
 def _drop(key):
     return lambda d: {k: v for k, v in d.items() if k != key}
 
@@ -332,28 +360,31 @@ def _set(key, value):
 
 
 def _entries(change):
-    return lambda d: {**d, "logEntries": [change(e) for e in d["logEntries"]] or [change(
-        {"timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": "m"})]}
+    return lambda d: {
+        **d,
+        "logEntries": [change(e) for e in d["logEntries"]]
+        or [change({"timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": "m"})],
+    }
 
 
 # id -> (inject keywords, the plain words the give-up message carries)
 GARBLED = {
-    "truncated": (dict(truncate=True), "not JSON"),
-    "not-json": (dict(status=200, body=b"<html>502 Bad Gateway</html>"), "not JSON"),
-    "empty-200": (dict(status=200, body=b" "), "not JSON"),
-    "nested-deep": (dict(status=200, body=b"[" * DEEP + b"]" * DEEP), "nested too deeply"),
-    "a-list": (dict(reshape=lambda d: [d]), "answer ("),
-    "missing-logEntries": (dict(reshape=_drop("logEntries")), "missing 'logEntries'"),
-    "missing-status": (dict(reshape=_drop("status")), "missing 'status'"),
-    "logEntries-number": (dict(reshape=_set("logEntries", 5)), "'int' object is not iterable"),
-    "status-unknown": (dict(reshape=_set("status", "exploded")), "'exploded' is not a valid"),
-    "status-null": (dict(reshape=_set("status", None)), "None is not a valid"),
-    "entry-no-timestamp": (dict(reshape=_entries(_drop("timestamp"))), "missing 'timestamp'"),
-    "entry-bad-timestamp": (dict(reshape=_entries(_set("timestamp", "yesterday"))), "answer ("),
-    "entry-message-number": (dict(reshape=_entries(_set("message", 42))), "answer ("),
-    "entry-level-bad": (dict(reshape=_entries(_set("level", "loud"))), "'loud' is not a valid LogLevel"),
-    "entry-a-string": (dict(reshape=_set("logEntries", ["line"])), "answer ("),
-    "reason-number": (dict(reshape=_set("reason", 7)), "answer ("),
+    "truncated": ({"truncate": True}, "not JSON"),
+    "not-json": ({"status": 200, "body": b"<html>502 Bad Gateway</html>"}, "not JSON"),
+    "empty-200": ({"status": 200, "body": b" "}, "not JSON"),
+    "nested-deep": ({"status": 200, "body": b"[" * DEEP + b"]" * DEEP}, "nested too deeply"),
+    "a-list": ({"reshape": lambda d: [d]}, "answer ("),
+    "missing-logEntries": ({"reshape": _drop("logEntries")}, "missing 'logEntries'"),
+    "missing-status": ({"reshape": _drop("status")}, "missing 'status'"),
+    "logEntries-number": ({"reshape": _set("logEntries", 5)}, "'int' object is not iterable"),
+    "status-unknown": ({"reshape": _set("status", "exploded")}, "'exploded' is not a valid"),
+    "status-null": ({"reshape": _set("status", None)}, "None is not a valid"),
+    "entry-no-timestamp": ({"reshape": _entries(_drop("timestamp"))}, "missing 'timestamp'"),
+    "entry-bad-timestamp": ({"reshape": _entries(_set("timestamp", "yesterday"))}, "answer ("),
+    "entry-message-number": ({"reshape": _entries(_set("message", 42))}, "answer ("),
+    "entry-level-bad": ({"reshape": _entries(_set("level", "loud"))}, "'loud' is not a valid LogLevel"),
+    "entry-a-string": ({"reshape": _set("logEntries", ["line"])}, "answer ("),
+    "reason-number": ({"reshape": _set("reason", 7)}, "answer ("),
 }
 
 
@@ -392,8 +423,9 @@ def test_the_message_names_the_missing_key_as_the_issue_asks(project, emu):
     emu.configure(MINIMAL, duration=0.5)
     emu.inject("status", count=1000, reshape=_drop("logEntries"))
     r = run(project, "build", "minimal", "--json")
-    assert results(r)["minimal"]["error"] == ("gave up after 5 attempts: E2B sent a malformed build status answer "
-                                              "(missing 'logEntries')")
+    assert results(r)["minimal"]["error"] == (
+        "gave up after 5 attempts: E2B sent a malformed build status answer (missing 'logEntries')"
+    )
 
 
 def test_a_garbled_answer_to_the_build_request_is_retried_too(project, emu):
@@ -422,8 +454,9 @@ def test_a_stuck_build_fails_at_the_deadline_naming_the_setting(project, emu, mo
     x = results(r)["minimal"]
     build = emu.builds[0]
     assert x["status"] == "failed" and x["attempts"] == 1
-    assert x["error"] == (f"build {build.build_id} was still building after 1s (E2B_MATRIX_BUILD_TIMEOUT_S); "
-                          "E2B may still finish it")
+    assert x["error"] == (
+        f"build {build.build_id} was still building after 1s (E2B_MATRIX_BUILD_TIMEOUT_S); E2B may still finish it"
+    )
     assert len(emu.builds) == 1 and build.status == "building", "not resubmitted, nothing cancelled"
     assert not (project / "templates.lock").exists()
 
@@ -433,15 +466,20 @@ def test_the_deadline_spares_builds_that_finish_and_other_variants(project, emu,
     emu.configure("nexus-sandbox-latest", duration=math.inf)
     r = run(project, "build-all", "--json", "--no-share")
     statuses = {n: x["status"] for n, x in results(r).items()}
-    assert r.exit_code == 1 and statuses == {"full": "built", "latest": "failed", "minimal": "built",
-                                             "pinned": "built"}, r.output
+    assert r.exit_code == 1 and statuses == {
+        "full": "built",
+        "latest": "failed",
+        "minimal": "built",
+        "pinned": "built",
+    }, r.output
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "1e400"])
 def test_a_bad_build_timeout_is_one_line_naming_it(project, emu, value):
     for command in (["build-all"], ["plan"]):
-        assert_refused(project, emu, command, "E2B_MATRIX_BUILD_TIMEOUT_S: expected", env={
-            "E2B_MATRIX_BUILD_TIMEOUT_S": value})
+        assert_refused(
+            project, emu, command, "E2B_MATRIX_BUILD_TIMEOUT_S: expected", env={"E2B_MATRIX_BUILD_TIMEOUT_S": value}
+        )
 
 
 def test_the_build_timeout_defaults_to_e2bs_hour():
@@ -452,9 +490,8 @@ def test_the_build_timeout_defaults_to_e2bs_hour():
 
 
 def test_a_docker_build_past_the_deadline_is_stopped_and_fails(project, monkeypatch, tmp_path):
-    from test_docker_discovery import DOCKER_IO, Fake
-
     from e2b_matrix.backends import docker_engine
+    from test_docker_discovery import DOCKER_IO, Fake
 
     fake = Fake(tmp_path / "cli", {**DOCKER_IO, "build_hang": 60})
     monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))

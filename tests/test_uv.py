@@ -56,8 +56,10 @@ def recorded(tmp_path_factory, monkeypatch) -> Path:
 # -- E2B_MATRIX_UV_ARGS: options and their values, nothing else --------------------------
 
 BAD_UV_ARGS = [
-    ("/tmp/extra-requirements.txt", "'/tmp/extra-requirements.txt' is not an option, and uv would read it as one "
-                                    "more requirements file"),
+    (
+        "/tmp/extra-requirements.txt",
+        "'/tmp/extra-requirements.txt' is not an option, and uv would read it as one more requirements file",
+    ),
     ("extra", "'extra' is not an option"),
     ("--exclude-newer 2026-01-01 constraints.txt", "'constraints.txt' is not an option"),
     ("--no-index ./extra.txt", "'./extra.txt' is not an option"),  # a flag takes no value: a path after it is one
@@ -82,42 +84,74 @@ BAD_UV_ARGS = [
 def test_uv_args_are_options_only(project, emu, recorded, value, expected):
     """Refused when the settings are read: exit 2, one line naming the variable, before anything runs."""
     for command in (["plan"], ["compile"], ["build-all"], ["list"]):
-        line = assert_refused(project, emu, command, f"e2b-matrix: error: E2B_MATRIX_UV_ARGS: {expected}",
-                              env={"E2B_MATRIX_UV_ARGS": value})
+        line = assert_refused(
+            project,
+            emu,
+            command,
+            f"e2b-matrix: error: E2B_MATRIX_UV_ARGS: {expected}",
+            env={"E2B_MATRIX_UV_ARGS": value},
+        )
         assert line.count("E2B_MATRIX_UV_ARGS") == 1
     assert fake_uv.calls(recorded) == []  # uv never ran
 
 
 def test_a_bare_url_is_refused_without_what_it_carries(project, emu):
-    line = assert_refused(project, emu, ["plan"], "is not an option",
-                          env={"E2B_MATRIX_UV_ARGS": "https://user:s3cret@127.0.0.1:9/simple"})
+    line = assert_refused(
+        project, emu, ["plan"], "is not an option", env={"E2B_MATRIX_UV_ARGS": "https://user:s3cret@127.0.0.1:9/simple"}
+    )
     assert "s3cret" not in line and "user" not in line
 
 
 def test_index_resolver_and_cache_options_pass(wheels):
-    words = ("--index-url", "file:///x/simple", "--extra-index-url=http://127.0.0.1:9/simple", "-f", "/wheels",
-             "--no-index", "--exclude-newer", "2026-01-01T00:00:00Z", "--prerelease=allow", "-qq", "-v", "--no-cache",
-             "--cache-dir", "/tmp/c", "--keyring-provider", "subprocess", "-C", "k=v", "--no-build")
+    words = (
+        "--index-url",
+        "file:///x/simple",
+        "--extra-index-url=http://127.0.0.1:9/simple",
+        "-f",
+        "/wheels",
+        "--no-index",
+        "--exclude-newer",
+        "2026-01-01T00:00:00Z",
+        "--prerelease=allow",
+        "-qq",
+        "-v",
+        "--no-cache",
+        "--cache-dir",
+        "/tmp/c",
+        "--keyring-provider",
+        "subprocess",
+        "-C",
+        "k=v",
+        "--no-build",
+    )
     env = {"E2B_MATRIX_UV_ARGS": " ".join(words)}
     assert Settings.from_env(env).uv_args == words
 
 
 def test_a_bad_uv_binary_is_one_line_naming_it(project, emu, tmp_path):
-    assert_refused(project, emu, ["plan"], "E2B_MATRIX_UV: contains a control character",
-                   env={"E2B_MATRIX_UV": "uv\x01"})
+    assert_refused(
+        project, emu, ["plan"], "E2B_MATRIX_UV: contains a control character", env={"E2B_MATRIX_UV": "uv\x01"}
+    )
     missing = tmp_path / "no-such-uv"
-    one_line_error(run(project, "plan", env={"E2B_MATRIX_UV": str(missing)}), 2,
-                   "E2B_MATRIX_UV: cannot run uv: No such file or directory")
+    one_line_error(
+        run(project, "plan", env={"E2B_MATRIX_UV": str(missing)}),
+        2,
+        "E2B_MATRIX_UV: cannot run uv: No such file or directory",
+    )
 
 
 # -- uv's answer, checked before it is written -------------------------------------------
 
+
 def fake_compile(folder: Path, body: str) -> Path:
     """A uv that answers "latest" as the real one does and compiles by running ``body``."""
-    return fake_uv.script(folder, f"""
+    return fake_uv.script(
+        folder,
+        f"""
 if "--generate-hashes" not in sys.argv:
     os.execv({fake_uv.REAL!r}, [{fake_uv.REAL!r}] + sys.argv[1:])
-{body}""")
+{body}""",
+    )
 
 
 FUSEPY = "fusepy==3.0.1 \\\n    --hash=sha256:" + "0" * 64 + "\n"
@@ -129,10 +163,14 @@ BAD_ANSWERS = [
     ("os.symlink('/etc/hostname', 'requirements.txt')", "uv's answer is a symbolic link"),
     ("open('requirements.txt', 'w').write('not a requirement\\n')", "uv's answer line 6: 'not' is not a pinned"),
     ("open('requirements.txt', 'w').write('fusepy==3.0.1\\n')", "uv's answer line 6: fusepy has no hash"),
-    (f"open('requirements.txt', 'w').write({FUSEPY!r}.replace('fusepy', 'other'))",
-     "uv's answer does not pin fusepy, which the step asks for"),
-    ("sys.stderr.write('error: the index went away\\n' * 200000); sys.exit(2)",
-     "requirements/fuse-72a5665cc83f.txt: the index went away the index went away"),
+    (
+        f"open('requirements.txt', 'w').write({FUSEPY!r}.replace('fusepy', 'other'))",
+        "uv's answer does not pin fusepy, which the step asks for",
+    ),
+    (
+        "sys.stderr.write('error: the index went away\\n' * 200000); sys.exit(2)",
+        "requirements/fuse-72a5665cc83f.txt: the index went away the index went away",
+    ),
 ]
 
 
@@ -154,11 +192,14 @@ def test_an_answer_left_as_the_seed_is_no_answer(project, tmp_path_factory, monk
     assert {k: v for k, v in snapshot(project).items() if k != "logs" and not k.startswith("logs/")} == before
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("", "it pins nothing"),
-    ("nexus-ai-fs==0.9.26\ntinydep==1.0\n", "it pins nexus-ai-fs, tinydep"),
-    ("nexus-ai-fs>=0.9\n", "line 1: 'nexus-ai-fs>=0.9' is not a pinned requirement"),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("", "it pins nothing"),
+        ("nexus-ai-fs==0.9.26\ntinydep==1.0\n", "it pins nexus-ai-fs, tinydep"),
+        ("nexus-ai-fs>=0.9\n", "line 1: 'nexus-ai-fs>=0.9' is not a pinned requirement"),
+    ],
+)
 def test_an_answer_to_latest_is_one_pin(project, emu, tmp_path_factory, monkeypatch, answer, expected):
     exe = fake_uv.script(tmp_path_factory.mktemp("fake-uv"), f"open('requirements.txt', 'w').write({answer!r})")
     monkeypatch.setenv("E2B_MATRIX_UV", str(exe))
@@ -167,6 +208,7 @@ def test_an_answer_to_latest_is_one_pin(project, emu, tmp_path_factory, monkeypa
 
 
 # -- uv stopped on every signal ------------------------------------------------------------
+
 
 def announced(fifo: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
     """What the fake uv writes into ``fifo`` when it starts (its pid and folder); waits on the FIFO."""
@@ -193,21 +235,30 @@ def test_a_signal_during_compile_stops_uv_and_removes_its_folder(bare, tmp_path_
     tmpdir, fifo = scratch / "tmp", scratch / "started"
     tmpdir.mkdir()
     os.mkfifo(fifo)
-    exe = fake_compile(scratch, f"""
+    exe = fake_compile(
+        scratch,
+        f"""
 import signal
 with open({str(fifo)!r}, "w") as f:
     f.write(f"{{os.getpid()}} {{os.getcwd()}}")
-signal.pause()  # resolving, for ever""")
+signal.pause()  # resolving, for ever""",
+    )
     env = {**os.environ, "E2B_MATRIX_UV": str(exe), "TMPDIR": str(tmpdir)}
-    p = subprocess.Popen([sys.executable, "-m", "e2b_matrix", "-C", str(bare), "compile", "latest"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "e2b_matrix", "-C", str(bare), "compile", "latest"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_default,
+    )
     uv = None
     try:
         pid, folder = announced(fifo, p).split(" ", 1)
         uv = int(pid)
         assert Path(folder).parent == tmpdir and Path(folder).name.startswith("e2b-matrix-compile-")
         p.send_signal(sig)
-        out, err = p.communicate(timeout=30)
+        _out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import types
+from typing import Any, ClassVar
 
 import pytest
 
-
+from conftest import KEY, ROOT, cli_runner
 from e2b_matrix.backends.docker import DockerBackend
 from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
@@ -16,9 +17,8 @@ from e2b_matrix.config import apply_overrides, load_project
 from e2b_matrix.model import Check, Outcome
 from e2b_matrix.pins import Committed
 from e2b_matrix.resolve import build_spec
-from e2b_matrix.verify import judge
 from e2b_matrix.settings import Settings
-from conftest import KEY, ROOT, cli_runner
+from e2b_matrix.verify import judge
 from test_build import lock_of
 from test_core import index_of, specs
 
@@ -30,17 +30,21 @@ def verify_e2b(spec, factory):
 
 
 def judged(output, code=0, version="3.13"):
-    return judge(Check("python3 --version", command="python3 --version", version=version, fact="python",
-                       layer="base"), code, output)
+    return judge(
+        Check("python3 --version", command="python3 --version", version=version, fact="python", layer="base"),
+        code,
+        output,
+    )
 
 
 class FakeSandbox:
     """Answers like e2b-code-interpreter's Sandbox: a stateful kernel and shell commands."""
 
-    instances: list = []
+    instances: ClassVar[list[Any]] = []
 
-    def __init__(self, template_id, fail=(), explode=False, python="3.13.2", pip=None, apt=None, disk_kib=812_345,
-                 **kw):
+    def __init__(
+        self, template_id, fail=(), explode=False, python="3.13.2", pip=None, apt=None, disk_kib=812_345, **kw
+    ):
         self.template_id, self.fail, self.explode, self.killed, self.ns = template_id, fail, explode, False, {}
         self.python = python
         self.disk_kib = disk_kib
@@ -64,8 +68,9 @@ class FakeSandbox:
         elif command.startswith("df -Pk /"):
             out = f"overlay 10255636 {self.disk_kib} 9443291 8% /\n"
         else:
-            out = {"nexus": "nexus, version 0.9.26\n", "python3": f"Python {self.python}\n"}.get(command.split()[0],
-                                                                                                 "ok\n")
+            out = {"nexus": "nexus, version 0.9.26\n", "python3": f"Python {self.python}\n"}.get(
+                command.split()[0], "ok\n"
+            )
         return types.SimpleNamespace(exit_code=code, stdout=out, stderr="")
 
     def kill(self):
@@ -125,8 +130,7 @@ def test_verify_on_e2b_prints_one_line_per_failed_check_not_a_traceback(project,
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     failed = [line for line in r.stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 6 and all("no sandbox: 500: sandbox could not start" in line
-                                    for line in failed)
+    assert len(failed) == 6 and all("no sandbox: 500: sandbox could not start" in line for line in failed)
     assert "0/6 checks passed" in r.stdout
 
 
@@ -142,8 +146,9 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
     statuses = {x["name"]: x for x in json.loads(r.stdout)}
     assert statuses["minimal"]["status"] == "built"
     assert statuses["latest"]["status"] == "failed"
-    assert statuses["latest"]["error"].startswith("smoke checks failed (1 of 10); lock entry not written:\n"
-                                                  "user_allow_other: ")
+    assert statuses["latest"]["error"].startswith(
+        "smoke checks failed (1 of 10); lock entry not written:\nuser_allow_other: "
+    )
     assert [e.alias for e in lock_of(project)] == ["nexus-sandbox-minimal"]
     # verify NAME on E2B reads the lock and reports each check
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
@@ -155,16 +160,26 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
 
 # -- the base's Python: what the template has against what the base declares -----------
 
-@pytest.mark.parametrize("output,found", [("Python 3.13.2\n", "3.13.2"), ("Python 3.13.0rc1", "3.13.0rc1"),
-                                          ("warning: x\nPython 3.13.11\n", "3.13.11")])
+
+@pytest.mark.parametrize(
+    "output,found",
+    [("Python 3.13.2\n", "3.13.2"), ("Python 3.13.0rc1", "3.13.0rc1"), ("warning: x\nPython 3.13.11\n", "3.13.11")],
+)
 def test_a_release_of_the_declared_python_passes_and_is_found(output, found):
     r = judged(output)
     assert (r.ok, r.found, r.fact) == (True, found, "python")
     assert r.detail == f"Python {found}"
 
 
-@pytest.mark.parametrize("output,found", [("Python 3.12.8", "3.12.8"), ("Python 3.130.1", "3.130.1"),
-                                          ("Python 3.1.4", "3.1.4"), ("Python 3.14.0", "3.14.0")])
+@pytest.mark.parametrize(
+    "output,found",
+    [
+        ("Python 3.12.8", "3.12.8"),
+        ("Python 3.130.1", "3.130.1"),
+        ("Python 3.1.4", "3.1.4"),
+        ("Python 3.14.0", "3.14.0"),
+    ],
+)
 def test_another_python_fails_in_one_line_naming_both(output, found):
     r = judged(output)
     assert not r.ok and r.found == found
@@ -188,7 +203,8 @@ def test_verify_on_e2b_records_the_python_it_finds_even_when_it_is_another():
     report = verify_e2b(specs()["minimal"], lambda t, **kw: FakeSandbox(t, python="3.12.8"))
     assert not report.ok and report.found == {"python": "3.12.8"}
     assert [r.line() for r in report.failed] == [
-        "python3 --version: the template has Python 3.12.8, the base declares 3.13"]
+        "python3 --version: the template has Python 3.12.8, the base declares 3.13"
+    ]
 
 
 def test_cli_verify_names_both_pythons_in_one_line_and_reports_the_found_one(project, emu, monkeypatch):
@@ -196,8 +212,11 @@ def test_cli_verify_names_both_pythons_in_one_line_and_reports_the_found_one(pro
 
     assert cli_runner().invoke(cli, ["-C", str(project), "build", "minimal"]).exit_code == 0
     python = ["3.12.8"]
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
-                        staticmethod(lambda template, **kw: FakeSandbox(template, python=python[0])))
+    monkeypatch.setattr(
+        e2b_code_interpreter.Sandbox,
+        "create",
+        staticmethod(lambda template, **kw: FakeSandbox(template, python=python[0])),
+    )
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 1, r.output
     lines = [line for line in r.stdout.splitlines() if "3.12.8" in line]
@@ -214,18 +233,24 @@ def test_cli_verify_names_both_pythons_in_one_line_and_reports_the_found_one(pro
 def test_build_verify_fails_on_another_python_naming_both(project, emu, monkeypatch):
     import e2b_code_interpreter
 
-    monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create",
-                        staticmethod(lambda template, **kw: FakeSandbox(template, python="3.12.8")))
+    monkeypatch.setattr(
+        e2b_code_interpreter.Sandbox,
+        "create",
+        staticmethod(lambda template, **kw: FakeSandbox(template, python="3.12.8")),
+    )
     r = cli_runner().invoke(cli, ["-C", str(project), "build", "minimal", "--verify", "--json"])
     assert r.exit_code == 1, r.output
     error = json.loads(r.stdout)[0]["error"]
-    assert error == ("smoke checks failed (1 of 6); lock entry not written:\n"
-                     "python3 --version: the template has Python 3.12.8, the base declares 3.13")
+    assert error == (
+        "smoke checks failed (1 of 6); lock entry not written:\n"
+        "python3 --version: the template has Python 3.12.8, the base declares 3.13"
+    )
     assert not (project / "templates.lock").exists()
 
 
 def test_docker_verify_judges_the_image_python_the_same_way():
     """The Docker backend runs each check in a container and hands the output to the same judgement."""
+
     class Engine:
         def run_in_container(self, image, command, user=None, devices=()):
             return 0, {"python3": "Python 3.11.2\n", "nexus": "nexus, version 0.5.6\n"}.get(command.split()[0], "")
@@ -236,7 +261,8 @@ def test_docker_verify_judges_the_image_python_the_same_way():
     report = backend.verify(specs(backend="docker")["pinned"], built)  # the image's Python: 3.13 by default
     assert report.found == {"python": "3.11.2"}
     assert [r.line() for r in report.failed] == [
-        "python3 --version: the template has Python 3.11.2, the base declares 3.13"]
+        "python3 --version: the template has Python 3.11.2, the base declares 3.13"
+    ]
     project = apply_overrides(load_project(ROOT), ("base.image_python=3.11",))  # as the e2e tests set it
     spec = build_spec(project.select(("pinned",))[0], project.layers, backend, index_of(), pins=Committed(ROOT))
     assert backend.verify(spec, built).ok

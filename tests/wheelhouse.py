@@ -26,10 +26,25 @@ EPOCH = (1980, 1, 1, 0, 0, 0)
 # The tests' nexus-ai-fs releases (version: Requires-Python), and the yanked ones. What "latest" must
 # make of them: 3.11 -> 0.5.6 (not the rc), 3.12 and 3.13 -> 0.9.26 (0.9.27 is yanked, 0.9.38 and up
 # need 3.14, 0.6.x 3.13), 3.14 -> 0.10.1, 3.10 -> none.
-NEXUS = {"0.1.2": ">=3.11", "0.3.9": ">=3.11", "0.5.5": ">=3.11", "0.5.6": ">=3.11", "0.6.0": ">=3.13",
-         "0.6.4": ">=3.13", "0.7.0": ">=3.12", "0.9.0": ">=3.12", "0.9.9": ">=3.12", "0.9.25": ">=3.12",
-         "0.9.26": ">=3.12", "0.9.27": ">=3.12", "0.9.38": ">=3.14", "0.9.43": ">=3.14", "0.10.0": ">=3.14",
-         "0.10.1": ">=3.14", "0.11.0rc1": ">=3.11"}
+NEXUS = {
+    "0.1.2": ">=3.11",
+    "0.3.9": ">=3.11",
+    "0.5.5": ">=3.11",
+    "0.5.6": ">=3.11",
+    "0.6.0": ">=3.13",
+    "0.6.4": ">=3.13",
+    "0.7.0": ">=3.12",
+    "0.9.0": ">=3.12",
+    "0.9.9": ">=3.12",
+    "0.9.25": ">=3.12",
+    "0.9.26": ">=3.12",
+    "0.9.27": ">=3.12",
+    "0.9.38": ">=3.14",
+    "0.9.43": ">=3.14",
+    "0.10.0": ">=3.14",
+    "0.10.1": ">=3.14",
+    "0.11.0rc1": ">=3.11",
+}
 NEXUS_YANKED = ("0.9.27",)
 
 
@@ -39,9 +54,10 @@ def wheel(folder: Path, name: str, version: str, requires=(), requires_python: s
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     meta += f"Requires-Python: {requires_python}\n" if requires_python else ""
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
-    members = {f"{dist}.dist-info/METADATA": meta,
-               f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
-                                          "Tag: py3-none-any\n"}
+    members = {
+        f"{dist}.dist-info/METADATA": meta,
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     record = "".join(f"{path},sha256={_b64(text)},{len(text.encode())}\n" for path, text in members.items())
     members[f"{dist}.dist-info/RECORD"] = record + f"{dist}.dist-info/RECORD,,\n"
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,10 +110,12 @@ def simple(folder: Path, yanked: Iterable[str] = ()) -> str:
     for whl in sorted(folder.glob("*.whl")):
         rp = requires_python(whl)
         attrs = (f' data-requires-python="{html.escape(rp)}"' if rp else "") + (
-            ' data-yanked=""' if whl.name in yanked else "")
+            ' data-yanked=""' if whl.name in yanked else ""
+        )
         digest = hashlib.sha256(whl.read_bytes()).hexdigest()
         projects.setdefault(project_of(whl), []).append(
-            f'<a href="../../{whl.name}#sha256={digest}"{attrs}>{whl.name}</a><br/>')
+            f'<a href="../../{whl.name}#sha256={digest}"{attrs}>{whl.name}</a><br/>'
+        )
     for name, links in projects.items():
         page = folder / "simple" / name / "index.html"
         page.parent.mkdir(parents=True, exist_ok=True)
@@ -152,10 +170,16 @@ class SimpleIndex:
             files = []
             for whl in sorted(self.folder.glob("*.whl")):
                 if project_of(whl) == parts[1]:
-                    files.append({"filename": whl.name, "url": f"/files/{whl.name}",
-                                  "hashes": {"sha256": hashlib.sha256(whl.read_bytes()).hexdigest()},
-                                  "requires-python": requires_python(whl), "yanked": whl.name in self.yanked,
-                                  "upload-time": self.uploaded.get(whl.name, "2022-01-01T00:00:00Z")})
+                    files.append(
+                        {
+                            "filename": whl.name,
+                            "url": f"/files/{whl.name}",
+                            "hashes": {"sha256": hashlib.sha256(whl.read_bytes()).hexdigest()},
+                            "requires-python": requires_python(whl),
+                            "yanked": whl.name in self.yanked,
+                            "upload-time": self.uploaded.get(whl.name, "2022-01-01T00:00:00Z"),
+                        }
+                    )
             if not files:
                 return None, "text/plain"
             doc = {"meta": {"api-version": "1.1"}, "name": parts[1], "files": files}

@@ -129,10 +129,18 @@ class Env:
             return
         from e2b_matrix.logs import RedactingFormatter
 
-        level = logging.WARNING if self.quiet else logging.DEBUG if self.verbose >= 2 else \
-            logging.INFO if self.verbose else logging.WARNING
-        self._handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", self.redactor,
-                                                      datefmt=None))
+        level = (
+            logging.WARNING
+            if self.quiet
+            else logging.DEBUG
+            if self.verbose >= 2
+            else logging.INFO
+            if self.verbose
+            else logging.WARNING
+        )
+        self._handler.setFormatter(
+            RedactingFormatter("%(levelname)s %(name)s: %(message)s", self.redactor, datefmt=None)
+        )
         self._handler.setLevel(level)
         logging.getLogger().setLevel(level)
         for name in HTTP_LOGGERS:
@@ -143,6 +151,7 @@ pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
 # -- options every command takes, before or after its name ---------------------------
+
 
 def _set_root(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
@@ -170,16 +179,36 @@ def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def common(f: F) -> F:
     for option in (
-        click.option("-C", "directory", metavar="DIR", type=click.Path(file_okay=False), default=None,
-                     expose_value=False, callback=_set_root,
-                     help="Project directory (variants/, the lock, logs/). Default: here."),
-        click.option("--env", "environment", metavar="NAME", default=None, expose_value=False,
-                     callback=_set_environment,
-                     help="The environment of e2b-matrix.toml (default: E2B_MATRIX_ENV, else its default)."),
-        click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbose,
-                     help="More output (-vv for debug)."),
-        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
-                     help="Only errors and the result."),
+        click.option(
+            "-C",
+            "directory",
+            metavar="DIR",
+            type=click.Path(file_okay=False),
+            default=None,
+            expose_value=False,
+            callback=_set_root,
+            help="Project directory (variants/, the lock, logs/). Default: here.",
+        ),
+        click.option(
+            "--env",
+            "environment",
+            metavar="NAME",
+            default=None,
+            expose_value=False,
+            callback=_set_environment,
+            help="The environment of e2b-matrix.toml (default: E2B_MATRIX_ENV, else its default).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_add_verbose,
+            help="More output (-vv for debug).",
+        ),
+        click.option(
+            "-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help="Only errors and the result."
+        ),
     ):
         f = option(f)
     return f
@@ -201,22 +230,37 @@ class RegistryChoice(click.ParamType):
 
 
 def backend_option(f: F) -> F:
-    return click.option("--backend", type=RegistryChoice("backend", backends.names), default=backends.DEFAULT,
-                        help="Where to build: on E2B (the default), or locally with Docker.")(f)
+    return click.option(
+        "--backend",
+        type=RegistryChoice("backend", backends.names),
+        default=backends.DEFAULT,
+        help="Where to build: on E2B (the default), or locally with Docker.",
+    )(f)
 
 
 def backend_own_options(f: F) -> F:
     """Each backend's own options (data in backends/), as click options."""
     for name, o in reversed(backends.all_options()):
-        f = click.option(o.flag, o.dest, multiple=o.multiple, type=click.Path(dir_okay=False) if o.path else str,
-                         help=f"{o.help} [--backend {name}]")(f)
+        f = click.option(
+            o.flag,
+            o.dest,
+            multiple=o.multiple,
+            type=click.Path(dir_okay=False) if o.path else str,
+            help=f"{o.help} [--backend {name}]",
+        )(f)
     return f
 
 
-offline_option = click.option("--offline", is_flag=True,
-                              help='Resolve "latest" from the lock, else uv\'s cache; never ask the index.')
-set_option = click.option("--set", "overrides", multiple=True, metavar="LAYER.PARAM=VALUE",
-                          help="Override a layer parameter for this run (repeatable).")
+offline_option = click.option(
+    "--offline", is_flag=True, help='Resolve "latest" from the lock, else uv\'s cache; never ask the index.'
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="LAYER.PARAM=VALUE",
+    help="Override a layer parameter for this run (repeatable).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
@@ -233,8 +277,9 @@ class MatrixGroup(click.Group):
     """Maps the one error root to exit codes: bad input 2 without a traceback, Ctrl-C 130; a command
     runs inside its Env's console (the redactor in front of everything it prints)."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
         except MatrixError as exc:  # an option's own check, before any command ran (-v with -q)
@@ -269,6 +314,7 @@ def _exit(code: int) -> NoReturn:
 
 # -- reading the project -------------------------------------------------------------
 
+
 @cli.command("list")
 @common
 @json_option
@@ -283,8 +329,10 @@ def list_cmd(env: Env, as_json: bool) -> None:
     if as_json:
         env.json([v.to_json() for v in variants])
         return
-    env.table(["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"],
-              [[v.name, v.alias, ",".join(v.layers), str(v.cpu_count), f"{v.memory_mb} MiB"] for v in variants])
+    env.table(
+        ["NAME", "ALIAS", "LAYERS", "CPU", "MEMORY"],
+        [[v.name, v.alias, ",".join(v.layers), str(v.cpu_count), f"{v.memory_mb} MiB"] for v in variants],
+    )
 
 
 @cli.command()
@@ -294,31 +342,59 @@ def list_cmd(env: Env, as_json: bool) -> None:
 @offline_option
 @set_option
 @backend_own_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default=None,
-              help="A table and the shared steps (the default); JSON; or Markdown for a CI job summary.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default=None,
+    help="A table and the shared steps (the default); JSON; or Markdown for a CI job summary.",
+)
 @json_option
 @pass_env
-def plan(env: Env, names: tuple[str, ...], backend: str, offline: bool, overrides: tuple[str, ...],
-         fmt: str | None, as_json: bool, **kwargs: Any) -> None:
+def plan(
+    env: Env,
+    names: tuple[str, ...],
+    backend: str,
+    offline: bool,
+    overrides: tuple[str, ...],
+    fmt: str | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
     """Show what would build and why (fresh, stale, unbuilt), without building."""
     from e2b_matrix import workflow
     from e2b_matrix.plan import markdown, trie_lines
 
     if as_json and fmt not in (None, "json"):
         raise ConfigError(f"--json and --format {fmt} ask for two outputs; give one", key="--json")
-    shown = workflow.show_plan(env.session(names=names, backend=backend, offline=offline, overrides=overrides,
-                                           backend_options=_backend_values(kwargs)))
+    shown = workflow.show_plan(
+        env.session(
+            names=names, backend=backend, offline=offline, overrides=overrides, backend_options=_backend_values(kwargs)
+        )
+    )
     if as_json or fmt == "json":
         env.json(shown.to_json())
     elif fmt == "markdown":
         from e2b_matrix.inventory import size
 
-        env.echo(markdown(shown.items, list(shown.roots), {a: size(k) for a, k in shown.disk_used_kib.items()}),
-                 nl=False)
+        env.echo(
+            markdown(shown.items, list(shown.roots), {a: size(k) for a, k in shown.disk_used_kib.items()}), nl=False
+        )
     else:
-        env.table(["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
-                  [[i.name, i.alias, i.state.value, i.python or "",
-                    ",".join(f"{k}@{v}" for k, v in i.layers.items()), "; ".join(i.reasons)] for i in shown.items])
+        env.table(
+            ["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+            [
+                [
+                    i.name,
+                    i.alias,
+                    i.state.value,
+                    i.python or "",
+                    ",".join(f"{k}@{v}" for k, v in i.layers.items()),
+                    "; ".join(i.reasons),
+                ]
+                for i in shown.items
+            ],
+        )
         if not env.quiet:
             env.echo("\nsteps the variants share (a change rebuilds the variants below it):")
             for line in trie_lines(list(shown.roots)):
@@ -328,8 +404,14 @@ def plan(env: Env, names: tuple[str, ...], backend: str, offline: bool, override
 @cli.command()
 @common
 @click.argument("name")
-@click.option("--format", "fmt", type=RegistryChoice("format", backends.formats), default="json", show_default=True,
-              help="E2B's build API body (json) or a Dockerfile.")
+@click.option(
+    "--format",
+    "fmt",
+    type=RegistryChoice("format", backends.formats),
+    default="json",
+    show_default=True,
+    help="E2B's build API body (json) or a Dockerfile.",
+)
 @offline_option
 @set_option
 @backend_own_options
@@ -338,8 +420,13 @@ def render(env: Env, name: str, fmt: str, offline: bool, overrides: tuple[str, .
     """Print a variant as E2B's build API body (json) or as a Dockerfile."""
     from e2b_matrix import workflow
 
-    session = env.session(names=(name,), backend=backends.by_format(fmt), offline=offline, overrides=overrides,
-                          backend_options=_backend_values(kwargs))
+    session = env.session(
+        names=(name,),
+        backend=backends.by_format(fmt),
+        offline=offline,
+        overrides=overrides,
+        backend_options=_backend_values(kwargs),
+    )
     text = workflow.render(session, name)
     click.echo(text, file=env.out, nl=not text.endswith("\n"))
 
@@ -349,16 +436,34 @@ def render(env: Env, name: str, fmt: str, offline: bool, overrides: tuple[str, .
 @click.argument("names", nargs=-1)
 @backend_option
 @click.option("-U", "--upgrade", is_flag=True, help="Re-resolve every package, ignoring the pins in the files.")
-@click.option("-P", "--upgrade-package", "packages", multiple=True, metavar="PKG",
-              help="Re-resolve only PKG, keeping every other pin (repeatable).")
-@click.option("--check", is_flag=True,
-              help="Write nothing and compile nothing: exit 1 when a file is missing or out of date (CI).")
+@click.option(
+    "-P",
+    "--upgrade-package",
+    "packages",
+    multiple=True,
+    metavar="PKG",
+    help="Re-resolve only PKG, keeping every other pin (repeatable).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing and compile nothing: exit 1 when a file is missing or out of date (CI).",
+)
 @set_option
 @backend_own_options
 @json_option
 @pass_env
-def compile_cmd(env: Env, names: tuple[str, ...], backend: str, upgrade: bool, packages: tuple[str, ...],
-                check: bool, overrides: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
+def compile_cmd(
+    env: Env,
+    names: tuple[str, ...],
+    backend: str,
+    upgrade: bool,
+    packages: tuple[str, ...],
+    check: bool,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
     """Pin and hash every pip step's packages (uv) into committed requirements files."""
     from e2b_matrix import workflow
 
@@ -367,8 +472,10 @@ def compile_cmd(env: Env, names: tuple[str, ...], backend: str, upgrade: bool, p
     if as_json:
         env.json([c.to_json() for c in results])
     else:
-        env.table(["FILE", "STATUS", "PACKAGES", "VARIANTS"],
-                  [[c.path, c.status, str(c.packages) if c.ok else "", ",".join(c.variants)] for c in results])
+        env.table(
+            ["FILE", "STATUS", "PACKAGES", "VARIANTS"],
+            [[c.path, c.status, str(c.packages) if c.ok else "", ",".join(c.variants)] for c in results],
+        )
         if not results:
             env.line("no pip steps: nothing to compile", err=True)
     if not all(c.ok for c in results):
@@ -377,26 +484,50 @@ def compile_cmd(env: Env, names: tuple[str, ...], backend: str, upgrade: bool, p
 
 # -- building --------------------------------------------------------------------------
 
+
 def build_options(f: F) -> F:
     """The options every build command takes."""
-    for option in reversed([
-        common, backend_option,
-        click.option("-j", "--jobs", type=click.IntRange(1), default=None,
-                     help="Builds at most at once (default and ceiling: the team's E2B_MATRIX_TEAM_BUILDS, 20)."),
-        click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
-        click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
-        click.option("--no-wait", is_flag=True,
-                     help="Fail at once when another process is building the same alias."),
-        click.option("--verify", is_flag=True,
-                     help="Run the smoke checks before a build becomes the lock's truth."),
-        click.option("--promote", metavar="CHANNEL", default=None,
-                     help="Point CHANNEL at each variant that built (and passed --verify) or was fresh."),
-        click.option("--no-share", is_flag=True,
-                     help="Start every build at once, each running the steps it shares with others."),
-        click.option("--locked", is_flag=True,
-                     help="Refuse (exit 2) instead of compiling a missing or out-of-date requirements file (CI)."),
-        offline_option, set_option, backend_own_options, json_option,
-    ]):
+    for option in reversed(
+        [
+            common,
+            backend_option,
+            click.option(
+                "-j",
+                "--jobs",
+                type=click.IntRange(1),
+                default=None,
+                help="Builds at most at once (default and ceiling: the team's E2B_MATRIX_TEAM_BUILDS, 20).",
+            ),
+            click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
+            click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
+            click.option(
+                "--no-wait", is_flag=True, help="Fail at once when another process is building the same alias."
+            ),
+            click.option(
+                "--verify", is_flag=True, help="Run the smoke checks before a build becomes the lock's truth."
+            ),
+            click.option(
+                "--promote",
+                metavar="CHANNEL",
+                default=None,
+                help="Point CHANNEL at each variant that built (and passed --verify) or was fresh.",
+            ),
+            click.option(
+                "--no-share",
+                is_flag=True,
+                help="Start every build at once, each running the steps it shares with others.",
+            ),
+            click.option(
+                "--locked",
+                is_flag=True,
+                help="Refuse (exit 2) instead of compiling a missing or out-of-date requirements file (CI).",
+            ),
+            offline_option,
+            set_option,
+            backend_own_options,
+            json_option,
+        ]
+    ):
         f = option(f)
     return f
 
@@ -418,18 +549,45 @@ def build_all(env: Env, **options: Any) -> None:
     _build(env, (), **options)
 
 
-def _build(env: Env, names: tuple[str, ...], backend: str, jobs: int | None, force: bool, fail_fast: bool,
-           no_wait: bool, verify: bool, promote: str | None, no_share: bool, locked: bool, offline: bool,
-           overrides: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
+def _build(
+    env: Env,
+    names: tuple[str, ...],
+    backend: str,
+    jobs: int | None,
+    force: bool,
+    fail_fast: bool,
+    no_wait: bool,
+    verify: bool,
+    promote: str | None,
+    no_share: bool,
+    locked: bool,
+    offline: bool,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
     import signal
 
     from e2b_matrix import workflow
     from e2b_matrix.progress import make_reporter, summary
 
-    options = workflow.Options(root=env.root, environment=env.environment, names=names, backend=backend,
-                               backend_options=_backend_values(kwargs),
-                               overrides=overrides, offline=offline, force=force, jobs=jobs, fail_fast=fail_fast,
-                               wait=not no_wait, verify=verify, promote=promote, share=not no_share, locked=locked)
+    options = workflow.Options(
+        root=env.root,
+        environment=env.environment,
+        names=names,
+        backend=backend,
+        backend_options=_backend_values(kwargs),
+        overrides=overrides,
+        offline=offline,
+        force=force,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        wait=not no_wait,
+        verify=verify,
+        promote=promote,
+        share=not no_share,
+        locked=locked,
+    )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter(env.verbose, env.quiet, as_json, out=env.out, err=env.err) as reporter:
@@ -460,24 +618,27 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @backend_own_options
 @json_option
 @pass_env
-def verify(env: Env, name: str, backend: str, offline: bool, overrides: tuple[str, ...], as_json: bool,
-           **kwargs: Any) -> None:
+def verify(
+    env: Env, name: str, backend: str, offline: bool, overrides: tuple[str, ...], as_json: bool, **kwargs: Any
+) -> None:
     """Run the variant's smoke checks against its locked build and record what it holds; exit 1 on any failure."""
     from e2b_matrix import workflow
     from e2b_matrix.model import State
 
-    session = env.session(names=(name,), backend=backend, offline=offline, overrides=overrides,
-                          backend_options=_backend_values(kwargs))
+    session = env.session(
+        names=(name,), backend=backend, offline=offline, overrides=overrides, backend_options=_backend_values(kwargs)
+    )
     done = workflow.verify(session)
     item, report, results = done.item, done.report, done.report.results
     if item.state is not State.FRESH:
-        env.line(f"warning: {item.alias} is stale; the built template was checked against the current layers",
-                 err=True)
+        env.line(f"warning: {item.alias} is stale; the built template was checked against the current layers", err=True)
     if as_json:
         env.json(report.to_json())
     else:
-        env.table(["CHECK", "LAYER", "RESULT", "DETAIL"],
-                  [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results])
+        env.table(
+            ["CHECK", "LAYER", "RESULT", "DETAIL"],
+            [[r.name, r.layer, "ok" if r.ok else "FAILED", r.reason] for r in results],
+        )
         found = "".join(f"; {fact} {version}" for fact, version in report.found.items())
         env.line(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
         inv = done.inventory
@@ -493,8 +654,12 @@ def verify(env: Env, name: str, backend: str, offline: bool, overrides: tuple[st
 @click.argument("old", metavar="[FROM", required=False, default="previous")
 @click.argument("new", metavar="[TO]]", required=False, default="current")
 @backend_option
-@click.option("--against", metavar="ENV", default=None,
-              help="Compare the current build in environment ENV with this environment's current build.")
+@click.option(
+    "--against",
+    metavar="ENV",
+    default=None,
+    help="Compare the current build in environment ENV with this environment's current build.",
+)
 @json_option
 @pass_env
 def diff(env: Env, name: str, old: str, new: str, backend: str, against: str | None, as_json: bool) -> None:
@@ -519,6 +684,7 @@ def _print_diff(env: Env, d: Diff, indent: str = "") -> None:
 
 
 # -- releases --------------------------------------------------------------------------
+
 
 @cli.command()
 @common
@@ -586,8 +752,9 @@ def status(env: Env, names: tuple[str, ...], backend: str, as_json: bool) -> Non
 
 
 def _drift_table(env: Env, drift: Iterable[Drift]) -> None:
-    env.table(["ALIAS", "VARIANT", "STATE", "DETAILS"], [[d.alias, d.variant, d.state, "; ".join(d.details)]
-                                                          for d in drift])
+    env.table(
+        ["ALIAS", "VARIANT", "STATE", "DETAILS"], [[d.alias, d.variant, d.state, "; ".join(d.details)] for d in drift]
+    )
 
 
 @cli.command()
@@ -619,6 +786,7 @@ def prune(env: Env, yes: bool, offline: bool, as_json: bool) -> None:
 
 # -- a local E2B -----------------------------------------------------------------------
 
+
 def _emulator_modes():
     from e2b_matrix.emulator.serve import MODES  # when the option is parsed: emulate's, not list's
 
@@ -627,13 +795,27 @@ def _emulator_modes():
 
 @cli.command()
 @common
-@click.option("--mode", type=RegistryChoice("mode", lambda: _emulator_modes()), default="auto", show_default=True,
-              help="docker: run each build's steps and each sandbox in Docker; timing: model build times only; "
-                   "auto: docker when a daemon answers.")
-@click.option("--step-cost", type=click.FloatRange(min=0), default=0.05, show_default=True,
-              help="Seconds a build step that misses the cache takes [timing mode].")
-@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
-              help="Also write the export lines to this file once serving (for scripts).")
+@click.option(
+    "--mode",
+    type=RegistryChoice("mode", _emulator_modes),
+    default="auto",
+    show_default=True,
+    help="docker: run each build's steps and each sandbox in Docker; timing: model build times only; "
+    "auto: docker when a daemon answers.",
+)
+@click.option(
+    "--step-cost",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Seconds a build step that misses the cache takes [timing mode].",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the export lines to this file once serving (for scripts).",
+)
 @pass_env
 def emulate(env, mode, step_cost, env_file):
     """Run a local E2B on 127.0.0.1 until Ctrl-C; print the variables to export (docs/emulator.md)."""
@@ -643,14 +825,21 @@ def emulate(env, mode, step_cost, env_file):
 
     settings = env.settings
     try:
-        serve(mode, step_cost=step_cost, env_file=None if env_file is None else Path(env_file),
-              say=lambda line: click.echo(line, err=True), out=click.echo,
-              docker_cli=settings.docker_cli, buildkit=settings.docker_buildkit)
+        serve(
+            mode,
+            step_cost=step_cost,
+            env_file=None if env_file is None else Path(env_file),
+            say=lambda line: click.echo(line, err=True),
+            out=click.echo,
+            docker_cli=settings.docker_cli,
+            buildkit=settings.docker_buildkit,
+        )
     except ModeUnavailable as exc:
         raise ConfigError(str(exc), key="--mode docker") from None
 
 
 # -- the lock --------------------------------------------------------------------------
+
 
 @cli.group("lock")
 @common
@@ -673,10 +862,21 @@ def lock_show(env: Env, backend: str, as_json: bool) -> None:
     if not lock.exists:
         env.line(f"{lock.path}: no lock yet (build first: {session.backend.regenerate})", err=True)
         return
-    env.table(["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
-              [[e.alias, e.variant, e.template_id, e.build_id, ",".join(f"{k}@{v}" for k, v in e.layers.items()),
-                ",".join(f"{k}={v[:8]}" for k, v in e.channels.items()), e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ")]
-               for e in lock])
+    env.table(
+        ["ALIAS", "VARIANT", "TEMPLATE ID", "BUILD ID", "LAYERS", "CHANNELS", "BUILT AT"],
+        [
+            [
+                e.alias,
+                e.variant,
+                e.template_id,
+                e.build_id,
+                ",".join(f"{k}@{v}" for k, v in e.layers.items()),
+                ",".join(f"{k}={v[:8]}" for k, v in e.channels.items()),
+                e.built_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ]
+            for e in lock
+        ],
+    )
 
 
 @lock_group.command("check")
@@ -684,8 +884,13 @@ def lock_show(env: Env, backend: str, as_json: bool) -> None:
 @backend_option
 @offline_option
 @click.option("--remote", is_flag=True, help="Also ask the backend for drift (see status).")
-@click.option("--same-as", "same_as", metavar="ENV", default=None,
-              help="Also exit 1 when a variant was built from other inputs in environment ENV.")
+@click.option(
+    "--same-as",
+    "same_as",
+    metavar="ENV",
+    default=None,
+    help="Also exit 1 when a variant was built from other inputs in environment ENV.",
+)
 @json_option
 @pass_env
 def lock_check(env: Env, backend: str, offline: bool, remote: bool, same_as: str | None, as_json: bool) -> None:
@@ -704,12 +909,14 @@ def lock_check(env: Env, backend: str, offline: bool, remote: bool, same_as: str
         for m in checked.unlike:
             env.line(m.line())
         if checked.ok:
-            env.line(f"{session.lock_path}: {len(checked.items)} variants, all fresh" + (", in sync" if remote else "")
-                     + (f", built from the same inputs as in {same_as}" if same_as else ""))
+            env.line(
+                f"{session.lock_path}: {len(checked.items)} variants, all fresh"
+                + (", in sync" if remote else "")
+                + (f", built from the same inputs as in {same_as}" if same_as else "")
+            )
     if not checked.ok:
         _exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="e2b-matrix")
-

@@ -52,8 +52,10 @@ class Project:
                 return v
         close = names.near(name, self.names() + [v.alias for v in self.variants])
         hint = f"; did you mean {close!r}?" if close else ""
-        raise UnknownNameError(f"no variant named {names.shown(name)} (known: {', '.join(self.names()) or 'none'})"
-                               f"{hint}", path=self.root / "variants")
+        raise UnknownNameError(
+            f"no variant named {names.shown(name)} (known: {', '.join(self.names()) or 'none'}){hint}",
+            path=self.root / "variants",
+        )
 
     def select(self, names: Iterable[str] = ()) -> list[Variant]:
         chosen: dict[str, Variant] = {}
@@ -82,6 +84,7 @@ def load_project(root: str | Path = ".", secrets: Iterable[str] = ()) -> Project
 
 # -- files -------------------------------------------------------------------------
 
+
 def project_files(folder: Path) -> list[Path]:
     """The project's files in ``variants/`` or ``layers/``: ``*.toml``, sorted; hidden and editor files
     are not (a name starting with "." or "#": Emacs' lock ``.#x.toml``, a dangling link, and its
@@ -98,8 +101,7 @@ def _display(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-SECRET_REFUSED = ("looks like a secret (not shown); a template is no place for one: "
-                  "give it to the sandbox at run time")
+SECRET_REFUSED = "looks like a secret (not shown); a template is no place for one: give it to the sandbox at run time"
 
 
 def check_strings(value, shown: str, key: str = "", secrets: tuple[str, ...] = ()) -> None:
@@ -109,8 +111,9 @@ def check_strings(value, shown: str, key: str = "", secrets: tuple[str, ...] = (
         for k, v in value.items():
             sub = f"{key}.{k}" if key else k
             if names.control_char(k):
-                raise ConfigError(f"a key contains a control character ({names.control_char(k)})", path=shown,
-                                  key=key or None)
+                raise ConfigError(
+                    f"a key contains a control character ({names.control_char(k)})", path=shown, key=key or None
+                )
             check_strings(v, shown, sub, secrets)
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -142,8 +145,10 @@ def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = (
 
 # -- variants ----------------------------------------------------------------------
 
-def load_variant_file(path: Path, layers: Mapping[str, Layer], root: Path | None = None,
-                      secrets: tuple[str, ...] = ()) -> list[Variant]:
+
+def load_variant_file(
+    path: Path, layers: Mapping[str, Layer], root: Path | None = None, secrets: tuple[str, ...] = ()
+) -> list[Variant]:
     doc = read_toml(path, root, secrets)
     doc.only(TOP_KEYS)
     spec = doc.table("variant", required=True)
@@ -189,10 +194,14 @@ def _substitute(value: Any, case: Mapping[str, Any], table: files.Table, key: st
         raise table.error(f"unknown matrix axis {{{exc.args[0]}}} (axes: {axes})", key) from None
 
 
-def _build_variant(spec: files.Table, params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer]
-                   ) -> Variant:
-    v = files.Table({k: _substitute(x, case, spec, k, for_name=k in ("name", "alias", "tags"))
-                     for k, x in spec.doc.items()}, spec.path, spec.where)
+def _build_variant(
+    spec: files.Table, params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer]
+) -> Variant:
+    v = files.Table(
+        {k: _substitute(x, case, spec, k, for_name=k in ("name", "alias", "tags")) for k, x in spec.doc.items()},
+        spec.path,
+        spec.where,
+    )
     layer_names = v.string_list("layers")
     if not layer_names:
         raise v.error("a variant needs at least one layer", "layers")
@@ -202,14 +211,20 @@ def _build_variant(spec: files.Table, params: files.Table, case: Mapping[str, An
         raise v.error(f"E2B takes 1 or an even number up to 32, got {names.shown(cpu, 30)}", "cpu_count")
     mem = v.get("memory_mb", int, 2048)
     if mem < 128 or mem % 2 or mem > MAX_MEMORY_MB:
-        raise v.error(f"E2B takes an even number of MiB from 128 to {MAX_MEMORY_MB}, got {names.shown(mem, 30)}",
-                      "memory_mb")
-    return Variant(name=v.value("name", names.check_name), alias=v.value("alias", names.check_alias),
-                   layers=layer_names, cpu_count=cpu, memory_mb=mem,
-                   tags=v.string_list("tags", names.check_variant_tag, ()),
-                   params=_params(params, case, layers, set(layer_names)),
-                   description=v.value("description", lambda d: names.check_text(d, multiline=True), ""),
-                   source=str(spec.path))
+        raise v.error(
+            f"E2B takes an even number of MiB from 128 to {MAX_MEMORY_MB}, got {names.shown(mem, 30)}", "memory_mb"
+        )
+    return Variant(
+        name=v.value("name", names.check_name),
+        alias=v.value("alias", names.check_alias),
+        layers=layer_names,
+        cpu_count=cpu,
+        memory_mb=mem,
+        tags=v.string_list("tags", names.check_variant_tag, ()),
+        params=_params(params, case, layers, set(layer_names)),
+        description=v.value("description", lambda d: names.check_text(d, multiline=True), ""),
+        source=str(spec.path),
+    )
 
 
 def _check_layers(v: files.Table, layer_names: tuple[str, ...], layers: Mapping[str, Layer]) -> None:
@@ -227,8 +242,9 @@ def _check_layers(v: files.Table, layer_names: tuple[str, ...], layers: Mapping[
                 raise v.error(f"layer {ln!r} requires {req!r}, which is not listed", "layers")
 
 
-def _params(params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer], chosen: set[str]
-            ) -> dict[str, dict[str, Any]]:
+def _params(
+    params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer], chosen: set[str]
+) -> dict[str, dict[str, Any]]:
     """``[params.<layer>]``: each parameter known to its layer and checked by it (matrix values in)."""
     out: dict[str, dict[str, Any]] = {}
     for ln in params.doc:
@@ -257,12 +273,15 @@ def check_namespace(variants: list[Variant]) -> None:
             if other is not None and other[0] is not v:
                 o, oattr = other
                 where = o.source if o.source == v.source else f"{o.source} and {v.source}"
-                what = "two variants" if oattr == attr else f"two variants (the {oattr} of one, the {attr} of the other)"
+                what = (
+                    "two variants" if oattr == attr else f"two variants (the {oattr} of one, the {attr} of the other)"
+                )
                 raise ConfigError(f"{word!r} is used by {what} ({where})", path=v.source, key=f"variant.{attr}")
             owner.setdefault(word, (v, attr))
 
 
 # -- project layers ------------------------------------------------------------------
+
 
 def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
     """The shipped layers plus the project's own layers/*.toml; cycles are errors."""
@@ -271,8 +290,7 @@ def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
         layer = load_layer_file(f, root, secrets)
         if layer.name in layers:
             where = "a shipped layer" if layer.name in SHIPPED else layers[layer.name].source
-            raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=layer.source,
-                              key="layer.name")
+            raise ConfigError(f"layer {layer.name!r} is already defined ({where})", path=layer.source, key="layer.name")
         layers[layer.name] = layer
     for layer in layers.values():
         for req in layer.requires:
@@ -281,8 +299,9 @@ def load_layers(root: Path, secrets: tuple[str, ...] = ()) -> dict[str, Layer]:
     cycle = resolve.find_cycle({n: layer.requires for n, layer in layers.items()})
     if cycle:
         culprit = next(layers[n] for n in cycle if layers[n].source != "<built-in>")
-        raise ConfigError(f"layers require each other in a loop: {' -> '.join(cycle)}", path=culprit.source,
-                          key="layer.requires")
+        raise ConfigError(
+            f"layers require each other in a loop: {' -> '.join(cycle)}", path=culprit.source, key="layer.requires"
+        )
     return layers
 
 
@@ -296,9 +315,15 @@ def load_layer_file(path: Path, root: Path | None = None, secrets: tuple[str, ..
     name = spec.value("name", names.check_layer_name)
     steps = tuple(_parse_step(s) for s in doc.tables("steps"))
     checks = tuple(_parse_check(c, name) for c in doc.tables("checks"))
-    return Layer(name=name, version=spec.doc["version"], requires=spec.string_list("requires", default=("base",)),
-                 description=spec.value("description", lambda d: names.check_text(d, multiline=True), ""),
-                 steps=lambda p, c, s=steps: s, checks=lambda p, c, k=checks: k, source=str(doc.path))
+    return Layer(
+        name=name,
+        version=spec.doc["version"],
+        requires=spec.string_list("requires", default=("base",)),
+        description=spec.value("description", lambda d: names.check_text(d, multiline=True), ""),
+        steps=lambda p, c, s=steps: s,
+        checks=lambda p, c, k=checks: k,
+        source=str(doc.path),
+    )
 
 
 def _nonempty(value: Any) -> str:
@@ -333,11 +358,17 @@ def _parse_step(s: files.Table) -> Step:
 def _parse_check(c: files.Table, layer: str) -> Check:
     c.only(CHECK_KEYS)
     name, command = c.value("name", _nonempty), c.value("command", _nonempty)
-    return Check(name, command=command, expect=c.get("expect", str, None), user=c.value("user", names.check_user, "user"),
-                 layer=layer)
+    return Check(
+        name,
+        command=command,
+        expect=c.get("expect", str, None),
+        user=c.value("user", names.check_user, "user"),
+        layer=layer,
+    )
 
 
 # -- command-line overrides (precedence: defaults -> file -> command line) -----------
+
 
 def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterable[str] = ()) -> Project:
     """``--set layer.param=value``: applied to every variant that has the layer."""

@@ -57,7 +57,7 @@ class Environment:
     key: str = "E2B_API_KEY"
     lock: str = DEFAULT_LOCK
     team_builds: int | None = None
-    declared: bool = True   # named in the project file (False: the implicit one)
+    declared: bool = True  # named in the project file (False: the implicit one)
     default: bool = True
 
     @property
@@ -80,8 +80,9 @@ class Environments:
             return self.items[self.default]
         if name not in self.items:
             where = PROJECT_FILE if self.path else f"no {PROJECT_FILE}: the one environment is {IMPLICIT!r}"
-            raise ConfigError(f"no environment {names.shown(name)} ({where}){names.did_you_mean(name, self.items)}",
-                              key=source)
+            raise ConfigError(
+                f"no environment {names.shown(name)} ({where}){names.did_you_mean(name, self.items)}", key=source
+            )
         return self.items[name]
 
 
@@ -124,21 +125,30 @@ def _environment(tables: files.Table, name: str, default: bool) -> Environment:
     if "domain" in t.doc and "api_url" in t.doc:
         raise t.error_at("give one endpoint: domain or api_url", "domain")
     if "sandbox_url" in t.doc and not ("domain" in t.doc or "api_url" in t.doc):
-        raise t.error_at("a sandbox_url goes with the environment's endpoint: name its domain or api_url", "sandbox_url")
+        raise t.error_at(
+            "a sandbox_url goes with the environment's endpoint: name its domain or api_url", "sandbox_url"
+        )
     lock = t.value("lock", _lock_name, DEFAULT_LOCK if default else f"templates.{name}.lock")
     if default and lock != DEFAULT_LOCK:
         raise t.error(f"the default environment keeps {DEFAULT_LOCK}", "lock")
-    return Environment(name=name, domain=t.value("domain", names.check_host, ""),
-                       api_url=t.value("api_url", names.check_http_url, ""),
-                       sandbox_url=t.value("sandbox_url", names.check_http_url, ""),
-                       key=t.value("key", names.check_env_name, "E2B_API_KEY"), lock=lock,
-                       team_builds=t.value("team_builds", _team_builds, None), default=default)
+    return Environment(
+        name=name,
+        domain=t.value("domain", names.check_host, ""),
+        api_url=t.value("api_url", names.check_http_url, ""),
+        sandbox_url=t.value("sandbox_url", names.check_http_url, ""),
+        key=t.value("key", names.check_env_name, "E2B_API_KEY"),
+        lock=lock,
+        team_builds=t.value("team_builds", _team_builds, None),
+        default=default,
+    )
 
 
 def _lock_name(value: object) -> str:
     if not isinstance(value, str) or not LOCK_NAME.fullmatch(value) or value in RESERVED_LOCKS:
-        raise ValueError(f"{names.shown(value)} is not a lock file name of the project (like templates.prod.lock; "
-                         "not the Docker backend's)")
+        raise ValueError(
+            f"{names.shown(value)} is not a lock file name of the project (like templates.prod.lock; "
+            "not the Docker backend's)"
+        )
     return value
 
 
@@ -153,8 +163,10 @@ def _distinct_locks(tables: files.Table, items: Mapping[str, Environment]) -> No
     owner: dict[str, str] = {}
     for env in items.values():
         if env.lock in owner:
-            raise tables.error_at(f"{env.lock} is the lock of {owner[env.lock]!r} too: each environment keeps its "
-                                  "own", f"{names.show_key(env.name)}.lock")
+            raise tables.error_at(
+                f"{env.lock} is the lock of {owner[env.lock]!r} too: each environment keeps its own",
+                f"{names.show_key(env.name)}.lock",
+            )
         owner[env.lock] = env.name
 
 
@@ -163,12 +175,22 @@ def apply(settings: Settings, env: Environment) -> Settings:
     team's builds. The implicit environment is the process's settings as they are."""
     if not env.declared:
         return settings
-    settings = attrs.evolve(settings.with_key_from(env.key, config_file=env.key == "E2B_API_KEY"),
-                            team_builds=env.team_builds or settings.team_builds, environment=env.name)
+    settings = attrs.evolve(
+        settings.with_key_from(env.key, config_file=env.key == "E2B_API_KEY"),
+        team_builds=env.team_builds or settings.team_builds,
+        environment=env.name,
+    )
     if not (env.domain or env.api_url):  # the process's endpoint
         return settings
     if settings.sandbox_url and not env.sandbox_url:
-        raise ConfigError(f"is set, but environment {env.name!r} names its own endpoint ({PROJECT_FILE}): unset "
-                          "it, or name the environment's sandbox_url", key="E2B_SANDBOX_URL")
-    return attrs.evolve(settings, domain=env.domain or names.DEFAULT_DOMAIN, api_url=env.api_url or None,
-                        sandbox_url=env.sandbox_url or None)
+        raise ConfigError(
+            f"is set, but environment {env.name!r} names its own endpoint ({PROJECT_FILE}): unset "
+            "it, or name the environment's sandbox_url",
+            key="E2B_SANDBOX_URL",
+        )
+    return attrs.evolve(
+        settings,
+        domain=env.domain or names.DEFAULT_DOMAIN,
+        api_url=env.api_url or None,
+        sandbox_url=env.sandbox_url or None,
+    )

@@ -25,6 +25,7 @@ inside the project.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -94,9 +95,11 @@ def _read_fd(fd: int, limit: int) -> bytes:
         os.close(fd)
 
 
-_BOMS = {b"\xef\xbb\xbf": "a UTF-8 byte-order mark (an invisible U+FEFF)",
-         b"\xff\xfe": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)",
-         b"\xfe\xff": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)"}
+_BOMS = {
+    b"\xef\xbb\xbf": "a UTF-8 byte-order mark (an invisible U+FEFF)",
+    b"\xff\xfe": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)",
+    b"\xfe\xff": "a UTF-16 byte-order mark (it is UTF-16, not UTF-8)",
+}
 
 
 def read_inside(root: str | os.PathLike, relative: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
@@ -120,8 +123,9 @@ def read_inside(root: str | os.PathLike, relative: str, limit: int = MAX_FILE_BY
     for i, name in enumerate(parts):
         last = i == len(parts) - 1
         try:
-            nxt = os.open(name, (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC) if last
-                          else folder_flags, dir_fd=fd)
+            nxt = os.open(
+                name, (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC) if last else folder_flags, dir_fd=fd
+            )
         except FileNotFoundError:
             os.close(fd)
             return None
@@ -129,9 +133,11 @@ def read_inside(root: str | os.PathLike, relative: str, limit: int = MAX_FILE_BY
             linked = exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(name, fd))
             os.close(fd)
             if linked:
-                raise FileError(f"is a symbolic link {NOT_THROUGH}" if last else
-                                f"is in a linked folder: {'/'.join(parts[:i + 1])} is a symbolic link {NOT_THROUGH}"
-                                ) from None
+                raise FileError(
+                    f"is a symbolic link {NOT_THROUGH}"
+                    if last
+                    else f"is in a linked folder: {'/'.join(parts[: i + 1])} is a symbolic link {NOT_THROUGH}"
+                ) from None
             raise FileError(f"cannot read: {exc.strerror or exc}") from None
         os.close(fd)
         fd = nxt
@@ -250,8 +256,13 @@ class Table:
             return default
         value = self.doc[key]
         if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
-            want = {str: "a string", dict: "a table", list: "an array of tables", int: "an integer",
-                    dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)"}[kind]
+            want = {
+                str: "a string",
+                dict: "a table",
+                list: "an array of tables",
+                int: "an integer",
+                dt.datetime: "a date-time with a timezone (e.g. 2026-11-26T17:00:00Z)",
+            }[kind]
             raise self.error(f"expected {want}, got {names.type_name(value)}", key)
         return value
 
@@ -281,8 +292,9 @@ class Table:
             return default
         return self.value_of(self.doc[key], check, key)
 
-    def string_list(self, key: str, check: Callable[[str], Any] | None = None, default: Any = REQUIRED
-                    ) -> tuple[str, ...]:
+    def string_list(
+        self, key: str, check: Callable[[str], Any] | None = None, default: Any = REQUIRED
+    ) -> tuple[str, ...]:
         """The list of strings ``key``, each through ``check`` when given."""
         value = self.doc.get(key, default)
         if value is REQUIRED:
@@ -340,10 +352,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     refuse_link(path)  # os.replace would put a plain file where the link was, and the file it meant never changes
-    try:
+    with contextlib.suppress(FileNotFoundError):
         mode = os.lstat(path).st_mode & 0o777
-    except FileNotFoundError:
-        pass
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -353,10 +363,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     _fsync_dir(folder)
 
@@ -416,8 +424,14 @@ class FileLock:
         self.path = os.fspath(path)
         self._fd = -1
 
-    def acquire(self, wait: bool = True, *, on_busy: Callable[[str], None] | None = None,
-                cancelled: Callable[[], bool] | None = None, poll: float = 0.2) -> bool:
+    def acquire(
+        self,
+        wait: bool = True,
+        *,
+        on_busy: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        poll: float = 0.2,
+    ) -> bool:
         fd = self._open()
         try:
             if wait and on_busy is None and cancelled is None:
@@ -478,8 +492,9 @@ class FileLock:
         self.release()
 
 
-def check_writable_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None, *,
-                       create: bool = False) -> tuple[str, str] | None:
+def check_writable_dir(
+    path: str | os.PathLike, inside: str | os.PathLike | None = None, *, create: bool = False
+) -> tuple[str, str] | None:
     """(the path in the way, why) when files cannot be created in folder ``path``; else None.
 
     Every folder of ``path`` below ``inside`` (the project: the tool's own

@@ -49,9 +49,9 @@ log = logging.getLogger(__name__)
 sysconfig.get_config_vars()  # filled once, before two threads can race on it (find_uv)
 
 TEMP_PREFIX = "e2b-matrix-compile-"
-TIMEOUT_S = 900.0           # one uv run, resolution and downloads included
-STOP_S = 5.0                # from SIGTERM to SIGKILL, when uv is stopped
-MAX_STDERR = 256 * 1024     # the tail of what uv prints that is kept
+TIMEOUT_S = 900.0  # one uv run, resolution and downloads included
+STOP_S = 5.0  # from SIGTERM to SIGKILL, when uv is stopped
+MAX_STDERR = 256 * 1024  # the tail of what uv prints that is kept
 MAX_LATEST_BYTES = 64 * 1024  # the answer to "which release": one pinned line
 
 
@@ -82,8 +82,9 @@ def find_uv() -> str:
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError) as exc:
-        raise ConfigError(f"no uv binary ({exc}): install e2b-matrix's dependencies (pip install uv), "
-                          "or set E2B_MATRIX_UV", key="uv") from None
+        raise ConfigError(
+            f"no uv binary ({exc}): install e2b-matrix's dependencies (pip install uv), or set E2B_MATRIX_UV", key="uv"
+        ) from None
 
 
 def uv_reason(stderr: str) -> str:
@@ -121,21 +122,51 @@ class Uv:
         if self.record is not None:
             self.record(message)
 
-    def compile(self, asks: Iterable[str], python: str, platform: str, *, label: str, limit: int,
-                constraints: Iterable[str] = (), seed: bytes | None = None, upgrade: bool = False,
-                packages: Iterable[str] = (), hashes: bool = True, no_deps: bool = False,
-                final: bool = False) -> str:
+    def compile(
+        self,
+        asks: Iterable[str],
+        python: str,
+        platform: str,
+        *,
+        label: str,
+        limit: int,
+        constraints: Iterable[str] = (),
+        seed: bytes | None = None,
+        upgrade: bool = False,
+        packages: Iterable[str] = (),
+        hashes: bool = True,
+        no_deps: bool = False,
+        final: bool = False,
+    ) -> str:
         """uv's answer: the pinned requirements of ``asks`` (no header) for ``python`` on ``platform``;
         UvFailed when there is none. ``seed``: the output file uv starts from (its pins are kept where
         still valid); ``final``: never a pre-release, unless E2B_MATRIX_UV_ARGS says otherwise
         (``--prerelease``); ``label`` names the question in log lines."""
         constraints = tuple(constraints)
-        cmd = [self.binary or find_uv(), "pip", "compile", "requirements.in", "--output-file", "requirements.txt",
-               "--no-header", "--python-version", python, "--python-platform", platform,
-               "--python", sys.executable, "--no-python-downloads"]
-        for flag, wanted in (("--generate-hashes", hashes), ("--no-deps", no_deps), ("--offline", self.offline),
-                             ("--upgrade", upgrade), ("--constraint=constraints.txt", bool(constraints)),
-                             ("--prerelease=disallow", final and not self._sets("--prerelease"))):
+        cmd = [
+            self.binary or find_uv(),
+            "pip",
+            "compile",
+            "requirements.in",
+            "--output-file",
+            "requirements.txt",
+            "--no-header",
+            "--python-version",
+            python,
+            "--python-platform",
+            platform,
+            "--python",
+            sys.executable,
+            "--no-python-downloads",
+        ]
+        for flag, wanted in (
+            ("--generate-hashes", hashes),
+            ("--no-deps", no_deps),
+            ("--offline", self.offline),
+            ("--upgrade", upgrade),
+            ("--constraint=constraints.txt", bool(constraints)),
+            ("--prerelease=disallow", final and not self._sets("--prerelease")),
+        ):
             if wanted:  # uv's default --prerelease takes one when a package has no final release
                 cmd.append(flag)
         cmd += [f"--upgrade-package={p}" for p in sorted(packages)]
@@ -157,11 +188,18 @@ class Uv:
     def _run(self, cmd: list[str], work: Path) -> tuple[int, str]:
         """uv's exit status and the tail of its stderr; uv is stopped on a time-out or any exception."""
         try:
-            proc = subprocess.Popen(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as exc:
-            raise ConfigError(f"cannot run uv: {exc.strerror or exc}",
-                              key="E2B_MATRIX_UV" if self.binary else "uv") from None
+            raise ConfigError(
+                f"cannot run uv: {exc.strerror or exc}", key="E2B_MATRIX_UV" if self.binary else "uv"
+            ) from None
         try:
             stderr = _tail(proc, time.monotonic() + TIMEOUT_S)
             return proc.wait(), stderr
@@ -312,13 +350,23 @@ class PackageIndex:
 
     def _pinned(self, ask: str, package: str, python: str, platform: str, final: bool = False) -> str:
         """The version uv pins ``package`` at when asked for ``ask`` alone (no dependencies)."""
-        text = self.uv.compile((ask,), python, platform, label=f"{ask} for Python {python}", limit=MAX_LATEST_BYTES,
-                               hashes=False, no_deps=True, final=final)
+        text = self.uv.compile(
+            (ask,),
+            python,
+            platform,
+            label=f"{ask} for Python {python}",
+            limit=MAX_LATEST_BYTES,
+            hashes=False,
+            no_deps=True,
+            final=final,
+        )
         pins, _, problem = parse(text, hashed=False)
         version = pins.get(canonical_name(package))
         if problem or version is None or len(pins) != 1:
-            raise UvFailed(f"uv's answer to {ask} is not one pin of {package}: "
-                           f"{problem or 'it pins ' + (', '.join(sorted(pins)) or 'nothing')}")
+            raise UvFailed(
+                f"uv's answer to {ask} is not one pin of {package}: "
+                f"{problem or 'it pins ' + (', '.join(sorted(pins)) or 'nothing')}"
+            )
         try:  # the version is a layer's, recorded in the lock
             names.check_layer_version(version)
         except ValueError as exc:

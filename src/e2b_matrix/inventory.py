@@ -20,8 +20,7 @@ from pathlib import Path
 import attrs
 
 from e2b_matrix import files, names
-from e2b_matrix.errors import ConfigError, MatrixError
-from e2b_matrix.errors import FieldError
+from e2b_matrix.errors import ConfigError, FieldError, MatrixError
 from e2b_matrix.model import FrozenMap, frozen_map, map_of, valid
 
 SCHEMA = 1
@@ -36,6 +35,12 @@ MAX_DISK_KIB = 2**50  # a petabyte and more: no template is that big
 _PACKAGES = map_of(names.check_package_name, names.check_package_version)
 
 
+def _kib(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DISK_KIB:
+        raise ValueError(f"expected a size in KiB from 0 to {MAX_DISK_KIB}, got {names.shown(value)}")
+    return value
+
+
 @attrs.frozen
 class Inventory:
     """The packages one build of an alias holds."""
@@ -46,7 +51,7 @@ class Inventory:
     python: str = attrs.field(default="", validator=valid(lambda v: v == "" or names.check_package_version(v)))
     pip: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
     apt: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
-    disk_used_kib: int = attrs.field(default=0, validator=valid(lambda v: _kib(v)))  # 0: not recorded
+    disk_used_kib: int = attrs.field(default=0, validator=valid(_kib))  # 0: not recorded
 
     def packages(self, kind: str) -> dict[str, str]:
         if kind == "python":
@@ -55,12 +60,6 @@ class Inventory:
 
 
 _KEYS = frozenset({"schema", *(f.name for f in attrs.fields(Inventory))})
-
-
-def _kib(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DISK_KIB:
-        raise ValueError(f"expected a size in KiB from 0 to {MAX_DISK_KIB}, got {names.shown(value)}")
-    return value
 
 
 def size(kib: int) -> str:
@@ -81,10 +80,10 @@ def size_change(before: int, after: int) -> str:
 
 @attrs.frozen
 class Change:
-    kind: str            # python, pip, apt
+    kind: str  # python, pip, apt
     name: str
-    old: str | None      # None: added
-    new: str | None      # None: removed
+    old: str | None  # None: added
+    new: str | None  # None: removed
 
     @property
     def what(self) -> str:
@@ -114,6 +113,7 @@ def diff(before: Inventory, after: Inventory) -> list[Change]:
 
 # -- from a verify run ---------------------------------------------------------------
 
+
 def from_report(alias: str, build_id: str, report) -> Inventory | None:
     """The inventory in a verify report's captured outputs (None when the run captured none);
     MatrixError when an output is not what its command prints."""
@@ -121,9 +121,15 @@ def from_report(alias: str, build_id: str, report) -> Inventory | None:
     if not captured and "python" not in report.found:
         return None
     try:
-        return Inventory(alias=alias, build_id=build_id, recorded_at=_now(), python=report.found.get("python", ""),
-                         pip=parse_pip(captured.get("pip", "")), apt=parse_apt(captured.get("apt", "")),
-                         disk_used_kib=parse_df(captured.get("disk", "")))
+        return Inventory(
+            alias=alias,
+            build_id=build_id,
+            recorded_at=_now(),
+            python=report.found.get("python", ""),
+            pip=parse_pip(captured.get("pip", "")),
+            apt=parse_apt(captured.get("apt", "")),
+            disk_used_kib=parse_df(captured.get("disk", "")),
+        )
     except ValueError as exc:
         raise MatrixError(f"cannot record the inventory of {alias} build {build_id}: {exc}") from None
 
@@ -143,8 +149,9 @@ def parse_pip(text: str) -> dict[str, str]:
     if not text.strip():
         return {}
     rows = files.parse_json(text)
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
-                                             and isinstance(r.get("version"), str) for r in rows):
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("version"), str) for r in rows
+    ):
         raise ValueError("pip list: expected a JSON list of {name, version}")
     return {canonicalize_name(r["name"]): r["version"] for r in rows}
 
@@ -170,10 +177,11 @@ def parse_apt(text: str) -> dict[str, str]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 # -- beside the lock -----------------------------------------------------------------
+
 
 def folder(lock_path) -> Path:
     """``templates.lock`` -> ``templates.inventory/``; ``templates.docker.lock`` -> ``templates.docker.inventory/``."""
@@ -191,8 +199,13 @@ def save(lock_path, inv: Inventory) -> Path:
     import tomli_w  # writers only
 
     path = path_of(lock_path, inv.alias, inv.build_id)
-    doc = {"schema": SCHEMA, **{f.name: (dict(v) if isinstance(v := getattr(inv, f.name), FrozenMap) else v)
-                                for f in attrs.fields(Inventory)}}
+    doc = {
+        "schema": SCHEMA,
+        **{
+            f.name: (dict(v) if isinstance(v := getattr(inv, f.name), FrozenMap) else v)
+            for f in attrs.fields(Inventory)
+        },
+    }
     blocked = files.check_writable_dir(path.parent, inside=Path(lock_path).parent, create=True)  # no folder is a link
     if blocked:
         raise ConfigError(f"cannot write the inventory: {blocked[1]}", path=blocked[0])
@@ -215,9 +228,15 @@ def load(lock_path, alias: str, build_id: str) -> Inventory | None:
     if t.get("schema", int) != SCHEMA:
         raise ConfigError(f"expected schema {SCHEMA}", path=path, key="schema")
     try:
-        inv = Inventory(alias=t.get("alias", str), build_id=t.get("build_id", str),
-                        recorded_at=t.get("recorded_at", dt.datetime), python=t.get("python", str, ""),
-                        pip=t.strings("pip"), apt=t.strings("apt"), disk_used_kib=t.get("disk_used_kib", int, 0))
+        inv = Inventory(
+            alias=t.get("alias", str),
+            build_id=t.get("build_id", str),
+            recorded_at=t.get("recorded_at", dt.datetime),
+            python=t.get("python", str, ""),
+            pip=t.strings("pip"),
+            apt=t.strings("apt"),
+            disk_used_kib=t.get("disk_used_kib", int, 0),
+        )
     except FieldError as exc:
         raise ConfigError(exc.message, path=path, key=exc.field) from None
     if (inv.alias, inv.build_id) != (alias, build_id):

@@ -49,7 +49,7 @@ class RedactingFormatter(logging.Formatter):
         super().__init__(fmt, datefmt=datefmt)
         self.redactor = redactor
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(super().formatMessage(record), lines=True)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -92,15 +92,16 @@ def _rotating_class() -> type[logging.Handler]:
     class Rotating(ConcurrentRotatingFileHandler):
         on_error: Callable[[BaseException | None], None] | None = None
 
-        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        def handleError(self, record: logging.LogRecord) -> None:
             if self.on_error is not None:
                 self.on_error(sys.exc_info()[1])
 
     return Rotating
 
 
-def _file_handler(path: Path, redactor: Redactor, fmt: str, on_error: Callable[[BaseException | None], None]
-                  ) -> logging.Handler:
+def _file_handler(
+    path: Path, redactor: Redactor, fmt: str, on_error: Callable[[BaseException | None], None]
+) -> logging.Handler:
     """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
     for p in (path, _lock_file_of(path)):  # backups are only renamed onto: a rename follows no link
         try:
@@ -171,7 +172,7 @@ class _LazyFileHandler(logging.Handler):
 def _private_logger(name: str, handler: logging.Handler) -> logging.Logger:
     """A logger of one run only: made here, not through ``logging.getLogger``, so it is in no tree
     of the process (no other run, host application or test sees it, nor it theirs), at INFO."""
-    logger = logging.Logger(name, logging.INFO)
+    logger = logging.Logger(name, logging.INFO)  # noqa: LOG001 - outside the logging tree on purpose (docstring)
     logger.propagate = False
     logger.addHandler(handler)
     return logger
@@ -194,16 +195,20 @@ class RunLogs:
         self._variants: dict[str, logging.Logger] = {}
 
     def _handler(self, name: str, fmt: str) -> logging.Handler:
-        handler: logging.Handler = (logging.NullHandler() if self.directory is None else
-                                    _LazyFileHandler(self.directory / name, self.redactor, fmt, self.broken))
+        handler: logging.Handler = (
+            logging.NullHandler()
+            if self.directory is None
+            else _LazyFileHandler(self.directory / name, self.redactor, fmt, self.broken)
+        )
         self._handlers.append(handler)
         return handler
 
     def variant(self, alias: str) -> logging.Logger:
         """The logger of ``alias``'s build output (its own file), made once per run."""
         if alias not in self._variants:
-            self._variants[alias] = _private_logger(f"e2b_matrix.variant.{alias}",
-                                                    self._handler(f"{alias}.log", "%(message)s"))
+            self._variants[alias] = _private_logger(
+                f"e2b_matrix.variant.{alias}", self._handler(f"{alias}.log", "%(message)s")
+            )
         return self._variants[alias]
 
     def close(self) -> None:
@@ -252,8 +257,9 @@ class RunLogReporter:
 
         if result.status is State.FRESH and result.name not in self._started:
             return
-        level = (logging.INFO if result.status.ok else
-                 logging.ERROR if result.status is State.FAILED else logging.WARNING)
+        level = (
+            logging.INFO if result.status.ok else logging.ERROR if result.status is State.FAILED else logging.WARNING
+        )
         self.logger.log(level, "%s", progress.event_line(result.name, result.status.value, progress.outcome(result)))
 
     def stopped(self, reason: str) -> None:

@@ -296,9 +296,16 @@ class Variant:
         return dict(self.params.get(layer, {}))
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "alias": self.alias, "layers": list(self.layers), "cpu_count": self.cpu_count,
-                "memory_mb": self.memory_mb, "tags": list(self.tags), "file": self.source,
-                "description": self.description}
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "layers": list(self.layers),
+            "cpu_count": self.cpu_count,
+            "memory_mb": self.memory_mb,
+            "tags": list(self.tags),
+            "file": self.source,
+            "description": self.description,
+        }
 
 
 @attrs.frozen(slots=False)
@@ -330,15 +337,15 @@ class Requirements:
     """
 
     layer: str
-    key: str                        # the spec input that records it: "requirements.nexus"
+    key: str  # the spec input that records it: "requirements.nexus"
     asks: tuple[str, ...] = attrs.field(converter=_tuple)
     python: str
     platform: str
     constraints: tuple[str, ...] = attrs.field(converter=_tuple)
     identity: str
-    path: str                       # "requirements/nexus-<identity[:12]>.txt", relative to the project
+    path: str  # "requirements/nexus-<identity[:12]>.txt", relative to the project
     content: bytes | None = attrs.field(default=None, eq=False, repr=False)
-    digest: str = ""                # sha256 of content
+    digest: str = ""  # sha256 of content
     pinned: tuple[str, ...] = attrs.field(default=(), converter=_tuple, eq=False, repr=False)  # name==version
     problem: str = ""
 
@@ -382,8 +389,12 @@ class BuildSpec:
 
     def inputs(self) -> dict[str, str]:
         """Flat, human-comparable inputs: what plan explains a change with."""
-        out = {"base": self.base.describe(), "cpu_count": str(self.variant.cpu_count),
-               "memory_mb": str(self.variant.memory_mb), "tags": ",".join(self.variant.tags)}
+        out = {
+            "base": self.base.describe(),
+            "cpu_count": str(self.variant.cpu_count),
+            "memory_mb": str(self.variant.memory_mb),
+            "tags": ",".join(self.variant.tags),
+        }
         for rl in self.layers:
             for key, value in rl.params.items():
                 out[f"{rl.name}.{key}"] = value if isinstance(value, str) else json.dumps(value)
@@ -425,7 +436,6 @@ class State(enum.Enum):
         return self in (State.FRESH, State.BUILT)
 
 
-
 @attrs.frozen(slots=False)
 class BuildResult:
     name: str
@@ -440,21 +450,29 @@ class BuildResult:
 
     def to_json(self) -> dict[str, object]:
         """As --json prints it; ``error`` keeps its lines (one per failed smoke check)."""
-        return {"name": self.name, "alias": self.alias, "status": self.status.value,
-                "template_id": self.template_id, "build_id": self.build_id, "duration_s": self.duration_s,
-                "attempts": self.attempts, "image": self.image, "error": self.error}
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "status": self.status.value,
+            "template_id": self.template_id,
+            "build_id": self.build_id,
+            "duration_s": self.duration_s,
+            "attempts": self.attempts,
+            "image": self.image,
+            "error": self.error,
+        }
 
 
 @attrs.frozen(slots=False)
 class Removal:
     """One thing prune would remove (prune.py): what kind, which, and why it is no longer needed."""
 
-    kind: str                 # "requirements file", "inventory", or a backend's leftover ("docker image")
-    target: str               # a path relative to the project, an image, a template
+    kind: str  # "requirements file", "inventory", or a backend's leftover ("docker image")
+    target: str  # a path relative to the project, an image, a template
     why: str
-    backend: str = ""         # the backend that removes it (a leftover); "" for a file of the project
-    ref: str = ""             # what that backend removes it by (an image ID, a template ID)
-    alias: str = ""           # the lock entry that goes with it, once it is removed
+    backend: str = ""  # the backend that removes it (a leftover); "" for a file of the project
+    ref: str = ""  # what that backend removes it by (an image ID, a template ID)
+    alias: str = ""  # the lock entry that goes with it, once it is removed
 
     def to_json(self) -> dict[str, str]:
         return {"kind": self.kind, "target": self.target, "why": self.why}

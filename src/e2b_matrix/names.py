@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-ALIAS = re.compile(r"[a-z0-9-_]+")                 # E2B template names
-TAG = re.compile(r"[a-z0-9-_.]+")                  # E2B tags
-NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")         # our variant and layer names
-AXIS = re.compile(r"[a-z_][a-z0-9_]*")             # [matrix] axes
+ALIAS = re.compile(r"[a-z0-9-_]+")  # E2B template names
+TAG = re.compile(r"[a-z0-9-_.]+")  # E2B tags
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # our variant and layer names
+AXIS = re.compile(r"[a-z_][a-z0-9_]*")  # [matrix] axes
 PYTHON = re.compile(r"3\.\d{1,2}")
 VERSION = re.compile(r"\d+(\.\d+)*")
 PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(==[A-Za-z0-9._+!-]+)?")
@@ -27,7 +27,7 @@ LOCK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
 FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 # A layer's version as the lock records it ("1", nexus-ai-fs's "0.9.26"): one word, nothing a shell reads.
 LAYER_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}")
-INPUT_KEY = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")   # "nexus.version", "cpu_count"
+INPUT_KEY = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")  # "nexus.version", "cpu_count"
 HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?")
 DEFAULT_DOMAIN = "e2b.app"
 UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.IGNORECASE)
@@ -55,9 +55,18 @@ def type_name(value: object) -> str:
 
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return "a local date-time (no timezone)"
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a float", list: "an array",
-            tuple: "an array", dict: "a table", dt.datetime: "a date-time", dt.date: "a date",
-            dt.time: "a time"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        list: "an array",
+        tuple: "an array",
+        dict: "a table",
+        dt.datetime: "a date-time",
+        dt.date: "a date",
+        dt.time: "a time",
+    }.get(type(value), type(value).__name__)
 
 
 def control_char(value: str, multiline: bool = False) -> str | None:
@@ -123,7 +132,7 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 def shown(value, limit: int = 60) -> str:
     """A value as an error message shows it: repr (control characters escaped), cut to ``limit``."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 4] + "…" + text[-1]
+    return text if len(text) <= limit else text[: limit - 4] + "…" + text[-1]
 
 
 def matching(pattern: re.Pattern, what: str, show_pattern: bool = True):
@@ -196,16 +205,19 @@ def check_url(value, schemes=("http", "https", "file")) -> str:
     if control_char(value) or " " in value:
         raise ValueError("contains a space or control character")
     if URL_USERINFO.search(value) or "@" in value.partition("://")[2].partition("/")[0]:
-        raise ValueError(f"{shown_url(value)} holds a user name or password (not shown): a URL is printed, "
-                         "logged and recorded, so it takes no credentials")
+        raise ValueError(
+            f"{shown_url(value)} holds a user name or password (not shown): a URL is printed, "
+            "logged and recorded, so it takes no credentials"
+        )
     try:
         parts = urlsplit(value)
         _check_port(parts.port)  # urlsplit raises ValueError above 65535
     except ValueError as exc:
         raise ValueError(f"not a URL ({exc})") from None
     if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "file"):
-        raise ValueError(f"expected an {'http(s)' if 'file' not in schemes else 'http(s) or file'}:// URL, "
-                         f"got {shown_url(value)}")
+        raise ValueError(
+            f"expected an {'http(s)' if 'file' not in schemes else 'http(s) or file'}:// URL, got {shown_url(value)}"
+        )
     if parts.query or parts.fragment:
         raise ValueError("a base URL takes no query or fragment")
     return value.rstrip("/")
@@ -286,10 +298,10 @@ def check_timestamp(value):
     if not isinstance(value, dt.datetime) or value.utcoffset() is None:
         raise ValueError(f"expected a date-time with a timezone, got {shown(value)}")
     try:
-        utc = value.astimezone(dt.timezone.utc)
+        utc = value.astimezone(dt.UTC)
     except OverflowError:
         utc = None
-    if utc is None or utc < dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc):
+    if utc is None or utc < dt.datetime(1970, 1, 1, tzinfo=dt.UTC):
         raise ValueError(f"{value.isoformat()} is outside the times e2b-matrix records (1970 to 9999, in UTC)")
     return utc
 

@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-DIR = "requirements"                     # in the project, committed
-DEST = "/opt/e2b-matrix/requirements"    # in the template
+DIR = "requirements"  # in the project, committed
+DEST = "/opt/e2b-matrix/requirements"  # in the template
 # uv's --python-platform: x86_64 Linux with glibc 2.36, the manylinux of Debian bookworm. The
 # python:3.x images are Debian (bookworm, or trixie with glibc 2.41, which runs the same wheels),
 # and so is the Docker backend's debootstrap base: one platform for every backend.
@@ -95,8 +95,10 @@ def check_packages(upgrade: bool, packages: Iterable[str]) -> frozenset[str]:
     """--upgrade-package names, canonical; ConfigError for a bad name or with --upgrade."""
     packages = tuple(packages)
     if upgrade and packages:
-        raise ConfigError("--upgrade re-resolves every package and --upgrade-package only the named ones; give one",
-                          key="--upgrade-package")
+        raise ConfigError(
+            "--upgrade re-resolves every package and --upgrade-package only the named ones; give one",
+            key="--upgrade-package",
+        )
     for p in packages:
         if not _PACKAGE.fullmatch(p):
             raise ConfigError(f"{names.shown(p)} is not a package name", key="--upgrade-package")
@@ -105,24 +107,35 @@ def check_packages(upgrade: bool, packages: Iterable[str]) -> frozenset[str]:
 
 # -- the question ------------------------------------------------------------------
 
+
 def _pair(pin: str) -> tuple[str, str]:
     name, _, version = pin.partition("==")
     return canonical_name(name), version
 
 
-def question(layer: str, key: str, asks: Iterable[str], python: str, constraints: Mapping[str, str],
-             platform: str = PLATFORM) -> Requirements:
+def question(
+    layer: str, key: str, asks: Iterable[str], python: str, constraints: Mapping[str, str], platform: str = PLATFORM
+) -> Requirements:
     """The question a pip step asks, its identity and its file (no answer yet)."""
     asks = tuple(asks)
     pins = tuple(f"{n}=={v}" for n, v in sorted(constraints.items()))
     doc = {"schema": SCHEMA, "asks": sorted(asks), "python": python, "platform": platform, "constraints": pins}
     identity = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return Requirements(layer=layer, key=key, asks=asks, python=python, platform=platform, constraints=pins,
-                        identity=identity, path=f"{DIR}/{layer}-{identity[:12]}.txt")
+    return Requirements(
+        layer=layer,
+        key=key,
+        asks=asks,
+        python=python,
+        platform=platform,
+        constraints=pins,
+        identity=identity,
+        path=f"{DIR}/{layer}-{identity[:12]}.txt",
+    )
 
 
-def pin_steps(variant: Variant, layered: Iterable[tuple[str, Step]], base: Base, answers
-              ) -> tuple[tuple[Step, ...], tuple[Requirements, ...]]:
+def pin_steps(
+    variant: Variant, layered: Iterable[tuple[str, Step]], base: Base, answers
+) -> tuple[tuple[Step, ...], tuple[Requirements, ...]]:
     """Each pip step (``(layer, step)`` in order) as a copy of its requirements file and a hashed install.
 
     ``answers.answer(question, variant)`` gives each question's answer. After a step whose file has
@@ -136,8 +149,11 @@ def pin_steps(variant: Variant, layered: Iterable[tuple[str, Step]], base: Base,
     count: dict[str, int] = {}
     blocked = None
     for layer, step in layered:
-        asks = () if step.call != "pip_install" else ((step.args[0],) if isinstance(step.args[0], str)
-                                                      else tuple(step.args[0]))
+        asks = (
+            ()
+            if step.call != "pip_install"
+            else ((step.args[0],) if isinstance(step.args[0], str) else tuple(step.args[0]))
+        )
         if not asks:  # not pip, or `pip install .`: nothing an index could pin
             steps.append(step)
             continue
@@ -174,6 +190,7 @@ def files_of(requirements: Iterable[Requirements]) -> tuple[tuple[str, str], ...
 
 
 # -- the answer: a committed file, judged ----------------------------------------------
+
 
 def parse(text: str, hashed: bool = True) -> tuple[dict[str, str], str | None, str]:
     """(canonical name -> version, the identity line, the problem or "") of a requirements file;
@@ -241,7 +258,7 @@ def unsealed(content: bytes) -> str:
             break
         start += len(line)
         if line.startswith(DIGEST.encode()):
-            if line.rstrip(b"\r\n")[len(DIGEST):] != hashlib.sha256(content[start:]).hexdigest().encode():
+            if line.rstrip(b"\r\n")[len(DIGEST) :] != hashlib.sha256(content[start:]).hexdigest().encode():
                 return "is cut short or edited: its body does not match its digest"
             return ""
     return "has no digest of its body in its header"
@@ -260,8 +277,13 @@ def judge(q: Requirements, content: bytes | None) -> Requirements:
     if not problem and identity != q.identity:
         problem = "answers another question (its identity line is not this step's): compile it again"
     problem = problem or _agrees(q, pins)
-    return attrs.evolve(q, content=content, digest=digest, problem=problem,
-                        pinned=() if problem else tuple(f"{n}=={v}" for n, v in sorted(pins.items())))
+    return attrs.evolve(
+        q,
+        content=content,
+        digest=digest,
+        problem=problem,
+        pinned=() if problem else tuple(f"{n}=={v}" for n, v in sorted(pins.items())),
+    )
 
 
 class Committed:
@@ -292,8 +314,11 @@ def first_problem(spec: BuildSpec) -> Requirements | None:
 
 def reasons(spec: BuildSpec) -> list[str]:
     """What plan says about the spec's requirements files: each problem, and what to run."""
-    return [f"{r.path} {r.problem}: run `e2b-matrix compile {spec.name}`"
-            for r in spec.requirements if r.problem and not r.problem.startswith(WAITS)]
+    return [
+        f"{r.path} {r.problem}: run `e2b-matrix compile {spec.name}`"
+        for r in spec.requirements
+        if r.problem and not r.problem.startswith(WAITS)
+    ]
 
 
 def compile_command(specs: Iterable[BuildSpec], backend: str, default_backend: str) -> str:
@@ -304,20 +329,25 @@ def compile_command(specs: Iterable[BuildSpec], backend: str, default_backend: s
 def refusal(specs: list[BuildSpec], flag: str, backend: str, default_backend: str) -> ConfigError:
     """The one line --locked (or --offline) says instead of compiling: the variants and the command to run."""
     first = first_problem(specs[0])
-    what = ("never resolves" if flag == "--offline" else "keeps the committed requirements files as they are")
-    return ConfigError(f"{', '.join(s.name for s in specs)}: {first.path} {first.problem}, and {flag} {what}; "
-                       f"run `{compile_command(specs, backend, default_backend)}` and commit the files", key=flag)
+    what = "never resolves" if flag == "--offline" else "keeps the committed requirements files as they are"
+    return ConfigError(
+        f"{', '.join(s.name for s in specs)}: {first.path} {first.problem}, and {flag} {what}; "
+        f"run `{compile_command(specs, backend, default_backend)}` and commit the files",
+        key=flag,
+    )
 
 
 def require(spec: BuildSpec, backend: str, default_backend: str) -> None:
     """ConfigError (exit 2) unless every requirements file of ``spec`` can be installed as is."""
     r = first_problem(spec)
     if r is not None:
-        raise ConfigError(f"{r.path} {r.problem}; run `{compile_command([spec], backend, default_backend)}`",
-                          key=spec.name)
+        raise ConfigError(
+            f"{r.path} {r.problem}; run `{compile_command([spec], backend, default_backend)}`", key=spec.name
+        )
 
 
 # -- compiling: uv ---------------------------------------------------------------------
+
 
 @attrs.define
 class Compiled:
@@ -325,7 +355,7 @@ class Compiled:
 
     path: str
     layer: str
-    status: str     # "written", "unchanged" (uv's answer is the file as it was), "up to date", or the problem
+    status: str  # "written", "unchanged" (uv's answer is the file as it was), "up to date", or the problem
     packages: int = 0
     variants: list[str] = attrs.field(factory=list)
     size: int = 0
@@ -335,8 +365,15 @@ class Compiled:
         return self.status in ("written", "unchanged", "up to date")
 
     def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "layer": self.layer, "status": self.status, "ok": self.ok,
-                "packages": self.packages, "bytes": self.size, "variants": list(self.variants)}
+        return {
+            "path": self.path,
+            "layer": self.layer,
+            "status": self.status,
+            "ok": self.ok,
+            "packages": self.packages,
+            "bytes": self.size,
+            "variants": list(self.variants),
+        }
 
 
 def survey(specs: Iterable[BuildSpec]) -> list[Compiled]:
@@ -344,8 +381,9 @@ def survey(specs: Iterable[BuildSpec]) -> list[Compiled]:
     out: dict[str, Compiled] = {}
     for spec in specs:
         for r in spec.requirements:
-            c = out.setdefault(r.path, Compiled(r.path, r.layer, r.problem or "up to date", len(r.pinned),
-                                                size=len(r.content or b"")))
+            c = out.setdefault(
+                r.path, Compiled(r.path, r.layer, r.problem or "up to date", len(r.pinned), size=len(r.content or b""))
+            )
             c.variants.append(spec.name)
     return list(out.values())
 
@@ -360,8 +398,9 @@ def check_known(specs: Iterable[BuildSpec], packages: frozenset[str]) -> None:
     known |= {canonical_name(a.partition("==")[0]) for s in specs for r in s.requirements for a in r.asks}
     unknown = sorted(packages - known)
     if unknown:
-        raise ConfigError(f"{', '.join(unknown)}: no requirements file of the selected variants has it",
-                          key="--upgrade-package")
+        raise ConfigError(
+            f"{', '.join(unknown)}: no requirements file of the selected variants has it", key="--upgrade-package"
+        )
 
 
 def previous_files(before: Iterable[BuildSpec], entries: Mapping) -> dict[tuple[str, str], list[str]]:
@@ -382,13 +421,15 @@ def previous_files(before: Iterable[BuildSpec], entries: Mapping) -> dict[tuple[
 def header(q: Requirements, body: str) -> str:
     """The header of the file that answers ``q`` with ``body``: what it answers, and (last) the digest
     of the body, which every reader checks (``unsealed``)."""
-    return (f"# Generated by e2b-matrix compile; do not edit. Regenerate: e2b-matrix compile "
-            f"(--upgrade-package PKG moves one package)\n"
-            f"# pip step of layer {q.layer}: {' '.join(q.asks)}\n"
-            f"# for Python {q.python} on {q.platform}, constrained by {len(q.constraints)} packages "
-            f"the base and earlier steps install\n"
-            f"# identity: {q.identity}\n"
-            f"{DIGEST}{hashlib.sha256(body.encode()).hexdigest()}\n")
+    return (
+        f"# Generated by e2b-matrix compile; do not edit. Regenerate: e2b-matrix compile "
+        f"(--upgrade-package PKG moves one package)\n"
+        f"# pip step of layer {q.layer}: {' '.join(q.asks)}\n"
+        f"# for Python {q.python} on {q.platform}, constrained by {len(q.constraints)} packages "
+        f"the base and earlier steps install\n"
+        f"# identity: {q.identity}\n"
+        f"{DIGEST}{hashlib.sha256(body.encode()).hexdigest()}\n"
+    )
 
 
 class Compiler(Committed):
@@ -399,8 +440,14 @@ class Compiler(Committed):
     per run; ``results`` says what happened to each, in order.
     """
 
-    def __init__(self, root: str | Path, uv: Uv, upgrade: bool = False, packages: Iterable[str] = (),
-                 previous: Mapping[tuple[str, str], list[str]] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        uv: Uv,
+        upgrade: bool = False,
+        packages: Iterable[str] = (),
+        previous: Mapping[tuple[str, str], list[str]] | None = None,
+    ):
         super().__init__(root)
         self.uv = uv
         self.upgrade = upgrade
@@ -430,8 +477,9 @@ class Compiler(Committed):
     def _seed(self, current: Requirements, alias: str | None) -> bytes | None:
         if self.upgrade:
             return None
-        candidates = [current.content] + [self.read(p) for p in self.previous.get((alias, current.key), ())
-                                          if p != current.path]
+        candidates = [current.content] + [
+            self.read(p) for p in self.previous.get((alias, current.key), ()) if p != current.path
+        ]
         for content in candidates:
             if content is not None:
                 try:
@@ -447,12 +495,23 @@ class Compiler(Committed):
 
         room = MAX_BYTES - len(header(q, "").encode())
         try:
-            body = self.uv.compile(q.asks, q.python, q.platform, label=q.path, limit=room, constraints=q.constraints,
-                                   seed=self._seed(current, alias), upgrade=self.upgrade, packages=self.packages)
+            body = self.uv.compile(
+                q.asks,
+                q.python,
+                q.platform,
+                label=q.path,
+                limit=room,
+                constraints=q.constraints,
+                seed=self._seed(current, alias),
+                upgrade=self.upgrade,
+                packages=self.packages,
+            )
         except UvFailed as exc:
             if exc.resolving:
-                raise CompileError(f"{q.path}: uv cannot resolve {' '.join(q.asks)} for Python {q.python} on "
-                                   f"{q.platform}: {exc.reason} (-v shows uv's output)") from None
+                raise CompileError(
+                    f"{q.path}: uv cannot resolve {' '.join(q.asks)} for Python {q.python} on "
+                    f"{q.platform}: {exc.reason} (-v shows uv's output)"
+                ) from None
             raise CompileError(f"{q.path}: {exc.reason}") from None
         content = (header(q, body) + body).encode()
         answer = judge(q, content)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-
 from typing import TYPE_CHECKING
 
 import attrs
@@ -14,7 +13,6 @@ from e2b_matrix.model import BuildSpec, State
 
 if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
     from e2b_matrix.lock.model import LockEntry
-
 
 
 @attrs.frozen(slots=False)
@@ -40,10 +38,17 @@ class PlanItem:
         return self.spec.layer_versions() if self.spec else {}
 
     def to_json(self) -> dict:
-        return {"name": self.name, "alias": self.alias, "state": self.state.value,
-                "reasons": list(self.reasons), "python": self.python, "layers": self.layers,
-                "fingerprint": self.fingerprint, "locked_fingerprint": self.locked_fingerprint,
-                "template_id": self.template_id}
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "state": self.state.value,
+            "reasons": list(self.reasons),
+            "python": self.python,
+            "layers": self.layers,
+            "fingerprint": self.fingerprint,
+            "locked_fingerprint": self.locked_fingerprint,
+            "template_id": self.template_id,
+        }
 
 
 def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:
@@ -51,7 +56,7 @@ def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:
     a removed image), or None."""
     from e2b_matrix.pins import reasons as pin_reasons
 
-    common = dict(name=spec.name, alias=spec.alias, fingerprint=spec.fingerprint, spec=spec, entry=entry)
+    common = {"name": spec.name, "alias": spec.alias, "fingerprint": spec.fingerprint, "spec": spec, "entry": entry}
     unpinned = pin_reasons(spec)  # a requirements file missing or out of date: nothing can build it as is
     if entry is None:
         return PlanItem(state=State.UNBUILT, reasons=("not in the lock", *unpinned), **common)
@@ -95,8 +100,13 @@ def explain(spec: BuildSpec, entry) -> list[str]:
                 if not (new or "").endswith("@(missing)"):  # a missing file is named with what to run (below)
                     reasons.append(_requirements_change(old, new))
                 continue
-            what = {"base": "base", "cpu_count": "resource cpu_count", "memory_mb": "resource memory_mb",
-                    "tags": "tags", "parent_build": "base template rebuilt"}.get(key, f"param {key}")
+            what = {
+                "base": "base",
+                "cpu_count": "resource cpu_count",
+                "memory_mb": "resource memory_mb",
+                "tags": "tags",
+                "parent_build": "base template rebuilt",
+            }.get(key, f"param {key}")
             reasons.append(f"{what} {old or '(none)'} -> {new or '(none)'}")
     if not reasons and not any(r.problem for r in spec.requirements):  # else plan_one names the file
         reasons.append("build steps changed")
@@ -122,13 +132,23 @@ def make_plan(specs, entries, staleness=lambda entry: None) -> list[PlanItem]:
 
 def orphans(entries, aliases) -> list[PlanItem]:
     defined = set(aliases)
-    return [PlanItem(name=e.variant, alias=e.alias, state=State.ORPHAN,
-                     reasons=("in the lock but no longer defined",), locked_fingerprint=e.fingerprint,
-                     template_id=e.template_id, entry=e)
-            for e in entries.values() if e.alias not in defined]
+    return [
+        PlanItem(
+            name=e.variant,
+            alias=e.alias,
+            state=State.ORPHAN,
+            reasons=("in the lock but no longer defined",),
+            locked_fingerprint=e.fingerprint,
+            template_id=e.template_id,
+            entry=e,
+        )
+        for e in entries.values()
+        if e.alias not in defined
+    ]
 
 
 # -- the step trie: which variants share which leading steps -------------------------
+
 
 @attrs.define(eq=False)
 class Node:
@@ -137,9 +157,9 @@ class Node:
 
     key: str
     text: str
-    depth: int                       # 0: the base; n: the n-th step
+    depth: int  # 0: the base; n: the n-th step
     variants: list[str] = attrs.field(factory=list)
-    children: list["Node"] = attrs.field(factory=list)
+    children: list[Node] = attrs.field(factory=list)
 
 
 _APT = re.compile(r"apt-get update && .*?apt-get install -y ")
@@ -186,8 +206,11 @@ def segments(node: Node) -> tuple[list[Node], list[Node]]:
 def trie_json(node: Node) -> dict[str, object]:
     """A node as JSON: the run of steps the same variants share, and the branches after it."""
     chain, branches = segments(node)
-    return {"steps": [n.text for n in chain], "variants": list(node.variants),
-            "children": [trie_json(b) for b in branches]}
+    return {
+        "steps": [n.text for n in chain],
+        "variants": list(node.variants),
+        "children": [trie_json(b) for b in branches],
+    }
 
 
 @attrs.frozen
@@ -209,7 +232,7 @@ def trie_lines(roots: list[Node], width: int = 70) -> list[str]:
 
     def walk(node: Node, prefix: str, last: bool, top: bool) -> None:
         chain, branches = segments(node)
-        text = chain[0].text if len(chain[0].text) <= width else chain[0].text[:width - 1] + "…"
+        text = chain[0].text if len(chain[0].text) <= width else chain[0].text[: width - 1] + "…"
         if len(chain) > 1:
             text += f" (+{len(chain) - 1} steps)"
         head = "" if top else prefix + ("└─ " if last else "├─ ")
@@ -228,9 +251,13 @@ def markdown(items, roots: list[Node], sizes: Mapping[str, str] | None = None) -
     inventory of its locked build) and the step tree."""
     sizes = sizes or {}
     rows = ["| variant | alias | state | size | why |", "|---|---|---|---|---|"]
-    rows += [f"| {i.name} | `{i.alias}` | **{i.state.value}** | {sizes.get(i.alias, '-')} | "
-             f"{'; '.join(i.reasons) or '-'} |" for i in items]
+    rows += [
+        f"| {i.name} | `{i.alias}` | **{i.state.value}** | {sizes.get(i.alias, '-')} | {'; '.join(i.reasons) or '-'} |"
+        for i in items
+    ]
     changed = sum(i.state is not State.FRESH for i in items)
     head = f"### e2b-matrix plan: {changed} of {len(items)} variants would build\n"
     tree = "\n".join(trie_lines(roots))
-    return f"{head}\n" + "\n".join(rows) + f"\n\nShared steps (a change rebuilds what is below it):\n\n```\n{tree}\n```\n"
+    return (
+        f"{head}\n" + "\n".join(rows) + f"\n\nShared steps (a change rebuilds what is below it):\n\n```\n{tree}\n```\n"
+    )

@@ -22,8 +22,8 @@ from e2b_matrix.events import Broadcast, Silent
 from e2b_matrix.model import BuildResult, State
 from e2b_matrix.names import printable
 
-
 # -- the words every rendering shares -----------------------------------------------
+
 
 def event_line(name: str, state: str, message: str = "") -> str:
     """``[name] state: message``; a message of several lines continues on lines indented by two."""
@@ -61,11 +61,13 @@ def promoted(entry, channel: str) -> str:
 def rolled_back(before, after) -> str:
     """What rollback says: ``alias: build -> previous build`` and the channels that followed it back."""
     moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
-    return (f"{after.alias}: {before.build_id} -> {after.build_id}"
-            + (f" (channels moved back: {', '.join(moved)})" if moved else ""))
+    return f"{after.alias}: {before.build_id} -> {after.build_id}" + (
+        f" (channels moved back: {', '.join(moved)})" if moved else ""
+    )
 
 
 # -- the renderings ----------------------------------------------------------------------
+
 
 class PlainReporter:
     """One line per event, for CI logs: a variant's states, its end and why, and why the run stopped.
@@ -116,8 +118,13 @@ class _Row:
     ended: float | None = None
 
 
-STYLES = {State.BUILT: "green", State.FRESH: "cyan", State.FAILED: "red", State.CANCELLED: "yellow",
-          State.SKIPPED: "dim"}
+STYLES = {
+    State.BUILT: "green",
+    State.FRESH: "cyan",
+    State.FAILED: "red",
+    State.CANCELLED: "yellow",
+    State.SKIPPED: "dim",
+}
 
 
 class LiveReporter:
@@ -143,8 +150,12 @@ class LiveReporter:
             from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(console=self.console or Console(file=self.stream), refresh_per_second=4, transient=False,
-                             get_renderable=self.render)
+            self.live = Live(
+                console=self.console or Console(file=self.stream),
+                refresh_per_second=4,
+                transient=False,
+                get_renderable=self.render,
+            )
             self.live.start()
 
     def render(self):
@@ -152,16 +163,24 @@ class LiveReporter:
         from rich.text import Text
 
         now = self.clock()
-        table = Table(box=None, pad_edge=False, caption_justify="left",
-                      caption=Text(f"stopped: {self.stop_reason}", style="yellow") if self.stop_reason else None)
+        table = Table(
+            box=None,
+            pad_edge=False,
+            caption_justify="left",
+            caption=Text(f"stopped: {self.stop_reason}", style="yellow") if self.stop_reason else None,
+        )
         for col in ("variant", "state", "time", "last line"):
             table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=80 if col == "last line" else None)
         with self._lock:
             for name, row in self.rows.items():
                 took = f"{(row.ended or now) - row.since:5.0f}s" if row.since is not None else ""
                 # Text, not markup: a log line's "[...]" is text
-                table.add_row(Text(name), Text(row.state.value, style=STYLES.get(row.state, "")), Text(took),
-                              Text(one_line(row.line)))
+                table.add_row(
+                    Text(name),
+                    Text(row.state.value, style=STYLES.get(row.state, "")),
+                    Text(took),
+                    Text(one_line(row.line)),
+                )
         return table
 
     def started(self, name: str, alias: str) -> None:
@@ -253,19 +272,25 @@ def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleR
 
 # -- the end of a run ----------------------------------------------------------------------
 
+
 def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
     rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file or sys.stdout)
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=file or sys.stdout)
 
 
 def summary(results: list[BuildResult], out=None, err=None) -> None:
     """The results' table and counts to ``out``; to ``err``, why each one that is not ok ended so,
     an error of several lines (each failed smoke check) indented under its first."""
-    print_table(["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
-                [[r.name, r.alias, r.status.value, r.template_id, r.build_id,
-                  f"{r.duration_s:.1f}s" if r.duration_s else ""] for r in results], file=out)
+    print_table(
+        ["VARIANT", "ALIAS", "STATUS", "TEMPLATE ID", "BUILD ID", "TIME"],
+        [
+            [r.name, r.alias, r.status.value, r.template_id, r.build_id, f"{r.duration_s:.1f}s" if r.duration_s else ""]
+            for r in results
+        ],
+        file=out,
+    )
     for r in results:
         if r.error and not r.status.ok:
             print(f"{r.name}: {r.status.value}: {indent(r.error)}", file=err or sys.stderr)

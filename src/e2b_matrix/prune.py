@@ -51,10 +51,17 @@ class Pruned:
         return self.clean or (self.applied and not any(self.outcomes))
 
     def to_json(self) -> dict[str, object]:
-        rows = [{**r.to_json(), "removed": (not o) if self.applied else None, "error": o}
-                for r, o in zip(self.removals, self.outcomes or [""] * len(self.removals), strict=True)]
-        return {"clean": self.clean, "applied": self.applied, "ok": self.ok, "removals": rows,
-                "notes": list(self.notes)}
+        rows = [
+            {**r.to_json(), "removed": (not o) if self.applied else None, "error": o}
+            for r, o in zip(self.removals, self.outcomes or [""] * len(self.removals), strict=True)
+        ]
+        return {
+            "clean": self.clean,
+            "applied": self.applied,
+            "ok": self.ok,
+            "removals": rows,
+            "notes": list(self.notes),
+        }
 
 
 def find(session: Session) -> tuple[list[Removal], list[str]]:
@@ -69,7 +76,9 @@ def find(session: Session) -> tuple[list[Removal], list[str]]:
         lock = TemplateLock.load(session.options.root / backend.lock_file)
         removals += _inventories(session.options.root, lock)
         try:
-            removals += [attrs.evolve(r, backend=name) for r in backend.leftovers(lock, {v.alias for v in project.variants})]
+            removals += [
+                attrs.evolve(r, backend=name) for r in backend.leftovers(lock, {v.alias for v in project.variants})
+            ]
         except MatrixError as exc:  # no daemon, no key: what it built is not looked at, and said so
             notes.append(f"{name}: {exc}")
     return removals, notes
@@ -97,8 +106,7 @@ def _other(session: Session, name: str):
     """The backend ``name`` in this session's environment (prune looks at every backend)."""
     from e2b_matrix import environments
 
-    env = environments.load(session.options.root).select(session.options.environment or
-                                                          session.settings.environment)
+    env = environments.load(session.options.root).select(session.options.environment or session.settings.environment)
     return backends.make(name, session.settings, {}, env)
 
 
@@ -117,9 +125,11 @@ def _requirements(session: Session, project) -> list[Removal]:
         lock = TemplateLock.load(session.options.root / backend.lock_file)
         for spec in resolve_specs(other, project, lock, variants=list(project.variants)):
             named.update(r.path for r in spec.requirements)
-    return [Removal("requirements file", f"{DIR}/{p.name}", "no variant's pip step names it, on any backend")
-            for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink() and p.suffix == ".txt"
-            and f"{DIR}/{p.name}" not in named]
+    return [
+        Removal("requirements file", f"{DIR}/{p.name}", "no variant's pip step names it, on any backend")
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.is_symlink() and p.suffix == ".txt" and f"{DIR}/{p.name}" not in named
+    ]
 
 
 def _inventories(root: Path, lock: TemplateLock) -> list[Removal]:
@@ -127,21 +137,29 @@ def _inventories(root: Path, lock: TemplateLock) -> list[Removal]:
     folder = inventory.folder(Path(lock.path))
     if not folder.is_dir():
         return []
-    kept = {inventory.path_of(lock.path, e.alias, b) for e in lock for b in (e.build_id, *(h.build_id for h in e.history))}
+    kept = {
+        inventory.path_of(lock.path, e.alias, b) for e in lock for b in (e.build_id, *(h.build_id for h in e.history))
+    }
     out = []
     for path in _inventory_files(folder):
         alias, build_id = path.parent.name, path.stem
         if path not in kept:
-            out.append(Removal("inventory", os.path.relpath(path, root),
-                               f"build {build_id} of {alias} is in neither {Path(lock.path).name} nor its history"))
+            out.append(
+                Removal(
+                    "inventory",
+                    os.path.relpath(path, root),
+                    f"build {build_id} of {alias} is in neither {Path(lock.path).name} nor its history",
+                )
+            )
     return out
 
 
 def _inventory_files(folder: Path) -> Iterator[Path]:
     for alias_dir in sorted(folder.iterdir()):
         if alias_dir.is_dir() and not alias_dir.is_symlink():
-            yield from sorted(p for p in alias_dir.iterdir() if p.suffix == ".toml" and p.is_file()
-                              and not p.is_symlink())
+            yield from sorted(
+                p for p in alias_dir.iterdir() if p.suffix == ".toml" and p.is_file() and not p.is_symlink()
+            )
 
 
 def _remove(session: Session, r: Removal) -> str:
@@ -154,8 +172,12 @@ def _remove(session: Session, r: Removal) -> str:
         backend = session.backend if r.backend == session.options.backend else _other(session, r.backend)
         why_not = backend.remove(r.ref)
         if why_not is None and r.alias:  # removed there: its entry goes from the lock, at once
-            store.update_lock(root / backend.lock_file, remove=[r.alias], regenerate=backend.regenerate,
-                              secrets=session.settings.secrets())
+            store.update_lock(
+                root / backend.lock_file,
+                remove=[r.alias],
+                regenerate=backend.regenerate,
+                secrets=session.settings.secrets(),
+            )
         return why_not or ""
     except (MatrixError, OSError) as exc:
         return str(exc)

@@ -45,8 +45,9 @@ def check_present(backend, targets: Iterable[tuple[LockEntry, str]], what: str) 
             raise Gone(f"{entry.alias}: {why}: {what}; nothing was changed")
 
 
-def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=(),
-                 cache: store.ParseCache | None = None) -> LockEntry:
+def move_channel(
+    backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=(), cache: store.ParseCache | None = None
+) -> LockEntry:
     """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
 
     The lock's entry is read again under its file lock: a build that landed meanwhile keeps its
@@ -57,16 +58,19 @@ def move_channel(backend, lock_path, entry: LockEntry, channel: str, build_id: s
     def record(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
         current = entries.get(entry.alias)
         if current is None:
-            raise NothingToDo(f"{entry.alias} left the lock while {channel} was moved to build {build_id}; "
-                              f"build it again or move {channel} back")
+            raise NothingToDo(
+                f"{entry.alias} left the lock while {channel} was moved to build {build_id}; "
+                f"build it again or move {channel} back"
+            )
         entries[entry.alias] = current.promoted(channel, build_id)
         return entries
 
     return store.update(lock_path, record, backend.regenerate, secrets, cache).entries[entry.alias]
 
 
-def promote_entries(backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=(),
-                    cache: store.ParseCache | None = None) -> list[LockEntry]:
+def promote_entries(
+    backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=(), cache: store.ParseCache | None = None
+) -> list[LockEntry]:
     """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
     the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
     cache = cache or store.ParseCache()
@@ -75,17 +79,18 @@ def promote_entries(backend, lock_path, entries: Iterable[LockEntry], channel: s
 
 # -- the commands ------------------------------------------------------------------------
 
+
 @attrs.frozen
 class Diff:
     """What changed between two builds of an alias, package by package (``diff``, ``promote``)."""
 
     alias: str
-    before: str                     # build IDs
+    before: str  # build IDs
     after: str
-    changes: tuple = ()             # inventory.Change, by kind then name
-    before_environment: str = ""    # where each build was made (diff --against: two environments)
+    changes: tuple = ()  # inventory.Change, by kind then name
+    before_environment: str = ""  # where each build was made (diff --against: two environments)
     after_environment: str = ""
-    before_kib: int = 0             # each build's used disk (0: not recorded)
+    before_kib: int = 0  # each build's used disk (0: not recorded)
     after_kib: int = 0
 
     def counts(self) -> str:
@@ -95,9 +100,15 @@ class Diff:
         return counted + (f"; size {grew}" if grew else "")
 
     def to_json(self) -> dict[str, object]:
-        return {"alias": self.alias, "from": self.before, "to": self.after, "from_environment": self.before_environment,
-                "to_environment": self.after_environment, "changes": [c.to_json() for c in self.changes],
-                "disk_used_kib": {"from": self.before_kib, "to": self.after_kib}}
+        return {
+            "alias": self.alias,
+            "from": self.before,
+            "to": self.after,
+            "from_environment": self.before_environment,
+            "to_environment": self.after_environment,
+            "changes": [c.to_json() for c in self.changes],
+            "disk_used_kib": {"from": self.before_kib, "to": self.after_kib},
+        }
 
 
 def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
@@ -169,7 +180,7 @@ def _roll_back(backend, lock_path, before: LockEntry, secrets: Iterable[str]) ->
 
     def record_moves(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
         current = entries[before.alias]
-        entries[before.alias] = attrs.evolve(current, channels={**current.channels, **{ch: previous for ch in done}})
+        entries[before.alias] = attrs.evolve(current, channels={**current.channels, **dict.fromkeys(done, previous)})
         return entries
 
     def change(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
@@ -189,8 +200,10 @@ def _roll_back(backend, lock_path, before: LockEntry, secrets: Iterable[str]) ->
         raise
     after = store.update(lock_path, change, backend.regenerate, secrets).entries[before.alias]
     if landed:
-        raise NothingToDo(f"{before.alias} changed while rolling back (now build {landed[0]}); its channels "
-                          f"{', '.join(moved)} point at {previous} as recorded; try again")
+        raise NothingToDo(
+            f"{before.alias} changed while rolling back (now build {landed[0]}); its channels "
+            f"{', '.join(moved)} point at {previous} as recorded; try again"
+        )
     return after
 
 
@@ -200,7 +213,7 @@ class Drift:
 
     alias: str
     variant: str
-    state: str                      # "in sync", "channel moved", "gone"
+    state: str  # "in sync", "channel moved", "gone"
     details: tuple[str, ...] = ()
     channels: Mapping = attrs.field(factory=dict)  # channel -> build ID on the backend
 
@@ -210,8 +223,14 @@ class Drift:
 
     def to_json(self) -> dict[str, object]:
         """One shape wherever drift is printed (``status --json``, ``lock check --remote --json``)."""
-        return {"alias": self.alias, "variant": self.variant, "state": self.state, "ok": self.ok,
-                "details": list(self.details), "channels": dict(self.channels)}
+        return {
+            "alias": self.alias,
+            "variant": self.variant,
+            "state": self.state,
+            "ok": self.ok,
+            "details": list(self.details),
+            "channels": dict(self.channels),
+        }
 
 
 def status(session: Session, names=()) -> list[Drift]:
@@ -225,14 +244,16 @@ def status(session: Session, names=()) -> list[Drift]:
         if gone:
             out.append(Drift(e.alias, e.variant, "gone", (gone,), remote))
             continue
-        moved = tuple(f"{ch} points at {remote.get(ch) or 'nothing'}; the lock says {bid}"
-                      for ch, bid in e.channels.items() if remote.get(ch) != bid)
+        moved = tuple(
+            f"{ch} points at {remote.get(ch) or 'nothing'}; the lock says {bid}"
+            for ch, bid in e.channels.items()
+            if remote.get(ch) != bid
+        )
         out.append(Drift(e.alias, e.variant, "channel moved" if moved else "in sync", moved, remote))
     return out
 
 
-def diff(session: Session, name: str, old: str = "previous", new: str = "current", against: str | None = None
-         ) -> Diff:
+def diff(session: Session, name: str, old: str = "previous", new: str = "current", against: str | None = None) -> Diff:
     """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
     build ID, a channel, ``previous`` or ``current``; with ``against`` (an environment), from that
     environment's current build to this one's ``new``. NothingToDo when either has no inventory."""
@@ -247,15 +268,25 @@ def diff(session: Session, name: str, old: str = "previous", new: str = "current
         before = (session.lock_path, _build_of(session, entry, old, "FROM"), here)
     after = (session.lock_path, _build_of(session, entry, new, "TO"), here)
     found = [_inventory(lock_path, entry, build_id) for lock_path, build_id, _ in (before, after)]
-    return Diff(entry.alias, before[1], after[1], tuple(inventory.diff(*found)), before[2], after[2],
-                found[0].disk_used_kib, found[1].disk_used_kib)
+    return Diff(
+        entry.alias,
+        before[1],
+        after[1],
+        tuple(inventory.diff(*found)),
+        before[2],
+        after[2],
+        found[0].disk_used_kib,
+        found[1].disk_used_kib,
+    )
 
 
 def _inventory(lock_path: Path, entry: LockEntry, build_id: str) -> inventory.Inventory:
     inv = inventory.load(lock_path, entry.alias, build_id)
     if inv is None:
-        raise NothingToDo(f"no inventory of {entry.alias} build {build_id} beside {lock_path.name}: verify records "
-                          f"one (e2b-matrix verify {entry.variant}, or build --verify)")
+        raise NothingToDo(
+            f"no inventory of {entry.alias} build {build_id} beside {lock_path.name}: verify records "
+            f"one (e2b-matrix verify {entry.variant}, or build --verify)"
+        )
     return inv
 
 
@@ -277,8 +308,9 @@ def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
             return ref
     except ValueError:
         pass
-    raise ConfigError(f"{names.shown(ref)} is not a build ID, a channel, 'previous' or 'current' of {entry.alias}",
-                      key=key)
+    raise ConfigError(
+        f"{names.shown(ref)} is not a build ID, a channel, 'previous' or 'current' of {entry.alias}", key=key
+    )
 
 
 def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | None:

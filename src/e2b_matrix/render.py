@@ -42,10 +42,15 @@ def instruction(step: Step) -> dict:
     if step.call == "apt_install":
         pkgs = [a[0]] if isinstance(a[0], str) else list(a[0])
         flags = ("--no-install-recommends " if kw.get("no_install_recommends") else "") + (
-            "--fix-missing " if kw.get("fix_missing") else "")
-        return _run(["apt-get update",
-                     "DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y "
-                     f"{flags}{' '.join(pkgs)}"], user="root")
+            "--fix-missing " if kw.get("fix_missing") else ""
+        )
+        return _run(
+            [
+                "apt-get update",
+                f"DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y {flags}{' '.join(pkgs)}",
+            ],
+            user="root",
+        )
     if step.call == "pip_install":
         pkgs = [a[0]] if isinstance(a[0], str) else list(a[0])
         g = kw.get("g", True)
@@ -65,8 +70,10 @@ def instruction(step: Step) -> dict:
         return _run(" ".join(parts + [shlex.quote(str(p)) for p in paths]), kw.get("user"))
     if step.call == "copy":
         mode = kw.get("mode")
-        return {"type": "COPY", "args": [str(a[0]), str(a[1]), kw.get("user") or "",
-                                         _pad_octal(mode) if mode is not None else ""]}
+        return {
+            "type": "COPY",
+            "args": [str(a[0]), str(a[1]), kw.get("user") or "", _pad_octal(mode) if mode is not None else ""],
+        }
     raise ValueError(f"unsupported builder call {step.call!r}")
 
 
@@ -75,6 +82,7 @@ def instructions(steps: Iterable[Step]) -> list[dict]:
 
 
 # -- E2B -----------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def staged(spec: BuildSpec) -> Iterator[str]:
@@ -128,6 +136,7 @@ def to_json(spec: BuildSpec) -> str:
 
 # -- Docker --------------------------------------------------------------------
 
+
 def _json_array(words: list[str]) -> str:
     return json.dumps(words)
 
@@ -160,12 +169,17 @@ def dockerfile(spec: BuildSpec) -> str:
     """
     if spec.base.kind != "image":
         raise ValueError(f"{spec.name}: a Docker build needs an image base, not {spec.base.describe()}")
-    lines = [f"# {spec.alias}: layers {', '.join(f'{k}@{v}' for k, v in spec.layer_versions().items())}",
-             f"FROM {spec.base.ref}", "USER root"]
+    lines = [
+        f"# {spec.alias}: layers {', '.join(f'{k}@{v}' for k, v in spec.layer_versions().items())}",
+        f"FROM {spec.base.ref}",
+        "USER root",
+    ]
     if any(name.startswith("ca/") for name, _ in spec.files):
-        lines += [f"COPY ca/ {CA_DIR}/",
-                  "RUN update-ca-certificates",
-                  f"ENV PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE}"]
+        lines += [
+            f"COPY ca/ {CA_DIR}/",
+            "RUN update-ca-certificates",
+            f"ENV PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE}",
+        ]
     current = emitted = "root"  # the template's user; the last USER line written
 
     def as_user(user: str) -> None:

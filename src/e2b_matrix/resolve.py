@@ -54,7 +54,7 @@ def matrix_cases(axes: Mapping[str, tuple]) -> list[dict]:
     if size > MAX_MATRIX_CASES:
         raise ValueError(f"expands to {size} cases; the limit is {MAX_MATRIX_CASES}")
     names = sorted(axes)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
 
 
 def name_safe(value) -> str:
@@ -87,6 +87,7 @@ def substitute(value, case: Mapping, for_name: bool = False):
 
 
 # -- order -------------------------------------------------------------------------
+
 
 def ordered(graph: Mapping[str, Iterable[str]], key=lambda n: n) -> list[str]:
     """graphlib's topological order, ties broken by ``key``; CycleError names the loop."""
@@ -132,8 +133,11 @@ def build_order(specs: Iterable[BuildSpec]) -> list[BuildSpec]:
     graph = {s.alias: [p] if (p := parent_alias(s, by_alias)) else [] for s in specs}
     cycle = find_cycle(graph)
     if cycle:
-        raise ConfigError(f"variants are built on each other in a loop: {' -> '.join(cycle)}",
-                          path=by_alias[cycle[0]].variant.source, key="params.base.template")
+        raise ConfigError(
+            f"variants are built on each other in a loop: {' -> '.join(cycle)}",
+            path=by_alias[cycle[0]].variant.source,
+            key="params.base.template",
+        )
     position = {s.alias: i for i, s in enumerate(specs)}
     return [by_alias[a] for a in ordered(graph, key=position.__getitem__)]
 
@@ -144,6 +148,7 @@ def parent_alias(spec: BuildSpec, aliases: Iterable[str]) -> str | None:
 
 
 # -- specs -------------------------------------------------------------------------
+
 
 @attrs.frozen
 class Resolver:
@@ -161,9 +166,16 @@ class Resolver:
         return ConfigError(message, path=self.variant.source, key=key)
 
 
-def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index: PackageIndex | None = None,
-               offline: bool = False,
-               entries: Mapping[str, LockEntry] | None = None, *, pins) -> BuildSpec:
+def build_spec(
+    variant: Variant,
+    layers: Mapping[str, Layer],
+    backend,
+    index: PackageIndex | None = None,
+    offline: bool = False,
+    entries: Mapping[str, LockEntry] | None = None,
+    *,
+    pins,
+) -> BuildSpec:
     """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``.
 
     ``pins`` answers each pip step with its requirements file (pins.Committed reads the committed
@@ -193,10 +205,18 @@ def build_spec(variant: Variant, layers: Mapping[str, Layer], backend, index: Pa
     pinned_steps, requirements = pin_steps(variant, steps, base, pins)
     parent = entries.get(base.ref) if base.kind == "template" else None
     spec = BuildSpec(
-        variant=variant, backend=backend.name, layers=tuple(resolved), base=base, steps=pinned_steps,
-        checks=tuple(checks), start_cmd=base_params.get("start_cmd") or None,
-        ready_cmd=base_params.get("ready_cmd") or None, files=tuple(backend.files()) + files_of(requirements),
-        parent_build=parent.build_id if parent else None, requirements=requirements)
+        variant=variant,
+        backend=backend.name,
+        layers=tuple(resolved),
+        base=base,
+        steps=pinned_steps,
+        checks=tuple(checks),
+        start_cmd=base_params.get("start_cmd") or None,
+        ready_cmd=base_params.get("ready_cmd") or None,
+        files=tuple(backend.files()) + files_of(requirements),
+        parent_build=parent.build_id if parent else None,
+        requirements=requirements,
+    )
     return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 

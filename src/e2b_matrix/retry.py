@@ -52,8 +52,12 @@ def gave_up(attempts: int, exc: TransientError) -> str:
     return f"gave up after {attempts} attempts: {exc}"
 
 
-def retrying(call: Callable[[int], T], policy: RetryPolicy, cancel: threading.Event,
-             on_retry: Callable[[int, TransientError, float], None] = lambda a, e, d: None) -> T:
+def retrying(
+    call: Callable[[int], T],
+    policy: RetryPolicy,
+    cancel: threading.Event,
+    on_retry: Callable[[int, TransientError, float], None] = lambda a, e, d: None,
+) -> T:
     """``call(attempt)`` until it returns; a TransientError waits and tries again.
 
     Gives up (BuildError) after ``policy.attempts`` tries, or when the wait would

@@ -22,8 +22,10 @@ KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}")
 # A URL's credentials: ``scheme://user:password@`` (group 3: the password) or a token as the user
 # (``scheme://<token>@``, group 4: 20 or more characters, at least 4 of them digits and 4 letters).
 # A user name alone (``ssh://git@host``, ``fake://nexus-sandbox-latest@build``) is a name, not a secret.
-URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s/?#@:]*):([^\s/?#@]+)|"
-                             r"((?=(?:[^\s/?#@]*\d){4})(?=(?:[^\s/?#@]*[a-z]){4})[a-z0-9_.~%-]{20,}))@")
+URL_CREDENTIALS = re.compile(
+    r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s/?#@:]*):([^\s/?#@]+)|"
+    r"((?=(?:[^\s/?#@]*\d){4})(?=(?:[^\s/?#@]*[a-z]){4})[a-z0-9_.~%-]{20,}))@"
+)
 SECRET_NAME = re.compile(r"(?i)passw|secret|token|api[_-]?key|credential|private[_-]?key")
 MASK = "***"
 MIN_SECRET_LEN = 8  # shorter strings would match everywhere; a real key is far longer

@@ -25,13 +25,16 @@ from e2b_matrix.retry import RetryPolicy
 DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 DEFAULT_LOCK = "templates.lock"
 BUILD_TIMEOUT = "E2B_MATRIX_BUILD_TIMEOUT_S"
-HOW_TO_LOGIN = ("set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
-                "to build locally instead, use --backend docker (make build-all BACKEND=docker)")
+HOW_TO_LOGIN = (
+    "set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
+    "to build locally instead, use --backend docker (make build-all BACKEND=docker)"
+)
 HOUR, DAY = 3600.0, 86400.0
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 # -- parsers: text -> value, ValueError with what is wrong ----------------------
+
 
 def _flag(text: str) -> bool:
     value = text.strip().lower()
@@ -45,11 +48,14 @@ def _flag(text: str) -> bool:
 def _number(kind: type, minimum: float, maximum: float, positive: bool = False) -> Callable[[str], Any]:
     """A parser of a number from ``minimum`` (above it when ``positive``) to ``maximum``: every
     number the tool takes is bounded where it is read, so no later sum, power or wait overflows."""
+
     def parse(text: str):
         try:
             value = kind(text.strip())
         except (ValueError, OverflowError):
-            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {names.shown(text)}") from None
+            raise ValueError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {names.shown(text)}"
+            ) from None
         if not math.isfinite(value) or value < minimum or value > maximum or (positive and value <= 0):
             low = f"{'>' if positive else '>='} {minimum:g}"
             raise ValueError(f"expected a number {low} and <= {maximum:g}, got {names.shown(text)}")
@@ -73,24 +79,89 @@ def _path(text: str) -> str:
 # -- E2B_MATRIX_UV_ARGS: options for uv, and only options --------------------------
 
 # What e2b-matrix passes uv itself (index.py): E2B_MATRIX_UV_ARGS may not set these.
-UV_OWN = frozenset({
-    "-o", "--output-file", "-c", "--constraint", "--constraints", "-r", "--requirement", "--requirements",
-    "--generate-hashes", "--python-version", "--python-platform", "-p", "--python", "-U", "--upgrade",
-    "-P", "--upgrade-package", "--no-header", "--universal", "--no-deps", "--offline", "--no-python-downloads"})
+UV_OWN = frozenset(
+    {
+        "-o",
+        "--output-file",
+        "-c",
+        "--constraint",
+        "--constraints",
+        "-r",
+        "--requirement",
+        "--requirements",
+        "--generate-hashes",
+        "--python-version",
+        "--python-platform",
+        "-p",
+        "--python",
+        "-U",
+        "--upgrade",
+        "-P",
+        "--upgrade-package",
+        "--no-header",
+        "--universal",
+        "--no-deps",
+        "--offline",
+        "--no-python-downloads",
+    }
+)
 # The `uv pip compile` options it may set (index, resolver, cache, output and config), each with
 # whether it takes a value. Anything else is refused: a word that is no option would be read by
 # uv as one more requirements file, and an option we do not know might take the next word as its
 # value or change what the answer means (--no-deps, --emit-index-url, --directory).
 UV_OPTIONS = {
-    **dict.fromkeys(("--index", "--default-index", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
-                     "--index-strategy", "--keyring-provider", "--allow-insecure-host", "--trusted-host",
-                     "--resolution", "--prerelease", "--exclude-newer", "--exclude-newer-package", "--no-binary",
-                     "--only-binary", "--no-build-isolation-package", "-C", "--config-setting", "-b",
-                     "--build-constraint", "--build-constraints", "--cache-dir", "--refresh-package", "--color",
-                     "--config-file"), True),
-    **dict.fromkeys(("--no-index", "--native-tls", "--system-certs", "--no-build", "--no-build-isolation",
-                     "--no-sources", "-n", "--no-cache", "--refresh", "-q", "--quiet", "-v", "--verbose",
-                     "--no-progress", "--no-config"), False),
+    **dict.fromkeys(
+        (
+            "--index",
+            "--default-index",
+            "-i",
+            "--index-url",
+            "--extra-index-url",
+            "-f",
+            "--find-links",
+            "--index-strategy",
+            "--keyring-provider",
+            "--allow-insecure-host",
+            "--trusted-host",
+            "--resolution",
+            "--prerelease",
+            "--exclude-newer",
+            "--exclude-newer-package",
+            "--no-binary",
+            "--only-binary",
+            "--no-build-isolation-package",
+            "-C",
+            "--config-setting",
+            "-b",
+            "--build-constraint",
+            "--build-constraints",
+            "--cache-dir",
+            "--refresh-package",
+            "--color",
+            "--config-file",
+        ),
+        True,
+    ),
+    **dict.fromkeys(
+        (
+            "--no-index",
+            "--native-tls",
+            "--system-certs",
+            "--no-build",
+            "--no-build-isolation",
+            "--no-sources",
+            "-n",
+            "--no-cache",
+            "--refresh",
+            "-q",
+            "--quiet",
+            "-v",
+            "--verbose",
+            "--no-progress",
+            "--no-config",
+        ),
+        False,
+    ),
 }
 _REPEATED = re.compile(r"-[qv]+")  # -qq, -vv
 
@@ -118,12 +189,16 @@ def _uv_args(text: str) -> tuple[str, ...]:
         if flag in UV_OWN:
             raise ValueError(f"{flag} is set by e2b-matrix itself; give only index, resolver or cache options")
         if not word.startswith("-") or word == "-":
-            raise ValueError(f"{_uv_word(word)} is not an option, and uv would read it as one more requirements "
-                             f"file: give options only (a folder of wheels is --find-links FOLDER)")
+            raise ValueError(
+                f"{_uv_word(word)} is not an option, and uv would read it as one more requirements "
+                f"file: give options only (a folder of wheels is --find-links FOLDER)"
+            )
         takes = False if _REPEATED.fullmatch(flag) else UV_OPTIONS.get(flag)
         if takes is None:
-            raise ValueError(f"{_uv_word(flag)} is not one of the index, resolver and cache options e2b-matrix "
-                             f"passes to uv (such as --index-url, --find-links, --exclude-newer)")
+            raise ValueError(
+                f"{_uv_word(flag)} is not one of the index, resolver and cache options e2b-matrix "
+                f"passes to uv (such as --index-url, --find-links, --exclude-newer)"
+            )
         if not takes and eq:
             raise ValueError(f"{flag} takes no value")
         if takes and not eq:
@@ -165,31 +240,66 @@ class Var:
             raise ConfigError(str(exc), key=self.name) from None
 
 
-VARS = {v.name: v for v in (
-    Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
-    Var("E2B_DOMAIN", names.check_host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"),
-    Var("E2B_API_URL", names.check_http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"),
-    Var("E2B_SANDBOX_URL", names.check_http_url, None,
-        "one URL for all sandbox traffic (the SDK's; a local E2B's sandbox proxy)"),
-    Var("E2B_MATRIX_ENV", lambda text: names.check_name(text.strip()), None,
-        "the environment of e2b-matrix.toml every command uses (--env wins)"),
-    Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
-    Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
-    Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
-    Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay"),
-    Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay"),
-    Var("E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, DAY, positive=True), 300.0, "time a build may spend retrying"),
-    Var(BUILD_TIMEOUT, _number(float, 0, DAY, positive=True), 3600.0,
-        "seconds a build may run before it fails (E2B's own limit is an hour)"),
-    Var("E2B_MATRIX_TEAM_BUILDS", _number(int, 1, 1000), 20,
-        "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling"),
-    Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
-    Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
-    Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
-    Var("E2B_MATRIX_UV_ARGS", _uv_args, (),
-        "options for every uv question, compile and \"latest\" (an index, --exclude-newer); options only"),
-    Var("E2B_MATRIX_UV", _path, None, "the uv binary (default: the one of the installed uv package)"),
-)}
+VARS = {
+    v.name: v
+    for v in (
+        Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
+        Var(
+            "E2B_DOMAIN",
+            names.check_host,
+            DEFAULT_DOMAIN,
+            "the E2B deployment (a self-hosted E2B); recorded in the lock",
+        ),
+        Var(
+            "E2B_API_URL",
+            names.check_http_url,
+            None,
+            "the API's URL when it is not https://api.<domain> (tests, emulators)",
+        ),
+        Var(
+            "E2B_SANDBOX_URL",
+            names.check_http_url,
+            None,
+            "one URL for all sandbox traffic (the SDK's; a local E2B's sandbox proxy)",
+        ),
+        Var(
+            "E2B_MATRIX_ENV",
+            lambda text: names.check_name(text.strip()),
+            None,
+            "the environment of e2b-matrix.toml every command uses (--env wins)",
+        ),
+        Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
+        Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
+        Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
+        Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay"),
+        Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay"),
+        Var(
+            "E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, DAY, positive=True), 300.0, "time a build may spend retrying"
+        ),
+        Var(
+            BUILD_TIMEOUT,
+            _number(float, 0, DAY, positive=True),
+            3600.0,
+            "seconds a build may run before it fails (E2B's own limit is an hour)",
+        ),
+        Var(
+            "E2B_MATRIX_TEAM_BUILDS",
+            _number(int, 1, 1000),
+            20,
+            "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling",
+        ),
+        Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
+        Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
+        Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
+        Var(
+            "E2B_MATRIX_UV_ARGS",
+            _uv_args,
+            (),
+            'options for every uv question, compile and "latest" (an index, --exclude-newer); options only',
+        ),
+        Var("E2B_MATRIX_UV", _path, None, "the uv binary (default: the one of the installed uv package)"),
+    )
+}
 
 
 def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
@@ -205,7 +315,7 @@ class Settings:
     domain: str = DEFAULT_DOMAIN
     api_url: str | None = None
     template_id: str | None = None
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     build_timeout: float = 3600.0
     team_builds: int = 20
     log_files: bool = True
@@ -215,9 +325,9 @@ class Settings:
     uv_args: tuple[str, ...] = ()
     uv: str | None = None
     sandbox_url: str | None = None
-    environment: str | None = None          # E2B_MATRIX_ENV; then the environment applied (environments.py)
-    key_var: str = "E2B_API_KEY"            # the variable the key comes from
-    key_file: bool = True                   # may ~/.e2b/config.json answer when that variable is unset
+    environment: str | None = None  # E2B_MATRIX_ENV; then the environment applied (environments.py)
+    key_var: str = "E2B_API_KEY"  # the variable the key comes from
+    key_file: bool = True  # may ~/.e2b/config.json answer when that variable is unset
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)  # the process's, as read
 
     @classmethod
@@ -226,21 +336,35 @@ class Settings:
         v = {name: var.read(env) for name, var in VARS.items()}
         home = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
         return cls(
-            api_key=v["E2B_API_KEY"], domain=v["E2B_DOMAIN"], api_url=v["E2B_API_URL"],
+            api_key=v["E2B_API_KEY"],
+            domain=v["E2B_DOMAIN"],
+            api_url=v["E2B_API_URL"],
             template_id=v["E2B_TEMPLATE_ID"],
-            retry=RetryPolicy(v["E2B_MATRIX_RETRY_ATTEMPTS"], v["E2B_MATRIX_RETRY_BASE_S"],
-                              v["E2B_MATRIX_RETRY_MAX_DELAY_S"], v["E2B_MATRIX_RETRY_TOTAL_S"]),
-            build_timeout=v[BUILD_TIMEOUT], team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
-            log_files=not v["E2B_MATRIX_NO_LOG_FILES"], docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
-            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"], home=home, uv_args=v["E2B_MATRIX_UV_ARGS"],
-            uv=v["E2B_MATRIX_UV"], sandbox_url=v["E2B_SANDBOX_URL"], environment=v["E2B_MATRIX_ENV"],
-            environ=dict(env))
+            retry=RetryPolicy(
+                v["E2B_MATRIX_RETRY_ATTEMPTS"],
+                v["E2B_MATRIX_RETRY_BASE_S"],
+                v["E2B_MATRIX_RETRY_MAX_DELAY_S"],
+                v["E2B_MATRIX_RETRY_TOTAL_S"],
+            ),
+            build_timeout=v[BUILD_TIMEOUT],
+            team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
+            log_files=not v["E2B_MATRIX_NO_LOG_FILES"],
+            docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
+            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"],
+            home=home,
+            uv_args=v["E2B_MATRIX_UV_ARGS"],
+            uv=v["E2B_MATRIX_UV"],
+            sandbox_url=v["E2B_SANDBOX_URL"],
+            environment=v["E2B_MATRIX_ENV"],
+            environ=dict(env),
+        )
 
     def with_key_from(self, var: str, config_file: bool) -> Settings:
         """These settings with the key from variable ``var`` only (and the e2b CLI's config when
         ``config_file``); a key with something odd inside is one line naming ``var``."""
-        return attrs.evolve(self, api_key=Var(var, _key, None, "").read(self.environ), key_var=var,
-                            key_file=config_file)
+        return attrs.evolve(
+            self, api_key=Var(var, _key, None, "").read(self.environ), key_var=var, key_file=config_file
+        )
 
     def key(self) -> str | None:
         """The key variable's (E2B_API_KEY, or an environment's own), else ``teamApiKey`` in
@@ -273,17 +397,20 @@ class Settings:
         key = self.key()
         if not key:
             if self.key_var != "E2B_API_KEY" or not self.key_file:
-                raise CredentialsError(f"no E2B API key: {self.key_var} is not set (environment "
-                                       f"{self.environment} takes its key from it)")
+                raise CredentialsError(
+                    f"no E2B API key: {self.key_var} is not set (environment {self.environment} takes its key from it)"
+                )
             raise CredentialsError(f"no E2B API key: {HOW_TO_LOGIN}")
         return key
 
     def secrets(self) -> list[str]:
         """What must never be printed or stored: the key, wherever it came from, and the value of every
         variable whose name says it is a secret (each environment's key variable among them)."""
-        from e2b_matrix.secrets import SECRET_NAME, MIN_SECRET_LEN
+        from e2b_matrix.secrets import MIN_SECRET_LEN, SECRET_NAME
 
-        named = [v.strip() for k, v in self.environ.items() if SECRET_NAME.search(k) and len(v.strip()) >= MIN_SECRET_LEN]
+        named = [
+            v.strip() for k, v in self.environ.items() if SECRET_NAME.search(k) and len(v.strip()) >= MIN_SECRET_LEN
+        ]
         try:
             return [k for k in (self.api_key, self.key(), *named) if k]
         except ConfigError:

@@ -28,7 +28,7 @@ class CheckResult:
     ok: bool
     detail: str = ""
     duration_s: float = 0.0
-    fact: str = ""   # what a version check reports (the check's ``fact``: "python")
+    fact: str = ""  # what a version check reports (the check's ``fact``: "python")
     found: str = ""  # the version it found in the output ("3.13.1"), matching or not
     output: str = attrs.field(default="", repr=False)  # an inventory check's whole output
 
@@ -42,8 +42,14 @@ class CheckResult:
         return f"{self.name}: {self.reason[:200]}" if self.reason else self.name
 
     def to_json(self) -> dict[str, object]:
-        return {"check": self.name, "layer": self.layer, "ok": self.ok, "detail": self.detail,
-                "duration_s": self.duration_s, "found": {self.fact: self.found} if self.found else {}}
+        return {
+            "check": self.name,
+            "layer": self.layer,
+            "ok": self.ok,
+            "detail": self.detail,
+            "duration_s": self.duration_s,
+            "found": {self.fact: self.found} if self.found else {},
+        }
 
 
 @attrs.frozen
@@ -94,8 +100,9 @@ def judge(check: Check, code: int, output: str) -> CheckResult:
     if code != 0:
         return _result(check, False, f"exit {code}: {output[-300:]}")
     if check.capture:
-        return attrs.evolve(_result(check, True, f"recorded ({len(output.splitlines())} lines)"),
-                            fact=check.fact, output=output)
+        return attrs.evolve(
+            _result(check, True, f"recorded ({len(output.splitlines())} lines)"), fact=check.fact, output=output
+        )
     if check.expect is not None and check.expect not in output:
         return _result(check, False, f"expected {check.expect!r} in: {output[-300:]}")
     last = output.splitlines()[-1][:120] if output else ""
@@ -105,10 +112,11 @@ def judge(check: Check, code: int, output: str) -> CheckResult:
     if match is None:
         return _result(check, False, f"no version in the output: {' '.join(output.split())[-200:]!r}")
     found = match.group(0)
-    said = output[output.rfind("\n", 0, match.start()) + 1:].splitlines()[0].strip()[:120]  # its line
+    said = output[output.rfind("\n", 0, match.start()) + 1 :].splitlines()[0].strip()[:120]  # its line
     if not _is_release_of(found, check.version):
-        return _result(check, False, f"the template has {said}, the {check.layer or 'layer'} declares "
-                                     f"{check.version}", found)
+        return _result(
+            check, False, f"the template has {said}, the {check.layer or 'layer'} declares {check.version}", found
+        )
     return _result(check, True, said, found)
 
 
@@ -117,7 +125,7 @@ def _is_release_of(found: str, declared: str) -> bool:
     from packaging.version import Version
 
     have, want = Version(found).release, Version(declared).release
-    return have[:len(want)] == want
+    return have[: len(want)] == want
 
 
 def _result(check: Check, ok: bool, detail: str, found: str = "") -> CheckResult:
@@ -134,7 +142,7 @@ def timed(check: Check, fn: Callable[[], CheckResult], one_line: Callable[[Excep
     start = time.monotonic()
     try:
         result = fn()
-    except Exception as exc:  # a check that cannot run has failed, with the reason
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run has failed, with the reason
         result = failed(check, one_line(exc))
     return attrs.evolve(result, duration_s=round(time.monotonic() - start, 3))
 

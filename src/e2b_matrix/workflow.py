@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import attrs
 
 from e2b_matrix import backends, files
-from e2b_matrix.errors import ConfigError, MatrixError, NothingToDo
-from e2b_matrix.lock import TemplateLock, store
+from e2b_matrix.errors import ConfigError
 from e2b_matrix.events import Reporter, Silent
-from e2b_matrix.model import BuildResult, BuildSpec, State
+from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import BuildResult, BuildSpec, State
 from e2b_matrix.names import check_tag, printable
 from e2b_matrix.settings import Settings
 
@@ -85,14 +85,19 @@ class Session:
         if options.promote is not None:
             check_channel(options.promote, "--promote")
         chosen = environments.load(options.root).select(
-            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV")
+            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV"
+        )
         if backends.registered(options.backend).in_environments:
             settings = environments.apply(settings, chosen)
-        backend = backends.make(options.backend, settings, options.backend_options, chosen,
-                                explicit=options.environment is not None)
+        backend = backends.make(
+            options.backend, settings, options.backend_options, chosen, explicit=options.environment is not None
+        )
         if options.jobs is not None and not 1 <= options.jobs <= settings.team_builds:
-            raise ConfigError(f"{options.jobs} builds at once: the team has {settings.team_builds} "
-                              "(E2B_MATRIX_TEAM_BUILDS, or the environment's team_builds)", key="--jobs")
+            raise ConfigError(
+                f"{options.jobs} builds at once: the team has {settings.team_builds} "
+                "(E2B_MATRIX_TEAM_BUILDS, or the environment's team_builds)",
+                key="--jobs",
+            )
         return cls(options, settings, backend)
 
     @property
@@ -132,6 +137,7 @@ def check_channel(channel: str, key: str) -> str:
 
 # -- the steps ---------------------------------------------------------------------
 
+
 def load(session: Session) -> Project:
     from e2b_matrix.config import apply_overrides, load_project
 
@@ -139,15 +145,23 @@ def load(session: Session) -> Project:
     return apply_overrides(load_project(session.options.root, secrets), session.options.overrides, secrets)
 
 
-def resolve_specs(session: Session, project: Project, lock: TemplateLock, pins=None, variants=None
-                  ) -> list[BuildSpec]:
+def resolve_specs(session: Session, project: Project, lock: TemplateLock, pins=None, variants=None) -> list[BuildSpec]:
     """The selected variants (or ``variants``) as specs; ``pins`` answers their pip steps (default:
     the committed files)."""
     from e2b_matrix.resolve import build_spec
 
-    return [build_spec(v, project.layers, session.backend, session.index, session.options.offline, lock.entries,
-                       pins=pins or session.pins)
-            for v in (project.select(session.options.names) if variants is None else variants)]
+    return [
+        build_spec(
+            v,
+            project.layers,
+            session.backend,
+            session.index,
+            session.options.offline,
+            lock.entries,
+            pins=pins or session.pins,
+        )
+        for v in (project.select(session.options.names) if variants is None else variants)
+    ]
 
 
 def plan(session: Session, specs: list[BuildSpec], lock: TemplateLock) -> list[PlanItem]:
@@ -228,10 +242,22 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
 
         logs = run_logs(session, preflight(session, [j.spec.alias for j in jobs]))
         reporter = Broadcast(reporter, RunLogReporter(logs))  # the run log hears what the console hears
-    scheduler = runner.Scheduler(backend=backend, lock_path=session.lock_path, state_dir=o.root / STATE_DIR,
-                                 logs=logs, reporter=reporter, jobs=o.jobs or settings.team_builds, force=o.force,
-                                 fail_fast=o.fail_fast, wait_for_alias=o.wait, retry=settings.retry,
-                                 verify=o.verify, promote=o.promote, share=o.share, secrets=secrets)
+    scheduler = runner.Scheduler(
+        backend=backend,
+        lock_path=session.lock_path,
+        state_dir=o.root / STATE_DIR,
+        logs=logs,
+        reporter=reporter,
+        jobs=o.jobs or settings.team_builds,
+        force=o.force,
+        fail_fast=o.fail_fast,
+        wait_for_alias=o.wait,
+        retry=settings.retry,
+        verify=o.verify,
+        promote=o.promote,
+        share=o.share,
+        secrets=secrets,
+    )
     try:
         outcome = scheduler.run(jobs)
     finally:
@@ -250,13 +276,14 @@ def build(options: Options, settings: Settings | None = None, reporter: Reporter
     session.backend.check()  # no key: stop before the package index is asked or its cache written
     project, lock, items = planned(session)
     resolve.build_order(i.spec for i in items)  # the whole request is valid (no loop of parents) before
-    specs = [i.spec for i in items]             # anything is compiled, logged or locked
+    specs = [i.spec for i in items]  # anything is compiled, logged or locked
     compiled = pinned(session, project, lock, specs, reporter)
     return run(session, items if compiled is specs else plan(session, compiled, lock), reporter)
 
 
-def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec],
-           reporter: Reporter) -> list[BuildSpec]:
+def pinned(
+    session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], reporter: Reporter
+) -> list[BuildSpec]:
     """The specs with every requirements file compiled: what is missing or out of date is compiled
     first (``compile_requirements``), unless the run is --locked or --offline, which refuse (ConfigError)."""
     from e2b_matrix import pins
@@ -270,13 +297,22 @@ def pinned(session: Session, project: Project, lock: TemplateLock, specs: list[B
     preflight(session, [s.alias for s in specs])
     for s in unpinned:
         reporter.progress(s.name, State.COMPILING, pins.first_problem(s).path)
-    compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, pins.Compiler(
-        o.root, session.index.uv, previous=pins.previous_files(unpinned, lock.entries)))}
+    compiled = {
+        s.alias: s
+        for s in _compile(
+            session,
+            project,
+            lock,
+            unpinned,
+            pins.Compiler(o.root, session.index.uv, previous=pins.previous_files(unpinned, lock.entries)),
+        )
+    }
     return [compiled.get(s.alias, s) for s in specs]
 
 
-def _compile(session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], compiler
-             ) -> list[BuildSpec]:
+def _compile(
+    session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], compiler
+) -> list[BuildSpec]:
     """``specs`` resolved again with ``compiler`` answering their pip steps; uv's output in the run log.
     The requirements folder is checked first (ConfigError): it may not be, or be in, a linked folder."""
     from e2b_matrix.pins import DIR
@@ -305,8 +341,9 @@ def compile_requirements(session: Session, upgrade: bool = False, packages=(), c
     if check:
         return before, pins.survey(before)
     pins.check_known(before, wanted)
-    compiler = pins.Compiler(session.options.root, session.index.uv, upgrade, wanted,
-                             previous=pins.previous_files(before, lock.entries))
+    compiler = pins.Compiler(
+        session.options.root, session.index.uv, upgrade, wanted, previous=pins.previous_files(before, lock.entries)
+    )
     return _compile(session, project, lock, before, compiler), list(compiler.results.values())
 
 
@@ -320,6 +357,7 @@ def render(session: Session, name: str) -> str:
 
 
 # -- reading the plan and the lock -------------------------------------------------
+
 
 def show_plan(session: Session) -> Plan:
     """``plan``: every selected variant against the lock, the steps they share, and the last known
@@ -343,19 +381,26 @@ class Unlike:
     alias: str
     variant: str
     environment: str
-    here: str           # the fingerprint in this environment's lock ("": not built here)
-    there: str          # the fingerprint in the other's ("": not built there)
+    here: str  # the fingerprint in this environment's lock ("": not built here)
+    there: str  # the fingerprint in the other's ("": not built there)
 
     def line(self) -> str:
         if not self.there:
             return f"{self.alias}: not built in {self.environment}"
         if not self.here:
             return f"{self.alias}: built in {self.environment}, not here"
-        return f"{self.alias}: built from other inputs in {self.environment} ({self.there[:19]}…, here {self.here[:19]}…)"
+        return (
+            f"{self.alias}: built from other inputs in {self.environment} ({self.there[:19]}…, here {self.here[:19]}…)"
+        )
 
     def to_json(self) -> dict[str, object]:
-        return {"alias": self.alias, "variant": self.variant, "environment": self.environment, "here": self.here,
-                "there": self.there}
+        return {
+            "alias": self.alias,
+            "variant": self.variant,
+            "environment": self.environment,
+            "here": self.here,
+            "there": self.there,
+        }
 
 
 def same_inputs(a: LockEntry, b: LockEntry) -> bool:
@@ -389,8 +434,12 @@ class LockCheck:
         return not self.bad and not self.drifted and not self.unlike
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": self.ok, "items": [i.to_json() for i in self.items], "drift": [d.to_json() for d in self.drift],
-                "unlike": [u.to_json() for u in self.unlike]}
+        return {
+            "ok": self.ok,
+            "items": [i.to_json() for i in self.items],
+            "drift": [d.to_json() for d in self.drift],
+            "unlike": [u.to_json() for u in self.unlike],
+        }
 
 
 def check_lock(session: Session, remote: bool = False, same_as: str | None = None) -> LockCheck:
@@ -407,8 +456,11 @@ def check_lock(session: Session, remote: bool = False, same_as: str | None = Non
     for v in project.select(session.options.names) if other is not None else ():
         here, there = lock.entries.get(v.alias), other.entries.get(v.alias)
         if here is None or there is None or not same_inputs(here, there):
-            unlike.append(Unlike(v.alias, v.name, str(same_as), here.fingerprint if here else "",
-                                 there.fingerprint if there else ""))
+            unlike.append(
+                Unlike(
+                    v.alias, v.name, str(same_as), here.fingerprint if here else "", there.fingerprint if there else ""
+                )
+            )
     return LockCheck(tuple(items), tuple(release.status(session)) if remote else (), tuple(unlike))
 
 
@@ -427,8 +479,8 @@ class Verified:
     """What ``verify`` found: the plan item checked, every check's result, what the build holds."""
 
     item: PlanItem
-    report: object                  # verify.VerifyReport
-    inventory: object | None        # inventory.Inventory, recorded beside the lock
+    report: object  # verify.VerifyReport
+    inventory: object | None  # inventory.Inventory, recorded beside the lock
 
 
 def verify(session: Session) -> Verified:
@@ -437,8 +489,9 @@ def verify(session: Session) -> Verified:
 
     item = planned(session)[2][0]
     if item.entry is None:
-        raise ConfigError(f"{item.name} is not built yet (no entry for {item.alias}); build it first",
-                          path=session.lock_path)
+        raise ConfigError(
+            f"{item.name} is not built yet (no entry for {item.alias}); build it first", path=session.lock_path
+        )
     session.backend.check()
     report = session.backend.verify(item.spec, item.entry)
     return Verified(item, report, inventory.record(session.lock_path, item.alias, item.entry.build_id, report))

@@ -27,9 +27,8 @@ if TYPE_CHECKING:  # the protocol's annotations only: the registry imports no mo
     import threading
 
     from e2b_matrix.lock import TemplateLock
-    from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
-
     from e2b_matrix.lock.model import LockEntry
+    from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 
 LogSink = Callable[[list[str]], None]
 
@@ -37,33 +36,48 @@ LogSink = Callable[[list[str]], None]
 class Option(NamedTuple):
     """A backend's own command-line option, as data (cli.py makes a click option of it)."""
 
-    flag: str             # "--ca-cert"
-    dest: str             # the constructor's keyword: "ca_certs"
+    flag: str  # "--ca-cert"
+    dest: str  # the constructor's keyword: "ca_certs"
     help: str
     multiple: bool = False
-    path: bool = False    # a file that must exist
+    path: bool = False  # a file that must exist
 
 
 class Registered(NamedTuple):
     """A backend as the registry knows it, its module not imported: where its class is, and the
     facts the class takes from here (``lock_file``, ``regenerate``, ``render_format``, ``options``)."""
 
-    target: str                       # "module:Class", imported on first use
-    lock_file: str                    # its own lock, so the Nexus lock never mixes backends
-    regenerate: str                   # the lock header's "Regenerate:" command
-    render_format: str                # what `render --format` calls its rendering
+    target: str  # "module:Class", imported on first use
+    lock_file: str  # its own lock, so the Nexus lock never mixes backends
+    regenerate: str  # the lock header's "Regenerate:" command
+    render_format: str  # what `render --format` calls its rendering
     options: tuple[Option, ...] = ()
-    in_environments: bool = False     # builds in an environment of e2b-matrix.toml (--env): its endpoint and key
+    in_environments: bool = False  # builds in an environment of e2b-matrix.toml (--env): its endpoint and key
 
 
 REGISTRY = {
-    "e2b": Registered("e2b_matrix.backends.e2b:E2BBackend", lock_file="templates.lock",
-                      regenerate="make build-all", render_format="json", in_environments=True),
-    "docker": Registered("e2b_matrix.backends.docker:DockerBackend", lock_file="templates.docker.lock",
-                         regenerate="make build-all BACKEND=docker", render_format="dockerfile",
-                         options=(Option("--ca-cert", "ca_certs",
-                                         "CA certificate (PEM) to install in Docker builds (repeatable).",
-                                         multiple=True, path=True),)),
+    "e2b": Registered(
+        "e2b_matrix.backends.e2b:E2BBackend",
+        lock_file="templates.lock",
+        regenerate="make build-all",
+        render_format="json",
+        in_environments=True,
+    ),
+    "docker": Registered(
+        "e2b_matrix.backends.docker:DockerBackend",
+        lock_file="templates.docker.lock",
+        regenerate="make build-all BACKEND=docker",
+        render_format="dockerfile",
+        options=(
+            Option(
+                "--ca-cert",
+                "ca_certs",
+                "CA certificate (PEM) to install in Docker builds (repeatable).",
+                multiple=True,
+                path=True,
+            ),
+        ),
+    ),
 }
 DEFAULT = "e2b"
 
@@ -77,7 +91,7 @@ class ChannelState(NamedTuple):
 
 class Backend(Protocol):
     name: ClassVar[str]
-    lock_file: ClassVar[str]        # these four: its registry line's (Registered)
+    lock_file: ClassVar[str]  # these four: its registry line's (Registered)
     regenerate: ClassVar[str]
     render_format: ClassVar[str]
     options: ClassVar[tuple[Option, ...]]
@@ -107,8 +121,15 @@ class Backend(Protocol):
         """Does the engine run an identical step of concurrent builds once (BuildKit)? Then every
         build starts at once; else a build waits for the steps another is building (runner.py: sharing)."""
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              progress: Callable[[int], None] | None = None) -> Outcome:
+    def build(
+        self,
+        spec: BuildSpec,
+        *,
+        force: bool,
+        log: LogSink,
+        cancel: threading.Event,
+        progress: Callable[[int], None] | None = None,
+    ) -> Outcome:
         """Build one spec; raise BuildError, TransientError, Cancelled or CredentialsError.
 
         ``progress(d)``, when the backend can tell: the base and steps 1..d are
@@ -188,6 +209,7 @@ def make(name: str, settings, values: Mapping[str, Any] | None = None, environme
     if environment is not None and registered(name).in_environments:
         kwargs["environment"] = environment
     elif explicit and environment is not None and environment.declared:
-        raise ConfigError(f"environments are E2B deployments; --backend {name} builds here "
-                          f"({REGISTRY[name].lock_file})", key="--env")
+        raise ConfigError(
+            f"environments are E2B deployments; --backend {name} builds here ({REGISTRY[name].lock_file})", key="--env"
+        )
     return backend_class(name)(settings, **kwargs)

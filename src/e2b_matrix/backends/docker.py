@@ -14,16 +14,15 @@ import hashlib
 import re
 import threading
 import uuid
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from e2b_matrix import files, render
-from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
-from e2b_matrix.backends import docker_engine
+from e2b_matrix.backends import REGISTRY, ChannelState, LogSink, docker_engine
 from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
-from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.settings import BUILD_TIMEOUT
 from e2b_matrix.verify import VerifyReport, first_line, judge, run
 
@@ -88,8 +87,9 @@ class DockerBackend:
 
     def check(self) -> None:
         if not self.engine.daemon_available():
-            raise ConfigError("no Docker daemon answers: start one (make docker-up runs dockerd here)",
-                              key="--backend docker")
+            raise ConfigError(
+                "no Docker daemon answers: start one (make docker-up runs dockerd here)", key="--backend docker"
+            )
 
     def staleness(self, entry: LockEntry) -> str | None:
         """Fresh only while the locked image is still there; ConfigError when the daemon cannot say
@@ -106,8 +106,9 @@ class DockerBackend:
         except DockerNotFound:
             pass
         except DockerError as exc:
-            raise ConfigError(f"cannot ask the Docker daemon about image {image}: {first_line(exc)}",
-                              key="--backend docker") from None
+            raise ConfigError(
+                f"cannot ask the Docker daemon about image {image}: {first_line(exc)}", key="--backend docker"
+            ) from None
         return f"image {image or image_id} of build {build_id} is gone"
 
     def reference(self, entry: LockEntry) -> str:
@@ -122,34 +123,46 @@ class DockerBackend:
         """BuildKit runs an identical step of concurrent builds once; the legacy builder does not."""
         return self.engine.uses_buildkit()
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              progress=None) -> Outcome:
+    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event, progress=None) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         build_id = uuid.uuid4().hex[:16]
         tag = image_tag(spec, build_id)
-        labels = {"e2b-matrix.alias": spec.alias, "e2b-matrix.variant": spec.name,
-                  "e2b-matrix.fingerprint": spec.fingerprint}
+        labels = {
+            "e2b-matrix.alias": spec.alias,
+            "e2b-matrix.variant": spec.name,
+            "e2b-matrix.fingerprint": spec.fingerprint,
+        }
         try:
             image_id = self.engine.build_image(
-                self.render(spec), tag, context_files={**{f"ca/{n}": data for n, data in self.ca_certs},
-                                                       **{r.path: r.content for r in spec.requirements
-                                                          if r.content is not None}},
-                on_log=lambda line: log([line]), no_cache=force, labels=labels, cancel=cancel,
-                timeout=self.settings.build_timeout)
+                self.render(spec),
+                tag,
+                context_files={
+                    **{f"ca/{n}": data for n, data in self.ca_certs},
+                    **{r.path: r.content for r in spec.requirements if r.content is not None},
+                },
+                on_log=lambda line: log([line]),
+                no_cache=force,
+                labels=labels,
+                cancel=cancel,
+                timeout=self.settings.build_timeout,
+            )
         except DockerCancelled:
             raise Cancelled("docker build stopped") from None
         except DockerTimeout:
-            raise BuildError(f"{tag} was still building after {self.settings.build_timeout:g}s "
-                             f"({BUILD_TIMEOUT}); the docker build was stopped") from None
+            raise BuildError(
+                f"{tag} was still building after {self.settings.build_timeout:g}s "
+                f"({BUILD_TIMEOUT}); the docker build was stopped"
+            ) from None
         except DockerError as exc:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=build_id, image=tag)
 
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
         def one(check: Check):
-            code, output = self.engine.run_in_container(built.image, check.command, user=check.user,
-                                                        devices=check.devices)
+            code, output = self.engine.run_in_container(
+                built.image, check.command, user=check.user, devices=check.devices
+            )
             return judge(check, code, output)
 
         return run((c for c in spec.checks if self.runs(c)), one)
@@ -164,8 +177,11 @@ class DockerBackend:
         kept = {b.template_id or e.template_id for e in lock for b in e.history} | {e.template_id for e in lock}
         tags = self.engine.images(REPOSITORY)
         kept |= {image_id for tag, image_id in tags if not _is_build_tag(tag)}  # behind a channel tag
-        return [Removal("docker image", tag, "its build is in neither templates.docker.lock nor its history", ref=tag)
-                for tag, image_id in tags if image_id not in kept and _is_build_tag(tag)]
+        return [
+            Removal("docker image", tag, "its build is in neither templates.docker.lock nor its history", ref=tag)
+            for tag, image_id in tags
+            if image_id not in kept and _is_build_tag(tag)
+        ]
 
     def remove(self, ref: str) -> str | None:
         """Remove image tag ``ref`` (the image goes with its last tag); None when it is gone."""
@@ -205,7 +221,8 @@ class DockerBackend:
                 state.append(ChannelState(channel, None))
                 continue
             except DockerError as exc:
-                raise ConfigError(f"cannot ask the Docker daemon about channel {channel}: {first_line(exc)}",
-                                  key="--backend docker") from None
+                raise ConfigError(
+                    f"cannot ask the Docker daemon about channel {channel}: {first_line(exc)}", key="--backend docker"
+                ) from None
             state.append(ChannelState(channel, ids.get(image_id, image_id)))
         return state, None

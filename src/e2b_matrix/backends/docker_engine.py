@@ -48,14 +48,14 @@ from pathlib import Path, PurePosixPath
 import attrs
 
 __all__ = [
-    "DockerError",
-    "DockerCancelled",
-    "DockerNotFound",
-    "DockerCLI",
-    "Discovery",
-    "discover",
     "HOST_CA_DIR",
     "SYSTEM_DOCKER",
+    "Discovery",
+    "DockerCLI",
+    "DockerCancelled",
+    "DockerError",
+    "DockerNotFound",
+    "discover",
     "host_ca_certificates",
 ]
 
@@ -104,15 +104,16 @@ def host_ca_certificates(directory: Path | str = HOST_CA_DIR) -> list[Path]:
 
 # ------------------------------------------------------------------ discovery
 
+
 @attrs.frozen
 class Probe:
     """What one candidate CLI answered."""
 
     binary: str
-    client: str | None = None   # the CLI's version; None when it could not run
-    server: str | None = None   # the daemon's version; None when no daemon answered
+    client: str | None = None  # the CLI's version; None when it could not run
+    server: str | None = None  # the daemon's version; None when no daemon answered
     builder: str | None = None  # BUILDX or BUILDKIT when a probe build proved it
-    note: str = ""              # why not, in a few words
+    note: str = ""  # why not, in a few words
 
     def label(self) -> str:
         return f"{self.binary} ({self.client})" if self.client else self.binary
@@ -123,18 +124,27 @@ class Discovery:
     """The CLI and builder a DockerCLI uses, and why."""
 
     binary: str
-    builder: str                 # BUILDX, BUILDKIT or LEGACY
+    builder: str  # BUILDX, BUILDKIT or LEGACY
     reason: str
-    error: str | None = None     # BuildKit was required and no candidate offers it
-    final: bool = True           # kept for the process (False while no daemon answered)
+    error: str | None = None  # BuildKit was required and no candidate offers it
+    final: bool = True  # kept for the process (False while no daemon answered)
 
 
-def _exec(cmd: list[str], *, timeout: float, env: Mapping[str, str] | None = None
-          ) -> subprocess.CompletedProcess | None:
+def _exec(
+    cmd: list[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess | None:
     """Run a probe command; None when it cannot run at all (missing, not executable, hung)."""
     try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              errors="replace", timeout=timeout, env=env)
+        return subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -169,8 +179,19 @@ def _probe_build(binary: str, builder: str) -> tuple[bool, str]:
         context.mkdir()
         (context / "Dockerfile").write_text(f"FROM scratch\nLABEL e2b-matrix.probe={nonce}\n")
         iidfile = Path(tmp, "image-id")
-        cmd = [binary, *(["buildx", "build", "--load"] if builder == BUILDX else ["build"]),
-               "--progress", "plain", "--network", "host", "-t", tag, "--iidfile", str(iidfile), str(context)]
+        cmd = [
+            binary,
+            *(["buildx", "build", "--load"] if builder == BUILDX else ["build"]),
+            "--progress",
+            "plain",
+            "--network",
+            "host",
+            "-t",
+            tag,
+            "--iidfile",
+            str(iidfile),
+            str(context),
+        ]
         proc = _exec(cmd, timeout=PROBE_TIMEOUT, env=env)
         if proc is None or proc.returncode != 0:
             return False, _first_line(proc)
@@ -187,8 +208,9 @@ def _probe_build(binary: str, builder: str) -> tuple[bool, str]:
 
 
 def _probe(binary: str, buildkit: bool | None) -> Probe:
-    version = _exec([binary, "version", "--format", "{{.Client.Version}}|{{if .Server}}{{.Server.Version}}{{end}}"],
-                    timeout=20)
+    version = _exec(
+        [binary, "version", "--format", "{{.Client.Version}}|{{if .Server}}{{.Server.Version}}{{end}}"], timeout=20
+    )
     if version is None:
         return Probe(binary, note="cannot run it (missing, not executable or hung)")
     client, _, server = version.stdout.strip().partition("|")
@@ -242,26 +264,32 @@ def _choose(candidates: tuple[str, ...], buildkit: bool | None) -> Discovery:
     others = "; ".join(f"{p.label()}: {p.note}" for p in probes if not p.builder and p.note)
     for p in probes:
         if p.builder:
-            how = ("the buildx plugin" if p.builder == BUILDX
-                   else "DOCKER_BUILDKIT=1 drives the daemon's BuildKit")
+            how = "the buildx plugin" if p.builder == BUILDX else "DOCKER_BUILDKIT=1 drives the daemon's BuildKit"
             why = f"BuildKit: {how}, a probe build proved it"
             return Discovery(p.binary, p.builder, f"{why} (also tried {others})" if others else why)
     if buildkit is False:
         chosen = answered[0] if answered else next((p for p in probes if p.client), probes[0])
-        return Discovery(chosen.binary, LEGACY, "the legacy builder, as the setting asks (BuildKit off)",
-                         final=bool(answered))
+        return Discovery(
+            chosen.binary, LEGACY, "the legacy builder, as the setting asks (BuildKit off)", final=bool(answered)
+        )
     if not answered:
         chosen = next((p for p in probes if p.client), probes[0])
-        why = (f"no daemon answers, BuildKit not probed ({others})" if chosen.client
-               else f"no docker CLI runs ({others})")
-        return Discovery(chosen.binary, LEGACY, why,
-                         error=f"BuildKit is required but {why}" if buildkit else None, final=False)
+        why = (
+            f"no daemon answers, BuildKit not probed ({others})" if chosen.client else f"no docker CLI runs ({others})"
+        )
+        return Discovery(
+            chosen.binary, LEGACY, why, error=f"BuildKit is required but {why}" if buildkit else None, final=False
+        )
     chosen = answered[0]
     if buildkit:
-        return Discovery(chosen.binary, LEGACY, f"BuildKit required but unavailable: {others}",
-                         error=f"BuildKit is required (E2B_MATRIX_DOCKER_BUILDKIT=1) but no docker CLI here offers it: "
-                               f"{others}; install the buildx plugin, or a docker CLI that drives the "
-                               f"daemon's BuildKit (Debian's docker.io: /usr/bin/docker), or set it to auto")
+        return Discovery(
+            chosen.binary,
+            LEGACY,
+            f"BuildKit required but unavailable: {others}",
+            error=f"BuildKit is required (E2B_MATRIX_DOCKER_BUILDKIT=1) but no docker CLI here offers it: "
+            f"{others}; install the buildx plugin, or a docker CLI that drives the "
+            f"daemon's BuildKit (Debian's docker.io: /usr/bin/docker), or set it to auto",
+        )
     return Discovery(chosen.binary, LEGACY, f"the legacy builder: no candidate offers BuildKit ({others})")
 
 
@@ -286,9 +314,11 @@ def discover(binary: str | None = None, buildkit: bool | None = None) -> Discove
 
 # ------------------------------------------------------------------ output lines
 
-_LEGACY_BANNER = ("DEPRECATED: The legacy builder is deprecated",
-                  "BuildKit is currently disabled",
-                  "environment-variable.")
+_LEGACY_BANNER = (
+    "DEPRECATED: The legacy builder is deprecated",
+    "BuildKit is currently disabled",
+    "environment-variable.",
+)
 
 # Colour and cursor codes: the legacy builder wraps a step's stderr in red.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -324,6 +354,7 @@ def _context_path(root: Path, name: str) -> Path:
 
 
 # ------------------------------------------------------------------ the CLI
+
 
 class DockerCLI:
     """One docker CLI and builder, chosen once (see the module doc); every call is independent.
@@ -364,20 +395,31 @@ class DockerCLI:
 
     # -------------------------------------------------------------- small calls
 
-    def _docker(self, *args: str, timeout: float | None = 60, check: bool = True,
-                binary: str | None = None) -> subprocess.CompletedProcess:
+    def _docker(
+        self, *args: str, timeout: float | None = 60, check: bool = True, binary: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run ``docker ARGS`` to completion; DockerError when it cannot run or (check) fails."""
         cmd = [binary or self.binary, *args]
         try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace", timeout=timeout)
+            proc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
         except OSError as exc:
             raise DockerError(f"no docker CLI: {cmd[0]!r} cannot run ({exc.strerror or exc})") from None
         except subprocess.TimeoutExpired:
             raise DockerError(f"`docker {' '.join(args[:2])}` did not answer within {timeout}s") from None
         if check and proc.returncode != 0:
-            raise DockerError(f"`docker {' '.join(args[:2])}` failed (exit {proc.returncode})",
-                              output=(proc.stderr or proc.stdout).strip(), returncode=proc.returncode)
+            raise DockerError(
+                f"`docker {' '.join(args[:2])}` failed (exit {proc.returncode})",
+                output=(proc.stderr or proc.stdout).strip(),
+                returncode=proc.returncode,
+            )
         return proc
 
     def daemon_available(self, timeout: float = 5) -> bool:
@@ -393,8 +435,11 @@ class DockerCLI:
         proc = self._docker("image", "inspect", "--format", template, ref, check=False)
         if proc.returncode != 0:
             error = DockerNotFound if _NO_SUCH_IMAGE.search(proc.stderr) else DockerError
-            raise error(f"no image {ref!r}" if error is DockerNotFound else f"cannot inspect image {ref!r}",
-                        output=proc.stderr.strip(), returncode=proc.returncode)
+            raise error(
+                f"no image {ref!r}" if error is DockerNotFound else f"cannot inspect image {ref!r}",
+                output=proc.stderr.strip(),
+                returncode=proc.returncode,
+            )
         return proc.stdout.strip()
 
     def image_exists(self, tag: str) -> bool:
@@ -419,8 +464,7 @@ class DockerCLI:
         args = ["image", "rm", *(["--force"] if force else []), tag]
         proc = self._docker(*args, check=False)
         if proc.returncode != 0 and "no such image" not in proc.stderr.lower():
-            raise DockerError(f"could not remove image {tag!r}", output=proc.stderr.strip(),
-                              returncode=proc.returncode)
+            raise DockerError(f"could not remove image {tag!r}", output=proc.stderr.strip(), returncode=proc.returncode)
 
     def images(self, repository: str) -> list[tuple[str, str]]:
         """(``repository/name:tag``, image ID) of every tagged image whose repository is ``repository`` or
@@ -496,17 +540,25 @@ class DockerCLI:
             args.append(str(context))
 
             tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-            code, stopped = _stream(args, env, tail, on_log, timeout, cancel,
-                                    skip=() if buildkit else _LEGACY_BANNER,
-                                    clean=_buildkit_line if buildkit else None)
+            code, stopped = _stream(
+                args,
+                env,
+                tail,
+                on_log,
+                timeout,
+                cancel,
+                skip=() if buildkit else _LEGACY_BANNER,
+                clean=_buildkit_line if buildkit else None,
+            )
             output = "\n".join(tail)
             if stopped == "cancel":
                 raise DockerCancelled(f"docker build of {tag} cancelled", output=output)
             if stopped == "timeout":
                 raise DockerTimeout(f"docker build of {tag} ran past {timeout:g}s and was stopped", output=output)
             if code != 0:
-                raise DockerError(f"docker build of {tag} failed (exit {code}); last lines:",
-                                  output=output, returncode=code)
+                raise DockerError(
+                    f"docker build of {tag} failed (exit {code}); last lines:", output=output, returncode=code
+                )
             try:
                 built = iidfile.read_text().strip()
             except OSError:
@@ -548,27 +600,44 @@ class DockerCLI:
             args += ["--user", user]
         args += [image, "sh", "-c", command]
         try:
-            proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, errors="replace", timeout=timeout)
+            proc = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
         except OSError as exc:
             raise DockerError(f"no docker CLI: {binary!r} cannot run ({exc.strerror or exc})") from None
         except subprocess.TimeoutExpired as exc:
             subprocess.run([binary, "rm", "--force", name], capture_output=True, timeout=60, check=False)
             out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
-            raise DockerError(f"`{command}` in {image} ran past {timeout}s; container removed",
-                              output="\n".join(out.splitlines()[-TAIL_LINES:])) from None
+            raise DockerError(
+                f"`{command}` in {image} ran past {timeout}s; container removed",
+                output="\n".join(out.splitlines()[-TAIL_LINES:]),
+            ) from None
         return proc.returncode, proc.stdout
-
 
     # -------------------------------------------------------------- long-lived containers
     # What the E2B emulator's Docker mode runs a build's steps and its sandboxes in
     # (e2b_matrix/emulator): a container kept running, commands executed in it one by
     # one as E2B's envd runs them, its state committed as an image.
 
-    def start_container(self, image: str, name: str, *, labels: Mapping[str, str] = _EMPTY,
-                        devices: Iterable[str] = (), network: str | None = "host",
-                        cpus: float | None = None, memory_mb: int | None = None,
-                        command: tuple[str, ...] = ("sleep", "infinity")) -> str:
+    def start_container(
+        self,
+        image: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] = _EMPTY,
+        devices: Iterable[str] = (),
+        network: str | None = "host",
+        cpus: float | None = None,
+        memory_mb: int | None = None,
+        command: tuple[str, ...] = ("sleep", "infinity"),
+    ) -> str:
         """Start ``command`` (the entrypoint is replaced: it keeps the container up) in a new
         container of ``image`` named ``name``; its ID. The image is never pulled. ``devices``
         are passed through with CAP_SYS_ADMIN, as for :meth:`run_in_container`; ``cpus`` and
@@ -589,9 +658,16 @@ class DockerCLI:
             args += ["--label", f"{key}={value}"]
         return self._docker(*args, image, *command[1:], timeout=120).stdout.strip()
 
-    def exec_process(self, container: str, argv: Iterable[str], *, user: str | None = None,
-                     workdir: str | None = None, env: Mapping[str, str] = _EMPTY,
-                     stdin: bool = False) -> subprocess.Popen[bytes]:
+    def exec_process(
+        self,
+        container: str,
+        argv: Iterable[str],
+        *,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: Mapping[str, str] = _EMPTY,
+        stdin: bool = False,
+    ) -> subprocess.Popen[bytes]:
         """``docker exec`` of ``argv`` in a running container, as a process the caller reads
         (binary stdout and stderr pipes; stdin a pipe when asked) and waits for. The exit code
         of the process is the command's (125-127: docker could not run it)."""
@@ -603,8 +679,12 @@ class DockerCLI:
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         try:
-            return subprocess.Popen([*args, container, *argv], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            return subprocess.Popen(
+                [*args, container, *argv],
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         except OSError as exc:
             raise DockerError(f"no docker CLI: {args[0]!r} cannot run ({exc.strerror or exc})") from None
 
@@ -617,8 +697,9 @@ class DockerCLI:
         """Stop and remove a container (``rm --force``); no error when it is already gone."""
         proc = self._docker("rm", "--force", name, check=False, timeout=120)
         if proc.returncode != 0 and "no such container" not in proc.stderr.lower():
-            raise DockerError(f"could not remove container {name!r}", output=proc.stderr.strip(),
-                              returncode=proc.returncode)
+            raise DockerError(
+                f"could not remove container {name!r}", output=proc.stderr.strip(), returncode=proc.returncode
+            )
 
     def containers(self, label: str) -> list[str]:
         """The IDs of the containers, running or not, that carry ``label`` (``key`` or ``key=value``)."""
@@ -631,14 +712,28 @@ class DockerCLI:
         config = files.parse_json(self._inspect(ref, "{{json .Config}}"))
         return config if isinstance(config, dict) else {}
 
-def _stream(args: list[str], env: Mapping[str, str], tail: collections.deque,
-            on_log: Callable[[str], None] | None, timeout: float | None,
-            cancel: threading.Event | None, skip: Iterable[str] = (),
-            clean: Callable[[str], str | None] | None = None) -> tuple[int, str]:
+
+def _stream(
+    args: list[str],
+    env: Mapping[str, str],
+    tail: collections.deque,
+    on_log: Callable[[str], None] | None,
+    timeout: float | None,
+    cancel: threading.Event | None,
+    skip: Iterable[str] = (),
+    clean: Callable[[str], str | None] | None = None,
+) -> tuple[int, str]:
     """Run args, feed each output line to on_log and tail; (exit code, "" | "cancel" | "timeout")."""
     try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=env,
+        )
     except OSError as exc:
         raise DockerError(f"no docker CLI: {args[0]!r} cannot run ({exc.strerror or exc})") from None
     stopped = ""
@@ -673,13 +768,12 @@ def _stream(args: list[str], env: Mapping[str, str], tail: collections.deque,
             if not started and skip and line.strip().startswith(skip):
                 continue
             started = True
-            if clean is not None:
-                line = clean(line)
-                if line is None:
-                    continue
-            tail.append(line)
+            shown = line if clean is None else clean(line)
+            if shown is None:
+                continue
+            tail.append(shown)
             if on_log is not None:
-                on_log(line)
+                on_log(shown)
         code = proc.wait()
     finally:
         done.set()

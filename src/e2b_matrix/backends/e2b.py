@@ -19,21 +19,22 @@ a build without tags would move ``default``, the channel a bare alias means.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import threading
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from e2b_matrix import render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
-from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
-from e2b_matrix.verify import CheckResult, VerifyReport, failed, first_line, judge, run
+from e2b_matrix.verify import CheckResult, VerifyReport, failed, judge, run
 
 PAGE = 100  # log entries E2B returns at most per status call
 # Status requests: every POLL_FIRST_S while a build is young (its log arrives live), then less
@@ -47,6 +48,7 @@ def poll_delay(age: float, first: float = POLL_FIRST_S) -> float:
     if age < POLL_YOUNG_S:
         return first
     return max(first, min(POLL_MAX_S, first + (age - POLL_YOUNG_S) / 10))
+
 
 # A sandbox lives 15 s unless asked (e2b-dev/infra spec/openapi.yml: NewSandbox.timeout); verify's checks
 # (a kernel's start, nexus --version) may take longer. It is killed when they end.
@@ -65,8 +67,9 @@ class E2BBackend:
     render_format = REGISTRY[name].render_format
     options = REGISTRY[name].options
 
-    def __init__(self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None,
-                 environment: Any = None):
+    def __init__(
+        self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None, environment: Any = None
+    ):
         self.settings = settings
         self.domain = settings.domain
         if environment is not None:  # its own lock, and what the lock's header says to run
@@ -100,8 +103,10 @@ class E2BBackend:
         built_on = entry.domain or DEFAULT_DOMAIN
         changed = [] if built_on == self.domain else [f"domain {built_on} -> {self.domain}"]
         if (entry.api_url or None) != self.settings.api_url:
-            changed.append(f"API {entry.api_url or f'https://api.{built_on}'} -> "
-                           f"{self.settings.api_url or f'https://api.{self.domain}'}")
+            changed.append(
+                f"API {entry.api_url or f'https://api.{built_on}'} -> "
+                f"{self.settings.api_url or f'https://api.{self.domain}'}"
+            )
         return "; ".join(changed) or None
 
     def reference(self, entry: LockEntry) -> str:
@@ -114,8 +119,11 @@ class E2BBackend:
         """The SDK's connection options, every one explicit: the SDK would otherwise read E2B_API_URL,
         E2B_DOMAIN or E2B_SANDBOX_URL from the process (e2b/connection_config.py, ConnectionConfig), and
         one environment's key could reach another's endpoint."""
-        api = {"api_key": self._key or self.settings.require_key(), "domain": self.domain,
-               "api_url": self.settings.api_url or f"https://api.{self.domain}"}
+        api = {
+            "api_key": self._key or self.settings.require_key(),
+            "domain": self.domain,
+            "api_url": self.settings.api_url or f"https://api.{self.domain}",
+        }
         if self.settings.sandbox_url:
             api["sandbox_url"] = self.settings.sandbox_url
         return api
@@ -125,8 +133,15 @@ class E2BBackend:
     def shares_in_flight(self) -> bool:
         return False  # E2B runs identical steps of concurrent builds twice (see runner.py: sharing)
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event,
-              progress: Callable[[int], None] | None = None) -> Outcome:
+    def build(
+        self,
+        spec: BuildSpec,
+        *,
+        force: bool,
+        log: LogSink,
+        cancel: threading.Event,
+        progress: Callable[[int], None] | None = None,
+    ) -> Outcome:
         from e2b import Template
 
         if cancel.is_set():
@@ -134,9 +149,15 @@ class E2BBackend:
         api = self._api()
         with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
-                render.to_template(spec, context), spec.alias, tags=[build_tag(spec), *spec.variant.tags],
-                cpu_count=spec.variant.cpu_count, memory_mb=spec.variant.memory_mb, skip_cache=force,
-                on_build_logs=lambda entry: log([_line(entry)]), **api)
+                render.to_template(spec, context),
+                spec.alias,
+                tags=[build_tag(spec), *spec.variant.tags],
+                cpu_count=spec.variant.cpu_count,
+                memory_mb=spec.variant.memory_mb,
+                skip_cache=force,
+                on_build_logs=lambda entry: log([_line(entry)]),
+                **api,
+            )
         log([f"build {info.build_id} of template {info.template_id} started"])
         return self._follow(info, log, cancel, LogProgress(progress))
 
@@ -163,8 +184,10 @@ class E2BBackend:
                 return self._ended(info, status)
             now = self.clock.now()
             if now >= deadline:
-                raise BuildError(f"build {info.build_id} was still {status.status.value} after "
-                                 f"{self.settings.build_timeout:g}s ({BUILD_TIMEOUT}); E2B may still finish it")
+                raise BuildError(
+                    f"build {info.build_id} was still {status.status.value} after "
+                    f"{self.settings.build_timeout:g}s ({BUILD_TIMEOUT}); E2B may still finish it"
+                )
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
                 self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), deadline - now))
 
@@ -179,16 +202,24 @@ class E2BBackend:
             with _classify("build status"):
                 return Template.get_build_status(info, logs_offset=offset, **self._api())
 
-        return retrying(poll, self.settings.retry, cancel,
-                        lambda n, exc, delay: log([f"status check failed ({exc}); retrying in {delay:.1f}s"]))
+        return retrying(
+            poll,
+            self.settings.retry,
+            cancel,
+            lambda n, exc, delay: log([f"status check failed ({exc}); retrying in {delay:.1f}s"]),
+        )
 
     def _ended(self, info: Any, status: Any) -> Outcome:
         """The outcome of a build that ended ready; BuildError naming E2B's reason when it failed."""
         from e2b.template.types import TemplateBuildStatus
 
         if status.status == TemplateBuildStatus.READY:
-            return Outcome(template_id=info.template_id, build_id=info.build_id, domain=self.domain,
-                           api_url=self.settings.api_url or "")
+            return Outcome(
+                template_id=info.template_id,
+                build_id=info.build_id,
+                domain=self.domain,
+                api_url=self.settings.api_url or "",
+            )
         reason = status.reason
         step = f" at step {reason.step}" if reason and reason.step else ""
         raise BuildError(f"E2B build failed{step}: {reason.message if reason else 'no reason given'}")
@@ -202,13 +233,15 @@ class E2BBackend:
             try:
                 from e2b_code_interpreter import Sandbox
             except ImportError:
-                raise MatrixError("verifying on E2B needs e2b-code-interpreter: "
-                                  "pip install 'e2b-matrix[verify]'") from None
+                raise MatrixError(
+                    "verifying on E2B needs e2b-code-interpreter: pip install 'e2b-matrix[verify]'"
+                ) from None
             sandbox_factory = Sandbox.create
         try:
             with _classify("sandbox"):
-                sandbox = sandbox_factory(f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S,
-                                          **self._api())
+                sandbox = sandbox_factory(
+                    f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S, **self._api()
+                )
         except CredentialsError:  # the key, not this build: one stop for the run, not a failed check per variant
             raise
         except MatrixError as exc:  # E2B said no: every check failed, for one stated reason
@@ -216,10 +249,8 @@ class E2BBackend:
         try:
             return run(checks, lambda c: _cells(sandbox, c) if c.stateful else _shell(sandbox, c))
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 sandbox.kill()
-            except Exception:  # noqa: S110 - the sandbox times out on E2B's side anyway
-                pass
 
     # -- channels ----------------------------------------------------------------
 
@@ -237,8 +268,9 @@ class E2BBackend:
 
         try:
             with _classify():
-                status = Template.get_build_status(BuildInfo(entry.template_id, build_id, entry.alias, entry.alias),
-                                                   logs_offset=0, **self._api())
+                status = Template.get_build_status(
+                    BuildInfo(entry.template_id, build_id, entry.alias, entry.alias), logs_offset=0, **self._api()
+                )
         except BuildError as exc:
             what = _gone(exc)
             if what is None:
@@ -252,9 +284,17 @@ class E2BBackend:
         """The templates of aliases the lock records whose variant is gone from variants/ (no request:
         the lock says). E2B deletes only whole templates; a template of a defined variant keeps
         every build, since its history's may be rollback targets."""
-        return [Removal("e2b template", f"{e.alias} ({e.template_id})",
-                        f"its variant {e.variant} is gone from variants/", ref=e.template_id, alias=e.alias)
-                for e in lock if e.alias not in defined]
+        return [
+            Removal(
+                "e2b template",
+                f"{e.alias} ({e.template_id})",
+                f"its variant {e.variant} is gone from variants/",
+                ref=e.template_id,
+                alias=e.alias,
+            )
+            for e in lock
+            if e.alias not in defined
+        ]
 
     def remove(self, ref: str) -> str | None:
         """Delete template ``ref`` on E2B; None when it is gone (or was), else E2B's reason (it refuses
@@ -350,12 +390,14 @@ def _shell(sandbox, check: Check) -> CheckResult:
 # "Invalid build id" (e2b-dev/infra packages/api/internal/handlers/template_build_status.go);
 # an unknown template's tags 404 "template '<id>' not found" (packages/api/internal/cache/
 # templates/errors.go, ToAPIError). The SDK raises them as "<status>: <message>".
-_GONE = {"build": re.compile(r"400: (Build '[0-9a-fA-F-]+' not found|Invalid build id)"),
-         "template": re.compile(r"404: template '[^']*' not found")}
+_GONE = {
+    "build": re.compile(r"400: (Build '[0-9a-fA-F-]+' not found|Invalid build id)"),
+    "template": re.compile(r"404: template '[^']*' not found"),
+}
 
 
 def _gone(exc: Exception) -> str | None:
-    """"build" or "template" when ``exc`` is E2B saying it has no such build or template; else None."""
+    """ "build" or "template" when ``exc`` is E2B saying it has no such build or template; else None."""
     message = str(exc)
     return next((what for what, pattern in _GONE.items() if pattern.fullmatch(message)), None)
 
@@ -382,16 +424,20 @@ class _classify:
 
         unreadable = _unreadable(exc)
         if unreadable:
-            raise TransientError(f"E2B sent a malformed {self.what + ' ' if self.what else ''}answer "
-                                 f"({unreadable})") from None
+            raise TransientError(
+                f"E2B sent a malformed {self.what + ' ' if self.what else ''}answer ({unreadable})"
+            ) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         status = _status_of(exc, message)
         if isinstance(exc, AuthenticationException) or status in (401, 403):
             raise CredentialsError(f"E2B refused the API key ({status or 401}): {HOW_TO_LOGIN}") from None
         if TEAM_LIMIT.search(message):
             raise SlotsFull(message) from None
-        if isinstance(exc, RateLimitException) or type(exc).__name__ == "ServiceBusyException" or (
-                status is not None and (status == 429 or status >= 500)):
+        if (
+            isinstance(exc, RateLimitException)
+            or type(exc).__name__ == "ServiceBusyException"
+            or (status is not None and (status == 429 or status >= 500))
+        ):
             raise TransientError(message) from None
         if status == 408 or _is_network(exc):
             raise TransientError(f"{type(exc).__name__}: {message}") from None
@@ -452,9 +498,21 @@ def _status_of(exc, message: str) -> int | None:
 
 # What a network fault raises as an OSError: worth another attempt. Any other OSError (a file
 # the SDK could not read, a full disk) is not, and fails the build at once.
-_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
-                             errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN, errno.EHOSTUNREACH,
-                             errno.EADDRNOTAVAIL})
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ENETRESET,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.EADDRNOTAVAIL,
+    }
+)
 
 
 def _is_network(exc) -> bool:

@@ -266,7 +266,6 @@ _ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
 )
 
 
-
 @dataclass(frozen=True)
 class BuildSnapshot:
     """A read-only copy of one build's state, as returned by :attr:`E2BEmulator.builds`.
@@ -446,8 +445,12 @@ class E2BEmulator:
         # so layers built on an older stand-in are not found in the cache (their keys hash the parent's build ID)
         standins = {} if docker is None else {name: image.image for name, image in docker.public.items()}
         self._public_builds = {
-            tid: str(uuid.uuid5(uuid.NAMESPACE_URL, f"e2b-emulator/public/{tid}"
-                                + (f"/{standins[name]}" if name in standins else "")))
+            tid: str(
+                uuid.uuid5(
+                    uuid.NAMESPACE_URL,
+                    f"e2b-emulator/public/{tid}" + (f"/{standins[name]}" if name in standins else ""),
+                )
+            )
             for name, tid in self._public_ids.items()
         }
         self._builds: dict[str, Build] = {}  # build ID -> build, in request order
@@ -525,7 +528,7 @@ class E2BEmulator:
                 course.cancel(self._clock())
             self._docker.close()
 
-    def __enter__(self) -> E2BEmulator:  # noqa: PYI034 - start() returns the emulator itself
+    def __enter__(self) -> E2BEmulator:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -996,8 +999,11 @@ class E2BEmulator:
             public = self._public_builds[template_id]
             return public if tag == DEFAULT_TAG or build_id == public else None
         for a in reversed(self._assignments):
-            if (a.template_id == template_id and (a.tag == tag or a.build_id == build_id)
-                    and self._state(self._builds[a.build_id], now) == "ready"):
+            if (
+                a.template_id == template_id
+                and (a.tag == tag or a.build_id == build_id)
+                and self._state(self._builds[a.build_id], now) == "ready"
+            ):
                 return a.build_id
         return None
 
@@ -1151,8 +1157,7 @@ class E2BEmulator:
     def _record(self, h: Handler, path: str, route: str, status: int) -> None:
         with self._lock:
             self._request_count += 1
-            self._records.append(_Record(h.command, path, status, route, h.request_version,
-                                         h.headers.get("X-API-KEY")))
+            self._records.append(_Record(h.command, path, status, route, h.request_version, h.headers.get("X-API-KEY")))
 
     def _authenticate(self, h: Handler) -> None:
         key = h.headers.get("X-API-KEY")
@@ -1469,10 +1474,14 @@ class E2BEmulator:
             image = None
             if self._docker is not None:
                 image = self._images.get(build_id) or (
-                    self._docker.public.get(name) if template_id in self._public_builds else None)
+                    self._docker.public.get(name) if template_id in self._public_builds else None
+                )
                 if image is None:
-                    raise _Reply(500, f"Failed to create sandbox: the emulator has no image of build {build_id} "
-                                      "(built in its timing mode, or a public template it has no stand-in of)")
+                    raise _Reply(
+                        500,
+                        f"Failed to create sandbox: the emulator has no image of build {build_id} "
+                        "(built in its timing mode, or a public template it has no stand-in of)",
+                    )
             build = self._builds.get(build_id)
         sandbox_id = "i" + uuid.uuid4().hex[:20]
         live = LiveSandbox(sandbox_id, image, envs={str(k): str(v) for k, v in envs.items()})
@@ -1481,9 +1490,14 @@ class E2BEmulator:
             from e2b_matrix.emulator.sandboxes import start_sandbox
 
             try:
-                start_sandbox(self._docker.cli, live, owner=self._docker.owner, devices=self._docker.devices,
-                              cpus=build.cpu_count if build else DEFAULT_CPU,
-                              memory_mb=build.memory_mb if build else DEFAULT_MEMORY_MB)
+                start_sandbox(
+                    self._docker.cli,
+                    live,
+                    owner=self._docker.owner,
+                    devices=self._docker.devices,
+                    cpus=build.cpu_count if build else DEFAULT_CPU,
+                    memory_mb=build.memory_mb if build else DEFAULT_MEMORY_MB,
+                )
             except DockerError as exc:
                 self._docker.cli.remove_container(f"e2b-emulator-sandbox-{sandbox_id}")
                 raise _Reply(500, f"Failed to create sandbox: {' '.join(str(exc).split())[:300]}") from None
@@ -1513,7 +1527,7 @@ class E2BEmulator:
         with self._lock:
             sandbox = self._sandboxes.get(parts[0])
             if sandbox is None or sandbox.killed is not None:
-                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+                raise _Reply(404, f"Sandbox \"{parts[0]}\" doesn't exist or you don't have access to it")
             timeout = req.get("timeout")
             if self._docker is not None and isinstance(timeout, int) and not isinstance(timeout, bool):
                 self._set_expiry(sandbox, timeout)
@@ -1564,7 +1578,7 @@ class E2BEmulator:
         with self._lock:
             sandbox = self._sandboxes.get(parts[0])
             if sandbox is None or sandbox.killed is not None:
-                raise _Reply(404, f'Sandbox "{parts[0]}" doesn\'t exist or you don\'t have access to it')
+                raise _Reply(404, f"Sandbox \"{parts[0]}\" doesn't exist or you don't have access to it")
             sandbox.killed = self._clock()
         self._stop_sandbox(sandbox)
         return 204, b""
@@ -1603,8 +1617,11 @@ class E2BEmulator:
         if build.parent_build_id is not None:
             tid = next((t for t, b in self._public_builds.items() if b == build.parent_build_id), None)
             public_names = {t: n for n, t in self._public_ids.items()}
-            parent = (self._docker.public.get(public_names[tid]) if tid is not None
-                      else self._images.get(build.parent_build_id))
+            parent = (
+                self._docker.public.get(public_names[tid])
+                if tid is not None
+                else self._images.get(build.parent_build_id)
+            )
         course = LiveCourse(build, self._lock, self._epoch)
         build.live = course
 
@@ -1616,5 +1633,6 @@ class E2BEmulator:
             with self._lock:
                 return self._uploads.get(files_hash)
 
-        self._docker.steps.start(Job(course, build.plan, copy.deepcopy(start), parent, upload,
-                                     build.cpu_count, build.memory_mb, done))
+        self._docker.steps.start(
+            Job(course, build.plan, copy.deepcopy(start), parent, upload, build.cpu_count, build.memory_mb, done)
+        )

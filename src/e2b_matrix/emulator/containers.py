@@ -13,6 +13,7 @@ client would leave it running). Used by the Docker mode's step executor
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -43,9 +44,18 @@ class Process:
     threads. :meth:`pid` waits for the command to start; :meth:`wait` for its end.
     """
 
-    def __init__(self, cli: DockerCLI, container: str, argv: Iterable[str], *, user: str | None = None,
-                 cwd: str | None = None, env: Mapping[str, str] | None = None,
-                 on_stdout: Output | None = None, on_stderr: Output | None = None):
+    def __init__(
+        self,
+        cli: DockerCLI,
+        container: str,
+        argv: Iterable[str],
+        *,
+        user: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stdout: Output | None = None,
+        on_stderr: Output | None = None,
+    ):
         self._cli, self._container = cli, container
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
         self._pid: int | None = None
@@ -53,13 +63,18 @@ class Process:
         self._lock = threading.Lock()  # the pid and the stderr heard before it, together
         self._early: list[bytes] = []  # stderr before the pid: why it could not start (or the command's own)
         self._killed = False
-        self._proc = cli.exec_process(container, ["/bin/sh", "-c", _WRAPPER, "sh", cwd or "", *argv],
-                                      user=user, env=dict(env or {}))
+        self._proc = cli.exec_process(
+            container, ["/bin/sh", "-c", _WRAPPER, "sh", cwd or "", *argv], user=user, env=dict(env or {})
+        )
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._readers = [threading.Thread(target=self._read_stdout, args=(self._proc.stdout,), daemon=True,
-                                          name="e2b-emulator-stdout"),
-                         threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True,
-                                          name="e2b-emulator-stderr")]
+        self._readers = [
+            threading.Thread(
+                target=self._read_stdout, args=(self._proc.stdout,), daemon=True, name="e2b-emulator-stdout"
+            ),
+            threading.Thread(
+                target=self._read_stderr, args=(self._proc.stderr,), daemon=True, name="e2b-emulator-stderr"
+            ),
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -124,16 +139,23 @@ class Process:
         """SIGKILL the command (as envd does when its timeout passes, or a client asks)."""
         self._killed = True
         if self._pid is not None and self._proc.poll() is None:
-            try:
+            with contextlib.suppress(DockerError):
                 run(self._cli, self._container, ["kill", "-KILL", str(self._pid)], user="root")
-            except DockerError:
-                pass
         if self._proc.poll() is None:
             self._proc.kill()
 
 
-def run(cli: DockerCLI, container: str, argv: Iterable[str], *, user: str | None = None, cwd: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: bytes | None = None, timeout: float = 600) -> tuple[int, str, str]:
+def run(
+    cli: DockerCLI,
+    container: str,
+    argv: Iterable[str],
+    *,
+    user: str | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 600,
+) -> tuple[int, str, str]:
     """A short command to its end: (exit code, stdout, stderr). ``stdin`` is written to it when given."""
     argv = list(argv)
     proc = cli.exec_process(container, argv, user=user, workdir=cwd, env=dict(env or {}), stdin=stdin is not None)

@@ -9,6 +9,7 @@ layer cache, the stand-ins) stay for the next run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable
@@ -36,8 +37,9 @@ class DockerMode:
     steps: DockerSteps
 
     @classmethod
-    def prepare(cls, cli: DockerCLI | None = None, on_log: Callable[[str], None] | None = None,
-                base: str = standin.DEBIAN_BASE) -> DockerMode:
+    def prepare(
+        cls, cli: DockerCLI | None = None, on_log: Callable[[str], None] | None = None, base: str = standin.DEBIAN_BASE
+    ) -> DockerMode:
         """Ready to run: DockerUnavailable when no daemon answers or a stand-in cannot be made."""
         cli = cli or DockerCLI()
         if not cli.daemon_available(timeout=10):
@@ -66,7 +68,5 @@ class DockerMode:
         except DockerError:
             return
         for name in names:
-            try:
+            with contextlib.suppress(DockerError):
                 self.cli.remove_container(name)
-            except DockerError:
-                pass

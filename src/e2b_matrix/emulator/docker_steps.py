@@ -44,6 +44,7 @@ processes a start command leaves running); nothing is skipped silently.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import posixpath
 import shlex
@@ -153,8 +154,9 @@ class DockerSteps:
         self._image_of: dict[str, str] = {}  # container -> the image its filesystem now is
 
     def start(self, job: Job) -> threading.Thread:
-        thread = threading.Thread(target=self._run, args=(job,), name=f"e2b-emulator-build-{job.course.build.build_id[:8]}",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(job,), name=f"e2b-emulator-build-{job.course.build.build_id[:8]}", daemon=True
+        )
         thread.start()
         return thread
 
@@ -185,20 +187,24 @@ class DockerSteps:
             course.finish(False, (message, None))
         finally:
             for name in job.containers:
-                try:
+                with contextlib.suppress(DockerError):
                     self.cli.remove_container(name)
-                except DockerError:
-                    pass
 
     def _name_what_is_not_modelled(self, job: Job) -> None:
         for key in sorted(set(job.body) - BODY_FIELDS):
-            what = ("registry credentials: the Docker mode never pulls an image" if key == "fromImageRegistry"
-                    else "not modelled by the emulator's Docker mode")
+            what = (
+                "registry credentials: the Docker mode never pulls an image"
+                if key == "fromImageRegistry"
+                else "not modelled by the emulator's Docker mode"
+            )
             job.course.log("warn", f"emulator: {key} ignored ({what})", "base")
         for number, step in enumerate(job.body.get("steps") or [], 1):
             for key in sorted(set(step) - STEP_FIELDS):
-                job.course.log("warn", f"emulator: step field {key} ignored (not modelled by the emulator's Docker "
-                                       f"mode)", str(number))
+                job.course.log(
+                    "warn",
+                    f"emulator: step field {key} ignored (not modelled by the emulator's Docker mode)",
+                    str(number),
+                )
 
     def _base(self, job: Job) -> Image:
         """The base layer: a parent template's image (always cached), or a local image with E2B's
@@ -208,9 +214,12 @@ class DockerSteps:
         if planned.inherited:
             course.log("info", f"CACHED [base] {planned.spec.text} [{planned.key}]", "base")
             if job.parent is None:  # phases/base/builder.go
-                raise StepFailed("error getting base template, you may need to rebuild it first (the emulator "
-                                 "has no image of it: built in timing mode, or a public template without a "
-                                 "stand-in)", "base")
+                raise StepFailed(
+                    "error getting base template, you may need to rebuild it first (the emulator "
+                    "has no image of it: built in timing mode, or a public template without a "
+                    "stand-in)",
+                    "base",
+                )
             course.record(0, "base", planned.spec.text, planned.key, "inherited", started)
             return job.parent
         cached = None if planned.force else self._layer(planned.key)
@@ -221,8 +230,10 @@ class DockerSteps:
         course.log("info", f"[base] {planned.spec.text} [{planned.key}]", "base")
         ref = str(job.body["fromImage"])
         if not self.cli.image_exists(ref):
-            raise StepFailed(f"failed to pull image {ref}: not in the local Docker daemon (the emulator's Docker "
-                             f"mode never pulls)", "base")
+            raise StepFailed(
+                f"failed to pull image {ref}: not in the local Docker daemon (the emulator's Docker mode never pulls)",
+                "base",
+            )
         envs = [tuple(e.split("=", 1)) for e in self.cli.image_config(ref).get("Env") or [] if "=" in e]
         context = Context("root", None, tuple((k, v) for k, v in envs))  # phases/base: defaultUser root, image ENV
         container = self._container(job, ref)
@@ -252,14 +263,23 @@ class DockerSteps:
         if not fresh and job.containers and self._image_of.get(job.containers[-1]) == image:
             return job.containers[-1]
         name = f"e2b-emulator-build-{job.course.build.build_id[:8]}-{uuid.uuid4().hex[:6]}"
-        self.cli.start_container(image, name, labels={OWNER_LABEL: self.owner}, devices=self.devices,
-                                 cpus=job.cpus, memory_mb=job.memory_mb)
+        self.cli.start_container(
+            image, name, labels={OWNER_LABEL: self.owner}, devices=self.devices, cpus=job.cpus, memory_mb=job.memory_mb
+        )
         job.containers.append(name)
         self._image_of[name] = image
         return name
 
-    def _commit(self, job: Job, container: str, index: int, planned: PlannedStep, context: Context,
-                started: float, image: Image | None) -> Image:
+    def _commit(
+        self,
+        job: Job,
+        container: str,
+        index: int,
+        planned: PlannedStep,
+        context: Context,
+        started: float,
+        image: Image | None,
+    ) -> Image:
         """The step's layer: the container committed under its cache key, its context in a label."""
         if job.course.stopped.is_set():
             raise _Stopped()
@@ -285,16 +305,26 @@ class DockerSteps:
 
     # -- the steps ----------------------------------------------------------------------
 
-    def _apply(self, job: Job, container: str, step: dict[str, Any], context: Context, prefix: str,
-               name: str) -> Context:
+    def _apply(
+        self, job: Job, container: str, step: dict[str, Any], context: Context, prefix: str, name: str
+    ) -> Context:
         kind = str(step.get("type", "")).upper()
         args = [str(a) for a in step.get("args") or []]
         if kind == "RUN":
             if not args:
                 raise StepFailed("RUN requires command argument", name)
             user = args[1] if len(args) >= 2 else context.user
-            code = self._logged(job, container, ["/bin/bash", "-l", "-c", args[0]], user, context.workdir,
-                                self._env(context), prefix, name, "info")
+            code = self._logged(
+                job,
+                container,
+                ["/bin/bash", "-l", "-c", args[0]],
+                user,
+                context.workdir,
+                self._env(context),
+                prefix,
+                name,
+                "info",
+            )
             if code != 0:
                 raise StepFailed(f"failed to run command '{args[0]}': exit status {code}", name)
             return context
@@ -306,11 +336,13 @@ class DockerSteps:
             return self._workdir(job, container, args, context, prefix, name)
         if kind == "USER":
             return self._user(job, container, context, args, prefix, name)
-        raise StepFailed(f"failed to get command for step {step.get('type')}: command type {kind} is not implemented",
-                         name)
+        raise StepFailed(
+            f"failed to get command for step {step.get('type')}: command type {kind} is not implemented", name
+        )
 
-    def _copy(self, job: Job, container: str, step: dict[str, Any], args: list[str], context: Context,
-              name: str) -> Context:
+    def _copy(
+        self, job: Job, container: str, step: dict[str, Any], args: list[str], context: Context, name: str
+    ) -> Context:
         kind = str(step.get("type")).upper()
         if len(args) < 2:
             raise StepFailed("COPY requires a local path and a container path argument", name)
@@ -324,19 +356,47 @@ class DockerSteps:
         if ":" not in owner:
             owner = f"{owner}:{owner}"
         tar, unpack = f"/tmp/{files_hash}.tar", f"/tmp/{files_hash}/unpack"
-        code, _, err = containers.run(self.cli, container, ["/bin/sh", "-c", f"cat > {tar}"], user="root",
-                                      stdin=archive)
+        code, _, err = containers.run(
+            self.cli, container, ["/bin/sh", "-c", f"cat > {tar}"], user="root", stdin=archive
+        )
         if code != 0:
             raise StepFailed(f"failed to copy layer tar data to sandbox: {err.strip() or code}", name)
-        code = self._logged(job, container, ["/bin/bash", "-l", "-c",
-                                             f'mkdir -p "{unpack}" && tar -xf "{tar}" -C "{unpack}"'],
-                            "root", context.workdir, self._env(context), "unpack", name, "debug")
+        code = self._logged(
+            job,
+            container,
+            ["/bin/bash", "-l", "-c", f'mkdir -p "{unpack}" && tar -xf "{tar}" -C "{unpack}"'],
+            "root",
+            context.workdir,
+            self._env(context),
+            "unpack",
+            name,
+            "debug",
+        )
         if code != 0:
             raise StepFailed(f"failed to extract files: exit status {code}", name)
         source = posixpath.join(unpack, _without_globs(args[0]))
-        code = self._logged(job, container, ["/bin/bash", "-c", _MOVE, "copy", args[1], source, owner,
-                                             args[3] if len(args) >= 4 else "", context.workdir or "", context.user],
-                            "root", context.workdir, self._env(context), "unpack", name, "debug")
+        code = self._logged(
+            job,
+            container,
+            [
+                "/bin/bash",
+                "-c",
+                _MOVE,
+                "copy",
+                args[1],
+                source,
+                owner,
+                args[3] if len(args) >= 4 else "",
+                context.workdir or "",
+                context.user,
+            ],
+            "root",
+            context.workdir,
+            self._env(context),
+            "unpack",
+            name,
+            "debug",
+        )
         if code != 0:
             raise StepFailed(f"failed to move files in sandbox: exit status {code}", name)
         return context
@@ -347,27 +407,38 @@ class DockerSteps:
         if len(args) % 2:
             raise StepFailed(f"{kind} requires both a key and value arguments", name)
         envs = context.env()
-        for key, value in zip(args[::2], args[1::2]):
+        for key, value in zip(args[::2], args[1::2], strict=True):
             escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`").replace("$(", "\\$(")
-            code, out, _ = containers.run(self.cli, container, ["/bin/bash", "-l", "-c", f'printf "%s" "{escaped}"'],
-                                          user="root")
+            code, out, _ = containers.run(
+                self.cli, container, ["/bin/bash", "-l", "-c", f'printf "%s" "{escaped}"'], user="root"
+            )
             if code != 0:
                 raise StepFailed(f"failed to evaluate environment variable {key}: exit status {code}", name)
             envs[key] = out
         return context.with_envs(envs)
 
-    def _workdir(self, job: Job, container: str, args: list[str], context: Context, prefix: str,
-                 name: str) -> Context:
+    def _workdir(self, job: Job, container: str, args: list[str], context: Context, prefix: str, name: str) -> Context:
         if not args:
             raise StepFailed("WORKDIR requires a path argument", name)
-        path = args[0] if posixpath.isabs(args[0]) else posixpath.normpath(posixpath.join(context.workdir or "/",
-                                                                                          args[0]))
-        code = self._logged(job, container, ["/bin/bash", "-l", "-c", _MKDIR, "workdir", path, context.user],
-                            "root", "/", self._env(context), prefix, name, "info")
+        path = (
+            args[0] if posixpath.isabs(args[0]) else posixpath.normpath(posixpath.join(context.workdir or "/", args[0]))
+        )
+        code = self._logged(
+            job,
+            container,
+            ["/bin/bash", "-l", "-c", _MKDIR, "workdir", path, context.user],
+            "root",
+            "/",
+            self._env(context),
+            prefix,
+            name,
+            "info",
+        )
         if code != 0:
             raise StepFailed(f"failed to create workdir: exit status {code}", name)
-        code, out, err = containers.run(self.cli, container, ["/bin/sh", "-c", 'cd "$1" && pwd', "sh", path],
-                                        user="root", cwd="/")
+        code, out, err = containers.run(
+            self.cli, container, ["/bin/sh", "-c", 'cd "$1" && pwd', "sh", path], user="root", cwd="/"
+        )
         if code != 0 or err.strip():
             raise StepFailed(f"failed to save workdir {path}: {err.strip() or f'exit status {code}'}", name)
         return replace(context, workdir=out.strip())
@@ -377,14 +448,31 @@ class DockerSteps:
             raise StepFailed("USER requires a username argument", name)
         user, env = args[0], self._env(context)
         if containers.run(self.cli, container, ["id", "-u", user], user="root")[0] != 0:
-            code = self._logged(job, container, ["/bin/bash", "-l", "-c",
-                                                 f"useradd --create-home --shell /bin/bash {shlex.quote(user)}"],
-                                "root", None, env, prefix, name, "info")
+            code = self._logged(
+                job,
+                container,
+                ["/bin/bash", "-l", "-c", f"useradd --create-home --shell /bin/bash {shlex.quote(user)}"],
+                "root",
+                None,
+                env,
+                prefix,
+                name,
+                "info",
+            )
             if code != 0:
                 raise StepFailed(f"failed to create user: exit status {code}", name)
         if len(args) > 1 and args[1] == "true":
-            code = self._logged(job, container, ["/bin/bash", "-l", "-c", _SUDOER, "sudoer", user],
-                                "root", None, env, prefix, name, "debug")
+            code = self._logged(
+                job,
+                container,
+                ["/bin/bash", "-l", "-c", _SUDOER, "sudoer", user],
+                "root",
+                None,
+                env,
+                prefix,
+                name,
+                "debug",
+            )
             if code != 0:
                 raise StepFailed(f"failed to configure sudoers: exit status {code}", name)
         return replace(context, user=user)
@@ -408,33 +496,58 @@ class DockerSteps:
         process = None
         if start.start_cmd:
             course.log("info", f"Running start command: {start.start_cmd}", "finalize")
-            course.log("warn", "emulator: the processes the start command leaves running are not kept in the template "
-                               "(an image holds no process): each sandbox runs the start command again", "finalize")
-            process = self._process(job, container, ["/bin/bash", "-l", "-c", start.start_cmd], start.context.user,
-                                    start.context.workdir, env, "start", "finalize", "info")
+            course.log(
+                "warn",
+                "emulator: the processes the start command leaves running are not kept in the template "
+                "(an image holds no process): each sandbox runs the start command again",
+                "finalize",
+            )
+            process = self._process(
+                job,
+                container,
+                ["/bin/bash", "-l", "-c", start.start_cmd],
+                start.context.user,
+                start.context.workdir,
+                env,
+                "start",
+                "finalize",
+                "info",
+            )
         ready = start.ready_cmd or ("sleep 20" if start.start_cmd else "sleep 0")  # ready.go: defaults
         course.log("info", f"Waiting for template to be ready: {ready}", "finalize")
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if course.stopped.is_set():
                 raise _Stopped()
-            code = self._logged(job, container, ["/bin/bash", "-l", "-c", ready], start.context.user,
-                                start.context.workdir, env, "ready", "finalize", "debug")
+            code = self._logged(
+                job,
+                container,
+                ["/bin/bash", "-l", "-c", ready],
+                start.context.user,
+                start.context.workdir,
+                env,
+                "ready",
+                "finalize",
+                "debug",
+            )
             if code == 0:
                 break
             course.log("debug", f"Template is not ready: exit status {code}", "finalize")
             if process is not None and process.poll() not in (None, 0):
-                raise StepFailed(f"start command failed: error running start command: exit status {process.poll()}",
-                                 "finalize")
+                raise StepFailed(
+                    f"start command failed: error running start command: exit status {process.poll()}", "finalize"
+                )
             if time.monotonic() + READY_INTERVAL > deadline:
-                raise StepFailed(f"ready command failed: ready command timed out after {go_seconds(READY_TIMEOUT)}",
-                                 "finalize")
+                raise StepFailed(
+                    f"ready command failed: ready command timed out after {go_seconds(READY_TIMEOUT)}", "finalize"
+                )
             course.stopped.wait(READY_INTERVAL)
         course.log("info", "Template is ready", "finalize")
         if process is not None:
             process.kill()
-        built = self.cli.commit_container(container, f"{BUILDS}:{course.build.build_id}",
-                                          labels={CONTEXT_LABEL: image.context.label()})
+        built = self.cli.commit_container(
+            container, f"{BUILDS}:{course.build.build_id}", labels={CONTEXT_LABEL: image.context.label()}
+        )
         return replace(image, image=built)
 
     # -- commands ---------------------------------------------------------------------------
@@ -447,16 +560,37 @@ class DockerSteps:
             envs["PATH"] += ":" + STANDARD_PATH
         return envs
 
-    def _process(self, job: Job, container: str, argv: list[str], user: str, cwd: str | None, env: dict[str, str],
-                 prefix: str, step: str, level: str) -> _Running:
+    def _process(
+        self,
+        job: Job,
+        container: str,
+        argv: list[str],
+        user: str,
+        cwd: str | None,
+        env: dict[str, str],
+        prefix: str,
+        step: str,
+        level: str,
+    ) -> _Running:
         out, err = _Lines(job.course, level, prefix, "stdout", step), _Lines(job.course, level, prefix, "stderr", step)
         env = {**env, "USER": user, "LOGNAME": user}
-        process = containers.Process(self.cli, container, argv, user=user, cwd=cwd, env=env, on_stdout=out.feed,
-                                     on_stderr=err.feed)
+        process = containers.Process(
+            self.cli, container, argv, user=user, cwd=cwd, env=env, on_stdout=out.feed, on_stderr=err.feed
+        )
         return _Running(process, (out, err))
 
-    def _logged(self, job: Job, container: str, argv: list[str], user: str, cwd: str | None, env: dict[str, str],
-                prefix: str, step: str, level: str) -> int:
+    def _logged(
+        self,
+        job: Job,
+        container: str,
+        argv: list[str],
+        user: str,
+        cwd: str | None,
+        env: dict[str, str],
+        prefix: str,
+        step: str,
+        level: str,
+    ) -> int:
         """Run a command to its end, its output in the build's log as E2B logs it; its exit code.
         Stops it (and the build) when the build is cancelled."""
         running = self._process(job, container, argv, user, cwd, env, prefix, step, level)
@@ -564,5 +698,6 @@ if getent group sudo >/dev/null; then usermod -aG sudo "$user"
 elif getent group wheel >/dev/null; then usermod -aG wheel "$user"
 else echo "neither the sudo nor the wheel group exists on this image" >&2; exit 1; fi
 passwd -d "$user" >/dev/null || exit 1
-grep -q "^$user ALL=(ALL:ALL) NOPASSWD: ALL" /etc/sudoers 2>/dev/null || echo "$user ALL=(ALL:ALL) NOPASSWD: ALL" >>/etc/sudoers
+rule="$user ALL=(ALL:ALL) NOPASSWD: ALL"
+grep -qxF "$rule" /etc/sudoers 2>/dev/null || echo "$rule" >>/etc/sudoers
 """

@@ -9,6 +9,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -56,7 +57,7 @@ class Server(ThreadingHTTPServer):
     def _serve_connection(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001, S110 - a client going away mid-request is not our failure
+        except Exception:  # noqa: BLE001 - a client going away mid-request is not our failure
             pass
         finally:
             self.shutdown_request(request)
@@ -75,10 +76,8 @@ class Server(ThreadingHTTPServer):
             aborted = id(request) in self._aborted
             self._aborted.discard(id(request))
         if aborted:
-            try:
+            with contextlib.suppress(OSError):
                 request.close()
-            except OSError:
-                pass
         else:
             super().shutdown_request(request)
 
@@ -87,10 +86,8 @@ class Server(ThreadingHTTPServer):
         with self._conn_lock:
             items = list(self._connections.items())
         for _, sock in items:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         deadline = time.monotonic() + timeout
         for thread, _ in items:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -23,10 +23,20 @@ import sys
 from typing import Any
 
 # Result's fields from a display's MIME bundle (template/server/api/models/result.py).
-_FORMATS = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
-            "image/png": "png", "image/jpeg": "jpeg", "application/pdf": "pdf", "text/latex": "latex",
-            "application/json": "json", "application/javascript": "javascript", "e2b/data": "data",
-            "e2b/chart": "chart"}
+_FORMATS = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "application/pdf": "pdf",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+    "e2b/data": "data",
+    "e2b/chart": "chart",
+}
 
 
 def result(main: bool, data: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +86,14 @@ def main() -> None:
                     emit(result(kind == "execute_result", content["data"]))
                 elif kind == "error" and not errored:
                     errored = True
-                    emit({"type": "error", "name": content["ename"], "value": content["evalue"],
-                          "traceback": "".join(content["traceback"])})
+                    emit(
+                        {
+                            "type": "error",
+                            "name": content["ename"],
+                            "value": content["evalue"],
+                            "traceback": "".join(content["traceback"]),
+                        }
+                    )
                 elif kind == "status" and content["execution_state"] == "idle":
                     break
             if envs:

@@ -45,6 +45,7 @@ def build_limit_message(limit: int) -> str:
         "Please wait for existing builds to complete or contact support if you need more concurrent builds."
     )
 
+
 # Inputs of the base layer's key that E2B takes from its own configuration
 # (phases/base/hash.go): the hashing version, a provision-script version and the
 # team's disk size.  Constants here, so only the image or parent build varies.

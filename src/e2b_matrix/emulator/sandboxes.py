@@ -33,6 +33,7 @@ In the timing mode a sandbox runs nothing: every port answers "not open".
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import posixpath
 import queue
@@ -74,26 +75,43 @@ class LiveSandbox:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def start_sandbox(cli: DockerCLI, sandbox: LiveSandbox, *, owner: str, devices: tuple[str, ...], cpus: int,
-                  memory_mb: int) -> None:
+def start_sandbox(
+    cli: DockerCLI, sandbox: LiveSandbox, *, owner: str, devices: tuple[str, ...], cpus: int, memory_mb: int
+) -> None:
     """Run the sandbox's container and its template's start command (ready once its ready command
     succeeds); DockerError when it cannot."""
     assert sandbox.image is not None
     name = f"e2b-emulator-sandbox-{sandbox.sandbox_id}"
-    cli.start_container(sandbox.image.image, name, labels={OWNER_LABEL: owner, "e2b-emulator.sandbox": sandbox.sandbox_id},
-                        devices=devices, cpus=cpus, memory_mb=memory_mb)
+    cli.start_container(
+        sandbox.image.image,
+        name,
+        labels={OWNER_LABEL: owner, "e2b-emulator.sandbox": sandbox.sandbox_id},
+        devices=devices,
+        cpus=cpus,
+        memory_mb=memory_mb,
+    )
     sandbox.container = name
     start = sandbox.image.start
     if start is None:
         return
     env = {**start.context.env(), **sandbox.envs}
     if start.start_cmd:  # an image holds no process: the start command runs again in each sandbox
-        sandbox.start = containers.Process(cli, name, ["/bin/bash", "-l", "-c", start.start_cmd],
-                                           user=start.context.user, cwd=start.context.workdir, env=env)
+        sandbox.start = containers.Process(
+            cli,
+            name,
+            ["/bin/bash", "-l", "-c", start.start_cmd],
+            user=start.context.user,
+            cwd=start.context.workdir,
+            env=env,
+        )
     ready = start.ready_cmd or ("sleep 20" if start.start_cmd else "sleep 0")
     deadline = time.monotonic() + READY_WAIT
-    while containers.run(cli, name, ["/bin/bash", "-l", "-c", ready], user=start.context.user,
-                         cwd=start.context.workdir, env=env)[0] != 0:
+    while (
+        containers.run(
+            cli, name, ["/bin/bash", "-l", "-c", ready], user=start.context.user, cwd=start.context.workdir, env=env
+        )[0]
+        != 0
+    ):
         if time.monotonic() > deadline:
             raise DockerError(f"the template's ready command ({ready}) did not succeed within {READY_WAIT:g}s")
         time.sleep(READY_INTERVAL)
@@ -104,10 +122,8 @@ def stop_sandbox(cli: DockerCLI, sandbox: LiveSandbox) -> None:
     if sandbox.kernel is not None:
         sandbox.kernel.close()
     if sandbox.container is not None:
-        try:
+        with contextlib.suppress(DockerError):
             cli.remove_container(sandbox.container)
-        except DockerError:
-            pass
 
 
 class SandboxProxy:
@@ -155,8 +171,9 @@ class SandboxProxy:
         if path == "/process.Process/Start" and h.command == "POST":
             return self._start(h, sandbox, body)
         if path.startswith(("/process.Process/", "/filesystem.Filesystem/")):
-            return _json(h, 501, {"code": "unimplemented",
-                                  "message": f"{path.lstrip('/')} is not modelled by the E2B emulator"})
+            return _json(
+                h, 501, {"code": "unimplemented", "message": f"{path.lstrip('/')} is not modelled by the E2B emulator"}
+            )
         return h.send(404, f"{path}: not modelled by the E2B emulator\n".encode(), "text/plain; charset=utf-8")
 
     def _start(self, h: Handler, sandbox: LiveSandbox, body: bytes) -> None:
@@ -176,14 +193,25 @@ class SandboxProxy:
         cwd = str(config.get("cwd") or "") or context.workdir
         if cwd and context.workdir and not cwd.startswith(("/", "~")):
             cwd = posixpath.join(context.workdir, cwd)
-        env = {**context.env(), **sandbox.envs, **{str(k): str(v) for k, v in (config.get("envs") or {}).items()},
-               "USER": user, "LOGNAME": user}
+        env = {
+            **context.env(),
+            **sandbox.envs,
+            **{str(k): str(v) for k, v in (config.get("envs") or {}).items()},
+            "USER": user,
+            "LOGNAME": user,
+        }
         argv = [str(config.get("cmd") or ""), *(str(a) for a in config.get("args") or [])]
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         process = containers.Process(
-            self.cli, sandbox.container, argv, user=user, cwd=cwd, env=env,
+            self.cli,
+            sandbox.container,
+            argv,
+            user=user,
+            cwd=cwd,
+            env=env,
             on_stdout=lambda chunk: events.put({"data": {"stdout": base64.b64encode(chunk).decode()}}),
-            on_stderr=lambda chunk: events.put({"data": {"stderr": base64.b64encode(chunk).decode()}}))
+            on_stderr=lambda chunk: events.put({"data": {"stderr": base64.b64encode(chunk).decode()}}),
+        )
         try:
             pid = process.pid()
         except containers.NotStarted as exc:
@@ -194,6 +222,7 @@ class SandboxProxy:
         if timer is not None:
             timer.daemon = True
             timer.start()
+
         def end() -> None:  # after the last output: the stream ends
             process.wait()
             events.put(None)
@@ -230,7 +259,7 @@ class SandboxProxy:
         try:
             request = files.parse_json(body or b"null")
             if not isinstance(request, dict) or not isinstance(request.get("code"), str):
-                raise ValueError("code is required")  # noqa: TRY004 - answered 422, as FastAPI does
+                raise ValueError("code is required")
         except ValueError as exc:
             return h.send(422, json.dumps({"detail": str(exc)}).encode())
         if request.get("context_id") and request.get("language"):
@@ -239,8 +268,11 @@ class SandboxProxy:
             return h.send(404, f"Context {request['context_id']} not found".encode(), "text/plain; charset=utf-8")
         language = str(request.get("language") or "python").lower()
         if language not in ("python", "python3"):
-            return h.send(500, f"the E2B emulator's stand-in runs Python only, not {language}".encode(),
-                          "text/plain; charset=utf-8")
+            return h.send(
+                500,
+                f"the E2B emulator's stand-in runs Python only, not {language}".encode(),
+                "text/plain; charset=utf-8",
+            )
         assert self.cli is not None and sandbox.container is not None and sandbox.image is not None
         with sandbox.lock:
             if sandbox.kernel is None or not sandbox.kernel.alive():
@@ -249,8 +281,11 @@ class SandboxProxy:
         try:
             h.start_stream(200, "application/json")
             envs = request.get("env_vars") or {}
-            kernel.execute(request["code"], {str(k): str(v) for k, v in envs.items()} if isinstance(envs, dict) else {},
-                           lambda line: h.write_chunk(line + b"\n"))
+            kernel.execute(
+                request["code"],
+                {str(k): str(v) for k, v in envs.items()} if isinstance(envs, dict) else {},
+                lambda line: h.write_chunk(line + b"\n"),
+            )
             h.end_stream()
         except OSError:
             h.close_connection = True
@@ -262,8 +297,14 @@ class Kernel:
     def __init__(self, cli: DockerCLI, container: str, image: Image, envs: dict[str, str]):
         source = resources.files("e2b_matrix.emulator").joinpath("kernel_driver.py").read_text(encoding="utf-8")
         workdir = "/home/user"  # template/server/main.py: every context starts there
-        self._proc = cli.exec_process(container, ["python3", "-u", "-c", source, workdir], user="root",
-                                      workdir=workdir, env={**image.context.env(), **envs}, stdin=True)
+        self._proc = cli.exec_process(
+            container,
+            ["python3", "-u", "-c", source, workdir],
+            user="root",
+            workdir=workdir,
+            env={**image.context.env(), **envs},
+            stdin=True,
+        )
         self._lock = threading.Lock()
         self._stderr: list[bytes] = []
         threading.Thread(target=self._drain, daemon=True, name="e2b-emulator-kernel-stderr").start()
@@ -271,7 +312,7 @@ class Kernel:
     def _drain(self) -> None:
         assert self._proc.stderr is not None
         for line in self._proc.stderr:
-            self._stderr = (self._stderr + [line])[-20:]
+            self._stderr = ([*self._stderr, line])[-20:]
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -284,8 +325,9 @@ class Kernel:
         environment = "\0".join(f"{k}={v}" for k, v in envs.items() if k and "=" not in k and "\0" not in k + v)
         with self._lock:
             try:
-                self._proc.stdin.write(f"{len(source)} {len(environment.encode())}\n".encode() + source
-                                       + environment.encode())
+                self._proc.stdin.write(
+                    f"{len(source)} {len(environment.encode())}\n".encode() + source + environment.encode()
+                )
                 self._proc.stdin.flush()
             except OSError:
                 pass
@@ -295,18 +337,24 @@ class Kernel:
                 if line == END_OF_EXECUTION:
                     return
             why = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-            write(json.dumps({"type": "error", "name": "UnexpectedEndOfExecution",  # template/server/messaging.py
-                              "value": "Connection to the execution was closed before the execution was finished"
-                                       + (f" ({why[-1]})" if why else ""), "traceback": ""}).encode())
+            write(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "name": "UnexpectedEndOfExecution",  # template/server/messaging.py
+                        "value": "Connection to the execution was closed before the execution was finished"
+                        + (f" ({why[-1]})" if why else ""),
+                        "traceback": "",
+                    }
+                ).encode()
+            )
             write(END_OF_EXECUTION)
 
     def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # -- Connect and HTTP helpers -------------------------------------------------------------
@@ -325,9 +373,9 @@ def _unframe(body: bytes) -> dict[str, Any]:
     flags, length = struct.unpack(">BI", body[:5])
     if flags & 0x01:
         raise ValueError("compressed messages are not accepted (identity only, as the SDK sends)")
-    message = files.parse_json(body[5:5 + length])
+    message = files.parse_json(body[5 : 5 + length])
     if not isinstance(message, dict):
-        raise ValueError("expected a JSON object")  # noqa: TRY004 - bad input, like the rest
+        raise ValueError("expected a JSON object")
     return message
 
 

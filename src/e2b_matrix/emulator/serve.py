@@ -41,8 +41,9 @@ def new_key() -> str:
     return "emulator-" + secrets.token_hex(16)
 
 
-def docker_mode(mode: str, say: Callable[[str], None], docker_cli: str | None = None,
-                buildkit: bool | None = None) -> DockerMode | None:
+def docker_mode(
+    mode: str, say: Callable[[str], None], docker_cli: str | None = None, buildkit: bool | None = None
+) -> DockerMode | None:
     """The DockerMode for ``mode`` (None: the timing mode); ModeUnavailable when ``docker`` cannot run."""
     if mode == "timing":
         return None
@@ -63,10 +64,18 @@ def exports(emu: E2BEmulator) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in emu.env().items())
 
 
-def serve(mode: str, *, api_key: str | None = None, step_cost: float = 0.05, env_file: Path | None = None,
-          say: Callable[[str], None] = print, out: Callable[[str], None] = print,
-          docker_cli: str | None = None, buildkit: bool | None = None,
-          stop: threading.Event | None = None) -> None:
+def serve(
+    mode: str,
+    *,
+    api_key: str | None = None,
+    step_cost: float = 0.05,
+    env_file: Path | None = None,
+    say: Callable[[str], None] = print,
+    out: Callable[[str], None] = print,
+    docker_cli: str | None = None,
+    buildkit: bool | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Serve until ``stop`` is set, Ctrl-C or SIGTERM; the exports go to ``out`` (and ``env_file``)."""
     from e2b_matrix import files
 
@@ -77,8 +86,10 @@ def serve(mode: str, *, api_key: str | None = None, step_cost: float = 0.05, env
         if env_file is not None:
             files.atomic_write(env_file, text.encode())
         out(text.rstrip("\n"))
-        say(f"e2b-matrix emulate: a local stand-in for E2B in its {emu.mode} mode "
-            f"(docs/emulator.md); serving until Ctrl-C")
+        say(
+            f"e2b-matrix emulate: a local stand-in for E2B in its {emu.mode} mode "
+            f"(docs/emulator.md); serving until Ctrl-C"
+        )
         previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
 
         def terminate(signum: int, frame: FrameType | None) -> None:

@@ -62,7 +62,8 @@ COPY requirements.txt /tmp/e2b-emulator/requirements.txt
 RUN python3 -m pip install --no-cache-dir --disable-pip-version-check -r /tmp/e2b-emulator/requirements.txt \\
  && rm -rf /tmp/e2b-emulator
 RUN id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}; \\
-    grep -q '^{user} ALL=(ALL:ALL) NOPASSWD: ALL' /etc/sudoers || echo '{user} ALL=(ALL:ALL) NOPASSWD: ALL' >>/etc/sudoers
+    rule='{user} ALL=(ALL:ALL) NOPASSWD: ALL'; \\
+    grep -qxF "$rule" /etc/sudoers || echo "$rule" >>/etc/sudoers
 """
 _CA = """COPY ca/ /usr/local/share/ca-certificates/e2b-emulator/
 RUN update-ca-certificates
@@ -92,8 +93,7 @@ def requirements() -> bytes:
     return files("e2b_matrix.layers").joinpath("code-interpreter-v1.txt").read_bytes()
 
 
-def code_interpreter(cli: DockerCLI, on_log: Callable[[str], None] | None = None,
-                     base: str = DEBIAN_BASE) -> Standin:
+def code_interpreter(cli: DockerCLI, on_log: Callable[[str], None] | None = None, base: str = DEBIAN_BASE) -> Standin:
     """The stand-in of code-interpreter-v1, made now (a few minutes: pip installs its packages)
     unless an image of exactly these inputs exists."""
     if not cli.image_exists(base):
@@ -101,16 +101,22 @@ def code_interpreter(cli: DockerCLI, on_log: Callable[[str], None] | None = None
     certificates = {f"ca/{p.name}": p.read_bytes() for p in host_ca_certificates()}
     dockerfile = _DOCKERFILE.format(base=base, ca=_CA if certificates else "", user=USER, pip=PIP)
     digest = hashlib.sha256(cli.image_id(base).encode())
-    for name, data in sorted({"Dockerfile": dockerfile.encode(), "requirements.txt": requirements(),
-                              **certificates}.items()):
+    for name, data in sorted(
+        {"Dockerfile": dockerfile.encode(), "requirements.txt": requirements(), **certificates}.items()
+    ):
         digest.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(data).digest())
     tag = f"{REPOSITORY}:{digest.hexdigest()[:12]}"
     if not cli.image_exists(tag):
         if on_log is not None:
             on_log(f"making {tag}, the stand-in of E2B's {CODE_INTERPRETER} (once; a few minutes)")
         try:
-            cli.build_image(dockerfile, tag, context_files={"requirements.txt": requirements(), **certificates},
-                            on_log=on_log, labels={LABEL: CODE_INTERPRETER})
+            cli.build_image(
+                dockerfile,
+                tag,
+                context_files={"requirements.txt": requirements(), **certificates},
+                on_log=on_log,
+                labels={LABEL: CODE_INTERPRETER},
+            )
         except DockerError as exc:
             raise StandinError(f"could not make {tag}: {exc}") from None
     return Standin(CODE_INTERPRETER, cli.image_id(tag), USER, WORKDIR, ENVS, code_interpreter=True)

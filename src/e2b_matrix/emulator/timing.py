@@ -189,8 +189,11 @@ class LiveCourse:
     def __init__(self, build: Build, lock: threading.RLock, epoch: float):
         assert build.triggered is not None
         self.build, self._lock, self._epoch = build, lock, epoch
-        self.timeline = Timeline(end=math.inf, ok=False, entries=[
-            Entry(build.triggered, "info", f"Building template {build.template_id}/{build.build_id}", None)])
+        self.timeline = Timeline(
+            end=math.inf,
+            ok=False,
+            entries=[Entry(build.triggered, "info", f"Building template {build.template_id}/{build.build_id}", None)],
+        )
         self.stopped = threading.Event()
 
     @property
@@ -204,17 +207,30 @@ class LiveCourse:
             if not self.ended:
                 self.timeline.entries.append(Entry(time.monotonic(), level, message, step))
 
-    def record(self, index: int, step: str, text: str, key: str, outcome: str, started: float,
-               layer: str | None = None) -> None:
+    def record(
+        self, index: int, step: str, text: str, key: str, outcome: str, started: float, layer: str | None = None
+    ) -> None:
         """What happened to one step, ``started`` (monotonic) until now: a :class:`StepRecord`."""
         now = time.monotonic()
         with self._lock:
             if self.ended:
                 return
-            self.timeline.records.append(StepRecord(
-                build_id=self.build.build_id, template=self.build.base_name, index=index, step=step, text=text,
-                key=key, outcome=outcome, cost=round(now - started, 3), started_at=started + self._epoch,
-                finished_at=now + self._epoch, published_at=now + self._epoch if layer else None, layer_id=layer))
+            self.timeline.records.append(
+                StepRecord(
+                    build_id=self.build.build_id,
+                    template=self.build.base_name,
+                    index=index,
+                    step=step,
+                    text=text,
+                    key=key,
+                    outcome=outcome,
+                    cost=round(now - started, 3),
+                    started_at=started + self._epoch,
+                    finished_at=now + self._epoch,
+                    published_at=now + self._epoch if layer else None,
+                    layer_id=layer,
+                )
+            )
 
     def finish(self, ok: bool, reason: tuple[str, str | None] | None = None) -> None:
         """The build ends now: ready, or failed for ``reason`` (message, step)."""
@@ -229,7 +245,6 @@ class LiveCourse:
             if not self.ended:
                 self.timeline.cancel(at)
             self.stopped.set()
-
 
 
 def whole_build_timeline(b: Build) -> Timeline:

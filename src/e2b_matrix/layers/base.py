@@ -26,8 +26,10 @@ HOME = "/home/user"
 # What a base already has from pip (data files beside this module): a pip step on it is resolved
 # with these as constraints (pins.py). E2B's image of the code interpreter is the same template;
 # another image (the Docker backend's Debian base) has none known.
-INSTALLED = {("template", "code-interpreter-v1"): "code-interpreter-v1.txt",
-             ("image", "e2bdev/code-interpreter:latest"): "code-interpreter-v1.txt"}
+INSTALLED = {
+    ("template", "code-interpreter-v1"): "code-interpreter-v1.txt",
+    ("image", "e2bdev/code-interpreter:latest"): "code-interpreter-v1.txt",
+}
 
 
 def installed(base: Base) -> tuple[str, ...]:

@@ -9,10 +9,12 @@ def _steps(params, ctx):
     return (
         apt(("fuse", "libfuse2", "libfuse-dev")),
         pip(("fusepy",)),
-        run("touch /etc/fuse.conf && (grep -q '^user_allow_other' /etc/fuse.conf"
-            " || echo user_allow_other >> /etc/fuse.conf)", user="root"),
-        run("echo 'user ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/user"
-            " && chmod 0440 /etc/sudoers.d/user", user="root"),
+        run(
+            "touch /etc/fuse.conf && (grep -q '^user_allow_other' /etc/fuse.conf"
+            " || echo user_allow_other >> /etc/fuse.conf)",
+            user="root",
+        ),
+        run("echo 'user ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/user && chmod 0440 /etc/sudoers.d/user", user="root"),
         run(f"mkdir -p {' '.join(MOUNTS)} && chown user:user {' '.join(MOUNTS)}", user="root"),
     )
 

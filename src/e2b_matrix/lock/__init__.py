@@ -14,8 +14,20 @@ from e2b_matrix.errors import LockError, UnknownNameError
 from e2b_matrix.lock.format import SCHEMA, TemplateLock, dumps, loads
 from e2b_matrix.lock.model import Build, LockEntry
 
-__all__ = ["SCHEMA", "Build", "LockEntry", "LockError", "TemplateLock", "TemplateResolver", "UnknownNameError",
-           "dumps", "loads", "record_build", "update", "update_lock"]
+__all__ = [
+    "SCHEMA",
+    "Build",
+    "LockEntry",
+    "LockError",
+    "TemplateLock",
+    "TemplateResolver",
+    "UnknownNameError",
+    "dumps",
+    "loads",
+    "record_build",
+    "update",
+    "update_lock",
+]
 
 _LAZY = {"TemplateResolver": "resolver", "record_build": "store", "update": "store", "update_lock": "store"}
 

@@ -33,8 +33,8 @@ import attrs
 
 from e2b_matrix import files, names, secrets
 from e2b_matrix.errors import FieldError, LockError, UnknownNameError
-from e2b_matrix.model import frozen_map
 from e2b_matrix.lock.model import Build, LockEntry
+from e2b_matrix.model import frozen_map
 
 SCHEMA = 2
 READS = (1, 2)
@@ -76,8 +76,11 @@ def _build(doc, path: str, where: str) -> Build:
         if k not in doc:
             raise t.error("missing key", k)
     try:
-        return Build(**{k: t.get(k, str, "") for k in _BUILD_STRINGS}, **{k: t.strings(k) for k in _BUILD_MAPS},
-                     built_at=t.get("built_at", dt.datetime))
+        return Build(
+            **{k: t.get(k, str, "") for k in _BUILD_STRINGS},
+            **{k: t.strings(k) for k in _BUILD_MAPS},
+            built_at=t.get("built_at", dt.datetime),
+        )
     except FieldError as exc:
         raise t.error_at(exc.message, exc.field) from None
 
@@ -93,9 +96,13 @@ def _entry(alias: str, doc, path: str) -> LockEntry:
         raise t.error("must not be empty", "template_id")
     history = t.get("history", list, [])
     try:
-        return LockEntry(alias=alias, **fields, built_at=t.get("built_at", dt.datetime),
-                         **{k: t.strings(k) for k in _MAPS},
-                         history=[_build(h, path, f"{t.where}.history[{i}]") for i, h in enumerate(history)])
+        return LockEntry(
+            alias=alias,
+            **fields,
+            built_at=t.get("built_at", dt.datetime),
+            **{k: t.strings(k) for k in _MAPS},
+            history=[_build(h, path, f"{t.where}.history[{i}]") for i, h in enumerate(history)],
+        )
     except FieldError as exc:
         if exc.field == "alias":  # the table's own name
             raise LockError(exc.message, path=path, key=t.where) from None
@@ -132,11 +139,13 @@ def parse(text: str, path: str = "<string>", known: Parsed | None = None) -> Par
         raise LockError("missing (is this an e2b-matrix lock file?)", path=path, key="schema")
     schema = top.get("schema", int)
     if schema > SCHEMA:
-        raise LockError(f"written by a newer e2b-matrix (schema {schema}); this one reads schema "
-                        f"{SCHEMA} — upgrade e2b-matrix", path=path, key="schema")
+        raise LockError(
+            f"written by a newer e2b-matrix (schema {schema}); this one reads schema {SCHEMA} — upgrade e2b-matrix",
+            path=path,
+            key="schema",
+        )
     if schema not in READS:
-        raise LockError(f"unsupported schema {schema} (this one reads {READS[0]} to {SCHEMA})",
-                        path=path, key="schema")
+        raise LockError(f"unsupported schema {schema} (this one reads {READS[0]} to {SCHEMA})", path=path, key="schema")
     top.only(_TOP)
     tables = _Table(top.get("templates", dict, {}), path, "templates").doc
     entries = {}
@@ -156,8 +165,10 @@ def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
 
 def _parts(e: LockEntry) -> list[tuple[str, object, tuple[str, ...], tuple[str, ...]]]:
     """(key prefix, value, string fields, map fields) of the entry and of each build in its history."""
-    return [("", e, _STRINGS, _MAPS),
-            *((f"history[{i}].", b, _BUILD_STRINGS, _BUILD_MAPS) for i, b in enumerate(e.history))]
+    return [
+        ("", e, _STRINGS, _MAPS),
+        *((f"history[{i}].", b, _BUILD_STRINGS, _BUILD_MAPS) for i, b in enumerate(e.history)),
+    ]
 
 
 def _refuse_secrets(e: LockEntry, known: Iterable[str]) -> None:
@@ -173,8 +184,13 @@ def _refuse_secrets(e: LockEntry, known: Iterable[str]) -> None:
     parts = _parts(e)
     try:
         keys = [k for _, value, _, maps in parts for m in maps for k in getattr(value, m)]
-        written = "\n".join([*(getattr(value, k) for _, value, strings, _ in parts for k in strings), *keys,
-                             *(v for _, value, _, maps in parts for m in maps for v in getattr(value, m).values())])
+        written = "\n".join(
+            [
+                *(getattr(value, k) for _, value, strings, _ in parts for k in strings),
+                *keys,
+                *(v for _, value, _, maps in parts for m in maps for v in getattr(value, m).values()),
+            ]
+        )
         shown = "\n".join([*_NAMES, *map(_key, keys)])
     except TypeError:  # a value that is not a string: found and named below
         pass
@@ -192,8 +208,9 @@ def _refuse_secrets(e: LockEntry, known: Iterable[str]) -> None:
             if not isinstance(text, str):  # a bug upstream: never write what would not read back
                 raise LockError(f"expected a string, got {_type_name(text)}", key=f"{where}.{name}")
             if secrets.looks_secret(name if named else "", text, known):
-                raise LockError("looks like a secret; the lock is not the place for it (not written)",
-                                key=f"{where}.{name}")
+                raise LockError(
+                    "looks like a secret; the lock is not the place for it (not written)", key=f"{where}.{name}"
+                )
 
 
 def dumps(entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE, known_secrets=()) -> str:
@@ -224,10 +241,11 @@ class TemplateLock:
     a name is both). Lookups are dictionary look-ups.
     """
 
-    __slots__ = ("path", "entries", "exists", "_index", "_ambiguous")
+    __slots__ = ("_ambiguous", "_index", "entries", "exists", "path")
 
-    def __init__(self, entries: Iterable[LockEntry] | Mapping[str, LockEntry] = (), path="templates.lock",
-                 *, exists: bool = True):
+    def __init__(
+        self, entries: Iterable[LockEntry] | Mapping[str, LockEntry] = (), path="templates.lock", *, exists: bool = True
+    ):
         if isinstance(entries, Mapping):
             entries = entries.values()
         self.path = os.fspath(path)
@@ -240,8 +258,11 @@ class TemplateLock:
         self._index.update(self.entries)
         # a word that names two entries (one's alias, another's variant; or one variant
         # under two aliases) means nothing: the caller must say which
-        self._ambiguous = {v: sorted(set(a) | ({v} & set(self.entries))) for v, a in by_variant.items()
-                           if len(a) > 1 or (v in self.entries and a != [v])}
+        self._ambiguous = {
+            v: sorted(set(a) | ({v} & set(self.entries)))
+            for v, a in by_variant.items()
+            if len(a) > 1 or (v in self.entries and a != [v])
+        }
         for word in self._ambiguous:
             self._index.pop(word, None)
 
@@ -296,8 +317,11 @@ class TemplateLock:
         if found is not None:
             return found
         if name in self._ambiguous:
-            raise LockError(f"{name!r} could mean several templates ({', '.join(self._ambiguous[name])}); "
-                            "use an alias that names one", path=self.path)
+            raise LockError(
+                f"{name!r} could mean several templates ({', '.join(self._ambiguous[name])}); "
+                "use an alias that names one",
+                path=self.path,
+            )
         raise UnknownNameError(self._unknown_message(name))
 
     def get(self, name: str, default=None):
@@ -315,10 +339,15 @@ class TemplateLock:
 
     def _unknown_message(self, name: str) -> str:
         if not self.exists:
-            return f"{self.path}: no template {names.shown(name)}: the lock file does not exist (build the templates first)"
+            missing = "the lock file does not exist (build the templates first)"
+            return f"{self.path}: no template {names.shown(name)}: {missing}"
         known = self.names()
         if not known:
-            return f"{self.path}: no template {names.shown(name)}: the lock has no templates (build the templates first)"
+            return (
+                f"{self.path}: no template {names.shown(name)}: the lock has no templates (build the templates first)"
+            )
         close = names.near(name, known)
-        return (f"{self.path}: no template {names.shown(name)} in the lock; known: {names.listing(known, _MAX_LISTED)}"
-                + (f"; did you mean {close!r}?" if close else ""))
+        return (
+            f"{self.path}: no template {names.shown(name)} in the lock; known: {names.listing(known, _MAX_LISTED)}"
+            + (f"; did you mean {close!r}?" if close else "")
+        )

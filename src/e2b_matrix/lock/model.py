@@ -74,9 +74,9 @@ class LockEntry:
     image: str = attrs.field(default="", validator=valid(optional(names.check_image)))
     inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_INPUTS)
     channels: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_CHANNELS)
-    history: tuple[Build, ...] = attrs.field(default=(), converter=tuple,
-                                             validator=attrs.validators.deep_iterable(
-                                                 attrs.validators.instance_of(Build)))
+    history: tuple[Build, ...] = attrs.field(
+        default=(), converter=tuple, validator=attrs.validators.deep_iterable(attrs.validators.instance_of(Build))
+    )
 
     @property
     def reference(self) -> str:
@@ -93,8 +93,14 @@ class LockEntry:
 
     def replaced_by(self, new: LockEntry) -> LockEntry:
         """``new`` with this build pushed onto its history; channels stay where they point."""
-        this = Build(self.build_id, self.fingerprint, self.built_at, self.layers, self.image,
-                     self.template_id if self.template_id != new.template_id else "")
+        this = Build(
+            self.build_id,
+            self.fingerprint,
+            self.built_at,
+            self.layers,
+            self.image,
+            self.template_id if self.template_id != new.template_id else "",
+        )
         history = (this, *self.history) if self.build_id != new.build_id else self.history
         return attrs.evolve(new, channels=self.channels, history=history[:HISTORY_LIMIT])
 
@@ -102,10 +108,18 @@ class LockEntry:
         """Back to the previous build; channels that pointed at this build follow it back."""
         prev = self.history[0]
         channels = {ch: (prev.build_id if bid == self.build_id else bid) for ch, bid in self.channels.items()}
-        return attrs.evolve(self, build_id=prev.build_id, fingerprint=prev.fingerprint, layers=prev.layers,
-                            built_at=prev.built_at, image=prev.image or self.image,
-                            template_id=prev.template_id or self.template_id, inputs={},
-                            channels=channels, history=self.history[1:])
+        return attrs.evolve(
+            self,
+            build_id=prev.build_id,
+            fingerprint=prev.fingerprint,
+            layers=prev.layers,
+            built_at=prev.built_at,
+            image=prev.image or self.image,
+            template_id=prev.template_id or self.template_id,
+            inputs={},
+            channels=channels,
+            history=self.history[1:],
+        )
 
     def promoted(self, channel: str, build_id: str | None = None) -> LockEntry:
         """``channel`` recorded as pointing at ``build_id`` (default: this entry's build)."""

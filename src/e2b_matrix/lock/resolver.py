@@ -37,8 +37,15 @@ DEFAULT_TEMPLATE = "latest"  # the seed's template (alias nexus-sandbox-latest)
 
 
 class TemplateResolver:
-    def __init__(self, lock_path=None, default: str | None = None, environ: Mapping[str, str] | None = None,
-                 *, name: str = DEFAULT_TEMPLATE, min_interval: float = 0.0):
+    def __init__(
+        self,
+        lock_path=None,
+        default: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        name: str = DEFAULT_TEMPLATE,
+        min_interval: float = 0.0,
+    ):
         self._environ = os.environ if environ is None else environ
         if lock_path is None:
             lock_path = settings.read("E2B_MATRIX_LOCK", self._environ)
@@ -100,8 +107,10 @@ class TemplateResolver:
     def _reload(self, stamp, old: TemplateLock) -> TemplateLock:
         if stamp is None:
             if old.exists:
-                self._problem(f"{self.path}: the lock file is gone; keeping the last good lock "
-                              f"({len(old)} templates)", logging.WARNING)
+                self._problem(
+                    f"{self.path}: the lock file is gone; keeping the last good lock ({len(old)} templates)",
+                    logging.WARNING,
+                )
             self._state = (None, old)
             return old
         try:

@@ -32,6 +32,7 @@ from e2b_matrix.lock.model import LockEntry
 
 Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
 
+
 class ParseCache:
     """The last lock text parsed, whole, and what it read. Replaced whole (one assignment), so a
     reader in another thread sees the old pair or the new one."""
@@ -86,8 +87,13 @@ def read_entry(path, alias: str, cache: ParseCache | None = None) -> LockEntry |
     return None if text is None else (cache or ParseCache()).parse(text, path).entries.get(alias)
 
 
-def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = (),
-           cache: ParseCache | None = None) -> TemplateLock:
+def update(
+    path,
+    change: Change,
+    regenerate: str = DEFAULT_REGENERATE,
+    secrets: Iterable[str] = (),
+    cache: ParseCache | None = None,
+) -> TemplateLock:
     """Apply ``change`` (entries by alias -> new entries by alias) to the lock on disk; the lock as written."""
     path = os.fspath(path)
     cache = cache or ParseCache()
@@ -113,9 +119,14 @@ def update(path, change: Change, regenerate: str = DEFAULT_REGENERATE, secrets: 
     return TemplateLock(merged, path)
 
 
-def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = (), remove: Iterable[str] = (),
-                regenerate: str = DEFAULT_REGENERATE, secrets: Iterable[str] = (),
-                cache: ParseCache | None = None) -> TemplateLock:
+def update_lock(
+    path,
+    upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = (),
+    remove: Iterable[str] = (),
+    regenerate: str = DEFAULT_REGENERATE,
+    secrets: Iterable[str] = (),
+    cache: ParseCache | None = None,
+) -> TemplateLock:
     """Replace whole entries by alias and delete aliases (absent ones are ignored)."""
     items = list(upsert.values() if isinstance(upsert, Mapping) else upsert)
     for e in items:
@@ -131,8 +142,13 @@ def update_lock(path, upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = ()
     return update(path, change, regenerate, secrets, cache)
 
 
-def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_REGENERATE,
-                  secrets: Iterable[str] = (), cache: ParseCache | None = None) -> TemplateLock:
+def record_builds(
+    path,
+    entries: Iterable[LockEntry],
+    regenerate: str = DEFAULT_REGENERATE,
+    secrets: Iterable[str] = (),
+    cache: ParseCache | None = None,
+) -> TemplateLock:
     """New builds, in one locked write: for each in turn, the previous build of its alias goes to its
     history and its channels stay put. One that cannot be written (a secret, ...) writes none of them."""
     builds = list(entries)
@@ -149,7 +165,12 @@ def record_builds(path, entries: Iterable[LockEntry], regenerate: str = DEFAULT_
     return update(path, change, regenerate, secrets, cache)
 
 
-def record_build(path, entry: LockEntry, regenerate: str = DEFAULT_REGENERATE,
-                 secrets: Iterable[str] = (), cache: ParseCache | None = None) -> TemplateLock:
+def record_build(
+    path,
+    entry: LockEntry,
+    regenerate: str = DEFAULT_REGENERATE,
+    secrets: Iterable[str] = (),
+    cache: ParseCache | None = None,
+) -> TemplateLock:
     """A new build of ``entry.alias``: the previous one goes to its history, channels stay put."""
     return record_builds(path, [entry], regenerate, secrets, cache)

@@ -12,8 +12,8 @@ from pathlib import Path
 from e2b_matrix import files
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import store
-from e2b_matrix.model import BuildSpec
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import BuildSpec
 
 
 def alias_lock_file(state_dir: Path, alias: str) -> Path:
@@ -54,8 +54,9 @@ class AliasLocks:
             self.release(alias)
 
 
-def built_meanwhile(lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend,
-                    cache: store.ParseCache | None = None) -> LockEntry | None:
+def built_meanwhile(
+    lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend, cache: store.ParseCache | None = None
+) -> LockEntry | None:
     """The lock's entry when another run built this very spec after ``before`` (the entry when the run
     started) and before this one took the alias; else None.
 

@@ -11,13 +11,13 @@ from e2b_matrix.verify import VerifyReport
 @attrs.frozen
 class Log:
     alias: str
-    line: str           # the newest line of its build's log (the whole page is in its log file)
+    line: str  # the newest line of its build's log (the whole page is in its log file)
 
 
 @attrs.frozen
 class Published:
     alias: str
-    depth: int          # the base and steps 1..depth are in the layer cache
+    depth: int  # the base and steps 1..depth are in the layer cache
 
 
 @attrs.frozen

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from e2b_matrix import resolve
-from e2b_matrix.model import BuildSpec, State
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import BuildSpec, State
 
 if TYPE_CHECKING:
     from e2b_matrix.plan import Node, PlanItem
@@ -26,9 +26,9 @@ Gate = tuple[str, int]  # (the alias whose build computes a shared prefix, that 
 @attrs.frozen
 class Job:
     spec: BuildSpec
-    entry: LockEntry | None     # its lock entry when the run started
-    fresh: bool                 # unchanged since that entry (the plan said so)
-    parent: str | None = None   # alias of a variant of this run it is built on
+    entry: LockEntry | None  # its lock entry when the run started
+    fresh: bool  # unchanged since that entry (the plan said so)
+    parent: str | None = None  # alias of a variant of this run it is built on
 
 
 def make_jobs(items: Iterable[PlanItem], force: bool = False) -> list[Job]:
@@ -37,8 +37,15 @@ def make_jobs(items: Iterable[PlanItem], force: bool = False) -> list[Job]:
     by_alias = {i.alias: i for i in items}
     specs = resolve.build_order(i.spec for i in items if i.spec is not None)
     aliases = set(by_alias)
-    return [Job(s, by_alias[s.alias].entry, by_alias[s.alias].state is State.FRESH and not force,
-                resolve.parent_alias(s, aliases)) for s in specs]
+    return [
+        Job(
+            s,
+            by_alias[s.alias].entry,
+            by_alias[s.alias].state is State.FRESH and not force,
+            resolve.parent_alias(s, aliases),
+        )
+        for s in specs
+    ]
 
 
 def building(jobs: Iterable[Job]) -> set[str]:

@@ -29,8 +29,8 @@ from e2b_matrix.model import State
 from e2b_matrix.retry import RetryPolicy, gave_up
 from e2b_matrix.runner.jobs import Gate
 
-ALIAS_RECHECK_S = 0.5   # how often a job waiting for another process's build of its alias looks again
-TICK_S = 0.5            # the longest the loop sleeps without an event (an interrupt is always an event)
+ALIAS_RECHECK_S = 0.5  # how often a job waiting for another process's build of its alias looks again
+TICK_S = 0.5  # the longest the loop sleeps without an event (an interrupt is always an event)
 
 
 @attrs.frozen
@@ -38,10 +38,10 @@ class Pending:
     """What the policy knows of a job that has not started."""
 
     alias: str
-    parent: str | None = None           # the alias of a parent template this run builds
-    gate: Gate | None = None            # who publishes the prefix it shares, and its depth
-    not_before: float = 0.0             # a retry waits until then
-    holds_alias: bool = False           # it holds its alias's flock
+    parent: str | None = None  # the alias of a parent template this run builds
+    gate: Gate | None = None  # who publishes the prefix it shares, and its depth
+    not_before: float = 0.0  # a retry waits until then
+    holds_alias: bool = False  # it holds its alias's flock
     alias_checked: float | None = None  # when its alias was last found busy
 
 
@@ -50,25 +50,25 @@ class RunState:
     """What the policy knows of the run."""
 
     now: float
-    stopped: bool = False               # an interrupt, --fail-fast, a refused key: nothing more starts
-    ended: Mapping[str, bool] = attrs.field(factory=dict)     # alias -> its build of this run ended ok
+    stopped: bool = False  # an interrupt, --fail-fast, a refused key: nothing more starts
+    ended: Mapping[str, bool] = attrs.field(factory=dict)  # alias -> its build of this run ended ok
     published: Mapping[str, int] = attrs.field(factory=dict)  # alias -> deepest step its build published
-    elsewhere: frozenset[str] = frozenset()                   # aliases another process is building
+    elsewhere: frozenset[str] = frozenset()  # aliases another process is building
     running: int = 0
     window: int = 1
 
 
 class Verdict(enum.Enum):
-    START = "start"            # it may run now
+    START = "start"  # it may run now
     TAKE_ALIAS = "take alias"  # it may run once it holds its alias's flock (the loop tries)
     WAIT = "wait"
-    SKIP = "skip"              # it will never start: it ends skipped
+    SKIP = "skip"  # it will never start: it ends skipped
 
 
 @attrs.frozen
 class Decision:
     verdict: Verdict
-    why: str = ""   # why it waits ("": nothing worth telling) or why it is skipped
+    why: str = ""  # why it waits ("": nothing worth telling) or why it is skipped
 
 
 def decide(job: Pending, run: RunState) -> Decision:
@@ -96,8 +96,11 @@ def decide(job: Pending, run: RunState) -> Decision:
 def next_wake(jobs: Iterable[Pending], now: float) -> float:
     """Seconds until a retry or an alias check is due, at most TICK_S (a pending job may wait for time)."""
     due = [j.not_before - now for j in jobs if j.not_before > now]
-    due += [j.alias_checked + ALIAS_RECHECK_S - now for j in jobs
-            if j.alias_checked is not None and j.alias_checked + ALIAS_RECHECK_S > now]
+    due += [
+        j.alias_checked + ALIAS_RECHECK_S - now
+        for j in jobs
+        if j.alias_checked is not None and j.alias_checked + ALIAS_RECHECK_S > now
+    ]
     return max(0.0, min([TICK_S, *due]))
 
 
@@ -123,10 +126,10 @@ class Window:
 
 
 class Then(enum.Enum):
-    RETRY = "retry"          # start it again at ``at``, without a slot meanwhile
-    REQUEUE = "requeue"      # start it again when one of ours ends (the team's slots are full)
-    END = "end"              # it ends in ``state``, for ``message``
-    STOP = "stop"            # it ends failed, and the run stops (the key was refused)
+    RETRY = "retry"  # start it again at ``at``, without a slot meanwhile
+    REQUEUE = "requeue"  # start it again when one of ours ends (the team's slots are full)
+    END = "end"  # it ends in ``state``, for ``message``
+    STOP = "stop"  # it ends failed, and the run stops (the key was refused)
 
 
 @attrs.frozen
@@ -138,21 +141,38 @@ class Next:
     window: int | None = None  # the team is full: the run's window drops to this
 
 
-def after_error(exc: BaseException, *, attempts: int, first_start: float, now: float, retry: RetryPolicy,
-                running: int, stopped: bool) -> Next:
+def after_error(
+    exc: BaseException,
+    *,
+    attempts: int,
+    first_start: float,
+    now: float,
+    retry: RetryPolicy,
+    running: int,
+    stopped: bool,
+) -> Next:
     """What attempt ``attempts`` of a build failing with ``exc`` means: the one place errors are judged.
 
     ``running``: this run's other builds still going (a team-limit refusal with none of ours running
     is an ordinary retry: someone else holds the slots); ``stopped``: the run is stopping.
     """
     if isinstance(exc, SlotsFull) and running:
-        return Next(Then.REQUEUE, State.WAITING, f"for a team build slot ({running} of ours running; E2B says "
-                                                 "the rest are taken)", window=running)
+        return Next(
+            Then.REQUEUE,
+            State.WAITING,
+            f"for a team build slot ({running} of ours running; E2B says the rest are taken)",
+            window=running,
+        )
     if isinstance(exc, TransientError):
         delay = None if stopped else retry.next_delay(attempts, first_start, now)
         if delay is not None:
-            return Next(Then.RETRY, State.RETRYING, f"{exc}; retry {attempts} in {delay:.1f}s", now + delay,
-                        window=1 if isinstance(exc, SlotsFull) else None)
+            return Next(
+                Then.RETRY,
+                State.RETRYING,
+                f"{exc}; retry {attempts} in {delay:.1f}s",
+                now + delay,
+                window=1 if isinstance(exc, SlotsFull) else None,
+            )
         if stopped:
             return Next(Then.END, State.CANCELLED, f"stopped while retrying: {exc}")
         return Next(Then.END, State.FAILED, gave_up(attempts, exc))

@@ -34,13 +34,12 @@ from e2b_matrix import files, release, resolve
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.events import Reporter, Silent
-from e2b_matrix.model import BuildResult, BuildSpec, Outcome, State
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import BuildResult, BuildSpec, Outcome, State
 from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.runner import policy
 from e2b_matrix.runner.aliases import AliasLocks, built_meanwhile
-from e2b_matrix.runner.events import (Built, Errored, Event, Landed, Landing, Log, Progress, Published,
-                                      Stop)
+from e2b_matrix.runner.events import Built, Errored, Event, Landed, Landing, Log, Progress, Published, Stop
 from e2b_matrix.runner.jobs import Job, building, owners_first, share_gates
 from e2b_matrix.runner.policy import Then, Verdict, Window
 from e2b_matrix.runner.worker import work
@@ -55,7 +54,7 @@ class RunOutcome:
 
     results: tuple[BuildResult, ...]
     interrupted: bool = False
-    fatal: MatrixError | None = None   # what stopped the whole run (the key refused)
+    fatal: MatrixError | None = None  # what stopped the whole run (the key refused)
 
     @property
     def exit_code(self) -> int:
@@ -72,8 +71,8 @@ class Scheduler:
 
     backend: object
     lock_path: Path
-    state_dir: Path                      # .e2b-matrix/: one lock file per alias being built
-    logs: object = None                  # logs.RunLogs (None: no log files)
+    state_dir: Path  # .e2b-matrix/: one lock file per alias being built
+    logs: object = None  # logs.RunLogs (None: no log files)
     reporter: Reporter = attrs.field(factory=Silent)
     jobs: int = 20
     force: bool = False
@@ -81,8 +80,8 @@ class Scheduler:
     wait_for_alias: bool = True
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     verify: bool = False
-    promote: str | None = None           # the channel to point at what built or was fresh
-    share: bool = True                   # start a build when the steps it shares are published (above)
+    promote: str | None = None  # the channel to point at what built or was fresh
+    share: bool = True  # start a build when the steps it shares are published (above)
     secrets: tuple[str, ...] = ()
     clock: Clock = attrs.field(factory=Clock)
 
@@ -97,11 +96,11 @@ class Task:
 
     job: Job
     spec: BuildSpec
-    attempts: int = 0                   # build attempts made (a refusal for the team's slots is none)
+    attempts: int = 0  # build attempts made (a refusal for the team's slots is none)
     first_start: float | None = None
-    not_before: float = 0.0             # a retry waits until then
+    not_before: float = 0.0  # a retry waits until then
     alias_checked: float | None = None  # when its alias was last found busy
-    told: str = ""                      # the last waiting reason reported
+    told: str = ""  # the last waiting reason reported
 
 
 class Run:
@@ -112,13 +111,14 @@ class Run:
         self.cancel = threading.Event()
         self.window = Window(max(1, s.jobs))
         self.events: queue.Queue[Event] = queue.Queue()
-        self.published: dict[str, int] = {}       # alias -> deepest step its build published
-        self.elsewhere: set[str] = set()          # aliases waiting for another process's build of them
+        self.published: dict[str, int] = {}  # alias -> deepest step its build published
+        self.elsewhere: set[str] = set()  # aliases waiting for another process's build of them
         self.running: dict[str, Task] = {}
-        self.landing: list[Landing] = []          # built, waiting for the writer
+        self.landing: list[Landing] = []  # built, waiting for the writer
         self.aliases = AliasLocks(s.state_dir)
-        self.ledger = Ledger(s, self.aliases, lambda task: task in self.pending and self.pending.remove(task),
-                             self.stop)
+        self.ledger = Ledger(
+            s, self.aliases, lambda task: task in self.pending and self.pending.remove(task), self.stop
+        )
         self.ended = self.ledger.ended
         self.end, self.finish_fresh = self.ledger.end, self.ledger.finish_fresh
         self.writer = LockWriter(s.backend, s.lock_path, s.secrets, s.promote, self.events.put)
@@ -131,8 +131,10 @@ class Run:
         self.tasks = {t.spec.alias: t for t in self.pending}
 
     def go(self) -> RunOutcome:
-        self.finish_fresh([(j.spec, j.entry, None) for j in self.jobs if j.spec.alias not in self.building],
-                          "unchanged since its lock entry")
+        self.finish_fresh(
+            [(j.spec, j.entry, None) for j in self.jobs if j.spec.alias not in self.building],
+            "unchanged since its lock entry",
+        )
         for t in self.pending:
             self.s.reporter.started(t.spec.name, t.spec.alias)
         if self.pending:
@@ -168,8 +170,7 @@ class Run:
             self.start_ready()
             if not self.busy():
                 return
-        event = self.s.clock.next_event(self.events, policy.next_wake(map(self.view, self.pending),
-                                                                         self.s.clock.now()))
+        event = self.s.clock.next_event(self.events, policy.next_wake(map(self.view, self.pending), self.s.clock.now()))
         self.changed |= event is None  # a retry or an alias check may be due
         while event is not None:
             self.handle(event)
@@ -187,12 +188,25 @@ class Run:
 
     def view(self, task: Task) -> policy.Pending:
         parent = task.job.parent if task.job.parent in self.building else None
-        return policy.Pending(task.spec.alias, parent, self.gates.get(task.spec.alias), task.not_before,
-                              self.aliases.holds(task.spec.alias), task.alias_checked)
+        return policy.Pending(
+            task.spec.alias,
+            parent,
+            self.gates.get(task.spec.alias),
+            task.not_before,
+            self.aliases.holds(task.spec.alias),
+            task.alias_checked,
+        )
 
     def state(self) -> policy.RunState:
-        return policy.RunState(self.s.clock.now(), self.cancel.is_set(), self.ended, self.published,
-                               frozenset(self.elsewhere), len(self.running), self.window.size)
+        return policy.RunState(
+            self.s.clock.now(),
+            self.cancel.is_set(),
+            self.ended,
+            self.published,
+            frozenset(self.elsewhere),
+            len(self.running),
+            self.window.size,
+        )
 
     def start_ready(self) -> None:
         if self.signalled:  # before anything starts, though the event may still be queued
@@ -226,8 +240,11 @@ class Run:
             self.waiting(task, f"{alias} is being built by {holder}")
             return False
         self.elsewhere.discard(alias)
-        done = None if self.s.force else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend,
-                                                         self.writer.cache)
+        done = (
+            None
+            if self.s.force
+            else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend, self.writer.cache)
+        )
         if done is not None:
             self.finish_fresh([(task.spec, done, task)], f"built meanwhile by another run (build {done.build_id})")
             return False
@@ -245,10 +262,20 @@ class Run:
         if task.first_start is None:
             task.first_start = self.s.clock.now()
         self.running[task.spec.alias] = task
-        self.s.reporter.progress(task.spec.name, State.BUILDING,
-                                 f"attempt {task.attempts}" if task.attempts > 1 else "submitting")
-        self.pool.submit(work, self.s.backend, self.s.logs, task.spec, task.attempts, force=self.s.force,
-                         verify=self.s.verify, cancel=self.cancel, tell=self.events.put)
+        self.s.reporter.progress(
+            task.spec.name, State.BUILDING, f"attempt {task.attempts}" if task.attempts > 1 else "submitting"
+        )
+        self.pool.submit(
+            work,
+            self.s.backend,
+            self.s.logs,
+            task.spec,
+            task.attempts,
+            force=self.s.force,
+            verify=self.s.verify,
+            cancel=self.cancel,
+            tell=self.events.put,
+        )
 
     def handle(self, event: Event) -> None:
         self.changed |= not isinstance(event, (Log, Progress))
@@ -274,8 +301,15 @@ class Run:
 
     def failed(self, task: Task, exc: BaseException) -> None:
         now = self.s.clock.now()
-        nxt = policy.after_error(exc, attempts=task.attempts, first_start=task.first_start or now, now=now,
-                                 retry=self.s.retry, running=len(self.running), stopped=self.cancel.is_set())
+        nxt = policy.after_error(
+            exc,
+            attempts=task.attempts,
+            first_start=task.first_start or now,
+            now=now,
+            retry=self.s.retry,
+            running=len(self.running),
+            stopped=self.cancel.is_set(),
+        )
         if nxt.window is not None:
             self.window.refused(nxt.window)
         if nxt.then in (Then.REQUEUE, Then.RETRY):
@@ -289,7 +323,8 @@ class Run:
             self.fatal = exc if isinstance(exc, MatrixError) else None
         elif nxt.state is State.FAILED and not isinstance(exc, MatrixError):
             (self.s.logs.run if self.s.logs is not None else log).error(
-                "[%s] unexpected error", task.spec.name, exc_info=exc)
+                "[%s] unexpected error", task.spec.name, exc_info=exc
+            )
         self.end(task, nxt.state or State.FAILED, nxt.message)
         if nxt.then is Then.STOP:
             self.stop("E2B refused the API key")
@@ -311,11 +346,10 @@ class Run:
 class Ledger:
     """How each job of a run ended: its result, its alias released, the reporter told; --fail-fast."""
 
-    def __init__(self, s: Scheduler, aliases: AliasLocks, on_end: Callable[[Task], None],
-                 stop: Callable[[str], None]):
+    def __init__(self, s: Scheduler, aliases: AliasLocks, on_end: Callable[[Task], None], stop: Callable[[str], None]):
         self.s, self.aliases, self.on_end, self.stop = s, aliases, on_end, stop
         self.results: dict[str, BuildResult] = {}
-        self.ended: dict[str, bool] = {}          # alias -> its build of this run ended ok
+        self.ended: dict[str, bool] = {}  # alias -> its build of this run ended ok
 
     def finish_fresh(self, found: list[tuple[BuildSpec, LockEntry | None, Task | None]], why: str) -> None:
         """Variants whose locked build stands (spec, its entry, its task if it had one): promoted when
@@ -324,8 +358,12 @@ class Ledger:
             assert entry is not None  # a fresh job has its entry
             error = self.promote_fresh(spec, entry) if self.s.promote else ""
             self.s.reporter.progress(spec.name, State.FRESH, why)
-            self.end(task or Task(Job(spec, entry, True), spec), State.FAILED if error else State.FRESH, error,
-                     Outcome(entry.template_id, entry.build_id, entry.image))
+            self.end(
+                task or Task(Job(spec, entry, True), spec),
+                State.FAILED if error else State.FRESH,
+                error,
+                Outcome(entry.template_id, entry.build_id, entry.image),
+            )
 
     def promote_fresh(self, spec: BuildSpec, entry: LockEntry) -> str:
         """``--promote`` for a fresh variant (moved, then recorded); why it failed, or ""."""
@@ -343,8 +381,17 @@ class Ledger:
         self.on_end(task)
         elapsed = self.s.clock.now() - task.first_start if task.first_start is not None else 0.0
         o = outcome or Outcome("", "")
-        result = BuildResult(spec.name, spec.alias, state, o.template_id, o.build_id, round(elapsed, 3),
-                             "" if state.ok else error, task.attempts, o.image)
+        result = BuildResult(
+            spec.name,
+            spec.alias,
+            state,
+            o.template_id,
+            o.build_id,
+            round(elapsed, 3),
+            "" if state.ok else error,
+            task.attempts,
+            o.image,
+        )
         self.results[spec.name] = result
         self.ended[spec.alias] = state.ok
         self.s.reporter.finished(result)

@@ -19,14 +19,23 @@ from e2b_matrix.runner.events import Built, Errored, Event, Log, Progress, Publi
 
 def _no_log() -> logging.Logger:
     """A logger for a run without log files: outside logging's tree (no global state), writing nothing."""
-    logger = logging.Logger("e2b_matrix.variant")
+    logger = logging.Logger("e2b_matrix.variant")  # noqa: LOG001 - outside the logging tree: no global state
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     return logger
 
 
-def work(backend, logs, spec: BuildSpec, attempt: int, *, force: bool, verify: bool, cancel: threading.Event,
-         tell: Callable[[Event], None]) -> None:
+def work(
+    backend,
+    logs,
+    spec: BuildSpec,
+    attempt: int,
+    *,
+    force: bool,
+    verify: bool,
+    cancel: threading.Event,
+    tell: Callable[[Event], None],
+) -> None:
     """Build ``spec`` (attempt ``attempt``), verify it when asked; every line and end goes to ``tell``."""
     alias = spec.alias
     try:  # everything, the log's setup too: an exception left in the future would never reach the loop
@@ -38,10 +47,12 @@ def work(backend, logs, spec: BuildSpec, attempt: int, *, force: bool, verify: b
                 vlog.info("\n".join(lines))
                 tell(Log(alias, lines[-1]))
 
-        vlog.info("--- %s: build %s (attempt %d) ---",
-                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), alias, attempt)
-        outcome = backend.build(spec, force=force, log=sink, cancel=cancel,
-                                progress=lambda depth: tell(Published(alias, depth)))
+        vlog.info(
+            "--- %s: build %s (attempt %d) ---", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), alias, attempt
+        )
+        outcome = backend.build(
+            spec, force=force, log=sink, cancel=cancel, progress=lambda depth: tell(Published(alias, depth))
+        )
         report = None
         if verify:
             tell(Progress(alias, State.VERIFYING, "running smoke checks"))
@@ -49,7 +60,7 @@ def work(backend, logs, spec: BuildSpec, attempt: int, *, force: bool, verify: b
             if report.failed:
                 raise BuildError(report.failure("lock entry not written"))
         tell(Built(alias, outcome, report))
-    except BaseException as exc:  # the loop decides what it means
+    except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides what it means
         if isinstance(exc, TransientError) and logs is not None:
             logs.variant(alias).info("transient error: %s", exc)
         tell(Errored(alias, exc))

@@ -17,24 +17,34 @@ from pathlib import Path
 from e2b_matrix import inventory, release
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import store
-from e2b_matrix.model import BuildSpec, Outcome, State
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.model import BuildSpec, Outcome, State
 from e2b_matrix.runner.events import Event, Landed, Landing, Progress
 
 
 def entry_of(spec: BuildSpec, outcome: Outcome, now: dt.datetime) -> LockEntry:
     """The lock entry a build of ``spec`` makes."""
-    return LockEntry(alias=spec.alias, variant=spec.name, template_id=outcome.template_id,
-                     build_id=outcome.build_id, fingerprint=spec.fingerprint, layers=spec.layer_versions(),
-                     built_at=now.replace(microsecond=0), domain=outcome.domain, api_url=outcome.api_url,
-                     image=outcome.image, inputs=spec.inputs())
+    return LockEntry(
+        alias=spec.alias,
+        variant=spec.name,
+        template_id=outcome.template_id,
+        build_id=outcome.build_id,
+        fingerprint=spec.fingerprint,
+        layers=spec.layer_versions(),
+        built_at=now.replace(microsecond=0),
+        domain=outcome.domain,
+        api_url=outcome.api_url,
+        image=outcome.image,
+        inputs=spec.inputs(),
+    )
 
 
 class LockWriter:
     """Writes batches of finished builds, one batch at a time, in its own thread."""
 
-    def __init__(self, backend, lock_path: Path, secrets: Sequence[str], promote: str | None,
-                 tell: Callable[[Event], None]):
+    def __init__(
+        self, backend, lock_path: Path, secrets: Sequence[str], promote: str | None, tell: Callable[[Event], None]
+    ):
         self.backend, self.lock_path, self.secrets, self.promote = backend, lock_path, tuple(secrets), promote
         self.tell = tell
         self.busy = False
@@ -52,10 +62,15 @@ class LockWriter:
     def write(self, batch: Sequence[Landing]) -> dict[str, str]:
         """The batch in the lock with one write, then its inventories, then promoted; alias -> why its
         build failed after all (not recorded, not promoted)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
-            lock = store.record_builds(self.lock_path, [entry_of(b.spec, b.outcome, now) for b in batch],
-                                       self.backend.regenerate, self.secrets, self.cache)
+            lock = store.record_builds(
+                self.lock_path,
+                [entry_of(b.spec, b.outcome, now) for b in batch],
+                self.backend.regenerate,
+                self.secrets,
+                self.cache,
+            )
         except MatrixError as exc:
             return {b.spec.alias: f"built as {b.outcome.build_id} but not recorded: {exc}" for b in batch}
         for b in batch:
@@ -65,8 +80,9 @@ class LockWriter:
         for b in batch if self.promote else ():
             self.tell(Progress(b.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
             try:  # each moved, then recorded: a failure leaves the others promoted
-                release.promote_entries(self.backend, self.lock_path, [lock.entries[b.spec.alias]], self.promote,
-                                        self.secrets, self.cache)
+                release.promote_entries(
+                    self.backend, self.lock_path, [lock.entries[b.spec.alias]], self.promote, self.secrets, self.cache
+                )
             except MatrixError as exc:
                 errors[b.spec.alias] = f"built and recorded, but not promoted to {self.promote}: {exc}"
         return errors
@@ -84,5 +100,4 @@ def _errors(batch: Sequence[Landing], future: Future) -> dict[str, str]:
     exc = future.exception()
     if exc is None:
         return future.result()
-    return {b.spec.alias: f"built as {b.outcome.build_id} but not recorded: {type(exc).__name__}: {exc}"
-            for b in batch}
+    return {b.spec.alias: f"built as {b.outcome.build_id} but not recorded: {type(exc).__name__}: {exc}" for b in batch}
