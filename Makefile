@@ -14,7 +14,7 @@ TESTS   ?=
 # so 4 workers on 2 cores take a third of a serial run's time.
 TEST_WORKERS ?= 4
 
-.PHONY: help venv compile demo test test-lowest e2e bench plan build build-all lock-check clean docker-up docs
+.PHONY: help venv compile demo test lint test-lowest e2e bench plan build build-all lock-check clean docker-up docs
 
 help:
 	@echo "make demo                             the whole flow against a local E2B (no account needed)"
@@ -22,6 +22,7 @@ help:
 	@echo "make build VARIANT=name               build one variant"
 	@echo "make plan                             what would build and why (offline)"
 	@echo "make test                             the test suite (starts its own E2B emulator)"
+	@echo "make lint                             ruff (lint, format) and mypy --strict on src/"
 	@echo "make test-lowest                      the suite at the lowest versions pyproject allows"
 	@echo "make e2e                              real Docker builds (starts dockerd)"
 	@echo "make bench                            benchmarks -> .bench/results.json"
@@ -30,7 +31,7 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "e2b-matrix needs Python >= 3.11 (set PYTHON=...)"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
 	touch $(STAMP)
 
 # Byte-compile our sources: a machine that sets PYTHONDONTWRITEBYTECODE would
@@ -47,6 +48,12 @@ demo: $(STAMP) compile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# Static checks (versions pinned in pyproject's lint extra): zero findings, or CI fails.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
 
 # The suite against the lowest versions pyproject.toml allows (.venv-lowest): the floors are true.
 test-lowest:
