@@ -65,8 +65,10 @@ def test_checks_follow_the_design_table():
     stateful = s.checks[0]
     assert stateful.cells == ("x = 42", "x + 8") and stateful.expect == "50"
     assert "stateful python" not in [c.name for c in specs(backend="docker")["full"].checks]
-    nexus_check = next(c for c in s.checks if c.name == "nexus --version")
-    assert nexus_check.expect == "0.9.26" and nexus_check.layer == "nexus"
+    installed = next(c for c in s.checks if c.name == "nexus-ai-fs version")
+    assert (installed.version, installed.layer) == ("0.9.26", "nexus")
+    cli_runs = next(c for c in s.checks if c.name == "nexus --version")
+    assert (cli_runs.expect, cli_runs.version) == (None, None)  # 0.9.21-0.9.26 print 0.9.20: it only has to run
 
 
 # -- "latest": uv's answer -----------------------------------------------------

@@ -112,8 +112,10 @@ def test_build_pinned_verify_passes_every_check_of_every_layer(e2b):
         "user_allow_other",
         "passwordless sudo",
         "mount points",
+        "nexus-ai-fs version",
         "nexus --version",
     } <= set(checks)
+    assert checks["nexus-ai-fs version"]["detail"] == f"nexus-ai-fs {FIRST}"
     assert checks["stateful python"]["detail"] == "50"  # x = 42, then x + 8, in the code interpreter
     assert checks["nexus --version"]["detail"] == f"nexus, version {FIRST}"
     print(f"[e2b-path] verify pinned: {len(checks)} checks in {took:.1f}s")

@@ -3,6 +3,7 @@ here), on Docker with a stand-in engine."""
 
 from __future__ import annotations
 
+import re
 import json
 import types
 from typing import Any, ClassVar
@@ -67,6 +68,11 @@ class FakeSandbox:
             out = "".join(f"{n}\t{v}\n" for n, v in self.apt.items())
         elif command.startswith("df -Pk /"):
             out = f"overlay 10255636 {self.disk_kib} 9443291 8% /\n"
+        elif "importlib.metadata" in command:  # the version pip installed (layers/nexus.py INSTALLED)
+            name = re.search(r"version\('([^']+)'\)", command).group(1)
+            code, out = (
+                (code, f"{name} {self.pip[name]}\n") if name in self.pip else (1, f"No package metadata for {name}\n")
+            )
         else:
             out = {"nexus": "nexus, version 0.9.26\n", "python3": f"Python {self.python}\n"}.get(
                 command.split()[0], "ok\n"
@@ -130,8 +136,8 @@ def test_verify_on_e2b_prints_one_line_per_failed_check_not_a_traceback(project,
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     failed = [line for line in r.stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 6 and all("no sandbox: 500: sandbox could not start" in line for line in failed)
-    assert "0/6 checks passed" in r.stdout
+    assert len(failed) == 7 and all("no sandbox: 500: sandbox could not start" in line for line in failed)
+    assert "0/7 checks passed" in r.stdout
 
 
 def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, monkeypatch):
@@ -147,13 +153,13 @@ def test_build_verify_keeps_a_failing_template_out_of_the_lock(project, emu, mon
     assert statuses["minimal"]["status"] == "built"
     assert statuses["latest"]["status"] == "failed"
     assert statuses["latest"]["error"].startswith(
-        "smoke checks failed (1 of 10); lock entry not written:\nuser_allow_other: "
+        "smoke checks failed (1 of 11); lock entry not written:\nuser_allow_other: "
     )
     assert [e.alias for e in lock_of(project)] == ["nexus-sandbox-minimal"]
     # verify NAME on E2B reads the lock and reports each check
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal"])
     assert r.exit_code == 0, r.output
-    assert "6/6 checks passed" in r.stdout
+    assert "7/7 checks passed" in r.stdout
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "latest"])
     assert r.exit_code == 2 and "not built yet" in r.stderr
 
@@ -221,7 +227,7 @@ def test_cli_verify_names_both_pythons_in_one_line_and_reports_the_found_one(pro
     assert r.exit_code == 1, r.output
     lines = [line for line in r.stdout.splitlines() if "3.12.8" in line]
     assert len(lines) == 2 and "the template has Python 3.12.8, the base declares 3.13" in lines[0]
-    assert lines[1] == "minimal: 5/6 checks passed; python 3.12.8"
+    assert lines[1] == "minimal: 6/7 checks passed; python 3.12.8"
     python[0] = "3.13.5"
     r = cli_runner().invoke(cli, ["-C", str(project), "verify", "minimal", "--json"])
     assert r.exit_code == 0, r.output
@@ -242,7 +248,7 @@ def test_build_verify_fails_on_another_python_naming_both(project, emu, monkeypa
     assert r.exit_code == 1, r.output
     error = json.loads(r.stdout)[0]["error"]
     assert error == (
-        "smoke checks failed (1 of 6); lock entry not written:\n"
+        "smoke checks failed (1 of 7); lock entry not written:\n"
         "python3 --version: the template has Python 3.12.8, the base declares 3.13"
     )
     assert not (project / "templates.lock").exists()
@@ -253,6 +259,8 @@ def test_docker_verify_judges_the_image_python_the_same_way():
 
     class Engine:
         def run_in_container(self, image, command, user=None, devices=()):
+            if "importlib.metadata" in command:  # the version pip installed (layers/nexus.py)
+                return 0, "nexus-ai-fs 0.5.6\n"
             return 0, {"python3": "Python 3.11.2\n", "nexus": "nexus, version 0.5.6\n"}.get(command.split()[0], "")
 
     backend = DockerBackend(Settings())

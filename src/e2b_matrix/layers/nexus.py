@@ -30,8 +30,16 @@ def _steps(params: Mapping[str, Any], ctx: Context) -> tuple[Step, ...]:
     return (pip((f"{PACKAGE}=={params['version']}",)),)
 
 
+# The installed distribution's version, as pip recorded it: the CLI's own ``--version`` is not
+# it (nexus-ai-fs 0.9.21 to 0.9.26 all print 0.9.20), so it only has to run.
+INSTALLED = f"python3 -c \"from importlib.metadata import version; print('{PACKAGE}', version('{PACKAGE}'))\""
+
+
 def _checks(params: Mapping[str, Any], ctx: Context) -> tuple[Check, ...]:
-    return (Check("nexus --version", command="nexus --version", expect=params["version"]),)
+    return (
+        Check(f"{PACKAGE} version", command=INSTALLED, version=params["version"]),
+        Check("nexus --version", command="nexus --version"),
+    )
 
 
 def _resolve(params: dict[str, Any], ctx: Context, resolver: Resolver) -> dict[str, Any]:
