@@ -9,7 +9,9 @@ For the tests and benchmarks, and for anyone without an E2B account
 - ``timing``: the timing model of builds (step costs, E2B's layer cache, logs);
 - ``rules``: E2B's rules it follows (names, tags, references, limits, cache keys);
 - ``http``: the HTTP/1.1 server both endpoints run on;
-- ``docker_steps``: the Docker mode's step executor (each step run as E2B runs it);
+- ``docker_steps``: the Docker mode's step executor (each step run as E2B runs it, then finalize);
+- ``step_commands``: the commands of those steps (RUN, COPY, ENV, WORKDIR, USER);
+- ``docker_shell``: a build's commands in its containers, their output in its log;
 - ``standin``: the images that stand for E2B's public templates in Docker mode;
 - ``sandboxes``: the sandbox proxy (envd's process API, the code interpreter's /execute);
 - ``serve``: ``e2b-matrix emulate``.

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import standin
-from e2b_matrix.emulator.docker_steps import OWNER_LABEL, Context, DockerSteps, Image
+from e2b_matrix.emulator.docker_shell import Context
+from e2b_matrix.emulator.docker_steps import OWNER_LABEL, DockerSteps, Image
 
 FUSE = "/dev/fuse"  # E2B's sandboxes have it (the fuse layer's checks mount with it)
 
