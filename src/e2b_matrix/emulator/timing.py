@@ -71,7 +71,20 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Behaviour:
-    """How builds of one template name behave (see :meth:`E2BEmulator.configure`)."""
+    """How builds of one template name behave (:meth:`E2BEmulator.configure` sets it).
+
+    - ``duration``: seconds from start to ``ready``/``error`` (whole-build
+      timing, no layer cache); ``math.inf``: ``building`` forever (a stuck
+      build); None: step timing.
+    - ``log_lines``: info log lines the build prints.
+    - ``fail_at_step``: None to succeed; an int is the 0-based index into
+      the received ``steps``, reported as E2B's step name ``str(i + 1)``
+      ("base" is the FROM step); a str ("base", "finalize", "3") is
+      reported as is, and under step timing fails that step (or, if the
+      build has no such step, the build's end).  A failing build logs the
+      failure as an error-level line of that step.
+    - ``fail_message``: the error reason's message (the SDK raises BuildException with it).
+    """
 
     duration: float | None  # None: step timing
     log_lines: int
