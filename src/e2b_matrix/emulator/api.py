@@ -128,11 +128,11 @@ may still change them; what is in the past never changes.
 
 Public API (besides the HTTP routes): ``E2BEmulator(api_key, default_duration=,
 default_log_lines=, default_step_cost=, upload_delay=, forbidden_keys=,
-build_limit=, docker=)``, ``start``/``stop``/context manager, ``url``, ``sandbox_url``,
-``env()``, ``mode``;
+public_templates=, build_limit=, clock=, docker=)``, ``start``/``stop``/context
+manager, ``url``, ``sandbox_url``, ``env()``, ``mode``;
 configuration: ``configure``, ``set_step_cost``, ``forbid``, ``inject``,
 ``clear_faults``, ``set_build_limit``, ``hold_slots``, ``release_slots``;
-observation: ``requests``, ``request_count``, ``count``, ``reset_counters``,
+observation (readings.py): ``requests``, ``api_keys``, ``request_count``, ``count``, ``reset_counters``,
 ``limit_refusals``, ``active_builds``, ``peak_builds``, ``held_slots``,
 ``pending_faults``, ``http_versions``, ``connection_count``, ``builds`` /
 ``build(id)`` (:class:`BuildSnapshot`), ``template_id(name)``, ``uploads``,
@@ -182,7 +182,7 @@ from e2b_matrix.emulator.rules import BUILD_LIMIT, ROUTES
 from e2b_matrix.emulator.sandbox_api import SandboxRoutes, SandboxSnapshot
 from e2b_matrix.emulator.store import Store, Uploads
 from e2b_matrix.emulator.template_routes import TemplateRoutes
-from e2b_matrix.emulator.timing import Behaviour, StepRecord, StepSpec
+from e2b_matrix.emulator.timing import StepRecord, StepSpec
 
 if TYPE_CHECKING:
     from e2b_matrix.emulator.docker_mode import DockerMode
@@ -227,9 +227,8 @@ class E2BEmulator(Readings):
         clock: Callable[[], float] = time.monotonic,
         docker: DockerMode | None = None,
     ):
-        default = Behaviour(None if default_duration is None else float(default_duration), int(default_log_lines))
         store = Store(clock, public_templates, {} if docker is None else docker.public)
-        self._planner = Planner(store.lock, default, default_step_cost, upload_delay)
+        self._planner = Planner(store.lock, default_duration, default_log_lines, default_step_cost, upload_delay)
         limit = BuildLimit(store, build_limit)
         self._docker = None if docker is None else docker.fork()  # its own containers: removed when it stops
         sandboxes = SandboxRoutes(store, self._docker)

@@ -1,11 +1,11 @@
 """E2B's build routes: request a build, upload its files, start it, follow its status.
 
 As E2B's API answers them (repository e2b-dev/infra, packages/api/internal:
-template/register_build.go, handlers/template_request_build_v3.go,
-handlers/template_layer_files_upload.go, handlers/template_start_build_v2.go,
-handlers/template_build_status.go; see
-api.py's docstring, "Builds, tags and references" and "Timing"). Every route runs
-under the store's lock at one instant ``now``, except the upload.
+template/register_build.go; handlers: template_request_build_v3.go,
+template_layer_files_upload.go, template_start_build_v2.go,
+template_build_status.go; see api.py's docstring, "Builds, tags and references"
+and "Timing"). Every route but the upload runs under the store's lock, at one
+instant ``now``.
 """
 
 from __future__ import annotations
@@ -80,8 +80,16 @@ class BuildRoutes:
             requested=now,
         )
         store.assignments.extend(Assignment(template_id, build_id, tag, now) for tag in tags)
-        answer = {"templateID": template_id, "buildID": build_id, "public": False, "names": [base], "tags": tags}
-        return 202, json_bytes({**answer, "aliases": [base]})
+        return 202, json_bytes(
+            {
+                "templateID": template_id,
+                "buildID": build_id,
+                "public": False,
+                "names": [base],
+                "tags": tags,
+                "aliases": [base],
+            }
+        )
 
     def _supersede(self, template_id: str, tags: list[str], now: float) -> None:
         """E2B's InvalidateUnstartedTemplateBuilds: the template's waiting builds sharing a tag fail."""
@@ -100,7 +108,7 @@ class BuildRoutes:
         if template_id not in self._store.names:
             raise Reply(404, f"Error when getting template: {NO_ROWS}")
         url = f"{self._url()}/upload/{quote(files_hash, safe='')}"
-        return 201, json_bytes({"present": self._uploads.get(files_hash) is not None, "url": url})
+        return 201, json_bytes({"present": self._uploads.has(files_hash), "url": url})
 
     def upload(self, files_hash: str, body: bytes) -> tuple[int, bytes]:
         """PUT /upload/{hash}: store the archive (like a presigned bucket URL)."""
@@ -178,8 +186,13 @@ class BuildRoutes:
             raise Reply(400, f"Build '{canonical}' not found")
         offset, limit = _page(query)
         status = self._store.state(build, now)
-        info: dict[str, Any] = {"templateID": template_id, "buildID": build_id, "status": status}
-        info.update(logs=[], logEntries=[])
+        info: dict[str, Any] = {
+            "templateID": template_id,
+            "buildID": build_id,
+            "status": status,
+            "logs": [],
+            "logEntries": [],
+        }
         timeline = self._store.course(build)
         if status == "waiting" or timeline is None:
             return 200, json_bytes(info)

@@ -21,12 +21,17 @@ class Planner:
     """The behaviours configured by template name, the step-cost rules, and the plans they give."""
 
     def __init__(
-        self, lock: threading.RLock, default: Behaviour, default_step_cost: float, upload_delay: float
+        self,
+        lock: threading.RLock,
+        default_duration: float | None,
+        default_log_lines: int,
+        default_step_cost: float,
+        upload_delay: float,
     ) -> None:
         if default_step_cost < 0 or upload_delay < 0:
             raise ValueError("default_step_cost and upload_delay must be >= 0")
         self._lock = lock
-        self._default = default
+        self._default = Behaviour(None if default_duration is None else float(default_duration), int(default_log_lines))
         self._default_step_cost = float(default_step_cost)
         self.upload_delay = float(upload_delay)
         self._behaviours: dict[str, Behaviour] = {}

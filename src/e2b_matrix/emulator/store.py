@@ -229,6 +229,10 @@ class Uploads:
         with self._lock:
             return self._bodies.get(files_hash)
 
+    def has(self, files_hash: str) -> bool:
+        with self._lock:
+            return files_hash in self._bodies
+
     def all(self) -> dict[str, bytes]:
         with self._lock:
             return dict(self._bodies)
