@@ -25,8 +25,9 @@ from e2b import Sandbox, SandboxException
 from conftest import KEY, cli_runner
 from e2b_matrix.cli import cli
 from e2b_matrix.emulator import E2BEmulator
-from e2b_matrix.emulator.docker_steps import Context, _without_globs
+from e2b_matrix.emulator.docker_shell import Context
 from e2b_matrix.emulator.sandboxes import _basic_user, _frame, _unframe
+from e2b_matrix.emulator.step_commands import _without_globs
 
 
 def wait_for_file(path, proc, timeout: float = 30) -> str:

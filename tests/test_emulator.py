@@ -456,7 +456,7 @@ def test_env_binding_and_clean_stop():
             "E2B_SANDBOX_URL": emulator.sandbox_url,
             "E2B_API_KEY": "k",
         }
-        host, port = emulator._server.server_address
+        host, port = emulator._api.server.server_address
         assert host == "127.0.0.1"
         idle = socket.create_connection((host, port))  # an idle keep-alive client
         emulator.inject("status", delay=30)  # a slow answer must not block stop()

@@ -65,13 +65,14 @@ def emu(monkeypatch):
 def stamp_requests(emu: E2BEmulator) -> list[tuple[float, str, int]]:
     """(monotonic time, route, status) of every request the emulator answers from now on."""
     stamps: list[tuple[float, str, int]] = []
-    record = emu._record
+    router = emu._router
+    record = router._record
 
     def recording(h, path, route, status):
         stamps.append((time.monotonic(), route, status))
         record(h, path, route, status)
 
-    emu._record = recording
+    router._record = recording
     return stamps
 
 

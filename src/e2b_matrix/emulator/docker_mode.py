@@ -10,14 +10,21 @@ layer cache, the stand-ins) stay for the next run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import standin
-from e2b_matrix.emulator.docker_steps import OWNER_LABEL, Context, DockerSteps, Image
+from e2b_matrix.emulator.docker_shell import Context
+from e2b_matrix.emulator.docker_steps import OWNER_LABEL, DockerSteps, Image, Job
+from e2b_matrix.emulator.timing import Build, LiveCourse
+
+if TYPE_CHECKING:
+    from e2b_matrix.emulator.store import Store, Uploads
 
 FUSE = "/dev/fuse"  # E2B's sandboxes have it (the fuse layer's checks mount with it)
 
@@ -60,6 +67,21 @@ class DockerMode:
         """The same daemon and stand-ins under a new owner: what one emulator uses (E2BEmulator
         forks the mode it is given), so stopping it removes its own containers only."""
         return self._made(self.cli, self.public, self.devices)
+
+    def run_build(self, build: Build, start: dict[str, Any], store: Store, uploads: Uploads) -> None:
+        """Start executing ``build``'s steps (the caller holds the store's lock; the plan is made):
+        its course is what happens, its image is recorded when it is ready."""
+        parent = None if build.parent_build_id is None else store.image_of(build.parent_build_id)
+        course = LiveCourse(build, store.lock, store.epoch)
+        build.live = course
+
+        def done(image: Image, build_id: str = build.build_id) -> None:
+            with store.lock:
+                store.images[build_id] = image
+
+        self.steps.start(
+            Job(course, build.plan, copy.deepcopy(start), parent, uploads.get, build.cpu_count, build.memory_mb, done)
+        )
 
     def close(self) -> None:
         """Remove every container this emulator made that is still there."""

@@ -175,3 +175,26 @@ class Handler(BaseHTTPRequestHandler):
         """End a streamed body (the last, empty chunk)."""
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+class Endpoint:
+    """A :class:`Server` serving on its own thread, from its creation until :meth:`stop`."""
+
+    def __init__(self, handle: Callable[[Handler], None], name: str):
+        self.server = Server(handle, name)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self, timeout: float) -> None:
+        """Stop serving, close every open connection and join their threads."""
+        self.server.shutdown()
+        self._thread.join(timeout)
+        self.server.close_all_connections(timeout)
+        self.server.server_close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 # Result's fields from a display's MIME bundle (template/server/api/models/result.py).
@@ -53,6 +54,34 @@ def result(main: bool, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def relay(client: Any, msg_id: str, emit: Callable[[dict[str, Any]], None]) -> None:
+    """What the server streams for one execution, from the kernel's messages until it is idle."""
+    errored = False
+    while True:
+        msg = client.get_iopub_msg()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "execute_input":
+            emit({"type": "number_of_executions", "execution_count": content["execution_count"]})
+        elif kind == "stream":
+            emit({"type": content["name"], "text": content["text"], "timestamp": msg["header"]["date"]})
+        elif kind in ("execute_result", "display_data"):
+            emit(result(kind == "execute_result", content["data"]))
+        elif kind == "error" and not errored:
+            errored = True
+            emit(
+                {
+                    "type": "error",
+                    "name": content["ename"],
+                    "value": content["evalue"],
+                    "traceback": "".join(content["traceback"]),
+                }
+            )
+        elif kind == "status" and content["execution_state"] == "idle":
+            return
+
+
 def main() -> None:
     from jupyter_client.manager import start_new_kernel  # type: ignore[import-not-found]  # the sandbox's Python has it
 
@@ -71,31 +100,7 @@ def main() -> None:
             envs = dict(kv.split("=", 1) for kv in stdin.read(sizes[1]).decode().split("\0") if kv)
             if envs:
                 client.execute(f"import os; os.environ.update({dict(envs)!r})", silent=True)
-            msg_id = client.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
-            errored = False
-            while True:
-                msg = client.get_iopub_msg()
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "execute_input":
-                    emit({"type": "number_of_executions", "execution_count": content["execution_count"]})
-                elif kind == "stream":
-                    emit({"type": content["name"], "text": content["text"], "timestamp": msg["header"]["date"]})
-                elif kind in ("execute_result", "display_data"):
-                    emit(result(kind == "execute_result", content["data"]))
-                elif kind == "error" and not errored:
-                    errored = True
-                    emit(
-                        {
-                            "type": "error",
-                            "name": content["ename"],
-                            "value": content["evalue"],
-                            "traceback": "".join(content["traceback"]),
-                        }
-                    )
-                elif kind == "status" and content["execution_state"] == "idle":
-                    break
+            relay(client, client.execute(code, store_history=True, allow_stdin=False, stop_on_error=True), emit)
             if envs:
                 client.execute(f"import os\nfor _k in {list(envs)!r}: os.environ.pop(_k, None)", silent=True)
             out.write('{"type": "end_of_execution"}\n')  # byte for byte: the proxy looks for this line

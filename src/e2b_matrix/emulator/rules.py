@@ -1,4 +1,4 @@
-"""E2B's rules the emulator follows: names, tags, references, limits, cache keys, error bodies.
+"""E2B's rules the emulator follows: routes, names, tags, references, limits, cache keys, error bodies.
 
 Each rule cites where E2B's code says it (repository e2b-dev/infra unless named).
 Standard library only.
@@ -44,6 +44,50 @@ def build_limit_message(limit: int) -> str:
         f"you have reached the maximum number of concurrent template builds ({limit}). "
         "Please wait for existing builds to complete or contact support if you need more concurrent builds."
     )
+
+
+#: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
+ROUTES = (
+    "request_build",
+    "files",
+    "upload",
+    "trigger",
+    "status",
+    "assign_tags",
+    "remove_tags",
+    "get_tags",
+    "alias",
+    "create_sandbox",
+    "connect_sandbox",
+    "kill_sandbox",
+    "delete_template",
+)
+
+# (method, route, path) of each route, as the SDK's generated client calls them (e2b/api/client/api/*).
+ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("POST", "request_build", re.compile(r"^/v3/templates/?$")),
+    ("POST", "assign_tags", re.compile(r"^/templates/tags/?$")),
+    ("DELETE", "remove_tags", re.compile(r"^/templates/tags/?$")),
+    ("GET", "alias", re.compile(r"^/templates/aliases/(?P<alias>[^/]+)$")),
+    ("GET", "get_tags", re.compile(r"^/templates/(?P<tid>[^/]+)/tags$")),
+    ("GET", "files", re.compile(r"^/templates/(?P<tid>[^/]+)/files/(?P<hash>[^/]+)$")),
+    ("PUT", "upload", re.compile(r"^/upload/(?P<hash>[^/]+)$")),
+    ("POST", "trigger", re.compile(r"^/v2/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)$")),
+    ("GET", "status", re.compile(r"^/templates/(?P<tid>[^/]+)/builds/(?P<bid>[^/]+)/status$")),
+    ("POST", "create_sandbox", re.compile(r"^/v2/sandboxes/?$")),
+    ("POST", "connect_sandbox", re.compile(r"^(?:/v2)?/sandboxes/(?P<sid>[^/]+)/connect$")),
+    ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
+    ("DELETE", "delete_template", re.compile(r"^/templates/(?P<tid>[^/]+)$")),
+)
+
+
+class Reply(Exception):
+    """Raised inside a route handler to answer with an E2B-shaped error (:func:`error_body`)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 # Inputs of the base layer's key that E2B takes from its own configuration

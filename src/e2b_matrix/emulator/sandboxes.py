@@ -178,29 +178,16 @@ class SandboxProxy:
 
     def _start(self, h: Handler, sandbox: LiveSandbox, body: bytes) -> None:
         """process.Process/Start: run the command, stream its events (a Connect server stream)."""
-        assert self.cli is not None and sandbox.container is not None and sandbox.image is not None
+        assert self.cli is not None and sandbox.container is not None
         if (h.headers.get("Content-Type") or "").split(";")[0].strip() != CONNECT_JSON:
             return h.send(415, b"", None, {"Accept-Post": CONNECT_JSON})
         try:
             request = _unframe(body)
         except ValueError as exc:
             return _stream_error(h, "invalid_argument", str(exc))
-        config = request.get("process") or {}
         if request.get("pty"):
             return _stream_error(h, "unimplemented", "PTY is not modelled by the E2B emulator")
-        context = sandbox.image.context
-        user = _basic_user(h.headers.get("Authorization")) or context.user
-        cwd = str(config.get("cwd") or "") or context.workdir
-        if cwd and context.workdir and not cwd.startswith(("/", "~")):
-            cwd = posixpath.join(context.workdir, cwd)
-        env = {
-            **context.env(),
-            **sandbox.envs,
-            **{str(k): str(v) for k, v in (config.get("envs") or {}).items()},
-            "USER": user,
-            "LOGNAME": user,
-        }
-        argv = [str(config.get("cmd") or ""), *(str(a) for a in config.get("args") or [])]
+        argv, user, cwd, env = _command(sandbox, request.get("process") or {}, h.headers.get("Authorization"))
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         process = containers.Process(
             self.cli,
@@ -217,34 +204,12 @@ class SandboxProxy:
         except containers.NotStarted as exc:
             return _stream_error(h, "invalid_argument", str(exc))
         timeout = _seconds(h.headers.get("Connect-Timeout-Ms"), 1000)
-        keepalive = _seconds(h.headers.get(_KEEPALIVE_HEADER), 1) or None
         timer = threading.Timer(timeout, process.kill) if timeout else None
         if timer is not None:
             timer.daemon = True
             timer.start()
-
-        def end() -> None:  # after the last output: the stream ends
-            process.wait()
-            events.put(None)
-
-        threading.Thread(target=end, daemon=True, name="e2b-emulator-envd-wait").start()
         try:
-            h.start_stream(200, CONNECT_JSON)
-            h.write_chunk(_frame({"event": {"start": {"pid": pid}}}))
-            while True:
-                try:
-                    event = events.get(timeout=keepalive)
-                except queue.Empty:
-                    h.write_chunk(_frame({"event": {"keepalive": {}}}))
-                    continue
-                if event is None:
-                    break
-                h.write_chunk(_frame({"event": event}))
-            h.write_chunk(_frame({"event": {"end": _end(process)}}))
-            h.write_chunk(_frame({}, _END_STREAM))
-            h.end_stream()
-        except OSError:  # the client went away: envd keeps the process; so does this
-            h.close_connection = True
+            _stream(h, process, pid, events, _seconds(h.headers.get(_KEEPALIVE_HEADER), 1) or None)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -377,6 +342,61 @@ def _unframe(body: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ValueError("expected a JSON object")
     return message
+
+
+def _command(
+    sandbox: LiveSandbox, config: dict[str, Any], authorization: str | None
+) -> tuple[list[str], str, str | None, dict[str, str]]:
+    """(argv, user, cwd, env) of a Start request: as the user ``Authorization`` names (else the
+    template's), in its cwd (else the template's workdir), with the template's, the sandbox's and
+    its own environment."""
+    assert sandbox.image is not None
+    context = sandbox.image.context
+    user = _basic_user(authorization) or context.user
+    cwd = str(config.get("cwd") or "") or context.workdir
+    if cwd and context.workdir and not cwd.startswith(("/", "~")):
+        cwd = posixpath.join(context.workdir, cwd)
+    env = {
+        **context.env(),
+        **sandbox.envs,
+        **{str(k): str(v) for k, v in (config.get("envs") or {}).items()},
+        "USER": user,
+        "LOGNAME": user,
+    }
+    return [str(config.get("cmd") or ""), *(str(a) for a in config.get("args") or [])], user, cwd, env
+
+
+def _stream(
+    h: Handler,
+    process: containers.Process,
+    pid: int,
+    events: queue.Queue[dict[str, Any] | None],
+    keepalive: float | None,
+) -> None:
+    """The Connect server stream of a started process: start, its output (keepalives between), end."""
+
+    def end() -> None:  # after the last output: the stream ends
+        process.wait()
+        events.put(None)
+
+    threading.Thread(target=end, daemon=True, name="e2b-emulator-envd-wait").start()
+    try:
+        h.start_stream(200, CONNECT_JSON)
+        h.write_chunk(_frame({"event": {"start": {"pid": pid}}}))
+        while True:
+            try:
+                event = events.get(timeout=keepalive)
+            except queue.Empty:
+                h.write_chunk(_frame({"event": {"keepalive": {}}}))
+                continue
+            if event is None:
+                break
+            h.write_chunk(_frame({"event": event}))
+        h.write_chunk(_frame({"event": {"end": _end(process)}}))
+        h.write_chunk(_frame({}, _END_STREAM))
+        h.end_stream()
+    except OSError:  # the client went away: envd keeps the process; so does this
+        h.close_connection = True
 
 
 def _stream_error(h: Handler, code: str, message: str) -> None:

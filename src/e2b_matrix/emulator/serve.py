@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from e2b_matrix import files
 from e2b_matrix.emulator.api import E2BEmulator
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until ``stop`` is set, Ctrl-C or SIGTERM; the exports go to ``out`` (and ``env_file``)."""
-    from e2b_matrix import files
-
     docker = docker_mode(mode, say, docker_cli, buildkit)
     stop = stop or threading.Event()
     with E2BEmulator(api_key=api_key or new_key(), default_step_cost=step_cost, docker=docker) as emu:
@@ -90,19 +89,24 @@ def serve(
             f"e2b-matrix emulate: a local stand-in for E2B in its {emu.mode} mode "
             f"(docs/emulator.md); serving until Ctrl-C"
         )
-        previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-
-        def terminate(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        if previous is not None:
-            signal.signal(signal.SIGTERM, terminate)
-        try:
-            while not stop.wait(0.5):  # short waits: Ctrl-C is seen at once
-                pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        wait(stop)
         say("e2b-matrix emulate: stopping" + (" (its containers are removed)" if emu.mode == "docker" else ""))
+
+
+def wait(stop: threading.Event) -> None:
+    """Block until ``stop`` is set, Ctrl-C or (on the main thread) SIGTERM."""
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, terminate)
+    try:
+        while not stop.wait(0.5):  # short waits: Ctrl-C is seen at once
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

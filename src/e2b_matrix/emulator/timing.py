@@ -71,7 +71,20 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Behaviour:
-    """How builds of one template name behave (see :meth:`E2BEmulator.configure`)."""
+    """How builds of one template name behave (:meth:`E2BEmulator.configure` sets it).
+
+    - ``duration``: seconds from start to ``ready``/``error`` (whole-build
+      timing, no layer cache); ``math.inf``: ``building`` forever (a stuck
+      build); None: step timing.
+    - ``log_lines``: info log lines the build prints.
+    - ``fail_at_step``: None to succeed; an int is the 0-based index into
+      the received ``steps``, reported as E2B's step name ``str(i + 1)``
+      ("base" is the FROM step); a str ("base", "finalize", "3") is
+      reported as is, and under step timing fails that step (or, if the
+      build has no such step, the build's end).  A failing build logs the
+      failure as an error-level line of that step.
+    - ``fail_message``: the error reason's message (the SDK raises BuildException with it).
+    """
 
     duration: float | None  # None: step timing
     log_lines: int
@@ -334,55 +347,67 @@ class StepSimulation:
             timeline.cancel(b.cancelled)
             return
         step = b.plan[index]
-        name = step.spec.step
-        if name == b.behaviour.failed_step:
-            outcome = "failed"
-        elif step.inherited:
-            outcome = "inherited"
-        elif not step.force and self._published.get(step.key, math.inf) <= at:
-            outcome = "cached"
-        else:
-            outcome = "built"
+        outcome = self._outcome(at, b, step)
         cost = 0.0 if outcome == "cached" else step.cost
         end = at + cost
-        prefix = "base" if index == 0 else f"builder {index}/{len(b.plan) - 1}"
-        cached = "CACHED " if outcome in ("cached", "inherited") else ""
-        timeline.entries.append(Entry(at, "info", f"{cached}[{prefix}] {step.spec.text} [{step.key}]", name))
-        if outcome in ("built", "failed"):  # the command's output, while it runs
-            for k, line in enumerate(step.lines):
-                timeline.entries.append(Entry(at + cost * k / len(step.lines), "info", b.line(line), name))
+        self._log_step(at, b, index, outcome, cost)
         if b.cancelled is not None and b.cancelled < end:  # cut short
             outcome, end = "cancelled", b.cancelled
-        built = outcome == "built"
-        layer = layer_id(b.build_id, index) if built else None
-        published = end + b.upload_delay if built else None
-        timeline.records.append(
-            StepRecord(
-                build_id=b.build_id,
-                template=b.base_name,
-                index=index,
-                step=name,
-                text=step.spec.text,
-                key=step.key,
-                outcome=outcome,
-                cost=step.cost,
-                started_at=at + self._epoch,
-                finished_at=end + self._epoch,
-                published_at=None if published is None else published + self._epoch,
-                layer_id=layer,
-            )
-        )
+        timeline.records.append(self._record(at, end, b, index, outcome))
         if outcome == "cancelled":
             timeline.cancel(end)
         elif outcome == "failed":
-            self._fail(end, b, name)
+            self._fail(end, b, step.spec.step)
         else:
-            if published is not None:  # E2B's layer executor: cache locally, upload in the background
-                timeline.entries.append(Entry(end, "debug", f"Adding layer to cache: {layer}", name))
-                timeline.entries.append(Entry(end, "debug", f"Uploading layer: {layer}", name))
-                self._uploaded[b.build_id] = max(self._uploaded[b.build_id], published)
-                self._push(published, _PUBLISH, b.build_id, index)
+            if outcome == "built":
+                self._upload(end, b, index)
             self._push(end, _REACH, b.build_id, index + 1)
+
+    def _outcome(self, at: float, b: Build, step: PlannedStep) -> str:
+        """What reaching ``step`` at ``at`` does: fail (as configured), inherit, hit the cache or build."""
+        if step.spec.step == b.behaviour.failed_step:
+            return "failed"
+        if step.inherited:
+            return "inherited"
+        if not step.force and self._published.get(step.key, math.inf) <= at:
+            return "cached"
+        return "built"
+
+    def _log_step(self, at: float, b: Build, index: int, outcome: str, cost: float) -> None:
+        """The step's line (``CACHED`` in front for a hit) and, while a run lasts, its output."""
+        step, entries = b.plan[index], self.timelines[b.build_id].entries
+        prefix = "base" if index == 0 else f"builder {index}/{len(b.plan) - 1}"
+        cached = "CACHED " if outcome in ("cached", "inherited") else ""
+        entries.append(Entry(at, "info", f"{cached}[{prefix}] {step.spec.text} [{step.key}]", step.spec.step))
+        if outcome in ("built", "failed"):  # the command's output, while it runs
+            for k, line in enumerate(step.lines):
+                entries.append(Entry(at + cost * k / len(step.lines), "info", b.line(line), step.spec.step))
+
+    def _record(self, at: float, end: float, b: Build, index: int, outcome: str) -> StepRecord:
+        step, built = b.plan[index], outcome == "built"
+        return StepRecord(
+            build_id=b.build_id,
+            template=b.base_name,
+            index=index,
+            step=step.spec.step,
+            text=step.spec.text,
+            key=step.key,
+            outcome=outcome,
+            cost=step.cost,
+            started_at=at + self._epoch,
+            finished_at=end + self._epoch,
+            published_at=end + b.upload_delay + self._epoch if built else None,
+            layer_id=layer_id(b.build_id, index) if built else None,
+        )
+
+    def _upload(self, end: float, b: Build, index: int) -> None:
+        """E2B's layer executor: the built layer is cached locally, then uploaded in the background."""
+        layer, published, name = layer_id(b.build_id, index), end + b.upload_delay, b.plan[index].spec.step
+        entries = self.timelines[b.build_id].entries
+        entries.append(Entry(end, "debug", f"Adding layer to cache: {layer}", name))
+        entries.append(Entry(end, "debug", f"Uploading layer: {layer}", name))
+        self._uploaded[b.build_id] = max(self._uploaded[b.build_id], published)
+        self._push(published, _PUBLISH, b.build_id, index)
 
     def _publish(self, at: float, b: Build, index: int) -> None:
         """The layer of step ``index`` of ``b`` is uploaded: its key now hits ("Saved: <layer>")."""
