@@ -105,7 +105,10 @@ def test_build_verify_and_lock(e2e_project, engine):
 
 
 def test_verify_reports_each_check(e2e_project):
-    for name, expected in (("tools", ["import fuse", "rg --version"]), ("pinned", ["nexus-ai-fs version", "nexus --version"])):
+    for name, expected in (
+        ("tools", ["import fuse", "rg --version"]),
+        ("pinned", ["nexus-ai-fs version", "nexus --version"]),
+    ):
         r, _ = cli_run(e2e_project, "verify", name, "--backend", "docker", "--json")
         assert r.exit_code == 0, r.output
         checks = {c["check"]: c for c in json.loads(r.stdout)}

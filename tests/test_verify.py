@@ -3,8 +3,8 @@ here), on Docker with a stand-in engine."""
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import types
 from typing import Any, ClassVar
 
