@@ -79,7 +79,7 @@ def find_uv() -> str:
     did. They are filled here first, under the import lock that guards this module's import.
     """
     try:
-        from uv import find_uv_bin
+        from uv import find_uv_bin  # only a command that asks uv loads it (tests/test_startup.py)
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError) as exc:

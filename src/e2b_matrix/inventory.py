@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 import tomli_w
-from packaging.utils import canonicalize_name
 
-from e2b_matrix import files, names
+from e2b_matrix import files, names, reqfile
 from e2b_matrix.errors import ConfigError, FieldError, MatrixError
 from e2b_matrix.model import FrozenMap, frozen_map, map_of, valid
 
@@ -161,7 +160,7 @@ def parse_pip(text: str) -> dict[str, str]:
         isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("version"), str) for r in rows
     ):
         raise ValueError("pip list: expected a JSON list of {name, version}")
-    return {canonicalize_name(r["name"]): r["version"] for r in rows}
+    return {reqfile.canonical_name(r["name"]): r["version"] for r in rows}
 
 
 def parse_df(text: str) -> int:

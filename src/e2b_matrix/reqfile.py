@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from packaging.utils import canonicalize_name
-
 from e2b_matrix import names
 
 REQUIREMENT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9._+!-]*)")
@@ -19,6 +17,8 @@ _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 
 
 def canonical_name(name: str) -> str:
+    from packaging.utils import canonicalize_name  # with packaging.tags: ~9 ms at the start of `list`
+
     return str(canonicalize_name(name))
 
 

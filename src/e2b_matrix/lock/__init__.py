@@ -2,8 +2,8 @@
 
 Read by the Nexus server (``TemplateLock``, ``TemplateResolver``) and written
 by the builder (``store``). Imports neither e2b nor click (importing e2b
-costs about a second): only the model, tomllib and the standard library;
-the writer (tomli-w) and the resolver load when first used.
+costs about a second): only the model, tomllib, tomli-w and the standard
+library; the writer (``store``) and the resolver load when first used.
 
 - format.py: TOML text <-> LockEntry (tomllib reads, tomli-w writes);
 - store.py: merged atomic writes under a file lock;
