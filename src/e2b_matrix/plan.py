@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, neve
 
 
 # The backend's reason a locked artifact no longer stands (another domain, a removed image), or None.
-Staleness = Callable[["LockEntry"], "str | None"]
+Staleness = Callable[["LockEntry"], str | None]
 
 
 def _never_stale(entry: LockEntry) -> str | None:
