@@ -16,7 +16,7 @@ import pytest
 
 import fake_uv
 from conftest import ROOT, cli_runner, snapshot, uv_args, write
-from e2b_matrix import pins, render, workflow
+from e2b_matrix import pins, render, reqfile, workflow
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 from e2b_matrix.plan import step_trie
@@ -414,7 +414,7 @@ def test_the_base_packages_are_pins():
 
     known = installed(Base("template", "code-interpreter-v1", "3.13"))
     assert len(known) == 37 and "jupyter-server==2.20.0" in known
-    assert all(pins._REQUIREMENT.fullmatch(p) for p in known)
+    assert all(reqfile.REQUIREMENT.fullmatch(p) for p in known)
     assert installed(Base("image", "e2bdev/code-interpreter:latest", "3.13")) == known  # the same template
     assert installed(Base("image", "debian:bookworm", "3.11")) == ()
     assert set(INSTALLED.values()) == {"code-interpreter-v1.txt"}

@@ -19,7 +19,8 @@ import attrs
 from e2b_matrix import files, names, resolve
 from e2b_matrix.errors import ConfigError, UnknownNameError
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.model import Check, Layer, Step, Variant, apt, pip, run
+from e2b_matrix.model import Check, Context, Layer, Param, Params, Step, Variant, apt, pip, run
+from e2b_matrix.resolve import Case, MatrixValue
 from e2b_matrix.secrets import looks_secret
 
 VARIANT_KEYS = {"name", "alias", "layers", "cpu_count", "memory_mb", "tags", "description"}
@@ -104,7 +105,7 @@ def _display(path: Path, root: Path | None) -> str:
 SECRET_REFUSED = "looks like a secret (not shown); a template is no place for one: give it to the sandbox at run time"
 
 
-def check_strings(value, shown: str, key: str = "", secrets: tuple[str, ...] = ()) -> None:
+def check_strings(value: object, shown: str, key: str = "", secrets: tuple[str, ...] = ()) -> None:
     """No control characters in any key or string (newline and tab only in scripts and prose), and
     nothing that looks like a secret (an E2B key, this run's key, a value under a secret's name)."""
     if isinstance(value, dict):
@@ -159,7 +160,7 @@ def load_variant_file(
     spec.require(*REQUIRED_VARIANT_KEYS)
     spec.only(VARIANT_KEYS)
     out: list[Variant] = []
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, Case] = {}
     for case in doc.value_of(axes, resolve.matrix_cases, "matrix"):
         v = _build_variant(spec, params, case, layers)
         if v.name in seen:
@@ -170,8 +171,8 @@ def load_variant_file(
     return out
 
 
-def _parse_matrix(matrix: files.Table) -> dict[str, tuple[Any, ...]]:
-    axes = {}
+def _parse_matrix(matrix: files.Table) -> dict[str, tuple[MatrixValue, ...]]:
+    axes: dict[str, tuple[MatrixValue, ...]] = {}
     for axis in sorted(matrix.doc):
         values = matrix.doc[axis]
         matrix.value_of(axis, names.check_axis, axis)
@@ -186,7 +187,9 @@ def _parse_matrix(matrix: files.Table) -> dict[str, tuple[Any, ...]]:
     return axes
 
 
-def _substitute(value: Any, case: Mapping[str, Any], table: files.Table, key: str, for_name: bool = False) -> Any:
+def _substitute(
+    value: Any, case: Mapping[str, MatrixValue], table: files.Table, key: str, for_name: bool = False
+) -> Any:
     try:
         return resolve.substitute(value, case, for_name)
     except KeyError as exc:
@@ -195,7 +198,7 @@ def _substitute(value: Any, case: Mapping[str, Any], table: files.Table, key: st
 
 
 def _build_variant(
-    spec: files.Table, params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer]
+    spec: files.Table, params: files.Table, case: Mapping[str, MatrixValue], layers: Mapping[str, Layer]
 ) -> Variant:
     v = files.Table(
         {k: _substitute(x, case, spec, k, for_name=k in ("name", "alias", "tags")) for k, x in spec.doc.items()},
@@ -243,7 +246,7 @@ def _check_layers(v: files.Table, layer_names: tuple[str, ...], layers: Mapping[
 
 
 def _params(
-    params: files.Table, case: Mapping[str, Any], layers: Mapping[str, Layer], chosen: set[str]
+    params: files.Table, case: Mapping[str, MatrixValue], layers: Mapping[str, Layer], chosen: set[str]
 ) -> dict[str, dict[str, Any]]:
     """``[params.<layer>]``: each parameter known to its layer and checked by it (matrix values in)."""
     out: dict[str, dict[str, Any]] = {}
@@ -252,7 +255,8 @@ def _params(
             raise params.error(f"unknown layer {ln!r}", ln)
         if ln not in chosen:
             raise params.error(f"layer {ln!r} is not in this variant's layers", ln)
-        table, layer, values = params.table(ln), layers[ln], {}
+        table, layer = params.table(ln), layers[ln]
+        values: dict[str, Any] = {}  # each parameter's value as its layer's check made it
         for pname, raw in table.doc.items():
             p = layer.param(pname)
             if p is None:
@@ -315,18 +319,25 @@ def load_layer_file(path: Path, root: Path | None = None, secrets: tuple[str, ..
     name = spec.value("name", names.check_layer_name)
     steps = tuple(_parse_step(s) for s in doc.tables("steps"))
     checks = tuple(_parse_check(c, name) for c in doc.tables("checks"))
+
+    def layer_steps(params: Params, ctx: Context) -> tuple[Step, ...]:  # a file's steps take no parameter
+        return steps
+
+    def layer_checks(params: Params, ctx: Context) -> tuple[Check, ...]:
+        return checks
+
     return Layer(
         name=name,
         version=spec.doc["version"],
         requires=spec.string_list("requires", default=("base",)),
         description=spec.value("description", lambda d: names.check_text(d, multiline=True), ""),
-        steps=lambda p, c, s=steps: s,
-        checks=lambda p, c, k=checks: k,
+        steps=layer_steps,
+        checks=layer_checks,
         source=str(doc.path),
     )
 
 
-def _nonempty(value: Any) -> str:
+def _nonempty(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
     return value
@@ -372,37 +383,8 @@ def _parse_check(c: files.Table, layer: str) -> Check:
 
 def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterable[str] = ()) -> Project:
     """``--set layer.param=value``: applied to every variant that has the layer."""
-    parsed: list[tuple[str, str, Any]] = []
-    for item in overrides:
-        name, sep, raw = item.partition("=")
-        layer_name, dot, pname = name.partition(".")
-        shown = names.shown(name) if names.control_char(name) else name
-        if looks_secret(name, raw, secrets):
-            raise ConfigError(f"{shown}: {SECRET_REFUSED}", key="--set")
-        if not sep or not dot or not layer_name or not pname:
-            raise ConfigError(f"{names.shown(item)} is not LAYER.PARAM=VALUE", key="--set")
-        bad = names.control_char(item)
-        if bad:
-            raise ConfigError(f"{shown}: contains a control character ({bad})", key="--set")
-        layer = project.layers.get(layer_name)
-        if layer is None:
-            raise ConfigError(f"unknown layer {layer_name!r}", key="--set")
-        p = layer.param(pname)
-        if p is None:
-            known = ", ".join(x.name for x in layer.params) or "none"
-            raise ConfigError(f"unknown parameter {name!r} (layer {layer_name} takes: {known})", key="--set")
-        value = raw
-        if not isinstance(p.default, str):  # lists, numbers: TOML syntax, or a,b,c
-            try:
-                value = files.parse_toml(f"v = {raw}")["v"]
-            except files.TooDeep as exc:
-                raise ConfigError(f"{name}: {exc}", key="--set") from None
-            except ValueError:
-                value = [x for x in raw.split(",") if x] if isinstance(p.default, tuple) else raw
-        try:
-            parsed.append((layer_name, pname, p.convert(value)))
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}", key="--set") from None
+    known = tuple(secrets)
+    parsed = [_override(project.layers, item, known) for item in overrides]
     if not parsed:
         return project
     variants = []
@@ -413,3 +395,42 @@ def apply_overrides(project: Project, overrides: Iterable[str], secrets: Iterabl
                 params[layer_name][pname] = value
         variants.append(attrs.evolve(v, params={k: d for k, d in params.items() if d}))
     return attrs.evolve(project, variants=tuple(variants))
+
+
+def _override(layers: Mapping[str, Layer], item: str, secrets: tuple[str, ...]) -> tuple[str, str, Any]:
+    """One ``--set LAYER.PARAM=VALUE``: (layer, parameter, the value as the layer's parameter takes it)."""
+    name, sep, raw = item.partition("=")
+    layer_name, dot, pname = name.partition(".")
+    shown = names.shown(name) if names.control_char(name) else name
+    if looks_secret(name, raw, secrets):
+        raise ConfigError(f"{shown}: {SECRET_REFUSED}", key="--set")
+    if not sep or not dot or not layer_name or not pname:
+        raise ConfigError(f"{names.shown(item)} is not LAYER.PARAM=VALUE", key="--set")
+    bad = names.control_char(item)
+    if bad:
+        raise ConfigError(f"{shown}: contains a control character ({bad})", key="--set")
+    layer = layers.get(layer_name)
+    if layer is None:
+        raise ConfigError(f"unknown layer {layer_name!r}", key="--set")
+    p = layer.param(pname)
+    if p is None:
+        known = ", ".join(x.name for x in layer.params) or "none"
+        raise ConfigError(f"unknown parameter {name!r} (layer {layer_name} takes: {known})", key="--set")
+    value = _written(p, name, raw)
+    try:
+        return layer_name, pname, p.convert(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}", key="--set") from None
+
+
+def _written(p: Param, name: str, raw: str) -> Any:
+    """What ``raw`` (after ``=``) says, for parameter ``p``: a string parameter takes it as it is; any
+    other (lists, numbers) reads it as a TOML value, else as ``a,b,c`` (a list) or as it is."""
+    if isinstance(p.default, str):
+        return raw
+    try:
+        return files.parse_toml(f"v = {raw}")["v"]
+    except files.TooDeep as exc:
+        raise ConfigError(f"{name}: {exc}", key="--set") from None
+    except ValueError:
+        return [x for x in raw.split(",") if x] if isinstance(p.default, tuple) else raw

@@ -3,6 +3,10 @@
 Imports nothing heavy: the lock reader and the Nexus server use it.
 """
 
+from __future__ import annotations
+
+import os
+
 
 class MatrixError(Exception):
     """Root of every error e2b-matrix raises on purpose."""
@@ -18,7 +22,7 @@ class ConfigError(MatrixError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path=None, key=None):
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, key: str | None = None):
         self.path = str(path) if path is not None else None
         self.key = key
         self.bare = message

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import errno
 import fcntl
+import json
 import os
 import stat
 import time
+import tomllib
 from collections.abc import Callable, Set
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final, TypeAlias, TypeVar, overload
 
 from e2b_matrix import names
 from e2b_matrix.errors import ConfigError
@@ -45,6 +48,10 @@ MAX_DEPTH = 32  # tables and arrays nested deeper than this in a TOML or JSON do
 LINKED = "is a symbolic link (e2b-matrix writes nothing through one)"
 NOT_THROUGH = "(e2b-matrix reads no project file through one)"
 
+StrPath: TypeAlias = "str | os.PathLike[str]"  # a path as the tool takes one
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+
 
 class FileError(OSError):
     """A path that cannot be used: its message is one line without the path."""
@@ -53,7 +60,7 @@ class FileError(OSError):
 class TooDeep(ValueError):
     """A document nested more than MAX_DEPTH deep (or too deep for the parser)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(f"nested more than {MAX_DEPTH} deep")
 
 
@@ -62,7 +69,7 @@ def too_large(size: int, limit: int = MAX_FILE_BYTES) -> FileError:
     return FileError(f"is larger than {most}, the most e2b-matrix reads here ({size} bytes)")
 
 
-def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes | None:
+def read_bytes(path: StrPath, limit: int = MAX_FILE_BYTES) -> bytes | None:
     """The file's bytes, or None when it does not exist; FileError when it is not a readable regular file
     of at most ``limit`` bytes."""
     try:
@@ -102,7 +109,7 @@ _BOMS = {
 }
 
 
-def read_inside(root: str | os.PathLike, relative: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
+def read_inside(root: StrPath, relative: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
     """The bytes of ``relative`` (a/b/c.txt) below the folder ``root``, or None when it does not exist.
 
     Each name below ``root`` is opened with ``O_NOFOLLOW`` from the folder before it, so neither the
@@ -151,7 +158,7 @@ def _is_link(name: str, dir_fd: int) -> bool:
         return False
 
 
-def read_text(path: str | os.PathLike) -> str | None:
+def read_text(path: StrPath) -> str | None:
     """The file's UTF-8 text, or None when it does not exist; FileError otherwise (a byte-order mark
     is named: TOML and JSON refuse one, and an editor that writes it shows nothing)."""
     data = read_bytes(path)
@@ -167,10 +174,8 @@ def read_text(path: str | os.PathLike) -> str | None:
         raise FileError(f"not UTF-8 text (line {line})") from None
 
 
-def parse_toml(text: str) -> dict:
+def parse_toml(text: str) -> dict[str, Any]:
     """tomllib's document; ValueError with one line ("invalid TOML: ...", or TooDeep) when it is not one."""
-    import tomllib
-
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -180,10 +185,9 @@ def parse_toml(text: str) -> dict:
     return _bounded(doc)
 
 
-def parse_json(text: str | bytes):
-    """json's value; ValueError with one line ("invalid JSON: ...", or TooDeep) when it is not one."""
-    import json
-
+def parse_json(text: str | bytes) -> Any:
+    """json's value (any JSON value: the caller checks its shape); ValueError with one line ("invalid
+    JSON: ...", or TooDeep) when it is not one."""
     try:
         doc = json.loads(text)
     except RecursionError:
@@ -193,12 +197,12 @@ def parse_json(text: str | bytes):
     return _bounded(doc)
 
 
-def _bounded(doc):
+def _bounded(doc: _T) -> _T:
     """``doc`` when no table or array in it is nested more than MAX_DEPTH deep (the top counts one); else TooDeep.
 
     Iterative: a document that parsed must not overflow the stack of whoever walks it next.
     """
-    stack = [(doc, 1)]
+    stack: list[tuple[object, int]] = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
@@ -210,16 +214,20 @@ def _bounded(doc):
     return doc
 
 
-REQUIRED: Any = object()  # a default meaning: the key must be there
+class _Required(enum.Enum):
+    REQUIRED = "required"
+
+
+REQUIRED: Final = _Required.REQUIRED  # a default meaning: the key must be there
 
 
 class Table:
     """A TOML table being read (from parse_toml): typed access whose errors (``Error``) name the file and
     the key. The one table reader of the project files, the lock and the inventories."""
 
-    Error: type[ConfigError] = ConfigError
+    Error: ClassVar[type[ConfigError]] = ConfigError
 
-    def __init__(self, doc: object, path: str | os.PathLike[str], where: str = ""):
+    def __init__(self, doc: object, path: StrPath, where: str = ""):
         if type(doc) is not dict:
             raise self.Error(f"expected a table, got {names.type_name(doc)}", path=path, key=where or None)
         self.doc: dict[str, Any] = doc
@@ -248,14 +256,20 @@ class Table:
             if key not in self.doc:
                 raise self.error("missing key", key)
 
-    def get(self, key: str, kind: type, default: Any = REQUIRED) -> Any:
+    @overload
+    def get(self, key: str, kind: type[_T]) -> _T: ...
+
+    @overload
+    def get(self, key: str, kind: type[_T], default: _D) -> _T | _D: ...
+
+    def get(self, key: str, kind: type[_T], default: object = REQUIRED) -> object:
         """The value of ``key``, of type ``kind`` (a date-time: with a timezone); ``default`` when absent."""
         if key not in self.doc:
             if default is REQUIRED:
                 raise self.error("missing table" if kind is dict else "missing key", key)
             return default
         value = self.doc[key]
-        if type(value) is not kind or (kind is dt.datetime and value.tzinfo is None):
+        if type(value) is not kind or (isinstance(value, dt.datetime) and value.tzinfo is None):
             want = {
                 str: "a string",
                 dict: "a table",
@@ -268,7 +282,8 @@ class Table:
 
     def table(self, key: str, required: bool = False) -> Table:
         """The sub-table ``key`` (empty when absent and not ``required``)."""
-        return type(self)(self.get(key, dict, REQUIRED if required else {}), self.path, self.key(key))
+        doc = self.get(key, dict) if required else self.get(key, dict, {})
+        return type(self)(doc, self.path, self.key(key))
 
     def tables(self, key: str) -> list[Table]:
         """The array of tables ``[[key]]`` (empty when absent)."""
@@ -284,8 +299,15 @@ class Table:
             table.get(k, str)
         return table.doc
 
-    def value(self, key: str, check: Callable[[Any], Any], default: Any = REQUIRED) -> Any:
-        """``check`` (a names.check_*) of the value of ``key``: its ValueError names the key."""
+    @overload
+    def value(self, key: str, check: Callable[[Any], _T]) -> _T: ...
+
+    @overload
+    def value(self, key: str, check: Callable[[Any], _T], default: _D) -> _T | _D: ...
+
+    def value(self, key: str, check: Callable[[Any], _T], default: object = REQUIRED) -> object:
+        """``check`` (a names.check_*) of the value of ``key`` (whatever the file holds: the check
+        decides): its ValueError names the key."""
         if key not in self.doc:
             if default is REQUIRED:
                 raise self.error("missing key", key)
@@ -293,17 +315,18 @@ class Table:
         return self.value_of(self.doc[key], check, key)
 
     def string_list(
-        self, key: str, check: Callable[[str], Any] | None = None, default: Any = REQUIRED
+        self, key: str, check: Callable[[str], str] | None = None, default: tuple[str, ...] | None = None
     ) -> tuple[str, ...]:
-        """The list of strings ``key``, each through ``check`` when given."""
-        value = self.doc.get(key, default)
-        if value is REQUIRED:
+        """The list of strings ``key``, each through ``check`` when given; ``default`` when absent (None:
+        the key must be there)."""
+        if key not in self.doc and default is None:
             raise self.error("missing key", key)
+        value = self.doc.get(key, default)
         if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
             raise self.error(f"expected a list of strings, got {names.type_name(value)}", key)
         return tuple(self.value_of(x, check, key) for x in value) if check else tuple(value)
 
-    def value_of(self, raw: Any, check: Callable[[Any], Any], key: str) -> Any:
+    def value_of(self, raw: _D, check: Callable[[_D], _T], key: str) -> _T:
         """``check`` of a value found under ``key`` (a substituted one): its ValueError names the key."""
         try:
             return check(raw)
@@ -311,7 +334,7 @@ class Table:
             raise self.error(str(exc), key) from None
 
 
-def refuse_link(path: str | os.PathLike, in_place: bool = False) -> None:
+def refuse_link(path: StrPath, in_place: bool = False) -> None:
     """FileError when ``path`` is a symbolic link (a dangling one too), or something other than a
     regular file (a folder, a FIFO); ``in_place`` (a file written where it is, not replaced): also
     when it has another hard link. Nothing at ``path`` is fine: it will be created.
@@ -345,9 +368,9 @@ def _temp_prefix(path: str) -> str:
     return f".{os.path.basename(path)}."
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: StrPath, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a reader never sees a torn file."""
-    import tempfile  # writers only
+    import tempfile  # with shutil, bz2 and lzma: ~3 ms at the start of `resolve`, which writes nothing
 
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
@@ -382,7 +405,7 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(path: str | os.PathLike) -> int:
+def remove_stale_temps(path: StrPath) -> int:
     """Remove temp files that a killed writer of ``path`` left (call it holding the path's lock)."""
     path = os.fspath(path)
     folder, prefix = os.path.dirname(path) or ".", _temp_prefix(path)
@@ -406,7 +429,7 @@ def remove_stale_temps(path: str | os.PathLike) -> int:
 class Busy(Exception):
     """The lock is held by another process (non-blocking acquire); ``holder`` says who."""
 
-    def __init__(self, holder: str):
+    def __init__(self, holder: str) -> None:
         super().__init__(holder)
         self.holder = holder
 
@@ -420,7 +443,7 @@ class FileLock:
     The holder's pid is written into the file for the message of the next one.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: StrPath) -> None:
         self.path = os.fspath(path)
         self._fd = -1
 
@@ -488,13 +511,11 @@ class FileLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-def check_writable_dir(
-    path: str | os.PathLike, inside: str | os.PathLike | None = None, *, create: bool = False
-) -> tuple[str, str] | None:
+def check_writable_dir(path: StrPath, inside: StrPath | None = None, *, create: bool = False) -> tuple[str, str] | None:
     """(the path in the way, why) when files cannot be created in folder ``path``; else None.
 
     Every folder of ``path`` below ``inside`` (the project: the tool's own
@@ -508,21 +529,12 @@ def check_writable_dir(
     makes the folder (what a writer calls at the moment it writes).
     """
     path = os.fspath(path)
-    if inside is not None:
-        top = Path(os.path.abspath(inside))
-        mine = Path(os.path.abspath(path))
-        for p in [mine, *mine.parents]:
-            if p == top or top not in p.parents:
-                break
-            if os.path.islink(p):
-                return str(Path(inside) / p.relative_to(top)), LINKED
-    existing = None
-    for p in [path, *map(str, Path(path).parents)]:  # a file where a folder should be, at any depth
-        if os.path.exists(p):
-            if not os.path.isdir(p):
-                return p, "exists and is not a folder"
-            existing = p
-            break
+    linked = _linked_below(path, inside) if inside is not None else None
+    if linked is not None:
+        return linked, LINKED
+    existing = _nearest_existing(path)  # a file where a folder should be, at any depth
+    if existing is not None and not os.path.isdir(existing):
+        return existing, "exists and is not a folder"
     if create:
         try:
             os.makedirs(path, exist_ok=True)
@@ -531,18 +543,45 @@ def check_writable_dir(
         existing = path
     if existing is None:
         return path, "no folder above it exists"
-    import tempfile  # writers only
-
-    try:  # a real try: permissions, a read-only mount, a full disk (root ignores modes)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=existing)  # O_EXCL: a new file, no link
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return path, f"cannot {'write in it' if existing == path else 'create it'}: {exc.strerror or exc}"
+    refused = _probe(existing)
+    if refused is not None:
+        return path, f"cannot {'write in it' if existing == path else 'create it'}: {refused.strerror or refused}"
     return None
 
 
-def ensure_dir(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> None:
+def _linked_below(path: str, inside: StrPath) -> str | None:
+    """The first folder of ``path`` (itself included) below ``inside`` that is a symbolic link, shown
+    from ``inside``; None when there is none."""
+    top = Path(os.path.abspath(inside))
+    mine = Path(os.path.abspath(path))
+    for p in [mine, *mine.parents]:
+        if p == top or top not in p.parents:
+            return None
+        if os.path.islink(p):
+            return str(Path(inside) / p.relative_to(top))
+    return None
+
+
+def _nearest_existing(path: str) -> str | None:
+    """``path`` or the nearest of its parents that exists; None when none does."""
+    return next((p for p in [path, *map(str, Path(path).parents)] if os.path.exists(p)), None)
+
+
+def _probe(folder: str) -> OSError | None:
+    """Why no file can be created in ``folder``, or None when one can: a real try (permissions, a
+    read-only mount, a full disk; root ignores modes), the probe file removed at once."""
+    import tempfile  # with shutil, bz2 and lzma: ~3 ms at the start of `resolve`, which writes nothing
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)  # O_EXCL: a new file, no link
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def ensure_dir(path: StrPath, inside: StrPath | None = None) -> None:
     """Make folder ``path`` (check_writable_dir with ``create``); FileError saying why it cannot be."""
     blocked = check_writable_dir(path, inside, create=True)
     if blocked:

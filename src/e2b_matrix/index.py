@@ -38,12 +38,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 
 import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import CompileError, ConfigError
-from e2b_matrix.pins import canonical_name, parse
+from e2b_matrix.reqfile import canonical_name, parse
 
 log = logging.getLogger(__name__)
 sysconfig.get_config_vars()  # filled once, before two threads can race on it (find_uv)
@@ -78,7 +79,7 @@ def find_uv() -> str:
     did. They are filled here first, under the import lock that guards this module's import.
     """
     try:
-        from uv import find_uv_bin
+        from uv import find_uv_bin  # only a command that asks uv loads it (tests/test_startup.py)
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError) as exc:
@@ -143,7 +144,44 @@ class Uv:
         still valid); ``final``: never a pre-release, unless E2B_MATRIX_UV_ARGS says otherwise
         (``--prerelease``); ``label`` names the question in log lines."""
         constraints = tuple(constraints)
-        cmd = [
+        flags = {
+            "--generate-hashes": hashes,
+            "--no-deps": no_deps,
+            "--offline": self.offline,
+            "--upgrade": upgrade,
+            "--constraint=constraints.txt": bool(constraints),
+            # uv's default --prerelease takes one when a package has no final release
+            "--prerelease=disallow": final and not self._sets("--prerelease"),
+        }
+        cmd = self._command(python, platform, [flag for flag, wanted in flags.items() if wanted], packages)
+        self.say(f"{label}: {' '.join(cmd[1:])}{' + E2B_MATRIX_UV_ARGS' if self.args else ''}")
+        return self._in_folder(cmd, label, limit, asks, constraints, seed)
+
+    def _in_folder(
+        self,
+        cmd: list[str],
+        label: str,
+        limit: int,
+        asks: Iterable[str],
+        constraints: tuple[str, ...],
+        seed: bytes | None,
+    ) -> str:
+        """``cmd`` run on the question's files in a folder of its own, removed after (a signal stops uv
+        first); uv's answer, or UvFailed."""
+        with _signals_stop_uv(), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
+            work = Path(tmp)
+            _ask(work, asks, constraints, seed)
+            code, stderr = self._run(cmd + list(self.args), work)  # the args unlogged: a URL may hold a password
+            if stderr.strip():
+                self.say(f"{label}: uv said:\n{stderr.rstrip()}")
+            if code != 0:
+                raise UvFailed(uv_reason(stderr), resolving=code == 1, stderr=stderr)
+            return _answer(work, limit, seed)
+
+    def _command(self, python: str, platform: str, flags: list[str], packages: Iterable[str]) -> list[str]:
+        """``uv pip compile`` of the question's files for ``python`` on ``platform``, with ``flags`` and an
+        ``--upgrade-package`` for each of ``packages`` (not E2B_MATRIX_UV_ARGS: the caller adds them)."""
+        return [
             self.binary or find_uv(),
             "pip",
             "compile",
@@ -158,28 +196,9 @@ class Uv:
             "--python",
             sys.executable,
             "--no-python-downloads",
+            *flags,
+            *(f"--upgrade-package={p}" for p in sorted(packages)),
         ]
-        for flag, wanted in (
-            ("--generate-hashes", hashes),
-            ("--no-deps", no_deps),
-            ("--offline", self.offline),
-            ("--upgrade", upgrade),
-            ("--constraint=constraints.txt", bool(constraints)),
-            ("--prerelease=disallow", final and not self._sets("--prerelease")),
-        ):
-            if wanted:  # uv's default --prerelease takes one when a package has no final release
-                cmd.append(flag)
-        cmd += [f"--upgrade-package={p}" for p in sorted(packages)]
-        self.say(f"{label}: {' '.join(cmd[1:])}{' + E2B_MATRIX_UV_ARGS' if self.args else ''}")
-        with _signals_stop_uv(), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
-            work = Path(tmp)
-            _ask(work, asks, constraints, seed)
-            code, stderr = self._run(cmd + list(self.args), work)  # the args unlogged: a URL may hold a password
-            if stderr.strip():
-                self.say(f"{label}: uv said:\n{stderr.rstrip()}")
-            if code != 0:
-                raise UvFailed(uv_reason(stderr), resolving=code == 1, stderr=stderr)
-            return _answer(work, limit, seed)
 
     def _sets(self, option: str) -> bool:
         """Whether E2B_MATRIX_UV_ARGS sets ``option`` (``--opt value`` or ``--opt=value``)."""
@@ -287,7 +306,7 @@ def _signals_stop_uv() -> Iterator[None]:
         return
     fired = False
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         nonlocal fired
         if not fired:  # a second signal must not cut the clean-up short
             fired = True

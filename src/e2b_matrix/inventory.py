@@ -16,12 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
+import tomli_w
 
-from e2b_matrix import files, names
+from e2b_matrix import files, names, reqfile
 from e2b_matrix.errors import ConfigError, FieldError, MatrixError
 from e2b_matrix.model import FrozenMap, frozen_map, map_of, valid
+
+if TYPE_CHECKING:  # a verify run's report is read here; verify knows nothing of inventories
+    from e2b_matrix.verify import VerifyReport
 
 SCHEMA = 1
 KINDS = ("python", "pip", "apt")
@@ -78,6 +83,10 @@ def size_change(before: int, after: int) -> str:
     return f"{size(before)} -> {size(after)} ({sign}{size(abs(delta))})"
 
 
+# A change as ``diff --json`` prints it (docs/schemas/diff.schema.json); "from" and "to" are keywords.
+ChangeJSON = TypedDict("ChangeJSON", {"kind": str, "name": str, "change": str, "from": str | None, "to": str | None})
+
+
 @attrs.frozen
 class Change:
     kind: str  # python, pip, apt
@@ -96,13 +105,13 @@ class Change:
             return f"- {self.kind} {self.name} {self.old}"
         return f"~ {self.kind} {self.name} {self.old} -> {self.new}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> ChangeJSON:
         return {"kind": self.kind, "name": self.name, "change": self.what, "from": self.old, "to": self.new}
 
 
 def diff(before: Inventory, after: Inventory) -> list[Change]:
     """Every package added, removed or changed from ``before`` to ``after``, by kind, then name."""
-    out = []
+    out: list[Change] = []
     for kind in KINDS:
         old, new = before.packages(kind), after.packages(kind)
         for name in sorted(set(old) | set(new)):
@@ -114,7 +123,7 @@ def diff(before: Inventory, after: Inventory) -> list[Change]:
 # -- from a verify run ---------------------------------------------------------------
 
 
-def from_report(alias: str, build_id: str, report) -> Inventory | None:
+def from_report(alias: str, build_id: str, report: VerifyReport) -> Inventory | None:
     """The inventory in a verify report's captured outputs (None when the run captured none);
     MatrixError when an output is not what its command prints."""
     captured = report.captured
@@ -134,7 +143,7 @@ def from_report(alias: str, build_id: str, report) -> Inventory | None:
         raise MatrixError(f"cannot record the inventory of {alias} build {build_id}: {exc}") from None
 
 
-def record(lock_path, alias: str, build_id: str, report) -> Inventory | None:
+def record(lock_path: files.StrPath, alias: str, build_id: str, report: VerifyReport) -> Inventory | None:
     """Keep what a verify run found beside the lock; the inventory (None when the run captured none)."""
     inv = from_report(alias, build_id, report)
     if inv is not None:
@@ -144,8 +153,6 @@ def record(lock_path, alias: str, build_id: str, report) -> Inventory | None:
 
 def parse_pip(text: str) -> dict[str, str]:
     """``pip list --format=json`` -> {canonical name: version}; ValueError when it is not that."""
-    from packaging.utils import canonicalize_name
-
     if not text.strip():
         return {}
     rows = files.parse_json(text)
@@ -153,7 +160,7 @@ def parse_pip(text: str) -> dict[str, str]:
         isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("version"), str) for r in rows
     ):
         raise ValueError("pip list: expected a JSON list of {name, version}")
-    return {canonicalize_name(r["name"]): r["version"] for r in rows}
+    return {reqfile.canonical_name(r["name"]): r["version"] for r in rows}
 
 
 def parse_df(text: str) -> int:
@@ -168,7 +175,7 @@ def parse_df(text: str) -> int:
 
 def parse_apt(text: str) -> dict[str, str]:
     """``dpkg-query -W -f='${Package}\\t${Version}\\n'`` -> {package: version}."""
-    out = {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
         name, tab, version = line.strip().partition("\t")
         if tab and name and version:
@@ -183,23 +190,21 @@ def _now() -> dt.datetime:
 # -- beside the lock -----------------------------------------------------------------
 
 
-def folder(lock_path) -> Path:
+def folder(lock_path: files.StrPath) -> Path:
     """``templates.lock`` -> ``templates.inventory/``; ``templates.docker.lock`` -> ``templates.docker.inventory/``."""
     path = Path(lock_path)
     return path.with_name(path.name.removesuffix(".lock") + ".inventory")
 
 
-def path_of(lock_path, alias: str, build_id: str) -> Path:
+def path_of(lock_path: files.StrPath, alias: str, build_id: str) -> Path:
     names.check_alias(alias)
     names.check_lock_id(build_id)
     return folder(lock_path) / alias / f"{build_id.replace('/', '_').replace(':', '_')}.toml"
 
 
-def save(lock_path, inv: Inventory) -> Path:
-    import tomli_w  # writers only
-
+def save(lock_path: files.StrPath, inv: Inventory) -> Path:
     path = path_of(lock_path, inv.alias, inv.build_id)
-    doc = {
+    doc: dict[str, Any] = {  # the TOML document tomli-w writes
         "schema": SCHEMA,
         **{
             f.name: (dict(v) if isinstance(v := getattr(inv, f.name), FrozenMap) else v)
@@ -213,7 +218,7 @@ def save(lock_path, inv: Inventory) -> Path:
     return path
 
 
-def load(lock_path, alias: str, build_id: str) -> Inventory | None:
+def load(lock_path: files.StrPath, alias: str, build_id: str) -> Inventory | None:
     """The inventory of one build, or None when none was recorded; ConfigError naming the file when bad."""
     path = path_of(lock_path, alias, build_id)
     try:
@@ -244,5 +249,5 @@ def load(lock_path, alias: str, build_id: str) -> Inventory | None:
     return inv
 
 
-def exists(lock_path, alias: str, build_id: str) -> bool:
+def exists(lock_path: files.StrPath, alias: str, build_id: str) -> bool:
     return os.path.lexists(path_of(lock_path, alias, build_id))

@@ -10,18 +10,22 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 
 from e2b_matrix import names
 from e2b_matrix.errors import FieldError
 
+if TYPE_CHECKING:  # resolve.py builds on the model: a layer's resolve hook is handed its Resolver
+    from e2b_matrix.resolve import Resolver
 
-def _tuple(value) -> tuple:
+
+def _strings(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The converter of a tuple-of-strings field: None is empty, one string is a tuple of one."""
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, str):
         return (value,)
     return tuple(value)
 
@@ -99,13 +103,15 @@ def thaw(value: Any) -> Any:
 
 # -- validators: a names.check_* made an attrs validator, its error a FieldError ------------
 
-Check_ = Callable[[Any], Any]
+Check_ = Callable[[object], object]  # a names.check_*: ValueError when the value breaks the rule
+# An attrs validator: the instance, the field (attrs' Attribute, whatever its value's type), the value.
+Validator = Callable[[object, "attrs.Attribute[Any]", object], None]
 
 
-def valid(check: Check_) -> Callable[[Any, attrs.Attribute, Any], None]:
+def valid(check: Check_) -> Validator:
     """An attrs validator from a names.check_*: its ValueError becomes a FieldError naming the field."""
 
-    def validate(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    def validate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         try:
             check(value)
         except ValueError as exc:
@@ -119,10 +125,10 @@ def optional(check: Check_) -> Check_:
     return lambda value: value if value == "" else check(value)
 
 
-def map_of(key_check: Check_, value_check: Check_) -> Callable[[Any, attrs.Attribute, FrozenMap], None]:
+def map_of(key_check: Check_, value_check: Check_) -> Callable[[object, attrs.Attribute[Any], FrozenMap], None]:
     """A validator of a str -> str FrozenMap: each key and value by its check, the error naming ``field.key``."""
 
-    def validate(inst: Any, attribute: attrs.Attribute, value: FrozenMap) -> None:
+    def validate(inst: object, attribute: attrs.Attribute[Any], value: FrozenMap) -> None:
         for k, v in value.items():
             where = f"{attribute.name}.{names.show_key(k)}"
             try:
@@ -164,11 +170,11 @@ def run(command: str, user: str | None = None) -> Step:
     return Step("run_cmd", (command,), {"user": user} if user else {})
 
 
-def apt(packages) -> Step:
+def apt(packages: Iterable[str]) -> Step:
     return Step("apt_install", (tuple(packages),))
 
 
-def pip(packages) -> Step:
+def pip(packages: Iterable[str]) -> Step:
     return Step("pip_install", (tuple(packages),))
 
 
@@ -186,10 +192,10 @@ class Check:
 
     name: str
     command: str | None = None
-    cells: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    cells: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     expect: str | None = None
     user: str = "user"
-    devices: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    devices: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     layer: str = ""
     version: str | None = None
     fact: str = ""
@@ -225,7 +231,8 @@ class Param:
     doc: str = ""
     check: Callable[[Any], Any] | None = None
 
-    def convert(self, value):
+    def convert(self, value: Any) -> Any:
+        """``value`` (as a file or ``--set`` gives it: any TOML value) as the layer takes it."""
         return self.check(value) if self.check else value
 
 
@@ -240,6 +247,21 @@ class Context:
         return self.base.python
 
 
+Params = Mapping[str, Any]  # a layer's parameters by name, their values as the files give them (TOML data)
+
+
+def _no_steps(params: Params, ctx: Context) -> tuple[Step, ...]:
+    return ()
+
+
+def _no_checks(params: Params, ctx: Context) -> tuple[Check, ...]:
+    return ()
+
+
+def _params(value: Iterable[Param]) -> tuple[Param, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(slots=False)
 class Layer:
     """A named, versioned unit of build steps with parameters and checks.
@@ -251,15 +273,15 @@ class Layer:
 
     name: str
     version: str
-    requires: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    params: tuple[Param, ...] = attrs.field(default=(), converter=_tuple)
-    steps: Callable[[Mapping, Context], tuple[Step, ...]] = lambda p, c: ()
-    checks: Callable[[Mapping, Context], tuple[Check, ...]] = lambda p, c: ()
+    requires: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    params: tuple[Param, ...] = attrs.field(default=(), converter=_params)
+    steps: Callable[[Params, Context], tuple[Step, ...]] = _no_steps
+    checks: Callable[[Params, Context], tuple[Check, ...]] = _no_checks
     description: str = ""
     # What the lock records for this layer; nexus records its package version.
-    recorded_version: Callable[[Mapping], str] | None = None
+    recorded_version: Callable[[Params], str] | None = None
     # Turns parameters into concrete ones at plan time (nexus: "latest" -> x.y.z).
-    resolve: Callable[[dict, Context, Any], dict] | None = None
+    resolve: Callable[[dict[str, Any], Context, Resolver], dict[str, Any]] | None = None
     source: str = "<built-in>"
 
     def param(self, name: str) -> Param | None:
@@ -271,10 +293,23 @@ class Layer:
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
-    def lock_version(self, params: Mapping) -> str:
+    def lock_version(self, params: Params) -> str:
         if self.recorded_version is not None:
             return self.recorded_version(params)
         return self.version
+
+
+class VariantJSON(TypedDict):
+    """A variant as ``list --json`` prints it (docs/schemas/list.schema.json)."""
+
+    name: str
+    alias: str
+    layers: list[str]
+    cpu_count: int
+    memory_mb: int
+    tags: list[str]
+    file: str
+    description: str
 
 
 @attrs.frozen(slots=False)
@@ -283,10 +318,10 @@ class Variant:
 
     name: str
     alias: str
-    layers: tuple[str, ...] = attrs.field(converter=_tuple)
+    layers: tuple[str, ...] = attrs.field(converter=_strings)
     cpu_count: int = 2
     memory_mb: int = 2048
-    tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     # {layer: {param: value}}, values as written
     params: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map)
     description: str = ""
@@ -295,7 +330,7 @@ class Variant:
     def params_for(self, layer: str) -> dict[str, Any]:
         return dict(self.params.get(layer, {}))
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> VariantJSON:
         return {
             "name": self.name,
             "alias": self.alias,
@@ -338,15 +373,15 @@ class Requirements:
 
     layer: str
     key: str  # the spec input that records it: "requirements.nexus"
-    asks: tuple[str, ...] = attrs.field(converter=_tuple)
+    asks: tuple[str, ...] = attrs.field(converter=_strings)
     python: str
     platform: str
-    constraints: tuple[str, ...] = attrs.field(converter=_tuple)
+    constraints: tuple[str, ...] = attrs.field(converter=_strings)
     identity: str
     path: str  # "requirements/nexus-<identity[:12]>.txt", relative to the project
     content: bytes | None = attrs.field(default=None, eq=False, repr=False)
     digest: str = ""  # sha256 of content
-    pinned: tuple[str, ...] = attrs.field(default=(), converter=_tuple, eq=False, repr=False)  # name==version
+    pinned: tuple[str, ...] = attrs.field(default=(), converter=_strings, eq=False, repr=False)  # name==version
     problem: str = ""
 
     @property
@@ -436,6 +471,20 @@ class State(enum.Enum):
         return self in (State.FRESH, State.BUILT)
 
 
+class BuildResultJSON(TypedDict):
+    """A build's result as ``build --json`` prints it (docs/schemas/build.schema.json)."""
+
+    name: str
+    alias: str
+    status: str
+    template_id: str
+    build_id: str
+    duration_s: float
+    attempts: int
+    image: str
+    error: str
+
+
 @attrs.frozen(slots=False)
 class BuildResult:
     name: str
@@ -448,7 +497,7 @@ class BuildResult:
     attempts: int = 0
     image: str = ""
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> BuildResultJSON:
         """As --json prints it; ``error`` keeps its lines (one per failed smoke check)."""
         return {
             "name": self.name,
@@ -463,6 +512,12 @@ class BuildResult:
         }
 
 
+class RemovalJSON(TypedDict):
+    kind: str
+    target: str
+    why: str
+
+
 @attrs.frozen(slots=False)
 class Removal:
     """One thing prune would remove (prune.py): what kind, which, and why it is no longer needed."""
@@ -474,7 +529,7 @@ class Removal:
     ref: str = ""  # what that backend removes it by (an image ID, a template ID)
     alias: str = ""  # the lock entry that goes with it, once it is removed
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> RemovalJSON:
         return {"kind": self.kind, "target": self.target, "why": self.why}
 
 

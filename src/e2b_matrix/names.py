@@ -8,8 +8,12 @@ whole with ``fullmatch``: ``$`` would let a trailing newline through.
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
 ALIAS = re.compile(r"[a-z0-9-_]+")  # E2B template names
 TAG = re.compile(r"[a-z0-9-_.]+")  # E2B tags
@@ -51,8 +55,6 @@ def printable(text: str, lines: bool = False) -> str:
 
 def type_name(value: object) -> str:
     """What a value read from TOML (or JSON) is, as an error message says it."""
-    import datetime as dt
-
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return "a local date-time (no timezone)"
     return {
@@ -75,7 +77,7 @@ def control_char(value: str, multiline: bool = False) -> str | None:
     return None if m is None else repr(m.group())[1:-1]
 
 
-def check_text(value, multiline: bool = False) -> str:
+def check_text(value: object, multiline: bool = False) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type_name(value)}")
     bad = control_char(value, multiline)
@@ -84,31 +86,24 @@ def check_text(value, multiline: bool = False) -> str:
     return value
 
 
-def nonempty_text(value) -> str:
-    if not check_text(value).strip():
+def nonempty_text(value: object) -> str:
+    text = check_text(value)
+    if not text.strip():
         raise ValueError("must not be empty")
-    return value
+    return text
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a bare TOML key
 
 
-def show_key(key) -> str:
+def show_key(key: str) -> str:
     """A table key as an error message may show it: plain when it is a bare TOML key, else quoted and escaped."""
-    if isinstance(key, str) and _BARE_KEY.fullmatch(key):
-        return key
-    if isinstance(key, str):
-        import json  # the error path only
-
-        return json.dumps(key)
-    return repr(key)
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
-def near(word: object, choices: Iterable[str]) -> str | None:
+def near(word: str, choices: Iterable[str]) -> str | None:
     """The choice nearest ``word`` when one is near enough to be a typo of it: the one did-you-mean."""
-    import difflib  # the error path only
-
-    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -119,7 +114,7 @@ def listing(choices: Iterable[str], limit: int = 25) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def did_you_mean(word: object, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """What an error about an unknown ``word`` adds: "; did you mean 'x'?" for a near match among
     ``choices``, else " (known: a, b, ...)", else "" when there are none."""
     choices = list(choices)
@@ -129,17 +124,20 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     return f" (known: {listing(choices)})" if choices else ""
 
 
-def shown(value, limit: int = 60) -> str:
+def shown(value: object, limit: int = 60) -> str:
     """A value as an error message shows it: repr (control characters escaped), cut to ``limit``."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "…" + text[-1]
 
 
-def matching(pattern: re.Pattern, what: str, show_pattern: bool = True):
+Check = Callable[[object], str]  # a check_*: any value in, the value as a string out (else ValueError)
+
+
+def matching(pattern: re.Pattern[str], what: str, show_pattern: bool = True) -> Check:
     """A check that the whole value matches ``pattern``."""
     hint = f" (must match ^{pattern.pattern}$)" if show_pattern else ""
 
-    def check(value) -> str:
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {type_name(value)}")
         if not pattern.fullmatch(value):
@@ -175,7 +173,7 @@ def _check_port(port: int | None) -> None:
         raise ValueError(f"port {port} is not a TCP port (1 to {MAX_PORT})")
 
 
-def check_host(value) -> str:
+def check_host(value: object) -> str:
     """A host name, with an optional port of 1 to 65535: ``e2b.app``, ``e2b.example.com:8443``."""
     if not isinstance(value, str) or not HOST.fullmatch(value):
         raise ValueError(f"expected a host name like {DEFAULT_DOMAIN}, got {shown(value)}")
@@ -195,11 +193,9 @@ def shown_url(value: str) -> str:
     return shown(URL_USERINFO.sub(r"\1***@", value), 100)
 
 
-def check_url(value, schemes=("http", "https", "file")) -> str:
+def check_url(value: object, schemes: tuple[str, ...] = ("http", "https", "file")) -> str:
     """A base URL (no query or fragment, no space or control character, no user or password, a port
     of 1 to 65535), without a trailing slash. A message never shows a password the value holds."""
-    from urllib.parse import urlsplit
-
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type_name(value)}")
     if control_char(value) or " " in value:
@@ -223,7 +219,7 @@ def check_url(value, schemes=("http", "https", "file")) -> str:
     return value.rstrip("/")
 
 
-def check_http_url(value) -> str:
+def check_http_url(value: object) -> str:
     return check_url(value, ("http", "https"))
 
 
@@ -235,53 +231,51 @@ check_package_name = matching(PACKAGE_NAME, "a package name", False)
 check_package_version = matching(PACKAGE_VERSION, "a package version", False)
 
 
-def check_image(value) -> str:
+def check_image(value: object) -> str:
     return _image(nonempty_text(value))
 
 
-def check_package(value) -> str:
+def check_package(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a package name")
     return _package(value)
 
 
-def check_python(value) -> str:
+def check_python(value: object) -> str:
     if not isinstance(value, str) or not PYTHON.fullmatch(value):
         raise ValueError(f'expected a Python version like "3.12", got {value!r}')
     return value
 
 
-def check_tag(value) -> str:
+def check_tag(value: object) -> str:
     """An E2B tag: not shaped like a UUID (E2B refuses those)."""
-    check_tag_shape(value)
-    if UUID.fullmatch(value):
-        raise ValueError(f"{value!r} looks like a UUID, which E2B refuses as a tag")
-    return value
+    tag = check_tag_shape(value)
+    if UUID.fullmatch(tag):
+        raise ValueError(f"{tag!r} looks like a UUID, which E2B refuses as a tag")
+    return tag
 
 
-def check_variant_tag(value) -> str:
+def check_variant_tag(value: object) -> str:
     """A tag every build of the variant moves: never the channel a bare alias means."""
-    check_tag(value)
-    if value == DEFAULT_CHANNEL:
-        raise ValueError(f"{value!r} is the channel a bare alias means: only `promote` moves it")
-    return value
+    tag = check_tag(value)
+    if tag == DEFAULT_CHANNEL:
+        raise ValueError(f"{tag!r} is the channel a bare alias means: only `promote` moves it")
+    return tag
 
 
-def check_version(value) -> str:
+def check_version(value: object) -> str:
     if not isinstance(value, str) or not VERSION.fullmatch(value):
         raise ValueError(f'expected an exact version like "0.5.6", got {shown(value)}')
     return value
 
 
-def check_version_or_latest(value) -> str:
-    if value == "latest":
+def check_version_or_latest(value: object) -> str:
+    if isinstance(value, str) and (value == "latest" or VERSION.fullmatch(value)):
         return value
-    if not isinstance(value, str) or not VERSION.fullmatch(value):
-        raise ValueError(f'expected "latest" or an exact version like "0.5.6", got {shown(value)}')
-    return value
+    raise ValueError(f'expected "latest" or an exact version like "0.5.6", got {shown(value)}')
 
 
-def check_packages(value) -> tuple[str, ...]:
+def check_packages(value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"expected a list of package names, got {type_name(value)}")
     return tuple(check_package(item) for item in value)
@@ -290,11 +284,9 @@ def check_packages(value) -> tuple[str, ...]:
 EARLIEST = "1970-01-01T00:00:00Z"  # what a recorded time may be: from the Unix epoch to the end of year 9999
 
 
-def check_timestamp(value):
+def check_timestamp(value: object) -> dt.datetime:
     """A date-time with a timezone, as UTC; ValueError for a naive one or one outside 1970 to 9999 in UTC
     (``0001-01-01 00:00:00+05:00`` is no time a build was made, and converting it overflows)."""
-    import datetime as dt
-
     if not isinstance(value, dt.datetime) or value.utcoffset() is None:
         raise ValueError(f"expected a date-time with a timezone, got {shown(value)}")
     try:
@@ -306,7 +298,7 @@ def check_timestamp(value):
     return utc
 
 
-def check_lock_id(value) -> str:
+def check_lock_id(value: object) -> str:
     """A template or build ID as the lock may hold it: one printable word."""
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type_name(value)}")

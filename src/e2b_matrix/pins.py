@@ -43,16 +43,18 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import CompileError, ConfigError
+from e2b_matrix.index import Uv, UvFailed
 from e2b_matrix.model import Base, BuildSpec, Requirements, Step, Variant
+from e2b_matrix.reqfile import canonical_name, parse
 
-if TYPE_CHECKING:
-    from e2b_matrix.index import Uv
+if TYPE_CHECKING:  # the lock depends on the model; pins reads entries, never imports the lock
+    from e2b_matrix.lock.model import LockEntry
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,13 @@ PLATFORM = "x86_64-manylinux_2_36"
 MAX_BYTES = 4 * 1024 * 1024
 DIGEST = "# body sha256: "  # the header's last line: the digest of every byte after it
 
-_REQUIREMENT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9._+!-]*)")
-_HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _FILE = re.compile(rf"{DIR}/[a-z0-9][a-z0-9_.-]*-[0-9a-f]{{12}}\.txt")
 WAITS = "waits for "
 
 
-def canonical_name(name: str) -> str:
-    from packaging.utils import canonicalize_name
-
-    return str(canonicalize_name(name))
-
-
 def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import InvalidVersion, Version  # ~3 ms at the start of `list`, which never compares
 
     try:
         return Version(a) == Version(b)
@@ -133,21 +127,27 @@ def question(
     )
 
 
+class Answers(Protocol):
+    """What answers a pip step's question: ``Committed`` (the files as committed), ``Compiler`` (uv)."""
+
+    def answer(self, q: Requirements, variant: Variant | None = None) -> Requirements: ...
+
+
 def pin_steps(
-    variant: Variant, layered: Iterable[tuple[str, Step]], base: Base, answers
+    variant: Variant, layered: Iterable[tuple[str, Step]], base: Base, answers: Answers, *, installed: Iterable[str]
 ) -> tuple[tuple[Step, ...], tuple[Requirements, ...]]:
     """Each pip step (``(layer, step)`` in order) as a copy of its requirements file and a hashed install.
 
-    ``answers.answer(question, variant)`` gives each question's answer. After a step whose file has
-    a problem, later questions cannot be asked (their constraints are unknown): they wait for it.
+    ``installed``: what the base has from pip (``name==version``: layers/base.py ``installed``), the
+    first questions' constraints. ``answers.answer(question, variant)`` gives each question's answer.
+    After a step whose file has a problem, later questions cannot be asked (their constraints are
+    unknown): they wait for it.
     """
-    from e2b_matrix.layers.base import installed
-
-    constraints = dict(_pair(p) for p in installed(base))
+    constraints = dict(_pair(p) for p in installed)
     steps: list[Step] = []
     out: list[Requirements] = []
     count: dict[str, int] = {}
-    blocked = None
+    blocked: str | None = None
     for layer, step in layered:
         asks = (
             ()
@@ -190,47 +190,6 @@ def files_of(requirements: Iterable[Requirements]) -> tuple[tuple[str, str], ...
 
 
 # -- the answer: a committed file, judged ----------------------------------------------
-
-
-def parse(text: str, hashed: bool = True) -> tuple[dict[str, str], str | None, str]:
-    """(canonical name -> version, the identity line, the problem or "") of a requirements file;
-    ``hashed``: every requirement has its sha256 hashes."""
-    identity = None
-    logical: list[tuple[int, list[str]]] = []
-    words: list[str] = []
-    start = 0
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("#"):
-            if identity is None and line.startswith("# identity:"):
-                identity = line.split(":", 1)[1].strip()
-            continue
-        line = re.split(r"\s#", line, maxsplit=1)[0].rstrip()
-        more = line.endswith("\\")
-        if not words:
-            start = n
-        words += (line[:-1] if more else line).split()
-        if not more:
-            if words:
-                logical.append((start, words))
-            words = []
-    if words:
-        logical.append((start, words))
-    pins: dict[str, str] = {}
-    for n, (head, *hashes) in logical:
-        m = _REQUIREMENT.fullmatch(head)
-        if not m:
-            return {}, identity, f"line {n}: {names.shown(head)} is not a pinned requirement (name==version)"
-        bad = next((h for h in hashes if not _HASH.fullmatch(h)), None)
-        if bad is not None:
-            return {}, identity, f"line {n}: {names.shown(bad)} is not a sha256 hash (--hash=sha256:...)"
-        name = canonical_name(m.group(1))
-        if hashed and not hashes:
-            return {}, identity, f"line {n}: {name} has no hash"
-        if name in pins:
-            return {}, identity, f"line {n}: {name} is pinned twice"
-        pins[name] = m.group(2)
-    return pins, identity, ""
 
 
 def _agrees(q: Requirements, pins: Mapping[str, str]) -> str:
@@ -328,7 +287,7 @@ def compile_command(specs: Iterable[BuildSpec], backend: str, default_backend: s
 
 def refusal(specs: list[BuildSpec], flag: str, backend: str, default_backend: str) -> ConfigError:
     """The one line --locked (or --offline) says instead of compiling: the variants and the command to run."""
-    first = first_problem(specs[0])
+    first = next(r for s in specs for r in s.requirements if r.problem)  # the caller's specs each have one
     what = "never resolves" if flag == "--offline" else "keeps the committed requirements files as they are"
     return ConfigError(
         f"{', '.join(s.name for s in specs)}: {first.path} {first.problem}, and {flag} {what}; "
@@ -349,6 +308,18 @@ def require(spec: BuildSpec, backend: str, default_backend: str) -> None:
 # -- compiling: uv ---------------------------------------------------------------------
 
 
+class CompiledJSON(TypedDict):
+    """A requirements file as ``compile --json`` prints it (docs/schemas/compile.schema.json)."""
+
+    path: str
+    layer: str
+    status: str
+    ok: bool
+    packages: int
+    bytes: int
+    variants: list[str]
+
+
 @attrs.define
 class Compiled:
     """What compile did with one requirements file (or, for ``compile --check``, what it would do)."""
@@ -364,7 +335,7 @@ class Compiled:
     def ok(self) -> bool:
         return self.status in ("written", "unchanged", "up to date")
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> CompiledJSON:
         return {
             "path": self.path,
             "layer": self.layer,
@@ -403,7 +374,7 @@ def check_known(specs: Iterable[BuildSpec], packages: frozenset[str]) -> None:
         )
 
 
-def previous_files(before: Iterable[BuildSpec], entries: Mapping) -> dict[tuple[str, str], list[str]]:
+def previous_files(before: Iterable[BuildSpec], entries: Mapping[str, LockEntry]) -> dict[tuple[str, str], list[str]]:
     """(alias, requirements key) -> the files that step had: in the specs as committed, then in the lock."""
     out: dict[tuple[str, str], list[str]] = {}
     for spec in before:
@@ -460,7 +431,7 @@ class Compiler(Committed):
         done = self.results.get(q.path)
         if done is None:
             if current.ok and not self._upgrading(current):
-                done = Compiled(q.path, q.layer, "up to date", len(current.pinned), size=len(current.content))
+                done = Compiled(q.path, q.layer, "up to date", len(current.pinned), size=len(current.content or b""))
             else:
                 current, done = self._compile(q, current, variant.alias if variant else None)
             self.results[q.path] = done
@@ -477,9 +448,8 @@ class Compiler(Committed):
     def _seed(self, current: Requirements, alias: str | None) -> bytes | None:
         if self.upgrade:
             return None
-        candidates = [current.content] + [
-            self.read(p) for p in self.previous.get((alias, current.key), ()) if p != current.path
-        ]
+        before = self.previous.get((alias, current.key), []) if alias is not None else []
+        candidates = [current.content] + [self.read(p) for p in before if p != current.path]
         for content in candidates:
             if content is not None:
                 try:
@@ -491,8 +461,6 @@ class Compiler(Committed):
 
     def _compile(self, q: Requirements, current: Requirements, alias: str | None) -> tuple[Requirements, Compiled]:
         """uv's answer to ``q``, judged as every reader will judge it, then written (when it changed)."""
-        from e2b_matrix.index import UvFailed
-
         room = MAX_BYTES - len(header(q, "").encode())
         try:
             body = self.uv.compile(

@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
+from e2b_matrix import pins
 from e2b_matrix.model import BuildSpec, State
+from e2b_matrix.render import Instruction, instructions, template_source
 
 if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
     from e2b_matrix.lock.model import LockEntry
+
+
+# The backend's reason a locked artifact no longer stands (another domain, a removed image), or None.
+Staleness = Callable[["LockEntry"], str | None]
+
+
+def _never_stale(entry: LockEntry) -> str | None:
+    return None
+
+
+class PlanItemJSON(TypedDict):
+    """A variant's line of ``plan --json`` (docs/schemas/plan.schema.json)."""
+
+    name: str
+    alias: str
+    state: str
+    reasons: list[str]
+    python: str | None
+    layers: dict[str, str]
+    fingerprint: str
+    locked_fingerprint: str
+    template_id: str
 
 
 @attrs.frozen(slots=False)
@@ -37,7 +61,7 @@ class PlanItem:
         """Each layer's version exactly as a build would record it in the lock ("latest" resolved)."""
         return self.spec.layer_versions() if self.spec else {}
 
-    def to_json(self) -> dict:
+    def to_json(self) -> PlanItemJSON:
         return {
             "name": self.name,
             "alias": self.alias,
@@ -51,65 +75,81 @@ class PlanItem:
         }
 
 
-def plan_one(spec: BuildSpec, entry, staleness=lambda entry: None) -> PlanItem:
-    """``staleness(entry)``: the backend's reason a locked artifact no longer stands (another domain,
-    a removed image), or None."""
-    from e2b_matrix.pins import reasons as pin_reasons
-
-    common = {"name": spec.name, "alias": spec.alias, "fingerprint": spec.fingerprint, "spec": spec, "entry": entry}
-    unpinned = pin_reasons(spec)  # a requirements file missing or out of date: nothing can build it as is
+def plan_one(spec: BuildSpec, entry: LockEntry | None, staleness: Staleness = _never_stale) -> PlanItem:
+    """The spec against its lock entry (None: not in the lock); ``staleness(entry)``: the backend's
+    reason a locked artifact no longer stands, or None."""
+    unpinned = pins.reasons(spec)  # a requirements file missing or out of date: nothing can build it as is
     if entry is None:
-        return PlanItem(state=State.UNBUILT, reasons=("not in the lock", *unpinned), **common)
-    common.update(locked_fingerprint=entry.fingerprint, template_id=entry.template_id)
-    reasons = explain(spec, entry) if entry.fingerprint != spec.fingerprint else []
-    reasons += [r for r in unpinned if r not in reasons]
+        reasons = ("not in the lock", *unpinned)
+        return PlanItem(spec.name, spec.alias, State.UNBUILT, reasons, spec.fingerprint, spec=spec)
+    found = explain(spec, entry) if entry.fingerprint != spec.fingerprint else []
+    found += [r for r in unpinned if r not in found]
     gone = staleness(entry)
     if gone:
-        reasons.append(gone)
-    return PlanItem(state=State.STALE if reasons else State.FRESH, reasons=tuple(reasons), **common)
+        found.append(gone)
+    return PlanItem(
+        spec.name,
+        spec.alias,
+        State.STALE if found else State.FRESH,
+        tuple(found),
+        spec.fingerprint,
+        entry.fingerprint,
+        entry.template_id,
+        spec=spec,
+        entry=entry,
+    )
 
 
-def explain(spec: BuildSpec, entry) -> list[str]:
+def explain(spec: BuildSpec, entry: LockEntry) -> list[str]:
     """Why a spec differs from its lock entry, in the user's terms."""
-    reasons = []
-    old_layers, new_layers = dict(entry.layers), spec.layer_versions()
-    for name in new_layers:
-        if name not in old_layers:
-            reasons.append(f"layer {name} added")
-        elif old_layers[name] != new_layers[name]:
-            reasons.append(f"layer {name} {old_layers[name]} -> {new_layers[name]}")
-    reasons += [f"layer {name} removed" for name in old_layers if name not in new_layers]
+    reasons = _layer_changes(dict(entry.layers), spec.layer_versions())
     if entry.variant != spec.name:
         reasons.append(f"variant renamed {entry.variant} -> {spec.name}")
-    old_inputs = dict(entry.inputs)
-    new_inputs = spec.inputs()
-    if old_inputs:
-        for key in sorted(set(old_inputs) | set(new_inputs)):
-            old, new = old_inputs.get(key), new_inputs.get(key)
-            if old == new:
-                continue
-            layer = key.split(".")[0]
-            # a layer version line already says it (nexus.version is its version)
-            if key == "nexus.version" and any(r.startswith("layer nexus") for r in reasons):
-                continue
-            if old is None and (f"layer {layer} added" in reasons):
-                continue
-            if new is None and (f"layer {layer} removed" in reasons):
-                continue
-            if key.startswith("requirements."):
-                if not (new or "").endswith("@(missing)"):  # a missing file is named with what to run (below)
-                    reasons.append(_requirements_change(old, new))
-                continue
-            what = {
-                "base": "base",
-                "cpu_count": "resource cpu_count",
-                "memory_mb": "resource memory_mb",
-                "tags": "tags",
-                "parent_build": "base template rebuilt",
-            }.get(key, f"param {key}")
-            reasons.append(f"{what} {old or '(none)'} -> {new or '(none)'}")
+    if entry.inputs:
+        reasons += _input_changes(dict(entry.inputs), spec.inputs(), reasons)
     if not reasons and not any(r.problem for r in spec.requirements):  # else plan_one names the file
         reasons.append("build steps changed")
+    return reasons
+
+
+def _layer_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """Layers added, moved to another version, and removed."""
+    reasons: list[str] = []
+    for name in new:
+        if name not in old:
+            reasons.append(f"layer {name} added")
+        elif old[name] != new[name]:
+            reasons.append(f"layer {name} {old[name]} -> {new[name]}")
+    return reasons + [f"layer {name} removed" for name in old if name not in new]
+
+
+_INPUT_NAMES = {
+    "base": "base",
+    "cpu_count": "resource cpu_count",
+    "memory_mb": "resource memory_mb",
+    "tags": "tags",
+    "parent_build": "base template rebuilt",
+}
+
+
+def _input_changes(old_inputs: Mapping[str, str], new_inputs: Mapping[str, str], said: list[str]) -> list[str]:
+    """Each input (spec.inputs) that changed, unless a reason ``said`` already says it: a layer's
+    version line (nexus.version is its version), a layer added or removed."""
+    reasons: list[str] = []
+    for key in sorted(set(old_inputs) | set(new_inputs)):
+        old, new = old_inputs.get(key), new_inputs.get(key)
+        if old == new:
+            continue
+        layer = key.split(".")[0]
+        if key == "nexus.version" and any(r.startswith("layer nexus") for r in said):
+            continue
+        if (old is None and f"layer {layer} added" in said) or (new is None and f"layer {layer} removed" in said):
+            continue
+        if key.startswith("requirements."):
+            if not (new or "").endswith("@(missing)"):  # a missing file is named with what to run (plan_one)
+                reasons.append(_requirements_change(old, new))
+            continue
+        reasons.append(f"{_INPUT_NAMES.get(key, f'param {key}')} {old or '(none)'} -> {new or '(none)'}")
     return reasons
 
 
@@ -125,12 +165,14 @@ def _requirements_change(old: str | None, new: str | None) -> str:
     return f"requirements {old_path} -> {new_path}"
 
 
-def make_plan(specs, entries, staleness=lambda entry: None) -> list[PlanItem]:
+def make_plan(
+    specs: Iterable[BuildSpec], entries: Mapping[str, LockEntry], staleness: Staleness = _never_stale
+) -> list[PlanItem]:
     """Each spec against its lock entry (``entries``: alias -> LockEntry)."""
     return [plan_one(s, entries.get(s.alias), staleness) for s in specs]
 
 
-def orphans(entries, aliases) -> list[PlanItem]:
+def orphans(entries: Mapping[str, LockEntry], aliases: Iterable[str]) -> list[PlanItem]:
     defined = set(aliases)
     return [
         PlanItem(
@@ -165,15 +207,13 @@ class Node:
 _APT = re.compile(r"apt-get update && .*?apt-get install -y ")
 
 
-def _step_text(ins: dict) -> str:
+def _step_text(ins: Instruction) -> str:
     args = ins["args"][:1] if ins["type"] == "RUN" else [a for a in ins["args"] if a]  # not RUN's user
     return _APT.sub("apt-get install ", f"{ins['type']} {' '.join(args)}".strip())
 
 
-def step_trie(specs) -> list[Node]:
+def step_trie(specs: Iterable[BuildSpec]) -> list[Node]:
     """The specs' steps as a trie (one root per base): what each change would rebuild."""
-    from e2b_matrix.render import instructions, template_source
-
     roots: dict[str, Node] = {}
     for spec in specs:
         source = template_source(spec) if spec.base.kind == "template" else spec.base.ref
@@ -203,7 +243,15 @@ def segments(node: Node) -> tuple[list[Node], list[Node]]:
     return chain, chain[-1].children
 
 
-def trie_json(node: Node) -> dict[str, object]:
+class TrieJSON(TypedDict):
+    """A run of steps the same variants share, and the branches after it (``plan --json``'s steps)."""
+
+    steps: list[str]
+    variants: list[str]
+    children: list[TrieJSON]
+
+
+def trie_json(node: Node) -> TrieJSON:
     """A node as JSON: the run of steps the same variants share, and the branches after it."""
     chain, branches = segments(node)
     return {
@@ -211,6 +259,13 @@ def trie_json(node: Node) -> dict[str, object]:
         "variants": list(node.variants),
         "children": [trie_json(b) for b in branches],
     }
+
+
+class PlanJSON(TypedDict):
+    """What ``plan --json`` prints (docs/schemas/plan.schema.json)."""
+
+    variants: list[PlanItemJSON]
+    steps: list[TrieJSON]
 
 
 @attrs.frozen
@@ -222,7 +277,7 @@ class Plan:
     roots: tuple[Node, ...]
     disk_used_kib: Mapping[str, int] = attrs.field(factory=dict)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> PlanJSON:
         return {"variants": [i.to_json() for i in self.items], "steps": [trie_json(r) for r in self.roots]}
 
 
@@ -246,7 +301,7 @@ def trie_lines(roots: list[Node], width: int = 70) -> list[str]:
     return lines
 
 
-def markdown(items, roots: list[Node], sizes: Mapping[str, str] | None = None) -> str:
+def markdown(items: Sequence[PlanItem], roots: list[Node], sizes: Mapping[str, str] | None = None) -> str:
     """The plan for a pull request's job summary: a table (each variant's last known size, from the
     inventory of its locked build) and the step tree."""
     sizes = sizes or {}

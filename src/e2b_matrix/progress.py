@@ -19,7 +19,7 @@ import time
 import attrs
 
 from e2b_matrix.events import Broadcast, Silent
-from e2b_matrix.model import BuildResult, State
+from e2b_matrix.model import BuildResult, BuildResultJSON, State
 from e2b_matrix.names import printable
 
 # -- the words every rendering shares -----------------------------------------------
@@ -237,7 +237,7 @@ class JsonReporter(Silent):
     def results(self) -> list[BuildResult]:
         return [r for r in self._results.values() if r is not None]
 
-    def json(self) -> list[dict]:
+    def json(self) -> list[BuildResultJSON]:
         return results_json(self.results())
 
 
@@ -250,7 +250,7 @@ class ConsoleReporter(Broadcast):
         self.collected = JsonReporter() if collect_json else None
         super().__init__(*(r for r in (display, self.collected) if r is not None))
 
-    def json(self) -> list[dict]:
+    def json(self) -> list[BuildResultJSON]:
         return self.collected.json()
 
     def __enter__(self):
@@ -300,6 +300,6 @@ def summary(results: list[BuildResult], out=None, err=None) -> None:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out or sys.stdout)
 
 
-def results_json(results: list[BuildResult]) -> list[dict[str, object]]:
+def results_json(results: list[BuildResult]) -> list[BuildResultJSON]:
     """The results as --json prints them."""
     return [r.to_json() for r in results]

@@ -8,23 +8,38 @@ and fingerprints on every machine. Every ordering is graphlib's.
 from __future__ import annotations
 
 import graphlib
+import hashlib
 import heapq
 import itertools
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, TypeVar
 
 import attrs
 
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import ConfigError
+from e2b_matrix.index import PackageIndex
 from e2b_matrix.layers import SHIPPED
-from e2b_matrix.model import BuildSpec, Context, Layer, ResolvedLayer, Variant
-from e2b_matrix.render import instructions
+from e2b_matrix.layers.base import installed
+from e2b_matrix.model import BuildSpec, Check, Context, Layer, ResolvedLayer, Step, Variant
+from e2b_matrix.pins import Answers, files_of, pin_steps
+from e2b_matrix.render import Instruction, instructions
 
 if TYPE_CHECKING:  # the lock depends on the model; planning reads entries, never imports the lock
-    from e2b_matrix.index import PackageIndex
     from e2b_matrix.lock.model import LockEntry
+
+
+class _Sortable(Protocol):
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
+_K = TypeVar("_K", bound=_Sortable)  # what a tie-break key gives: anything heapq can order
+# A matrix axis's value (config.py takes strings and numbers), and one case: a value for each axis.
+MatrixValue = str | int | float
+Case = dict[str, MatrixValue]
 
 FINGERPRINT_SCHEMA = 1
 _RANK = {name: i for i, name in enumerate(SHIPPED)}  # base, fuse, nexus, extra-tools
@@ -38,14 +53,12 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 MAX_MATRIX_CASES = 10_000
 
 
-def matrix_size(axes: Mapping[str, tuple]) -> int:
+def matrix_size(axes: Mapping[str, tuple[MatrixValue, ...]]) -> int:
     """How many cases ``axes`` expand to (the product of their lengths), without expanding them."""
-    import math
-
     return math.prod(len(values) for values in axes.values())
 
 
-def matrix_cases(axes: Mapping[str, tuple]) -> list[dict]:
+def matrix_cases(axes: Mapping[str, tuple[MatrixValue, ...]]) -> list[Case]:
     """Every combination of the axes' values, axes sorted: a pure, stable expansion.
 
     ValueError, before expanding anything, when there would be more than MAX_MATRIX_CASES.
@@ -57,15 +70,15 @@ def matrix_cases(axes: Mapping[str, tuple]) -> list[dict]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
 
 
-def name_safe(value) -> str:
+def name_safe(value: MatrixValue) -> str:
     """A matrix value as it may appear in an E2B name: '0.5.6' -> '0-5-6'."""
     return re.sub(r"[^a-z0-9-_]+", "-", str(value).lower()).strip("-") or "x"
 
 
-def substitute(value, case: Mapping, for_name: bool = False):
+def substitute(value: Any, case: Mapping[str, MatrixValue], for_name: bool = False) -> Any:
     """``{axis}`` replaced by the case's value (``{{``/``}}`` give literal braces), in strings,
-    lists and tables; KeyError naming an unknown axis. A string that is exactly one
-    placeholder keeps the value's type."""
+    lists and tables (``value``: any TOML value); KeyError naming an unknown axis. A string that is
+    exactly one placeholder keeps the value's type."""
     if isinstance(value, list):
         return [substitute(v, case, for_name) for v in value]
     if isinstance(value, dict):
@@ -76,7 +89,7 @@ def substitute(value, case: Mapping, for_name: bool = False):
     if whole and whole.group(1) in case and not for_name:
         return case[whole.group(1)]
 
-    def repl(m: re.Match) -> str:
+    def repl(m: re.Match[str]) -> str:
         if m.group(1) is None:
             return m.group()[0]
         if m.group(1) not in case:
@@ -89,13 +102,13 @@ def substitute(value, case: Mapping, for_name: bool = False):
 # -- order -------------------------------------------------------------------------
 
 
-def ordered(graph: Mapping[str, Iterable[str]], key=lambda n: n) -> list[str]:
+def ordered(graph: Mapping[str, Iterable[str]], key: Callable[[str], _K]) -> list[str]:
     """graphlib's topological order, ties broken by ``key``; CycleError names the loop."""
     ts = graphlib.TopologicalSorter(graph)
     ts.prepare()
     ready = [(key(n), n) for n in ts.get_ready()]
     heapq.heapify(ready)
-    order = []
+    order: list[str] = []
     while ready:
         _, n = heapq.heappop(ready)
         order.append(n)
@@ -169,48 +182,36 @@ class Resolver:
 def build_spec(
     variant: Variant,
     layers: Mapping[str, Layer],
-    backend,
+    backend: Backend,
     index: PackageIndex | None = None,
     offline: bool = False,
     entries: Mapping[str, LockEntry] | None = None,
     *,
-    pins,
+    pins: Answers,
 ) -> BuildSpec:
     """One variant resolved for ``backend`` (its base rule, files and checks) against the lock's ``entries``.
 
     ``pins`` answers each pip step with its requirements file (pins.Committed reads the committed
     files, pins.Compiler compiles them): the step becomes a copy of the file and a hashed install.
     """
-    from e2b_matrix.pins import files_of, pin_steps
-
     entries = entries or {}
     order = layer_order(variant.layers, layers)
-    entry = entries.get(variant.alias)
-    resolver = Resolver(variant, index, offline, dict(entry.layers) if entry else {})
     if "base" not in order:
         raise ConfigError("every variant starts from the base layer", path=variant.source, key="variant.layers")
+    entry = entries.get(variant.alias)
+    resolver = Resolver(variant, index, offline, dict(entry.layers) if entry else {})
     base_params = {**layers["base"].defaults(), **variant.params_for("base")}
     base = backend.base(base_params)
-    ctx = Context(base=base)
-
-    resolved, steps, checks = [], [], []
-    for name in order:
-        layer = layers[name]
-        params = {**layer.defaults(), **variant.params_for(name)}
-        if layer.resolve is not None:
-            params = layer.resolve(params, ctx, resolver)
-        resolved.append(ResolvedLayer(layer, params))
-        steps += [(name, step) for step in layer.steps(params, ctx)]
-        checks += [attrs.evolve(c, layer=name) for c in layer.checks(params, ctx) if backend.runs(c)]
-    pinned_steps, requirements = pin_steps(variant, steps, base, pins)
+    resolved, steps, checks = _resolve_layers(variant, order, layers, backend, Context(base=base), resolver)
+    pinned_steps, requirements = pin_steps(variant, steps, base, pins, installed=installed(base))
     parent = entries.get(base.ref) if base.kind == "template" else None
     spec = BuildSpec(
         variant=variant,
         backend=backend.name,
-        layers=tuple(resolved),
+        layers=resolved,
         base=base,
         steps=pinned_steps,
-        checks=tuple(checks),
+        checks=checks,
         start_cmd=base_params.get("start_cmd") or None,
         ready_cmd=base_params.get("ready_cmd") or None,
         files=tuple(backend.files()) + files_of(requirements),
@@ -220,15 +221,57 @@ def build_spec(
     return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 
+def _resolve_layers(
+    variant: Variant,
+    order: Iterable[str],
+    layers: Mapping[str, Layer],
+    backend: Backend,
+    ctx: Context,
+    resolver: Resolver,
+) -> tuple[tuple[ResolvedLayer, ...], list[tuple[str, Step]], tuple[Check, ...]]:
+    """The variant's layers (in ``order``), each with its parameters (its defaults, the variant's values,
+    then its ``resolve`` hook), with the steps it adds (by layer name) and the checks ``backend`` runs."""
+    resolved: list[ResolvedLayer] = []
+    steps: list[tuple[str, Step]] = []
+    checks: list[Check] = []
+    for name in order:
+        layer = layers[name]
+        params = {**layer.defaults(), **variant.params_for(name)}
+        if layer.resolve is not None:
+            params = layer.resolve(params, ctx, resolver)
+        resolved.append(ResolvedLayer(layer, params))
+        steps += [(name, step) for step in layer.steps(params, ctx)]
+        checks += [attrs.evolve(c, layer=name) for c in layer.checks(params, ctx) if backend.runs(c)]
+    return tuple(resolved), steps, tuple(checks)
+
+
 def rebase(spec: BuildSpec, parent_build: str) -> BuildSpec:
     """The spec on a new build of its parent template (built earlier in this run)."""
     spec = attrs.evolve(spec, parent_build=parent_build)
     return attrs.evolve(spec, fingerprint=fingerprint(spec))
 
 
-def canonical(spec: BuildSpec) -> dict:
+# What a fingerprint covers (``canonical``); "from" is a keyword, hence this spelling.
+Canonical = TypedDict(
+    "Canonical",
+    {
+        "schema": int,
+        "from": dict[str, str],
+        "steps": list[Instruction],
+        "start_cmd": str | None,
+        "ready_cmd": str | None,
+        "cpu_count": int,
+        "memory_mb": int,
+        "tags": list[str],
+        "files": list[tuple[str, str]],
+        "parent_build": NotRequired[str],
+    },
+)
+
+
+def canonical(spec: BuildSpec) -> Canonical:
     """The build spec as data: exactly what the fingerprint covers (no secrets)."""
-    doc = {
+    doc: Canonical = {
         "schema": FINGERPRINT_SCHEMA,
         "from": {"kind": spec.base.kind, "ref": spec.base.ref},
         "steps": instructions(spec.steps),
@@ -245,7 +288,5 @@ def canonical(spec: BuildSpec) -> dict:
 
 
 def fingerprint(spec: BuildSpec) -> str:
-    import hashlib
-
     text = json.dumps(canonical(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

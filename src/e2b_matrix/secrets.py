@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from collections.abc import Iterable
+from typing import TextIO
 
 KEY_SHAPE = re.compile(r"\be2b_[A-Za-z0-9]{16,}")
 # A URL's credentials: ``scheme://user:password@`` (group 3: the password) or a token as the user
@@ -34,7 +36,7 @@ MIN_SECRET_LEN = 8  # shorter strings would match everywhere; a real key is far 
 class Redactor:
     """Replaces each known secret, and anything shaped like an E2B key, with ***."""
 
-    def __init__(self, secrets: Iterable[str | None] = ()):
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
@@ -56,9 +58,7 @@ class RedactedStream(io.TextIOBase):
 
     MAX_PENDING = 1 << 16  # a line this long is written out redacted as it stands
 
-    def __init__(self, inner, redactor: Redactor):
-        import threading
-
+    def __init__(self, inner: TextIO, redactor: Redactor) -> None:
         self.inner, self.redactor = inner, redactor
         self._pending = ""
         self._lock = threading.Lock()  # builds report from worker threads
@@ -92,16 +92,17 @@ class RedactedStream(io.TextIOBase):
     def fileno(self) -> int:
         return self.inner.fileno()
 
+    # io.TextIOBase's encoding and errors are read-only properties (typeshed declares attributes)
     @property
-    def encoding(self):
-        return getattr(self.inner, "encoding", "utf-8")
+    def encoding(self) -> str:  # type: ignore[override]  # a property, as io.TextIOBase's own (see above)
+        return self.inner.encoding or "utf-8"
 
     @property
-    def errors(self):
-        return getattr(self.inner, "errors", "strict")
+    def errors(self) -> str | None:  # type: ignore[override]  # a property, as io.TextIOBase's own (see above)
+        return self.inner.errors
 
 
-def _mask_url(m: re.Match) -> str:
+def _mask_url(m: re.Match[str]) -> str:
     return f"{m.group(1)}{m.group(2)}:{MASK}@" if m.group(3) is not None else f"{m.group(1)}{MASK}@"
 
 

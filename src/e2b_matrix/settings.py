@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
 from e2b_matrix import files, names
 from e2b_matrix.errors import ConfigError, CredentialsError
 from e2b_matrix.retry import RetryPolicy
+from e2b_matrix.secrets import MIN_SECRET_LEN, SECRET_NAME
 
 DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 DEFAULT_LOCK = "templates.lock"
@@ -31,6 +33,8 @@ HOW_TO_LOGIN = (
 )
 HOUR, DAY = 3600.0, 86400.0
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 # -- parsers: text -> value, ValueError with what is wrong ----------------------
@@ -45,11 +49,11 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected one of 1, true, yes, on, 0, false, no, off; got {text!r}")
 
 
-def _number(kind: type, minimum: float, maximum: float, positive: bool = False) -> Callable[[str], Any]:
+def _number(kind: type[_N], minimum: float, maximum: float, positive: bool = False) -> Callable[[str], _N]:
     """A parser of a number from ``minimum`` (above it when ``positive``) to ``maximum``: every
     number the tool takes is bounded where it is read, so no later sum, power or wait overflows."""
 
-    def parse(text: str):
+    def parse(text: str) -> _N:
         try:
             value = kind(text.strip())
         except (ValueError, OverflowError):
@@ -176,8 +180,6 @@ def _uv_word(word: str) -> str:
 def _uv_args(text: str) -> tuple[str, ...]:
     """E2B_MATRIX_UV_ARGS as words (shell quoting): options of UV_OPTIONS and their values, nothing
     else; ValueError naming the first word that is not one."""
-    import shlex
-
     try:
         words = tuple(shlex.split(text))
     except ValueError as exc:
@@ -222,15 +224,15 @@ def _key(text: str) -> str | None:
 
 
 @attrs.frozen
-class Var:
+class Var(Generic[_T]):
     """One environment variable: its name, parser, default and what it does."""
 
     name: str
-    parse: Callable[[str], Any]
-    default: Any
+    parse: Callable[[str], _T]
+    default: _T
     help: str
 
-    def read(self, environ: Mapping[str, str]) -> Any:
+    def read(self, environ: Mapping[str, str]) -> _T:
         raw = environ.get(self.name)
         if raw is None or not raw.strip():  # set but blank is not set
             return self.default
@@ -240,71 +242,88 @@ class Var:
             raise ConfigError(str(exc), key=self.name) from None
 
 
-VARS = {
+API_KEY = Var[str | None]("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)")
+DOMAIN = Var(
+    "E2B_DOMAIN", names.check_host, DEFAULT_DOMAIN, "the E2B deployment (a self-hosted E2B); recorded in the lock"
+)
+API_URL = Var[str | None](
+    "E2B_API_URL", names.check_http_url, None, "the API's URL when it is not https://api.<domain> (tests, emulators)"
+)
+SANDBOX_URL = Var[str | None](
+    "E2B_SANDBOX_URL",
+    names.check_http_url,
+    None,
+    "one URL for all sandbox traffic (the SDK's; a local E2B's sandbox proxy)",
+)
+ENVIRONMENT = Var[str | None](
+    "E2B_MATRIX_ENV",
+    lambda text: names.check_name(text.strip()),
+    None,
+    "the environment of e2b-matrix.toml every command uses (--env wins)",
+)
+TEMPLATE_ID = Var[str | None](
+    "E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"
+)
+LOCK = Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path")
+RETRY_ATTEMPTS = Var(
+    "E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"
+)
+RETRY_BASE = Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay")
+RETRY_MAX_DELAY = Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay")
+RETRY_TOTAL = Var(
+    "E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, DAY, positive=True), 300.0, "time a build may spend retrying"
+)
+TIMEOUT = Var(
+    BUILD_TIMEOUT,
+    _number(float, 0, DAY, positive=True),
+    3600.0,
+    "seconds a build may run before it fails (E2B's own limit is an hour)",
+)
+TEAM_BUILDS = Var(
+    "E2B_MATRIX_TEAM_BUILDS",
+    _number(int, 1, 1000),
+    20,
+    "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling",
+)
+NO_LOG_FILES = Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files")
+DOCKER_CLI = Var[str | None](
+    "E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"
+)
+DOCKER_BUILDKIT = Var(
+    "E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"
+)
+UV_ARGS = Var[tuple[str, ...]](
+    "E2B_MATRIX_UV_ARGS",
+    _uv_args,
+    (),
+    'options for every uv question, compile and "latest" (an index, --exclude-newer); options only',
+)
+UV = Var[str | None]("E2B_MATRIX_UV", _path, None, "the uv binary (default: the one of the installed uv package)")
+
+# Every variable, by name (docs/environment.md documents each: tests/test_docs.py).
+VARS: dict[str, Var[Any]] = {
     v.name: v
     for v in (
-        Var("E2B_API_KEY", _key, None, "the E2B API key (else teamApiKey in ~/.e2b/config.json)"),
-        Var(
-            "E2B_DOMAIN",
-            names.check_host,
-            DEFAULT_DOMAIN,
-            "the E2B deployment (a self-hosted E2B); recorded in the lock",
-        ),
-        Var(
-            "E2B_API_URL",
-            names.check_http_url,
-            None,
-            "the API's URL when it is not https://api.<domain> (tests, emulators)",
-        ),
-        Var(
-            "E2B_SANDBOX_URL",
-            names.check_http_url,
-            None,
-            "one URL for all sandbox traffic (the SDK's; a local E2B's sandbox proxy)",
-        ),
-        Var(
-            "E2B_MATRIX_ENV",
-            lambda text: names.check_name(text.strip()),
-            None,
-            "the environment of e2b-matrix.toml every command uses (--env wins)",
-        ),
-        Var("E2B_TEMPLATE_ID", _reference, None, "wins over the lock in `resolve` and TemplateResolver"),
-        Var("E2B_MATRIX_LOCK", _path, DEFAULT_LOCK, "the lock TemplateResolver reads when given no path"),
-        Var("E2B_MATRIX_RETRY_ATTEMPTS", _number(int, 1, 100), 5, "attempts per build, above the SDK's own retries"),
-        Var("E2B_MATRIX_RETRY_BASE_S", _number(float, 0, HOUR), 1.0, "first backoff delay"),
-        Var("E2B_MATRIX_RETRY_MAX_DELAY_S", _number(float, 0, HOUR), 30.0, "longest backoff delay"),
-        Var(
-            "E2B_MATRIX_RETRY_TOTAL_S", _number(float, 0, DAY, positive=True), 300.0, "time a build may spend retrying"
-        ),
-        Var(
-            BUILD_TIMEOUT,
-            _number(float, 0, DAY, positive=True),
-            3600.0,
-            "seconds a build may run before it fails (E2B's own limit is an hour)",
-        ),
-        Var(
-            "E2B_MATRIX_TEAM_BUILDS",
-            _number(int, 1, 1000),
-            20,
-            "the team's concurrent E2B builds (its tier's limit): build's default --jobs and its ceiling",
-        ),
-        Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
-        Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
-        Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
-        Var(
-            "E2B_MATRIX_UV_ARGS",
-            _uv_args,
-            (),
-            'options for every uv question, compile and "latest" (an index, --exclude-newer); options only',
-        ),
-        Var("E2B_MATRIX_UV", _path, None, "the uv binary (default: the one of the installed uv package)"),
+        API_KEY,
+        DOMAIN,
+        API_URL,
+        SANDBOX_URL,
+        ENVIRONMENT,
+        TEMPLATE_ID,
+        LOCK,
+        RETRY_ATTEMPTS,
+        RETRY_BASE,
+        RETRY_MAX_DELAY,
+        RETRY_TOTAL,
+        TIMEOUT,
+        TEAM_BUILDS,
+        NO_LOG_FILES,
+        DOCKER_CLI,
+        DOCKER_BUILDKIT,
+        UV_ARGS,
+        UV,
     )
 }
-
-
-def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """One variable, parsed and validated (for callers that need only one, like the server's resolver)."""
-    return VARS[name].read(os.environ if environ is None else environ)
 
 
 @attrs.frozen
@@ -332,30 +351,29 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
+        """Every variable read and checked (a bad one is a ConfigError naming it), in VARS's order."""
         env = os.environ if environ is None else environ
-        v = {name: var.read(env) for name, var in VARS.items()}
+        for var in VARS.values():  # each checked first (E2B_MATRIX_LOCK too): the first bad one in VARS is named
+            var.read(env)
         home = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
         return cls(
-            api_key=v["E2B_API_KEY"],
-            domain=v["E2B_DOMAIN"],
-            api_url=v["E2B_API_URL"],
-            template_id=v["E2B_TEMPLATE_ID"],
+            api_key=API_KEY.read(env),
+            domain=DOMAIN.read(env),
+            api_url=API_URL.read(env),
+            template_id=TEMPLATE_ID.read(env),
             retry=RetryPolicy(
-                v["E2B_MATRIX_RETRY_ATTEMPTS"],
-                v["E2B_MATRIX_RETRY_BASE_S"],
-                v["E2B_MATRIX_RETRY_MAX_DELAY_S"],
-                v["E2B_MATRIX_RETRY_TOTAL_S"],
+                RETRY_ATTEMPTS.read(env), RETRY_BASE.read(env), RETRY_MAX_DELAY.read(env), RETRY_TOTAL.read(env)
             ),
-            build_timeout=v[BUILD_TIMEOUT],
-            team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
-            log_files=not v["E2B_MATRIX_NO_LOG_FILES"],
-            docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
-            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"],
+            build_timeout=TIMEOUT.read(env),
+            team_builds=TEAM_BUILDS.read(env),
+            log_files=not NO_LOG_FILES.read(env),
+            docker_cli=DOCKER_CLI.read(env),
+            docker_buildkit=DOCKER_BUILDKIT.read(env),
             home=home,
-            uv_args=v["E2B_MATRIX_UV_ARGS"],
-            uv=v["E2B_MATRIX_UV"],
-            sandbox_url=v["E2B_SANDBOX_URL"],
-            environment=v["E2B_MATRIX_ENV"],
+            uv_args=UV_ARGS.read(env),
+            uv=UV.read(env),
+            sandbox_url=SANDBOX_URL.read(env),
+            environment=ENVIRONMENT.read(env),
             environ=dict(env),
         )
 
@@ -363,7 +381,7 @@ class Settings:
         """These settings with the key from variable ``var`` only (and the e2b CLI's config when
         ``config_file``); a key with something odd inside is one line naming ``var``."""
         return attrs.evolve(
-            self, api_key=Var(var, _key, None, "").read(self.environ), key_var=var, key_file=config_file
+            self, api_key=Var[str | None](var, _key, None, "").read(self.environ), key_var=var, key_file=config_file
         )
 
     def key(self) -> str | None:
@@ -406,8 +424,6 @@ class Settings:
     def secrets(self) -> list[str]:
         """What must never be printed or stored: the key, wherever it came from, and the value of every
         variable whose name says it is a secret (each environment's key variable among them)."""
-        from e2b_matrix.secrets import MIN_SECRET_LEN, SECRET_NAME
-
         named = [
             v.strip() for k, v in self.environ.items() if SECRET_NAME.search(k) and len(v.strip()) >= MIN_SECRET_LEN
         ]

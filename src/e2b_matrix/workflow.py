@@ -70,7 +70,7 @@ class Session:
 
     options: Options
     settings: Settings
-    backend: object
+    backend: backends.Backend
     _index: object = None  # index.PackageIndex: the ``index`` property
     _pins: object = None  # pins.Committed: the ``pins`` property
     logs: tuple | None = None  # (the logs folder or None), once preflight decided

@@ -9,7 +9,8 @@ reader (format.py) adds the file and the table.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NotRequired, TypedDict
 
 import attrs
 
@@ -34,6 +35,36 @@ _INPUTS = map_of(names.check_input_key, names.check_text)
 _CHANNELS = map_of(names.check_tag, names.check_lock_id)
 
 
+class BuildJSON(TypedDict):
+    """A build of an entry's history as ``lock show --json`` prints it (docs/schemas/lock-show.schema.json)."""
+
+    build_id: str
+    fingerprint: str
+    built_at: str
+    layers: NotRequired[dict[str, str]]
+    image: NotRequired[str]
+    template_id: NotRequired[str]
+
+
+class LockEntryJSON(TypedDict):
+    """A lock entry as ``lock show --json`` prints it: its fields (empty optional ones left out), times in
+    ISO 8601, and the reference."""
+
+    variant: str
+    template_id: str
+    build_id: str
+    fingerprint: str
+    layers: dict[str, str]
+    built_at: str
+    domain: NotRequired[str]
+    api_url: NotRequired[str]
+    image: NotRequired[str]
+    inputs: NotRequired[dict[str, str]]
+    channels: NotRequired[dict[str, str]]
+    history: NotRequired[list[BuildJSON]]
+    reference: str
+
+
 @attrs.frozen(slots=False)
 class Build:
     """A previous build of a lock entry's alias: what rollback returns to.
@@ -47,6 +78,20 @@ class Build:
     layers: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_LAYERS)
     image: str = attrs.field(default="", validator=valid(optional(names.check_image)))
     template_id: str = attrs.field(default="", validator=valid(optional(names.check_lock_id)))
+
+    def to_json(self) -> BuildJSON:
+        out: BuildJSON = {"build_id": self.build_id, "fingerprint": self.fingerprint, "built_at": _iso(self.built_at)}
+        if self.layers:
+            out["layers"] = dict(self.layers)
+        if self.image:
+            out["image"] = self.image
+        if self.template_id:
+            out["template_id"] = self.template_id
+        return out
+
+
+def _builds(value: Iterable[Build]) -> tuple[Build, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(slots=False)
@@ -75,7 +120,7 @@ class LockEntry:
     inputs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_INPUTS)
     channels: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_CHANNELS)
     history: tuple[Build, ...] = attrs.field(
-        default=(), converter=tuple, validator=attrs.validators.deep_iterable(attrs.validators.instance_of(Build))
+        default=(), converter=_builds, validator=attrs.validators.deep_iterable(attrs.validators.instance_of(Build))
     )
 
     @property
@@ -129,23 +174,41 @@ class LockEntry:
         """The entry as plain data (without the alias, its key); empty optional fields left out."""
         return _plain(self)
 
-    def to_json(self) -> dict[str, Any]:
-        """As ``lock show --json`` prints it: the TOML's fields, times in ISO 8601, and the reference."""
-        d = self.to_dict()
-        d["built_at"] = _iso(self.built_at)
-        d["reference"] = self.reference
-        for b in d.get("history", []):
-            b["built_at"] = _iso(b["built_at"])
-        return d
+    def to_json(self) -> LockEntryJSON:
+        """As ``lock show --json`` prints it: the TOML's fields (empty optional ones left out, as in
+        ``to_dict``), times in ISO 8601, and the reference."""
+        out: LockEntryJSON = {
+            "variant": self.variant,
+            "template_id": self.template_id,
+            "build_id": self.build_id,
+            "fingerprint": self.fingerprint,
+            "layers": dict(self.layers),
+            "built_at": _iso(self.built_at),
+            "reference": self.reference,
+        }
+        if self.domain:
+            out["domain"] = self.domain
+        if self.api_url:
+            out["api_url"] = self.api_url
+        if self.image:
+            out["image"] = self.image
+        if self.inputs:
+            out["inputs"] = dict(self.inputs)
+        if self.channels:
+            out["channels"] = dict(self.channels)
+        if self.history:
+            out["history"] = [b.to_json() for b in self.history]
+        return out
 
 
 def _iso(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _plain(value: Any) -> dict[str, Any]:
-    """A lock value's fields as plain data, in field order; empty optional ones left out."""
-    out = {}
+def _plain(value: LockEntry | Build) -> dict[str, Any]:
+    """A lock value's fields as plain data (TOML values, for tomli-w), in field order; empty optional
+    ones left out."""
+    out: dict[str, Any] = {}
     for f in attrs.fields(type(value)):
         v = getattr(value, f.name)
         if f.name == "alias":

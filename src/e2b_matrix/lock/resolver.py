@@ -26,11 +26,15 @@ import threading
 import time
 from collections.abc import Mapping
 
-from e2b_matrix import settings
+from e2b_matrix import files, settings
 from e2b_matrix.errors import LockError
 from e2b_matrix.lock.format import TemplateLock
 
 log = logging.getLogger(__name__)
+
+# What os.stat says of the lock file: (mtime_ns, size, inode); ("error", errno) when it cannot say;
+# None when there is no file; ("unread",) before the first look.
+Stamp = tuple[int, int, int] | tuple[str, int | None] | tuple[str] | None
 
 
 DEFAULT_TEMPLATE = "latest"  # the seed's template (alias nexus-sandbox-latest)
@@ -39,30 +43,28 @@ DEFAULT_TEMPLATE = "latest"  # the seed's template (alias nexus-sandbox-latest)
 class TemplateResolver:
     def __init__(
         self,
-        lock_path=None,
+        lock_path: files.StrPath | None = None,
         default: str | None = None,
         environ: Mapping[str, str] | None = None,
         *,
         name: str = DEFAULT_TEMPLATE,
         min_interval: float = 0.0,
-    ):
+    ) -> None:
         self._environ = os.environ if environ is None else environ
-        if lock_path is None:
-            lock_path = settings.read("E2B_MATRIX_LOCK", self._environ)
-        self.path = os.path.abspath(os.fspath(lock_path))
+        self.path = os.path.abspath(os.fspath(settings.LOCK.read(self._environ) if lock_path is None else lock_path))
         self.default = default
         self.name = name
         self.min_interval = float(min_interval)
         self._reload_lock = threading.Lock()
         # (stat stamp, lock): replaced as one object so readers never see a mix
-        self._state: tuple[object, TemplateLock] = (("unread",), TemplateLock((), self.path, exists=False))
+        self._state: tuple[Stamp, TemplateLock] = (("unread",), TemplateLock((), self.path, exists=False))
         self._logged = False  # a problem was logged since the last good read
         self._next_check = 0.0
 
     def resolve(self, name: str | None = None) -> str:
         """The reference for ``name`` (a variant or alias), or for the server's default template."""
         if name is None:
-            override = settings.read("E2B_TEMPLATE_ID", self._environ)
+            override = settings.TEMPLATE_ID.read(self._environ)
             if override:
                 return override
             lock = self.current()
@@ -90,7 +92,7 @@ class TemplateResolver:
                 return state[1]
             return self._reload(stamp, state[1])
 
-    def _stat(self):
+    def _stat(self) -> Stamp:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -104,7 +106,7 @@ class TemplateResolver:
             log.log(level, "%s", message)
             self._logged = True
 
-    def _reload(self, stamp, old: TemplateLock) -> TemplateLock:
+    def _reload(self, stamp: Stamp, old: TemplateLock) -> TemplateLock:
         if stamp is None:
             if old.exists:
                 self._problem(

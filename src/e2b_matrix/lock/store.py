@@ -50,12 +50,12 @@ class ParseCache:
         return parsed
 
 
-def lock_file(path) -> str:
+def lock_file(path: files.StrPath) -> str:
     """The sidecar file whose flock guards ``path`` (never the data file, which is replaced)."""
     return os.fspath(path) + ".lock"
 
 
-def preflight(path, cache: ParseCache | None = None) -> None:
+def preflight(path: files.StrPath, cache: ParseCache | None = None) -> None:
     """Fail now, before any build or request, if the lock at ``path`` could not be written later.
     Writes nothing (not even the file lock's sidecar): a command refused here leaves no trace."""
     path = os.fspath(path)
@@ -76,7 +76,7 @@ def preflight(path, cache: ParseCache | None = None) -> None:
         (cache or ParseCache()).parse(text, path)
 
 
-def read_entry(path, alias: str, cache: ParseCache | None = None) -> LockEntry | None:
+def read_entry(path: files.StrPath, alias: str, cache: ParseCache | None = None) -> LockEntry | None:
     """The entry of ``alias`` in the lock on disk now (None when there is none). Unless another
     process wrote the lock since, its bytes are what this process last wrote and parsed: no parse."""
     path = os.fspath(path)
@@ -88,7 +88,7 @@ def read_entry(path, alias: str, cache: ParseCache | None = None) -> LockEntry |
 
 
 def update(
-    path,
+    path: files.StrPath,
     change: Change,
     regenerate: str = DEFAULT_REGENERATE,
     secrets: Iterable[str] = (),
@@ -120,7 +120,7 @@ def update(
 
 
 def update_lock(
-    path,
+    path: files.StrPath,
     upsert: Mapping[str, LockEntry] | Iterable[LockEntry] = (),
     remove: Iterable[str] = (),
     regenerate: str = DEFAULT_REGENERATE,
@@ -143,7 +143,7 @@ def update_lock(
 
 
 def record_builds(
-    path,
+    path: files.StrPath,
     entries: Iterable[LockEntry],
     regenerate: str = DEFAULT_REGENERATE,
     secrets: Iterable[str] = (),
@@ -166,7 +166,7 @@ def record_builds(
 
 
 def record_build(
-    path,
+    path: files.StrPath,
     entry: LockEntry,
     regenerate: str = DEFAULT_REGENERATE,
     secrets: Iterable[str] = (),

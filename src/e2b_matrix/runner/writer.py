@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2b_matrix import inventory, release
 from e2b_matrix.errors import MatrixError
@@ -20,6 +21,9 @@ from e2b_matrix.lock import store
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import BuildSpec, Outcome, State
 from e2b_matrix.runner.events import Event, Landed, Landing, Progress
+
+if TYPE_CHECKING:
+    from e2b_matrix.verify import VerifyReport
 
 
 def entry_of(spec: BuildSpec, outcome: Outcome, now: dt.datetime) -> LockEntry:
@@ -75,7 +79,7 @@ class LockWriter:
             return {b.spec.alias: f"built as {b.outcome.build_id} but not recorded: {exc}" for b in batch}
         for b in batch:
             if b.report is not None:
-                self._record_inventory(b)
+                self._record_inventory(b, b.report)
         errors: dict[str, str] = {}
         for b in batch if self.promote else ():
             self.tell(Progress(b.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
@@ -87,10 +91,10 @@ class LockWriter:
                 errors[b.spec.alias] = f"built and recorded, but not promoted to {self.promote}: {exc}"
         return errors
 
-    def _record_inventory(self, b: Landing) -> None:
+    def _record_inventory(self, b: Landing, report: VerifyReport) -> None:
         """What the verified build holds, beside the lock; a failure to record it is a warning (the build stands)."""
         try:
-            inventory.record(self.lock_path, b.spec.alias, b.outcome.build_id, b.report)
+            inventory.record(self.lock_path, b.spec.alias, b.outcome.build_id, report)
         except MatrixError as exc:
             self.tell(Progress(b.spec.alias, State.VERIFYING, f"warning: {exc}"))
 
