@@ -222,9 +222,9 @@ def common(f: F) -> F:
 
 
 if TYPE_CHECKING:
-    _StrType = click.ParamType[str, str]  # click's type parameters (8.2 on): a value is a string, given as one
+    _StrType = click.ParamType[str, str]  # recent click's type parameters (pallets/click#3371): str, given as str
 else:
-    _StrType = click.ParamType  # the lowest click we support (8.0) has none: a subscript would fail there
+    _StrType = click.ParamType  # older click (8.0, our floor) has none: a subscript would fail there
 
 
 class RegistryChoice(_StrType):
@@ -233,10 +233,10 @@ class RegistryChoice(_StrType):
     def __init__(self, name: str, values: Callable[[], list[str]]):
         self.name, self.values = name, values
 
-    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:  # newer click also passes ctx: either signature
         return "[" + "|".join(self.values()) + "]"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if value in self.values():
             return value
         self.fail(f"{value!r} is not one of {', '.join(self.values())}", param, ctx)
