@@ -227,7 +227,7 @@ def test_promote_and_rollback_work_when_the_logs_folder_cannot_be_written(fake):
         r = cli(fake, *args)
         assert r.exit_code == 0, r.output
         assert r.stderr == (
-            f"WARNING e2b_matrix.workflow: {fake / 'logs'}: exists and is not a folder; writing no log files\n"
+            f"WARNING e2b_matrix.session: {fake / 'logs'}: exists and is not a folder; writing no log files\n"
         )
     assert (fake / "logs").read_text() == "a file where the folder goes"
     from e2b_matrix.lock import TemplateLock

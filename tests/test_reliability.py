@@ -961,7 +961,7 @@ def test_logs_that_cannot_be_written_is_one_warning_and_no_log_files(project, em
     assert {x["status"] for x in json.loads(r.stdout)} == {"built"}
     warnings = [line for line in r.stderr.splitlines() if "WARNING" in line or "Logging error" in line]
     assert warnings == [
-        f"WARNING e2b_matrix.workflow: {project / 'logs'}: exists and is not a folder; writing no log files"
+        f"WARNING e2b_matrix.session: {project / 'logs'}: exists and is not a folder; writing no log files"
     ]
     assert (project / "logs").read_text() == "a file where the folder should be"
 

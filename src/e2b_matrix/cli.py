@@ -8,9 +8,12 @@ stdout and stderr behind one redactor (secrets.RedactedStream), with a console l
 attached for the command's length only. Nothing here is kept in the module: two commands in one
 process never share a stream or a handler.
 
-Each command imports the library modules it calls when it runs: a measured choice, not a habit
-(``--version`` would otherwise pay for attrs, the model and the workflow: bench/run.py's
-version_ratio and resolve_ratio compare each command with click's own import).
+Each command imports the library modules it calls when it runs: a measured choice, not a habit.
+``--version`` loads this module, click and the backends' registry only: importing the workflow
+here would cost it more CPU than importing click does, and the cheapest of the modules the
+commands import (the settings, with attrs) over half as much; ``list`` would pay for the lock,
+``resolve`` for the project's modules (bench/run.py's version_ratio and resolve_ratio compare
+each command with its dependencies' own import; tests/test_startup.py says what each may load).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
@@ -28,12 +33,13 @@ import click
 from e2b_matrix import __version__, backends
 from e2b_matrix.errors import ConfigError, MatrixError
 from e2b_matrix.names import printable
+from e2b_matrix.secrets import RedactedStream, Redactor
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each imported by the command that uses it (above)
+    from e2b_matrix.plan import Plan
     from e2b_matrix.release import Diff, Drift
-    from e2b_matrix.secrets import Redactor
+    from e2b_matrix.session import Options, Session
     from e2b_matrix.settings import Settings
-    from e2b_matrix.workflow import Session
 
 F = Callable[..., Any]
 HTTP_LOGGERS = ("httpx", "httpcore", "h2", "hpack", "pyqwest", "urllib3")  # a line a request: only at -vv
@@ -56,7 +62,7 @@ class Env:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from e2b_matrix.settings import Settings
+            from e2b_matrix.settings import Settings  # attrs: --version never reads the settings
 
             self._settings = Settings.from_env()
         return self._settings
@@ -65,8 +71,6 @@ class Env:
     def redactor(self) -> Redactor:
         """One per command: the key is looked up once, not for every line printed."""
         if self._redactor is None:
-            from e2b_matrix.secrets import Redactor
-
             try:
                 secrets = self.settings.secrets()
             except MatrixError:  # bad settings: that error is printed, and it holds no key
@@ -75,7 +79,7 @@ class Env:
         return self._redactor
 
     def session(self, **options: Any) -> Session:
-        from e2b_matrix.workflow import Options, Session
+        from e2b_matrix.session import Options, Session  # the settings, the lock, the backend: a command's
 
         return Session.open(Options(root=self.root, environment=self.environment, **options), self.settings)
 
@@ -93,16 +97,14 @@ class Env:
         click.echo(json.dumps(data, indent=2), file=self.out)
 
     def table(self, headers: list[str], rows: Iterable[Sequence[str]]) -> None:
-        from e2b_matrix.progress import print_table
+        from e2b_matrix.progress import print_table  # with the model: only a command that prints a table
 
         print_table(headers, [list(r) for r in rows], file=self.out)
 
     @contextlib.contextmanager
     def console(self) -> Iterator[None]:
         """For the command's length: stdout and stderr behind the redactor, and our log handler on stderr."""
-        from e2b_matrix.secrets import RedactedStream
-
-        self.out, self.err = RedactedStream(sys.stdout, self.redactor), RedactedStream(sys.stderr, self.redactor)
+        self.out, self.err = _redacted(sys.stdout, self.redactor), _redacted(sys.stderr, self.redactor)
         root = logging.getLogger()
         saved = root.level, {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
         self._handler = logging.StreamHandler(self.err)
@@ -127,7 +129,7 @@ class Env:
             raise ConfigError("-q and -v ask for less and more output; give one", key="-q")
         if self._handler is None:
             return
-        from e2b_matrix.logs import RedactingFormatter
+        from e2b_matrix.logs import RedactingFormatter  # the run log's module: a command's, never --version's
 
         level = (
             logging.WARNING
@@ -147,7 +149,12 @@ class Env:
             logging.getLogger(name).setLevel(logging.NOTSET if self.verbose >= 2 else logging.WARNING)
 
 
-pass_env = click.make_pass_decorator(Env, ensure=True)
+def _redacted(stream: TextIO, redactor: Redactor) -> TextIO:
+    """``stream`` behind ``redactor``: every line written to it redacted."""
+    return RedactedStream(stream, redactor)  # type: ignore[return-value]  # a text stream (io.TextIOBase), which typeshed does not count as a typing.TextIO
+
+
+pass_env = click.make_pass_decorator(Env, ensure=True)  # a command takes it first, positional only (``env, /``)
 
 
 # -- options every command takes, before or after its name ---------------------------
@@ -214,16 +221,22 @@ def common(f: F) -> F:
     return f
 
 
-class RegistryChoice(click.ParamType):
+if TYPE_CHECKING:
+    _StrType = click.ParamType[str, str]  # recent click's type parameters (pallets/click#3371): str, given as str
+else:
+    _StrType = click.ParamType  # older click (8.0, our floor) has none: a subscript would fail there
+
+
+class RegistryChoice(_StrType):
     """One of the values a registry has when the command runs (a backend added later is known)."""
 
     def __init__(self, name: str, values: Callable[[], list[str]]):
         self.name, self.values = name, values
 
-    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:  # newer click also passes ctx: either signature
         return "[" + "|".join(self.values()) + "]"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if value in self.values():
             return value
         self.fail(f"{value!r} is not one of {', '.join(self.values())}", param, ctx)
@@ -303,7 +316,7 @@ class MatrixGroup(click.Group):
 @common
 @click.version_option(__version__, prog_name="e2b-matrix")
 @pass_env
-def cli(env: Env) -> None:
+def cli(env: Env, /) -> None:
     """Build E2B sandbox template variants from layers and lock their builds."""
     env.settings  # noqa: B018 - every variable is validated before any command runs
 
@@ -319,7 +332,7 @@ def _exit(code: int) -> NoReturn:
 @common
 @json_option
 @pass_env
-def list_cmd(env: Env, as_json: bool) -> None:
+def list_cmd(env: Env, /, as_json: bool) -> None:
     """List the variants and their layers."""
     from e2b_matrix import environments
     from e2b_matrix.config import load_project
@@ -353,6 +366,7 @@ def list_cmd(env: Env, as_json: bool) -> None:
 @pass_env
 def plan(
     env: Env,
+    /,
     names: tuple[str, ...],
     backend: str,
     offline: bool,
@@ -363,7 +377,8 @@ def plan(
 ) -> None:
     """Show what would build and why (fresh, stale, unbuilt), without building."""
     from e2b_matrix import workflow
-    from e2b_matrix.plan import markdown, trie_lines
+    from e2b_matrix.inventory import size
+    from e2b_matrix.plan import markdown
 
     if as_json and fmt not in (None, "json"):
         raise ConfigError(f"--json and --format {fmt} ask for two outputs; give one", key="--json")
@@ -375,30 +390,35 @@ def plan(
     if as_json or fmt == "json":
         env.json(shown.to_json())
     elif fmt == "markdown":
-        from e2b_matrix.inventory import size
-
         env.echo(
             markdown(shown.items, list(shown.roots), {a: size(k) for a, k in shown.disk_used_kib.items()}), nl=False
         )
     else:
-        env.table(
-            ["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+        _plan_table(env, shown)
+
+
+def _plan_table(env: Env, shown: Plan) -> None:
+    """The plan as a table, then (unless -q) the step trie: what a change would rebuild."""
+    from e2b_matrix.plan import trie_lines
+
+    env.table(
+        ["NAME", "ALIAS", "STATE", "PYTHON", "LAYERS", "WHY"],
+        [
             [
-                [
-                    i.name,
-                    i.alias,
-                    i.state.value,
-                    i.python or "",
-                    ",".join(f"{k}@{v}" for k, v in i.layers.items()),
-                    "; ".join(i.reasons),
-                ]
-                for i in shown.items
-            ],
-        )
-        if not env.quiet:
-            env.echo("\nsteps the variants share (a change rebuilds the variants below it):")
-            for line in trie_lines(list(shown.roots)):
-                env.echo(f"  {line}")
+                i.name,
+                i.alias,
+                i.state.value,
+                i.python or "",
+                ",".join(f"{k}@{v}" for k, v in i.layers.items()),
+                "; ".join(i.reasons),
+            ]
+            for i in shown.items
+        ],
+    )
+    if not env.quiet:
+        env.echo("\nsteps the variants share (a change rebuilds the variants below it):")
+        for line in trie_lines(list(shown.roots)):
+            env.echo(f"  {line}")
 
 
 @cli.command()
@@ -416,7 +436,7 @@ def plan(
 @set_option
 @backend_own_options
 @pass_env
-def render(env: Env, name: str, fmt: str, offline: bool, overrides: tuple[str, ...], **kwargs: Any) -> None:
+def render(env: Env, /, name: str, fmt: str, offline: bool, overrides: tuple[str, ...], **kwargs: Any) -> None:
     """Print a variant as E2B's build API body (json) or as a Dockerfile."""
     from e2b_matrix import workflow
 
@@ -455,6 +475,7 @@ def render(env: Env, name: str, fmt: str, offline: bool, overrides: tuple[str, .
 @pass_env
 def compile_cmd(
     env: Env,
+    /,
     names: tuple[str, ...],
     backend: str,
     upgrade: bool,
@@ -485,49 +506,46 @@ def compile_cmd(
 # -- building --------------------------------------------------------------------------
 
 
+BUILD_OPTIONS: tuple[Callable[[F], F], ...] = (  # the options every build command takes, in --help's order
+    common,
+    backend_option,
+    click.option(
+        "-j",
+        "--jobs",
+        type=click.IntRange(1),
+        default=None,
+        help="Builds at most at once (default and ceiling: the team's E2B_MATRIX_TEAM_BUILDS, 20).",
+    ),
+    click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
+    click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
+    click.option("--no-wait", is_flag=True, help="Fail at once when another process is building the same alias."),
+    click.option("--verify", is_flag=True, help="Run the smoke checks before a build becomes the lock's truth."),
+    click.option(
+        "--promote",
+        metavar="CHANNEL",
+        default=None,
+        help="Point CHANNEL at each variant that built (and passed --verify) or was fresh.",
+    ),
+    click.option(
+        "--no-share",
+        is_flag=True,
+        help="Start every build at once, each running the steps it shares with others.",
+    ),
+    click.option(
+        "--locked",
+        is_flag=True,
+        help="Refuse (exit 2) instead of compiling a missing or out-of-date requirements file (CI).",
+    ),
+    offline_option,
+    set_option,
+    backend_own_options,
+    json_option,
+)
+
+
 def build_options(f: F) -> F:
-    """The options every build command takes."""
-    for option in reversed(
-        [
-            common,
-            backend_option,
-            click.option(
-                "-j",
-                "--jobs",
-                type=click.IntRange(1),
-                default=None,
-                help="Builds at most at once (default and ceiling: the team's E2B_MATRIX_TEAM_BUILDS, 20).",
-            ),
-            click.option("--force", is_flag=True, help="Rebuild fresh variants too, skipping the layer cache."),
-            click.option("--fail-fast", is_flag=True, help="After a failure start nothing new and stop the rest."),
-            click.option(
-                "--no-wait", is_flag=True, help="Fail at once when another process is building the same alias."
-            ),
-            click.option(
-                "--verify", is_flag=True, help="Run the smoke checks before a build becomes the lock's truth."
-            ),
-            click.option(
-                "--promote",
-                metavar="CHANNEL",
-                default=None,
-                help="Point CHANNEL at each variant that built (and passed --verify) or was fresh.",
-            ),
-            click.option(
-                "--no-share",
-                is_flag=True,
-                help="Start every build at once, each running the steps it shares with others.",
-            ),
-            click.option(
-                "--locked",
-                is_flag=True,
-                help="Refuse (exit 2) instead of compiling a missing or out-of-date requirements file (CI).",
-            ),
-            offline_option,
-            set_option,
-            backend_own_options,
-            json_option,
-        ]
-    ):
+    """The options every build command takes (BUILD_OPTIONS)."""
+    for option in reversed(BUILD_OPTIONS):
         f = option(f)
     return f
 
@@ -536,7 +554,7 @@ def build_options(f: F) -> F:
 @click.argument("names", nargs=-1, required=True)
 @build_options
 @pass_env
-def build(env: Env, names: tuple[str, ...], **options: Any) -> None:
+def build(env: Env, /, names: tuple[str, ...], **options: Any) -> None:
     """Build the named variants concurrently and record them in the lock."""
     _build(env, names, **options)
 
@@ -544,54 +562,21 @@ def build(env: Env, names: tuple[str, ...], **options: Any) -> None:
 @cli.command("build-all")
 @build_options
 @pass_env
-def build_all(env: Env, **options: Any) -> None:
+def build_all(env: Env, /, **options: Any) -> None:
     """Build every variant concurrently and record them in the lock."""
     _build(env, (), **options)
 
 
-def _build(
-    env: Env,
-    names: tuple[str, ...],
-    backend: str,
-    jobs: int | None,
-    force: bool,
-    fail_fast: bool,
-    no_wait: bool,
-    verify: bool,
-    promote: str | None,
-    no_share: bool,
-    locked: bool,
-    offline: bool,
-    overrides: tuple[str, ...],
-    as_json: bool,
-    **kwargs: Any,
-) -> None:
-    import signal
-
+def _build(env: Env, names: tuple[str, ...], *, as_json: bool, **options: Any) -> None:
+    """Build, with a live table or plain lines (the results as JSON with ``as_json``); exit with the run's code."""
     from e2b_matrix import workflow
     from e2b_matrix.progress import make_reporter, summary
 
-    options = workflow.Options(
-        root=env.root,
-        environment=env.environment,
-        names=names,
-        backend=backend,
-        backend_options=_backend_values(kwargs),
-        overrides=overrides,
-        offline=offline,
-        force=force,
-        jobs=jobs,
-        fail_fast=fail_fast,
-        wait=not no_wait,
-        verify=verify,
-        promote=promote,
-        share=not no_share,
-        locked=locked,
-    )
+    wanted = _build_request(env, names, options)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with make_reporter(env.verbose, env.quiet, as_json, out=env.out, err=env.err) as reporter:
-            result = workflow.build(options, env.settings, reporter)
+            result = workflow.build(wanted, env.settings, reporter)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:  # what the reporter heard finish, as the plain lines and the run log did
@@ -605,7 +590,24 @@ def _build(
     _exit(result.exit_code)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def _build_request(env: Env, names: tuple[str, ...], options: dict[str, Any]) -> Options:
+    """The run's Options from a build command's: the flags that say "not" turned around, each backend's
+    own options apart."""
+    from e2b_matrix.session import Options
+
+    no_wait, no_share = options.pop("no_wait"), options.pop("no_share")
+    return Options(
+        root=env.root,
+        environment=env.environment,
+        names=names,
+        backend_options=_backend_values(options),
+        wait=not no_wait,
+        share=not no_share,
+        **options,
+    )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
@@ -619,7 +621,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @json_option
 @pass_env
 def verify(
-    env: Env, name: str, backend: str, offline: bool, overrides: tuple[str, ...], as_json: bool, **kwargs: Any
+    env: Env, /, name: str, backend: str, offline: bool, overrides: tuple[str, ...], as_json: bool, **kwargs: Any
 ) -> None:
     """Run the variant's smoke checks against its locked build and record what it holds; exit 1 on any failure."""
     from e2b_matrix import workflow
@@ -662,7 +664,7 @@ def verify(
 )
 @json_option
 @pass_env
-def diff(env: Env, name: str, old: str, new: str, backend: str, against: str | None, as_json: bool) -> None:
+def diff(env: Env, /, name: str, old: str, new: str, backend: str, against: str | None, as_json: bool) -> None:
     """Packages added, removed and changed between two builds (IDs, channels, previous, current)."""
     from e2b_matrix import release
 
@@ -693,7 +695,7 @@ def _print_diff(env: Env, d: Diff, indent: str = "") -> None:
 @click.option("--id", "bare", is_flag=True, help="The bare template ID (E2B: its default channel).")
 @click.option("--channel", metavar="CHANNEL", default=None, help="<alias>:<CHANNEL>: what CHANNEL points at.")
 @pass_env
-def resolve(env: Env, name: str | None, backend: str, bare: bool, channel: str | None) -> None:
+def resolve(env: Env, /, name: str | None, backend: str, bare: bool, channel: str | None) -> None:
     """Print a variant's pinned build from the lock, for shells (no NAME: latest, or E2B_TEMPLATE_ID)."""
     from e2b_matrix import workflow
 
@@ -708,7 +710,7 @@ def resolve(env: Env, name: str | None, backend: str, bare: bool, channel: str |
 @click.option("--channel", default="default", show_default=True, help="The channel (an E2B tag) to move.")
 @backend_option
 @pass_env
-def promote(env: Env, names: tuple[str, ...], channel: str, backend: str) -> None:
+def promote(env: Env, /, names: tuple[str, ...], channel: str, backend: str) -> None:
     """Point a channel at each variant's locked build, and record it in the lock."""
     from e2b_matrix import release
     from e2b_matrix.progress import promoted
@@ -724,7 +726,7 @@ def promote(env: Env, names: tuple[str, ...], channel: str, backend: str) -> Non
 @click.argument("name")
 @backend_option
 @pass_env
-def rollback(env: Env, name: str, backend: str) -> None:
+def rollback(env: Env, /, name: str, backend: str) -> None:
     """Return a variant to its previous build; channels promoted to the current one follow."""
     from e2b_matrix import release
     from e2b_matrix.progress import rolled_back
@@ -738,7 +740,7 @@ def rollback(env: Env, name: str, backend: str) -> None:
 @backend_option
 @json_option
 @pass_env
-def status(env: Env, names: tuple[str, ...], backend: str, as_json: bool) -> None:
+def status(env: Env, /, names: tuple[str, ...], backend: str, as_json: bool) -> None:
     """Compare the backend's channels with the lock (drift); exit 1 on any."""
     from e2b_matrix import release
 
@@ -763,7 +765,7 @@ def _drift_table(env: Env, drift: Iterable[Drift]) -> None:
 @offline_option
 @json_option
 @pass_env
-def prune(env: Env, yes: bool, offline: bool, as_json: bool) -> None:
+def prune(env: Env, /, yes: bool, offline: bool, as_json: bool) -> None:
     """List what no one needs any more (requirements files, inventories, images, templates) and, with
     --yes, remove it; exit 0 when the project is clean."""
     from e2b_matrix import prune as pruning
@@ -787,10 +789,10 @@ def prune(env: Env, yes: bool, offline: bool, as_json: bool) -> None:
 # -- a local E2B -----------------------------------------------------------------------
 
 
-def _emulator_modes():
+def _emulator_modes() -> list[str]:
     from e2b_matrix.emulator.serve import MODES  # when the option is parsed: emulate's, not list's
 
-    return MODES
+    return list(MODES)
 
 
 @cli.command()
@@ -817,10 +819,8 @@ def _emulator_modes():
     help="Also write the export lines to this file once serving (for scripts).",
 )
 @pass_env
-def emulate(env, mode, step_cost, env_file):
+def emulate(env: Env, /, mode: str, step_cost: float, env_file: str | None) -> None:
     """Run a local E2B on 127.0.0.1 until Ctrl-C; print the variables to export (docs/emulator.md)."""
-    from pathlib import Path
-
     from e2b_matrix.emulator.serve import ModeUnavailable, serve
 
     settings = env.settings
@@ -852,7 +852,7 @@ def lock_group() -> None:
 @backend_option
 @json_option
 @pass_env
-def lock_show(env: Env, backend: str, as_json: bool) -> None:
+def lock_show(env: Env, /, backend: str, as_json: bool) -> None:
     """Show the lock's entries."""
     session = env.session(backend=backend)
     lock = session.lock()
@@ -893,7 +893,7 @@ def lock_show(env: Env, backend: str, as_json: bool) -> None:
 )
 @json_option
 @pass_env
-def lock_check(env: Env, backend: str, offline: bool, remote: bool, same_as: str | None, as_json: bool) -> None:
+def lock_check(env: Env, /, backend: str, offline: bool, remote: bool, same_as: str | None, as_json: bool) -> None:
     """Exit 1 when any variant is stale, unbuilt, or locked but undefined (a CI gate)."""
     from e2b_matrix import workflow
 

@@ -15,6 +15,8 @@ all (``E2B_MATRIX_NO_LOG_FILES=1``, or a logs folder that cannot be written).
 concurrent-log-handler opens its files itself: a log file, or the lock file
 it keeps beside it, that is a symbolic link is never opened (one warning,
 and that file is not written), as a logs folder that cannot be written.
+Importing it costs as much as the rest of a ``resolve`` (bench/run.py's
+resolve_ratio), so it is imported at the first record, not with this module.
 """
 
 from __future__ import annotations
@@ -25,16 +27,24 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from e2b_matrix import files
+from e2b_matrix import files, progress
+from e2b_matrix.errors import ConfigError
+from e2b_matrix.model import BuildResult, State
 from e2b_matrix.names import printable
 from e2b_matrix.secrets import Redactor
+
+if TYPE_CHECKING:  # `list` reads no lock, and its console handler's formatter is ours
+    from e2b_matrix.lock.model import LockEntry
 
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 RUN_LOGGER = "e2b_matrix.run"
+
+OnError = Callable[[BaseException | None], None]  # told when a log file cannot be written
 
 
 class RedactingFormatter(logging.Formatter):
@@ -67,7 +77,7 @@ class _Broken:
     """Log files that can no longer be written (a full disk, a read-only mount): said once, in one
     line, for the whole run, which goes on without its log files."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.reason = ""
         self._lock = threading.Lock()
 
@@ -84,24 +94,24 @@ class _Broken:
 
 
 @functools.cache
-def _rotating_class() -> type[logging.Handler]:
-    """concurrent-log-handler's rotating handler whose write errors go to ``on_error`` instead of
-    logging's ``--- Logging error ---`` traceback on stderr (imported at the first record)."""
+def _rotating_class() -> Callable[[str, OnError], logging.Handler]:
+    """concurrent-log-handler's rotating handler (MAX_BYTES, BACKUPS) of a path, whose write errors go to
+    ``on_error`` instead of logging's ``--- Logging error ---`` traceback on stderr (imported at the
+    first record: the module docstring)."""
     from concurrent_log_handler import ConcurrentRotatingFileHandler
 
     class Rotating(ConcurrentRotatingFileHandler):
-        on_error: Callable[[BaseException | None], None] | None = None
+        def __init__(self, path: str, on_error: OnError) -> None:
+            super().__init__(path, "a", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+            self.on_error = on_error
 
         def handleError(self, record: logging.LogRecord) -> None:
-            if self.on_error is not None:
-                self.on_error(sys.exc_info()[1])
+            self.on_error(sys.exc_info()[1])
 
     return Rotating
 
 
-def _file_handler(
-    path: Path, redactor: Redactor, fmt: str, on_error: Callable[[BaseException | None], None]
-) -> logging.Handler:
+def _file_handler(path: Path, redactor: Redactor, fmt: str, on_error: OnError) -> logging.Handler:
     """A rotating handler for ``path``; FileError (nothing opened) when it or its lock file is a link."""
     for p in (path, _lock_file_of(path)):  # backups are only renamed onto: a rename follows no link
         try:
@@ -109,8 +119,7 @@ def _file_handler(
         except files.FileError as exc:
             raise files.FileError(f"{printable(str(p))}: {exc}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _rotating_class()(str(path), "a", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
-    handler.on_error = on_error
+    handler = _rotating_class()(str(path), on_error)
     handler.setFormatter(RedactingFormatter(fmt, redactor))
     return handler
 
@@ -219,9 +228,8 @@ class RunLogs:
     def __enter__(self) -> RunLogs:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
 
 class RunLogReporter:
@@ -238,23 +246,16 @@ class RunLogReporter:
         self._started: set[str] = set()
 
     def started(self, name: str, alias: str) -> None:
-        from e2b_matrix import progress
-
         self._started.add(name)
         self.logger.info("%s", progress.event_line(name, "queued", f"alias {alias}"))
 
-    def progress(self, name: str, state, message: str = "") -> None:
-        from e2b_matrix import progress
-
+    def progress(self, name: str, state: State, message: str = "") -> None:
         self.logger.info("%s", progress.event_line(name, state.value, message))
 
     def log(self, name: str, line: str) -> None:
         pass  # the variant's log file has it
 
-    def finished(self, result) -> None:
-        from e2b_matrix import progress
-        from e2b_matrix.model import State
-
+    def finished(self, result: BuildResult) -> None:
         if result.status is State.FRESH and result.name not in self._started:
             return
         level = (
@@ -265,16 +266,12 @@ class RunLogReporter:
     def stopped(self, reason: str) -> None:
         self.logger.warning("stopped: %s", reason)
 
-    def promoted(self, entry, channel: str, before: str | None) -> None:
+    def promoted(self, entry: LockEntry, channel: str, before: str | None) -> None:
         """promote pointed ``channel`` at ``entry``'s build; ``before``: where it pointed."""
-        from e2b_matrix import progress
-
         was = " (new)" if not before else " (already there)" if before == entry.build_id else f" (was {before})"
         self.logger.info("promote: %s%s", progress.promoted(entry, channel), was)
 
-    def rolled_back(self, before, after) -> None:
-        from e2b_matrix import progress
-
+    def rolled_back(self, before: LockEntry, after: LockEntry) -> None:
         self.logger.info("rollback: %s", progress.rolled_back(before, after))
 
     def pruned(self, kind: str, target: str, why: str, why_not: str) -> None:
@@ -287,8 +284,6 @@ class RunLogReporter:
     def refused(self, command: str, name: str, error: Exception) -> None:
         """``command`` (promote, rollback) failed for ``name``, for ``error`` (what the CLI shows).
         Bad input (a ConfigError: exit 2) is not written: it changes nothing on disk, this log included."""
-        from e2b_matrix.errors import ConfigError
-
         if isinstance(error, ConfigError):
             return
         self.logger.error("%s: %s failed: %s", command, name, error)

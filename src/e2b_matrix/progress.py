@@ -7,7 +7,9 @@ logs (``PlainReporter``); with --json, the finished results kept for stdout
 (``JsonReporter``) while the plain lines go to stderr. ``make_reporter``
 picks; the run log (logs.RunLogReporter) hears the same events beside them.
 The CLI redacts what reaches the console (secrets.RedactedStream), so
-nothing here handles secrets.
+nothing here handles secrets. rich is imported when the live table first shows
+(``LiveReporter._show``): a run where everything is fresh, and every command that
+prints a plain table, pays nothing for it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 
 from e2b_matrix.events import Broadcast, Silent
 from e2b_matrix.model import BuildResult, BuildResultJSON, State
 from e2b_matrix.names import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console  # rich: imported when the table first shows (above)
+    from rich.live import Live
+    from rich.table import Table
+
+    from e2b_matrix.lock.model import LockEntry  # `list` prints a table and reads no lock
 
 # -- the words every rendering shares -----------------------------------------------
 
@@ -53,12 +64,12 @@ def outcome(result: BuildResult) -> str:
     return result.error
 
 
-def promoted(entry, channel: str) -> str:
+def promoted(entry: LockEntry, channel: str) -> str:
     """What promote says of each entry: ``alias: channel -> build``."""
     return f"{entry.alias}: {channel} -> {entry.build_id}"
 
 
-def rolled_back(before, after) -> str:
+def rolled_back(before: LockEntry, after: LockEntry) -> str:
     """What rollback says: ``alias: build -> previous build`` and the channels that followed it back."""
     moved = [ch for ch, bid in after.channels.items() if bid == after.build_id and before.channels.get(ch) != bid]
     return f"{after.alias}: {before.build_id} -> {after.build_id}" + (
@@ -75,7 +86,7 @@ class PlainReporter:
     ``verbose``: each build log line too; ``quiet``: only the variants that failed.
     """
 
-    def __init__(self, verbose: int = 0, quiet: bool = False, stream=None):
+    def __init__(self, verbose: int = 0, quiet: bool = False, stream: TextIO | None = None):
         self.verbose = verbose
         self.quiet = quiet
         self.stream = stream  # None: sys.stdout when the line is printed (the CLI's redacted stream)
@@ -103,11 +114,11 @@ class PlainReporter:
         if not self.quiet:
             self._print(f"stopped: {reason}")
 
-    def __enter__(self):
+    def __enter__(self) -> PlainReporter:
         return self
 
-    def __exit__(self, *exc):
-        return False
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 @attrs.define
@@ -136,13 +147,15 @@ class LiveReporter:
     on stdout) and a monotonic clock, for tests.
     """
 
-    def __init__(self, console=None, clock=time.monotonic, stream=None):
+    def __init__(
+        self, console: Console | None = None, clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None
+    ):
         self.console = console
         self.stream = stream  # where the default Console writes (the CLI's redacted stdout)
         self.clock = clock
         self.rows: dict[str, _Row] = {}  # in the order first heard of
         self.stop_reason = ""
-        self.live = None
+        self.live: Live | None = None
         self._lock = threading.Lock()  # the display's refresh thread renders while the runner's loop reports
 
     def _show(self) -> None:
@@ -158,7 +171,7 @@ class LiveReporter:
             )
             self.live.start()
 
-    def render(self):
+    def render(self) -> Table:
         from rich.table import Table
         from rich.text import Text
 
@@ -213,19 +226,18 @@ class LiveReporter:
         with self._lock:
             self.stop_reason = reason
 
-    def __enter__(self):
+    def __enter__(self) -> LiveReporter:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.stop()  # the table as it ended stays on the screen
-        return False
 
 
 class JsonReporter(Silent):
     """--json: each variant's finished result, in the order the run first named them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._results: dict[str, BuildResult | None] = {}
 
     def started(self, name: str, alias: str) -> None:
@@ -245,23 +257,26 @@ class ConsoleReporter(Broadcast):
     """What the console hears: the display (the live table or plain lines) and, with --json, the results
     kept for stdout (``json()``). A context manager: the live table ends with it."""
 
-    def __init__(self, display, collect_json: bool = False):
+    def __init__(self, display: PlainReporter | LiveReporter, collect_json: bool = False):
         self.display = display
         self.collected = JsonReporter() if collect_json else None
-        super().__init__(*(r for r in (display, self.collected) if r is not None))
+        super().__init__(display, *([self.collected] if self.collected is not None else []))
 
     def json(self) -> list[BuildResultJSON]:
-        return self.collected.json()
+        """The results heard (none when made without ``collect_json``)."""
+        return self.collected.json() if self.collected is not None else []
 
-    def __enter__(self):
+    def __enter__(self) -> ConsoleReporter:
         self.display.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        return self.display.__exit__(*exc)
+    def __exit__(self, *exc: object) -> None:
+        self.display.__exit__(*exc)
 
 
-def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleReporter:
+def make_reporter(
+    verbose: int, quiet: bool, as_json: bool = False, out: TextIO | None = None, err: TextIO | None = None
+) -> ConsoleReporter:
     """A live table on a terminal; else plain lines to ``out`` (to ``err`` when stdout carries JSON).
     ``out``/``err`` default to sys.stdout/sys.stderr."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -273,14 +288,14 @@ def make_reporter(verbose, quiet, as_json=False, out=None, err=None) -> ConsoleR
 # -- the end of a run ----------------------------------------------------------------------
 
 
-def print_table(headers: list[str], rows: list[list[str]], file=None) -> None:
+def print_table(headers: list[str], rows: list[list[str]], file: TextIO | None = None) -> None:
     rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=file or sys.stdout)
 
 
-def summary(results: list[BuildResult], out=None, err=None) -> None:
+def summary(results: list[BuildResult], out: TextIO | None = None, err: TextIO | None = None) -> None:
     """The results' table and counts to ``out``; to ``err``, why each one that is not ok ended so,
     an error of several lines (each failed smoke check) indented under its first."""
     print_table(

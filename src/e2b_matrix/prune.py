@@ -23,13 +23,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from e2b_matrix import backends, files, inventory
+from e2b_matrix import backends, environments, files, inventory, workflow
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import TemplateLock, store
+from e2b_matrix.logs import RunLogReporter
 from e2b_matrix.model import Removal
+from e2b_matrix.pins import DIR
+from e2b_matrix.session import Session, logs_folder, run_logs
 
-if TYPE_CHECKING:
-    from e2b_matrix.workflow import Session
+if TYPE_CHECKING:  # the project's modules: imported by workflow.load when prune runs
+    from e2b_matrix.config import Project
 
 
 @attrs.frozen
@@ -66,8 +70,6 @@ class Pruned:
 
 def find(session: Session) -> tuple[list[Removal], list[str]]:
     """Everything the project no longer needs, and notes on what could not be looked at."""
-    from e2b_matrix import workflow
-
     project = workflow.load(session)
     removals = _requirements(session, project)
     notes: list[str] = []
@@ -86,9 +88,6 @@ def find(session: Session) -> tuple[list[Removal], list[str]]:
 
 def prune(session: Session, yes: bool) -> Pruned:
     """``e2b-matrix prune``: what it would remove and why; with ``yes``, remove it (each recorded in the run log)."""
-    from e2b_matrix.logs import RunLogReporter
-    from e2b_matrix.workflow import logs_folder, run_logs
-
     removals, notes = find(session)
     if not yes or not removals:
         return Pruned(tuple(removals), notes=tuple(notes))
@@ -102,19 +101,15 @@ def prune(session: Session, yes: bool) -> Pruned:
     return Pruned(tuple(removals), True, tuple(outcomes), tuple(notes))
 
 
-def _other(session: Session, name: str):
+def _other(session: Session, name: str) -> Backend:
     """The backend ``name`` in this session's environment (prune looks at every backend)."""
-    from e2b_matrix import environments
-
     env = environments.load(session.options.root).select(session.options.environment or session.settings.environment)
-    return backends.make(name, session.settings, {}, env)
+    backend: Backend = backends.make(name, session.settings, {}, env)  # make: the registry's class of ``name``
+    return backend
 
 
-def _requirements(session: Session, project) -> list[Removal]:
+def _requirements(session: Session, project: Project) -> list[Removal]:
     """The files of ``requirements/`` that no variant's pip step names, on any backend."""
-    from e2b_matrix.pins import DIR
-    from e2b_matrix.workflow import resolve_specs
-
     folder = session.options.root / DIR
     if not folder.is_dir():
         return []
@@ -123,7 +118,7 @@ def _requirements(session: Session, project) -> list[Removal]:
         backend = session.backend if name == session.options.backend else _other(session, name)
         other = attrs.evolve(session, backend=backend, options=attrs.evolve(session.options, backend=name, names=()))
         lock = TemplateLock.load(session.options.root / backend.lock_file)
-        for spec in resolve_specs(other, project, lock, variants=list(project.variants)):
+        for spec in workflow.resolve_specs(other, project, lock, variants=list(project.variants)):
             named.update(r.path for r in spec.requirements)
     return [
         Removal("requirements file", f"{DIR}/{p.name}", "no variant's pip step names it, on any backend")

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
 from e2b_matrix import inventory, names
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
 from e2b_matrix.lock import store
 from e2b_matrix.lock.model import LockEntry
-
-if TYPE_CHECKING:
-    from e2b_matrix.workflow import Session
+from e2b_matrix.logs import RunLogReporter
+from e2b_matrix.session import Session, check_channel, logs_folder, other_lock, run_logs
 
 
 def entries_for(session: Session, names: Iterable[str]) -> list[LockEntry]:
@@ -37,7 +36,7 @@ def entries_for(session: Session, names: Iterable[str]) -> list[LockEntry]:
     return [lock.entry(n) for n in dict.fromkeys(names)]
 
 
-def check_present(backend, targets: Iterable[tuple[LockEntry, str]], what: str) -> None:
+def check_present(backend: Backend, targets: Iterable[tuple[LockEntry, str]], what: str) -> None:
     """Gone (exit 1, one line) when any (entry, build ID) is no longer on the backend: ``what`` acts on it."""
     for entry, build_id in targets:
         why = backend.gone(entry, build_id)
@@ -46,7 +45,13 @@ def check_present(backend, targets: Iterable[tuple[LockEntry, str]], what: str) 
 
 
 def move_channel(
-    backend, lock_path, entry: LockEntry, channel: str, build_id: str, secrets=(), cache: store.ParseCache | None = None
+    backend: Backend,
+    lock_path: Path,
+    entry: LockEntry,
+    channel: str,
+    build_id: str,
+    secrets: Iterable[str] = (),
+    cache: store.ParseCache | None = None,
 ) -> LockEntry:
     """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
 
@@ -69,7 +74,12 @@ def move_channel(
 
 
 def promote_entries(
-    backend, lock_path, entries: Iterable[LockEntry], channel: str, secrets=(), cache: store.ParseCache | None = None
+    backend: Backend,
+    lock_path: Path,
+    entries: Iterable[LockEntry],
+    channel: str,
+    secrets: Iterable[str] = (),
+    cache: store.ParseCache | None = None,
 ) -> list[LockEntry]:
     """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
     the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
@@ -87,7 +97,7 @@ class Diff:
     alias: str
     before: str  # build IDs
     after: str
-    changes: tuple = ()  # inventory.Change, by kind then name
+    changes: tuple[inventory.Change, ...] = ()  # by kind then name
     before_environment: str = ""  # where each build was made (diff --against: two environments)
     after_environment: str = ""
     before_kib: int = 0  # each build's used disk (0: not recorded)
@@ -111,14 +121,11 @@ class Diff:
         }
 
 
-def promote(session: Session, names, channel: str) -> list[tuple[LockEntry, Diff | None]]:
+def promote(session: Session, names: Iterable[str], channel: str) -> list[tuple[LockEntry, Diff | None]]:
     """Point ``channel`` at each named variant's locked build (promote); with each, what the move
     changes (the packages of what the channel pointed at against the build it now points at), when
     both builds have an inventory. Every target is checked first: one that is gone moves nothing.
     The run log records each move, or why it failed."""
-    from e2b_matrix.logs import RunLogReporter
-    from e2b_matrix.workflow import check_channel, logs_folder, run_logs
-
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
     store.preflight(session.lock_path)  # the lock can be written: else nothing moves
@@ -148,9 +155,6 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     (before, after); NothingToDo when there is no previous build, Gone when E2B no longer has it.
     The run log records it, or why it failed.
     """
-    from e2b_matrix.logs import RunLogReporter
-    from e2b_matrix.workflow import logs_folder, run_logs
-
     before = session.lock().entry(name)
     if not before.history:
         raise NothingToDo(f"{before.alias} has no previous build to roll back to")
@@ -168,7 +172,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     return before, after
 
 
-def _roll_back(backend, lock_path, before: LockEntry, secrets: Iterable[str]) -> LockEntry:
+def _roll_back(backend: Backend, lock_path: Path, before: LockEntry, secrets: Iterable[str]) -> LockEntry:
     """The channels promoted to ``before``'s build move back to the previous build, then the lock
     records it at once. What moved is recorded even when a later channel could not move; a build
     that landed meanwhile is not undone (the channels are recorded where they now point, and
@@ -215,7 +219,7 @@ class Drift:
     variant: str
     state: str  # "in sync", "channel moved", "gone"
     details: tuple[str, ...] = ()
-    channels: Mapping = attrs.field(factory=dict)  # channel -> build ID on the backend
+    channels: Mapping[str, str | None] = attrs.field(factory=dict)  # channel -> build ID on the backend
 
     @property
     def ok(self) -> bool:
@@ -233,7 +237,7 @@ class Drift:
         }
 
 
-def status(session: Session, names=()) -> list[Drift]:
+def status(session: Session, names: Iterable[str] = ()) -> list[Drift]:
     """Ask the backend where each channel points and whether each pinned build still exists."""
     entries = entries_for(session, names)
     session.backend.check()
@@ -257,9 +261,7 @@ def diff(session: Session, name: str, old: str = "previous", new: str = "current
     """The packages added, removed and changed from build ``old`` to build ``new`` of a variant: each a
     build ID, a channel, ``previous`` or ``current``; with ``against`` (an environment), from that
     environment's current build to this one's ``new``. NothingToDo when either has no inventory."""
-    from e2b_matrix import workflow
-
-    other = workflow.other_lock(session, against, "--against") if against is not None else None
+    other = other_lock(session, against, "--against") if against is not None else None
     entry = session.lock().entry(name)
     here = session.settings.environment or ""
     if other is not None:
@@ -292,7 +294,6 @@ def _inventory(lock_path: Path, entry: LockEntry, build_id: str) -> inventory.In
 
 def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
     """A build of ``entry`` named by ID, channel, ``previous`` or ``current``."""
-
     if ref == "current":
         return entry.build_id
     if ref == "previous":
@@ -300,7 +301,8 @@ def _build_of(session: Session, entry: LockEntry, ref: str, key: str) -> str:
             raise NothingToDo(f"{entry.alias} has no previous build")
         return entry.history[0].build_id
     if ref in entry.channels:
-        return entry.channels[ref]
+        pointed: str = entry.channels[ref]  # the lock's channels map a tag to a build ID (lock.model validates)
+        return pointed
     if ref in {entry.build_id, *(b.build_id for b in entry.history)}:
         return ref
     try:

@@ -1,8 +1,8 @@
 """The library entry point: load the project -> resolve specs -> plan -> run -> report.
 
-Each step is a plain function of a ``Session`` (the run's options, settings,
-backend and package index) and the previous step's result, so a test or the
-Nexus server can call any one alone; ``build()`` chains them::
+Each step is a plain function of a ``Session`` (session.py: the run's options, settings, backend
+and package index) and the previous step's result, so a test or the Nexus server can call any one
+alone; ``build()`` chains them::
 
     from e2b_matrix.workflow import Options, build
     summary = build(Options(root="path/to/project", names=("latest",)))
@@ -10,12 +10,17 @@ Nexus server can call any one alone; ``build()`` chains them::
 
 Data flows one way: files -> model -> specs -> plan -> backend -> results ->
 lock. Nothing here prints; a ``Reporter`` (events.py) hears progress.
+
+The modules that read variants/ and resolve them (config, resolve, plan, pins, index), the
+runner, and the inventories and releases (inventory, release) are imported by the step that uses
+them: ``resolve`` reads only the lock, and a command that builds nothing never loads the runner's
+threads (tests/test_startup.py). Each costs ``resolve`` 5 ms of CPU or more that it does not use
+(the project's modules 28 ms, the runner 42 ms, inventory and release 9 ms, against 28 ms for
+importing click; bench/run.py's resolve_ratio measures the whole command).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,129 +28,43 @@ import attrs
 
 from e2b_matrix import backends, files
 from e2b_matrix.errors import ConfigError
-from e2b_matrix.events import Reporter, Silent
+from e2b_matrix.events import Broadcast, Reporter, Silent
 from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.lock.model import LockEntry
-from e2b_matrix.model import BuildResult, BuildSpec, State
-from e2b_matrix.names import check_tag, printable
+from e2b_matrix.lock.resolver import DEFAULT_TEMPLATE
+from e2b_matrix.logs import RunLogReporter
+from e2b_matrix.model import BuildResult, BuildSpec, State, Variant
+from e2b_matrix.session import STATE_DIR, check_channel, logs_folder, other_lock, run_logs
+from e2b_matrix.session import Options as Options  # the library's entry: ``workflow.build(Options(...))``
+from e2b_matrix.session import Session as Session
 from e2b_matrix.settings import Settings
+from e2b_matrix.verify import VerifyReport
 
-if TYPE_CHECKING:  # a step imports what it uses: `resolve` reads the lock, never variants/ or the planner
+if TYPE_CHECKING:  # imported by the step that uses them (above)
     from e2b_matrix.config import Project
+    from e2b_matrix.inventory import Inventory
+    from e2b_matrix.pins import Committed, Compiled, Compiler
     from e2b_matrix.plan import Plan, PlanItem
     from e2b_matrix.release import Drift
-
-log = logging.getLogger(__name__)
-
-STATE_DIR = ".e2b-matrix"
-LOGS_DIR = "logs"
-
-
-@attrs.frozen
-class Options:
-    """What a run asks for: the CLI's options, or a library caller's arguments."""
-
-    root: Path = attrs.field(default=Path("."), converter=Path)
-    names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    backend: str = backends.DEFAULT
-    backend_options: Mapping = attrs.field(factory=dict)
-    overrides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    offline: bool = False
-    force: bool = False
-    jobs: int | None = None
-    fail_fast: bool = False
-    wait: bool = True
-    verify: bool = False
-    promote: str | None = None
-    share: bool = True  # wait for the steps another build of the run computes (runner.py); False: all at once
-    locked: bool = False  # refuse to build a variant whose requirements files are missing or out of date
-    environment: str | None = None  # --env: an environment of e2b-matrix.toml (None: E2B_MATRIX_ENV, else the default)
-
-
-@attrs.define
-class Session:
-    """One run: its options and settings, the backend that builds, and (made when first asked: a
-    command that resolves no variant never imports them) the package index and the committed
-    requirements files."""
-
-    options: Options
-    settings: Settings
-    backend: backends.Backend
-    _index: object = None  # index.PackageIndex: the ``index`` property
-    _pins: object = None  # pins.Committed: the ``pins`` property
-    logs: tuple | None = None  # (the logs folder or None), once preflight decided
-
-    @classmethod
-    def open(cls, options: Options, settings: Settings | None = None) -> Session:
-        """The run's session: its settings in the environment chosen (--env, E2B_MATRIX_ENV, else the
-        default of e2b-matrix.toml), and the backend that builds there."""
-        from e2b_matrix import environments
-
-        settings = settings or Settings.from_env()
-        if options.promote is not None:
-            check_channel(options.promote, "--promote")
-        chosen = environments.load(options.root).select(
-            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV"
-        )
-        if backends.registered(options.backend).in_environments:
-            settings = environments.apply(settings, chosen)
-        backend = backends.make(
-            options.backend, settings, options.backend_options, chosen, explicit=options.environment is not None
-        )
-        if options.jobs is not None and not 1 <= options.jobs <= settings.team_builds:
-            raise ConfigError(
-                f"{options.jobs} builds at once: the team has {settings.team_builds} "
-                "(E2B_MATRIX_TEAM_BUILDS, or the environment's team_builds)",
-                key="--jobs",
-            )
-        return cls(options, settings, backend)
-
-    @property
-    def index(self):
-        """The package index as uv answers it (index.PackageIndex): "latest", and uv itself for compile
-        (``index.uv``), with the settings' uv and options and the run's --offline."""
-        if self._index is None:
-            from e2b_matrix.index import PackageIndex, Uv
-
-            s = self.settings
-            self._index = PackageIndex(Uv(s.uv, s.uv_args, self.options.offline))
-        return self._index
-
-    @property
-    def pins(self):
-        """The project's committed requirements files (pins.Committed), each read once."""
-        if self._pins is None:
-            from e2b_matrix.pins import Committed
-
-            self._pins = Committed(self.options.root)
-        return self._pins
-
-    @property
-    def lock_path(self) -> Path:
-        return self.options.root / self.backend.lock_file
-
-    def lock(self) -> TemplateLock:
-        return TemplateLock.load(self.lock_path)
-
-
-def check_channel(channel: str, key: str) -> str:
-    try:
-        return check_tag(channel)
-    except ValueError as exc:
-        raise ConfigError(str(exc), key=key) from None
-
 
 # -- the steps ---------------------------------------------------------------------
 
 
 def load(session: Session) -> Project:
+    """The project at the session's root, its ``--set`` overrides applied."""
     from e2b_matrix.config import apply_overrides, load_project
 
     secrets = session.settings.secrets()
     return apply_overrides(load_project(session.options.root, secrets), session.options.overrides, secrets)
 
 
-def resolve_specs(session: Session, project: Project, lock: TemplateLock, pins=None, variants=None) -> list[BuildSpec]:
+def resolve_specs(
+    session: Session,
+    project: Project,
+    lock: TemplateLock,
+    pins: Committed | None = None,
+    variants: list[Variant] | None = None,
+) -> list[BuildSpec]:
     """The selected variants (or ``variants``) as specs; ``pins`` answers their pip steps (default:
     the committed files)."""
     from e2b_matrix.resolve import build_spec
@@ -179,11 +98,11 @@ def planned(session: Session) -> tuple[Project, TemplateLock, list[PlanItem]]:
     return project, lock, plan(session, resolve_specs(session, project, lock), lock)
 
 
-def preflight(session: Session, aliases=()) -> Path | None:
+def preflight(session: Session, aliases: list[str]) -> Path | None:
     """Everything a build will write, checked before the first request: the logs folder (or None:
     a warning, and no log files), the state folder, the lock files of ``aliases`` and the lock
     (ConfigError). None of them may be a symbolic link."""
-    from e2b_matrix.runner import alias_lock_file
+    from e2b_matrix.runner import alias_lock_file  # the runner: only a command that builds
 
     root = session.options.root
     blocked = files.check_writable_dir(root / STATE_DIR / "locks", inside=root)
@@ -199,28 +118,6 @@ def preflight(session: Session, aliases=()) -> Path | None:
     return logs_folder(session)
 
 
-def logs_folder(session: Session) -> Path | None:
-    """The logs folder, or None (no log files: set so, or one warning when it cannot be written).
-    Decided once per session, so a build that compiles first warns once."""
-    if session.logs is None:
-        root = session.options.root
-        folder = root / LOGS_DIR if session.settings.log_files else None
-        blocked = files.check_writable_dir(folder, inside=root) if folder else None
-        if blocked:
-            log.warning("%s: %s; writing no log files", printable(blocked[0]), blocked[1])
-            folder = None
-        session.logs = (folder,)
-    return session.logs[0]
-
-
-def run_logs(session: Session, folder: Path | None):
-    """The run log and the variants' logs in ``folder`` (None: no files), redacting the session's secrets."""
-    from e2b_matrix.logs import RunLogs
-    from e2b_matrix.secrets import Redactor
-
-    return RunLogs(folder, Redactor(tuple(session.settings.secrets())))
-
-
 @attrs.frozen
 class Summary:
     results: tuple[BuildResult, ...]
@@ -230,20 +127,16 @@ class Summary:
 
 def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
     """Build what the plan says is not fresh (everything with --force); record each success at once."""
-    from e2b_matrix import runner
+    from e2b_matrix import runner  # its threads and the lock writer: only a command that builds
 
-    o, backend, settings = session.options, session.backend, session.settings
+    o, settings = session.options, session.settings
     jobs = runner.make_jobs(items, o.force)
-    secrets = tuple(settings.secrets())
     logs = None
     if o.promote or not all(j.fresh for j in jobs):  # a no-op checks nothing and writes nothing
-        from e2b_matrix.events import Broadcast
-        from e2b_matrix.logs import RunLogReporter
-
         logs = run_logs(session, preflight(session, [j.spec.alias for j in jobs]))
         reporter = Broadcast(reporter, RunLogReporter(logs))  # the run log hears what the console hears
     scheduler = runner.Scheduler(
-        backend=backend,
+        backend=session.backend,
         lock_path=session.lock_path,
         state_dir=o.root / STATE_DIR,
         logs=logs,
@@ -256,7 +149,7 @@ def run(session: Session, items: list[PlanItem], reporter: Reporter) -> Summary:
         verify=o.verify,
         promote=o.promote,
         share=o.share,
-        secrets=secrets,
+        secrets=tuple(settings.secrets()),
     )
     try:
         outcome = scheduler.run(jobs)
@@ -275,9 +168,9 @@ def build(options: Options, settings: Settings | None = None, reporter: Reporter
     session = Session.open(options, settings)
     session.backend.check()  # no key: stop before the package index is asked or its cache written
     project, lock, items = planned(session)
-    resolve.build_order(i.spec for i in items)  # the whole request is valid (no loop of parents) before
-    specs = [i.spec for i in items]  # anything is compiled, logged or locked
-    compiled = pinned(session, project, lock, specs, reporter)
+    specs = [i.spec for i in items if i.spec is not None]  # a planned variant always has its spec
+    resolve.build_order(specs)  # the whole request is valid (no loop of parents) before
+    compiled = pinned(session, project, lock, specs, reporter)  # anything is compiled, logged or locked
     return run(session, items if compiled is specs else plan(session, compiled, lock), reporter)
 
 
@@ -288,30 +181,24 @@ def pinned(
     first (``compile_requirements``), unless the run is --locked or --offline, which refuse (ConfigError)."""
     from e2b_matrix import pins
 
-    unpinned = [s for s in specs if pins.first_problem(s)]
-    if not unpinned:
+    problems = {s.alias: problem for s in specs if (problem := pins.first_problem(s)) is not None}
+    if not problems:
         return specs
+    unpinned = [s for s in specs if s.alias in problems]
     o = session.options
     if o.locked or o.offline:
         raise pins.refusal(unpinned, "--locked" if o.locked else "--offline", o.backend, backends.DEFAULT)
     preflight(session, [s.alias for s in specs])
     for s in unpinned:
-        reporter.progress(s.name, State.COMPILING, pins.first_problem(s).path)
-    compiled = {
-        s.alias: s
-        for s in _compile(
-            session,
-            project,
-            lock,
-            unpinned,
-            pins.Compiler(o.root, session.index.uv, previous=pins.previous_files(unpinned, lock.entries)),
-        )
-    }
+        reporter.progress(s.name, State.COMPILING, problems[s.alias].path)
+    previous = pins.previous_files(unpinned, lock.entries)
+    compiler = pins.Compiler(o.root, session.index.uv, previous=previous)
+    compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, compiler)}
     return [compiled.get(s.alias, s) for s in specs]
 
 
 def _compile(
-    session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], compiler
+    session: Session, project: Project, lock: TemplateLock, specs: list[BuildSpec], compiler: Compiler
 ) -> list[BuildSpec]:
     """``specs`` resolved again with ``compiler`` answering their pip steps; uv's output in the run log.
     The requirements folder is checked first (ConfigError): it may not be, or be in, a linked folder."""
@@ -326,7 +213,9 @@ def _compile(
         return resolve_specs(session, project, lock, pins=compiler, variants=[s.variant for s in specs])
 
 
-def compile_requirements(session: Session, upgrade: bool = False, packages=(), check: bool = False):
+def compile_requirements(
+    session: Session, upgrade: bool = False, packages: tuple[str, ...] = (), check: bool = False
+) -> tuple[list[BuildSpec], list[Compiled]]:
     """``e2b-matrix compile``: each selected variant's requirements files, compiled where missing or out
     of date (``upgrade``: every package re-resolved; ``packages``: only those). ``check``: nothing is
     written and nothing compiled. Returns (the specs, what happened to each file: pins.Compiled)."""
@@ -371,7 +260,7 @@ def show_plan(session: Session) -> Plan:
         recorded = inventory.load(session.lock_path, i.alias, i.entry.build_id) if i.entry else None
         if recorded is not None and recorded.disk_used_kib:
             sizes[i.alias] = recorded.disk_used_kib
-    return Plan(tuple(items), tuple(step_trie(i.spec for i in items)), sizes)
+    return Plan(tuple(items), tuple(step_trie(i.spec for i in items if i.spec is not None)), sizes)
 
 
 @attrs.frozen
@@ -412,6 +301,20 @@ def same_inputs(a: LockEntry, b: LockEntry) -> bool:
     return "parent_build" in a.inputs and bool(strip[0]) and strip[0] == strip[1]
 
 
+def unlike(variants: list[Variant], lock: TemplateLock, other: TemplateLock, environment: str) -> list[Unlike]:
+    """The ``variants`` not built from the same inputs here (``lock``) and in ``environment`` (``other``)."""
+    out = []
+    for v in variants:
+        here, there = lock.entries.get(v.alias), other.entries.get(v.alias)
+        if here is None or there is None or not same_inputs(here, there):
+            out.append(
+                Unlike(
+                    v.alias, v.name, environment, here.fingerprint if here else "", there.fingerprint if there else ""
+                )
+            )
+    return out
+
+
 @attrs.frozen
 class LockCheck:
     """What ``lock check`` found: each variant against the lock (orphans too), drift when asked, and the
@@ -446,32 +349,14 @@ def check_lock(session: Session, remote: bool = False, same_as: str | None = Non
     """Every variant against the lock, plus entries no longer defined (``lock check``); with ``remote``,
     the backend's drift (``release.status``); with ``same_as``, each variant built from other inputs in
     that environment (no request: its lock is read)."""
-    from e2b_matrix import release
     from e2b_matrix.plan import orphans
+    from e2b_matrix.release import status
 
     other = other_lock(session, same_as, "--same-as") if same_as else None
     project, lock, items = planned(session)
     items += orphans(lock.entries, [v.alias for v in project.variants])
-    unlike = []
-    for v in project.select(session.options.names) if other is not None else ():
-        here, there = lock.entries.get(v.alias), other.entries.get(v.alias)
-        if here is None or there is None or not same_inputs(here, there):
-            unlike.append(
-                Unlike(
-                    v.alias, v.name, str(same_as), here.fingerprint if here else "", there.fingerprint if there else ""
-                )
-            )
-    return LockCheck(tuple(items), tuple(release.status(session)) if remote else (), tuple(unlike))
-
-
-def other_lock(session: Session, name: str, flag: str) -> TemplateLock:
-    """The lock of environment ``name`` of this project (``flag`` names it in an error)."""
-    from e2b_matrix import environments
-
-    env = environments.load(session.options.root).select(name, flag)
-    if env.lock == session.backend.lock_file:
-        raise ConfigError(f"{name!r} is the environment this command runs in: name another", key=flag)
-    return TemplateLock.load(session.options.root / env.lock)
+    differ = unlike(project.select(session.options.names), lock, other, str(same_as)) if other is not None else []
+    return LockCheck(tuple(items), tuple(status(session)) if remote else (), tuple(differ))
 
 
 @attrs.frozen
@@ -479,8 +364,8 @@ class Verified:
     """What ``verify`` found: the plan item checked, every check's result, what the build holds."""
 
     item: PlanItem
-    report: object  # verify.VerifyReport
-    inventory: object | None  # inventory.Inventory, recorded beside the lock
+    report: VerifyReport
+    inventory: Inventory | None  # recorded beside the lock
 
 
 def verify(session: Session) -> Verified:
@@ -492,6 +377,7 @@ def verify(session: Session) -> Verified:
         raise ConfigError(
             f"{item.name} is not built yet (no entry for {item.alias}); build it first", path=session.lock_path
         )
+    assert item.spec is not None  # a planned item has its spec (only an orphan of the lock has none)
     session.backend.check()
     report = session.backend.verify(item.spec, item.entry)
     return Verified(item, report, inventory.record(session.lock_path, item.alias, item.entry.build_id, report))
@@ -502,8 +388,6 @@ def reference(session: Session, name: str | None = None, *, bare: bool = False, 
     build; ``bare``: the template ID; ``channel``: ``<alias>:<channel>``). With no name: the server's
     default template, where ``E2B_TEMPLATE_ID`` wins (the seed's variable), then the lock.
     An unknown name is UnknownNameError, whatever the environment says."""
-    from e2b_matrix.lock.resolver import DEFAULT_TEMPLATE
-
     if bare and channel is not None:
         raise ConfigError("--id and --channel ask for different things; give one", key="--channel")
     if name is None:

@@ -5,7 +5,7 @@
 - aliases.py: the alias flocks a run holds, across processes;
 - worker.py: one build (and verify) in a pool thread, told back as events;
 - writer.py: the lock writer (group commit), beside the loop;
-- scheduler.py: the loop (Scheduler.run -> RunOutcome).
+- scheduler.py: the loop (Scheduler.run -> RunOutcome): a Run's state, what starts (Starter), how jobs end (Ledger).
 """
 
 from e2b_matrix.runner.aliases import alias_lock_file

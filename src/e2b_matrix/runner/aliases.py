@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from e2b_matrix import files
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import store
 from e2b_matrix.lock.model import LockEntry
@@ -55,7 +56,7 @@ class AliasLocks:
 
 
 def built_meanwhile(
-    lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend, cache: store.ParseCache | None = None
+    lock_path: Path, spec: BuildSpec, before: LockEntry | None, backend: Backend, cache: store.ParseCache | None = None
 ) -> LockEntry | None:
     """The lock's entry when another run built this very spec after ``before`` (the entry when the run
     started) and before this one took the alias; else None.

@@ -9,16 +9,13 @@ take the team's slots first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 
 from e2b_matrix import resolve
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import BuildSpec, State
-
-if TYPE_CHECKING:
-    from e2b_matrix.plan import Node, PlanItem
+from e2b_matrix.plan import Node, PlanItem, step_trie
 
 Gate = tuple[str, int]  # (the alias whose build computes a shared prefix, that prefix's last depth)
 
@@ -63,8 +60,6 @@ def share_gates(specs: Iterable[BuildSpec]) -> dict[str, Gate]:
 
     Depth 0 is the base, d the d-th step. A variant absent from the result waits for nobody.
     """
-    from e2b_matrix.plan import step_trie
-
     specs = list(specs)
     alias = {s.name: s.alias for s in specs}
     rank = {s.name: (len(s.steps), -i) for i, s in enumerate(specs)}  # most steps first, then plan order

@@ -1,6 +1,6 @@
 """The scheduler's rules as pure functions of plain data: no I/O, no clock, no threads.
 
-As tox's ``ready_to_run_envs``: the loop (loop.py) describes each job that has not started
+As tox's ``ready_to_run_envs``: the loop (scheduler.py) describes each job that has not started
 (``Pending``) and the run (``RunState``), and ``decide`` says what may happen to the job now.
 A job starts only when
 
@@ -164,18 +164,7 @@ def after_error(
             window=running,
         )
     if isinstance(exc, TransientError):
-        delay = None if stopped else retry.next_delay(attempts, first_start, now)
-        if delay is not None:
-            return Next(
-                Then.RETRY,
-                State.RETRYING,
-                f"{exc}; retry {attempts} in {delay:.1f}s",
-                now + delay,
-                window=1 if isinstance(exc, SlotsFull) else None,
-            )
-        if stopped:
-            return Next(Then.END, State.CANCELLED, f"stopped while retrying: {exc}")
-        return Next(Then.END, State.FAILED, gave_up(attempts, exc))
+        return _transient(exc, attempts, first_start, now, retry, stopped)
     if isinstance(exc, Cancelled):
         return Next(Then.END, State.CANCELLED, str(exc))
     if isinstance(exc, CredentialsError):
@@ -185,3 +174,23 @@ def after_error(
     if isinstance(exc, Exception):  # a bug or an SDK surprise: one variant, not the run
         return Next(Then.END, State.FAILED, f"{type(exc).__name__}: {exc}")
     return Next(Then.END, State.CANCELLED, type(exc).__name__)  # KeyboardInterrupt, SystemExit in a worker
+
+
+def _transient(
+    exc: TransientError, attempts: int, first_start: float, now: float, retry: RetryPolicy, stopped: bool
+) -> Next:
+    """A failure worth trying again: retried after the policy's delay, unless the run stops or the
+    policy gives up (then it ends cancelled or failed). E2B's "team full" with none of ours running
+    retries with a window of one."""
+    delay = None if stopped else retry.next_delay(attempts, first_start, now)
+    if delay is not None:
+        return Next(
+            Then.RETRY,
+            State.RETRYING,
+            f"{exc}; retry {attempts} in {delay:.1f}s",
+            now + delay,
+            window=1 if isinstance(exc, SlotsFull) else None,
+        )
+    if stopped:
+        return Next(Then.END, State.CANCELLED, f"stopped while retrying: {exc}")
+    return Next(Then.END, State.FAILED, gave_up(attempts, exc))

@@ -1,8 +1,8 @@
 """The loop: one thread owns the plan, starts each build when the policy says it may, lands results.
 
 As the parallel runners of tox and nox: ``Scheduler.run`` makes a ``Run`` (all per-run state)
-whose loop, in the caller's thread, keeps every job that has not started and submits one to
-the worker pool only when ``policy.decide`` says it may start. Workers only build and verify
+whose loop, in the caller's thread, keeps every job that has not started; its ``Starter`` submits
+one to the worker pool only when ``policy.decide`` says it may start. Workers only build and verify
 (worker.py); what they learn comes back as typed events on one queue (events.py). Finished
 builds land through the lock writer (writer.py) while the loop goes on; once a batch is
 written, the loop releases its aliases and tells the reporter (events.Reporter). A failure
@@ -31,10 +31,12 @@ from pathlib import Path
 import attrs
 
 from e2b_matrix import files, release, resolve
+from e2b_matrix.backends import Backend
 from e2b_matrix.clock import Clock
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.events import Reporter, Silent
 from e2b_matrix.lock.model import LockEntry
+from e2b_matrix.logs import RunLogs
 from e2b_matrix.model import BuildResult, BuildSpec, Outcome, State
 from e2b_matrix.retry import RetryPolicy
 from e2b_matrix.runner import policy
@@ -69,10 +71,10 @@ class RunOutcome:
 class Scheduler:
     """How runs go: their settings. Each ``run`` keeps its own state: two runs never meet."""
 
-    backend: object
+    backend: Backend
     lock_path: Path
     state_dir: Path  # .e2b-matrix/: one lock file per alias being built
-    logs: object = None  # logs.RunLogs (None: no log files)
+    logs: RunLogs | None = None  # None: no log files
     reporter: Reporter = attrs.field(factory=Silent)
     jobs: int = 20
     force: bool = False
@@ -104,7 +106,8 @@ class Task:
 
 
 class Run:
-    """One run's state and its loop."""
+    """One run's state and its loop: events in, what built handed to the writer, each end to the ledger.
+    What may start, and starting it, is the ``Starter``'s."""
 
     def __init__(self, s: Scheduler, jobs: list[Job]):
         self.s, self.jobs = s, jobs
@@ -112,26 +115,23 @@ class Run:
         self.window = Window(max(1, s.jobs))
         self.events: queue.Queue[Event] = queue.Queue()
         self.published: dict[str, int] = {}  # alias -> deepest step its build published
-        self.elsewhere: set[str] = set()  # aliases waiting for another process's build of them
         self.running: dict[str, Task] = {}
         self.landing: list[Landing] = []  # built, waiting for the writer
         self.aliases = AliasLocks(s.state_dir)
-        self.ledger = Ledger(
-            s, self.aliases, lambda task: task in self.pending and self.pending.remove(task), self.stop
-        )
-        self.ended = self.ledger.ended
-        self.end, self.finish_fresh = self.ledger.end, self.ledger.finish_fresh
+        self.ledger = Ledger(s, self.aliases, self.forget, self.stop)
         self.writer = LockWriter(s.backend, s.lock_path, s.secrets, s.promote, self.events.put)
-        self.interrupted, self.fatal, self.signalled, self.changed = False, None, False, True
+        self.interrupted, self.signalled, self.changed = False, False, True
+        self.fatal: MatrixError | None = None
         self.building = building(jobs)
         todo = [j for j in jobs if j.spec.alias in self.building]
         share = s.share and not s.force and not s.backend.shares_in_flight()
         self.gates = share_gates(j.spec for j in todo if j.parent not in self.building) if share else {}
         self.pending = [Task(j, j.spec) for j in owners_first(todo, self.gates)]
         self.tasks = {t.spec.alias: t for t in self.pending}
+        self.starter = Starter(self)
 
     def go(self) -> RunOutcome:
-        self.finish_fresh(
+        self.ledger.finish_fresh(
             [(j.spec, j.entry, None) for j in self.jobs if j.spec.alias not in self.building],
             "unchanged since its lock entry",
         )
@@ -149,28 +149,31 @@ class Run:
 
     def loop(self) -> None:
         # Never more workers than the window's most: a submitted job always runs at once.
-        self.pool = ThreadPoolExecutor(max_workers=self.window.most, thread_name_prefix="build")
+        pool = ThreadPoolExecutor(max_workers=self.window.most, thread_name_prefix="build")
         try:
             while self.busy():
                 try:
-                    self.turn()
+                    self.turn(pool)
                 except KeyboardInterrupt:  # no handler of ours (a caller's thread, or a signal before it)
                     self.stop("interrupted", interrupted=True)
         finally:
             if self.running:  # only after a bug in the loop: stop the workers, then wait for them
                 self.cancel.set()
-            self.pool.shutdown(wait=True)
+            pool.shutdown(wait=True)
             self.writer.close()
             self.aliases.release_all()
 
-    def turn(self) -> None:
+    def turn(self, pool: ThreadPoolExecutor) -> None:
         """Start what may start, wait for an event, handle everything that happened, land what built."""
         if self.changed:  # a log line changes nothing a pending job waits for
             self.changed = False
-            self.start_ready()
+            if self.signalled:  # before anything starts, though the event may still be queued
+                self.stop("interrupted", interrupted=True)
+            self.starter.start_ready(pool)
             if not self.busy():
                 return
-        event = self.s.clock.next_event(self.events, policy.next_wake(map(self.view, self.pending), self.s.clock.now()))
+        wake = policy.next_wake(map(self.starter.view, self.pending), self.s.clock.now())
+        event: Event | None = self.s.clock.next_event(self.events, wake)
         self.changed |= event is None  # a retry or an alias check may be due
         while event is not None:
             self.handle(event)
@@ -186,96 +189,10 @@ class Run:
         except queue.Empty:
             return None
 
-    def view(self, task: Task) -> policy.Pending:
-        parent = task.job.parent if task.job.parent in self.building else None
-        return policy.Pending(
-            task.spec.alias,
-            parent,
-            self.gates.get(task.spec.alias),
-            task.not_before,
-            self.aliases.holds(task.spec.alias),
-            task.alias_checked,
-        )
-
-    def state(self) -> policy.RunState:
-        return policy.RunState(
-            self.s.clock.now(),
-            self.cancel.is_set(),
-            self.ended,
-            self.published,
-            frozenset(self.elsewhere),
-            len(self.running),
-            self.window.size,
-        )
-
-    def start_ready(self) -> None:
-        if self.signalled:  # before anything starts, though the event may still be queued
-            self.stop("interrupted", interrupted=True)
-        for task in list(self.pending):
-            pending = self.view(task)
-            if pending.parent is not None and self.ended.get(pending.parent) and task.spec is task.job.spec:
-                task.spec = resolve.rebase(task.spec, self.ledger.result_of(pending.parent).build_id)
-            decision = policy.decide(pending, self.state())
-            if decision.verdict is Verdict.SKIP:
-                self.end(task, State.SKIPPED, decision.why)
-            elif decision.verdict is Verdict.START or (decision.verdict is Verdict.TAKE_ALIAS and self.take(task)):
-                self.submit(task)
-            else:
-                self.waiting(task, decision.why)
-
-    def take(self, task: Task) -> bool:
-        """Take the task's alias (I/O: a flock); False when it cannot start now (or ended)."""
-        alias = task.spec.alias
-        try:
-            holder = self.aliases.take(alias)
-        except files.FileError as exc:  # made a link since the preflight: not built, nothing written through it
-            self.end(task, State.FAILED, str(exc))
-            return False
-        if holder is not None:
-            if not self.s.wait_for_alias:
-                self.end(task, State.FAILED, f"{alias} is being built by {holder} (--no-wait)")
-                return False
-            task.alias_checked = self.s.clock.now()
-            self.elsewhere.add(alias)  # those waiting on its steps compute them themselves
-            self.waiting(task, f"{alias} is being built by {holder}")
-            return False
-        self.elsewhere.discard(alias)
-        done = (
-            None
-            if self.s.force
-            else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend, self.writer.cache)
-        )
-        if done is not None:
-            self.finish_fresh([(task.spec, done, task)], f"built meanwhile by another run (build {done.build_id})")
-            return False
-        return True
-
-    def waiting(self, task: Task, why: str) -> None:
-        """Tell why ``task`` waits, once per reason ("": nothing worth telling)."""
-        if why and why != task.told:
-            task.told = why
-            self.s.reporter.progress(task.spec.name, State.WAITING, why)
-
-    def submit(self, task: Task) -> None:
-        self.pending.remove(task)
-        task.attempts += 1
-        if task.first_start is None:
-            task.first_start = self.s.clock.now()
-        self.running[task.spec.alias] = task
-        self.s.reporter.progress(
-            task.spec.name, State.BUILDING, f"attempt {task.attempts}" if task.attempts > 1 else "submitting"
-        )
-        self.pool.submit(
-            work,
-            self.s.backend,
-            self.s.logs,
-            task.spec,
-            task.attempts,
-            force=self.s.force,
-            verify=self.s.verify,
-            cancel=self.cancel,
-            tell=self.events.put,
-        )
+    def forget(self, task: Task) -> None:
+        """The task ended: it waits for nothing any more."""
+        if task in self.pending:
+            self.pending.remove(task)
 
     def handle(self, event: Event) -> None:
         self.changed |= not isinstance(event, (Log, Progress))
@@ -300,6 +217,7 @@ class Run:
                 self.failed(self.running.pop(alias), error)
 
     def failed(self, task: Task, exc: BaseException) -> None:
+        """An attempt failed: retried, requeued for a slot, or ended (policy.after_error judges)."""
         now = self.s.clock.now()
         nxt = policy.after_error(
             exc,
@@ -325,7 +243,7 @@ class Run:
             (self.s.logs.run if self.s.logs is not None else log).error(
                 "[%s] unexpected error", task.spec.name, exc_info=exc
             )
-        self.end(task, nxt.state or State.FAILED, nxt.message)
+        self.ledger.end(task, nxt.state or State.FAILED, nxt.message)
         if nxt.then is Then.STOP:
             self.stop("E2B refused the API key")
 
@@ -341,6 +259,110 @@ class Run:
         if self.landing and not self.writer.busy:
             batch, self.landing = self.landing, []
             self.writer.submit(batch)
+
+
+class Starter:
+    """What may start now, and starting it: each pending task described to the policy (``view``,
+    ``state``), its alias taken when the policy says so (a flock, then a look at the lock for a build
+    another run made meanwhile), then handed to a worker."""
+
+    def __init__(self, run: Run):
+        self.run, self.s = run, run.s
+        self.elsewhere: set[str] = set()  # aliases waiting for another process's build of them
+
+    def view(self, task: Task) -> policy.Pending:
+        parent = task.job.parent if task.job.parent in self.run.building else None
+        return policy.Pending(
+            task.spec.alias,
+            parent,
+            self.run.gates.get(task.spec.alias),
+            task.not_before,
+            self.run.aliases.holds(task.spec.alias),
+            task.alias_checked,
+        )
+
+    def state(self) -> policy.RunState:
+        run = self.run
+        return policy.RunState(
+            self.s.clock.now(),
+            run.cancel.is_set(),
+            run.ledger.ended,
+            run.published,
+            frozenset(self.elsewhere),
+            len(run.running),
+            run.window.size,
+        )
+
+    def start_ready(self, pool: ThreadPoolExecutor) -> None:
+        """Every pending task the policy lets start is submitted; the others end skipped or wait."""
+        run = self.run
+        for task in list(run.pending):
+            pending = self.view(task)
+            if pending.parent is not None and run.ledger.ended.get(pending.parent) and task.spec is task.job.spec:
+                task.spec = resolve.rebase(task.spec, run.ledger.result_of(pending.parent).build_id)
+            decision = policy.decide(pending, self.state())
+            if decision.verdict is Verdict.SKIP:
+                run.ledger.end(task, State.SKIPPED, decision.why)
+            elif decision.verdict is Verdict.START or (decision.verdict is Verdict.TAKE_ALIAS and self.take(task)):
+                self.submit(task, pool)
+            else:
+                self.waiting(task, decision.why)
+
+    def take(self, task: Task) -> bool:
+        """Take the task's alias (I/O: a flock); False when it cannot start now (or ended)."""
+        alias, ledger = task.spec.alias, self.run.ledger
+        try:
+            holder = self.run.aliases.take(alias)
+        except files.FileError as exc:  # made a link since the preflight: not built, nothing written through it
+            ledger.end(task, State.FAILED, str(exc))
+            return False
+        if holder is not None:
+            if not self.s.wait_for_alias:
+                ledger.end(task, State.FAILED, f"{alias} is being built by {holder} (--no-wait)")
+                return False
+            task.alias_checked = self.s.clock.now()
+            self.elsewhere.add(alias)  # those waiting on its steps compute them themselves
+            self.waiting(task, f"{alias} is being built by {holder}")
+            return False
+        self.elsewhere.discard(alias)
+        cache = self.run.writer.cache
+        done = (
+            None
+            if self.s.force
+            else built_meanwhile(self.s.lock_path, task.spec, task.job.entry, self.s.backend, cache)
+        )
+        if done is not None:
+            ledger.finish_fresh([(task.spec, done, task)], f"built meanwhile by another run (build {done.build_id})")
+            return False
+        return True
+
+    def waiting(self, task: Task, why: str) -> None:
+        """Tell why ``task`` waits, once per reason ("": nothing worth telling)."""
+        if why and why != task.told:
+            task.told = why
+            self.s.reporter.progress(task.spec.name, State.WAITING, why)
+
+    def submit(self, task: Task, pool: ThreadPoolExecutor) -> None:
+        run = self.run
+        run.pending.remove(task)
+        task.attempts += 1
+        if task.first_start is None:
+            task.first_start = self.s.clock.now()
+        run.running[task.spec.alias] = task
+        self.s.reporter.progress(
+            task.spec.name, State.BUILDING, f"attempt {task.attempts}" if task.attempts > 1 else "submitting"
+        )
+        pool.submit(
+            work,
+            self.s.backend,
+            self.s.logs,
+            task.spec,
+            task.attempts,
+            force=self.s.force,
+            verify=self.s.verify,
+            cancel=run.cancel,
+            tell=run.events.put,
+        )
 
 
 class Ledger:

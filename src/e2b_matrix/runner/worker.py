@@ -11,7 +11,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import BuildError, TransientError
+from e2b_matrix.logs import RunLogs
 from e2b_matrix.model import BuildSpec, State
 from e2b_matrix.names import printable
 from e2b_matrix.runner.events import Built, Errored, Event, Log, Progress, Published
@@ -26,8 +28,8 @@ def _no_log() -> logging.Logger:
 
 
 def work(
-    backend,
-    logs,
+    backend: Backend,
+    logs: RunLogs | None,
     spec: BuildSpec,
     attempt: int,
     *,

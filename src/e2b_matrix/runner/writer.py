@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from e2b_matrix import inventory, release
+from e2b_matrix.backends import Backend
 from e2b_matrix.errors import MatrixError
-from e2b_matrix.lock import store
+from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import BuildSpec, Outcome, State
 from e2b_matrix.runner.events import Event, Landed, Landing, Progress
@@ -47,7 +48,12 @@ class LockWriter:
     """Writes batches of finished builds, one batch at a time, in its own thread."""
 
     def __init__(
-        self, backend, lock_path: Path, secrets: Sequence[str], promote: str | None, tell: Callable[[Event], None]
+        self,
+        backend: Backend,
+        lock_path: Path,
+        secrets: Sequence[str],
+        promote: str | None,
+        tell: Callable[[Event], None],
     ):
         self.backend, self.lock_path, self.secrets, self.promote = backend, lock_path, tuple(secrets), promote
         self.tell = tell
@@ -80,15 +86,20 @@ class LockWriter:
         for b in batch:
             if b.report is not None:
                 self._record_inventory(b, b.report)
+        return self._promote(batch, lock, self.promote) if self.promote else {}
+
+    def _promote(self, batch: Sequence[Landing], lock: TemplateLock, channel: str) -> dict[str, str]:
+        """Each build of the batch promoted to ``channel`` (moved, then recorded: a failure leaves the
+        others promoted); alias -> why it was not."""
         errors: dict[str, str] = {}
-        for b in batch if self.promote else ():
-            self.tell(Progress(b.spec.alias, State.PROMOTING, f"{self.promote} -> its new build"))
-            try:  # each moved, then recorded: a failure leaves the others promoted
+        for b in batch:
+            self.tell(Progress(b.spec.alias, State.PROMOTING, f"{channel} -> its new build"))
+            try:
                 release.promote_entries(
-                    self.backend, self.lock_path, [lock.entries[b.spec.alias]], self.promote, self.secrets, self.cache
+                    self.backend, self.lock_path, [lock.entries[b.spec.alias]], channel, self.secrets, self.cache
                 )
             except MatrixError as exc:
-                errors[b.spec.alias] = f"built and recorded, but not promoted to {self.promote}: {exc}"
+                errors[b.spec.alias] = f"built and recorded, but not promoted to {channel}: {exc}"
         return errors
 
     def _record_inventory(self, b: Landing, report: VerifyReport) -> None:
@@ -99,7 +110,7 @@ class LockWriter:
             self.tell(Progress(b.spec.alias, State.VERIFYING, f"warning: {exc}"))
 
 
-def _errors(batch: Sequence[Landing], future: Future) -> dict[str, str]:
+def _errors(batch: Sequence[Landing], future: Future[dict[str, str]]) -> dict[str, str]:
     """The writer's answer; a bug in the write fails the batch's builds, which are not in the lock."""
     exc = future.exception()
     if exc is None:
