@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import DOCKER_BASE, REAL_INDEX, cli_runner, docker_required, write
+from conftest import DOCKER_BASE, REAL_INDEX, cli_runner, docker_required, image_size, remove_images, write
 from e2b_matrix.backends.docker_engine import host_ca_certificates
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
@@ -73,8 +73,7 @@ layers = ["base", "broken"]
 {BASE}""",
     )
     yield root
-    for tag in {e.image for e in TemplateLock.load(root / "templates.docker.lock")}:
-        engine.remove_image(tag, force=True)
+    remove_images(engine, *{e.image for e in TemplateLock.load(root / "templates.docker.lock")})
 
 
 def cli_run(root, *args):
@@ -99,7 +98,7 @@ def test_build_verify_and_lock(e2e_project, engine):
     assert lock.entry("pinned").layers["nexus"] == "0.5.6"
     for e in lock:
         assert engine.image_id(e.image) == e.template_id
-        size = engine.image_size(e.image) / 2**20
+        size = image_size(engine, e.image) / 2**20
         print(f"\n[e2e] {e.variant}: built in {results[e.variant]['duration_s']:.1f}s, image {size:.0f} MiB")
     print(f"[e2e] build-all (3 variants, 2 jobs of work): {took:.1f}s")
 
@@ -171,6 +170,4 @@ def test_docker_channels_are_image_tags(e2e_project, engine):
     engine.tag_image(second.image, "e2b-matrix/e2e-pinned:stable")
     r, _ = cli_run(e2e_project, "status", "--backend", "docker", "pinned")
     assert r.exit_code == 1 and "channel moved" in r.stdout
-    for tag in ("stable", "staging"):
-        engine.remove_image(f"e2b-matrix/e2e-pinned:{tag}", force=True)
-    engine.remove_image(second.image, force=True)
+    remove_images(engine, "e2b-matrix/e2e-pinned:stable", "e2b-matrix/e2e-pinned:staging", second.image)

@@ -25,6 +25,7 @@ from e2b_matrix.retry import RetryPolicy
 DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 DEFAULT_LOCK = "templates.lock"
 BUILD_TIMEOUT = "E2B_MATRIX_BUILD_TIMEOUT_S"
+DOCKER_BUILDKIT = "E2B_MATRIX_DOCKER_BUILDKIT"
 HOW_TO_LOGIN = (
     "set E2B_API_KEY, or run `e2b auth login` (it writes ~/.e2b/config.json); "
     "to build locally instead, use --backend docker (make build-all BACKEND=docker)"
@@ -290,7 +291,7 @@ VARS = {
         ),
         Var("E2B_MATRIX_NO_LOG_FILES", _flag, False, "write no log files"),
         Var("E2B_MATRIX_DOCKER_CLI", _path, None, "the docker binary (default: one that drives BuildKit, else docker)"),
-        Var("E2B_MATRIX_DOCKER_BUILDKIT", _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
+        Var(DOCKER_BUILDKIT, _buildkit, None, "auto (default), 1 or 0: use BuildKit for Docker builds"),
         Var(
             "E2B_MATRIX_UV_ARGS",
             _uv_args,
@@ -350,7 +351,7 @@ class Settings:
             team_builds=v["E2B_MATRIX_TEAM_BUILDS"],
             log_files=not v["E2B_MATRIX_NO_LOG_FILES"],
             docker_cli=v["E2B_MATRIX_DOCKER_CLI"],
-            docker_buildkit=v["E2B_MATRIX_DOCKER_BUILDKIT"],
+            docker_buildkit=v[DOCKER_BUILDKIT],
             home=home,
             uv_args=v["E2B_MATRIX_UV_ARGS"],
             uv=v["E2B_MATRIX_UV"],

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from e2b_matrix import files, render
-from e2b_matrix.backends import REGISTRY, ChannelState, LogSink, docker_engine
-from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
+from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
+from e2b_matrix.backends.docker_discovery import discover
+from e2b_matrix.backends.docker_engine import DockerCancelled, DockerCLI, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
-from e2b_matrix.settings import BUILD_TIMEOUT
+from e2b_matrix.settings import BUILD_TIMEOUT, DOCKER_BUILDKIT
 from e2b_matrix.verify import VerifyReport, first_line, judge, run
 
 REPOSITORY = "e2b-matrix"
@@ -63,13 +64,20 @@ class DockerBackend:
     def __init__(self, settings, ca_certs=()):
         self.settings = settings
         self.ca_certs = tuple(sorted(_read_ca(p) for p in ca_certs))
-        self._engine = None
+        self._engine: DockerCLI | None = None
+        self._discovering = threading.Lock()
 
     @property
-    def engine(self) -> docker_engine.DockerCLI:
-        if self._engine is None:
-            self._engine = docker_engine.DockerCLI(self.settings.docker_cli, self.settings.docker_buildkit)
-        return self._engine
+    def engine(self) -> DockerCLI:
+        """The docker CLI and builder the settings select, found on first use (one probe at a time) and
+        kept once a daemon answered it: an answer found while none did is sought again next time."""
+        with self._discovering:
+            if self._engine is not None:
+                return self._engine
+            engine = DockerCLI(discover(self.settings.docker_cli, self.settings.docker_buildkit))
+            if engine.discovery.daemon_answered:
+                self._engine = engine
+            return engine
 
     # -- what a spec is, here -----------------------------------------------------
 
@@ -90,6 +98,8 @@ class DockerBackend:
             raise ConfigError(
                 "no Docker daemon answers: start one (make docker-up runs dockerd here)", key="--backend docker"
             )
+        if self.engine.discovery.error:  # BuildKit required, and no docker CLI here offers it
+            raise ConfigError(self.engine.discovery.error, key=DOCKER_BUILDKIT)
 
     def staleness(self, entry: LockEntry) -> str | None:
         """Fresh only while the locked image is still there; ConfigError when the daemon cannot say
@@ -121,7 +131,7 @@ class DockerBackend:
 
     def shares_in_flight(self) -> bool:
         """BuildKit runs an identical step of concurrent builds once; the legacy builder does not."""
-        return self.engine.uses_buildkit()
+        return self.engine.discovery.buildkit
 
     def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event, progress=None) -> Outcome:
         if cancel.is_set():

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import standin
 from e2b_matrix.emulator.docker_steps import OWNER_LABEL, Context, DockerSteps, Image
@@ -41,7 +42,7 @@ class DockerMode:
         cls, cli: DockerCLI | None = None, on_log: Callable[[str], None] | None = None, base: str = standin.DEBIAN_BASE
     ) -> DockerMode:
         """Ready to run: DockerUnavailable when no daemon answers or a stand-in cannot be made."""
-        cli = cli or DockerCLI()
+        cli = cli or DockerCLI(discover())
         if not cli.daemon_available(timeout=10):
             raise DockerUnavailable("no Docker daemon answers `docker info` (make docker-up starts one)")
         try:
