@@ -437,7 +437,7 @@ def test_a_garbled_answer_to_the_build_request_is_retried_too(project, emu):
 
 def test_other_errors_of_those_types_are_not_malformed_answers():
     """Only what the SDK raises reading an answer is classified: a KeyError of ours is a bug, not E2B's."""
-    from e2b_matrix.backends.e2b import _unreadable
+    from e2b_matrix.backends.e2b_sdk import _unreadable
 
     for exc in (KeyError("logEntries"), TypeError("x"), ValueError("y"), RecursionError()):
         try:

@@ -14,8 +14,9 @@ import hashlib
 import re
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2b_matrix import files, render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
@@ -25,7 +26,11 @@ from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
 from e2b_matrix.settings import BUILD_TIMEOUT, DOCKER_BUILDKIT
-from e2b_matrix.verify import VerifyReport, first_line, judge, run
+from e2b_matrix.verify import CheckResult, VerifyReport, first_line, judge, run
+
+if TYPE_CHECKING:
+    from e2b_matrix.lock import TemplateLock
+    from e2b_matrix.settings import Settings
 
 REPOSITORY = "e2b-matrix"
 
@@ -61,7 +66,7 @@ class DockerBackend:
     render_format = REGISTRY[name].render_format
     options = REGISTRY[name].options  # --ca-cert: the constructor's ca_certs
 
-    def __init__(self, settings, ca_certs=()):
+    def __init__(self, settings: Settings, ca_certs: Iterable[str] = ()):
         self.settings = settings
         self.ca_certs = tuple(sorted(_read_ca(p) for p in ca_certs))
         self._engine: DockerCLI | None = None
@@ -81,7 +86,7 @@ class DockerBackend:
 
     # -- what a spec is, here -----------------------------------------------------
 
-    def base(self, params) -> Base:
+    def base(self, params: Mapping[str, Any]) -> Base:
         return Base("image", params["image"], params["image_python"])
 
     def files(self) -> tuple[tuple[str, str], ...]:
@@ -133,7 +138,15 @@ class DockerBackend:
         """BuildKit runs an identical step of concurrent builds once; the legacy builder does not."""
         return self.engine.discovery.buildkit
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event, progress=None) -> Outcome:
+    def build(
+        self,
+        spec: BuildSpec,
+        *,
+        force: bool,
+        log: LogSink,
+        cancel: threading.Event,
+        progress: Callable[[int], None] | None = None,
+    ) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         build_id = uuid.uuid4().hex[:16]
@@ -169,7 +182,8 @@ class DockerBackend:
         return Outcome(template_id=image_id, build_id=build_id, image=tag)
 
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
-        def one(check: Check):
+        def one(check: Check) -> CheckResult:
+            assert check.command is not None, "a check without cells runs a command (model.Check)"
             code, output = self.engine.run_in_container(
                 built.image, check.command, user=check.user, devices=check.devices
             )
@@ -179,7 +193,7 @@ class DockerBackend:
 
     # -- channels: image tags ------------------------------------------------------
 
-    def leftovers(self, lock: Any, defined: set[str]) -> list[Removal]:
+    def leftovers(self, lock: TemplateLock, defined: set[str]) -> list[Removal]:
         """The images this backend built (repository e2b-matrix) that no build of the lock, of its history
         or behind a channel tag holds; ConfigError when no daemon answers."""
         if not self.engine.daemon_available():
