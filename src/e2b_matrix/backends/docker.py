@@ -151,22 +151,18 @@ class DockerBackend:
             raise Cancelled("cancelled before it started")
         build_id = uuid.uuid4().hex[:16]
         tag = image_tag(spec, build_id)
-        labels = {
-            "e2b-matrix.alias": spec.alias,
-            "e2b-matrix.variant": spec.name,
-            "e2b-matrix.fingerprint": spec.fingerprint,
-        }
         try:
             image_id = self.engine.build_image(
                 self.render(spec),
                 tag,
-                context_files={
-                    **{f"ca/{n}": data for n, data in self.ca_certs},
-                    **{r.path: r.content for r in spec.requirements if r.content is not None},
-                },
+                context_files=self._context(spec),
                 on_log=lambda line: log([line]),
                 no_cache=force,
-                labels=labels,
+                labels={
+                    "e2b-matrix.alias": spec.alias,
+                    "e2b-matrix.variant": spec.name,
+                    "e2b-matrix.fingerprint": spec.fingerprint,
+                },
                 cancel=cancel,
                 timeout=self.settings.build_timeout,
             )
@@ -180,6 +176,13 @@ class DockerBackend:
         except DockerError as exc:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=build_id, image=tag)
+
+    def _context(self, spec: BuildSpec) -> dict[str, bytes]:
+        """The files the spec's Dockerfile copies: the CA certificates and the requirements files."""
+        return {
+            **{f"ca/{n}": data for n, data in self.ca_certs},
+            **{r.path: r.content for r in spec.requirements if r.content is not None},
+        }
 
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
         def one(check: Check) -> CheckResult:

@@ -233,14 +233,7 @@ class E2BBackend:
         """Every check in one sandbox of the exact build; the sandbox is always killed."""
         checks = [c for c in spec.checks if self.runs(c)]
         try:
-            from e2b_code_interpreter import Sandbox
-        except ImportError:
-            raise MatrixError("verifying on E2B needs e2b-code-interpreter: pip install 'e2b-matrix[verify]'") from None
-        try:
-            with classify("sandbox"):
-                sandbox = Sandbox.create(
-                    f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S, **self._api()
-                )
+            sandbox = _sandbox(f"{built.template_id}:{built.build_id}", self._api())
         except CredentialsError:  # the key, not this build: one stop for the run, not a failed check per variant
             raise
         except MatrixError as exc:  # E2B said no: every check failed, for one stated reason
@@ -310,6 +303,16 @@ class LogProgress:
         if depth > self.depth:
             self.depth = depth
             self.report(depth)
+
+
+def _sandbox(template: str, api: ApiParams) -> Sandbox:
+    """A sandbox of ``template`` (``<id>:<build>``: the exact build) with the code interpreter, for verify."""
+    try:
+        from e2b_code_interpreter import Sandbox
+    except ImportError:
+        raise MatrixError("verifying on E2B needs e2b-code-interpreter: pip install 'e2b-matrix[verify]'") from None
+    with classify("sandbox"):
+        return Sandbox.create(template, timeout=VERIFY_SANDBOX_S, **api)
 
 
 def _cells(sandbox: Sandbox, check: Check) -> CheckResult:
