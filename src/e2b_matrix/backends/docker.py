@@ -42,6 +42,11 @@ def _is_build_tag(tag: str) -> bool:
     return bool(_BUILD_TAG.fullmatch(tag.rpartition(":")[2]))
 
 
+def _alias_of(tag: str) -> str:
+    """``e2b-matrix/<alias>:<tag>`` -> ``<alias>``."""
+    return tag.removeprefix(f"{REPOSITORY}/").rpartition(":")[0]
+
+
 def image_tag(spec: BuildSpec, build_id: str) -> str:
     """The tag of one build: never moved, never reused (build IDs are random)."""
     return f"{REPOSITORY}/{spec.alias}:{build_id}"
@@ -197,17 +202,19 @@ class DockerBackend:
     # -- channels: image tags ------------------------------------------------------
 
     def leftovers(self, lock: TemplateLock, defined: set[str]) -> list[Removal]:
-        """The images this backend built (repository e2b-matrix) that no build of the lock, of its history
-        or behind a channel tag holds; ConfigError when no daemon answers."""
+        """The images this backend built for the project (an alias of its lock or of its variants: the daemon
+        may hold other projects' images too) that no build of the lock, of its history or behind a channel
+        tag holds; ConfigError when no daemon answers."""
         if not self.engine.daemon_available():
             raise ConfigError("no Docker daemon answers: its images were not looked at", key="--backend docker")
         kept = {b.template_id or e.template_id for e in lock for b in e.history} | {e.template_id for e in lock}
         tags = self.engine.images(REPOSITORY)
         kept |= {image_id for tag, image_id in tags if not _is_build_tag(tag)}  # behind a channel tag
+        ours = {e.alias for e in lock} | defined
         return [
             Removal("docker image", tag, "its build is in neither templates.docker.lock nor its history", ref=tag)
             for tag, image_id in tags
-            if image_id not in kept and _is_build_tag(tag)
+            if image_id not in kept and _is_build_tag(tag) and _alias_of(tag) in ours
         ]
 
     def remove(self, ref: str) -> str | None:
