@@ -96,7 +96,7 @@ class E2BTemplates:
 
         try:
             with classify():
-                Template.delete(ref, **self.api())  # False (404): gone already
+                Template.delete(ref, **self.api())  # False (404): gone already. Since e2b 2.64 (the floor)
         except BuildError as exc:
             return str(exc)
         return None
