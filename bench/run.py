@@ -375,6 +375,7 @@ BUILD_MACHINERY = (
     "uv",
     "e2b_matrix.runner",
     "e2b_matrix.backends.docker",
+    "e2b_matrix.backends.docker_discovery",
     "e2b_matrix.backends.docker_engine",
 )
 

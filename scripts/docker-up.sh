@@ -189,21 +189,18 @@ else
 fi
 
 # ---------------------------------------------------------------- 3. builder
-# The same discovery the Docker backend runs (e2b_matrix.backends.docker_engine), so
+# The same discovery the Docker backend runs (e2b_matrix.backends.docker_discovery), so
 # this line says what builds will use. Exit codes of the check: 0 BuildKit, 3 legacy,
 # 4 BuildKit required (E2B_MATRIX_DOCKER_BUILDKIT=1) but unavailable, 5 legacy as the
 # setting asks (E2B_MATRIX_DOCKER_BUILDKIT=0), else it could not run.
 BUILDER_CHECK='
 import sys
-from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.settings import Settings
 s = Settings.from_env()
-cli = DockerCLI(s.docker_cli, s.docker_buildkit)
-print(cli.describe())
-try:
-    sys.exit(0 if cli.uses_buildkit() else 5 if s.docker_buildkit is False else 3)
-except DockerError:
-    sys.exit(4)
+found = discover(s.docker_cli, s.docker_buildkit)
+print(found.describe())
+sys.exit(4 if found.error else 0 if found.buildkit else 5 if s.docker_buildkit is False else 3)
 '
 check_builder() {  # -> prints the one-line description; returns the check's exit code
     local py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -160,11 +161,12 @@ def docker_required():
 
     Returns the DockerCLI the settings select (E2B_MATRIX_DOCKER_CLI, E2B_MATRIX_DOCKER_BUILDKIT).
     """
+    from e2b_matrix.backends.docker_discovery import discover
     from e2b_matrix.backends.docker_engine import DockerCLI
     from e2b_matrix.settings import Settings
 
     settings = Settings.from_env()
-    docker = DockerCLI(settings.docker_cli, settings.docker_buildkit)
+    docker = DockerCLI(discover(settings.docker_cli, settings.docker_buildkit))
     reason = None
     if not docker.daemon_available(timeout=10):
         reason = "no Docker daemon answers `docker info`: run scripts/docker-up.sh (make docker-up)"
@@ -173,6 +175,20 @@ def docker_required():
     if reason:
         unavailable(reason, ".ci/run must start dockerd and make the base image")
     return docker
+
+
+def remove_images(docker, *refs: str) -> None:
+    """Remove the images (by tag or ID) a test made, whatever still uses them (``docker image rm --force``);
+    none that is already gone is an error."""
+    subprocess.run(
+        [docker.discovery.binary, "image", "rm", "--force", *refs], capture_output=True, timeout=120, check=False
+    )
+
+
+def image_size(docker, ref: str) -> int:
+    """The image's size in bytes, its layers included."""
+    command = [docker.discovery.binary, "image", "inspect", "--format", "{{.Size}}", ref]
+    return int(subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout)
 
 
 def docker_mode_required():

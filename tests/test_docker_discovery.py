@@ -1,4 +1,5 @@
-"""DockerCLI's choice of CLI and builder, without a Docker daemon (runs in `make test`).
+"""The choice of docker CLI and builder (docker_discovery), and DockerCLI's builds with it, without a
+Docker daemon (runs in `make test`).
 
 Each candidate is a small fake ``docker`` (a script in a temporary folder) that
 behaves like one kind of real CLI: Debian's docker.io 20.10 (drives the daemon's
@@ -19,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from e2b_matrix.backends import docker_engine as engine
+from e2b_matrix.backends import docker_discovery
+from e2b_matrix.backends.docker import DockerBackend
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
+from e2b_matrix.errors import ConfigError
+from e2b_matrix.settings import Settings
 
 FAKE = r"""
 import json, os, signal, sys
@@ -133,7 +138,9 @@ def machine(fake, monkeypatch, tmp_path):
         b = fake(system) if system is not None else None
         path_dirs = [str(a.dir)] if a else []
         monkeypatch.setenv("PATH", os.pathsep.join([*path_dirs, str(tmp_path / "empty")]))
-        monkeypatch.setattr(engine, "SYSTEM_DOCKER", str(b.path) if b else str(tmp_path / "absent" / "docker"))
+        monkeypatch.setattr(
+            docker_discovery, "SYSTEM_DOCKER", str(b.path) if b else str(tmp_path / "absent" / "docker")
+        )
         return a, b
 
     return install
@@ -144,10 +151,10 @@ def machine(fake, monkeypatch, tmp_path):
 
 def test_a_cli_that_drives_buildkit_is_preferred_to_the_first_on_path(machine):
     on_path, system = machine(NO_BUILDX, DOCKER_IO)
-    docker = DockerCLI()
-    assert docker.binary == str(system.path)
-    assert docker.uses_buildkit()
-    line = docker.describe()
+    found = discover()
+    assert found.binary == str(system.path)
+    assert found.buildkit and found.error is None
+    line = found.describe()
     assert "\n" not in line and str(system.path) in line and "BuildKit" in line
     assert str(on_path.path) in line and "no buildx plugin" in line  # says why the first was passed over
     assert "buildx component is missing" in line
@@ -155,16 +162,16 @@ def test_a_cli_that_drives_buildkit_is_preferred_to_the_first_on_path(machine):
 
 def test_the_first_candidate_wins_when_it_offers_buildkit(machine):
     on_path, system = machine(DOCKER_IO, DOCKER_IO)
-    assert DockerCLI().binary == str(on_path.path)
+    assert discover().binary == str(on_path.path)
     assert system.calls() == []  # not probed: the first one was enough
 
 
 def test_the_buildx_plugin_counts_and_builds_go_through_it(machine):
     on_path, _ = machine(WITH_BUILDX, None)
-    docker = DockerCLI()
-    assert docker.binary == str(on_path.path) and docker.uses_buildkit()
-    assert "buildx plugin" in docker.describe()
-    docker.build_image("FROM scratch\n", "t:1")
+    found = discover()
+    assert found.binary == str(on_path.path) and found.buildkit
+    assert "buildx plugin" in found.describe()
+    DockerCLI(found).build_image("FROM scratch\n", "t:1")
     build = on_path.builds()[-1]["args"]
     assert build[:3] == ["buildx", "build", "--load"]
     assert build[build.index("--progress") + 1] == "plain"
@@ -172,35 +179,35 @@ def test_the_buildx_plugin_counts_and_builds_go_through_it(machine):
 
 def test_legacy_builder_when_no_candidate_offers_buildkit(machine):
     on_path, _system = machine(NO_BUILDX, NO_BUILDX)
-    docker = DockerCLI()
-    assert docker.binary == str(on_path.path)  # the first that answers
-    assert docker.uses_buildkit() is False
-    assert "legacy" in docker.describe()
+    found = discover()
+    assert found.binary == str(on_path.path)  # the first that answers
+    assert found.buildkit is False and found.error is None
+    assert "legacy" in found.describe()
 
 
 def test_the_first_candidate_whose_daemon_answers(machine):
     _, system = machine(NO_DAEMON, NO_BUILDX)
-    docker = DockerCLI()
-    assert docker.binary == str(system.path) and not docker.uses_buildkit()
+    found = discover()
+    assert found.binary == str(system.path) and not found.buildkit and found.daemon_answered
 
 
 def test_a_builder_that_ignores_docker_buildkit_is_not_buildkit(machine):
     machine(IGNORES_KIT, None)
-    docker = DockerCLI()
-    assert not docker.uses_buildkit()
-    assert "progress output" in docker.describe()
+    found = discover()
+    assert not found.buildkit
+    assert "progress output" in found.describe()
 
 
 def test_a_build_whose_image_does_not_reach_the_daemon_is_not_proof(machine):
     machine({**DOCKER_IO, "lose_image": True}, None)
-    docker = DockerCLI()
-    assert not docker.uses_buildkit()
-    assert "did not land in the daemon" in docker.describe()
+    found = discover()
+    assert not found.buildkit
+    assert "did not land in the daemon" in found.describe()
 
 
 def test_the_probe_leaves_no_image_behind(machine):
     on_path, _ = machine(DOCKER_IO, None)
-    assert DockerCLI().uses_buildkit()
+    assert discover().buildkit
     probe_tags = [c["args"][c["args"].index("-t") + 1] for c in on_path.builds()]
     assert probe_tags and all(t.startswith("e2b-matrix-probe/") for t in probe_tags)
     assert json.loads((on_path.dir / "tags.json").read_text()) == {}
@@ -212,7 +219,7 @@ def test_the_same_file_twice_is_one_candidate(machine, tmp_path, monkeypatch):
     link_dir.mkdir()
     (link_dir / "docker").symlink_to(system.path)
     monkeypatch.setenv("PATH", str(link_dir))
-    assert not DockerCLI().uses_buildkit()
+    assert not discover().buildkit
     assert sum(c["args"][:1] == ["version"] for c in system.calls()) == 1
 
 
@@ -222,40 +229,40 @@ def test_the_same_file_twice_is_one_candidate(machine, tmp_path, monkeypatch):
 def test_a_named_binary_is_the_only_candidate(machine, fake):
     machine(DOCKER_IO, DOCKER_IO)
     named = fake(NO_BUILDX)
-    docker = DockerCLI(str(named.path))
-    assert docker.binary == str(named.path)
-    assert not docker.uses_buildkit()
+    found = discover(str(named.path))
+    assert found.binary == str(named.path)
+    assert not found.buildkit
 
 
 def test_a_named_binary_is_looked_up_on_path(machine):
     on_path, _ = machine(DOCKER_IO, None)
-    assert DockerCLI("docker").binary == str(on_path.path)
+    assert discover("docker").binary == str(on_path.path)
 
 
-def test_buildkit_forced_on_without_any_is_a_docker_error(machine):
+def test_buildkit_forced_on_without_any_is_an_error_of_the_answer(machine):
     machine(NO_BUILDX, NO_BUILDX)
-    docker = DockerCLI(buildkit=True)
-    with pytest.raises(DockerError, match="BuildKit is required"):
-        docker.uses_buildkit()
+    found = discover(buildkit=True)
+    assert found.error is not None and "BuildKit is required" in found.error
+    assert "BuildKit is required" in found.describe()
+    docker = DockerCLI(found)
     with pytest.raises(DockerError, match="BuildKit is required"):
         docker.build_image("FROM scratch\n", "t:1")
     assert docker.daemon_available()  # the daemon itself is fine
-    assert "BuildKit is required" in docker.describe()
 
 
 def test_buildkit_forced_on_takes_a_cli_that_offers_it(machine):
     _, system = machine(NO_BUILDX, DOCKER_IO)
-    docker = DockerCLI(buildkit=True)
-    assert docker.uses_buildkit() and docker.binary == str(system.path)
+    found = discover(buildkit=True)
+    assert found.buildkit and found.error is None and found.binary == str(system.path)
 
 
 def test_buildkit_forced_off_probes_no_build(machine):
     on_path, system = machine(DOCKER_IO, DOCKER_IO)
-    docker = DockerCLI(buildkit=False)
-    assert docker.binary == str(on_path.path)
-    assert not docker.uses_buildkit()
+    found = discover(buildkit=False)
+    assert found.binary == str(on_path.path)
+    assert not found.buildkit
     assert on_path.builds() == [] and system.calls() == []
-    docker.build_image("FROM scratch\n", "t:1")
+    DockerCLI(found).build_image("FROM scratch\n", "t:1")
     assert on_path.builds()[-1]["DOCKER_BUILDKIT"] == "0"
 
 
@@ -263,8 +270,8 @@ def test_our_environment_variables_are_not_read(machine, monkeypatch):
     on_path, _ = machine(DOCKER_IO, None)
     monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", "/nonexistent/docker")
     monkeypatch.setenv("E2B_MATRIX_DOCKER_BUILDKIT", "0")
-    docker = DockerCLI()
-    assert docker.binary == str(on_path.path) and docker.uses_buildkit()
+    found = discover()
+    assert found.binary == str(on_path.path) and found.buildkit
 
 
 # ------------------------------------------------------------------ failures
@@ -272,71 +279,99 @@ def test_our_environment_variables_are_not_read(machine, monkeypatch):
 
 def test_a_missing_binary_is_a_docker_error_not_a_crash(tmp_path):
     missing = str(tmp_path / "nowhere" / "docker")
-    docker = DockerCLI(missing)
-    assert docker.binary == missing
+    found = discover(missing)
+    assert found.binary == missing and not found.daemon_answered
+    assert found.buildkit is False and found.error is None
+    assert missing in found.describe()
+    docker = DockerCLI(found)
     assert docker.daemon_available() is False
     with pytest.raises(DockerError, match="no docker CLI"):  # it cannot say: not "no such image"
         docker.image_exists("anything")
-    assert docker.uses_buildkit() is False
-    assert missing in docker.describe()
     with pytest.raises(DockerError, match="no docker CLI"):
         docker.build_image("FROM scratch\n", "t:1")
     with pytest.raises(DockerError, match="no docker CLI"):
         docker.run_in_container("img", "true")
     with pytest.raises(DockerError, match="no docker CLI"):
         docker.image_id("img")
-    with pytest.raises(DockerError):
-        DockerCLI(missing, buildkit=True).uses_buildkit()
+    assert discover(missing, buildkit=True).error is not None
 
 
 def test_no_docker_anywhere(machine):
     machine(None, None)
-    docker = DockerCLI()
-    assert docker.binary == "docker"
-    assert docker.daemon_available() is False
-    assert "no docker CLI runs" in docker.describe()
+    found = discover()
+    assert found.binary == "docker" and not found.daemon_answered
+    assert DockerCLI(found).daemon_available() is False
+    assert "no docker CLI runs" in found.describe()
 
 
 def test_a_file_that_is_not_executable_is_an_error(tmp_path):
     path = tmp_path / "docker"
     path.write_text("not a program")
-    docker = DockerCLI(str(path))
+    docker = DockerCLI(discover(str(path)))
     assert docker.daemon_available() is False
     with pytest.raises(DockerError, match="no docker CLI"):
         docker.build_image("FROM scratch\n", "t:1")
 
 
-# ------------------------------------------------------------------ caching
+# ------------------------------------------------------------------ who keeps the answer
 
 
-def test_the_discovery_runs_once_per_process(machine):
+def versions_asked(*fakes: Fake) -> int:
+    return sum(c["args"][:1] == ["version"] for f in fakes for c in f.calls())
+
+
+def test_a_docker_cli_builds_with_the_answer_it_was_given(machine):
+    """Nothing is kept in the process: a second discovery probes again; a DockerCLI never does."""
     on_path, system = machine(NO_BUILDX, DOCKER_IO)
-    DockerCLI().uses_buildkit()
-    before = len(on_path.calls()) + len(system.calls())
-    for _ in range(3):
-        assert DockerCLI().binary == str(system.path)
-    assert len(on_path.calls()) + len(system.calls()) == before
+    found = discover()
+    assert versions_asked(on_path, system) == 2
+    docker = DockerCLI(found)
+    for n in range(3):
+        docker.build_image("FROM scratch\n", f"t:{n}")
+    assert versions_asked(on_path, system) == 2
+    assert [b["args"][b["args"].index("-t") + 1] for b in system.builds()][-3:] == ["t:0", "t:1", "t:2"]
+    assert discover() == found and versions_asked(on_path, system) == 4
 
 
-def test_concurrent_first_calls_probe_once(machine):
-    _on_path, system = machine(NO_BUILDX, DOCKER_IO)
+def docker_backend(monkeypatch, fake: Fake, buildkit: str = "") -> DockerBackend:
+    monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))
+    monkeypatch.setenv("E2B_MATRIX_DOCKER_BUILDKIT", buildkit)
+    return DockerBackend(Settings.from_env())
+
+
+def test_the_docker_backend_probes_once_for_concurrent_first_calls(fake, monkeypatch):
+    cli = fake(DOCKER_IO)
+    backend = docker_backend(monkeypatch, cli)
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(DockerCLI().uses_buildkit())) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: results.append(backend.shares_in_flight())) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert results == [True] * 8
-    assert sum(c["args"][:1] == ["version"] for c in system.calls()) == 1
+    assert versions_asked(cli) == 1
+    assert backend.engine is backend.engine and versions_asked(cli) == 1  # kept
 
 
-def test_an_answer_found_without_a_daemon_is_not_kept(machine):
-    on_path, _ = machine(NO_DAEMON, None)
-    docker = DockerCLI()
-    assert not docker.uses_buildkit()
-    conf = on_path.dir / "conf.json"
-    conf.write_text(json.dumps(DOCKER_IO))  # the daemon is up now, with a BuildKit-capable CLI
-    assert docker.uses_buildkit()
+def test_the_docker_backend_asks_again_after_an_answer_without_a_daemon(fake, monkeypatch):
+    cli = fake(NO_DAEMON)
+    backend = docker_backend(monkeypatch, cli)
+    with pytest.raises(ConfigError, match="no Docker daemon answers"):
+        backend.check()
+    assert not backend.shares_in_flight()
+    (cli.dir / "conf.json").write_text(json.dumps(DOCKER_IO))  # the daemon is up now, with a BuildKit-capable CLI
+    backend.check()
+    assert backend.shares_in_flight()
+    asked = versions_asked(cli)
+    assert backend.shares_in_flight() and versions_asked(cli) == asked  # this answer is kept
+
+
+def test_buildkit_required_and_unavailable_stops_the_docker_backend_at_its_check(fake, monkeypatch):
+    backend = docker_backend(monkeypatch, fake(NO_BUILDX), buildkit="1")
+    with pytest.raises(ConfigError) as info:
+        backend.check()
+    assert str(info.value).startswith("E2B_MATRIX_DOCKER_BUILDKIT: BuildKit is required but no docker CLI")
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------ builds
@@ -355,7 +390,7 @@ BUILDKIT_OUTPUT = [
 
 def test_a_buildkit_build_passes_each_step_line_as_printed(machine):
     on_path, _ = machine({**DOCKER_IO, "buildkit_output": BUILDKIT_OUTPUT}, None)
-    docker = DockerCLI()
+    docker = DockerCLI(discover())
     lines: list[str] = []
     image = docker.build_image("FROM scratch\n", "t:1", on_log=lines.append, labels={"k": "v"})
     assert image == "sha256:" + "ab" * 32
@@ -383,7 +418,7 @@ def test_a_legacy_build_skips_the_banner_and_removes_failed_containers(machine):
         "            environment-variable.",
     ]
     on_path, _ = machine({**NO_BUILDX, "legacy_output": [*banner, "Step 1/1 : FROM scratch", "#5 0.1 kept"]}, None)
-    docker = DockerCLI()
+    docker = DockerCLI(discover())
     lines: list[str] = []
     docker.build_image("FROM scratch\n", "t:1", on_log=lines.append)
     assert lines == ["Step 1/1 : FROM scratch", "#5 0.1 kept"]  # BuildKit's prefixes are not touched here
@@ -394,6 +429,16 @@ def test_a_legacy_build_skips_the_banner_and_removes_failed_containers(machine):
 def test_a_failed_build_carries_its_last_lines(machine):
     machine({**DOCKER_IO, "buildkit_output": [*BUILDKIT_OUTPUT, "#6 ERROR: exit code: 3"], "build_exit": 1}, None)
     with pytest.raises(DockerError) as info:
-        DockerCLI().build_image("FROM scratch\n", "t:1")
+        DockerCLI(discover()).build_image("FROM scratch\n", "t:1")
     assert info.value.returncode == 1
     assert "hello" in info.value.output and "#6 ERROR: exit code: 3" in info.value.output
+
+
+def test_buildkit_required_and_unavailable_is_refused_before_anything_is_written(project, emu, tmp_path_factory):
+    """One line naming the variable, exit 2, nothing on disk changed (it was a traceback)."""
+    from test_reliability import assert_refused
+
+    cli = Fake(tmp_path_factory.mktemp("elsewhere") / "cli", NO_BUILDX)  # outside the project
+    env = {"E2B_MATRIX_DOCKER_CLI": str(cli.path), "E2B_MATRIX_DOCKER_BUILDKIT": "1"}
+    line = assert_refused(project, emu, ["build", "minimal", "--backend", "docker"], "E2B_MATRIX_DOCKER_BUILDKIT", env)
+    assert "BuildKit is required" in line and not cli.builds()[1:]  # the probe's builds only

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DOCKER_BASE as BASE
-from conftest import docker_required
+from conftest import docker_required, image_size, remove_images
 from e2b_matrix.backends import docker_engine as engine
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI
 from e2b_matrix.settings import Settings
 
@@ -48,8 +49,7 @@ def tags(docker):
         return tag
 
     yield new
-    for tag in made:
-        docker.remove_image(tag, force=True)
+    remove_images(docker, *made)
 
 
 def concurrently(fn, args) -> None:
@@ -81,14 +81,14 @@ def test_build_streams_log_and_returns_the_image_id(docker, tags):
     assert image.startswith("sha256:")
     assert image == docker.image_id(tag)
     assert docker.image_exists(tag)
-    assert docker.image_size(tag) >= docker.image_size(BASE) > 0
+    assert image_size(docker, tag) >= image_size(docker, BASE) > 0
     assert any(f"run-marker-{nonce}" in line for line in lines)
     assert any(line.strip() == f"hello {nonce}" for line in lines)  # the context file's text
     assert not any("DEPRECATED" in line for line in lines)  # the legacy builder's banner is dropped
     assert not any("\x1b" in line for line in lines)  # nor terminal colour codes
     assert any(line.strip() == f"to-stderr-{nonce}" for line in lines)  # stderr too
     labels = subprocess.run(
-        [docker.binary, "image", "inspect", "--format", '{{index .Config.Labels "e2b-matrix.test"}}', tag],
+        [docker.discovery.binary, "image", "inspect", "--format", '{{index .Config.Labels "e2b-matrix.test"}}', tag],
         capture_output=True,
         text=True,
         check=True,
@@ -196,7 +196,10 @@ def test_run_in_container_timeout_removes_the_container(docker):
     with pytest.raises(engine.DockerError, match="ran past"):
         docker.run_in_container(BASE, "echo started; sleep 60", timeout=3)
     leftover = subprocess.run(
-        [docker.binary, "ps", "-aq", "--filter", "name=e2b-matrix-run-"], capture_output=True, text=True, check=True
+        [docker.discovery.binary, "ps", "-aq", "--filter", "name=e2b-matrix-run-"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert leftover == []
 
@@ -244,7 +247,7 @@ def test_pip_install_in_a_build_with_the_host_ca_certificates(docker, tags):
 
 
 def test_no_docker_cli_is_an_error_not_a_crash():
-    missing = DockerCLI("/nonexistent/docker")
+    missing = DockerCLI(discover("/nonexistent/docker"))
     assert missing.daemon_available() is False
     with pytest.raises(engine.DockerError, match="no docker CLI"):  # it cannot say: not "no such image"
         missing.image_exists(BASE)
@@ -255,11 +258,12 @@ def test_no_docker_cli_is_an_error_not_a_crash():
 
 
 def test_describe_names_the_binary_and_the_builder(docker):
-    line = docker.describe()
+    found = docker.discovery
+    line = found.describe()
     assert "\n" not in line
-    assert docker.binary in line
-    assert ("BuildKit:" in line) == docker.uses_buildkit()
-    assert os.path.isabs(docker.binary) or docker.binary == "docker"
+    assert found.binary in line
+    assert ("BuildKit:" in line) == found.buildkit
+    assert os.path.isabs(found.binary) or found.binary == "docker"
 
 
 def test_tag_image(docker, tags):
@@ -277,7 +281,7 @@ def test_tag_image(docker, tags):
 
 def builder(buildkit: bool | None) -> DockerCLI:
     """A DockerCLI with the set CLI and the builder given (None: auto)."""
-    return DockerCLI(Settings.from_env().docker_cli, buildkit)
+    return DockerCLI(discover(Settings.from_env().docker_cli, buildkit))
 
 
 def two_builds_sharing_a_step(docker: DockerCLI, tags) -> tuple[set[str], set[tuple[int, str]], dict]:
@@ -312,8 +316,8 @@ def two_builds_sharing_a_step(docker: DockerCLI, tags) -> tuple[set[str], set[tu
 
 def test_buildkit_runs_a_step_shared_by_concurrent_builds_once(tags):
     docker = builder(None)
-    if not docker.uses_buildkit():
-        message = f"no BuildKit here: {docker.describe()}"
+    if not docker.discovery.buildkit:
+        message = f"no BuildKit here: {docker.discovery.describe()}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
-from conftest import DOCKER_BASE, REAL_INDEX, cli_runner, docker_required, write
+from conftest import DOCKER_BASE, REAL_INDEX, cli_runner, docker_required, image_size, remove_images, write
 from e2b_matrix.backends.docker_engine import host_ca_certificates
 from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
@@ -73,8 +74,7 @@ layers = ["base", "broken"]
 {BASE}""",
     )
     yield root
-    for tag in {e.image for e in TemplateLock.load(root / "templates.docker.lock")}:
-        engine.remove_image(tag, force=True)
+    remove_images(engine, *{e.image for e in TemplateLock.load(root / "templates.docker.lock")})
 
 
 def cli_run(root, *args):
@@ -99,7 +99,7 @@ def test_build_verify_and_lock(e2e_project, engine):
     assert lock.entry("pinned").layers["nexus"] == "0.5.6"
     for e in lock:
         assert engine.image_id(e.image) == e.template_id
-        size = engine.image_size(e.image) / 2**20
+        size = image_size(engine, e.image) / 2**20
         print(f"\n[e2e] {e.variant}: built in {results[e.variant]['duration_s']:.1f}s, image {size:.0f} MiB")
     print(f"[e2e] build-all (3 variants, 2 jobs of work): {took:.1f}s")
 
@@ -174,6 +174,43 @@ def test_docker_channels_are_image_tags(e2e_project, engine):
     engine.tag_image(second.image, "e2b-matrix/e2e-pinned:stable")
     r, _ = cli_run(e2e_project, "status", "--backend", "docker", "pinned")
     assert r.exit_code == 1 and "channel moved" in r.stdout
-    for tag in ("stable", "staging"):
-        engine.remove_image(f"e2b-matrix/e2e-pinned:{tag}", force=True)
-    engine.remove_image(second.image, force=True)
+    remove_images(engine, "e2b-matrix/e2e-pinned:stable", "e2b-matrix/e2e-pinned:staging", second.image)
+
+
+def test_prune_removes_an_image_no_build_needs_and_keeps_the_locked_and_the_history(tmp_path, engine):
+    """A variant built twice (its first build in the lock's history), and an extra build tag
+    ``e2b-matrix/<alias>:<16 hex>`` that no lock entry names (``docker tag`` of an image no build
+    is): ``prune`` lists it, ``prune --yes`` removes it, and the locked and history images stay."""
+    root = tmp_path / "project"
+    write(root / "variants/prune.toml", f'[variant]\nname = "prune"\nalias = "e2e-prune"\nlayers = ["base"]\n{BASE}')
+    lock_path = root / "templates.docker.lock"
+    nonce = uuid.uuid4().hex
+    orphan, stray = f"e2b-matrix-test/orphan:{nonce[:10]}", f"e2b-matrix/e2e-prune:{nonce[:16]}"
+    try:
+        for args in (["build", "prune"], ["build", "prune", "--force"]):
+            r, _ = cli_run(root, *args, "--backend", "docker", "--json")
+            assert r.exit_code == 0 and json.loads(r.stdout)[0]["status"] == "built", r.output
+        entry = TemplateLock.load(lock_path).entry("prune")
+        previous = entry.history[0]
+        assert previous.image and previous.template_id not in ("", entry.template_id)
+        engine.build_image(f"FROM {DOCKER_BASE}\nLABEL e2b-matrix.test={nonce}\n", orphan)
+        engine.tag_image(orphan, stray)
+        line = f"docker image {stray}: its build is in neither templates.docker.lock nor its history"
+
+        r, _ = cli_run(root, "prune")
+        assert r.exit_code == 1 and r.stdout.splitlines() == [line], r.output  # the dry run: listed, and why
+        assert engine.image_exists(stray)
+        r, _ = cli_run(root, "prune", "--yes")
+        assert r.exit_code == 0 and r.stdout.splitlines() == [f"{line}: removed"], r.output
+
+        assert not engine.image_exists(stray)
+        assert engine.image_exists(orphan)  # a tag went; the image keeps its other tag
+        assert engine.image_id(entry.image) == entry.template_id  # the locked build
+        assert engine.image_id(previous.image) == previous.template_id  # its rollback target
+        assert TemplateLock.load(lock_path).entry("prune") == entry
+        assert "prune: removed docker image" in (root / "logs" / "build.log").read_text()
+        r, _ = cli_run(root, "prune")
+        assert r.exit_code == 0 and r.stdout.strip() == "nothing to prune", r.output
+    finally:
+        built = TemplateLock.load(lock_path) if lock_path.exists() else []
+        remove_images(engine, orphan, stray, *(i for e in built for i in (e.image, *(b.image for b in e.history)) if i))

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import KEY, ROOT, cli_runner, write
+from conftest import KEY, ROOT, cli_runner, remove_images, write
 from e2b_matrix import inventory
 from e2b_matrix.backends.docker_engine import host_ca_certificates
 from e2b_matrix.cli import cli
@@ -158,8 +158,7 @@ def test_the_inventory_is_what_pip_lists_in_the_sandbox_and_what_docker_builds(e
         print(f"[e2b-path] inventories agree: {len(inv.pip)} Python packages, {len(inv.apt)} apt packages")
     finally:
         for e in TemplateLock.load(docker_lock) if docker_lock.exists() else ():
-            for image in {e.image, *(b.image for b in e.history)} - {""}:
-                cli.remove_image(image, force=True)
+            remove_images(cli, *({e.image, *(b.image for b in e.history)} - {""}))
         if made_tag:
             cli.remove_image(CODE_INTERPRETER_IMAGE)  # the tag only: the stand-in stays
 

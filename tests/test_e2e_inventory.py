@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from conftest import DOCKER_BASE, docker_required, write
+from conftest import DOCKER_BASE, docker_required, remove_images, write
 from e2b_matrix import inventory
 from e2b_matrix.lock import TemplateLock
 from test_e2e_docker import cli_run
@@ -80,5 +80,4 @@ def test_two_builds_their_inventories_and_the_diff(tmp_path, engine):
         assert old.build_id in r.stdout
     finally:
         for entry in TemplateLock.load(lock_path) if lock_path.exists() else ():
-            for image in {entry.image, *(b.image for b in entry.history)} - {""}:
-                engine.remove_image(image, force=True)
+            remove_images(engine, *({entry.image, *(b.image for b in entry.history)} - {""}))

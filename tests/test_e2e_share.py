@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOCKER_BASE, REAL_INDEX, ROOT, cli_runner, docker_required
+from conftest import DOCKER_BASE, REAL_INDEX, ROOT, cli_runner, docker_required, remove_images
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI, host_ca_certificates
 from e2b_matrix.cli import cli
 
@@ -45,16 +46,14 @@ def ca_args() -> list[str]:
 def cold(engine: DockerCLI) -> None:
     """No build cache and none of the images these builds make; the base image stays."""
     out = subprocess.run(
-        [engine.binary, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        [engine.discovery.binary, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    for tag in out:
-        if tag.startswith(("e2b-matrix/nexus-sandbox-", "e2b-matrix-peer/")):
-            engine.remove_image(tag, force=True)
-    subprocess.run([engine.binary, "image", "prune", "-f"], capture_output=True, check=True)
-    subprocess.run([engine.binary, "builder", "prune", "-af"], capture_output=True, check=True)
+    remove_images(engine, *(t for t in out if t.startswith(("e2b-matrix/nexus-sandbox-", "e2b-matrix-peer/"))))
+    subprocess.run([engine.discovery.binary, "image", "prune", "-f"], capture_output=True, check=True)
+    subprocess.run([engine.discovery.binary, "builder", "prune", "-af"], capture_output=True, check=True)
 
 
 def ours(tmp_path: Path, engine: DockerCLI, env: dict[str, str]) -> tuple[float, int]:
@@ -95,7 +94,7 @@ def peer(tmp_path: Path, engine: DockerCLI) -> tuple[float, int]:
     def one(name: str) -> None:
         proc = subprocess.run(
             [
-                engine.binary,
+                engine.discovery.binary,
                 "build",
                 "--network",
                 "host",
@@ -132,12 +131,12 @@ def record(figures: dict) -> None:
 
 
 def test_buildkit_runs_each_step_once_like_its_peer(tmp_path, engine):
-    if not engine.uses_buildkit():
-        pytest.skip(f"no BuildKit here: {engine.describe()}")
+    if not engine.discovery.buildkit:
+        pytest.skip(f"no BuildKit here: {engine.discovery.describe()}")
     our_s, our_installs = ours(tmp_path, engine, {})
     peer_s, peer_installs = peer(tmp_path, engine)
     print(
-        f"\n[e2e share] {engine.describe()}\n[e2e share] ours: {our_s:.1f}s, pip install nexus-ai-fs ran "
+        f"\n[e2e share] {engine.discovery.describe()}\n[e2e share] ours: {our_s:.1f}s, pip install nexus-ai-fs ran "
         f"{our_installs}x; peer (4 concurrent docker build): {peer_s:.1f}s, ran {peer_installs}x; "
         f"ours/peer = {our_s / peer_s:.2f} (goal <= 1.1)"
     )
@@ -157,9 +156,9 @@ def test_buildkit_runs_each_step_once_like_its_peer(tmp_path, engine):
 
 
 def test_with_only_the_legacy_builder_the_trie_schedules(tmp_path, engine):
-    legacy = DockerCLI(engine.binary, buildkit=False)
+    legacy = DockerCLI(discover(engine.discovery.binary, buildkit=False))
     our_s, our_installs = ours(
-        tmp_path, legacy, {"E2B_MATRIX_DOCKER_CLI": engine.binary, "E2B_MATRIX_DOCKER_BUILDKIT": "0"}
+        tmp_path, legacy, {"E2B_MATRIX_DOCKER_CLI": engine.discovery.binary, "E2B_MATRIX_DOCKER_BUILDKIT": "0"}
     )
     print(f"\n[e2e share] legacy builder: ours {our_s:.1f}s, pip install nexus-ai-fs ran {our_installs}x")
     record({"docker_legacy": {"ours_s": round(our_s, 1), "ours_installs": our_installs}})

@@ -149,7 +149,8 @@ def test_bad_input_to_prune_is_one_line_and_nothing_changes(cluttered, emu, args
     if "No such option" in expected:  # click's own usage error: exit 2, nothing run
         before = snapshot(cluttered)
         r = run(cluttered, *args)
-        assert r.exit_code == 2 and expected in r.output and snapshot(cluttered) == before
+        assert r.exit_code == 2 and snapshot(cluttered) == before
+        assert expected.lower() in r.stderr.lower()  # click 8.0 says "no such option"
         return
     assert_refused(cluttered, emu, args, expected)
 

@@ -538,10 +538,10 @@ def test_a_template_gone_is_gone_and_another_404_is_not(project, emu):
     ],
 )
 def test_only_network_errors_are_retried(exc, transient):
-    from e2b_matrix.backends.e2b import _classify
+    from e2b_matrix.backends.e2b_sdk import classify
     from e2b_matrix.errors import BuildError, TransientError
 
-    with pytest.raises(TransientError if transient else BuildError) as info, _classify():
+    with pytest.raises(TransientError if transient else BuildError) as info, classify():
         raise exc
     assert type(info.value) is (TransientError if transient else BuildError)
 

@@ -29,7 +29,11 @@ BUILD_MACHINERY = (
 )  # the emulator: only e2b-matrix emulate loads it
 UV = ("uv",)  # plan asks uv for "latest"; nothing that resolves no variant finds it
 E2B_BACKEND = ("e2b_matrix.backends.e2b",)
-DOCKER_BACKEND = ("e2b_matrix.backends.docker", "e2b_matrix.backends.docker_engine")
+DOCKER_BACKEND = (
+    "e2b_matrix.backends.docker",
+    "e2b_matrix.backends.docker_discovery",
+    "e2b_matrix.backends.docker_engine",
+)
 PROJECT = (
     "e2b_matrix.config",
     "e2b_matrix.layers",

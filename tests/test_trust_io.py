@@ -437,7 +437,7 @@ def test_a_garbled_answer_to_the_build_request_is_retried_too(project, emu):
 
 def test_other_errors_of_those_types_are_not_malformed_answers():
     """Only what the SDK raises reading an answer is classified: a KeyError of ours is a bug, not E2B's."""
-    from e2b_matrix.backends.e2b import _unreadable
+    from e2b_matrix.backends.e2b_sdk import _unreadable
 
     for exc in (KeyError("logEntries"), TypeError("x"), ValueError("y"), RecursionError()):
         try:
@@ -490,14 +490,11 @@ def test_the_build_timeout_defaults_to_e2bs_hour():
 
 
 def test_a_docker_build_past_the_deadline_is_stopped_and_fails(project, monkeypatch, tmp_path):
-    from e2b_matrix.backends import docker_engine
     from test_docker_discovery import DOCKER_IO, Fake
 
     fake = Fake(tmp_path / "cli", {**DOCKER_IO, "build_hang": 60})
-    monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))
+    monkeypatch.setenv("E2B_MATRIX_DOCKER_CLI", str(fake.path))  # the only candidate, probed in this run
     monkeypatch.setenv("E2B_MATRIX_BUILD_TIMEOUT_S", "1")
-    monkeypatch.setattr(docker_engine, "SYSTEM_DOCKER", str(tmp_path / "absent" / "docker"))
-    monkeypatch.setattr(docker_engine, "_discovered", {}, raising=False)
     r = run(project, "build", "minimal", "--backend", "docker", "--json")
     assert r.exit_code == 1, r.output
     x = results(r)["minimal"]

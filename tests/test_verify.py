@@ -26,8 +26,16 @@ from test_core import index_of, specs
 BUILT = Outcome("tpl", "b1")
 
 
-def verify_e2b(spec, factory):
-    return E2BBackend(Settings(api_key=KEY)).verify(spec, BUILT, sandbox_factory=factory)
+@pytest.fixture
+def verify_e2b(monkeypatch):
+    """verify on E2B, ``factory`` standing in for e2b-code-interpreter's ``Sandbox.create``."""
+    import e2b_code_interpreter
+
+    def verify(spec, factory):
+        monkeypatch.setattr(e2b_code_interpreter.Sandbox, "create", staticmethod(factory))
+        return E2BBackend(Settings(api_key=KEY)).verify(spec, BUILT)
+
+    return verify
 
 
 def judged(output, code=0, version="3.13"):
@@ -83,7 +91,7 @@ class FakeSandbox:
         self.killed = True
 
 
-def test_all_checks_pass_and_the_sandbox_is_killed():
+def test_all_checks_pass_and_the_sandbox_is_killed(verify_e2b):
     spec = specs()["latest"]
     report = verify_e2b(spec, lambda t, **kw: FakeSandbox(t))
     assert [r.name for r in report.results][:2] == ["stateful python", "python3 --version"]
@@ -92,7 +100,7 @@ def test_all_checks_pass_and_the_sandbox_is_killed():
     assert FakeSandbox.instances[-1].killed and FakeSandbox.instances[-1].template_id == "tpl:b1"  # the exact build
 
 
-def test_failures_are_reported_and_the_sandbox_still_killed():
+def test_failures_are_reported_and_the_sandbox_still_killed(verify_e2b):
     spec = specs()["latest"]
     report = verify_e2b(spec, lambda t, **kw: FakeSandbox(t, fail=("sudo",), explode=True))
     bad = {r.name: r.detail for r in report.failed}
@@ -101,7 +109,7 @@ def test_failures_are_reported_and_the_sandbox_still_killed():
     assert FakeSandbox.instances[-1].killed
 
 
-def test_stateful_check_needs_fifty():
+def test_stateful_check_needs_fifty(verify_e2b):
     spec = specs()["minimal"]
 
     class Off(FakeSandbox):
@@ -112,7 +120,7 @@ def test_stateful_check_needs_fifty():
     assert results[0].name == "stateful python" and not results[0].ok and "expected '50'" in results[0].detail
 
 
-def test_a_sandbox_e2b_refuses_fails_every_check_in_one_line():
+def test_a_sandbox_e2b_refuses_fails_every_check_in_one_line(verify_e2b):
     from e2b.exceptions import SandboxException
 
     def refuse(template, **kw):
@@ -205,7 +213,7 @@ def test_no_version_in_the_output_or_a_failed_command_fails_and_finds_nothing():
     assert (r.ok, r.found) == (False, "") and r.detail.startswith("no version in the output")
 
 
-def test_verify_on_e2b_records_the_python_it_finds_even_when_it_is_another():
+def test_verify_on_e2b_records_the_python_it_finds_even_when_it_is_another(verify_e2b):
     report = verify_e2b(specs()["minimal"], lambda t, **kw: FakeSandbox(t, python="3.12.8"))
     assert not report.ok and report.found == {"python": "3.12.8"}
     assert [r.line() for r in report.failed] == [

@@ -14,17 +14,23 @@ import hashlib
 import re
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2b_matrix import files, render
-from e2b_matrix.backends import REGISTRY, ChannelState, LogSink, docker_engine
-from e2b_matrix.backends.docker_engine import DockerCancelled, DockerError, DockerNotFound, DockerTimeout
+from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
+from e2b_matrix.backends.docker_discovery import discover
+from e2b_matrix.backends.docker_engine import DockerCancelled, DockerCLI, DockerError, DockerNotFound, DockerTimeout
 from e2b_matrix.errors import BuildError, Cancelled, ConfigError
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
-from e2b_matrix.settings import BUILD_TIMEOUT
-from e2b_matrix.verify import VerifyReport, first_line, judge, run
+from e2b_matrix.settings import BUILD_TIMEOUT, DOCKER_BUILDKIT
+from e2b_matrix.verify import CheckResult, VerifyReport, first_line, judge, run
+
+if TYPE_CHECKING:
+    from e2b_matrix.lock import TemplateLock
+    from e2b_matrix.settings import Settings
 
 REPOSITORY = "e2b-matrix"
 
@@ -34,6 +40,11 @@ _BUILD_TAG = re.compile(r"[0-9a-f]{16}")  # a build's own tag (image_tag); a cha
 
 def _is_build_tag(tag: str) -> bool:
     return bool(_BUILD_TAG.fullmatch(tag.rpartition(":")[2]))
+
+
+def _alias_of(tag: str) -> str:
+    """``e2b-matrix/<alias>:<tag>`` -> ``<alias>``."""
+    return tag.removeprefix(f"{REPOSITORY}/").rpartition(":")[0]
 
 
 def image_tag(spec: BuildSpec, build_id: str) -> str:
@@ -60,20 +71,27 @@ class DockerBackend:
     render_format = REGISTRY[name].render_format
     options = REGISTRY[name].options  # --ca-cert: the constructor's ca_certs
 
-    def __init__(self, settings, ca_certs=()):
+    def __init__(self, settings: Settings, ca_certs: Iterable[str] = ()):
         self.settings = settings
         self.ca_certs = tuple(sorted(_read_ca(p) for p in ca_certs))
-        self._engine = None
+        self._engine: DockerCLI | None = None
+        self._discovering = threading.Lock()
 
     @property
-    def engine(self) -> docker_engine.DockerCLI:
-        if self._engine is None:
-            self._engine = docker_engine.DockerCLI(self.settings.docker_cli, self.settings.docker_buildkit)
-        return self._engine
+    def engine(self) -> DockerCLI:
+        """The docker CLI and builder the settings select, found on first use (one probe at a time) and
+        kept once a daemon answered it: an answer found while none did is sought again next time."""
+        with self._discovering:
+            if self._engine is not None:
+                return self._engine
+            engine = DockerCLI(discover(self.settings.docker_cli, self.settings.docker_buildkit))
+            if engine.discovery.daemon_answered:
+                self._engine = engine
+            return engine
 
     # -- what a spec is, here -----------------------------------------------------
 
-    def base(self, params) -> Base:
+    def base(self, params: Mapping[str, Any]) -> Base:
         return Base("image", params["image"], params["image_python"])
 
     def files(self) -> tuple[tuple[str, str], ...]:
@@ -90,6 +108,8 @@ class DockerBackend:
             raise ConfigError(
                 "no Docker daemon answers: start one (make docker-up runs dockerd here)", key="--backend docker"
             )
+        if self.engine.discovery.error:  # BuildKit required, and no docker CLI here offers it
+            raise ConfigError(self.engine.discovery.error, key=DOCKER_BUILDKIT.name)
 
     def staleness(self, entry: LockEntry) -> str | None:
         """Fresh only while the locked image is still there; ConfigError when the daemon cannot say
@@ -121,29 +141,33 @@ class DockerBackend:
 
     def shares_in_flight(self) -> bool:
         """BuildKit runs an identical step of concurrent builds once; the legacy builder does not."""
-        return self.engine.uses_buildkit()
+        return self.engine.discovery.buildkit
 
-    def build(self, spec: BuildSpec, *, force: bool, log: LogSink, cancel: threading.Event, progress=None) -> Outcome:
+    def build(
+        self,
+        spec: BuildSpec,
+        *,
+        force: bool,
+        log: LogSink,
+        cancel: threading.Event,
+        progress: Callable[[int], None] | None = None,
+    ) -> Outcome:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         build_id = uuid.uuid4().hex[:16]
         tag = image_tag(spec, build_id)
-        labels = {
-            "e2b-matrix.alias": spec.alias,
-            "e2b-matrix.variant": spec.name,
-            "e2b-matrix.fingerprint": spec.fingerprint,
-        }
         try:
             image_id = self.engine.build_image(
                 self.render(spec),
                 tag,
-                context_files={
-                    **{f"ca/{n}": data for n, data in self.ca_certs},
-                    **{r.path: r.content for r in spec.requirements if r.content is not None},
-                },
+                context_files=self._context(spec),
                 on_log=lambda line: log([line]),
                 no_cache=force,
-                labels=labels,
+                labels={
+                    "e2b-matrix.alias": spec.alias,
+                    "e2b-matrix.variant": spec.name,
+                    "e2b-matrix.fingerprint": spec.fingerprint,
+                },
                 cancel=cancel,
                 timeout=self.settings.build_timeout,
             )
@@ -158,8 +182,16 @@ class DockerBackend:
             raise BuildError(f"docker build failed: {exc}") from None
         return Outcome(template_id=image_id, build_id=build_id, image=tag)
 
+    def _context(self, spec: BuildSpec) -> dict[str, bytes]:
+        """The files the spec's Dockerfile copies: the CA certificates and the requirements files."""
+        return {
+            **{f"ca/{n}": data for n, data in self.ca_certs},
+            **{r.path: r.content for r in spec.requirements if r.content is not None},
+        }
+
     def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
-        def one(check: Check):
+        def one(check: Check) -> CheckResult:
+            assert check.command is not None, "a check without cells runs a command (model.Check)"
             code, output = self.engine.run_in_container(
                 built.image, check.command, user=check.user, devices=check.devices
             )
@@ -169,18 +201,20 @@ class DockerBackend:
 
     # -- channels: image tags ------------------------------------------------------
 
-    def leftovers(self, lock: Any, defined: set[str]) -> list[Removal]:
-        """The images this backend built (repository e2b-matrix) that no build of the lock, of its history
-        or behind a channel tag holds; ConfigError when no daemon answers."""
+    def leftovers(self, lock: TemplateLock, defined: set[str]) -> list[Removal]:
+        """The images this backend built for the project (an alias of its lock or of its variants: the daemon
+        may hold other projects' images too) that no build of the lock, of its history or behind a channel
+        tag holds; ConfigError when no daemon answers."""
         if not self.engine.daemon_available():
             raise ConfigError("no Docker daemon answers: its images were not looked at", key="--backend docker")
         kept = {b.template_id or e.template_id for e in lock for b in e.history} | {e.template_id for e in lock}
         tags = self.engine.images(REPOSITORY)
         kept |= {image_id for tag, image_id in tags if not _is_build_tag(tag)}  # behind a channel tag
+        ours = {e.alias for e in lock} | defined
         return [
             Removal("docker image", tag, "its build is in neither templates.docker.lock nor its history", ref=tag)
             for tag, image_id in tags
-            if image_id not in kept and _is_build_tag(tag)
+            if image_id not in kept and _is_build_tag(tag) and _alias_of(tag) in ours
         ]
 
     def remove(self, ref: str) -> str | None:

@@ -2,15 +2,10 @@
 
 Builds are requested with ``Template.build_in_background`` and followed with
 ``Template.get_build_status`` (so a run can stop polling at once on Ctrl-C or
---fail-fast, and a page of log lines is written as one record); channels
-are E2B tags moved with ``Template.assign_tags`` and read with
-``Template.get_tags``. The SDK retries 429/502/503/504 itself, honouring
-``Retry-After``; what it gives up on is classified here: transient
-(retried by the runner's policy), a failed build (not retried), credentials
-refused (stops the run). An answer the SDK's generated client cannot read
-(torn or not JSON, a key missing, a value of the wrong type) is transient
-too, like a reset connection: a status poll retries it in place. A build
-still running after ``E2B_MATRIX_BUILD_TIMEOUT_S`` fails (E2B may finish it).
+--fail-fast, and a page of log lines is written as one record). What the SDK
+raises is classified in e2b_sdk.py; a status poll retries a transient answer in
+place. A build still running after ``E2B_MATRIX_BUILD_TIMEOUT_S`` fails (E2B may
+finish it). Channels (E2B tags) and deleting templates: e2b_templates.py.
 
 Every build carries a tag of this tool's choosing (``fp-`` and the
 fingerprint's first 16 hex digits) and the variant's own tags, never none:
@@ -20,21 +15,32 @@ a build without tags would move ``default``, the channel a bare alias means.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import re
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from e2b_matrix import render
 from e2b_matrix.backends import REGISTRY, ChannelState, LogSink
+from e2b_matrix.backends.e2b_sdk import classify, connection
+from e2b_matrix.backends.e2b_templates import E2BTemplates
 from e2b_matrix.clock import Clock
-from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError, SlotsFull, TransientError
+from e2b_matrix.errors import BuildError, Cancelled, CredentialsError, MatrixError
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.model import Base, BuildSpec, Check, Outcome, Removal
-from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN, HOW_TO_LOGIN
+from e2b_matrix.retry import retrying
+from e2b_matrix.settings import BUILD_TIMEOUT, DEFAULT_DOMAIN
 from e2b_matrix.verify import CheckResult, VerifyReport, failed, judge, run
+
+if TYPE_CHECKING:
+    from e2b.connection_config import ApiParams
+    from e2b.template.logger import LogEntry
+    from e2b.template.types import BuildInfo, TemplateBuildStatusResponse
+    from e2b_code_interpreter import Sandbox
+
+    from e2b_matrix.environments import Environment
+    from e2b_matrix.lock import TemplateLock
+    from e2b_matrix.settings import Settings
 
 PAGE = 100  # log entries E2B returns at most per status call
 # Status requests: every POLL_FIRST_S while a build is young (its log arrives live), then less
@@ -68,7 +74,11 @@ class E2BBackend:
     options = REGISTRY[name].options
 
     def __init__(
-        self, settings, poll_interval: float = POLL_FIRST_S, clock: Clock | None = None, environment: Any = None
+        self,
+        settings: Settings,
+        poll_interval: float = POLL_FIRST_S,
+        clock: Clock | None = None,
+        environment: Environment | None = None,
     ):
         self.settings = settings
         self.domain = settings.domain
@@ -77,11 +87,12 @@ class E2BBackend:
             self.regenerate = REGISTRY[self.name].regenerate + environment.make_suffix
         self.poll_interval = poll_interval  # the first pause between status requests (poll_delay)
         self.clock = clock or Clock()
+        self.templates = E2BTemplates(self._api)  # channels and prune: what exists on E2B
         self._key: str | None = None
 
     # -- what a spec is, here -----------------------------------------------------
 
-    def base(self, params) -> Base:
+    def base(self, params: Mapping[str, Any]) -> Base:
         return Base("template", params["template"], params["python"])
 
     def files(self) -> tuple[tuple[str, str], ...]:
@@ -115,18 +126,9 @@ class E2BBackend:
     def channel_reference(self, entry: LockEntry, channel: str) -> str:
         return f"{entry.alias}:{channel}"
 
-    def _api(self) -> dict[str, Any]:
-        """The SDK's connection options, every one explicit: the SDK would otherwise read E2B_API_URL,
-        E2B_DOMAIN or E2B_SANDBOX_URL from the process (e2b/connection_config.py, ConnectionConfig), and
-        one environment's key could reach another's endpoint."""
-        api = {
-            "api_key": self._key or self.settings.require_key(),
-            "domain": self.domain,
-            "api_url": self.settings.api_url or f"https://api.{self.domain}",
-        }
-        if self.settings.sandbox_url:
-            api["sandbox_url"] = self.settings.sandbox_url
-        return api
+    def _api(self) -> ApiParams:
+        """The SDK's connection options (e2b_sdk.connection), with the key ``check`` found."""
+        return connection(self.settings, self._key or self.settings.require_key())
 
     # -- build -----------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class E2BBackend:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         api = self._api()
-        with render.staged(spec) as context, _classify():  # the SDK uploads copied files before it returns
+        with render.staged(spec) as context, classify():  # the SDK uploads copied files before it returns
             info = Template.build_in_background(
                 render.to_template(spec, context),
                 spec.alias,
@@ -161,7 +163,7 @@ class E2BBackend:
         log([f"build {info.build_id} of template {info.template_id} started"])
         return self._follow(info, log, cancel, LogProgress(progress))
 
-    def _follow(self, info: Any, log: LogSink, cancel: threading.Event, published: LogProgress) -> Outcome:
+    def _follow(self, info: BuildInfo, log: LogSink, cancel: threading.Event, published: LogProgress) -> Outcome:
         """Poll the build's status until it ends (more often while it is young), its log lines to ``log``."""
         from e2b.template.types import TemplateBuildStatus
 
@@ -191,16 +193,17 @@ class E2BBackend:
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
                 self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), deadline - now))
 
-    def _status(self, info: Any, offset: int, log: LogSink, cancel: threading.Event) -> Any:
+    def _status(
+        self, info: BuildInfo, offset: int, log: LogSink, cancel: threading.Event
+    ) -> TemplateBuildStatusResponse:
         """One status answer. A blip is retried in place: submitting again would make E2B supersede
         this (healthy) build of the alias."""
         from e2b import Template
 
-        from e2b_matrix.retry import retrying
-
-        def poll(_attempt: int) -> Any:
-            with _classify("build status"):
-                return Template.get_build_status(info, logs_offset=offset, **self._api())
+        def poll(_attempt: int) -> TemplateBuildStatusResponse:
+            with classify("build status"):
+                status: TemplateBuildStatusResponse = Template.get_build_status(info, logs_offset=offset, **self._api())
+                return status
 
         return retrying(
             poll,
@@ -209,7 +212,7 @@ class E2BBackend:
             lambda n, exc, delay: log([f"status check failed ({exc}); retrying in {delay:.1f}s"]),
         )
 
-    def _ended(self, info: Any, status: Any) -> Outcome:
+    def _ended(self, info: BuildInfo, status: TemplateBuildStatusResponse) -> Outcome:
         """The outcome of a build that ended ready; BuildError naming E2B's reason when it failed."""
         from e2b.template.types import TemplateBuildStatus
 
@@ -226,22 +229,11 @@ class E2BBackend:
 
     # -- verify ----------------------------------------------------------------
 
-    def verify(self, spec: BuildSpec, built: LockEntry | Outcome, sandbox_factory=None) -> VerifyReport:
+    def verify(self, spec: BuildSpec, built: LockEntry | Outcome) -> VerifyReport:
         """Every check in one sandbox of the exact build; the sandbox is always killed."""
         checks = [c for c in spec.checks if self.runs(c)]
-        if sandbox_factory is None:
-            try:
-                from e2b_code_interpreter import Sandbox
-            except ImportError:
-                raise MatrixError(
-                    "verifying on E2B needs e2b-code-interpreter: pip install 'e2b-matrix[verify]'"
-                ) from None
-            sandbox_factory = Sandbox.create
         try:
-            with _classify("sandbox"):
-                sandbox = sandbox_factory(
-                    f"{built.template_id}:{built.build_id}", timeout=VERIFY_SANDBOX_S, **self._api()
-                )
+            sandbox = _sandbox(f"{built.template_id}:{built.build_id}", self._api())
         except CredentialsError:  # the key, not this build: one stop for the run, not a failed check per variant
             raise
         except MatrixError as exc:  # E2B said no: every check failed, for one stated reason
@@ -252,74 +244,22 @@ class E2BBackend:
             with contextlib.suppress(Exception):
                 sandbox.kill()
 
-    # -- channels ----------------------------------------------------------------
+    # -- channels and prune: what exists on E2B (e2b_templates.py) -------------------
 
     def point(self, entry: LockEntry, channel: str, build_id: str) -> None:
-        from e2b import Template
-
-        with _classify():
-            Template.assign_tags(f"{entry.alias}:{build_id}", [channel], **self._api())
+        self.templates.point(entry, channel, build_id)
 
     def gone(self, entry: LockEntry, build_id: str) -> str | None:
-        """Why build ``build_id`` of the entry's template cannot run (E2B no longer has it, or it is not
-        ready), or None: it is there. One status request; any other error is raised as it is."""
-        from e2b import Template
-        from e2b.template.types import BuildInfo, TemplateBuildStatus
-
-        try:
-            with _classify():
-                status = Template.get_build_status(
-                    BuildInfo(entry.template_id, build_id, entry.alias, entry.alias), logs_offset=0, **self._api()
-                )
-        except BuildError as exc:
-            what = _gone(exc)
-            if what is None:
-                raise
-            return f"{what} {entry.template_id if what == 'template' else build_id} is gone from E2B"
-        if status.status != TemplateBuildStatus.READY:
-            return f"build {build_id} is {status.status.value} on E2B, not ready"
-        return None
-
-    def leftovers(self, lock: Any, defined: set[str]) -> list[Removal]:
-        """The templates of aliases the lock records whose variant is gone from variants/ (no request:
-        the lock says). E2B deletes only whole templates; a template of a defined variant keeps
-        every build, since its history's may be rollback targets."""
-        return [
-            Removal(
-                "e2b template",
-                f"{e.alias} ({e.template_id})",
-                f"its variant {e.variant} is gone from variants/",
-                ref=e.template_id,
-                alias=e.alias,
-            )
-            for e in lock
-            if e.alias not in defined
-        ]
-
-    def remove(self, ref: str) -> str | None:
-        """Delete template ``ref`` on E2B; None when it is gone (or was), else E2B's reason (it refuses
-        while sandboxes of it run or are paused: e2b-dev/infra handlers/template_delete.go)."""
-        from e2b import Template
-
-        try:
-            with _classify():
-                Template.delete(ref, **self._api())  # False (404): gone already
-        except BuildError as exc:
-            return str(exc)
-        return None
+        return self.templates.gone(entry, build_id)
 
     def channels(self, entry: LockEntry) -> tuple[list[ChannelState], str | None]:
-        """Where E2B's tags of the alias point, and whether the pinned build is gone."""
-        from e2b import Template
+        return self.templates.channels(entry)
 
-        try:
-            with _classify():
-                tags = Template.get_tags(entry.template_id, **self._api())
-        except BuildError as exc:
-            if _gone(exc) == "template":
-                return [], f"template {entry.template_id} is gone"
-            raise
-        return [ChannelState(t.tag, t.build_id) for t in tags], self.gone(entry, entry.build_id)
+    def leftovers(self, lock: TemplateLock, defined: set[str]) -> list[Removal]:
+        return self.templates.leftovers(lock, defined)
+
+    def remove(self, ref: str) -> str | None:
+        return self.templates.remove(ref)
 
 
 class LogProgress:
@@ -365,7 +305,17 @@ class LogProgress:
             self.report(depth)
 
 
-def _cells(sandbox, check: Check) -> CheckResult:
+def _sandbox(template: str, api: ApiParams) -> Sandbox:
+    """A sandbox of ``template`` (``<id>:<build>``: the exact build) with the code interpreter, for verify."""
+    try:
+        from e2b_code_interpreter import Sandbox
+    except ImportError:
+        raise MatrixError("verifying on E2B needs e2b-code-interpreter: pip install 'e2b-matrix[verify]'") from None
+    with classify("sandbox"):
+        return Sandbox.create(template, timeout=VERIFY_SANDBOX_S, **api)
+
+
+def _cells(sandbox: Sandbox, check: Check) -> CheckResult:
     text = ""
     for cell in check.cells:
         execution = sandbox.run_code(cell)
@@ -375,9 +325,10 @@ def _cells(sandbox, check: Check) -> CheckResult:
     return judge(check, 0, text)
 
 
-def _shell(sandbox, check: Check) -> CheckResult:
+def _shell(sandbox: Sandbox, check: Check) -> CheckResult:
     from e2b.sandbox.commands.command_handle import CommandExitException
 
+    assert check.command is not None, "a check without cells runs a command (model.Check)"
     try:
         r = sandbox.commands.run(check.command, user=check.user)
         return judge(check, r.exit_code, (r.stdout or "") + (r.stderr or ""))
@@ -385,148 +336,5 @@ def _shell(sandbox, check: Check) -> CheckResult:
         return judge(check, exc.exit_code, (exc.stdout or "") + (exc.stderr or ""))
 
 
-# What E2B answers for what it does not have, exactly (any other 400 or 404 is not "gone"):
-# an unknown build's status is 400 "Build '<id>' not found", a build ID that is no UUID 400
-# "Invalid build id" (e2b-dev/infra packages/api/internal/handlers/template_build_status.go);
-# an unknown template's tags 404 "template '<id>' not found" (packages/api/internal/cache/
-# templates/errors.go, ToAPIError). The SDK raises them as "<status>: <message>".
-_GONE = {
-    "build": re.compile(r"400: (Build '[0-9a-fA-F-]+' not found|Invalid build id)"),
-    "template": re.compile(r"404: template '[^']*' not found"),
-}
-
-
-def _gone(exc: Exception) -> str | None:
-    """ "build" or "template" when ``exc`` is E2B saying it has no such build or template; else None."""
-    message = str(exc)
-    return next((what for what, pattern in _GONE.items() if pattern.fullmatch(message)), None)
-
-
-# E2B's 429 when the team's concurrent builds are all taken (its limit counted at the build
-# request): e2b-dev/infra packages/api/internal/template/register_build.go, message from
-# packages/shared/pkg/apierrors/apierrors.go. Only this 429 says "wait for a build to end".
-TEAM_LIMIT = re.compile(r"maximum number of concurrent template builds")
-
-
-class _classify:
-    """Turn SDK and transport exceptions into ours (a context manager); ``what`` names the answer awaited."""
-
-    def __init__(self, what: str = ""):
-        self.what = what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, (MatrixError, KeyboardInterrupt)) or not isinstance(exc, Exception):
-            return False
-        from e2b.exceptions import AuthenticationException, RateLimitException
-
-        unreadable = _unreadable(exc)
-        if unreadable:
-            raise TransientError(
-                f"E2B sent a malformed {self.what + ' ' if self.what else ''}answer ({unreadable})"
-            ) from None
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        status = _status_of(exc, message)
-        if isinstance(exc, AuthenticationException) or status in (401, 403):
-            raise CredentialsError(f"E2B refused the API key ({status or 401}): {HOW_TO_LOGIN}") from None
-        if TEAM_LIMIT.search(message):
-            raise SlotsFull(message) from None
-        if (
-            isinstance(exc, RateLimitException)
-            or type(exc).__name__ == "ServiceBusyException"
-            or (status is not None and (status == 429 or status >= 500))
-        ):
-            raise TransientError(message) from None
-        if status == 408 or _is_network(exc):
-            raise TransientError(f"{type(exc).__name__}: {message}") from None
-        raise BuildError(message) from None
-
-
-def _unreadable(exc: BaseException) -> str | None:
-    """What was wrong with an answer the SDK could not read, or None (then ``exc`` is something else).
-
-    Such an answer is worth asking again, like a reset connection (TransientError).
-
-    The SDK reads a body with httpx's ``Response.json`` (JSONDecodeError for a
-    torn or non-JSON body, RecursionError for one nested too deep), then its
-    generated models' ``from_dict`` (KeyError for a missing key, TypeError or
-    ValueError for a value of the wrong type or an unknown enum value), then
-    maps the models to its own types (``_map_log_entry``: a message that is not
-    a string). Only those errors, raised there, are a malformed answer; the same
-    types raised anywhere else are not.
-    """
-    if not isinstance(exc, (KeyError, TypeError, ValueError, RecursionError)) or not _raised_reading(exc):
-        return None
-    import json
-
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not JSON: {exc.msg}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if isinstance(exc, KeyError):
-        return f"missing {exc.args[0]!r}" if exc.args else "a key is missing"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _raised_reading(exc: BaseException) -> bool:
-    """Was ``exc`` raised while the SDK read an answer: in httpx's ``Response.json``, or in a
-    ``from_dict`` or ``_map_*`` function of the e2b package?"""
-    import e2b
-
-    sdk = os.path.dirname(e2b.__file__) + os.sep
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_filename.startswith(sdk) and (code.co_name == "from_dict" or code.co_name.startswith("_map_")):
-            return True
-        if code.co_name == "json" and code.co_filename.endswith(os.path.join("httpx", "_models.py")):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _status_of(exc, message: str) -> int | None:
-    code = getattr(exc, "status_code", None)
-    if isinstance(code, int):
-        return code
-    head = message.split(":", 1)[0].strip()
-    return int(head) if head.isdigit() and len(head) == 3 else None
-
-
-# What a network fault raises as an OSError: worth another attempt. Any other OSError (a file
-# the SDK could not read, a full disk) is not, and fails the build at once.
-_NETWORK_ERRNOS = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.EPIPE,
-        errno.ETIMEDOUT,
-        errno.ENETDOWN,
-        errno.ENETUNREACH,
-        errno.ENETRESET,
-        errno.EHOSTDOWN,
-        errno.EHOSTUNREACH,
-        errno.EADDRNOTAVAIL,
-    }
-)
-
-
-def _is_network(exc) -> bool:
-    import socket
-
-    import httpx
-
-    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
-
-
-def _line(entry) -> str:
-    ts = getattr(entry, "timestamp", None)
-    stamp = ts.strftime("%H:%M:%S") if hasattr(ts, "strftime") else ""
-    level = getattr(entry, "level", "info")
-    return f"{stamp} {level:<5} {getattr(entry, 'message', entry)}".strip()
+def _line(entry: LogEntry) -> str:
+    return f"{entry.timestamp.strftime('%H:%M:%S')} {entry.level:<5} {entry.message}".strip()

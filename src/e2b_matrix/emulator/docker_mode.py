@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import standin
 from e2b_matrix.emulator.docker_shell import Context
@@ -48,7 +49,7 @@ class DockerMode:
         cls, cli: DockerCLI | None = None, on_log: Callable[[str], None] | None = None, base: str = standin.DEBIAN_BASE
     ) -> DockerMode:
         """Ready to run: DockerUnavailable when no daemon answers or a stand-in cannot be made."""
-        cli = cli or DockerCLI()
+        cli = cli or DockerCLI(discover())
         if not cli.daemon_available(timeout=10):
             raise DockerUnavailable("no Docker daemon answers `docker info` (make docker-up starts one)")
         try:

@@ -48,11 +48,12 @@ def docker_mode(
     """The DockerMode for ``mode`` (None: the timing mode); ModeUnavailable when ``docker`` cannot run."""
     if mode == "timing":
         return None
+    from e2b_matrix.backends.docker_discovery import discover
     from e2b_matrix.backends.docker_engine import DockerCLI
     from e2b_matrix.emulator.docker_mode import DockerMode, DockerUnavailable
 
     try:
-        return DockerMode.prepare(DockerCLI(docker_cli, buildkit), on_log=say)
+        return DockerMode.prepare(DockerCLI(discover(docker_cli, buildkit)), on_log=say)
     except DockerUnavailable as exc:
         if mode == "docker":
             raise ModeUnavailable(str(exc)) from None

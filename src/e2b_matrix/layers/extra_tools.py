@@ -1,13 +1,18 @@
 """extra-tools: everyday command-line tools, each checked with ``--version``."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 from e2b_matrix import names
-from e2b_matrix.model import Check, Layer, Param, apt, pip
+from e2b_matrix.model import Check, Context, Layer, Param, Step, apt, pip
 
 # Debian package -> the command it installs, where the names differ.
 COMMANDS = {"ripgrep": "rg", "fd-find": "fdfind", "neovim": "nvim", "python3-pip": "pip3"}
 
 
-def _steps(params, ctx):
+def _steps(params: Mapping[str, Any], ctx: Context) -> tuple[Step, ...]:
     steps = []
     if params["packages"]:
         steps.append(apt(params["packages"]))
@@ -16,7 +21,7 @@ def _steps(params, ctx):
     return tuple(steps)
 
 
-def _checks(params, ctx):
+def _checks(params: Mapping[str, Any], ctx: Context) -> tuple[Check, ...]:
     commands = [COMMANDS.get(p, p) for p in params["packages"]]
     commands += [p.split("==")[0] for p in params["pip_packages"]]
     return tuple(Check(f"{n} --version", command=f"{n} --version") for n in commands)

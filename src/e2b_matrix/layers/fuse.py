@@ -1,11 +1,16 @@
 """fuse: FUSE for mounting the Nexus filesystem inside the sandbox (from the seed)."""
 
-from e2b_matrix.model import Check, Layer, apt, pip, run
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from e2b_matrix.model import Check, Context, Layer, Step, apt, pip, run
 
 MOUNTS = ("/home/user/nexus", "/mnt/nexus")
 
 
-def _steps(params, ctx):
+def _steps(params: Mapping[str, Any], ctx: Context) -> tuple[Step, ...]:
     return (
         apt(("fuse", "libfuse2", "libfuse-dev")),
         pip(("fusepy",)),
@@ -19,7 +24,7 @@ def _steps(params, ctx):
     )
 
 
-def _checks(params, ctx):
+def _checks(params: Mapping[str, Any], ctx: Context) -> tuple[Check, ...]:
     fuse = ("/dev/fuse",)
     return (
         Check("import fuse", command='python3 -c "import fuse"', devices=fuse),
