@@ -11,7 +11,8 @@ ARGS    ?=
 ENV_FLAG = $(if $(ENV),--env $(ENV))
 TESTS   ?=
 # Test processes: the suite mostly waits (emulated builds, subprocesses, file locks),
-# so 4 workers on 2 cores take a third of a serial run's time.
+# so 4 workers on 2 cores take a third of a serial run's time; worksteal: a worker that runs out
+# takes tests queued for a busy one (no idle tail).
 TEST_WORKERS ?= 4
 
 .PHONY: help venv compile demo test lint test-lowest e2e bench plan build build-all lock-check clean docker-up docs
@@ -47,7 +48,7 @@ demo: $(STAMP) compile
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Static checks (versions pinned in pyproject's lint extra): zero findings, or CI fails.
 lint: $(STAMP)
@@ -57,7 +58,7 @@ lint: $(STAMP)
 
 # The suite against the lowest versions pyproject.toml allows (.venv-lowest): the floors are true.
 test-lowest:
-	PYTHON=$(PYTHON) bash scripts/test-lowest.sh -n $(TEST_WORKERS) $(TESTS)
+	PYTHON=$(PYTHON) bash scripts/test-lowest.sh -n $(TEST_WORKERS) --dist worksteal $(TESTS)
 
 docker-up:
 	bash scripts/docker-up.sh

@@ -133,6 +133,7 @@ def written(lock: list[LockEntry]) -> str:
         raise AssertionError("unreachable") from None
 
 
+@settings(max_examples=60)
 @given(locks)
 def test_any_valid_lock_written_and_read_back_is_equal(lock):
     text = written(lock)
@@ -142,6 +143,7 @@ def test_any_valid_lock_written_and_read_back_is_equal(lock):
     assert dumps(read.values()) == text  # and writing it again changes nothing
 
 
+@settings(max_examples=60)
 @given(entries())
 def test_an_entry_keeps_its_times_and_its_history_in_order(entry):
     (back,) = loads(written([entry])).values()

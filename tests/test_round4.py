@@ -306,8 +306,8 @@ def test_log_files_that_cannot_be_written_say_so_once_and_the_run_goes_on(projec
 
     from e2b_matrix.lock import TemplateLock
 
-    emu.configure("nexus-sandbox-minimal", log_lines=20000)
-    emu.configure("nexus-sandbox-pinned", log_lines=20000)
+    emu.configure("nexus-sandbox-minimal", log_lines=16000)
+    emu.configure("nexus-sandbox-pinned", log_lines=16000)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     p = subprocess.run(
         [sys.executable, "-m", "e2b_matrix", "-C", str(project), "build", "minimal", "pinned"],

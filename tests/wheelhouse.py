@@ -143,6 +143,8 @@ class SimpleIndex:
         index = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # no 40 ms delayed ACK between headers and body
+
             def do_HEAD(self):
                 self._serve(body=False)
 
