@@ -43,13 +43,20 @@ def uv_args(folder: Path) -> str:
     return f"--no-index --find-links {shlex.quote(str(folder))}"
 
 
-# For the end-to-end builds: uv resolves from the real index (pip inside the image installs what it pinned).
-REAL_INDEX = {"E2B_MATRIX_UV_ARGS": ""}
+# For the end-to-end builds: uv resolves from the real index (pip inside the image installs what it
+# pinned), as the index stood on a fixed day. The same pins every run (so Docker's layer cache holds),
+# and nothing a registry's page may not show yet: one CI run's pip in the image saw xlsxwriter only up
+# to 3.3.1 while uv on the host, a minute before, had pinned 3.3.4 (released two weeks earlier).
+REAL_INDEX = {"E2B_MATRIX_UV_ARGS": "--exclude-newer 2026-11-01T00:00:00Z"}
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path_factory, wheels):
-    """No test touches the network, the user's cache or real credentials (uv answers from ``wheels``)."""
+def isolated_env(request, monkeypatch, tmp_path_factory, wheels):
+    """No test touches the network, the user's cache or real credentials (uv answers from ``wheels``),
+    nor, unless it is marked ``docker``, this machine's Docker daemon: the images an earlier ``make e2e``
+    left there (the shipped aliases) are no test's business."""
+    if request.node.get_closest_marker("docker") is None:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path_factory.getbasetemp()}/no-docker.sock")
     monkeypatch.setenv("E2B_MATRIX_UV_ARGS", uv_args(wheels))
     for var in ("E2B_MATRIX_UV", *(v for v in os.environ if v.startswith("UV_"))):  # uv's own settings
         monkeypatch.delenv(var, raising=False)

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import KEY, ROOT, cli_runner, remove_images, write
+from conftest import KEY, REAL_INDEX, ROOT, cli_runner, remove_images, write
 from e2b_matrix import inventory
 from e2b_matrix.backends.docker_engine import host_ca_certificates
 from e2b_matrix.cli import cli
@@ -86,7 +86,7 @@ layers = ["base", "broken"]
 def cli_run(e2b, *args):
     root, emu = e2b
     # the real index: uv pins what pip then installs in the sandbox (a blank variable is an unset one)
-    env = {**emu.env(), "E2B_MATRIX_UV_ARGS": "", "E2B_MATRIX_PYPI_URL": ""}
+    env = {**emu.env(), **REAL_INDEX, "E2B_MATRIX_PYPI_URL": ""}
     extra = [a for c in host_ca_certificates() for a in ("--ca-cert", str(c))] if "docker" in args else []
     start = time.monotonic()
     r = cli_runner().invoke(cli, ["-C", str(root), *args, *extra], env=env)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY, ROOT, unavailable, wait_for, write
+from conftest import KEY, REAL_INDEX, ROOT, unavailable, wait_for, write
 from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.lock import TemplateLock, TemplateResolver
 
@@ -103,8 +103,8 @@ def emu(docker_mode, monkeypatch):
     with E2BEmulator(api_key=KEY, docker=docker_mode) as e:
         for k, v in e.env().items():
             monkeypatch.setenv(k, v)
-        monkeypatch.setenv("E2B_MATRIX_UV_ARGS", "")  # blank is unset: uv asks the package index
-        monkeypatch.delenv("E2B_MATRIX_PYPI_URL")
+        monkeypatch.setenv("E2B_MATRIX_UV_ARGS", REAL_INDEX["E2B_MATRIX_UV_ARGS"])  # the package index
+        monkeypatch.delenv("E2B_MATRIX_PYPI_URL", raising=False)
         yield e
 
 
