@@ -117,6 +117,24 @@ def cli_runner(**kw) -> CliRunner:
     return CliRunner(**kw)
 
 
+def run(project: Path, *args: str, env=None):
+    """``e2b-matrix -C project ARGS`` in this process (its Result: exit code, stdout, stderr)."""
+    from e2b_matrix.cli import cli
+
+    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
+
+
+def one_line_error(r, code: int, *expected: str) -> str:
+    """Exit ``code`` with one error line holding each of ``expected``, and no traceback; that line."""
+    err = r.stderr.strip().splitlines()
+    assert r.exit_code == code, r.output
+    assert len(err) == 1 and err[0].startswith("e2b-matrix: error: "), r.stderr
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
+    for text in expected:
+        assert text in err[0], err[0]
+    return err[0]
+
+
 @pytest.fixture
 def emu(monkeypatch, request):
     """The E2B API emulator on 127.0.0.1, with the SDK and fast retries pointed at it.

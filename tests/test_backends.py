@@ -7,9 +7,8 @@ import json
 import pytest
 
 import fake_backend
-from conftest import cli_runner
+from conftest import run
 from e2b_matrix import backends, workflow
-from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 
 
@@ -18,10 +17,6 @@ def fake(monkeypatch):
     monkeypatch.setitem(backends.REGISTRY, "fake", fake_backend.REGISTERED)  # the one registry line
     fake_backend.BUILT.clear()
     fake_backend.CHANNELS.clear()
-
-
-def run(project, *args):
-    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def test_a_fake_backend_plans_builds_locks_promotes_and_rolls_back(project, fake):

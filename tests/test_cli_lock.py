@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import cli_runner, write
-from e2b_matrix.cli import cli
+from conftest import run, write
 from e2b_matrix.lock import TemplateLock, dumps
 from test_cli_offline import lock_for
-
-
-def run(project, *args, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
 
 
 def test_resolve_prints_only_the_id(project):

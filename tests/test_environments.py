@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY, cli_runner, snapshot, uv_args, write
-from e2b_matrix.cli import cli
+from conftest import KEY, run, snapshot, uv_args, write
 from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.lock import TemplateLock
 from test_reliability import assert_refused
@@ -38,10 +37,6 @@ def two(project, monkeypatch):
         monkeypatch.setenv("E2B_API_KEY", KEY)  # neither environment may take it
         monkeypatch.setenv("E2B_MATRIX_RETRY_BASE_S", "0.05")
         yield project, staging, prod
-
-
-def run(project: Path, *args: str, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
 
 
 def test_each_environment_builds_on_its_endpoint_with_its_key_into_its_lock(two):

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from conftest import cli_runner, snapshot, write
+from conftest import run, snapshot, write
 from e2b_matrix import inventory
-from e2b_matrix.cli import cli
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.verify import CheckResult, VerifyReport
 from test_build import lock_of
@@ -28,10 +27,6 @@ def inv(build_id="b1", python="3.13.2", pip=None, apt=None, alias="nexus-sandbox
         pip={"nexus-ai-fs": "0.5.6", "httpx": "0.27.0"} if pip is None else pip,
         apt={"bash": "5.2.15-2+b7"} if apt is None else apt,
     )
-
-
-def run(project, *args):
-    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 # -- the model and the file -----------------------------------------------------------

@@ -15,26 +15,11 @@ from pathlib import Path
 import pytest
 
 import fake_uv
-from conftest import ROOT, cli_runner, snapshot, uv_args, write
+from conftest import ROOT, one_line_error, run, snapshot, uv_args, write
 from e2b_matrix import pins, render, reqfile, workflow
-from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 from e2b_matrix.plan import step_trie
 from wheelhouse import SimpleIndex, shipped, wheel
-
-
-def run(project: Path, *args, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
-
-
-def one_line_error(r, code: int, *expected: str) -> str:
-    err = r.stderr.strip().splitlines()
-    assert r.exit_code == code, r.output
-    assert len(err) == 1 and err[0].startswith("e2b-matrix: error: "), r.stderr
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
-    for text in expected:
-        assert text in err[0], err[0]
-    return err[0]
 
 
 def specs(project: Path, backend: str = "e2b", names=()) -> dict:

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_runner, sigint_default, snapshot, wait_for, write
-from e2b_matrix.cli import cli
+from conftest import run, sigint_default, snapshot, wait_for, write
 from e2b_matrix.lock import TemplateLock
 from test_reliability import assert_refused
 
 STALE = "requirements/nexus-0123456789ab.txt"
-
-
-def run(project: Path, *args: str):
-    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def lock(project: Path) -> TemplateLock:

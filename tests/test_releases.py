@@ -12,13 +12,8 @@ import time
 
 import pytest
 
-from conftest import cli_runner, write
-from e2b_matrix.cli import cli
+from conftest import run, write
 from e2b_matrix.lock import TemplateLock
-
-
-def run(project, *args):
-    return cli_runner().invoke(cli, ["-C", str(project), *args])
 
 
 def lock(project) -> TemplateLock:

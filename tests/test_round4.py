@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY, cli_runner, snapshot, write
+from conftest import KEY, run, snapshot, write
 from e2b_matrix import names, secrets, settings
-from e2b_matrix.cli import cli
 from e2b_matrix.retry import RetryPolicy
 from test_reliability import assert_refused
 from test_trust import ALIAS, UUID, good_lock
 
 PASSWORD = "hunter2pw0rd"
-
-
-def run(project: Path, *args: str, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
 
 
 # ------------------------------------------------------------------ 1. a secret inside a URL

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, cli_runner, snapshot, write
+from conftest import DATA, run, snapshot, write
 from e2b_matrix import files
-from e2b_matrix.cli import cli
 from e2b_matrix.lock import TemplateLock
 from test_reliability import assert_refused
 
@@ -39,10 +38,6 @@ def outside(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("outside")
     (folder / "victim").write_bytes(PRECIOUS)
     return folder
-
-
-def run(project: Path, *args: str, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
 
 
 def results(r) -> dict[str, dict]:

@@ -17,25 +17,10 @@ from pathlib import Path
 import pytest
 
 import fake_uv
-from conftest import ROOT, cli_runner, sigint_default, snapshot
+from conftest import ROOT, one_line_error, run, sigint_default, snapshot
 from e2b_matrix import pins
-from e2b_matrix.cli import cli
 from e2b_matrix.settings import Settings
 from test_reliability import assert_refused
-
-
-def run(project: Path, *args, env=None):
-    return cli_runner().invoke(cli, ["-C", str(project), *args], env=env)
-
-
-def one_line_error(r, code: int, *expected: str) -> str:
-    err = r.stderr.strip().splitlines()
-    assert r.exit_code == code, r.output
-    assert len(err) == 1 and err[0].startswith("e2b-matrix: error: "), r.stderr
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
-    for text in expected:
-        assert text in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture
