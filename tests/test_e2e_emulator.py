@@ -19,7 +19,7 @@ from e2b.connection_config import ConnectionConfig
 from e2b.sandbox.commands.command_handle import CommandExitException
 from e2b_code_interpreter import Sandbox
 
-from conftest import DOCKER_BASE, KEY
+from conftest import DOCKER_BASE, KEY, wait_for
 from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.emulator.docker_steps import LAYERS, OWNER_LABEL
 
@@ -204,10 +204,10 @@ def test_sandbox_commands_as_envd_runs_them(sdk):
         with pytest.raises(Exception, match="timed out"):
             sbx.commands.run("sleep 61", timeout=1)
         assert time.monotonic() - start < 20
-        deadline = time.monotonic() + 20  # killed by the sandbox when its timeout passed, as envd does
-        while sbx.commands.run("pgrep -f 'sleep 6[1]' || true").stdout and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert sbx.commands.run("pgrep -f 'sleep 6[1]' || echo none").stdout == "none\n"
+        wait_for(  # killed by the sandbox when its timeout passed, as envd does
+            lambda: sbx.commands.run("pgrep -f 'sleep 6[1]' || echo none").stdout == "none\n",
+            what="the timed-out command to be killed",
+        )
         assert sbx.commands.run("sudo -n true && echo ok").stdout == "ok\n"
         assert sbx.commands.run("python3 --version").stdout.startswith("Python 3.13.")
     finally:

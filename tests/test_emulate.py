@@ -15,14 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 from e2b import Sandbox, SandboxException
 
-from conftest import KEY, cli_runner
+from conftest import KEY, cli_runner, wait_for
 from e2b_matrix.cli import cli
 from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.emulator.docker_shell import Context
@@ -31,13 +30,14 @@ from e2b_matrix.emulator.step_commands import _without_globs
 
 
 def wait_for_file(path, proc, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_size:
-            return path.read_text()
+    """The text of ``path`` once ``proc`` has written it (the test fails at once if ``proc`` ends first)."""
+
+    def written() -> bool:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
-        time.sleep(0.05)
-    pytest.fail(f"{path} was not written within {timeout}s")
+        return path.exists() and path.stat().st_size > 0
+
+    wait_for(written, what=f"{path} to be written", timeout=timeout)
+    return path.read_text()
 
 
 def test_emulate_prints_the_exports_and_a_build_works_through_them(project, tmp_path):
