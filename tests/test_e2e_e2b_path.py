@@ -85,8 +85,8 @@ layers = ["base", "broken"]
 
 def cli_run(e2b, *args):
     root, emu = e2b
-    # the real index: uv pins what pip then installs in the sandbox (a blank variable is an unset one)
-    env = {**emu.env(), **REAL_INDEX, "E2B_MATRIX_PYPI_URL": ""}
+    # the real index (REAL_INDEX): uv pins what pip then installs in the sandbox
+    env = {**emu.env(), **REAL_INDEX}
     extra = [a for c in host_ca_certificates() for a in ("--ca-cert", str(c))] if "docker" in args else []
     start = time.monotonic()
     r = cli_runner().invoke(cli, ["-C", str(root), *args, *extra], env=env)

@@ -104,7 +104,6 @@ def emu(docker_mode, monkeypatch):
         for k, v in e.env().items():
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("E2B_MATRIX_UV_ARGS", REAL_INDEX["E2B_MATRIX_UV_ARGS"])  # the package index
-        monkeypatch.delenv("E2B_MATRIX_PYPI_URL", raising=False)
         yield e
 
 
