@@ -188,3 +188,33 @@ def test_a_bad_channel_is_refused_before_any_request(project, emu, channel):
         r = run(project, *args)
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
     assert emu.request_count == 0
+
+
+def test_a_promote_that_fails_at_the_third_alias_keeps_the_first_two_recorded(project, emu, monkeypatch):
+    """Each alias is moved on E2B, then recorded at once: when the third move fails, the first two are
+    in the lock, the third is not, and `status` finds E2B and the lock agreeing on all three."""
+    from e2b_matrix.backends.e2b import E2BBackend
+
+    assert run(project, "build", "minimal", "pinned", "latest").exit_code == 0
+    real_point, moved = E2BBackend.point, []
+
+    def point(self, entry, channel, build_id):
+        if len(moved) == 2:  # E2B refuses the third tag request
+            emu.inject("assign_tags", 400, body={"code": 400, "message": "tag request refused"})
+        real_point(self, entry, channel, build_id)
+        moved.append(entry.variant)
+
+    monkeypatch.setattr(E2BBackend, "point", point)
+    r = run(project, "promote", "minimal", "pinned", "latest", "--channel", "stable")
+    assert r.exit_code == 1 and "tag request refused" in r.stderr, r.output
+    assert moved == ["minimal", "pinned"]
+    after = lock(project)
+    assert [after.entry(n).channels.get("stable") for n in ("minimal", "pinned", "latest")] == [
+        after.entry("minimal").build_id,
+        after.entry("pinned").build_id,
+        None,
+    ]
+    for name in ("minimal", "pinned", "latest"):
+        assert tags(after.entry(name).alias).get("stable") == after.entry(name).channels.get("stable")
+    r = run(project, "status", "minimal", "pinned", "latest")
+    assert r.exit_code == 0, r.output  # no drift: E2B's tags are what the lock records
