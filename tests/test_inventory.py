@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -258,6 +260,33 @@ def test_an_inventory_is_never_written_through_a_link(project, emu, sandboxes, t
 )
 def test_df_lines_give_the_used_kib(text, kib):
     assert inventory.parse_df(text) == kib
+
+
+@pytest.mark.parametrize(
+    "df_line,du_calls,kib",
+    [
+        ("/dev/vda 263174212 23011852 226718260 10% /", 0, 23011852),  # a disk of its own (E2B): df's Used
+        ("overlay 264212084 57147968 49242944 54% /", 1, 1934624),  # a container: the host's disk; du counts
+    ],
+)
+def test_disk_used_is_dfs_unless_the_root_is_an_overlay(tmp_path, df_line, du_calls, kib):
+    """DISK_USED run by a real sh, with stand-ins for df and du on its PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "du.calls"
+    for name, body in (
+        (
+            "df",
+            f'[ "$*" = "-Pk /" ] || exit 9\necho "Filesystem 1024-blocks Used Available Capacity Mounted on"\necho "{df_line}"',
+        ),
+        ("du", f'[ "$*" = "-skx /" ] || exit 9\necho x >> {calls}\nprintf "1934624\\t/\\n"'),
+    ):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["sh", "-c", inventory.DISK_USED], capture_output=True, text=True, env=env, check=True)
+    assert inventory.parse_df(out.stdout) == kib
+    assert (calls.read_text().count("x") if calls.exists() else 0) == du_calls
 
 
 @pytest.mark.parametrize("text", ["no df here", "overlay x used 1 2% /", f"overlay 1 {2**60} 1 1% /"])

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from conftest import KEY, ROOT, cli_runner
+from e2b_matrix import inventory
 from e2b_matrix.backends.docker import DockerBackend
 from e2b_matrix.backends.e2b import E2BBackend
 from e2b_matrix.cli import cli
@@ -74,8 +75,8 @@ class FakeSandbox:
             out = json.dumps([{"name": n, "version": v} for n, v in self.pip.items()])
         elif command.startswith("dpkg-query"):
             out = "".join(f"{n}\t{v}\n" for n, v in self.apt.items())
-        elif command.startswith("df -Pk /"):
-            out = f"overlay 10255636 {self.disk_kib} 9443291 8% /\n"
+        elif command == inventory.DISK_USED:
+            out = f"/dev/root 10255636 {self.disk_kib} 9443291 8% /\n"
         elif "importlib.metadata" in command:  # the version pip installed (layers/nexus.py INSTALLED)
             name = re.search(r"version\('([^']+)'\)", command).group(1)
             code, out = (

@@ -66,7 +66,7 @@ def _checks(params: Mapping[str, Any], ctx: Context) -> tuple[Check, ...]:
         # what the build holds, recorded beside the lock by verify (inventory.py)
         Check("pip packages", command=inventory.PIP_LIST, fact="pip", capture=True),
         Check("apt packages", command=inventory.APT_LIST, fact="apt", capture=True),
-        Check("disk used", command=inventory.DISK_USED, fact="disk", capture=True),
+        Check("disk used", command=inventory.DISK_USED, fact="disk", capture=True, user="root"),
     )
 
 
