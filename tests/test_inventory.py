@@ -164,7 +164,11 @@ def test_verify_records_an_inventory_and_diff_compares_two_builds(project, emu, 
     r = run(project, "diff", "latest")
     assert r.exit_code == 1 and "no inventory of nexus-sandbox-latest build" in r.stderr
     r = run(project, "verify", "latest")
-    assert r.exit_code == 0 and "inventory of build" in r.stdout and "3 Python packages, 2 apt packages" in r.stdout
+    assert (
+        r.exit_code == 0
+        and "inventory of build" in r.stdout
+        and "3 Python packages, 2 apt packages, 887 MiB used" in r.stdout
+    )
     second = lock_of(project).entry("latest")
 
     expected = [
@@ -297,5 +301,6 @@ def test_a_df_line_that_is_not_one_is_an_error(text):
 
 def test_sizes_read_as_people_read_them():
     assert inventory.size(812345) == "793 MiB" and inventory.size(3 * 1024 * 1024) == "3.0 GiB"
+    assert inventory.size(20) == "20 KiB" and inventory.size_change(1487936, 1487956) == "1.4 GiB -> 1.4 GiB (+20 KiB)"
     assert inventory.size_change(800 * 1024, 700 * 1024) == "800 MiB -> 700 MiB (-100 MiB)"
     assert inventory.size_change(0, 700) == ""

@@ -645,7 +645,7 @@ def verify(
         env.line(f"{item.name}: {sum(r.ok for r in results)}/{len(results)} checks passed{found}")
         inv = done.inventory
         if inv is not None:
-            env.line(f"inventory of build {inv.build_id}: {len(inv.pip)} Python packages, {len(inv.apt)} apt packages")
+            env.line(f"inventory of build {inv.build_id}: {inv.summary()}")
     if not report.ok:
         _exit(1)
 

@@ -65,6 +65,11 @@ class Inventory:
     apt: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_map, validator=_PACKAGES)
     disk_used_kib: int = attrs.field(default=0, validator=valid(_kib))  # 0: not recorded
 
+    def summary(self) -> str:
+        """``157 Python packages, 197 apt packages, 1.4 GiB used`` (the size when recorded)."""
+        used = f", {size(self.disk_used_kib)} used" if self.disk_used_kib else ""
+        return f"{len(self.pip)} Python packages, {len(self.apt)} apt packages{used}"
+
     def packages(self, kind: str) -> dict[str, str]:
         if kind == "python":
             return {"python": self.python} if self.python else {}
@@ -75,7 +80,9 @@ _KEYS = frozenset({"schema", *(f.name for f in attrs.fields(Inventory))})
 
 
 def size(kib: int) -> str:
-    """A size as people read it: 812 MiB, 1.4 GiB."""
+    """A size as people read it: 20 KiB, 812 MiB, 1.4 GiB."""
+    if kib < 1024:
+        return f"{kib} KiB"
     if kib < 1024 * 1024:
         return f"{kib / 1024:.0f} MiB"
     return f"{kib / 1024 / 1024:.1f} GiB"
