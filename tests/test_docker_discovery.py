@@ -25,6 +25,7 @@ from e2b_matrix.backends.docker import DockerBackend
 from e2b_matrix.backends.docker_discovery import discover
 from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.errors import ConfigError
+from e2b_matrix.lock import TemplateLock
 from e2b_matrix.settings import Settings
 
 FAKE = r"""
@@ -364,6 +365,23 @@ def test_the_docker_backend_asks_again_after_an_answer_without_a_daemon(fake, mo
     assert backend.shares_in_flight()
     asked = versions_asked(cli)
     assert backend.shares_in_flight() and versions_asked(cli) == asked  # this answer is kept
+
+
+def test_the_docker_backend_asks_the_daemon_once_for_its_check(fake, monkeypatch):
+    """The discovery's ``docker version`` is the daemon's answer: no ``docker info`` after it."""
+    cli = fake(DOCKER_IO)
+    backend = docker_backend(monkeypatch, cli)
+    backend.check()
+    assert versions_asked(cli) == 1
+    assert not [c for c in cli.calls() if c["args"][:1] == ["info"]]
+
+
+def test_the_docker_backend_looks_at_no_image_without_a_daemon(fake, monkeypatch, tmp_path):
+    cli = fake(NO_DAEMON)
+    backend = docker_backend(monkeypatch, cli)
+    with pytest.raises(ConfigError, match="no Docker daemon answers: its images were not looked at"):
+        backend.leftovers(TemplateLock.load(tmp_path / "templates.docker.lock"), set())
+    assert not [c for c in cli.calls() if c["args"][:2] == ["image", "ls"]]
 
 
 def test_buildkit_required_and_unavailable_stops_the_docker_backend_at_its_check(fake, monkeypatch):

@@ -104,12 +104,15 @@ class DockerBackend:
         return render.dockerfile(spec)
 
     def check(self) -> None:
-        if not self.engine.daemon_available():
+        """The discovery asked the daemon (``docker version``): a second question (``docker info``) would
+        only repeat it; an answer without a daemon is never kept, so a call after one starts asks again."""
+        found = self.engine.discovery
+        if not found.daemon_answered:
             raise ConfigError(
                 "no Docker daemon answers: start one (make docker-up runs dockerd here)", key="--backend docker"
             )
-        if self.engine.discovery.error:  # BuildKit required, and no docker CLI here offers it
-            raise ConfigError(self.engine.discovery.error, key=DOCKER_BUILDKIT.name)
+        if found.error:  # BuildKit required, and no docker CLI here offers it
+            raise ConfigError(found.error, key=DOCKER_BUILDKIT.name)
 
     def staleness(self, entry: LockEntry) -> str | None:
         """Fresh only while the locked image is still there; ConfigError when the daemon cannot say
@@ -205,7 +208,7 @@ class DockerBackend:
         """The images this backend built for the project (an alias of its lock or of its variants: the daemon
         may hold other projects' images too) that no build of the lock, of its history or behind a channel
         tag holds; ConfigError when no daemon answers."""
-        if not self.engine.daemon_available():
+        if not self.engine.discovery.daemon_answered:  # found (asked) now unless a daemon answered before
             raise ConfigError("no Docker daemon answers: its images were not looked at", key="--backend docker")
         kept = {b.template_id or e.template_id for e in lock for b in e.history} | {e.template_id for e in lock}
         tags = self.engine.images(REPOSITORY)
