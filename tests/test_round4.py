@@ -625,6 +625,35 @@ def test_status_polls_back_off_as_a_build_ages(project, monkeypatch):
     assert 120 <= polls <= 160, polls  # 50 in the first 10 s, then growing to one every 2 s (900 before)
 
 
+def test_a_status_retry_waits_on_the_backends_clock(project, monkeypatch):
+    """A blip while polling is retried after the policy's backoff, waited on the backend's clock (the
+    fake one here: it moves, nothing sleeps), as every other wait of the backend."""
+    import threading
+
+    from e2b_matrix import workflow
+    from e2b_matrix.backends.e2b import E2BBackend
+    from e2b_matrix.emulator import E2BEmulator
+    from e2b_matrix.settings import Settings
+
+    fake = FakeTime()
+    monkeypatch.setenv("E2B_MATRIX_RETRY_BASE_S", "100")
+    monkeypatch.setenv("E2B_MATRIX_RETRY_MAX_DELAY_S", "100")
+    with E2BEmulator(api_key=KEY, clock=fake.now, default_duration=5.0) as emu:
+        for k, v in emu.env().items():
+            monkeypatch.setenv(k, v)
+        session = workflow.Session.open(workflow.Options(root=project, names=("minimal",)))
+        spec = workflow.planned(session)[2][0].spec
+        emu.inject("status", status=500, count=1)
+        lines: list[str] = []
+        started = fake.t
+        outcome = E2BBackend(Settings.from_env(), clock=fake).build(
+            spec, force=False, log=lines.extend, cancel=threading.Event()
+        )
+        assert emu.pending_faults == 0 and emu.count("request_build") == 1
+    assert outcome.build_id and any(line.startswith("status check failed") for line in lines)
+    assert fake.t - started >= 50  # the backoff (100 s, half of it at least: full jitter) went by on the clock
+
+
 def test_the_poll_schedule():
     from e2b_matrix.backends.e2b import poll_delay
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import attrs
 
+from e2b_matrix.clock import Clock
 from e2b_matrix.errors import BuildError, Cancelled, TransientError
 
 T = TypeVar("T")
@@ -56,23 +56,24 @@ def retrying(
     call: Callable[[int], T],
     policy: RetryPolicy,
     cancel: threading.Event,
+    clock: Clock,
     on_retry: Callable[[int, TransientError, float], None] = lambda a, e, d: None,
 ) -> T:
-    """``call(attempt)`` until it returns; a TransientError waits and tries again.
+    """``call(attempt)`` until it returns; a TransientError waits (on ``clock``, the caller's) and tries again.
 
     Gives up (BuildError) after ``policy.attempts`` tries, or when the wait would
     pass ``policy.total_s``.
     """
-    started = time.monotonic()
+    started = clock.now()
     attempt = 0
     while True:
         attempt += 1
         try:
             return call(attempt)
         except TransientError as exc:
-            delay = policy.next_delay(attempt, started, time.monotonic())
+            delay = policy.next_delay(attempt, started, clock.now())
             if delay is None:
                 raise BuildError(gave_up(attempt, exc)) from None
             on_retry(attempt, exc, delay)
-            if cancel.wait(delay):
+            if clock.wait(cancel, delay):
                 raise Cancelled("stopped while waiting to retry") from None

@@ -209,6 +209,7 @@ class E2BBackend:
             poll,
             self.settings.retry,
             cancel,
+            self.clock,
             lambda n, exc, delay: log([f"status check failed ({exc}); retrying in {delay:.1f}s"]),
         )
 
