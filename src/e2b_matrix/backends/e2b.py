@@ -76,7 +76,6 @@ class E2BBackend:
     def __init__(
         self,
         settings: Settings,
-        poll_interval: float = POLL_FIRST_S,
         clock: Clock | None = None,
         environment: Environment | None = None,
     ):
@@ -85,7 +84,6 @@ class E2BBackend:
         if environment is not None:  # its own lock, and what the lock's header says to run
             self.lock_file = environment.lock
             self.regenerate = REGISTRY[self.name].regenerate + environment.make_suffix
-        self.poll_interval = poll_interval  # the first pause between status requests (poll_delay)
         self.clock = clock or Clock()
         self.templates = E2BTemplates(self._api)  # channels and prune: what exists on E2B
         self._key: str | None = None
@@ -191,7 +189,7 @@ class E2BBackend:
                     f"{self.settings.build_timeout:g}s ({BUILD_TIMEOUT}); E2B may still finish it"
                 )
             if len(entries) < PAGE:  # a full page means more is waiting: fetch it at once
-                self.clock.wait(cancel, min(poll_delay(now - started, self.poll_interval), deadline - now))
+                self.clock.wait(cancel, min(poll_delay(now - started), deadline - now))
 
     def _status(
         self, info: BuildInfo, offset: int, log: LogSink, cancel: threading.Event
