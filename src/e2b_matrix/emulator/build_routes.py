@@ -24,7 +24,6 @@ from e2b_matrix.emulator.rules import (
     DEFAULT_TAG,
     FILES_HASH_RE,
     MAX_LOG_PAGE,
-    NAME_RE,
     NO_ROWS,
     SUPERSEDED_MESSAGE,
     Reply,
@@ -34,6 +33,7 @@ from e2b_matrix.emulator.rules import (
 )
 from e2b_matrix.emulator.store import Assignment, Store, Uploads
 from e2b_matrix.emulator.timing import Build, Failure, Timeline
+from e2b_matrix.names import ALIAS
 
 if TYPE_CHECKING:
     from e2b_matrix.emulator.docker_mode import DockerMode
@@ -228,7 +228,7 @@ def _name_and_tags(req: dict[str, Any]) -> tuple[str, str, list[str]]:
     if not isinstance(name, str) or not name:
         raise Reply(400, "Name is required")
     base, sep, name_tag = name.partition(":")
-    if not NAME_RE.fullmatch(base):
+    if not ALIAS.fullmatch(base):
         raise Reply(400, f"Invalid template name '{base}': must match ^[a-z0-9-_]+$")
     extra_tags = req.get("tags") or []
     if not isinstance(extra_tags, list):

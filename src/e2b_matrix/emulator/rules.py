@@ -1,7 +1,7 @@
 """E2B's rules the emulator follows: routes, names, tags, references, limits, cache keys, error bodies.
 
 Each rule cites where E2B's code says it (repository e2b-dev/infra unless named).
-Standard library only.
+Standard library and names.py only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-# E2B's patterns (packages/shared/pkg/id/id.go), matched whole: a trailing newline is refused.
-NAME_RE = re.compile(r"[a-z0-9-_]+")
-TAG_RE = re.compile(r"[a-z0-9-_.]+")
+from e2b_matrix import names
+
+# E2B's name and tag patterns (packages/shared/pkg/id/id.go) are names.ALIAS and names.TAG,
+# matched whole: a trailing newline is refused.
 # What Go's uuid.Parse accepts among strings a tag may be (tags "cannot be a UUID").
 UUID_LIKE_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 FILES_HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -107,9 +108,9 @@ def parse_reference(value: str) -> tuple[str, str | None]:
     with E2B's wording.  Namespaces (``team/name``) are not modelled.
     """
     identifier, sep, tag = value.partition(":")
-    if sep and not TAG_RE.fullmatch(tag):
+    if sep and not names.TAG.fullmatch(tag):
         raise ValueError(f"invalid tag: {tag}")
-    if not NAME_RE.fullmatch(identifier):
+    if not names.ALIAS.fullmatch(identifier):
         raise ValueError(f"invalid template ID: {identifier}")
     return identifier, (tag if sep and tag != DEFAULT_TAG else None)
 
@@ -118,7 +119,7 @@ def validate_tags(tags: Iterable[Any]) -> list[str]:
     """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); ValueError if one is bad."""
     valid: list[str] = []
     for tag in tags:
-        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        if not isinstance(tag, str) or not names.TAG.fullmatch(tag):
             raise ValueError(f"invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
         if UUID_LIKE_RE.fullmatch(tag):
             raise ValueError(f"invalid tag '{tag}': tag cannot be a UUID")
