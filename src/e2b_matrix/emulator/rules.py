@@ -47,23 +47,6 @@ def build_limit_message(limit: int) -> str:
     )
 
 
-#: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
-ROUTES = (
-    "request_build",
-    "files",
-    "upload",
-    "trigger",
-    "status",
-    "assign_tags",
-    "remove_tags",
-    "get_tags",
-    "alias",
-    "create_sandbox",
-    "connect_sandbox",
-    "kill_sandbox",
-    "delete_template",
-)
-
 # (method, route, path) of each route, as the SDK's generated client calls them (e2b/api/client/api/*).
 ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "request_build", re.compile(r"^/v3/templates/?$")),
@@ -80,6 +63,8 @@ ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
     ("DELETE", "delete_template", re.compile(r"^/templates/(?P<tid>[^/]+)$")),
 )
+#: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
+ROUTES = tuple(dict.fromkeys(route for _, route, _ in ROUTE_PATTERNS))
 
 
 class Reply(Exception):
