@@ -233,10 +233,7 @@ def _name_and_tags(req: dict[str, Any]) -> tuple[str, str, list[str]]:
     extra_tags = req.get("tags") or []
     if not isinstance(extra_tags, list):
         raise Reply(400, "Invalid request body: tags must be a list of strings")
-    try:
-        tags = validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
-    except ValueError as err:
-        raise Reply(400, f"Invalid tag: {err}") from None
+    tags = validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
     return name, base, tags or [DEFAULT_TAG]
 
 

@@ -86,28 +86,29 @@ DISK_SIZE_MB = "10240"
 # --------------------------------------------------------------------------- E2B's helpers
 
 
-def parse_reference(value: str) -> tuple[str, str | None]:
+def parse_reference(value: str, invalid: str) -> tuple[str, str | None]:
     """E2B's ``id.ParseName`` of ``name[:tag]`` or ``template_id[:tag]``.
 
-    Returns (identifier, tag), the tag None for ``default``; raises ValueError
-    with E2B's wording.  Namespaces (``team/name``) are not modelled.
+    Returns (identifier, tag), the tag None for ``default``; raises Reply 400 with
+    E2B's wording after ``invalid`` (what the route calls a malformed reference).
+    Namespaces (``team/name``) are not modelled.
     """
     identifier, sep, tag = value.partition(":")
     if sep and not names.TAG.fullmatch(tag):
-        raise ValueError(f"invalid tag: {tag}")
+        raise Reply(400, f"{invalid}: invalid tag: {tag}")
     if not names.ALIAS.fullmatch(identifier):
-        raise ValueError(f"invalid template ID: {identifier}")
+        raise Reply(400, f"{invalid}: invalid template ID: {identifier}")
     return identifier, (tag if sep and tag != DEFAULT_TAG else None)
 
 
 def validate_tags(tags: Iterable[Any]) -> list[str]:
-    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); ValueError if one is bad."""
+    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); Reply 400 if one is bad."""
     valid: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not names.TAG.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
+            raise Reply(400, f"Invalid tag: invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
         if UUID_LIKE_RE.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': tag cannot be a UUID")
+            raise Reply(400, f"Invalid tag: invalid tag '{tag}': tag cannot be a UUID")
         if tag not in valid:
             valid.append(tag)
     return valid

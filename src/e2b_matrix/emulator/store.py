@@ -117,13 +117,15 @@ class Store:
 
     # -- templates --------------------------------------------------------------------
 
-    def template_of(self, identifier: str) -> str | None:
-        """E2B's alias resolution: the team's name, a public name, then a template ID."""
+    def template_of(self, identifier: str) -> str:
+        """E2B's alias resolution: the team's name, a public name, then a template ID; Reply 404 if none."""
         if identifier in self.template_ids:
             return self.template_ids[identifier]
         if identifier in self.public_ids:
             return self.public_ids[identifier]
-        return identifier if identifier in self.names or identifier in self.public_builds else None
+        if identifier in self.names or identifier in self.public_builds:
+            return identifier
+        raise Reply(404, f"template '{identifier}' not found")
 
     def new_template_id(self, name: str) -> str:
         """A stable ID for a new template of ``name``; never one of a deleted template."""
@@ -136,8 +138,6 @@ class Store:
     def owned(self, identifier: str) -> str:
         """The ID of this team's template ``identifier``: Reply 404 if none, 403 if public."""
         template_id = self.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         if template_id in self.public_builds:
             raise Reply(403, f"You don't have access to sandbox template '{identifier}'")
         return template_id
@@ -191,13 +191,8 @@ class Store:
         """Resolve ``name[:tag]`` or ``template_id[:tag|:build_id]`` as E2B's sandbox and
         fromTemplate lookups do: (template ID, build ID), or Reply with E2B's status and
         message (``invalid`` prefixes the message for a malformed reference)."""
-        try:
-            identifier, tag = parse_reference(reference)
-        except ValueError as err:
-            raise Reply(400, f"{invalid}: {err}") from None
+        identifier, tag = parse_reference(reference, invalid)
         template_id = self.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         build_id = self.resolve(template_id, tag, now)
         if build_id is None:
             raise Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")
