@@ -61,10 +61,10 @@ class BuildRoutes:
         assign tags, answer 202."""
         store = self._store
         name, base, tags = _name_and_tags(req)
-        template_id = store.template_ids.get(base) or store.new_template_id(base)
+        template_id = store.template_id_of(base) or store.new_template_id(base)
         self._limit.check(template_id, tags, now)
         cpu, memory = _resources(req)
-        store.template_ids[base], store.names[template_id] = template_id, base
+        store.names[template_id] = base
         self._supersede(template_id, tags, now)
         build_id = str(uuid.uuid4())
         store.builds[build_id] = Build(
