@@ -104,7 +104,7 @@ def start_sandbox(
             cwd=start.context.workdir,
             env=env,
         )
-    ready = start.ready_cmd or ("sleep 20" if start.start_cmd else "sleep 0")
+    ready = start.ready
     deadline = time.monotonic() + READY_WAIT
     while (
         containers.run(
