@@ -25,6 +25,7 @@ from conftest import KEY, cli_runner, wait_for
 from e2b_matrix.cli import cli
 from e2b_matrix.emulator import E2BEmulator
 from e2b_matrix.emulator.docker_shell import Context
+from e2b_matrix.emulator.docker_steps import Start
 from e2b_matrix.emulator.sandboxes import _basic_user, _frame, _unframe
 from e2b_matrix.emulator.step_commands import _without_globs
 
@@ -167,3 +168,12 @@ def test_copy_sources_drop_their_globs_and_contexts_round_trip():
     context = Context("user", "/home/user", (("A", "1"), ("B", "x y=z")))
     assert Context.from_label(context.label()) == context
     assert Context.from_label(Context("root").label()) == Context("root")
+
+
+def test_a_templates_ready_command_defaults_as_e2bs_finalize_phase_does():
+    """ready.go: without a ready command, 20 s of sleep after a start command, none without one
+    (the build's finalize phase and every new sandbox wait on the same rule)."""
+    context = Context("user", "/home/user")
+    assert Start("", "", context).ready == "sleep 0"
+    assert Start("python -m http.server", "", context).ready == "sleep 20"
+    assert Start("python -m http.server", "curl -sf localhost:8000", context).ready == "curl -sf localhost:8000"

@@ -24,7 +24,6 @@ from e2b_matrix.emulator.rules import (
     DEFAULT_TAG,
     FILES_HASH_RE,
     MAX_LOG_PAGE,
-    NAME_RE,
     NO_ROWS,
     SUPERSEDED_MESSAGE,
     Reply,
@@ -34,6 +33,7 @@ from e2b_matrix.emulator.rules import (
 )
 from e2b_matrix.emulator.store import Assignment, Store, Uploads
 from e2b_matrix.emulator.timing import Build, Failure, Timeline
+from e2b_matrix.names import ALIAS
 
 if TYPE_CHECKING:
     from e2b_matrix.emulator.docker_mode import DockerMode
@@ -61,10 +61,10 @@ class BuildRoutes:
         assign tags, answer 202."""
         store = self._store
         name, base, tags = _name_and_tags(req)
-        template_id = store.template_ids.get(base) or store.new_template_id(base)
+        template_id = store.template_id_of(base) or store.new_template_id(base)
         self._limit.check(template_id, tags, now)
         cpu, memory = _resources(req)
-        store.template_ids[base], store.names[template_id] = template_id, base
+        store.names[template_id] = base
         self._supersede(template_id, tags, now)
         build_id = str(uuid.uuid4())
         store.builds[build_id] = Build(
@@ -228,15 +228,12 @@ def _name_and_tags(req: dict[str, Any]) -> tuple[str, str, list[str]]:
     if not isinstance(name, str) or not name:
         raise Reply(400, "Name is required")
     base, sep, name_tag = name.partition(":")
-    if not NAME_RE.fullmatch(base):
+    if not ALIAS.fullmatch(base):
         raise Reply(400, f"Invalid template name '{base}': must match ^[a-z0-9-_]+$")
     extra_tags = req.get("tags") or []
     if not isinstance(extra_tags, list):
         raise Reply(400, "Invalid request body: tags must be a list of strings")
-    try:
-        tags = validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
-    except ValueError as err:
-        raise Reply(400, f"Invalid tag: {err}") from None
+    tags = validate_tags(([name_tag] if sep and name_tag != DEFAULT_TAG else []) + extra_tags)
     return name, base, tags or [DEFAULT_TAG]
 
 

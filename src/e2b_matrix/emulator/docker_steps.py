@@ -62,6 +62,11 @@ class Start:
     ready_cmd: str
     context: Context
 
+    @property
+    def ready(self) -> str:
+        """The ready command, or E2B's default when none is given (phases/finalize/ready.go)."""
+        return self.ready_cmd or ("sleep 20" if self.start_cmd else "sleep 0")
+
 
 @dataclass(frozen=True)
 class Image:
@@ -291,7 +296,7 @@ class FinalizePhase:
             )
             command = Command(("/bin/bash", "-l", "-c", start.start_cmd), context.user, context.workdir, env)
             process = self.shell.start(self.course, container, command, Output("start", "finalize", "info"))
-        ready = start.ready_cmd or ("sleep 20" if start.start_cmd else "sleep 0")  # ready.go: defaults
+        ready = start.ready
         self.course.log("info", f"Waiting for template to be ready: {ready}", "finalize")
         self._wait_ready(
             container, Command(("/bin/bash", "-l", "-c", ready), context.user, context.workdir, env), process

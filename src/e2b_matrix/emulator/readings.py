@@ -191,7 +191,7 @@ class Readings:
     def template_id(self, name: str) -> str | None:
         """The template ID assigned to ``name`` (tag ignored), or None if never built."""
         with self._store.lock:
-            return self._store.template_ids.get(name.split(":", 1)[0])
+            return self._store.template_id_of(name.split(":", 1)[0])
 
     @property
     def step_records(self) -> list[StepRecord]:

@@ -1,7 +1,7 @@
 """E2B's rules the emulator follows: routes, names, tags, references, limits, cache keys, error bodies.
 
 Each rule cites where E2B's code says it (repository e2b-dev/infra unless named).
-Standard library only.
+Standard library and names.py only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-# E2B's patterns (packages/shared/pkg/id/id.go), matched whole: a trailing newline is refused.
-NAME_RE = re.compile(r"[a-z0-9-_]+")
-TAG_RE = re.compile(r"[a-z0-9-_.]+")
+from e2b_matrix import names
+
+# E2B's name and tag patterns (packages/shared/pkg/id/id.go) are names.ALIAS and names.TAG,
+# matched whole: a trailing newline is refused.
 # What Go's uuid.Parse accepts among strings a tag may be (tags "cannot be a UUID").
 UUID_LIKE_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 FILES_HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -46,23 +47,6 @@ def build_limit_message(limit: int) -> str:
     )
 
 
-#: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
-ROUTES = (
-    "request_build",
-    "files",
-    "upload",
-    "trigger",
-    "status",
-    "assign_tags",
-    "remove_tags",
-    "get_tags",
-    "alias",
-    "create_sandbox",
-    "connect_sandbox",
-    "kill_sandbox",
-    "delete_template",
-)
-
 # (method, route, path) of each route, as the SDK's generated client calls them (e2b/api/client/api/*).
 ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "request_build", re.compile(r"^/v3/templates/?$")),
@@ -79,6 +63,8 @@ ROUTE_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("DELETE", "kill_sandbox", re.compile(r"^/sandboxes/(?P<sid>[^/]+)$")),
     ("DELETE", "delete_template", re.compile(r"^/templates/(?P<tid>[^/]+)$")),
 )
+#: Route names accepted by :meth:`E2BEmulator.inject` and :meth:`E2BEmulator.count`.
+ROUTES = tuple(dict.fromkeys(route for _, route, _ in ROUTE_PATTERNS))
 
 
 class Reply(Exception):
@@ -100,28 +86,29 @@ DISK_SIZE_MB = "10240"
 # --------------------------------------------------------------------------- E2B's helpers
 
 
-def parse_reference(value: str) -> tuple[str, str | None]:
+def parse_reference(value: str, invalid: str) -> tuple[str, str | None]:
     """E2B's ``id.ParseName`` of ``name[:tag]`` or ``template_id[:tag]``.
 
-    Returns (identifier, tag), the tag None for ``default``; raises ValueError
-    with E2B's wording.  Namespaces (``team/name``) are not modelled.
+    Returns (identifier, tag), the tag None for ``default``; raises Reply 400 with
+    E2B's wording after ``invalid`` (what the route calls a malformed reference).
+    Namespaces (``team/name``) are not modelled.
     """
     identifier, sep, tag = value.partition(":")
-    if sep and not TAG_RE.fullmatch(tag):
-        raise ValueError(f"invalid tag: {tag}")
-    if not NAME_RE.fullmatch(identifier):
-        raise ValueError(f"invalid template ID: {identifier}")
+    if sep and not names.TAG.fullmatch(tag):
+        raise Reply(400, f"{invalid}: invalid tag: {tag}")
+    if not names.ALIAS.fullmatch(identifier):
+        raise Reply(400, f"{invalid}: invalid template ID: {identifier}")
     return identifier, (tag if sep and tag != DEFAULT_TAG else None)
 
 
 def validate_tags(tags: Iterable[Any]) -> list[str]:
-    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); ValueError if one is bad."""
+    """E2B's ``id.ValidateAndDeduplicateTags`` (in request order); Reply 400 if one is bad."""
     valid: list[str] = []
     for tag in tags:
-        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
+        if not isinstance(tag, str) or not names.TAG.fullmatch(tag):
+            raise Reply(400, f"Invalid tag: invalid tag '{tag}': must match ^[a-z0-9-_.]+$")
         if UUID_LIKE_RE.fullmatch(tag):
-            raise ValueError(f"invalid tag '{tag}': tag cannot be a UUID")
+            raise Reply(400, f"Invalid tag: invalid tag '{tag}': tag cannot be a UUID")
         if tag not in valid:
             valid.append(tag)
     return valid

@@ -51,11 +51,11 @@ from e2b_matrix.backends.docker_engine import DockerCLI, DockerError
 from e2b_matrix.emulator import containers
 from e2b_matrix.emulator.docker_steps import OWNER_LABEL, READY_INTERVAL, Image
 from e2b_matrix.emulator.http import Handler
+from e2b_matrix.emulator.rules import MAX_BODY_BYTES
 
 ENVD_PORT = 49983  # e2b/connection_config.py: ConnectionConfig.envd_port
 CODE_INTERPRETER_PORT = 49999  # e2b_code_interpreter/constants.py: JUPYTER_PORT
 READY_WAIT = 120.0  # seconds a new sandbox waits for its template's ready command
-MAX_BODY = 8 * 1024 * 1024
 CONNECT_JSON = "application/connect+json"
 _END_STREAM = 0x02  # Connect's end-of-stream envelope flag
 _KEEPALIVE_HEADER = "Keepalive-Ping-Interval"  # e2b/connection_config.py: KEEPALIVE_PING_HEADER
@@ -104,7 +104,7 @@ def start_sandbox(
             cwd=start.context.workdir,
             env=env,
         )
-    ready = start.ready_cmd or ("sleep 20" if start.start_cmd else "sleep 0")
+    ready = start.ready
     deadline = time.monotonic() + READY_WAIT
     while (
         containers.run(
@@ -137,7 +137,7 @@ class SandboxProxy:
         self.find, self.cli = find, cli
 
     def handle(self, h: Handler) -> None:
-        body = h.read_body(MAX_BODY)
+        body = h.read_body(MAX_BODY_BYTES)
         if body is None:
             h.close_connection = True
             return _json(h, 413, {"code": 413, "message": "request body too large"})

@@ -48,8 +48,7 @@ class Store:
         self.lock = threading.RLock()
         self.clock = clock  # the monotonic clock every time is read from (a test's fake one moves by itself)
         self.epoch = time.time() - clock()  # wall-clock = monotonic + epoch
-        self.template_ids: dict[str, str] = {}  # name -> template ID, this team's
-        self.names: dict[str, str] = {}  # template ID -> name, this team's
+        self.names: dict[str, str] = {}  # template ID -> name, this team's (one template per name)
         self.deleted: set[str] = set()  # template IDs deleted (never built again)
         self.public_ids = {name: template_id_for(f"public/{name}") for name in public_templates}
         self.public_names = {tid: name for name, tid in self.public_ids.items()}
@@ -117,13 +116,20 @@ class Store:
 
     # -- templates --------------------------------------------------------------------
 
-    def template_of(self, identifier: str) -> str | None:
-        """E2B's alias resolution: the team's name, a public name, then a template ID."""
-        if identifier in self.template_ids:
-            return self.template_ids[identifier]
+    def template_of(self, identifier: str) -> str:
+        """E2B's alias resolution: the team's name, a public name, then a template ID; Reply 404 if none."""
+        template_id = self.template_id_of(identifier)
+        if template_id is not None:
+            return template_id
         if identifier in self.public_ids:
             return self.public_ids[identifier]
-        return identifier if identifier in self.names or identifier in self.public_builds else None
+        if identifier in self.names or identifier in self.public_builds:
+            return identifier
+        raise Reply(404, f"template '{identifier}' not found")
+
+    def template_id_of(self, name: str) -> str | None:
+        """The ID of this team's template ``name`` (None if there is none)."""
+        return next((tid for tid, n in self.names.items() if n == name), None)
 
     def new_template_id(self, name: str) -> str:
         """A stable ID for a new template of ``name``; never one of a deleted template."""
@@ -136,8 +142,6 @@ class Store:
     def owned(self, identifier: str) -> str:
         """The ID of this team's template ``identifier``: Reply 404 if none, 403 if public."""
         template_id = self.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         if template_id in self.public_builds:
             raise Reply(403, f"You don't have access to sandbox template '{identifier}'")
         return template_id
@@ -155,9 +159,7 @@ class Store:
 
     def delete(self, template_id: str) -> None:
         """The template, its builds and tags are gone; its ID is never built again."""
-        name = self.names.pop(template_id, None)
-        if name is not None:
-            self.template_ids.pop(name, None)
+        if self.names.pop(template_id, None) is not None:
             self.deleted.add(template_id)
         gone = {b for b, build in self.builds.items() if build.template_id == template_id}
         for b in gone:
@@ -191,13 +193,8 @@ class Store:
         """Resolve ``name[:tag]`` or ``template_id[:tag|:build_id]`` as E2B's sandbox and
         fromTemplate lookups do: (template ID, build ID), or Reply with E2B's status and
         message (``invalid`` prefixes the message for a malformed reference)."""
-        try:
-            identifier, tag = parse_reference(reference)
-        except ValueError as err:
-            raise Reply(400, f"{invalid}: {err}") from None
+        identifier, tag = parse_reference(reference, invalid)
         template_id = self.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         build_id = self.resolve(template_id, tag, now)
         if build_id is None:
             raise Reply(404, f"tag '{tag or DEFAULT_TAG}' does not exist for template '{identifier}'")

@@ -30,21 +30,13 @@ class TemplateRoutes:
             raise Reply(400, "Invalid request body: target and tags are required")
         if not tags:
             raise Reply(400, "At least one tag is required")
-        try:
-            identifier, tag = parse_reference(target)
-        except ValueError as err:
-            raise Reply(400, f"Invalid target template format: {err}") from None
+        identifier, tag = parse_reference(target, "Invalid target template format")
         template_id = self._store.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         build_id = self._store.resolve(template_id, tag, now)
         if build_id is None:
             raise Reply(404, f"Template '{target}' with tag '{tag or DEFAULT_TAG}' not found")
         self._store.owned(identifier)
-        try:
-            valid = validate_tags(tags)
-        except ValueError as err:
-            raise Reply(400, f"Invalid tag: {err}") from None
+        valid = validate_tags(tags)
         self._store.assignments.extend(Assignment(template_id, build_id, t, now) for t in valid)
         return 201, json_bytes({"tags": valid, "buildID": build_id})
 
@@ -53,18 +45,12 @@ class TemplateRoutes:
         tags, name = req.get("tags"), req.get("name")
         if not isinstance(tags, list) or not isinstance(name, str):
             raise Reply(400, "Invalid request body: name and tags are required")
-        try:
-            valid = validate_tags(tags)
-        except ValueError as err:
-            raise Reply(400, f"Invalid tag: {err}") from None
+        valid = validate_tags(tags)
         if not valid:
             raise Reply(400, "At least one tag is required")
         if DEFAULT_TAG in valid:
             raise Reply(400, f"Cannot delete the '{DEFAULT_TAG}' tag")
-        try:
-            identifier, tag = parse_reference(name)
-        except ValueError as err:
-            raise Reply(400, f"Invalid template name format: {err}") from None
+        identifier, tag = parse_reference(name, "Invalid template name format")
         if tag is not None:
             raise Reply(400, "Template name should not contain a tag, use the 'tags' field instead")
         template_id = self._store.owned(identifier)
@@ -75,10 +61,7 @@ class TemplateRoutes:
 
     def get_tags(self, reference: str) -> tuple[int, bytes]:
         """GET /templates/{id or name}/tags: the newest assignment of each tag, by tag."""
-        try:
-            identifier, _ = parse_reference(reference)
-        except ValueError as err:
-            raise Reply(400, f"Invalid template reference: {err}") from None
+        identifier, _ = parse_reference(reference, "Invalid template reference")
         template_id = self._store.owned(identifier)
         newest: dict[str, Assignment] = {}
         for a in self._store.assignments:
@@ -94,13 +77,8 @@ class TemplateRoutes:
     def alias(self, alias: str, now: float) -> tuple[int, bytes]:
         """GET /templates/aliases/{alias}: the template a name (or ID) stands for; with a
         tag, only if the tag resolves to a ready build."""
-        try:
-            identifier, tag = parse_reference(alias)
-        except ValueError as err:
-            raise Reply(400, f"Invalid alias format: {err}") from None
+        identifier, tag = parse_reference(alias, "Invalid alias format")
         template_id = self._store.template_of(identifier)
-        if template_id is None:
-            raise Reply(404, f"template '{identifier}' not found")
         if template_id in self._store.public_builds:
             raise Reply(403, "You don't have access to this template alias")
         if ":" in alias and self._store.resolve(template_id, tag, now) is None:
