@@ -22,6 +22,7 @@ AXIS = re.compile(r"[a-z_][a-z0-9_]*")  # [matrix] axes
 PYTHON = re.compile(r"3\.\d{1,2}")
 VERSION = re.compile(r"\d+(\.\d+)*")
 PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(==[A-Za-z0-9._+!-]+)?")
+PROJECT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a Python project's name (PEP 508)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 USER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 TEMPLATE_REF = re.compile(r"([a-z0-9][a-z0-9_-]*/)?[a-z0-9][a-z0-9_-]*(:[a-z0-9_.-]+)?")

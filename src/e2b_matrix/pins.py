@@ -71,7 +71,6 @@ PLATFORM = "x86_64-manylinux_2_36"
 MAX_BYTES = 4 * 1024 * 1024
 DIGEST = "# body sha256: "  # the header's last line: the digest of every byte after it
 
-_PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _FILE = re.compile(rf"{DIR}/[a-z0-9][a-z0-9_.-]*-[0-9a-f]{{12}}\.txt")
 WAITS = "waits for "
 
@@ -94,7 +93,7 @@ def check_packages(upgrade: bool, packages: Iterable[str]) -> frozenset[str]:
             key="--upgrade-package",
         )
     for p in packages:
-        if not _PACKAGE.fullmatch(p):
+        if not names.PROJECT.fullmatch(p):
             raise ConfigError(f"{names.shown(p)} is not a package name", key="--upgrade-package")
     return frozenset(canonical_name(p) for p in packages)
 
