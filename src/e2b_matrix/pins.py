@@ -425,20 +425,22 @@ def header(q: Requirements, body: str) -> str:
 class Compiler(Committed):
     """Answers by compiling: where a file is missing, has a problem, or is to be upgraded, uv writes it.
 
-    ``previous``: (alias, key) -> files the step had before (``previous_files``): a new question
-    starts from the first of them that still reads as pins. Each file is compiled at most once
-    per run; ``results`` says what happened to each, in order.
+    ``committed``: the project's files as the run has read them so far (the session's), not read
+    or parsed again. ``previous``: (alias, key) -> files the step had before (``previous_files``): a
+    new question starts from the first of them that still reads as pins. Each file is compiled at
+    most once per run; ``results`` says what happened to each, in order.
     """
 
     def __init__(
         self,
-        root: str | Path,
+        committed: Committed,
         uv: Uv,
         upgrade: bool = False,
         packages: Iterable[str] = (),
         previous: Mapping[tuple[str, str], list[str]] | None = None,
     ):
-        super().__init__(root)
+        super().__init__(committed.root)
+        self._read, self._parsed = dict(committed._read), dict(committed._parsed)  # what compile writes stays here
         self.uv = uv
         self.upgrade = upgrade
         self.packages = frozenset(packages)
