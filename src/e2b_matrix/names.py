@@ -282,9 +282,6 @@ def check_packages(value: object) -> tuple[str, ...]:
     return tuple(check_package(item) for item in value)
 
 
-EARLIEST = "1970-01-01T00:00:00Z"  # what a recorded time may be: from the Unix epoch to the end of year 9999
-
-
 def check_timestamp(value: object) -> dt.datetime:
     """A date-time with a timezone, as UTC; ValueError for a naive one or one outside 1970 to 9999 in UTC
     (``0001-01-01 00:00:00+05:00`` is no time a build was made, and converting it overflows)."""
