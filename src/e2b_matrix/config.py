@@ -130,16 +130,9 @@ def check_strings(value: object, shown: str, key: str = "", secrets: tuple[str, 
 def read_toml(path: Path, root: Path | None = None, secrets: tuple[str, ...] = ()) -> files.Table:
     """A project file as a table: read bounded, through no link, parsed, every string checked."""
     shown = _display(path, root)
-    try:
-        text = files.read_text(path)
-    except files.FileError as exc:
-        raise ConfigError(str(exc), path=shown) from None
-    if text is None:
+    doc = files.load_toml(path, shown)
+    if doc is None:
         raise ConfigError("no such file", path=shown)
-    try:
-        doc = files.parse_toml(text)
-    except ValueError as exc:
-        raise ConfigError(str(exc), path=shown) from None
     check_strings(doc, shown, secrets=secrets)
     return files.Table(doc, shown)
 

@@ -89,16 +89,10 @@ class Environments:
 def load(root: Path) -> Environments:
     """The environments of the project at ``root`` (its ``e2b-matrix.toml``, validated like every input)."""
     path = root / PROJECT_FILE
-    try:
-        text = files.read_text(path)
-    except files.FileError as exc:
-        raise ConfigError(str(exc), path=PROJECT_FILE) from None
-    if text is None:
+    parsed = files.load_toml(path, PROJECT_FILE)
+    if parsed is None:
         return Environments({IMPLICIT: Environment(IMPLICIT, declared=False)}, IMPLICIT)
-    try:
-        doc = files.Table(files.parse_toml(text), PROJECT_FILE)
-    except ValueError as exc:
-        raise ConfigError(str(exc), path=PROJECT_FILE) from None
+    doc = files.Table(parsed, PROJECT_FILE)
     doc.only({"default", "environments"})
     tables = doc.table("environments", required=True)
     if not tables.doc:

@@ -8,7 +8,8 @@
   between it and the root may be a symbolic link.
 - ``parse_toml``/``parse_json``: every TOML and JSON document the tool reads
   goes through one of them: a document or one line (ValueError), never a
-  RecursionError, and never nested more than ``MAX_DEPTH`` deep.
+  RecursionError, and never nested more than ``MAX_DEPTH`` deep. ``load_toml``
+  reads and parses a file, its errors a ConfigError naming the file.
 - ``Table``: a parsed TOML table read with typed access, unknown keys refused,
   errors naming the file and the key (the lock and the inventories).
 - ``atomic_write``: a temp file in the same folder, fsync, ``os.replace``,
@@ -195,6 +196,16 @@ def parse_json(text: str | bytes) -> Any:
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise ValueError(f"invalid JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return _bounded(doc)
+
+
+def load_toml(path: StrPath, shown: StrPath | None = None) -> dict[str, Any] | None:
+    """The TOML document at ``path`` (read_text, parse_toml), or None when there is no such file;
+    ConfigError naming ``shown`` (default: ``path``) when it cannot be read or is not TOML."""
+    try:
+        text = read_text(path)
+        return None if text is None else parse_toml(text)
+    except (FileError, ValueError) as exc:
+        raise ConfigError(str(exc), path=path if shown is None else shown) from None
 
 
 def _bounded(doc: _T) -> _T:

@@ -235,13 +235,9 @@ def save(lock_path: files.StrPath, inv: Inventory) -> Path:
 def load(lock_path: files.StrPath, alias: str, build_id: str) -> Inventory | None:
     """The inventory of one build, or None when none was recorded; ConfigError naming the file when bad."""
     path = path_of(lock_path, alias, build_id)
-    try:
-        text = files.read_text(path)
-        if text is None:
-            return None
-        doc = files.parse_toml(text)
-    except (files.FileError, ValueError) as exc:
-        raise ConfigError(str(exc), path=path) from None
+    doc = files.load_toml(path)
+    if doc is None:
+        return None
     t = files.Table(doc, path)
     t.only(_KEYS)
     if t.get("schema", int) != SCHEMA:

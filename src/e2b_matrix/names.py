@@ -22,6 +22,7 @@ AXIS = re.compile(r"[a-z_][a-z0-9_]*")  # [matrix] axes
 PYTHON = re.compile(r"3\.\d{1,2}")
 VERSION = re.compile(r"\d+(\.\d+)*")
 PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(==[A-Za-z0-9._+!-]+)?")
+PROJECT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a Python project's name (PEP 508)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 USER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 TEMPLATE_REF = re.compile(r"([a-z0-9][a-z0-9_-]*/)?[a-z0-9][a-z0-9_-]*(:[a-z0-9_.-]+)?")
@@ -279,9 +280,6 @@ def check_packages(value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"expected a list of package names, got {type_name(value)}")
     return tuple(check_package(item) for item in value)
-
-
-EARLIEST = "1970-01-01T00:00:00Z"  # what a recorded time may be: from the Unix epoch to the end of year 9999
 
 
 def check_timestamp(value: object) -> dt.datetime:

@@ -71,7 +71,6 @@ PLATFORM = "x86_64-manylinux_2_36"
 MAX_BYTES = 4 * 1024 * 1024
 DIGEST = "# body sha256: "  # the header's last line: the digest of every byte after it
 
-_PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _FILE = re.compile(rf"{DIR}/[a-z0-9][a-z0-9_.-]*-[0-9a-f]{{12}}\.txt")
 WAITS = "waits for "
 
@@ -94,7 +93,7 @@ def check_packages(upgrade: bool, packages: Iterable[str]) -> frozenset[str]:
             key="--upgrade-package",
         )
     for p in packages:
-        if not _PACKAGE.fullmatch(p):
+        if not names.PROJECT.fullmatch(p):
             raise ConfigError(f"{names.shown(p)} is not a package name", key="--upgrade-package")
     return frozenset(canonical_name(p) for p in packages)
 
@@ -223,15 +222,24 @@ def unsealed(content: bytes) -> str:
     return "has no digest of its body in its header"
 
 
-def judge(q: Requirements, content: bytes | None) -> Requirements:
-    """The question with its committed answer: the content, its digest, its pins, or its problem."""
+Parsed = tuple[dict[str, str], str | None, str]  # reqfile.parse's (pins, identity line, problem)
+
+
+def parse_bytes(content: bytes) -> Parsed:
+    """A file's bytes as reqfile.parse reads them; its problem is "" when they read as pins."""
+    try:
+        return parse(content.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}, None, "is not UTF-8 text"
+
+
+def judge(q: Requirements, content: bytes | None, parsed: Parsed | None = None) -> Requirements:
+    """The question with its committed answer: the content, its digest, its pins, or its problem.
+    ``parsed``: ``parse_bytes(content)``, when the caller has it already."""
     if content is None:
         return attrs.evolve(q, problem="is missing")
     digest = hashlib.sha256(content).hexdigest()
-    try:
-        pins, identity, problem = parse(content.decode("utf-8"))
-    except UnicodeDecodeError:
-        pins, identity, problem = {}, None, "is not UTF-8 text"
+    pins, identity, problem = parse_bytes(content) if parsed is None else parsed
     problem = unsealed(content) or problem  # cut short mid-line, a file is also unparsable: say why
     if not problem and identity != q.identity:
         problem = "answers another question (its identity line is not this step's): compile it again"
@@ -246,11 +254,13 @@ def judge(q: Requirements, content: bytes | None) -> Requirements:
 
 
 class Committed:
-    """The committed requirements files of the project at ``root``, each read once."""
+    """The committed requirements files of the project at ``root``, each read and parsed once (variants
+    whose leading steps are the same ask the same questions of the same files)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._read: dict[str, bytes | None] = {}
+        self._parsed: dict[str, Parsed] = {}
 
     def read(self, path: str) -> bytes | None:
         """The file's bytes (None: missing); ConfigError when it is a link, below a linked folder, not
@@ -262,8 +272,17 @@ class Committed:
                 raise ConfigError(str(exc), path=path) from None
         return self._read[path]
 
+    def parsed(self, path: str) -> Parsed | None:
+        """The file as ``parse_bytes`` reads it (None: missing)."""
+        content = self.read(path)
+        if content is None:
+            return None
+        if path not in self._parsed:
+            self._parsed[path] = parse_bytes(content)
+        return self._parsed[path]
+
     def answer(self, q: Requirements, variant: Variant | None = None) -> Requirements:
-        return judge(q, self.read(q.path))
+        return judge(q, self.read(q.path), self.parsed(q.path))
 
 
 def first_problem(spec: BuildSpec) -> Requirements | None:
@@ -406,20 +425,22 @@ def header(q: Requirements, body: str) -> str:
 class Compiler(Committed):
     """Answers by compiling: where a file is missing, has a problem, or is to be upgraded, uv writes it.
 
-    ``previous``: (alias, key) -> files the step had before (``previous_files``): a new question
-    starts from the first of them that still reads as pins. Each file is compiled at most once
-    per run; ``results`` says what happened to each, in order.
+    ``committed``: the project's files as the run has read them so far (the session's), not read
+    or parsed again. ``previous``: (alias, key) -> files the step had before (``previous_files``): a
+    new question starts from the first of them that still reads as pins. Each file is compiled at
+    most once per run; ``results`` says what happened to each, in order.
     """
 
     def __init__(
         self,
-        root: str | Path,
+        committed: Committed,
         uv: Uv,
         upgrade: bool = False,
         packages: Iterable[str] = (),
         previous: Mapping[tuple[str, str], list[str]] | None = None,
     ):
-        super().__init__(root)
+        super().__init__(committed.root)
+        self._read, self._parsed = dict(committed._read), dict(committed._parsed)  # what compile writes stays here
         self.uv = uv
         self.upgrade = upgrade
         self.packages = frozenset(packages)
@@ -449,15 +470,8 @@ class Compiler(Committed):
         if self.upgrade:
             return None
         before = self.previous.get((alias, current.key), []) if alias is not None else []
-        candidates = [current.content] + [self.read(p) for p in before if p != current.path]
-        for content in candidates:
-            if content is not None:
-                try:
-                    if not parse(content.decode("utf-8"))[2]:
-                        return content
-                except UnicodeDecodeError:
-                    continue
-        return None
+        candidates = [(p, self.parsed(p)) for p in dict.fromkeys([current.path, *before])]
+        return next((self.read(p) for p, parsed in candidates if parsed is not None and not parsed[2]), None)
 
     def _compile(self, q: Requirements, current: Requirements, alias: str | None) -> tuple[Requirements, Compiled]:
         """uv's answer to ``q``, judged as every reader will judge it, then written (when it changed)."""
@@ -482,7 +496,8 @@ class Compiler(Committed):
                 ) from None
             raise CompileError(f"{q.path}: {exc.reason}") from None
         content = (header(q, body) + body).encode()
-        answer = judge(q, content)
+        parsed = parse_bytes(content)
+        answer = judge(q, content, parsed)
         if answer.problem:
             raise CompileError(f"{q.path}: uv's answer {answer.problem}")
         status = "unchanged" if content == current.content else "written"
@@ -492,6 +507,6 @@ class Compiler(Committed):
                 files.atomic_write(self.root / q.path, content, mode=0o644)  # never through a link
             except (files.FileError, OSError) as exc:
                 raise ConfigError(f"cannot write: {exc.strerror or exc}", path=q.path) from None
-            self._read[q.path] = content
+            self._read[q.path], self._parsed[q.path] = content, parsed
         self.uv.say(f"{q.path}: {status} ({len(answer.pinned)} packages)")
         return answer, Compiled(q.path, q.layer, status, len(answer.pinned), size=len(content))

@@ -12,7 +12,7 @@ import re
 
 from e2b_matrix import names
 
-REQUIREMENT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9._+!-]*)")
+REQUIREMENT = re.compile(rf"({names.PROJECT.pattern})==([A-Za-z0-9][A-Za-z0-9._+!-]*)")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 
 

@@ -192,7 +192,7 @@ def pinned(
     for s in unpinned:
         reporter.progress(s.name, State.COMPILING, problems[s.alias].path)
     previous = pins.previous_files(unpinned, lock.entries)
-    compiler = pins.Compiler(o.root, session.index.uv, previous=previous)
+    compiler = pins.Compiler(session.pins, session.index.uv, previous=previous)
     compiled = {s.alias: s for s in _compile(session, project, lock, unpinned, compiler)}
     return [compiled.get(s.alias, s) for s in specs]
 
@@ -231,7 +231,7 @@ def compile_requirements(
         return before, pins.survey(before)
     pins.check_known(before, wanted)
     compiler = pins.Compiler(
-        session.options.root, session.index.uv, upgrade, wanted, previous=pins.previous_files(before, lock.entries)
+        session.pins, session.index.uv, upgrade, wanted, previous=pins.previous_files(before, lock.entries)
     )
     return _compile(session, project, lock, before, compiler), list(compiler.results.values())
 

@@ -169,6 +169,14 @@ def parse(text: str, path: str = "<string>", known: Parsed | None = None) -> Par
     return Parsed(entries, tables)
 
 
+def read_text(path: str) -> str | None:
+    """The lock's text (None: no such file); LockError naming it when it cannot be read (files.read_text)."""
+    try:
+        return files.read_text(path)
+    except files.FileError as exc:
+        raise LockError(str(exc), path=path) from None
+
+
 def loads(text: str, path: str = "<string>") -> dict[str, LockEntry]:
     """The lock's entries by alias, sorted; LockError naming the file and key when it is bad."""
     return parse(text, path).entries
@@ -283,10 +291,7 @@ class TemplateLock:
     def load(cls, path: files.StrPath = "templates.lock", *, missing_ok: bool = True) -> TemplateLock:
         """Read and validate a lock file; a missing file is an empty lock (or an error)."""
         path = os.fspath(path)
-        try:
-            text = files.read_text(path)
-        except files.FileError as exc:
-            raise LockError(str(exc), path=path) from None
+        text = read_text(path)
         if text is None:
             if not missing_ok:
                 raise LockError("no such file (build the templates first: make build-all)", path=path)

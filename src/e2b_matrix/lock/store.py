@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from e2b_matrix import files
 from e2b_matrix.errors import LockError
-from e2b_matrix.lock.format import DEFAULT_REGENERATE, EMPTY, Parsed, TemplateLock, dumps, parse
+from e2b_matrix.lock.format import DEFAULT_REGENERATE, EMPTY, Parsed, TemplateLock, dumps, parse, read_text
 from e2b_matrix.lock.model import LockEntry
 
 Change = Callable[[dict[str, LockEntry]], Mapping[str, LockEntry]]
@@ -68,10 +68,7 @@ def preflight(path: files.StrPath, cache: ParseCache | None = None) -> None:
             files.refuse_link(p, in_place=in_place)
         except files.FileError as exc:
             raise LockError(str(exc), path=p) from None
-    try:
-        text = files.read_text(path)
-    except files.FileError as exc:
-        raise LockError(str(exc), path=path) from None
+    text = read_text(path)
     if text is not None:
         (cache or ParseCache()).parse(text, path)
 
@@ -80,10 +77,7 @@ def read_entry(path: files.StrPath, alias: str, cache: ParseCache | None = None)
     """The entry of ``alias`` in the lock on disk now (None when there is none). Unless another
     process wrote the lock since, its bytes are what this process last wrote and parsed: no parse."""
     path = os.fspath(path)
-    try:
-        text = files.read_text(path)
-    except files.FileError as exc:
-        raise LockError(str(exc), path=path) from None
+    text = read_text(path)
     return None if text is None else (cache or ParseCache()).parse(text, path).entries.get(alias)
 
 
