@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from e2b_matrix import backends, environments, files, inventory, workflow
+from e2b_matrix import backends, files, inventory, workflow
 from e2b_matrix.backends import Backend
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import TemplateLock, store
@@ -103,8 +103,9 @@ def prune(session: Session, yes: bool) -> Pruned:
 
 def _other(session: Session, name: str) -> Backend:
     """The backend ``name`` in this session's environment (prune looks at every backend)."""
-    env = environments.load(session.options.root).select(session.options.environment or session.settings.environment)
-    backend: Backend = backends.make(name, session.settings, {}, env)  # make: the registry's class of ``name``
+    backend: Backend = backends.make(
+        name, session.settings, {}, session.chosen
+    )  # make: the registry's class of ``name``
     return backend
 
 
