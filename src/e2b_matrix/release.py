@@ -238,8 +238,12 @@ class Drift:
 
 
 def status(session: Session, names: Iterable[str] = ()) -> list[Drift]:
-    """Ask the backend where each channel points and whether each pinned build still exists."""
-    entries = entries_for(session, names)
+    """Ask the backend where each named variant's channels point and whether its pinned build still exists."""
+    return drift(session, entries_for(session, names))
+
+
+def drift(session: Session, entries: Iterable[LockEntry]) -> list[Drift]:
+    """Ask the backend where each entry's channels point and whether its pinned build still exists."""
     session.backend.check()
     out = []
     for e in entries:
