@@ -236,3 +236,13 @@ def test_lock_check_remote_reads_the_lock_once(project, emu, monkeypatch):
     read = counting_lock_reads(monkeypatch)
     assert run(project, "lock", "check", "--remote").exit_code == 1  # the other variants are unbuilt
     assert read == [str(project / "templates.lock")]
+
+
+def test_promote_reads_the_lock_once(project, emu, monkeypatch):
+    """The diff promote shows for a moved channel is of the entry the move recorded: promote reads
+    templates.lock once, however many channels it moves."""
+    for args in (["build", "minimal"], ["promote", "minimal", "--channel", "stable"], ["build", "minimal", "--force"]):
+        assert run(project, *args).exit_code == 0
+    read = counting_lock_reads(monkeypatch)
+    assert run(project, "promote", "minimal", "--channel", "stable").exit_code == 0
+    assert read == [str(project / "templates.lock")]

@@ -21,7 +21,7 @@ import attrs
 from e2b_matrix import inventory, names
 from e2b_matrix.backends import Backend
 from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
-from e2b_matrix.lock import store
+from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.logs import RunLogReporter
 from e2b_matrix.session import Session, check_channel, logs_folder, other_lock, run_logs
@@ -266,10 +266,16 @@ def diff(session: Session, name: str, old: str = "previous", new: str = "current
     build ID, a channel, ``previous`` or ``current``; with ``against`` (an environment), from that
     environment's current build to this one's ``new``. NothingToDo when either has no inventory."""
     other = other_lock(session, against, "--against") if against is not None else None
-    entry = session.lock().entry(name)
+    return _diff(session, session.lock().entry(name), old, new, other, str(against))
+
+
+def _diff(
+    session: Session, entry: LockEntry, old: str, new: str, other: TemplateLock | None = None, against: str = ""
+) -> Diff:
+    """``diff`` of ``entry`` (as this lock has it); ``other``: environment ``against``'s lock."""
     here = session.settings.environment or ""
     if other is not None:
-        before = (Path(other.path), other.entry(entry.alias).build_id, str(against))
+        before = (Path(other.path), other.entry(entry.alias).build_id, against)
     else:
         before = (session.lock_path, _build_of(session, entry, old, "FROM"), here)
     after = (session.lock_path, _build_of(session, entry, new, "TO"), here)
@@ -323,6 +329,6 @@ def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | Non
     if before is None or before == entry.build_id:
         return None
     try:
-        return diff(session, entry.alias, before, entry.build_id)
+        return _diff(session, entry, before, entry.build_id)  # ``entry``: the lock's, as the move left it
     except (NothingToDo, ConfigError):  # no inventory of one of them: nothing to show
         return None
