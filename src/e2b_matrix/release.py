@@ -44,20 +44,21 @@ def check_present(backend: Backend, targets: Iterable[tuple[LockEntry, str]], wh
             raise Gone(f"{entry.alias}: {why}: {what}; nothing was changed")
 
 
-def move_channel(
+def promote_entry(
     backend: Backend,
     lock_path: Path,
     entry: LockEntry,
     channel: str,
-    build_id: str,
     secrets: Iterable[str] = (),
     cache: store.ParseCache | None = None,
 ) -> LockEntry:
-    """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
+    """Point ``channel`` of the entry's alias at its build on the backend, then record it in the lock:
+    the one place a channel moves forward (``build --promote`` and ``promote`` alike).
 
     The lock's entry is read again under its file lock: a build that landed meanwhile keeps its
     place, and the channel is recorded where the backend now points it.
     """
+    build_id = entry.build_id
     backend.point(entry, channel, build_id)
 
     def record(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
@@ -71,20 +72,6 @@ def move_channel(
         return entries
 
     return store.update(lock_path, record, backend.regenerate, secrets, cache).entries[entry.alias]
-
-
-def promote_entries(
-    backend: Backend,
-    lock_path: Path,
-    entries: Iterable[LockEntry],
-    channel: str,
-    secrets: Iterable[str] = (),
-    cache: store.ParseCache | None = None,
-) -> list[LockEntry]:
-    """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
-    the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
-    cache = cache or store.ParseCache()
-    return [move_channel(backend, lock_path, e, channel, e.build_id, secrets, cache) for e in entries]
 
 
 # -- the commands ------------------------------------------------------------------------
@@ -139,7 +126,7 @@ def promote(session: Session, names: Iterable[str], channel: str) -> list[tuple[
         record = RunLogReporter(logs)
         for e in entries:
             try:
-                after = move_channel(backend, session.lock_path, e, channel, e.build_id, secrets, cache)
+                after = promote_entry(backend, session.lock_path, e, channel, secrets, cache)
             except MatrixError as exc:
                 record.refused("promote", e.alias, exc)
                 raise
