@@ -13,7 +13,8 @@ E2B no longer has) is one line, exit 1, and nothing changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -115,18 +116,12 @@ def promote(session: Session, names: Iterable[str], channel: str) -> list[tuple[
     The run log records each move, or why it failed."""
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
-    store.preflight(session.lock_path)  # the lock can be written: else nothing moves
-    backend = session.backend
-    backend.check()
-    check_present(backend, [(e, e.build_id) for e in entries], f"{channel} cannot point at it")
-    secrets = session.settings.secrets()
     out = []
-    cache = store.ParseCache()
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
+    with _moving(session, [(e, e.build_id) for e in entries], f"{channel} cannot point at it") as record:
+        secrets, cache = session.settings.secrets(), store.ParseCache()
         for e in entries:
             try:
-                after = promote_entry(backend, session.lock_path, e, channel, secrets, cache)
+                after = promote_entry(session.backend, session.lock_path, e, channel, secrets, cache)
             except MatrixError as exc:
                 record.refused("promote", e.alias, exc)
                 raise
@@ -145,11 +140,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     before = session.lock().entry(name)
     if not before.history:
         raise NothingToDo(f"{before.alias} has no previous build to roll back to")
-    store.preflight(session.lock_path)
-    session.backend.check()
-    check_present(session.backend, [(before, before.history[0].build_id)], "cannot roll back to its previous build")
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
+    with _moving(session, [(before, before.history[0].build_id)], "cannot roll back to its previous build") as record:
         try:
             after = _roll_back(session.backend, session.lock_path, before, session.settings.secrets())
         except MatrixError as exc:
@@ -157,6 +148,17 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
             raise
         record.rolled_back(before, after)
     return before, after
+
+
+@contextlib.contextmanager
+def _moving(session: Session, targets: list[tuple[LockEntry, str]], what: str) -> Iterator[RunLogReporter]:
+    """Before anything moves: the lock can be written, the backend answers, every target (entry, build
+    ID) is still there (``what`` acts on it); then the run log that records each move."""
+    store.preflight(session.lock_path)
+    session.backend.check()
+    check_present(session.backend, targets, what)
+    with run_logs(session, logs_folder(session)) as logs:
+        yield RunLogReporter(logs)
 
 
 def _roll_back(backend: Backend, lock_path: Path, before: LockEntry, secrets: Iterable[str]) -> LockEntry:
