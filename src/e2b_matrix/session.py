@@ -87,9 +87,7 @@ class Session:
         if options.promote is not None:
             check_channel(options.promote, "--promote")
         project = environments.load(options.root)
-        chosen = project.select(
-            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV"
-        )
+        chosen = project.choose(options.environment, settings.environment)
         if backends.registered(options.backend).in_environments:
             settings = environments.apply(settings, chosen)
         backend = backends.make(
