@@ -252,6 +252,7 @@ def test_a_bad_project_file_is_one_line_and_changes_nothing(project, emu, case, 
         (["plan"], {"E2B_MATRIX_ENV": "nope"}, "E2B_MATRIX_ENV: no environment 'nope'"),
         (["plan"], {"E2B_MATRIX_ENV": "Bad Name"}, "E2B_MATRIX_ENV: "),
         (["list", "--env", "nope"], None, "--env: no environment 'nope'"),
+        (["list"], {"E2B_MATRIX_ENV": "nope"}, "E2B_MATRIX_ENV: no environment 'nope'"),
         (
             ["build", "minimal", "--backend", "docker", "--env", "prod"],
             None,

@@ -67,6 +67,21 @@ def test_the_dry_run_lists_what_and_why_and_changes_nothing(cluttered, emu):
     assert snapshot(cluttered) == before and emu.count("delete_template") == 0
 
 
+def test_prune_reads_each_lock_and_the_project_file_once(cluttered, emu, monkeypatch):
+    """Each backend is made once and its lock read once, for the requirements and the leftovers alike;
+    e2b-matrix.toml is read once, when the session opens."""
+    from e2b_matrix import environments
+
+    read: list[str] = []
+    load_lock, load_envs = TemplateLock.load, environments.load
+    monkeypatch.setattr(
+        TemplateLock, "load", staticmethod(lambda path, **kw: read.append(Path(path).name) or load_lock(path, **kw))
+    )
+    monkeypatch.setattr(environments, "load", lambda root: read.append("e2b-matrix.toml") or load_envs(root))
+    assert run(cluttered, "prune", "--yes").exit_code == 0
+    assert sorted(read) == ["e2b-matrix.toml", "templates.docker.lock", "templates.lock"]
+
+
 def test_yes_removes_it_all_and_keeps_every_build_the_lock_names(cluttered, emu):
     minimal, pinned = lock(cluttered).entry("minimal"), lock(cluttered).entry("pinned")
     r = run(cluttered, "prune", "--yes", "--json")

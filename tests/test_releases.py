@@ -218,3 +218,31 @@ def test_a_promote_that_fails_at_the_third_alias_keeps_the_first_two_recorded(pr
         assert tags(after.entry(name).alias).get("stable") == after.entry(name).channels.get("stable")
     r = run(project, "status", "minimal", "pinned", "latest")
     assert r.exit_code == 0, r.output  # no drift: E2B's tags are what the lock records
+
+
+def counting_lock_reads(monkeypatch) -> list[str]:
+    """Every TemplateLock.load from now on, by path."""
+    read: list[str] = []
+    load = TemplateLock.load
+    monkeypatch.setattr(
+        TemplateLock, "load", staticmethod(lambda path, **kw: read.append(str(path)) or load(path, **kw))
+    )
+    return read
+
+
+def test_lock_check_remote_reads_the_lock_once(project, emu, monkeypatch):
+    """The drift lock check --remote asks for is of the lock it checked, not of the lock read again."""
+    assert run(project, "build", "minimal").exit_code == 0
+    read = counting_lock_reads(monkeypatch)
+    assert run(project, "lock", "check", "--remote").exit_code == 1  # the other variants are unbuilt
+    assert read == [str(project / "templates.lock")]
+
+
+def test_promote_reads_the_lock_once(project, emu, monkeypatch):
+    """The diff promote shows for a moved channel is of the entry the move recorded: promote reads
+    templates.lock once, however many channels it moves."""
+    for args in (["build", "minimal"], ["promote", "minimal", "--channel", "stable"], ["build", "minimal", "--force"]):
+        assert run(project, *args).exit_code == 0
+    read = counting_lock_reads(monkeypatch)
+    assert run(project, "promote", "minimal", "--channel", "stable").exit_code == 0
+    assert read == [str(project / "templates.lock")]

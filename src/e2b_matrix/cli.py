@@ -337,7 +337,7 @@ def list_cmd(env: Env, /, as_json: bool) -> None:
     from e2b_matrix import environments
     from e2b_matrix.config import load_project
 
-    environments.load(env.root).select(env.environment or env.settings.environment)  # a bad --env is refused here too
+    environments.load(env.root).choose(env.environment, env.settings.environment)  # a bad one is refused here too
     variants = load_project(env.root, env.settings.secrets()).variants
     if as_json:
         env.json([v.to_json() for v in variants])

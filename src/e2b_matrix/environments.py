@@ -85,6 +85,11 @@ class Environments:
             )
         return self.items[name]
 
+    def choose(self, option: str | None, variable: str | None) -> Environment:
+        """The environment a command runs in: ``--env``'s (``option``), else E2B_MATRIX_ENV's
+        (``variable``), else the default; an unknown one is refused naming where it was given."""
+        return self.select(option or variable, "--env" if option else "E2B_MATRIX_ENV")
+
 
 def load(root: Path) -> Environments:
     """The environments of the project at ``root`` (its ``e2b-matrix.toml``, validated like every input)."""

@@ -17,13 +17,13 @@ Every removal goes to the run log.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
-from e2b_matrix import backends, environments, files, inventory, workflow
+from e2b_matrix import backends, files, inventory, workflow
 from e2b_matrix.backends import Backend
 from e2b_matrix.errors import MatrixError
 from e2b_matrix.lock import TemplateLock, store
@@ -34,6 +34,8 @@ from e2b_matrix.session import Session, logs_folder, run_logs
 
 if TYPE_CHECKING:  # the project's modules: imported by workflow.load when prune runs
     from e2b_matrix.config import Project
+
+Looked = tuple[str, Backend, TemplateLock]  # a backend's name, the backend, its lock
 
 
 @attrs.frozen
@@ -68,14 +70,11 @@ class Pruned:
         }
 
 
-def find(session: Session) -> tuple[list[Removal], list[str]]:
+def find(session: Session, project: Project, every: list[Looked]) -> tuple[list[Removal], list[str]]:
     """Everything the project no longer needs, and notes on what could not be looked at."""
-    project = workflow.load(session)
-    removals = _requirements(session, project)
+    removals = _requirements(session, project, every)
     notes: list[str] = []
-    for name in backends.names():
-        backend = session.backend if name == session.options.backend else _other(session, name)
-        lock = TemplateLock.load(session.options.root / backend.lock_file)
+    for name, backend, lock in every:
         removals += _inventories(session.options.root, lock)
         try:
             removals += [
@@ -88,36 +87,47 @@ def find(session: Session) -> tuple[list[Removal], list[str]]:
 
 def prune(session: Session, yes: bool) -> Pruned:
     """``e2b-matrix prune``: what it would remove and why; with ``yes``, remove it (each recorded in the run log)."""
-    removals, notes = find(session)
+    project = workflow.load(session)
+    every = _every_backend(session)
+    removals, notes = find(session, project, every)
     if not yes or not removals:
         return Pruned(tuple(removals), notes=tuple(notes))
+    made = {name: backend for name, backend, _ in every}
     outcomes = []
     with run_logs(session, logs_folder(session)) as logs:
         record = RunLogReporter(logs)
         for r in removals:
-            why_not = _remove(session, r)
+            why_not = _remove(session, r, made)
             record.pruned(r.kind, r.target, r.why, why_not)
             outcomes.append(why_not)
     return Pruned(tuple(removals), True, tuple(outcomes), tuple(notes))
 
 
+def _every_backend(session: Session) -> list[Looked]:
+    """Each backend in this session's environment (prune looks at every one), made once, with its lock read once."""
+    out = []
+    for name in backends.names():
+        backend = session.backend if name == session.options.backend else _other(session, name)
+        out.append((name, backend, TemplateLock.load(session.options.root / backend.lock_file)))
+    return out
+
+
 def _other(session: Session, name: str) -> Backend:
     """The backend ``name`` in this session's environment (prune looks at every backend)."""
-    env = environments.load(session.options.root).select(session.options.environment or session.settings.environment)
-    backend: Backend = backends.make(name, session.settings, {}, env)  # make: the registry's class of ``name``
+    backend: Backend = backends.make(
+        name, session.settings, {}, session.chosen
+    )  # make: the registry's class of ``name``
     return backend
 
 
-def _requirements(session: Session, project: Project) -> list[Removal]:
+def _requirements(session: Session, project: Project, every: list[Looked]) -> list[Removal]:
     """The files of ``requirements/`` that no variant's pip step names, on any backend."""
     folder = session.options.root / DIR
     if not folder.is_dir():
         return []
     named: set[str] = set()
-    for name in backends.names():
-        backend = session.backend if name == session.options.backend else _other(session, name)
+    for name, backend, lock in every:
         other = attrs.evolve(session, backend=backend, options=attrs.evolve(session.options, backend=name, names=()))
-        lock = TemplateLock.load(session.options.root / backend.lock_file)
         for spec in workflow.resolve_specs(other, project, lock, variants=list(project.variants)):
             named.update(r.path for r in spec.requirements)
     return [
@@ -157,14 +167,14 @@ def _inventory_files(folder: Path) -> Iterator[Path]:
             )
 
 
-def _remove(session: Session, r: Removal) -> str:
+def _remove(session: Session, r: Removal, made: Mapping[str, Backend]) -> str:
     """Remove one thing; "" when it is gone, else why it could not be (the run goes on)."""
     root = session.options.root
     try:
         if not r.backend:
             _remove_file(root, r.target)
             return ""
-        backend = session.backend if r.backend == session.options.backend else _other(session, r.backend)
+        backend = made[r.backend]
         why_not = backend.remove(r.ref)
         if why_not is None and r.alias:  # removed there: its entry goes from the lock, at once
             store.update_lock(

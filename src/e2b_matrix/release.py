@@ -13,7 +13,8 @@ E2B no longer has) is one line, exit 1, and nothing changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -21,7 +22,7 @@ import attrs
 from e2b_matrix import inventory, names
 from e2b_matrix.backends import Backend
 from e2b_matrix.errors import ConfigError, Gone, MatrixError, NothingToDo
-from e2b_matrix.lock import store
+from e2b_matrix.lock import TemplateLock, store
 from e2b_matrix.lock.model import LockEntry
 from e2b_matrix.logs import RunLogReporter
 from e2b_matrix.session import Session, check_channel, logs_folder, other_lock, run_logs
@@ -44,20 +45,21 @@ def check_present(backend: Backend, targets: Iterable[tuple[LockEntry, str]], wh
             raise Gone(f"{entry.alias}: {why}: {what}; nothing was changed")
 
 
-def move_channel(
+def promote_entry(
     backend: Backend,
     lock_path: Path,
     entry: LockEntry,
     channel: str,
-    build_id: str,
     secrets: Iterable[str] = (),
     cache: store.ParseCache | None = None,
 ) -> LockEntry:
-    """Point ``channel`` of the entry's alias at ``build_id`` on the backend, then record it in the lock.
+    """Point ``channel`` of the entry's alias at its build on the backend, then record it in the lock:
+    the one place a channel moves forward (``build --promote`` and ``promote`` alike).
 
     The lock's entry is read again under its file lock: a build that landed meanwhile keeps its
     place, and the channel is recorded where the backend now points it.
     """
+    build_id = entry.build_id
     backend.point(entry, channel, build_id)
 
     def record(entries: dict[str, LockEntry]) -> dict[str, LockEntry]:
@@ -71,20 +73,6 @@ def move_channel(
         return entries
 
     return store.update(lock_path, record, backend.regenerate, secrets, cache).entries[entry.alias]
-
-
-def promote_entries(
-    backend: Backend,
-    lock_path: Path,
-    entries: Iterable[LockEntry],
-    channel: str,
-    secrets: Iterable[str] = (),
-    cache: store.ParseCache | None = None,
-) -> list[LockEntry]:
-    """``channel`` pointed at each entry's build, one alias after another, each recorded at once:
-    the one place a channel moves forward (``build --promote`` and ``promote`` alike)."""
-    cache = cache or store.ParseCache()
-    return [move_channel(backend, lock_path, e, channel, e.build_id, secrets, cache) for e in entries]
 
 
 # -- the commands ------------------------------------------------------------------------
@@ -128,18 +116,12 @@ def promote(session: Session, names: Iterable[str], channel: str) -> list[tuple[
     The run log records each move, or why it failed."""
     check_channel(channel, "--channel")
     entries = entries_for(session, names)
-    store.preflight(session.lock_path)  # the lock can be written: else nothing moves
-    backend = session.backend
-    backend.check()
-    check_present(backend, [(e, e.build_id) for e in entries], f"{channel} cannot point at it")
-    secrets = session.settings.secrets()
     out = []
-    cache = store.ParseCache()
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
+    with _moving(session, [(e, e.build_id) for e in entries], f"{channel} cannot point at it") as record:
+        secrets, cache = session.settings.secrets(), store.ParseCache()
         for e in entries:
             try:
-                after = move_channel(backend, session.lock_path, e, channel, e.build_id, secrets, cache)
+                after = promote_entry(session.backend, session.lock_path, e, channel, secrets, cache)
             except MatrixError as exc:
                 record.refused("promote", e.alias, exc)
                 raise
@@ -158,11 +140,7 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
     before = session.lock().entry(name)
     if not before.history:
         raise NothingToDo(f"{before.alias} has no previous build to roll back to")
-    store.preflight(session.lock_path)
-    session.backend.check()
-    check_present(session.backend, [(before, before.history[0].build_id)], "cannot roll back to its previous build")
-    with run_logs(session, logs_folder(session)) as logs:
-        record = RunLogReporter(logs)
+    with _moving(session, [(before, before.history[0].build_id)], "cannot roll back to its previous build") as record:
         try:
             after = _roll_back(session.backend, session.lock_path, before, session.settings.secrets())
         except MatrixError as exc:
@@ -170,6 +148,17 @@ def rollback(session: Session, name: str) -> tuple[LockEntry, LockEntry]:
             raise
         record.rolled_back(before, after)
     return before, after
+
+
+@contextlib.contextmanager
+def _moving(session: Session, targets: list[tuple[LockEntry, str]], what: str) -> Iterator[RunLogReporter]:
+    """Before anything moves: the lock can be written, the backend answers, every target (entry, build
+    ID) is still there (``what`` acts on it); then the run log that records each move."""
+    store.preflight(session.lock_path)
+    session.backend.check()
+    check_present(session.backend, targets, what)
+    with run_logs(session, logs_folder(session)) as logs:
+        yield RunLogReporter(logs)
 
 
 def _roll_back(backend: Backend, lock_path: Path, before: LockEntry, secrets: Iterable[str]) -> LockEntry:
@@ -238,8 +227,12 @@ class Drift:
 
 
 def status(session: Session, names: Iterable[str] = ()) -> list[Drift]:
-    """Ask the backend where each channel points and whether each pinned build still exists."""
-    entries = entries_for(session, names)
+    """Ask the backend where each named variant's channels point and whether its pinned build still exists."""
+    return drift(session, entries_for(session, names))
+
+
+def drift(session: Session, entries: Iterable[LockEntry]) -> list[Drift]:
+    """Ask the backend where each entry's channels point and whether its pinned build still exists."""
     session.backend.check()
     out = []
     for e in entries:
@@ -262,10 +255,16 @@ def diff(session: Session, name: str, old: str = "previous", new: str = "current
     build ID, a channel, ``previous`` or ``current``; with ``against`` (an environment), from that
     environment's current build to this one's ``new``. NothingToDo when either has no inventory."""
     other = other_lock(session, against, "--against") if against is not None else None
-    entry = session.lock().entry(name)
+    return _diff(session, session.lock().entry(name), old, new, other, str(against))
+
+
+def _diff(
+    session: Session, entry: LockEntry, old: str, new: str, other: TemplateLock | None = None, against: str = ""
+) -> Diff:
+    """``diff`` of ``entry`` (as this lock has it); ``other``: environment ``against``'s lock."""
     here = session.settings.environment or ""
     if other is not None:
-        before = (Path(other.path), other.entry(entry.alias).build_id, str(against))
+        before = (Path(other.path), other.entry(entry.alias).build_id, against)
     else:
         before = (session.lock_path, _build_of(session, entry, old, "FROM"), here)
     after = (session.lock_path, _build_of(session, entry, new, "TO"), here)
@@ -319,6 +318,6 @@ def _moved(session: Session, entry: LockEntry, before: str | None) -> Diff | Non
     if before is None or before == entry.build_id:
         return None
     try:
-        return diff(session, entry.alias, before, entry.build_id)
+        return _diff(session, entry, before, entry.build_id)  # ``entry``: the lock's, as the move left it
     except (NothingToDo, ConfigError):  # no inventory of one of them: nothing to show
         return None

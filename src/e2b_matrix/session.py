@@ -21,6 +21,7 @@ import attrs
 
 from e2b_matrix import backends, environments, files
 from e2b_matrix.backends import Backend
+from e2b_matrix.environments import Environment, Environments
 from e2b_matrix.errors import ConfigError
 from e2b_matrix.lock import TemplateLock
 from e2b_matrix.logs import RunLogs
@@ -72,6 +73,8 @@ class Session:
     options: Options
     settings: Settings
     backend: Backend
+    environments: Environments  # the project file's, read once per command
+    chosen: Environment  # the one this command runs in
     _index: PackageIndex | None = None  # the ``index`` property
     _pins: Committed | None = None  # the ``pins`` property
     logs: tuple[Path | None] | None = None  # (the logs folder or None), once preflight decided
@@ -83,9 +86,8 @@ class Session:
         settings = settings or Settings.from_env()
         if options.promote is not None:
             check_channel(options.promote, "--promote")
-        chosen = environments.load(options.root).select(
-            options.environment or settings.environment, "--env" if options.environment else "E2B_MATRIX_ENV"
-        )
+        project = environments.load(options.root)
+        chosen = project.choose(options.environment, settings.environment)
         if backends.registered(options.backend).in_environments:
             settings = environments.apply(settings, chosen)
         backend = backends.make(
@@ -97,7 +99,7 @@ class Session:
                 "(E2B_MATRIX_TEAM_BUILDS, or the environment's team_builds)",
                 key="--jobs",
             )
-        return cls(options, settings, backend)
+        return cls(options, settings, backend, project, chosen)
 
     @property
     def index(self) -> PackageIndex:
@@ -156,7 +158,7 @@ def run_logs(session: Session, folder: Path | None) -> RunLogs:
 
 def other_lock(session: Session, name: str, flag: str) -> TemplateLock:
     """The lock of environment ``name`` of this project (``flag`` names it in an error)."""
-    env = environments.load(session.options.root).select(name, flag)
+    env = session.environments.select(name, flag)
     if env.lock == session.backend.lock_file:
         raise ConfigError(f"{name!r} is the environment this command runs in: name another", key=flag)
     return TemplateLock.load(session.options.root / env.lock)

@@ -347,16 +347,16 @@ class LockCheck:
 
 def check_lock(session: Session, remote: bool = False, same_as: str | None = None) -> LockCheck:
     """Every variant against the lock, plus entries no longer defined (``lock check``); with ``remote``,
-    the backend's drift (``release.status``); with ``same_as``, each variant built from other inputs in
+    the backend's drift (``release.drift``); with ``same_as``, each variant built from other inputs in
     that environment (no request: its lock is read)."""
     from e2b_matrix.plan import orphans
-    from e2b_matrix.release import status
+    from e2b_matrix.release import drift
 
     other = other_lock(session, same_as, "--same-as") if same_as else None
     project, lock, items = planned(session)
     items += orphans(lock.entries, [v.alias for v in project.variants])
     differ = unlike(project.select(session.options.names), lock, other, str(same_as)) if other is not None else []
-    return LockCheck(tuple(items), tuple(status(session)) if remote else (), tuple(differ))
+    return LockCheck(tuple(items), tuple(drift(session, lock)) if remote else (), tuple(differ))
 
 
 @attrs.frozen

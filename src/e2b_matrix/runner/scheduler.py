@@ -391,7 +391,7 @@ class Ledger:
         """``--promote`` for a fresh variant (moved, then recorded); why it failed, or ""."""
         self.s.reporter.progress(spec.name, State.PROMOTING, f"{self.s.promote} -> {entry.build_id}")
         try:
-            release.promote_entries(self.s.backend, self.s.lock_path, [entry], str(self.s.promote), self.s.secrets)
+            release.promote_entry(self.s.backend, self.s.lock_path, entry, str(self.s.promote), self.s.secrets)
         except MatrixError as exc:
             return f"not promoted to {self.s.promote}: {exc}"
         return ""

@@ -2,7 +2,7 @@
 
 Group commit: every build that ended since the last write is recorded with one locked write
 (``store.record_builds``), then its inventory is kept beside the lock, then it is promoted when
-the run asks (each alias moved on the backend, then recorded: release.promote_entries). The loop
+the run asks (each alias moved on the backend, then recorded: release.promote_entry). The loop
 hands a batch over and goes on; it hears ``Landed`` when the writer is done, so it never waits
 on the disk or on E2B's tag API to start a build.
 """
@@ -95,8 +95,8 @@ class LockWriter:
         for b in batch:
             self.tell(Progress(b.spec.alias, State.PROMOTING, f"{channel} -> its new build"))
             try:
-                release.promote_entries(
-                    self.backend, self.lock_path, [lock.entries[b.spec.alias]], channel, self.secrets, self.cache
+                release.promote_entry(
+                    self.backend, self.lock_path, lock.entries[b.spec.alias], channel, self.secrets, self.cache
                 )
             except MatrixError as exc:
                 errors[b.spec.alias] = f"built and recorded, but not promoted to {channel}: {exc}"
