@@ -114,9 +114,7 @@ def _every_backend(session: Session) -> list[Looked]:
 
 def _other(session: Session, name: str) -> Backend:
     """The backend ``name`` in this session's environment (prune looks at every backend)."""
-    backend: Backend = backends.make(
-        name, session.settings, {}, session.chosen
-    )  # make: the registry's class of ``name``
+    backend: Backend = backends.make(name, session.settings, {}, session.chosen)  # the registry's class of ``name``
     return backend
 
 
